@@ -1,0 +1,357 @@
+"""``python -m bench``: run the workloads on rdist and on dask.distributed.
+
+Each system runs in its own subprocess (``python -m bench.side``) that starts
+one 2-worker x 1-thread LocalCluster, runs every selected workload on it and
+closes it.  Isolation means a crash, hang or import error on one side cannot
+lose the other side's figures; a side that exceeds ``--timeout`` is killed
+together with everything it started.
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+
+from .side import WORKLOADS
+
+SYSTEMS = ("dask", "rdist")  # run order
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (key, label, unit, better, getter); ratio is always rdist / dask.
+HIGHER, LOWER = "higher", "lower"
+
+
+def _rows(args):
+    return [
+        ("startup", "cluster start (2 workers)", "s", LOWER,
+         lambda r: _get(r, "startup_s")),
+        ("map", "map+gather %d no-op tasks" % args.n_map, "tasks/s", HIGHER,
+         lambda r: _wl(r, "map", "tasks_per_s")),
+        ("latency", "submit().result() round trip, median", "ms", LOWER,
+         lambda r: _wl(r, "latency", "median_ms")),
+        ("latency", "submit().result() round trip, p90", "ms", LOWER,
+         lambda r: _wl(r, "latency", "p90_ms")),
+        ("chain", "chain of %d dependent inc" % args.chain_length, "tasks/s", HIGHER,
+         lambda r: _wl(r, "chain", "tasks_per_s")),
+        ("transfer", "%g MB array worker0 -> worker1" % args.transfer_mb, "MB/s", HIGHER,
+         lambda r: _wl(r, "transfer", "mb_per_s")),
+    ]
+
+
+def _get(result, field):
+    return (result or {}).get(field)
+
+
+def _wl(result, name, field):
+    w = (result or {}).get("workloads", {}).get(name)
+    if not w or not w.get("ok"):
+        return None
+    return w.get(field)
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cores():
+    n = os.cpu_count()
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:
+        avail = n
+    return n, avail
+
+
+def _group_members(pgid):
+    """(pid, command line) of live processes in process group ``pgid`` (Linux)."""
+    found = []
+    try:
+        pids = [int(x) for x in os.listdir("/proc") if x.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] == "Z" or int(fields[2]) != pgid:
+                continue
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            found.append((pid, cmd[:160]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def run_side(system, args):
+    """Run one system in a subprocess; return its result dict (never raises)."""
+    fd, out = tempfile.mkstemp(prefix="bench-%s-" % system, suffix=".json")
+    os.close(fd)
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in paths if p != ROOT])
+    repeat = {w: args.repeat for w in WORKLOADS} if args.repeat else \
+        {"map": 1, "latency": 1, "chain": 1, "transfer": 3}
+    cmd = [sys.executable, "-m", "bench.side", "--system", system, "--out", out,
+           "--workloads", ",".join(args.workloads),
+           "--n-map", str(args.n_map),
+           "--latency-rounds", str(args.latency_rounds),
+           "--latency-warmup", str(args.latency_warmup),
+           "--chain-length", str(args.chain_length),
+           "--transfer-mb", str(args.transfer_mb)]
+    for w in WORKLOADS:
+        cmd += ["--repeat-" + w, str(repeat[w])]
+
+    print("== %s: starting (timeout %d s)" % (system, args.timeout), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                            stdin=subprocess.DEVNULL)
+    note = None
+    try:
+        rc = proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        note = "timed out after %d s; killed" % args.timeout
+        try:
+            with open(out) as f:
+                note += " (stage: %s)" % json.load(f).get("stage", "?")
+        except (OSError, ValueError):
+            pass
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+        rc = proc.returncode
+    except KeyboardInterrupt:
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    wall = time.perf_counter() - t0
+
+    # Anything the side left running in its process group (stray workers,
+    # servers) is cleaned up here and reported.
+    # A short grace period lets helpers such as multiprocessing's resource
+    # tracker exit on their own.
+    deadline = time.monotonic() + 5
+    while _kill_group(proc.pid, 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _kill_group(proc.pid, 0):
+        left = _group_members(proc.pid)
+        extra = "left %d process(es) running after exit, terminated: %s" % (
+            len(left), "; ".join("%d %s" % x for x in left) or "?")
+        note = "%s; %s" % (note, extra) if note else extra
+        _kill_group(proc.pid, signal.SIGTERM)
+        time.sleep(2)
+        _kill_group(proc.pid, signal.SIGKILL)
+
+    try:
+        with open(out) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        result = {"system": system, "status": "error", "workloads": {},
+                  "error": "no readable results (%s)" % e}
+    finally:
+        for p in (out, out + ".tmp"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+    result["returncode"] = rc
+    result["wall_s"] = wall
+    if note:
+        result["note"] = note
+    if rc != 0 or result.get("status") != "ok":
+        result["status"] = "error"
+        if not result.get("error"):
+            failed = [n for n, w in result.get("workloads", {}).items() if not w.get("ok")]
+            missing = [n for n in args.workloads if n not in result.get("workloads", {})]
+            bits = []
+            if failed:
+                bits.append("failed workloads: " + ", ".join(failed))
+            if missing:
+                bits.append("workloads not run: " + ", ".join(missing))
+            if note:
+                bits.append(note)
+            if rc not in (0, None) and not bits:
+                bits.append("exit code %s" % rc)
+            result["error"] = "; ".join(bits) or "exit code %s" % rc
+    print("== %s: %s in %.1f s%s" % (system, result["status"], wall,
+                                     " (%s)" % note if note else ""), flush=True)
+    return result
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return "%.0f" % v
+    if abs(v) >= 10:
+        return "%.1f" % v
+    return "%.3f" % v
+
+
+def build_table(args, results):
+    rows = []
+    for key, label, unit, better, get in _rows(args):
+        if key != "startup" and key not in args.workloads:
+            continue
+        r = get(results.get("rdist"))
+        d = get(results.get("dask"))
+        ratio = r / d if (r is not None and d) else None
+        rows.append({"workload": label, "key": key, "unit": unit, "better": better,
+                     "rdist": r, "dask": d, "ratio": ratio})
+    return rows
+
+
+def print_table(rows):
+    head = ("workload", "unit", "better", "rdist", "dask", "ratio rdist/dask")
+    body = [(x["workload"], x["unit"], x["better"] + " is better", _fmt(x["rdist"]),
+             _fmt(x["dask"]), "-" if x["ratio"] is None else "%.2fx" % x["ratio"])
+            for x in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+    align = ["<", "<", "<", ">", ">", ">"]
+
+    def line(cells):
+        return "  ".join("%s" % format(c, a + str(w)) for c, a, w in zip(cells, align, widths))
+
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for b in body:
+        print(line(b))
+
+
+def targets(rows):
+    """The two project goals, evaluated on the rdist/dask ratios."""
+    def find(key, suffix=""):
+        for x in rows:
+            if x["key"] == key and x["workload"].endswith(suffix):
+                return x
+        return None
+
+    specs = [
+        (find("map"), ">=", 2.0, "rdist map throughput >= 2x dask"),
+        (find("latency", "median"), "<=", 0.5, "rdist round-trip latency (median) <= 0.5x dask"),
+    ]
+    out = []
+    for row, op, bound, text in specs:
+        ratio = row["ratio"] if row else None
+        met = None
+        if ratio is not None:
+            met = ratio >= bound if op == ">=" else ratio <= bound
+        out.append({"target": text, "ratio": ratio, "met": met})
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark rdist against dask.distributed (2 workers x 1 thread each).")
+    p.add_argument("--only", choices=SYSTEMS, help="run only this system")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help="comma-separated subset of: %s (default: all)" % ",".join(WORKLOADS))
+    p.add_argument("--n-map", type=int, default=10_000, help="tasks in the map workload")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="repeats per workload, best one reported "
+                        "(default: 1 for map/latency/chain, 3 for transfer)")
+    p.add_argument("--latency-rounds", type=int, default=300)
+    p.add_argument("--latency-warmup", type=int, default=20)
+    p.add_argument("--chain-length", type=int, default=1000)
+    p.add_argument("--transfer-mb", type=float, default=200.0)
+    p.add_argument("--timeout", type=int, default=150,
+                   help="seconds allowed per system before it is killed (default 150)")
+    p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    args = p.parse_args(argv)
+
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in args.workloads if w not in WORKLOADS]
+    if bad or not args.workloads:
+        p.error("unknown workload(s) %s; choose from %s" % (bad, ",".join(WORKLOADS)))
+    if args.repeat is not None and args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    systems = [args.only] if args.only else list(SYSTEMS)
+
+    ncpu, navail = _cores()
+    meta = {
+        "cores": ncpu, "cores_available": navail,
+        "machine": platform.machine(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "dask": _version("dask"), "distributed": _version("distributed"),
+        "numpy": _version("numpy"),
+        "workers": 2, "threads_per_worker": 1,
+        "systems": systems, "workloads": args.workloads,
+        "n_map": args.n_map, "latency_rounds": args.latency_rounds,
+        "latency_warmup": args.latency_warmup, "chain_length": args.chain_length,
+        "transfer_mb": args.transfer_mb, "repeat": args.repeat,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    print("rdist vs dask.distributed benchmark")
+    print("cores: %d (%d available to this process)   python %s   dask %s   "
+          "distributed %s   numpy %s"
+          % (ncpu, navail, meta["python"], meta["dask"], meta["distributed"], meta["numpy"]))
+    print("cluster: 2 worker processes x 1 thread, per system   workloads: %s"
+          % ",".join(args.workloads), flush=True)
+
+    results = {}
+    for s in systems:
+        results[s] = run_side(s, args)
+
+    if "rdist" in results and results["rdist"].get("versions", {}).get("rdist"):
+        meta["rdist"] = results["rdist"]["versions"]["rdist"]
+
+    rows = build_table(args, results)
+    tg = targets(rows)
+    print()
+    print_table(rows)
+    print()
+    for t in tg:
+        if t["met"] is None:
+            verdict = "UNKNOWN (need both rdist and dask figures)"
+        else:
+            verdict = "%s (ratio %.2fx)" % ("MET" if t["met"] else "NOT MET", t["ratio"])
+        print("target: %-48s %s" % (t["target"] + ":", verdict))
+
+    failed = [s for s in systems if results[s].get("status") != "ok"]
+    for s in systems:
+        if s not in failed and results[s].get("note"):
+            print("\nWARNING [%s]: %s" % (s, results[s]["note"]))
+    for s in failed:
+        print("\nERROR [%s]: %s" % (s, results[s].get("error")))
+        tb = results[s].get("traceback")
+        if tb:
+            print(tb.rstrip())
+        for name, w in results[s].get("workloads", {}).items():
+            if not w.get("ok"):
+                print("  %s: %s" % (name, w.get("error")))
+                if w.get("traceback"):
+                    print("    " + w["traceback"].rstrip().replace("\n", "\n    "))
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "table": rows, "targets": tg, "results": results},
+                      f, indent=2)
+        print("\nresults written to %s" % args.json)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

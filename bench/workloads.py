@@ -1,0 +1,195 @@
+"""The four workloads.  Each function takes an ``Env`` and returns a dict.
+
+The code is identical for both systems: it only uses the dask.distributed
+futures API (``submit``, ``map``, ``gather``, ``Future.result``/``done``,
+``scheduler_info``), which rdist mirrors.
+"""
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from . import tasks
+
+perf_counter = time.perf_counter
+
+# Pause after releasing many futures so asynchronous clean-up of one step does
+# not bleed into the timing of the next.
+SETTLE_S = 0.5
+
+
+@dataclass
+class Env:
+    client: Any
+    wait: Optional[Callable]  # the system's ``wait(futures)``, if it has one
+    base: int  # per-run random offset so task arguments never repeat
+    log: Callable[[str], None]
+
+
+def _settle():
+    time.sleep(SETTLE_S)
+
+
+def _wait_done(env, future, timeout=300.0):
+    """Block until ``future`` is finished without fetching its result."""
+    if env.wait is not None:
+        env.wait([future])
+        return
+    deadline = perf_counter() + timeout
+    while not future.done():
+        if perf_counter() > deadline:
+            raise TimeoutError("future did not finish in %.0f s" % timeout)
+        time.sleep(0.0005)
+
+
+def _percentile(samples, q):
+    """Linear-interpolated percentile, ``q`` in [0, 100]."""
+    s = sorted(samples)
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def run_map(env, n, repeats):
+    """``client.map(noop, <n args>)`` + ``client.gather`` -> tasks/s."""
+    client = env.client
+    warm = client.map(tasks.noop, range(env.base - 200, env.base))
+    client.gather(warm)
+    del warm
+    _settle()
+
+    runs = []
+    for r in range(repeats):
+        start = env.base + r * n
+        t0 = perf_counter()
+        futures = client.map(tasks.noop, range(start, start + n))
+        out = client.gather(futures)
+        dt = perf_counter() - t0
+        if len(out) != n:
+            raise AssertionError("gather returned %d results, expected %d" % (len(out), n))
+        del futures, out
+        runs.append({"seconds": dt, "tasks_per_s": n / dt})
+        env.log("map run %d: %d tasks in %.3f s = %.0f tasks/s" % (r + 1, n, dt, n / dt))
+        _settle()
+    best = max(runs, key=lambda x: x["tasks_per_s"])
+    return {"n": n, "tasks_per_s": best["tasks_per_s"], "seconds": best["seconds"],
+            "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs), "runs": runs}
+
+
+def run_latency(env, rounds, warmup, repeats):
+    """Sequential ``submit(inc, x).result()`` round trips -> ms."""
+    client = env.client
+    arg = env.base + 10_000_000  # distinct from the other workloads' arguments
+    for _ in range(warmup):
+        if client.submit(tasks.inc, arg).result() != arg + 1:
+            raise AssertionError("wrong result during warm-up")
+        arg += 1
+
+    runs = []
+    for r in range(repeats):
+        samples = []
+        for _ in range(rounds):
+            t0 = perf_counter()
+            v = client.submit(tasks.inc, arg).result()
+            samples.append((perf_counter() - t0) * 1e3)
+            if v != arg + 1:
+                raise AssertionError("inc(%d) returned %r" % (arg, v))
+            arg += 1
+        run = {
+            "median_ms": statistics.median(samples),
+            "p90_ms": _percentile(samples, 90),
+            "p99_ms": _percentile(samples, 99),
+            "min_ms": min(samples),
+            "mean_ms": statistics.fmean(samples),
+        }
+        runs.append(run)
+        env.log("latency run %d: %d round trips, median %.3f ms, p90 %.3f ms"
+                % (r + 1, rounds, run["median_ms"], run["p90_ms"]))
+    best = min(runs, key=lambda x: x["median_ms"])
+    return dict(best, rounds=rounds, warmup=warmup, runs=runs,
+                median_of_medians_ms=statistics.median(x["median_ms"] for x in runs))
+
+
+def run_chain(env, length, repeats):
+    """``x = submit(inc, x)`` ``length`` times, then ``x.result()`` -> tasks/s."""
+    client = env.client
+    # Warm-up: a short chain so dependency handling is exercised once.
+    x = client.submit(tasks.inc, env.base + 20_000_000)
+    for _ in range(9):
+        x = client.submit(tasks.inc, x)
+    x.result()
+    del x
+    _settle()
+
+    runs = []
+    for r in range(repeats):
+        start = env.base + 30_000_000 + r * 1_000_000
+        t0 = perf_counter()
+        x = client.submit(tasks.inc, start)
+        for _ in range(length - 1):
+            x = client.submit(tasks.inc, x)
+        v = x.result()
+        dt = perf_counter() - t0
+        if v != start + length:
+            raise AssertionError("chain result %r, expected %d" % (v, start + length))
+        del x
+        runs.append({"seconds": dt, "tasks_per_s": length / dt})
+        env.log("chain run %d: %d tasks in %.3f s = %.0f tasks/s"
+                % (r + 1, length, dt, length / dt))
+        _settle()
+    best = max(runs, key=lambda x: x["tasks_per_s"])
+    return {"length": length, "tasks_per_s": best["tasks_per_s"], "seconds": best["seconds"],
+            "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs),
+            "verified": True, "runs": runs}
+
+
+def _one_transfer(env, nbytes, fill, w0, w1):
+    client = env.client
+    a = client.submit(tasks.make_array, nbytes, fill, workers=[w0], pure=False)
+    _wait_done(env, a)
+    t0 = perf_counter()
+    b = client.submit(tasks.consume, a, workers=[w1], pure=False)
+    info = b.result()
+    dt = perf_counter() - t0
+    del a, b
+    expected = (nbytes // 8) * 8
+    if info["nbytes"] != expected or info["first"] != fill or info["last"] != fill:
+        raise AssertionError("consumer saw wrong data: %r" % (info,))
+    return dt, info
+
+
+def run_transfer(env, mb, repeats):
+    """Array made on worker 0, consumed on worker 1 -> MB/s (1 MB = 1e6 bytes)."""
+    client = env.client
+    workers = list(client.scheduler_info()["workers"])
+    if len(workers) < 2:
+        raise RuntimeError("need 2 workers, scheduler reports %r" % (workers,))
+    w0, w1 = workers[0], workers[1]
+    pid0 = client.submit(tasks.worker_pid, env.base + 1, workers=[w0], pure=False).result()
+    pid1 = client.submit(tasks.worker_pid, env.base + 2, workers=[w1], pure=False).result()
+    if pid0 == pid1:
+        raise AssertionError("both worker addresses run in process %d" % pid0)
+
+    # Warm-up: 1 MB so connections between the workers exist and numpy is loaded.
+    _one_transfer(env, 1_000_000, -1.0, w0, w1)
+    _settle()
+
+    nbytes = int(mb * 1_000_000)
+    runs = []
+    for r in range(repeats):
+        dt, info = _one_transfer(env, nbytes, float(r + 1), w0, w1)
+        if info["pid"] != pid1:
+            raise AssertionError("consumer ran in pid %d, expected worker 1 (pid %d)"
+                                 % (info["pid"], pid1))
+        runs.append({"seconds": dt, "mb_per_s": nbytes / 1e6 / dt})
+        env.log("transfer run %d: %.0f MB in %.3f s = %.0f MB/s"
+                % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt))
+        _settle()
+    best = max(runs, key=lambda x: x["mb_per_s"])
+    return {"mb": nbytes / 1e6, "mb_per_s": best["mb_per_s"], "seconds": best["seconds"],
+            "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
+            "workers": [w0, w1], "worker_pids": [pid0, pid1], "runs": runs}

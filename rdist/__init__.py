@@ -1,0 +1,20 @@
+"""rdist: Dask-style distributed futures, coordinated through Redis."""
+
+from rdist.client import Client, Future, as_completed, fire_and_forget, wait
+from rdist.cluster import LocalCluster
+from rdist.exceptions import CancelledError, KilledWorker
+from rdist.worker import get_worker
+
+__version__ = "0.1.0"
+
+__all__ = sorted([
+    "CancelledError",
+    "Client",
+    "Future",
+    "KilledWorker",
+    "LocalCluster",
+    "as_completed",
+    "fire_and_forget",
+    "get_worker",
+    "wait",
+])

@@ -1,0 +1,3 @@
+from rdist.cli import main
+
+main(prog_name="rdist")

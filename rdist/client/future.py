@@ -1,0 +1,311 @@
+"""Futures and the helpers that wait on them (``wait``, ``as_completed``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from rdist.exceptions import CancelledError
+
+if TYPE_CHECKING:
+    from rdist.client.client import Client
+
+log = logging.getLogger("rdist.client")
+
+PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+
+
+class FutureState:
+    """What one client knows about one key; shared by every Future of that key."""
+
+    __slots__ = ("key", "status", "info", "event", "callbacks", "_exception")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.status = PENDING
+        self.info: dict[str, Any] = {}
+        self.event = threading.Event()
+        self.callbacks: list[Callable[[], None]] = []
+        self._exception: tuple[BaseException, str] | None = None
+
+    def done(self) -> bool:
+        return self.event.is_set()
+
+    def settle(self, status: str, info: dict[str, Any]) -> list[Callable[[], None]]:
+        """Record the outcome; returns the callbacks to fire (each fires once)."""
+        self.status = status
+        self.info = info
+        self._exception = None
+        self.event.set()
+        callbacks, self.callbacks = self.callbacks, []
+        return callbacks
+
+    def reset(self) -> None:
+        self.status = PENDING
+        self.info = {}
+        self._exception = None
+        self.event.clear()
+
+    def exception_and_traceback(self) -> tuple[BaseException, str]:
+        if self._exception is None:
+            self._exception = _rebuild_exception(self.key, self.info)
+        return self._exception
+
+
+def _rebuild_exception(key: str, info: dict[str, Any]) -> tuple[BaseException, str]:
+    from rdist.protocol import serialize
+
+    if "error" in info:
+        try:
+            exc, tb = serialize.from_blob(info["error"])
+            return exc, tb
+        except Exception as err:  # the exception class may not exist here
+            return RuntimeError(f"task {key!r} failed; its exception cannot be loaded: {err}"), ""
+    return RuntimeError(info.get("error_text") or f"task {key!r} failed"), ""
+
+
+class Future:
+    """A remote computation's result, as ``distributed.Future``."""
+
+    __slots__ = ("key", "client", "_state", "__weakref__")
+
+    def __init__(self, key: str, client: "Client", _state: FutureState | None = None) -> None:
+        self.key = key
+        self.client = client
+        self._state = _state or client._register(key)
+
+    # -- status ----------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    def done(self) -> bool:
+        return self._state.done()
+
+    def cancelled(self) -> bool:
+        return self._state.status == CANCELLED
+
+    # -- results ---------------------------------------------------------------------------
+    def _wait(self, timeout: float | None) -> None:
+        if not self._state.event.wait(timeout):
+            raise TimeoutError(f"future {self.key!r} not done after {timeout} s")
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._wait(timeout)
+        status = self._state.status
+        if status == ERROR:
+            exc, tb = self._state.exception_and_traceback()
+            raise _with_note(exc, tb)
+        if status == CANCELLED:
+            raise CancelledError(self.key)
+        if status == LOST:
+            raise CancelledError(f"{self.key} was lost (its client or data is gone)")
+        return self.client._fetch_values([self])[self.key]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        if self._state.status == CANCELLED:
+            raise CancelledError(self.key)
+        if self._state.status != ERROR:
+            return None
+        return self._state.exception_and_traceback()[0]
+
+    def traceback(self, timeout: float | None = None) -> str | None:
+        """The remote traceback, formatted as text."""
+        self._wait(timeout)
+        if self._state.status != ERROR:
+            return None
+        return self._state.exception_and_traceback()[1]
+
+    def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
+        """Call ``fn(future)`` once, after completion, error or cancellation."""
+
+        def call() -> None:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("done callback of %s failed", self.key)
+
+        self.client._add_callback(self._state, call)
+
+    def cancel(self, force: bool = False) -> None:
+        self.client.cancel([self], force=force)
+
+    def retry(self) -> None:
+        self.client.retry([self])
+
+    def release(self) -> None:
+        self.client._release_ref(self.key)
+        self.client = None  # type: ignore[assignment]
+
+    def __del__(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client._release_ref(self.key)
+            except Exception:  # interpreter shutdown
+                pass
+
+    def __await__(self) -> Any:
+        return self._async_result().__await__()
+
+    async def _async_result(self) -> Any:
+        if not self.done():
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+
+            self.client._add_callback(self._state, wake)
+            await waiter
+        return await asyncio.get_running_loop().run_in_executor(None, self.result)
+
+    def __repr__(self) -> str:
+        return f"<Future: {self.status}, key: {self.key}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"Future {self.key!r} cannot be pickled inside an object; pass it directly "
+            "(or in a list, tuple or dict) as an argument so it becomes a dependency"
+        )
+
+
+def _with_note(exc: BaseException, tb: str) -> BaseException:
+    if tb and hasattr(exc, "add_note") and not getattr(exc, "_rdist_noted", False):
+        exc.add_note("Remote traceback:\n" + tb.rstrip())
+        try:
+            exc._rdist_noted = True  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+    return exc
+
+
+def futures_of(obj: Any) -> list[Future]:
+    """Every Future inside nested lists, tuples, sets and dicts, in order."""
+    out: list[Future] = []
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Future):
+            out.append(x)
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            stack.extend(reversed(list(x)))
+        elif isinstance(x, dict):
+            stack.extend(reversed(list(x.values())))
+    return out
+
+
+def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
+    """Wait until all (or the first of) ``fs`` are done; returns ``(done, not_done)`` sets."""
+    from collections import namedtuple
+
+    futures = futures_of(fs) if not isinstance(fs, Future) else [fs]
+    if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
+        raise ValueError(f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if return_when == "ALL_COMPLETED":
+        for f in futures:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not f._state.event.wait(remaining):
+                raise TimeoutError(f"{sum(not g.done() for g in futures)} of {len(futures)} futures not done after {timeout} s")
+    elif futures and not any(f.done() for f in futures):
+        woken = threading.Event()
+        for f in futures:
+            f.client._add_callback(f._state, woken.set)
+        if not woken.wait(timeout):
+            raise TimeoutError(f"none of {len(futures)} futures done after {timeout} s")
+    done = {f for f in futures if f.done()}
+    DoneAndNotDone = namedtuple("DoneAndNotDone", ["done", "not_done"])
+    return DoneAndNotDone(done, {f for f in futures if f not in done})
+
+
+class as_completed:
+    """Yield futures as they complete (each once); ``with_results`` yields (future, result)."""
+
+    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False,
+                 raise_errors: bool = True, timeout: float | None = None) -> None:
+        self.with_results = with_results
+        self.raise_errors = raise_errors
+        self.timeout = timeout
+        self._queue: queue.Queue[Future] = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.update(futures)
+
+    def add(self, future: Future) -> None:
+        with self._lock:
+            self._pending += 1
+        future.client._add_callback(future._state, lambda: self._queue.put(future))
+
+    def update(self, futures: Iterable[Future]) -> None:
+        for f in futures:
+            self.add(f)
+
+    def count(self) -> int:
+        return self._pending
+
+    def is_empty(self) -> bool:
+        return self._pending == 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def _take(self, future: Future) -> Any:
+        with self._lock:
+            self._pending -= 1
+        if not self.with_results:
+            return future
+        if future.status == ERROR and not self.raise_errors:
+            return future, future.exception()
+        return future, future.result()
+
+    def __next__(self) -> Any:
+        if self._pending == 0:
+            raise StopIteration
+        try:
+            future = self._queue.get(timeout=self.timeout)
+        except queue.Empty:
+            raise TimeoutError(f"as_completed: nothing completed within {self.timeout} s") from None
+        return self._take(future)
+
+    def next_batch(self, block: bool = True) -> list[Any]:
+        batch = [next(self)] if block and self._pending else []
+        while True:
+            try:
+                future = self._queue.get_nowait()
+            except queue.Empty:
+                return batch
+            batch.append(self._take(future))
+
+    def batches(self) -> Iterator[list[Any]]:
+        while self._pending:
+            yield self.next_batch()
+
+    def __aiter__(self) -> "as_completed":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._pending == 0:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        future = await loop.run_in_executor(None, self._queue.get)
+        if self.with_results:
+            with self._lock:
+                self._pending -= 1
+            return future, await loop.run_in_executor(None, future.result)
+        return self._take(future)
+
+
+def fire_and_forget(obj: Any) -> None:
+    """Run these futures' tasks to completion even when no future for them remains."""
+    futures = futures_of(obj) if not isinstance(obj, Future) else [obj]
+    by_client: dict[int, tuple[Any, list[str]]] = {}
+    for f in futures:
+        by_client.setdefault(id(f.client), (f.client, []))[1].append(f.key)
+    for client, keys in by_client.values():
+        client._fire_and_forget(keys)

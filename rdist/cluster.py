@@ -1,0 +1,218 @@
+"""LocalCluster: Redis (embedded unless given), a scheduler and workers on this machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import psutil
+
+from rdist.embedded import EmbeddedRedis
+from rdist.procs import die_with_parent
+from rdist.protocol import messages
+from rdist.store import connect
+
+log = logging.getLogger("rdist.cluster")
+
+
+def parse_memory(limit: Any, n_workers: int) -> int:
+    """``"auto"`` splits system memory between workers; ``"4GB"``, ``"512MiB"``, ints pass."""
+    if limit in (None, 0, "0"):
+        return 0
+    if limit == "auto":
+        return psutil.virtual_memory().total // max(1, n_workers)
+    if isinstance(limit, (int, float)):
+        return int(limit)
+    text = str(limit).strip().upper().replace(" ", "")
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6,
+             "GB": 10**9, "TB": 10**12, "K": 10**3, "M": 10**6, "G": 10**9, "B": 1}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(float(text))
+
+
+class _WorkerProcess:
+    """One ``rdist worker`` subprocess."""
+
+    def __init__(self, name: str, args: list[str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(args, preexec_fn=die_with_parent)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class LocalCluster:
+    """As ``distributed.LocalCluster``, with Redis as the control plane."""
+
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
+                 processes: bool = True, memory_limit: Any = "auto", redis_url: str | None = None,
+                 name: str | None = None, dashboard_address: str | None = None,
+                 host: str = "127.0.0.1", timeout: float = 60, **kwargs: Any) -> None:
+        cores = os.cpu_count() or 1
+        if n_workers is None:
+            n_workers = (min(cores, 4) if processes else 1) if threads_per_worker is None else max(1, cores // threads_per_worker)
+        if threads_per_worker is None:
+            threads_per_worker = max(1, cores // max(1, n_workers)) if processes else cores
+        self.processes = processes
+        self.threads_per_worker = threads_per_worker
+        self.memory_limit = parse_memory(memory_limit, n_workers)
+        self.host = host
+        self.cluster_name = name or (f"local-{uuid.uuid4().hex[:8]}" if redis_url else "default")
+        self._redis: EmbeddedRedis | None = None
+        if redis_url is None:
+            self._redis = EmbeddedRedis().start()
+            redis_url = self._redis.url
+        self.redis_url = redis_url
+        self.scheduler_address = redis_url
+        self.dashboard_address = dashboard_address
+        self._workers: list[Any] = []
+        self._scheduler: Any = None
+        self._closed = False
+        self._counter = 0
+        self.status = "running"
+        try:
+            self._start_scheduler()
+            self.scale(n_workers)
+            self.wait_for_workers(n_workers, timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- processes ---------------------------------------------------------------------------
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rdist", *args, "--redis-url", self.redis_url,
+                "--cluster", self.cluster_name]
+
+    def _start_scheduler(self) -> None:
+        if self.processes:
+            self._scheduler = subprocess.Popen(self._cli("scheduler"), preexec_fn=die_with_parent)
+            return
+        from rdist.scheduler.server import SchedulerServer
+
+        self._scheduler = SchedulerServer.from_url(self.redis_url, self.cluster_name)
+        threading.Thread(target=self._scheduler.run, name="rdist-scheduler", daemon=True).start()
+
+    def _start_worker(self) -> Any:
+        self._counter += 1
+        name = f"{self.cluster_name}-worker-{self._counter}"
+        if self.processes:
+            args = self._cli("worker", "--nthreads", str(self.threads_per_worker), "--name", name,
+                             "--host", self.host, "--memory-limit", str(self.memory_limit))
+            return _WorkerProcess(name, args)
+        from rdist.worker.server import Worker
+
+        worker = Worker(connect(self.redis_url, self.cluster_name), nthreads=self.threads_per_worker,
+                        name=name, host=self.host, memory_limit=self.memory_limit)
+        worker.start()
+        return worker
+
+    def scale(self, n: int) -> None:
+        """Start or stop workers until there are ``n``."""
+        while len(self._workers) < n:
+            self._workers.append(self._start_worker())
+        while len(self._workers) > n:
+            worker = self._workers.pop()
+            if isinstance(worker, _WorkerProcess):
+                worker.stop()
+                worker.wait(10)
+            else:
+                worker.close()
+
+    @property
+    def workers(self) -> dict[str, Any]:
+        return {w.name: w for w in self._workers}
+
+    def worker_addresses(self) -> dict[str, str]:
+        """name -> address of the running workers, from the ``workers`` hash."""
+        store = connect(self.redis_url, self.cluster_name)
+        try:
+            out = {}
+            for address, blob in store.redis.hgetall(store.keys.workers).items():
+                record = messages.unpack(blob)
+                out[record.get("name", "")] = address.decode()
+            return out
+        finally:
+            store.close()
+
+    def wait_for_workers(self, n: int, timeout: float = 60) -> None:
+        """Wait until ``n`` of our workers registered, woken by their join events."""
+        deadline = time.monotonic() + timeout
+        names = {w.name for w in self._workers}
+        store = connect(self.redis_url, self.cluster_name)
+        last: bytes | str = "0-0"
+        try:
+            while len(names & set(self.worker_addresses())) < n:
+                self._check_children()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers did not start within {timeout} s")
+                got = store.read(store.keys.events, last, 100, 200)
+                if got:
+                    last = got[-1][0]
+                elif store.url.startswith("fakeredis://"):
+                    time.sleep(0.01)  # fakeredis does not block
+        finally:
+            store.close()
+
+    def _check_children(self) -> None:
+        for w in self._workers:
+            if isinstance(w, _WorkerProcess) and w.process.poll() is not None:
+                raise RuntimeError(f"worker {w.name} exited with code {w.process.returncode}")
+        if isinstance(self._scheduler, subprocess.Popen) and self._scheduler.poll() is not None:
+            raise RuntimeError(f"scheduler exited with code {self._scheduler.returncode}")
+
+    def close(self, timeout: float = 10) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.status = "closed"
+        workers, self._workers = self._workers, []
+        for w in workers:
+            if isinstance(w, _WorkerProcess):
+                w.stop()
+            else:
+                w.close()
+        for w in workers:
+            if isinstance(w, _WorkerProcess):
+                w.wait(timeout)
+        if isinstance(self._scheduler, subprocess.Popen):
+            self._scheduler.terminate()
+            try:
+                self._scheduler.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._scheduler.kill()
+        elif self._scheduler is not None:
+            self._scheduler.stop()
+        if self._redis is not None:
+            self._redis.stop()
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        return f"LocalCluster({self.redis_url!r}, workers={len(self._workers)})"

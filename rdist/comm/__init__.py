@@ -1,0 +1,1 @@
+"""The data plane: authenticated TCP connections between workers and clients."""

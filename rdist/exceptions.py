@@ -1,0 +1,22 @@
+"""Exceptions users catch (named as in ``distributed``)."""
+
+from __future__ import annotations
+
+from concurrent.futures import CancelledError as _BaseCancelledError
+
+
+class CancelledError(_BaseCancelledError):
+    """The future was cancelled (or released by a restart)."""
+
+
+class KilledWorker(Exception):
+    """A task was running on ``allowed-failures`` workers that died."""
+
+    def __init__(self, task: str = "", last_worker: str = "", allowed_failures: int = 3) -> None:
+        super().__init__(
+            f"Attempted to run task {task!r} on {allowed_failures} different workers, "
+            f"but all those workers died while running it. The last worker was {last_worker}."
+        )
+        self.task = task
+        self.last_worker = last_worker
+        self.allowed_failures = allowed_failures

@@ -1,0 +1,1 @@
+"""Wire formats: msgpack control messages, pickled user data, task specs."""

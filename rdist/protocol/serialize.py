@@ -1,0 +1,113 @@
+"""User data: pickle protocol 5 with out-of-band buffers, lz4 where it pays.
+
+A serialized object is a list of frames: frame 0 is the pickle stream, the others are the
+raw buffers (numpy arrays travel without copies). ``to_blob``/``from_blob`` pack frames into
+one bytes object for storage in Redis.
+
+Blob layout: magic ``RD1``, flags byte, msgpack list of frame lengths and per-frame
+compression flags, then the frames.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+import lz4.frame
+import msgpack
+
+_MAGIC = b"RD1"
+#: Frames smaller than this are never compressed: lz4's overhead outweighs the gain.
+_COMPRESS_MIN = 64 * 1024
+#: A frame is sent compressed only when lz4 shrinks a sample below this ratio.
+_COMPRESS_RATIO = 0.7
+
+
+class SerializationError(TypeError):
+    """An object that could not be pickled or unpickled."""
+
+
+def dumps(obj: Any) -> list[memoryview | bytes]:
+    """Pickle ``obj``; large buffers stay out of band as memoryviews (no copy)."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        buffers = []
+        try:
+            head = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        except Exception as exc:
+            raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
+    return [head, *(b.raw() for b in buffers)]
+
+
+def loads(frames: list[Any]) -> Any:
+    try:
+        return pickle.loads(frames[0], buffers=frames[1:])
+    except Exception as exc:
+        raise SerializationError(f"cannot deserialize: {exc}") from exc
+
+
+def dumps_function(func: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(func, protocol=5)
+    except Exception as exc:
+        raise SerializationError(f"cannot serialize function {func!r}: {exc}") from exc
+
+
+def _maybe_compress(frame: memoryview | bytes) -> tuple[bytes | memoryview, bool]:
+    size = len(frame) if isinstance(frame, bytes) else frame.nbytes
+    if size < _COMPRESS_MIN:
+        return frame, False
+    view = memoryview(frame).cast("B")
+    sample = bytes(view[: 16 * 1024])
+    if len(lz4.frame.compress(sample)) > _COMPRESS_RATIO * len(sample):
+        return frame, False
+    packed = lz4.frame.compress(view)
+    return (packed, True) if len(packed) < _COMPRESS_RATIO * size else (frame, False)
+
+
+def frame_nbytes(frame: Any) -> int:
+    return len(frame) if isinstance(frame, (bytes, bytearray)) else memoryview(frame).nbytes
+
+
+def encode_frames(frames: list[Any], compress: bool = True) -> tuple[bytes, list[Any]]:
+    """Header + frames ready to write; compressed frames are replaced by their lz4 form."""
+    out: list[Any] = []
+    flags: list[bool] = []
+    for frame in frames:
+        data, packed = _maybe_compress(frame) if compress else (frame, False)
+        out.append(data)
+        flags.append(packed)
+    header = msgpack.packb([[frame_nbytes(f) for f in out], flags])
+    return header, out
+
+
+def decode_frames(header: bytes, frames: list[Any]) -> list[Any]:
+    _, flags = msgpack.unpackb(header)
+    return [lz4.frame.decompress(f) if flag else f for f, flag in zip(frames, flags)]
+
+
+def to_blob(obj: Any) -> bytes:
+    """One bytes object (for Redis) holding a serialized object."""
+    header, frames = encode_frames(dumps(obj))
+    return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *frames])
+
+
+def blob_to_frames(blob: bytes) -> list[Any]:
+    if blob[:3] != _MAGIC:
+        raise SerializationError("not an rdist data blob")
+    view = memoryview(blob)
+    hlen = int.from_bytes(view[3:7], "little")
+    header = bytes(view[7 : 7 + hlen])
+    lengths, _ = msgpack.unpackb(header)
+    frames, pos = [], 7 + hlen
+    for n in lengths:
+        frames.append(view[pos : pos + n])
+        pos += n
+    return decode_frames(header, frames)
+
+
+def from_blob(blob: bytes) -> Any:
+    return loads(blob_to_frames(blob))

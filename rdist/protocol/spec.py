@@ -1,0 +1,88 @@
+"""Task specs: what a worker needs to run a task, opaque to the scheduler.
+
+A spec is msgpack ``[func_hash, args_blob, mode]``:
+
+- ``func_hash`` names a cloudpickled function in the ``funcs`` hash (stored once per cluster);
+- ``args_blob`` is the serialized ``(args, kwargs)`` -- or, for raw graph nodes, the node's
+  expression -- in which every dependency appears as a :class:`DepRef`;
+- ``mode`` says how to run it (:data:`CALL`, :data:`CALL_WITH_DEPS`, :data:`GRAPH_NODE`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Mapping
+
+import msgpack
+
+from rdist.protocol import serialize
+
+CALL = 0  #: ``func(*args, **kwargs)``, no dependencies inside
+CALL_WITH_DEPS = 1  #: same, after replacing every DepRef by its value
+GRAPH_NODE = 2  #: evaluate a dask-style expression (tuple tasks, lists, keys)
+
+
+class DepRef:
+    """Placeholder for a dependency's value inside pickled arguments."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (DepRef, (self.key,))
+
+    def __repr__(self) -> str:
+        return f"DepRef({self.key!r})"
+
+
+def function_hash(func_bytes: bytes) -> bytes:
+    return hashlib.blake2b(func_bytes, digest_size=16).digest()
+
+
+def pack_spec(func_hash: bytes, args_blob: bytes, mode: int) -> bytes:
+    return msgpack.packb([func_hash, args_blob, mode], use_bin_type=True)
+
+
+def unpack_spec(spec: bytes) -> tuple[bytes, bytes, int]:
+    func_hash, args_blob, mode = msgpack.unpackb(spec, raw=False)
+    return func_hash, args_blob, mode
+
+
+def replace_refs(obj: Any, data: Mapping[str, Any]) -> Any:
+    """Substitute dependency values for DepRefs in nested lists, tuples, dicts and sets."""
+    kind = type(obj)
+    if kind is DepRef:
+        return data[obj.key]
+    if kind in (list, tuple, set, frozenset):
+        return kind(replace_refs(x, data) for x in obj)
+    if kind is dict:
+        return {k: replace_refs(v, data) for k, v in obj.items()}
+    return obj
+
+
+def evaluate_node(expr: Any, data: Mapping[str, Any]) -> Any:
+    """Evaluate a dask graph node: ``(func, *args)`` calls, lists map, DepRefs resolve."""
+    kind = type(expr)
+    if kind is DepRef:
+        return data[expr.key]
+    if kind is tuple and expr and callable(expr[0]):
+        return expr[0](*(evaluate_node(a, data) for a in expr[1:]))
+    if kind is list:
+        return [evaluate_node(x, data) for x in expr]
+    if kind is dict:
+        return {k: evaluate_node(v, data) for k, v in expr.items()}
+    return expr
+
+
+def run_spec(func: Callable[..., Any] | None, args_blob: bytes, mode: int,
+             data: Mapping[str, Any]) -> Any:
+    payload = serialize.from_blob(args_blob)
+    if mode == GRAPH_NODE:
+        return evaluate_node(payload, data)
+    args, kwargs = payload
+    if mode == CALL_WITH_DEPS:
+        args, kwargs = replace_refs(args, data), replace_refs(kwargs, data)
+    assert func is not None
+    return func(*args, **kwargs)

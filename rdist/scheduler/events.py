@@ -1,0 +1,180 @@
+"""Events the scheduler state machine consumes and instructions it emits.
+
+Events carry everything a decision needs, including the time; instructions say what the
+server must write. Both are small slotted dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class TaskSpecMeta:
+    """Scheduling metadata of one submitted task (never the pickled spec itself)."""
+
+    key: str
+    deps: list[str] = field(default_factory=list)
+    priority: int = 0  #: user priority: higher runs first
+    workers: list[str] | None = None  #: restriction to these addresses or names
+    loose: bool = False  #: allow_other_workers
+    retries: int = 0
+    resources: dict[str, float] | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    stimulus_id: str
+    time: float
+
+
+@dataclass(slots=True)
+class GraphSubmitted(Event):
+    client: str
+    tasks: list[TaskSpecMeta]
+    wanted: list[str]  #: keys the client holds futures for
+    fire_and_forget: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class KeysReleased(Event):
+    client: str
+    keys: list[str]
+
+
+@dataclass(slots=True)
+class KeysCancelled(Event):
+    client: str
+    keys: list[str]
+    force: bool = False
+
+
+@dataclass(slots=True)
+class RetryRequested(Event):
+    client: str
+    keys: list[str]
+
+
+@dataclass(slots=True)
+class ClientJoined(Event):
+    client: str
+
+
+@dataclass(slots=True)
+class ClientLeft(Event):
+    client: str
+
+
+@dataclass(slots=True)
+class WorkerJoined(Event):
+    address: str
+    name: str
+    nthreads: int
+    memory_limit: int = 0
+    resources: dict[str, float] | None = None
+
+
+@dataclass(slots=True)
+class WorkerLeft(Event):
+    address: str
+
+
+@dataclass(slots=True)
+class FinishedTask:
+    key: str
+    nbytes: int
+    in_redis: bool
+    inline: bytes | None
+    duration: float
+    type_name: str = ""
+
+
+@dataclass(slots=True)
+class TasksFinished(Event):
+    worker: str
+    tasks: list[FinishedTask]
+
+
+@dataclass(slots=True)
+class TaskErred(Event):
+    worker: str
+    key: str
+    error: bytes  #: opaque serialized (exception, traceback text) from the worker
+    duration: float = 0.0
+
+
+@dataclass(slots=True)
+class DataScattered(Event):
+    client: str
+    items: list[tuple[str, list[str], int, bool]]  #: (key, worker addresses, nbytes, in_redis)
+
+
+@dataclass(slots=True)
+class DataReplicated(Event):
+    """A worker now also holds ``keys`` (it fetched them as dependencies)."""
+
+    worker: str
+    keys: list[str]
+
+
+# -- instructions ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Instruction:
+    pass
+
+
+@dataclass(slots=True)
+class Compute(Instruction):
+    worker: str
+    key: str
+    priority: tuple[Any, ...]
+    #: dependency key -> (holders, nbytes, in_redis)
+    deps: dict[str, tuple[list[str], int, bool]]
+    resources: dict[str, float] | None = None
+
+
+@dataclass(slots=True)
+class FreeKeys(Instruction):
+    worker: str
+    keys: list[str]
+
+
+@dataclass(slots=True)
+class Notify(Instruction):
+    """Tell a client about a key it wants: ``status`` is memory, erred, cancelled or lost."""
+
+    client: str
+    key: str
+    status: str
+    info: dict[str, Any]
+
+
+@dataclass(slots=True)
+class PersistTask(Instruction):
+    key: str
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ForgetTask(Instruction):
+    """The key is gone: drop its record, spec and stored result."""
+
+    key: str
+
+
+@dataclass(slots=True)
+class DropResult(Instruction):
+    """The result stored in Redis is no longer wanted (the task itself may be kept)."""
+
+    key: str
+
+
+@dataclass(slots=True)
+class LogEvent(Instruction):
+    """An entry for the cluster event log."""
+
+    kind: str
+    info: dict[str, Any]

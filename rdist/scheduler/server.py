@@ -1,0 +1,237 @@
+"""The scheduler process: a thin shell around :class:`SchedulerState`.
+
+One loop: read a batch from the ``sched`` stream, turn entries into events, let the state
+machine decide, then send every consequence of the batch -- task records, one message per
+worker, one per client, the acknowledgement -- in one pipeline, together with the next
+blocking read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+from rdist.protocol import messages
+from rdist.protocol.messages import MalformedMessage
+from rdist.scheduler import events as ev
+from rdist.scheduler.state import SchedulerState
+from rdist.store import RedisStore, connect
+from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
+
+log = logging.getLogger("rdist.scheduler")
+
+BATCH_ENTRIES = 500
+BLOCK_MS = 500
+EVENTS_MAXLEN = 10_000
+
+
+def _tasks(msg: dict[str, Any]) -> list[ev.TaskSpecMeta]:
+    out = []
+    for key, deps, priority, workers, loose, retries, resources in msg["tasks"]:
+        out.append(ev.TaskSpecMeta(str(key), list(deps or ()), int(priority or 0),
+                                   list(workers) if workers else None, bool(loose),
+                                   int(retries or 0), resources or None))
+    return out
+
+
+def _finished(msg: dict[str, Any]) -> list[ev.FinishedTask]:
+    return [ev.FinishedTask(str(k), int(nb), bool(r), inline, float(d), str(t or ""))
+            for k, nb, r, inline, d, t in msg.get("done", ())]
+
+
+_Decoder = Callable[[dict[str, Any], str, float], list[ev.Event]]
+
+DECODERS: dict[str, _Decoder] = {
+    "update-graph": lambda m, s, t: [ev.GraphSubmitted(s, t, m["client"], _tasks(m),
+                                                       list(m.get("wanted", ())),
+                                                       list(m.get("faf", ())))],
+    "release-keys": lambda m, s, t: [ev.KeysReleased(s, t, m["client"], list(m["keys"]))],
+    "cancel": lambda m, s, t: [ev.KeysCancelled(s, t, m["client"], list(m["keys"]),
+                                                bool(m.get("force")))],
+    "retry": lambda m, s, t: [ev.RetryRequested(s, t, m["client"], list(m["keys"]))],
+    "client-join": lambda m, s, t: [ev.ClientJoined(s, t, m["client"])],
+    "client-leave": lambda m, s, t: [ev.ClientLeft(s, t, m["client"])],
+    "scatter": lambda m, s, t: [ev.DataScattered(s, t, m["client"],
+                                                 [(str(k), list(w), int(n), bool(r))
+                                                  for k, w, n, r in m["items"]])],
+    "worker-join": lambda m, s, t: [ev.WorkerJoined(s, t, m["address"], m.get("name", ""),
+                                                    int(m["nthreads"]),
+                                                    int(m.get("memory_limit", 0)),
+                                                    m.get("resources"))],
+    "worker-leave": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"])],
+    "task-done": lambda m, s, t: _task_done(m, s, t),
+}
+
+
+def _task_done(m: dict[str, Any], s: str, t: float) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    worker = m["worker"]
+    if m.get("done"):
+        out.append(ev.TasksFinished(s, t, worker, _finished(m)))
+    for key, error, duration in m.get("erred", ()):
+        out.append(ev.TaskErred(s, t, worker, str(key), bytes(error), float(duration)))
+    if m.get("replicated"):
+        out.append(ev.DataReplicated(s, t, worker, list(m["replicated"])))
+    return out
+
+
+KNOWN_OPS = frozenset(DECODERS)
+
+
+def decode_entry(entry_id: bytes, payload: bytes | None, now: float) -> list[ev.Event]:
+    """Stream entry -> events; raises MalformedMessage for anything unexpected."""
+    msg = messages.decode(payload, KNOWN_OPS)
+    try:
+        return DECODERS[msg["op"]](msg, entry_id.decode(), now)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedMessage(f"bad {msg['op']} message: {exc!r}") from None
+
+
+class Outbox:
+    """Instructions of one batch, grouped into the fewest Redis commands."""
+
+    def __init__(self) -> None:
+        self.worker_actions: dict[str, list[list[Any]]] = defaultdict(list)
+        self.client_items: dict[str, list[list[Any]]] = defaultdict(list)
+        self.records: dict[str, bytes] = {}
+        self.forget: list[str] = []
+        self.drop_results: list[str] = []
+        self.log: list[bytes] = []
+
+    def add(self, instructions: list[ev.Instruction]) -> None:
+        for ins in instructions:
+            kind = type(ins)
+            if kind is ev.Compute:
+                deps = {k: [h, n, r] for k, (h, n, r) in ins.deps.items()}  # type: ignore[attr-defined]
+                self.worker_actions[ins.worker].append(  # type: ignore[attr-defined]
+                    ["c", ins.key, list(ins.priority), deps, ins.resources])  # type: ignore[attr-defined]
+            elif kind is ev.FreeKeys:
+                self.worker_actions[ins.worker].append(["f", ins.keys])  # type: ignore[attr-defined]
+            elif kind is ev.Notify:
+                self.client_items[ins.client].append([ins.key, ins.status, ins.info])  # type: ignore[attr-defined]
+            elif kind is ev.PersistTask:
+                self.records[ins.key] = messages.pack(ins.record)  # type: ignore[attr-defined]
+            elif kind is ev.ForgetTask:
+                self.records.pop(ins.key, None)  # type: ignore[attr-defined]
+                self.forget.append(ins.key)  # type: ignore[attr-defined]
+            elif kind is ev.DropResult:
+                self.drop_results.append(ins.key)  # type: ignore[attr-defined]
+            elif kind is ev.LogEvent:
+                self.log.append(messages.encode(ins.kind, **ins.info))  # type: ignore[attr-defined]
+
+    def write(self, pipe: Any, store: RedisStore) -> None:
+        keys = store.keys
+        if self.forget:
+            pipe.hdel(keys.tasks, *self.forget)
+            pipe.hdel(keys.specs, *self.forget)
+            pipe.hdel(keys.results, *self.forget)
+        if self.drop_results:
+            pipe.hdel(keys.results, *self.drop_results)
+        if self.records:
+            pipe.hset(keys.tasks, mapping=self.records)
+        for worker, actions in self.worker_actions.items():
+            pipe.xadd(keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("batch", a=actions)})
+        for client, items in self.client_items.items():
+            pipe.xadd(keys.client_stream(client), {PAYLOAD_FIELD: messages.encode("notify", items=items)})
+        for entry in self.log:
+            pipe.xadd(keys.events, {PAYLOAD_FIELD: entry}, maxlen=EVENTS_MAXLEN, approximate=True)
+
+
+class SchedulerServer:
+    """Reads the ``sched`` stream, runs the state machine, writes what it decided."""
+
+    def __init__(self, store: RedisStore, name: str | None = None) -> None:
+        self.store = store
+        self.state = SchedulerState()
+        self.consumer = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.stop_event = threading.Event()
+        self.batches = 0
+
+    @classmethod
+    def from_url(cls, url: str, cluster: str = "default") -> "SchedulerServer":
+        return cls(connect(url, cluster))
+
+    def prepare(self) -> None:
+        keys = self.store.keys
+        self.store.ensure_group(keys.sched, SCHEDULER_GROUP, start="0")
+        self.store.redis.hsetnx(keys.meta, "secret", secrets.token_hex(32))
+        self.store.redis.hset(keys.meta, mapping={"version": "1", "scheduler": self.consumer})
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`; safe to call in a thread."""
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+        self.prepare()
+        guard = EmptyReadGuard(self.stop_event)
+        pending_write: Callable[[Any], None] | None = None
+        read_pending = True  # first drain what an earlier scheduler left unacknowledged
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                entries = self.store.read_group(
+                    self.store.keys.sched, SCHEDULER_GROUP, self.consumer,
+                    BATCH_ENTRIES, BLOCK_MS, before=pending_write, pending=read_pending,
+                )
+            except ConnectionErrors as exc:
+                log.warning("redis unavailable (%s); retrying", exc)
+                self.stop_event.wait(0.5)
+                continue
+            pending_write = None
+            if read_pending and not entries:
+                read_pending = False
+                continue
+            guard.after_read(bool(entries), started, 0 if read_pending else BLOCK_MS)
+            if entries:
+                pending_write = self.process(entries)
+                self.batches += 1
+        if pending_write is not None:
+            pipe = self.store.pipeline()
+            pending_write(pipe)
+            pipe.execute()
+
+    def process(self, entries: list[tuple[bytes, bytes | None]]) -> Callable[[Any], None]:
+        """Decide on one batch; returns the writes to send (before the next read)."""
+        now = time.time()
+        outbox = Outbox()
+        bad: list[tuple[bytes, bytes | None, str]] = []
+        for entry_id, payload in entries:
+            try:
+                events = decode_entry(entry_id, payload, now)
+            except MalformedMessage as exc:
+                log.error("setting aside malformed entry %s: %s", entry_id, exc)
+                bad.append((entry_id, payload, str(exc)))
+                continue
+            try:
+                outbox.add(self.state.handle(*events))
+            except Exception as exc:  # a bug must not stop the cluster: log, set aside
+                log.exception("failed to handle entry %s", entry_id)
+                bad.append((entry_id, payload, f"handler error: {exc!r}"))
+        ids = [entry_id for entry_id, _ in entries]
+        keys = self.store.keys
+
+        def write(pipe: Any) -> None:
+            outbox.write(pipe, self.store)
+            for entry_id, payload, reason in bad:
+                pipe.xadd(keys.deadletter, {"stream": keys.sched, "id": entry_id,
+                                            "reason": reason[:500], "raw": (payload or b"")[:4096]},
+                          maxlen=10_000, approximate=True)
+            pipe.xack(keys.sched, SCHEDULER_GROUP, *ids)
+            pipe.xdel(keys.sched, *ids)
+
+        return write
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def run_scheduler(url: str, cluster: str = "default") -> None:
+    server = SchedulerServer.from_url(url, cluster)
+    log.info("scheduler serving cluster %r on %s", cluster, url)
+    server.run()

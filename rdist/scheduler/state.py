@@ -1,0 +1,811 @@
+"""The scheduler's decisions as a pure state machine: events in, instructions out.
+
+No Redis, sockets, threads or clocks here: time arrives on the events. Every task state
+change goes through :meth:`SchedulerState._transition`, which looks the pair up in
+``_TRANSITIONS``; an illegal pair raises.
+
+Lifetime: a task is *needed* while a client wants it or while a dependent still waits on
+it. A task that is no longer needed is released; a released task is forgotten once no
+dependent remembers it (so lineage survives for recomputation).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable
+
+from rdist.scheduler import events as ev
+
+
+class TaskState(str, Enum):
+    RELEASED = "released"
+    WAITING = "waiting"  #: some dependency is not in memory yet
+    QUEUED = "queued"  #: ready, held at the scheduler until a worker has room
+    NO_WORKER = "no-worker"  #: ready, but no allowed worker exists
+    PROCESSING = "processing"  #: assigned to a worker
+    MEMORY = "memory"
+    ERRED = "erred"
+    FORGOTTEN = "forgotten"
+
+
+TS = TaskState
+FIRE_AND_FORGET = "fire-and-forget"  #: pseudo-client that wants fire_and_forget keys
+#: Estimated duration of a task of an unseen kind (as dask): keeps it at one per thread.
+DEFAULT_DURATION = 0.5
+#: A worker may hold this much estimated work per thread beyond one task per thread.
+TARGET_SECONDS_PER_THREAD = 0.02
+MAX_IN_FLIGHT_PER_THREAD = 1000
+#: Dependencies this large pin a task to the worker holding them, even when busy.
+LOCALITY_BYTES = 1 << 20
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    key: str
+    prefix: str
+    state: TS = TS.RELEASED
+    dependencies: set[str] = field(default_factory=set)
+    dependents: set[str] = field(default_factory=set)
+    waiting_on: set[str] = field(default_factory=set)  #: dependencies not yet in memory
+    waiters: set[str] = field(default_factory=set)  #: dependents that still need our data
+    who_wants: set[str] = field(default_factory=set)  #: client ids
+    who_has: set[str] = field(default_factory=set)  #: worker addresses
+    in_redis: bool = False  #: the (small) result is stored in Redis
+    nbytes: int = 0
+    type_name: str = ""
+    priority: tuple[Any, ...] = ()
+    restrictions: set[str] | None = None
+    loose: bool = False
+    retries: int = 0
+    resources: dict[str, float] | None = None
+    processing_on: str | None = None
+    error: bytes | None = None  #: opaque serialized error from the worker
+    error_text: str | None = None  #: scheduler-made error (no pickles here)
+    blame: str | None = None  #: the key whose failure erred this one
+    broken: str | None = None  #: why this task can never run (e.g. a missing dependency)
+
+
+@dataclass(slots=True, eq=False)
+class WorkerInfo:
+    address: str
+    name: str
+    nthreads: int
+    memory_limit: int = 0
+    resources: dict[str, float] = field(default_factory=dict)
+    processing: set[str] = field(default_factory=set)
+    has_what: set[str] = field(default_factory=set)
+    occupancy: float = 0.0  #: estimated seconds of work assigned
+    used_resources: dict[str, float] = field(default_factory=dict)
+
+
+def key_prefix(key: str) -> str:
+    """``inc-3f2a...`` -> ``inc``: tasks of one prefix share a duration estimate."""
+    head, sep, _ = key.rpartition("-")
+    return head if sep else key
+
+
+class SchedulerState:
+    """Tasks, workers and clients; :meth:`handle` is the only entry point."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self.clients: dict[str, set[str]] = {FIRE_AND_FORGET: set()}  #: client -> wanted keys
+        self.durations: dict[str, float] = {}  #: prefix -> average duration
+        self.queued: list[tuple[tuple[Any, ...], str]] = []  #: heap of ready unrestricted keys
+        self.queued_restricted: set[str] = set()
+        self.no_worker: set[str] = set()
+        self._generation = itertools.count()
+        self._out: list[ev.Instruction] = []
+        self._dirty: set[str] = set()
+        self._stimulus = ""
+        self._forget_stack: list[Task] = []
+        self._draining = False
+        self.transition_log: list[tuple[str, str, str, str]] = []  #: (key, start, finish, stimulus)
+        self.keep_log = False
+
+    # -- entry point ---------------------------------------------------------------------
+    def handle(self, *events: ev.Event) -> list[ev.Instruction]:
+        for event in events:
+            self._stimulus = event.stimulus_id
+            handler = _HANDLERS[type(event)]
+            handler(self, event)
+        self._fill_all_workers()
+        self._flush_dirty()
+        out, self._out = self._out, []
+        return out
+
+    # -- event handlers ------------------------------------------------------------------
+    def _on_client_joined(self, e: ev.ClientJoined) -> None:
+        self.clients.setdefault(e.client, set())
+
+    def _on_client_left(self, e: ev.ClientLeft) -> None:
+        keys = self.clients.pop(e.client, set())
+        self._unwant(e.client, keys)
+
+    def _on_graph(self, e: ev.GraphSubmitted) -> None:
+        self.clients.setdefault(e.client, set())
+        generation = next(self._generation)
+        new: list[Task] = []
+        for index, meta in enumerate(e.tasks):
+            ts = self.tasks.get(meta.key)
+            if ts is None:
+                ts = self._new_task(meta, (-meta.priority, generation, index))
+                new.append(ts)
+        for ts in new:
+            self._link_dependencies(ts)
+        for key in e.wanted:
+            self._want(e.client, key)
+        for key in e.fire_and_forget:
+            self._want(FIRE_AND_FORGET, key)
+        for ts in new:
+            if ts.state is TS.RELEASED and self._needed(ts):
+                self._transition(ts, TS.WAITING)
+        # keys wanted that were already finished get an answer straight away
+        for key in e.wanted:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state in (TS.MEMORY, TS.ERRED):
+                self._notify_one(e.client, ts)
+        for key in e.fire_and_forget:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state in (TS.MEMORY, TS.ERRED):
+                self._unwant(FIRE_AND_FORGET, [key])
+
+    def _new_task(self, meta: ev.TaskSpecMeta, priority: tuple[Any, ...]) -> Task:
+        ts = Task(
+            key=meta.key,
+            prefix=key_prefix(meta.key),
+            priority=priority,
+            restrictions=set(meta.workers) if meta.workers else None,
+            loose=meta.loose,
+            retries=meta.retries,
+            resources=meta.resources or None,
+        )
+        ts.dependencies = set(meta.deps)
+        self.tasks[meta.key] = ts
+        return ts
+
+    def _link_dependencies(self, ts: Task) -> None:
+        for dep_key in ts.dependencies:
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                # a dependency nobody holds any more: fail loudly rather than wait forever
+                ts.broken = f"dependency {dep_key!r} of {ts.key!r} is unknown (released?)"
+                continue
+            dep.dependents.add(ts.key)
+
+    def _on_released(self, e: ev.KeysReleased) -> None:
+        wanted = self.clients.get(e.client)
+        if wanted is None:
+            return
+        keys = [k for k in e.keys if k in wanted]
+        wanted.difference_update(keys)
+        self._unwant(e.client, keys, already_removed=True)
+
+    def _on_cancelled(self, e: ev.KeysCancelled) -> None:
+        targets = self._with_dependents(e.keys)
+        for ts in targets:
+            clients = set(ts.who_wants) if e.force else ({e.client} & ts.who_wants)
+            for client in clients:
+                if client != FIRE_AND_FORGET:
+                    self._emit(ev.Notify(client, ts.key, "cancelled", {}))
+                self.clients.get(client, set()).discard(ts.key)
+                self._unwant(client, [ts.key], already_removed=True)
+        for key in e.keys:
+            if key not in self.tasks:
+                self._emit(ev.Notify(e.client, key, "cancelled", {}))
+
+    def _with_dependents(self, keys: Iterable[str]) -> list[Task]:
+        """The tasks and all their unfinished dependents, transitively."""
+        seen: dict[str, Task] = {}
+        stack = [self.tasks[k] for k in keys if k in self.tasks]
+        while stack:
+            ts = stack.pop()
+            if ts.key in seen:
+                continue
+            seen[ts.key] = ts
+            for d in ts.dependents:
+                dts = self.tasks.get(d)
+                if dts is not None and dts.state not in (TS.MEMORY, TS.ERRED):
+                    stack.append(dts)
+        return list(seen.values())
+
+    def _on_retry(self, e: ev.RetryRequested) -> None:
+        roots = [self.tasks[k] for k in e.keys if k in self.tasks]
+        for ts in self._erred_lineage(roots):
+            self._transition(ts, TS.RELEASED)
+        for ts in self._erred_lineage_order:
+            if ts.state is TS.RELEASED and self._needed(ts):
+                self._transition(ts, TS.WAITING)
+
+    def _erred_lineage(self, roots: list[Task]) -> list[Task]:
+        """Erred tasks among ``roots`` and, through ``blame``, the task that failed first."""
+        out: dict[str, Task] = {}
+        for ts in roots:
+            stack = [ts]
+            while stack:
+                t = stack.pop()
+                if t.state is not TS.ERRED or t.key in out:
+                    continue
+                out[t.key] = t
+                stack.extend(self.tasks[d] for d in t.dependencies if d in self.tasks)
+        ordered = sorted(out.values(), key=lambda t: t.priority)
+        self._erred_lineage_order = ordered
+        return ordered
+
+    _erred_lineage_order: list[Task]
+
+    def _on_worker_joined(self, e: ev.WorkerJoined) -> None:
+        if e.address in self.workers:
+            return
+        ws = WorkerInfo(e.address, e.name, max(1, e.nthreads), e.memory_limit,
+                        dict(e.resources or {}))
+        self.workers[e.address] = ws
+        self._emit(ev.LogEvent("worker-joined", {"worker": e.address, "name": e.name}))
+        for key in sorted(self.no_worker, key=lambda k: self.tasks[k].priority):
+            ts = self.tasks[key]
+            if self._candidates(ts):
+                self._transition(ts, TS.QUEUED)
+
+    def _on_worker_left(self, e: ev.WorkerLeft) -> None:
+        ws = self.workers.pop(e.address, None)
+        if ws is None:
+            return
+        self._emit(ev.LogEvent("worker-left", {"worker": e.address}))
+        for key in list(ws.processing):
+            ts = self.tasks[key]
+            self._transition(ts, TS.RELEASED)
+            if self._needed(ts):
+                self._transition(ts, TS.WAITING)
+        for key in list(ws.has_what):
+            ts = self.tasks[key]
+            ts.who_has.discard(e.address)
+            if ts.state is TS.MEMORY and not ts.who_has and not ts.in_redis:
+                self._data_lost(ts)
+        for ts in list(self.tasks.values()):
+            if ts.state in (TS.QUEUED, TS.WAITING) and ts.restrictions and not self._candidates(ts):
+                if ts.state is TS.QUEUED:
+                    self._transition(ts, TS.NO_WORKER)
+
+    def _data_lost(self, ts: Task) -> None:
+        """The only copy of a result is gone: recompute it if anything still needs it."""
+        self._transition(ts, TS.RELEASED)
+        if self._needed(ts):
+            self._transition(ts, TS.WAITING)
+        for d in ts.dependents:
+            dts = self.tasks.get(d)
+            if dts is not None and dts.state in (TS.WAITING, TS.QUEUED, TS.NO_WORKER):
+                if dts.state is not TS.WAITING:
+                    self._transition(dts, TS.RELEASED)
+                    self._transition(dts, TS.WAITING)
+                else:
+                    dts.waiting_on.add(ts.key)
+
+    def _on_finished(self, e: ev.TasksFinished) -> None:
+        ws = self.workers.get(e.worker)
+        for item in e.tasks:
+            ts = self.tasks.get(item.key)
+            self._learn_duration(item.key, item.duration)
+            if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
+                if ts is not None and ts.state is TS.MEMORY and ws is not None:
+                    # a duplicate or late completion: the data is valid, keep it as a replica
+                    ts.who_has.add(e.worker)
+                    ws.has_what.add(ts.key)
+                    self._mark(ts)
+                elif ws is not None:
+                    self._emit(ev.FreeKeys(e.worker, [item.key]))
+                continue
+            ts.nbytes = item.nbytes
+            ts.in_redis = item.in_redis
+            ts.type_name = item.type_name
+            self._transition(ts, TS.MEMORY, worker=e.worker, inline=item.inline)
+
+    def _on_erred(self, e: ev.TaskErred) -> None:
+        ts = self.tasks.get(e.key)
+        if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
+            return
+        if ts.retries > 0:
+            ts.retries -= 1
+            self._transition(ts, TS.RELEASED)
+            if self._needed(ts):
+                self._transition(ts, TS.WAITING)
+            return
+        self._fail(ts, e.error, ts.key, None)
+
+    def _on_scattered(self, e: ev.DataScattered) -> None:
+        self.clients.setdefault(e.client, set())
+        for key, holders, nbytes, in_redis in e.items:
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = Task(key=key, prefix=key_prefix(key), priority=(0, next(self._generation), 0))
+                self.tasks[key] = ts
+            ts.nbytes, ts.in_redis = nbytes, in_redis
+            for address in holders:
+                ws = self.workers.get(address)
+                if ws is not None:
+                    ts.who_has.add(address)
+                    ws.has_what.add(key)
+            self._want(e.client, key)
+            if ts.state is TS.RELEASED:
+                self._transition(ts, TS.MEMORY)
+            self._mark(ts)
+
+    def _on_replicated(self, e: ev.DataReplicated) -> None:
+        ws = self.workers.get(e.worker)
+        if ws is None:
+            return
+        for key in e.keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state is TS.MEMORY:
+                ts.who_has.add(e.worker)
+                ws.has_what.add(key)
+                self._mark(ts)
+
+    # -- wanting and needing -------------------------------------------------------------
+    def _want(self, client: str, key: str) -> None:
+        ts = self.tasks.get(key)
+        if ts is None:
+            return
+        ts.who_wants.add(client)
+        self.clients.setdefault(client, set()).add(key)
+        self._mark(ts)
+
+    def _unwant(self, client: str, keys: Iterable[str], already_removed: bool = False) -> None:
+        wanted = self.clients.get(client)
+        for key in list(keys):
+            if wanted is not None and not already_removed:
+                wanted.discard(key)
+            ts = self.tasks.get(key)
+            if ts is None or client not in ts.who_wants:
+                continue
+            ts.who_wants.discard(client)
+            self._mark(ts)
+            self._release_if_unneeded(ts)
+
+    def _needed(self, ts: Task) -> bool:
+        return bool(ts.who_wants or ts.waiters or self._has_needed_dependent(ts))
+
+    def _has_needed_dependent(self, ts: Task) -> bool:
+        return any(
+            (d := self.tasks.get(k)) is not None
+            and d.state in (TS.WAITING, TS.QUEUED, TS.NO_WORKER, TS.PROCESSING)
+            for k in ts.dependents
+        )
+
+    def _release_if_unneeded(self, ts: Task) -> None:
+        if self._needed(ts):
+            return
+        if ts.state not in (TS.RELEASED, TS.FORGOTTEN):
+            self._transition(ts, TS.RELEASED)
+        self._forget_if_unreferenced(ts)
+
+    def _forget_if_unreferenced(self, ts: Task) -> None:
+        """Forget ``ts``, then dependencies nothing references any more -- iteratively, so a
+        chain of a million tasks does not recurse a million frames deep."""
+        self._forget_stack.append(ts)
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._forget_stack:
+                t = self._forget_stack.pop()
+                if t.state is TS.RELEASED and not t.who_wants and not t.dependents:
+                    self._transition(t, TS.FORGOTTEN)
+        finally:
+            self._draining = False
+
+    # -- transitions ---------------------------------------------------------------------
+    def _transition(self, ts: Task, finish: TS, **kwargs: Any) -> None:
+        start = ts.state
+        if start is finish:
+            return
+        method = _TRANSITIONS.get((start, finish))
+        if method is None:
+            raise InvalidTransition(f"{ts.key!r}: {start.value} -> {finish.value}")
+        if self.keep_log:
+            self.transition_log.append((ts.key, start.value, finish.value, self._stimulus))
+        method(self, ts, **kwargs)
+        self._mark(ts)
+
+    def _t_released_waiting(self, ts: Task) -> None:
+        ts.state = TS.WAITING
+        ts.waiting_on = set()
+        if ts.broken is not None:
+            self._fail(ts, None, ts.key, ts.broken)
+            return
+        for dep_key in ts.dependencies:
+            dep = self.tasks[dep_key]
+            dep.waiters.add(ts.key)
+            if dep.state is TS.ERRED:
+                self._fail(ts, dep.error, dep.blame, dep.error_text)
+                return
+            if dep.state is not TS.MEMORY:
+                ts.waiting_on.add(dep_key)
+                if dep.state is TS.RELEASED:
+                    self._transition(dep, TS.WAITING)
+        if not ts.waiting_on:
+            self._ready(ts)
+
+    def _ready(self, ts: Task) -> None:
+        """All inputs are in memory: run now, queue, or wait for an allowed worker."""
+        candidates = self._candidates(ts)
+        if not candidates:
+            self._transition(ts, TS.NO_WORKER)
+            return
+        ws = self._decide_worker(ts, candidates)
+        if ws is not None:
+            self._transition(ts, TS.PROCESSING, worker=ws)
+        else:
+            self._transition(ts, TS.QUEUED)
+
+    def _t_to_queued(self, ts: Task) -> None:
+        self.no_worker.discard(ts.key)
+        ts.state = TS.QUEUED
+        if ts.restrictions or ts.resources:
+            self.queued_restricted.add(ts.key)
+        else:
+            heapq.heappush(self.queued, (ts.priority, ts.key))
+
+    def _t_to_no_worker(self, ts: Task) -> None:
+        self.queued_restricted.discard(ts.key)
+        ts.state = TS.NO_WORKER
+        self.no_worker.add(ts.key)
+
+    def _t_to_processing(self, ts: Task, worker: WorkerInfo) -> None:
+        self.queued_restricted.discard(ts.key)
+        self.no_worker.discard(ts.key)
+        ts.state = TS.PROCESSING
+        ts.processing_on = worker.address
+        worker.processing.add(ts.key)
+        worker.occupancy += self._estimate(ts)
+        for name, amount in (ts.resources or {}).items():
+            worker.used_resources[name] = worker.used_resources.get(name, 0) + amount
+        deps = {}
+        for dep_key in ts.dependencies:
+            dep = self.tasks[dep_key]
+            deps[dep_key] = (sorted(dep.who_has), dep.nbytes, dep.in_redis)
+        self._emit(ev.Compute(worker.address, ts.key, ts.priority, deps, ts.resources))
+
+    def _stop_processing(self, ts: Task) -> WorkerInfo | None:
+        ws = self.workers.get(ts.processing_on or "")
+        ts.processing_on = None
+        if ws is not None and ts.key in ws.processing:
+            ws.processing.discard(ts.key)
+            ws.occupancy = max(0.0, ws.occupancy - self._estimate(ts))
+            for name, amount in (ts.resources or {}).items():
+                ws.used_resources[name] = ws.used_resources.get(name, 0) - amount
+        return ws
+
+    def _t_processing_memory(self, ts: Task, worker: str, inline: bytes | None = None) -> None:
+        self._stop_processing(ts)
+        ts.state = TS.MEMORY
+        ws = self.workers.get(worker)
+        if ws is not None:
+            ts.who_has.add(worker)
+            ws.has_what.add(ts.key)
+        self._after_memory(ts, inline)
+
+    def _t_released_memory(self, ts: Task) -> None:
+        """Data arrived from outside (scatter) rather than from running the task."""
+        ts.state = TS.MEMORY
+        self._after_memory(ts, None)
+
+    def _after_memory(self, ts: Task, inline: bytes | None) -> None:
+        for client in list(ts.who_wants):
+            if client == FIRE_AND_FORGET:
+                self._unwant(FIRE_AND_FORGET, [ts.key])
+            else:
+                self._notify_one(client, ts, inline)
+        for dep_key in ts.dependents:
+            dts = self.tasks.get(dep_key)
+            if dts is None or dts.state is not TS.WAITING:
+                continue
+            dts.waiting_on.discard(ts.key)
+            if not dts.waiting_on:
+                self._ready(dts)
+        for dep_key in ts.dependencies:
+            dep = self.tasks.get(dep_key)
+            if dep is not None:
+                dep.waiters.discard(ts.key)
+                self._release_if_unneeded(dep)
+        if ts.state is TS.MEMORY:
+            self._release_if_unneeded(ts)
+
+    def _fail(self, ts: Task, error: bytes | None, blame: str | None,
+              error_text: str | None) -> None:
+        ts.error, ts.blame, ts.error_text = error, blame, error_text
+        self._transition(ts, TS.ERRED)
+
+    def _t_to_erred(self, ts: Task) -> None:
+        """Mark ``ts`` erred; every dependent still waiting errs with the same failure."""
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t is not ts:
+                if t.state not in (TS.WAITING, TS.QUEUED, TS.NO_WORKER):
+                    continue
+                t.error, t.blame, t.error_text = ts.error, ts.blame, ts.error_text
+                if self.keep_log:
+                    self.transition_log.append((t.key, t.state.value, "erred", self._stimulus))
+            self._enter_erred(t)
+            stack.extend(d for k in t.dependents if (d := self.tasks.get(k)) is not None)
+
+    def _enter_erred(self, ts: Task) -> None:
+        if ts.state is TS.PROCESSING:
+            self._stop_processing(ts)
+        self.queued_restricted.discard(ts.key)
+        self.no_worker.discard(ts.key)
+        ts.state = TS.ERRED
+        ts.waiting_on = set()
+        self._mark(ts)
+        for client in list(ts.who_wants):
+            if client == FIRE_AND_FORGET:
+                self._unwant(FIRE_AND_FORGET, [ts.key])
+            else:
+                self._notify_one(client, ts)
+        for dep_key in ts.dependencies:
+            dep = self.tasks.get(dep_key)
+            if dep is not None:
+                dep.waiters.discard(ts.key)
+                self._release_if_unneeded(dep)
+
+    def _t_to_released(self, ts: Task) -> None:
+        start = ts.state
+        if start is TS.PROCESSING:
+            worker = ts.processing_on
+            self._stop_processing(ts)
+            if worker in self.workers:
+                self._emit(ev.FreeKeys(worker, [ts.key]))
+        elif start is TS.MEMORY:
+            self._free_data(ts)
+        elif start is TS.QUEUED:
+            self.queued_restricted.discard(ts.key)  # heap entries are skipped lazily
+        elif start is TS.NO_WORKER:
+            self.no_worker.discard(ts.key)
+        ts.state = TS.RELEASED
+        ts.error = ts.blame = ts.error_text = None
+        for dep_key in ts.dependencies:
+            dep = self.tasks.get(dep_key)
+            if dep is not None:
+                dep.waiters.discard(ts.key)
+        for dep_key in ts.dependencies:
+            dep = self.tasks.get(dep_key)
+            if dep is not None and dep.state is not TS.RELEASED:
+                self._release_if_unneeded(dep)
+        ts.waiting_on = set()
+
+    def _free_data(self, ts: Task) -> None:
+        for address in sorted(ts.who_has):
+            ws = self.workers.get(address)
+            if ws is not None:
+                ws.has_what.discard(ts.key)
+                self._emit(ev.FreeKeys(address, [ts.key]))
+        ts.who_has = set()
+        if ts.in_redis:
+            self._emit(ev.DropResult(ts.key))
+            ts.in_redis = False
+
+    def _t_released_forgotten(self, ts: Task) -> None:
+        ts.state = TS.FORGOTTEN
+        del self.tasks[ts.key]
+        self._emit(ev.ForgetTask(ts.key))
+        for dep_key in ts.dependencies:
+            dep = self.tasks.get(dep_key)
+            if dep is not None:
+                dep.dependents.discard(ts.key)
+                self._forget_stack.append(dep)
+
+    # -- placement -----------------------------------------------------------------------
+    def _candidates(self, ts: Task) -> list[WorkerInfo]:
+        workers = list(self.workers.values())
+        if ts.resources:
+            workers = [w for w in workers
+                       if all(w.resources.get(r, 0) >= n for r, n in ts.resources.items())]
+        if ts.restrictions:
+            allowed = [w for w in workers
+                       if w.address in ts.restrictions or w.name in ts.restrictions]
+            if allowed or not ts.loose:
+                return allowed
+        return workers
+
+    def _estimate(self, ts: Task) -> float:
+        return self.durations.get(ts.prefix, DEFAULT_DURATION)
+
+    def _has_room(self, ws: WorkerInfo, ts: Task) -> bool:
+        for name, amount in (ts.resources or {}).items():
+            if ws.used_resources.get(name, 0) + amount > ws.resources.get(name, 0):
+                return False
+        n = len(ws.processing)
+        if n < ws.nthreads:
+            return True
+        if n >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
+            return False
+        return ws.occupancy + self._estimate(ts) <= ws.nthreads * TARGET_SECONDS_PER_THREAD
+
+    def _decide_worker(self, ts: Task, candidates: list[WorkerInfo]) -> WorkerInfo | None:
+        """The candidate holding most input bytes, then the least loaded; None to queue."""
+        if ts.dependencies:
+            local: dict[str, int] = {}
+            for dep_key in ts.dependencies:
+                dep = self.tasks[dep_key]
+                for address in dep.who_has:
+                    local[address] = local.get(address, 0) + dep.nbytes
+            best = max(candidates, key=lambda w: (local.get(w.address, 0), -_load(w)))
+            if local.get(best.address, 0) >= LOCALITY_BYTES and not ts.resources:
+                return best
+            if self._has_room(best, ts):
+                return best
+        roomy = [w for w in candidates if self._has_room(w, ts)]
+        if not roomy:
+            return None
+        return min(roomy, key=_load)
+
+    def _fill_all_workers(self) -> None:
+        """Hand queued tasks to workers with room, highest priority first."""
+        if not self.workers or not (self.queued or self.queued_restricted):
+            return
+        if self.queued_restricted:
+            for key in sorted(self.queued_restricted, key=lambda k: self.tasks[k].priority):
+                ts = self.tasks[key]
+                roomy = [w for w in self._candidates(ts) if self._has_room(w, ts)]
+                if roomy:
+                    self._transition(ts, TS.PROCESSING, worker=min(roomy, key=_load))
+        while self.queued:
+            priority, key = self.queued[0]
+            ts = self.tasks.get(key)
+            if ts is None or ts.state is not TS.QUEUED or ts.priority != priority:
+                heapq.heappop(self.queued)
+                continue
+            roomy = [w for w in self.workers.values() if self._has_room(w, ts)]
+            if not roomy:
+                return
+            heapq.heappop(self.queued)
+            self._transition(ts, TS.PROCESSING, worker=min(roomy, key=_load))
+
+    def _learn_duration(self, key: str, duration: float) -> None:
+        prefix = key_prefix(key)
+        old = self.durations.get(prefix)
+        self.durations[prefix] = duration if old is None else 0.8 * old + 0.2 * duration
+
+    # -- output --------------------------------------------------------------------------
+    def _emit(self, instruction: ev.Instruction) -> None:
+        self._out.append(instruction)
+
+    def _mark(self, ts: Task) -> None:
+        self._dirty.add(ts.key)
+
+    def _notify_one(self, client: str, ts: Task, inline: bytes | None = None) -> None:
+        if ts.state is TS.MEMORY:
+            info: dict[str, Any] = {"nbytes": ts.nbytes, "redis": ts.in_redis,
+                                    "who_has": sorted(ts.who_has), "type": ts.type_name}
+            if inline is not None:
+                info["inline"] = inline
+            self._emit(ev.Notify(client, ts.key, "memory", info))
+        elif ts.state is TS.ERRED:
+            info = {"blame": ts.blame}
+            if ts.error is not None:
+                info["error"] = ts.error
+            if ts.error_text is not None:
+                info["error_text"] = ts.error_text
+            self._emit(ev.Notify(client, ts.key, "erred", info))
+
+    def _flush_dirty(self) -> None:
+        for key in self._dirty:
+            ts = self.tasks.get(key)
+            if ts is not None:
+                self._emit(ev.PersistTask(key, task_record(ts)))
+        self._dirty.clear()
+
+    # -- introspection -------------------------------------------------------------------
+    def validate_state(self) -> None:
+        """Check every cross-reference; tests call this after each scenario."""
+        for key, ts in self.tasks.items():
+            assert ts.key == key
+            for dep in ts.dependencies:
+                if dep in self.tasks:
+                    assert key in self.tasks[dep].dependents, (key, dep)
+            if ts.state is TS.PROCESSING:
+                assert ts.processing_on in self.workers, ts
+                assert key in self.workers[ts.processing_on].processing
+            else:
+                assert ts.processing_on is None, ts
+            if ts.state is TS.MEMORY:
+                assert ts.who_has or ts.in_redis, f"{key} in memory nowhere"
+                for dep in ts.dependents:
+                    d = self.tasks.get(dep)
+                    assert d is None or key not in d.waiting_on
+            else:
+                assert not ts.who_has, f"{key} is {ts.state.value} but held by {ts.who_has}"
+            if ts.state is TS.WAITING:
+                assert ts.waiting_on, f"{key} waiting on nothing"
+                for dep in ts.waiting_on:
+                    assert self.tasks[dep].state is not TS.MEMORY, (key, dep)
+            if ts.state is TS.QUEUED and not (ts.restrictions or ts.resources):
+                assert any(k == key for _, k in self.queued), key
+            if ts.state is TS.NO_WORKER:
+                assert key in self.no_worker
+            for client in ts.who_wants:
+                assert key in self.clients.get(client, ()), (key, client)
+        for client, keys in self.clients.items():
+            for key in keys:
+                assert key in self.tasks and client in self.tasks[key].who_wants, (client, key)
+        for address, ws in self.workers.items():
+            for key in ws.processing:
+                assert self.tasks[key].processing_on == address
+            for key in ws.has_what:
+                assert address in self.tasks[key].who_has, (address, key)
+
+    def story(self, key: str) -> list[tuple[str, str, str, str]]:
+        return [entry for entry in self.transition_log if entry[0] == key]
+
+
+def _load(ws: WorkerInfo) -> float:
+    return len(ws.processing) / ws.nthreads
+
+
+def task_record(ts: Task) -> dict[str, Any]:
+    """What is stored in the ``tasks`` hash (msgpack): enough to answer who_has and rebuild."""
+    record: dict[str, Any] = {"s": ts.state.value, "p": list(ts.priority)}
+    if ts.dependencies:
+        record["d"] = sorted(ts.dependencies)
+    if ts.who_has:
+        record["wh"] = sorted(ts.who_has)
+    if ts.nbytes:
+        record["nb"] = ts.nbytes
+    if ts.in_redis:
+        record["r"] = 1
+    if ts.who_wants:
+        record["ww"] = sorted(ts.who_wants)
+    if ts.processing_on:
+        record["on"] = ts.processing_on
+    if ts.type_name:
+        record["t"] = ts.type_name
+    return record
+
+
+_T = Callable[..., None]
+_TRANSITIONS: dict[tuple[TS, TS], _T] = {
+    (TS.RELEASED, TS.WAITING): SchedulerState._t_released_waiting,
+    (TS.RELEASED, TS.MEMORY): SchedulerState._t_released_memory,
+    (TS.RELEASED, TS.FORGOTTEN): SchedulerState._t_released_forgotten,
+    (TS.WAITING, TS.PROCESSING): SchedulerState._t_to_processing,
+    (TS.WAITING, TS.QUEUED): SchedulerState._t_to_queued,
+    (TS.WAITING, TS.NO_WORKER): SchedulerState._t_to_no_worker,
+    (TS.WAITING, TS.RELEASED): SchedulerState._t_to_released,
+    (TS.WAITING, TS.ERRED): SchedulerState._t_to_erred,
+    (TS.QUEUED, TS.PROCESSING): SchedulerState._t_to_processing,
+    (TS.QUEUED, TS.NO_WORKER): SchedulerState._t_to_no_worker,
+    (TS.QUEUED, TS.RELEASED): SchedulerState._t_to_released,
+    (TS.QUEUED, TS.ERRED): SchedulerState._t_to_erred,
+    (TS.NO_WORKER, TS.ERRED): SchedulerState._t_to_erred,
+    (TS.NO_WORKER, TS.QUEUED): SchedulerState._t_to_queued,
+    (TS.NO_WORKER, TS.PROCESSING): SchedulerState._t_to_processing,
+    (TS.NO_WORKER, TS.RELEASED): SchedulerState._t_to_released,
+    (TS.PROCESSING, TS.MEMORY): SchedulerState._t_processing_memory,
+    (TS.PROCESSING, TS.ERRED): SchedulerState._t_to_erred,
+    (TS.PROCESSING, TS.RELEASED): SchedulerState._t_to_released,
+    (TS.MEMORY, TS.RELEASED): SchedulerState._t_to_released,
+    (TS.ERRED, TS.RELEASED): SchedulerState._t_to_released,
+}
+
+_HANDLERS: dict[type, Callable[[SchedulerState, Any], None]] = {
+    ev.GraphSubmitted: SchedulerState._on_graph,
+    ev.KeysReleased: SchedulerState._on_released,
+    ev.KeysCancelled: SchedulerState._on_cancelled,
+    ev.RetryRequested: SchedulerState._on_retry,
+    ev.ClientJoined: SchedulerState._on_client_joined,
+    ev.ClientLeft: SchedulerState._on_client_left,
+    ev.WorkerJoined: SchedulerState._on_worker_joined,
+    ev.WorkerLeft: SchedulerState._on_worker_left,
+    ev.TasksFinished: SchedulerState._on_finished,
+    ev.TaskErred: SchedulerState._on_erred,
+    ev.DataScattered: SchedulerState._on_scattered,
+    ev.DataReplicated: SchedulerState._on_replicated,
+}

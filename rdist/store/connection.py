@@ -1,0 +1,146 @@
+"""Connections to Redis and the few stream primitives every role shares.
+
+Everything outside ``rdist.store`` talks to Redis through a :class:`RedisStore`; pipelines it
+hands out are plain redis-py pipelines, used to batch one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+import redis
+
+from rdist.store.keys import PAYLOAD_FIELD, Keys
+
+#: FakeServers by name, so in-process tests can use ``fakeredis://<name>`` URLs.
+_FAKE_SERVERS: dict[str, Any] = {}
+_FAKE_LOCK = threading.Lock()
+
+ConnectionErrors = (redis.ConnectionError, redis.TimeoutError)
+ResponseError = redis.ResponseError
+Entry = tuple[bytes, bytes | None]  # (stream entry id, payload or None when malformed)
+
+
+def _fake_client(name: str) -> Any:
+    import fakeredis  # test-only dependency
+
+    with _FAKE_LOCK:
+        server = _FAKE_SERVERS.setdefault(name, fakeredis.FakeServer())
+    return fakeredis.FakeRedis(server=server)
+
+
+def drop_fake_server(name: str) -> None:
+    with _FAKE_LOCK:
+        _FAKE_SERVERS.pop(name, None)
+
+
+def connect(url: str, cluster: str = "default") -> "RedisStore":
+    """Open a store on ``redis://``, ``rediss://``, ``unix://`` or ``fakeredis://`` URLs."""
+    if url.startswith("fakeredis://"):
+        return RedisStore(_fake_client(url[len("fakeredis://") :]), Keys(cluster), url)
+    # No socket timeout: blocking stream reads must not trip it (they carry their own BLOCK).
+    client = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=10)
+    return RedisStore(client, Keys(cluster), url)
+
+
+class EmptyReadGuard:
+    """Keeps a read loop from spinning when a blocking read returns at once with nothing.
+
+    Real Redis only answers an empty XREAD BLOCK after the block time, so this never waits
+    there; fakeredis answers at once, and then we back off a little (up to ``cap`` seconds).
+    """
+
+    def __init__(self, stop: threading.Event, cap: float = 0.02) -> None:
+        self._stop = stop
+        self._cap = cap
+        self._delay = 0.0005
+
+    def after_read(self, got_entries: bool, started: float, block_ms: int) -> None:
+        if got_entries:
+            self._delay = 0.0005
+            return
+        if time.monotonic() - started >= block_ms / 2000:
+            return
+        self._stop.wait(self._delay)
+        self._delay = min(self._delay * 2, self._cap)
+
+
+class RedisStore:
+    """A Redis client bound to one cluster's key names."""
+
+    def __init__(self, client: Any, keys: Keys, url: str) -> None:
+        self.redis = client
+        self.keys = keys
+        self.url = url
+
+    def clone(self) -> "RedisStore":
+        """A second connection (blocking reads need a connection of their own)."""
+        return connect(self.url, self.keys.cluster)
+
+    def pipeline(self) -> Any:
+        return self.redis.pipeline(transaction=False)
+
+    def close(self) -> None:
+        try:
+            self.redis.close()
+        except Exception:  # closing is best effort
+            pass
+
+    # -- streams ---------------------------------------------------------------------
+    def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        try:
+            self.redis.xgroup_create(stream, group, id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        count: int,
+        block_ms: int,
+        before: Callable[[Any], None] | None = None,
+        pending: bool = False,
+    ) -> list[Entry]:
+        """XREADGROUP one batch; ``before(pipe)`` queues writes sent in the same round trip."""
+        pipe = self.pipeline()
+        if before is not None:
+            before(pipe)
+        pipe.xreadgroup(
+            group, consumer, {stream: "0" if pending else ">"}, count=count, block=None if pending else block_ms
+        )
+        reply = pipe.execute()[-1]
+        return _entries(reply)
+
+    def read(self, stream: str, last_id: bytes | str, count: int, block_ms: int,
+             before: Callable[[Any], None] | None = None) -> list[Entry]:
+        pipe = self.pipeline()
+        if before is not None:
+            before(pipe)
+        pipe.xread({stream: last_id}, count=count, block=block_ms)
+        return _entries(pipe.execute()[-1])
+
+    def set_aside(self, stream: str, entry_id: bytes, raw: Any, reason: str) -> None:
+        """Move a malformed entry to the dead-letter stream (capped)."""
+        self.redis.xadd(
+            self.keys.deadletter,
+            {"stream": stream, "id": entry_id, "reason": reason[:500], "raw": repr(raw)[:2000]},
+            maxlen=10_000,
+            approximate=True,
+        )
+
+
+def _entries(reply: Any) -> list[Entry]:
+    if not reply:
+        return []
+    out: list[Entry] = []
+    items: Iterable[Any] = reply.values() if isinstance(reply, dict) else reply
+    for stream_reply in items:
+        messages = stream_reply[1] if not isinstance(reply, dict) else stream_reply[0]
+        for entry_id, fields in messages:
+            out.append((entry_id, (fields or {}).get(PAYLOAD_FIELD)))
+    return out

@@ -1,0 +1,94 @@
+"""Every Redis key rdist uses, built in one place.
+
+All keys of one cluster share the prefix ``rdist:{<cluster>}:`` -- the braces are a Redis
+Cluster hash tag, so multi-key pipelines and scripts stay on one slot.
+
+Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.messages``)
+    sched               inbound to the scheduler; consumer group ``scheduler``
+    worker:<address>    inbound to one worker; consumer group ``worker``
+    client:<id>         inbound to one client (read with plain XREAD by its one reader)
+    heartbeats          worker metrics, capped with MAXLEN ~
+    events              cluster event log (worker joins/leaves, task stream), capped
+    deadletter          malformed entries set aside by any reader
+
+Hashes
+    workers   address -> msgpack worker info (name, host, nthreads, memory_limit, status, metrics)
+    tasks     key -> msgpack task record (state, deps, who_has, nbytes, priority, ...)
+    specs     key -> task spec: function hash + pickled arguments (opaque to the scheduler)
+    funcs     function hash -> cloudpickled function (each distinct function stored once)
+    results   key -> serialized small result, or serialized (exception, traceback) for errors
+    clients   client id -> msgpack {last_seen, name}
+    meta      secret (peer authentication), version, scheduler lease holder
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEDULER_GROUP = "scheduler"
+WORKER_GROUP = "worker"
+PAYLOAD_FIELD = b"m"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one cluster; ``Keys("default").sched == "rdist:{default}:sched"``."""
+
+    cluster: str = "default"
+
+    @property
+    def prefix(self) -> str:
+        return f"rdist:{{{self.cluster}}}:"
+
+    def _k(self, name: str) -> str:
+        return self.prefix + name
+
+    @property
+    def sched(self) -> str:
+        return self._k("sched")
+
+    def worker_stream(self, address: str) -> str:
+        return self._k(f"worker:{address}")
+
+    def client_stream(self, client_id: str) -> str:
+        return self._k(f"client:{client_id}")
+
+    @property
+    def heartbeats(self) -> str:
+        return self._k("heartbeats")
+
+    @property
+    def events(self) -> str:
+        return self._k("events")
+
+    @property
+    def deadletter(self) -> str:
+        return self._k("deadletter")
+
+    @property
+    def workers(self) -> str:
+        return self._k("workers")
+
+    @property
+    def tasks(self) -> str:
+        return self._k("tasks")
+
+    @property
+    def specs(self) -> str:
+        return self._k("specs")
+
+    @property
+    def funcs(self) -> str:
+        return self._k("funcs")
+
+    @property
+    def results(self) -> str:
+        return self._k("results")
+
+    @property
+    def clients(self) -> str:
+        return self._k("clients")
+
+    @property
+    def meta(self) -> str:
+        return self._k("meta")
