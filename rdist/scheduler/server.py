@@ -180,6 +180,8 @@ class SchedulerServer:
                     BATCH_ENTRIES, BLOCK_MS, before=pending_write, pending=read_pending,
                 )
             except ConnectionErrors as exc:
+                if self.stop_event.is_set():
+                    break
                 log.warning("redis unavailable (%s); retrying", exc)
                 self.stop_event.wait(0.5)
                 continue
@@ -192,9 +194,13 @@ class SchedulerServer:
                 pending_write = self.process(entries)
                 self.batches += 1
         if pending_write is not None:
-            pipe = self.store.pipeline()
-            pending_write(pipe)
-            pipe.execute()
+            try:
+                pipe = self.store.pipeline()
+                pending_write(pipe)
+                pipe.execute()
+            except ConnectionErrors:
+                log.warning("scheduler stopped before its last batch was written; "
+                            "its entries stay pending for the next scheduler")
 
     def process(self, entries: list[tuple[bytes, bytes | None]]) -> Callable[[Any], None]:
         """Decide on one batch; returns the writes to send (before the next read)."""

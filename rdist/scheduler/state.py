@@ -66,6 +66,7 @@ class Task:
     retries: int = 0
     resources: dict[str, float] | None = None
     processing_on: str | None = None
+    occupancy: float = 0.0  #: estimated duration added to the worker's occupancy
     error: bytes | None = None  #: opaque serialized error from the worker
     error_text: str | None = None  #: scheduler-made error (no pickles here)
     blame: str | None = None  #: the key whose failure erred this one
@@ -464,7 +465,8 @@ class SchedulerState:
         ts.state = TS.PROCESSING
         ts.processing_on = worker.address
         worker.processing.add(ts.key)
-        worker.occupancy += self._estimate(ts)
+        ts.occupancy = self._estimate(ts)
+        worker.occupancy += ts.occupancy
         for name, amount in (ts.resources or {}).items():
             worker.used_resources[name] = worker.used_resources.get(name, 0) + amount
         deps = {}
@@ -478,7 +480,7 @@ class SchedulerState:
         ts.processing_on = None
         if ws is not None and ts.key in ws.processing:
             ws.processing.discard(ts.key)
-            ws.occupancy = max(0.0, ws.occupancy - self._estimate(ts))
+            ws.occupancy = max(0.0, ws.occupancy - ts.occupancy) if ws.processing else 0.0
             for name, amount in (ts.resources or {}).items():
                 ws.used_resources[name] = ws.used_resources.get(name, 0) - amount
         return ws

@@ -25,7 +25,7 @@ from rdist.comm.tcp import ConnectionPool, Server
 from rdist.protocol import messages, serialize, spec
 from rdist.protocol.messages import MalformedMessage
 from rdist.store import RedisStore, connect
-from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.connection import ConnectionErrors, EmptyReadGuard, ResponseError
 from rdist.store.keys import PAYLOAD_FIELD, WORKER_GROUP
 from rdist.worker.state import Decisions, WorkerState, WTask
 from rdist.worker.sizeof import sizeof
@@ -127,7 +127,6 @@ class Worker:
             pipe = self.store.pipeline()
             pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("worker-leave", address=self.address)})
             pipe.hdel(keys.workers, self.address)
-            pipe.delete(self.stream)
             pipe.xadd(keys.events, {PAYLOAD_FIELD: messages.encode("worker-left", worker=self.address)},
                       maxlen=10_000, approximate=True)
             pipe.execute()
@@ -139,6 +138,10 @@ class Worker:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=2)
+        try:
+            self.store.redis.delete(self.stream)
+        except ConnectionErrors:
+            pass
         self.server.close()
         self.peers.close()
         self.fetchers.shutdown(wait=False, cancel_futures=True)
@@ -165,8 +168,17 @@ class Worker:
                 entries = self._reader.read_group(self.stream, WORKER_GROUP, self.address,
                                                   BATCH_ENTRIES, BLOCK_MS, before=before)
             except ConnectionErrors as exc:
+                if self.stop_event.is_set():
+                    return
                 log.warning("worker %s: redis unavailable (%s); retrying", self.address, exc)
                 self.stop_event.wait(0.5)
+                continue
+            except ResponseError as exc:
+                if self.stop_event.is_set():
+                    return
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.store.ensure_group(self.stream, WORKER_GROUP, start="0")
                 continue
             guard.after_read(bool(entries), started, BLOCK_MS)
             ack = [entry_id for entry_id, _ in entries]
@@ -485,7 +497,8 @@ class Worker:
 def encode_items(values: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     items, frames = [], []
     for key, value in values.items():
-        head, parts = serialize.encode_frames(serialize.dumps(value))
+        # no compression on the data plane: on loopback and LANs lz4 costs more than it saves
+        head, parts = serialize.encode_frames(serialize.dumps(value), compress=False)
         items.append([key, head, len(parts)])
         frames.extend(parts)
     return {"items": items}, frames

@@ -1,0 +1,94 @@
+"""Fixtures for the three tiers: pure, fakeredis (whole cluster in-process), real Redis."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import threading
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pytest
+
+from rdist import Client
+from rdist.embedded import EmbeddedRedis
+from rdist.scheduler.server import SchedulerServer
+from rdist.store import connect
+from rdist.store.connection import drop_fake_server
+from rdist.worker.server import Worker
+
+
+class FakeCluster:
+    """Scheduler and workers as threads of this process over one fakeredis server."""
+
+    def __init__(self, n_workers: int = 2, nthreads: int = 1, **worker_kwargs: Any) -> None:
+        self.url = f"fakeredis://{uuid.uuid4().hex}"
+        self.cluster_name = "test"
+        self.redis_url = self.url
+        self.scheduler = SchedulerServer.from_url(self.url, self.cluster_name)
+        self.scheduler.state.keep_log = True
+        self._thread = threading.Thread(target=self.scheduler.run, daemon=True)
+        self._thread.start()
+        self.workers: list[Worker] = []
+        for i in range(n_workers):
+            self.add_worker(nthreads=nthreads, name=f"w{i}", **worker_kwargs)
+
+    def add_worker(self, **kwargs: Any) -> Worker:
+        worker = Worker(connect(self.url, self.cluster_name), **kwargs)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.scheduler.stop()
+        self._thread.join(timeout=5)
+        drop_fake_server(self.url[len("fakeredis://"):])
+
+
+@contextmanager
+def fake_cluster(n_workers: int = 2, nthreads: int = 1, **kwargs: Any) -> Iterator[tuple[Client, FakeCluster]]:
+    cluster = FakeCluster(n_workers, nthreads, **kwargs)
+    client = Client(cluster, set_as_default=True)
+    try:
+        client.wait_for_workers(n_workers, timeout=10)
+        yield client, cluster
+    finally:
+        client.close()
+        gc.collect()
+        cluster.close()
+        cluster.scheduler.state.validate_state()
+
+
+@pytest.fixture
+def c() -> Iterator[Client]:
+    """A client on a fakeredis cluster of two one-thread workers."""
+    with fake_cluster() as (client, _):
+        yield client
+
+
+@pytest.fixture
+def cluster_and_client() -> Iterator[tuple[Client, FakeCluster]]:
+    with fake_cluster() as pair:
+        yield pair
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A real redis-server (the binary the embedded default uses) on a free TCP port."""
+    server = EmbeddedRedis(port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
