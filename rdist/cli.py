@@ -121,6 +121,45 @@ def demo(n_workers: int) -> None:
     run_demo(n_workers)
 
 
+@main.command()
+@redis_option
+@click.option("--cluster", default=None, help="cluster name (default: $RDIST_CLUSTER, else 'default')")
+@click.option("--host", default=None, help="interface to bind (default 127.0.0.1; others need a token)")
+@click.option("--port", default=None, type=int, help="port (default: $PORT, else 8787)")
+@click.option("--interval", default=None, type=float, help="seconds between live snapshots")
+@log_option
+def dashboard(redis_url: str | None, cluster: str | None, host: str | None, port: int | None,
+              interval: float | None, log_level: str) -> None:
+    """Serve the live web dashboard (reads Redis only). The token comes from
+    RDIST_DASHBOARD_TOKEN, never from a flag, so it stays out of process listings."""
+    from rdist.config import ConfigError, load_config
+    from rdist.web import run_dashboard
+
+    _setup_logging(log_level)
+    try:
+        config = load_config({"redis.url": redis_url, "redis.cluster": cluster,
+                              "dashboard.host": host, "dashboard.port": port,
+                              "dashboard.interval": interval})
+        if not config.get("redis.url"):
+            raise ConfigError("no Redis URL: pass --redis-url or set RDIST_REDIS_URL / REDIS_URL")
+        run_dashboard(config)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command("config")
+def config_command() -> None:
+    """Print the effective configuration and where each value comes from."""
+    from rdist.config import ConfigError, config_path, load_config
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"# rdist configuration (file: {config_path()})")
+    click.echo(config.render(), nl=False)
+
+
 def entry(argv: list[str] | None = None) -> Any:
     return main.main(args=argv, prog_name="rdist")
 

@@ -81,6 +81,8 @@ class LocalCluster:
         self.redis_url = redis_url
         self.scheduler_address = redis_url
         self.dashboard_address = dashboard_address
+        self._dashboard: Any = None
+        self.dashboard_link: str | None = None
         self._workers: list[Any] = []
         self._scheduler: Any = None
         self._closed = False
@@ -88,6 +90,11 @@ class LocalCluster:
         self.status = "running"
         try:
             self._start_scheduler()
+            if dashboard_address is not None:
+                from rdist.web.serve import DashboardProcess
+
+                self._dashboard = DashboardProcess(self.redis_url, self.cluster_name, dashboard_address)
+                self.dashboard_link = self._dashboard.link
             self.scale(n_workers)
             self.wait_for_workers(n_workers, timeout)
         except BaseException:
@@ -182,6 +189,8 @@ class LocalCluster:
         self._closed = True
         self.status = "closed"
         workers, self._workers = self._workers, []
+        if self._dashboard is not None:
+            self._dashboard.stop()
         for w in workers:
             if isinstance(w, _WorkerProcess):
                 w.stop()

@@ -92,3 +92,31 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 @pytest.fixture
 def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def subprocess_pythonpath() -> Iterator[None]:
+    """Worker subprocesses must import test helpers by reference: put the repo root on their path."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, old] if old else [root])
+    yield
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture
+def gates() -> Iterator[Any]:
+    """Events that tasks block on (``tests.client_helpers.wait_gate``); all opened at teardown.
+
+    Request it after the cluster fixture so the gates open before the cluster closes.
+    """
+    from tests.client_helpers import Gates
+
+    g = Gates()
+    yield g
+    g.open_all()

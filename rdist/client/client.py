@@ -83,8 +83,7 @@ class Client:
         self._peers: ConnectionPool | None = None
         self.status = "running"
         self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._send_lock = threading.Lock()  #: held while a batch is drained and sent (keeps order)
         self._post("client-join", {"client": self.id})
         self._threads = [
             threading.Thread(target=self._send_loop, name="rdist-client-send", daemon=True),
@@ -108,11 +107,16 @@ class Client:
             return
         self._post("client-leave", {"client": self.id})
         self.status = "closing"
-        self._idle.wait(timeout or 10)
+        self._flush()
         self.status = "closed"
         self._stop.set()
         with self._outbox_cv:
             self._outbox_cv.notify_all()
+        try:  # wake the listener from its blocking read so close() returns at once
+            wake = messages.encode("notify", items=[])
+            self.store.redis.xadd(self._stream, {PAYLOAD_FIELD: wake})
+        except ConnectionErrors:
+            pass
         for thread in self._threads:
             thread.join(timeout=2)
         try:
@@ -165,39 +169,52 @@ class Client:
         fn()
 
     # -- sending -----------------------------------------------------------------------------
-    def _post(self, op: str, payload: Any) -> None:
+    def _post(self, op: str, payload: Any, direct: bool = False) -> None:
+        """Queue a message; with ``direct`` the calling thread sends it when nobody else is
+        sending (one thread hop less on the submit path), else the sender thread batches it."""
         with self._outbox_cv:
             self._outbox.append((op, payload))
-            self._idle.clear()
-            self._outbox_cv.notify()
+            if not (direct and self._send_lock.acquire(blocking=False)):
+                self._outbox_cv.notify()
+                return
+            items = list(self._outbox)
+            self._outbox.clear()
+        try:
+            self._send(items)
+        finally:
+            self._send_lock.release()
+
+    def _flush(self) -> None:
+        with self._send_lock:
+            with self._outbox_cv:
+                items = list(self._outbox)
+                self._outbox.clear()
+            if items:
+                self._send(items)
 
     def _send_loop(self) -> None:
         while True:
             with self._outbox_cv:
                 while not self._outbox and not self._stop.is_set():
-                    self._idle.set()
                     self._outbox_cv.wait()
                 if not self._outbox:
-                    self._idle.set()
                     return
-                items = list(self._outbox)
-                self._outbox.clear()
-            self._send(items)
+            self._flush()
 
     def _send(self, items: list[tuple[str, Any]]) -> None:
         """One pipeline: specs and functions first, then the messages in order."""
         keys = self.store.keys
-        specs: dict[str, bytes] = {}
         funcs: dict[bytes, bytes] = {}
         msgs: list[bytes] = []
         merged: tuple[str, dict[str, Any]] | None = None
         for op, payload in items:
             if op == "update-graph":
-                specs.update(payload.pop("specs"))
                 funcs.update(payload.pop("funcs"))
             if merged is not None and merged[0] == op and op in ("update-graph", "release-keys"):
                 for field, values in payload.items():
-                    if field != "client":
+                    if isinstance(values, dict):
+                        merged[1].setdefault(field, {}).update(values)
+                    elif field != "client":
                         merged[1].setdefault(field, []).extend(values)
                 continue
             if merged is not None:
@@ -210,8 +227,6 @@ class Client:
                 pipe = self.store.pipeline()
                 if funcs:
                     pipe.hset(keys.funcs, mapping=funcs)
-                if specs:
-                    pipe.hset(keys.specs, mapping=specs)
                 for msg in msgs:
                     pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
                 pipe.execute()
@@ -365,7 +380,7 @@ class Client:
             "specs": {k: s for k, s, _ in tasks},
             "funcs": new_funcs,
         }
-        self._post("update-graph", payload)
+        self._post("update-graph", payload, direct=True)
         return futures
 
     def _fire_and_forget(self, keys: list[str]) -> None:
@@ -605,16 +620,31 @@ class Client:
         else:
             keys = [f.key for f in (futures_of(futures) if not isinstance(futures, Future) else [futures])]
         records = self._task_records(keys)
-        return {k: list(records.get(k, {}).get("wh", [])) for k in keys}
+        local = self._local_who_has()
+        return {k: list(records[k].get("wh", []) if k in records else local.get(k, []))
+                for k in keys}
+
+    def _local_who_has(self) -> dict[str, list[str]]:
+        """Holders this client was told of (scatter placements, completions): they answer for
+        keys the scheduler has not recorded yet, as scatter returns before it has."""
+        with self._lock:
+            return {k: list(s.info.get("who_has", ())) for k, s in self._states.items()
+                    if s.status == FINISHED}
 
     def has_what(self, workers: Any = None) -> dict[str, list[str]]:
         wanted = _worker_list(workers)
         out: dict[str, list[str]] = {a: [] for a in self._workers_info()}
-        for key, record in self._task_records(None).items():
+        records = self._task_records(None)
+        for key, record in records.items():
             if record.get("s") != "memory":
                 continue
             for address in record.get("wh", ()):
                 out.setdefault(address, []).append(key)
+        for key, holders in self._local_who_has().items():
+            if key not in records:
+                for address in holders:
+                    if address in out:
+                        out[address].append(key)
         return {a: sorted(ks) for a, ks in out.items() if not wanted or a in wanted}
 
     def run(self, function: Callable[..., Any], *args: Any, workers: Any = None,

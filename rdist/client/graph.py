@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import sys
 import uuid
 from typing import Any, Callable, Hashable, Mapping
 
@@ -114,6 +115,10 @@ def _is_key(x: Any, dsk: Mapping[Hashable, Any]) -> bool:
 
 def _convert(node: Any, dsk: Mapping[Hashable, Any], deps: list[str], top: bool = False) -> Any:
     kind = type(node)
+    if _is_dask_node(node):
+        refs = {dep: DepRef(key_name(dep)) for dep in node.dependencies}
+        deps.extend(ref.key for ref in refs.values())
+        return (run_dask_node, node, refs)
     if kind in (str, tuple, int, bytes) and _is_key(node, dsk):
         deps.append(key_name(node))
         return DepRef(key_name(node))
@@ -124,6 +129,18 @@ def _convert(node: Any, dsk: Mapping[Hashable, Any], deps: list[str], top: bool 
     if kind is dict:
         return {k: _convert(v, dsk, deps) for k, v in node.items()}
     return node
+
+
+def _is_dask_node(node: Any) -> bool:
+    """A node of dask's task spec (``Task``, ``Alias``, ``DataNode``): what dask >= 2024.12
+    collections put in their graphs instead of tuples. No dask loaded, no such node."""
+    task_spec = sys.modules.get("dask._task_spec")
+    return task_spec is not None and isinstance(node, task_spec.GraphNode)
+
+
+def run_dask_node(node: Any, values: dict[Hashable, Any]) -> Any:
+    """Run a dask task-spec node on a worker, given its dependencies' values by key."""
+    return node(values)
 
 
 def _toposort(dsk: Mapping[Hashable, Any], deps: dict[Hashable, list[str]]) -> list[Hashable]:

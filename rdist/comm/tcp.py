@@ -111,8 +111,12 @@ class Connection:
     def __init__(self, address: str, secret: bytes, timeout: float = 30.0) -> None:
         self.address = address
         self.sock = socket.create_connection(parse_address(address), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client_handshake(self.sock, secret)
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client_handshake(self.sock, secret)
+        except BaseException:
+            self.sock.close()  # a failed handshake must not leak the socket
+            raise
         self.sock.settimeout(None)
         self.lock = threading.Lock()
 

@@ -4,8 +4,8 @@ A serialized object is a list of frames: frame 0 is the pickle stream, the other
 raw buffers (numpy arrays travel without copies). ``to_blob``/``from_blob`` pack frames into
 one bytes object for storage in Redis.
 
-Blob layout: magic ``RD1``, flags byte, msgpack list of frame lengths and per-frame
-compression flags, then the frames.
+Blob layout: magic ``RD1``, the header's length (4 bytes, little endian), the msgpack
+header ``[frame lengths, per-frame compression flags]``, then the frames.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def encode_frames(frames: list[Any], compress: bool = True) -> tuple[bytes, list
 
 def decode_frames(header: bytes, frames: list[Any]) -> list[Any]:
     _, flags = msgpack.unpackb(header)
-    return [lz4.frame.decompress(f) if flag else f for f, flag in zip(frames, flags)]
+    return [lz4.frame.decompress(f, return_bytearray=True) if flag else f for f, flag in zip(frames, flags)]
 
 
 def to_blob(obj: Any) -> bytes:
@@ -99,14 +99,21 @@ def blob_to_frames(blob: bytes) -> list[Any]:
     if blob[:3] != _MAGIC:
         raise SerializationError("not an rdist data blob")
     view = memoryview(blob)
-    hlen = int.from_bytes(view[3:7], "little")
-    header = bytes(view[7 : 7 + hlen])
-    lengths, _ = msgpack.unpackb(header)
-    frames, pos = [], 7 + hlen
-    for n in lengths:
-        frames.append(view[pos : pos + n])
-        pos += n
-    return decode_frames(header, frames)
+    try:
+        hlen = int.from_bytes(view[3:7], "little")
+        header = bytes(view[7 : 7 + hlen])
+        lengths, _ = msgpack.unpackb(header)
+        frames, pos = [], 7 + hlen
+        for i, n in enumerate(lengths):
+            # out-of-band buffers become writable copies: users expect to mutate arrays
+            # they get back (blobs are small, so the copy is cheap)
+            frames.append(view[pos : pos + n] if i == 0 else bytearray(view[pos : pos + n]))
+            pos += n
+        if pos != len(view):
+            raise ValueError(f"frames need {pos} bytes, the blob has {len(view)}")
+        return decode_frames(header, frames)
+    except Exception as exc:  # truncated or corrupted: one error type for callers
+        raise SerializationError(f"corrupt rdist data blob: {exc}") from exc
 
 
 def from_blob(blob: bytes) -> Any:

@@ -21,6 +21,7 @@ class TaskSpecMeta:
     loose: bool = False  #: allow_other_workers
     retries: int = 0
     resources: dict[str, float] | None = None
+    spec: bytes | None = None  #: opaque serialized spec, stored when the task is new
 
 
 @dataclass(slots=True)
@@ -163,6 +164,15 @@ class ForgetTask(Instruction):
     """The key is gone: drop its record, spec and stored result."""
 
     key: str
+
+
+@dataclass(slots=True)
+class StoreSpec(Instruction):
+    """Write a new task's spec. The scheduler is the only writer (and deleter) of specs, so
+    a key forgotten and submitted again can never lose its spec to a late delete."""
+
+    key: str
+    spec: bytes
 
 
 @dataclass(slots=True)

@@ -31,14 +31,18 @@ log = logging.getLogger("rdist.scheduler")
 BATCH_ENTRIES = 500
 BLOCK_MS = 500
 EVENTS_MAXLEN = 10_000
+#: A client whose heartbeat (``clients`` hash, every few seconds) is older than this is
+#: considered lost: the scheduler drops it and releases every key it held.
+CLIENT_TTL_SECONDS = 30.0
 
 
 def _tasks(msg: dict[str, Any]) -> list[ev.TaskSpecMeta]:
     out = []
+    specs = msg.get("specs") or {}
     for key, deps, priority, workers, loose, retries, resources in msg["tasks"]:
         out.append(ev.TaskSpecMeta(str(key), list(deps or ()), int(priority or 0),
                                    list(workers) if workers else None, bool(loose),
-                                   int(retries or 0), resources or None))
+                                   int(retries or 0), resources or None, specs.get(key)))
     return out
 
 
@@ -47,6 +51,7 @@ def _finished(msg: dict[str, Any]) -> list[ev.FinishedTask]:
             for k, nb, r, inline, d, t in msg.get("done", ())]
 
 
+_Write = Callable[[Any], None]  #: writes of one batch, queued on a pipeline
 _Decoder = Callable[[dict[str, Any], str, float], list[ev.Event]]
 
 DECODERS: dict[str, _Decoder] = {
@@ -102,6 +107,7 @@ class Outbox:
         self.worker_actions: dict[str, list[list[Any]]] = defaultdict(list)
         self.client_items: dict[str, list[list[Any]]] = defaultdict(list)
         self.records: dict[str, bytes] = {}
+        self.specs: dict[str, bytes] = {}
         self.forget: list[str] = []
         self.drop_results: list[str] = []
         self.log: list[bytes] = []
@@ -119,8 +125,11 @@ class Outbox:
                 self.client_items[ins.client].append([ins.key, ins.status, ins.info])  # type: ignore[attr-defined]
             elif kind is ev.PersistTask:
                 self.records[ins.key] = messages.pack(ins.record)  # type: ignore[attr-defined]
+            elif kind is ev.StoreSpec:
+                self.specs[ins.key] = ins.spec  # type: ignore[attr-defined]
             elif kind is ev.ForgetTask:
                 self.records.pop(ins.key, None)  # type: ignore[attr-defined]
+                self.specs.pop(ins.key, None)  # type: ignore[attr-defined]
                 self.forget.append(ins.key)  # type: ignore[attr-defined]
             elif kind is ev.DropResult:
                 self.drop_results.append(ins.key)  # type: ignore[attr-defined]
@@ -135,6 +144,8 @@ class Outbox:
             pipe.hdel(keys.results, *self.forget)
         if self.drop_results:
             pipe.hdel(keys.results, *self.drop_results)
+        if self.specs:  # before the worker messages that will need them
+            pipe.hset(keys.specs, mapping=self.specs)
         if self.records:
             pipe.hset(keys.tasks, mapping=self.records)
         for worker, actions in self.worker_actions.items():
@@ -154,6 +165,8 @@ class SchedulerServer:
         self.consumer = name or f"{socket.gethostname()}-{os.getpid()}"
         self.stop_event = threading.Event()
         self.batches = 0
+        self.client_ttl = CLIENT_TTL_SECONDS
+        self._last_client_check = 0.0
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default") -> "SchedulerServer":
@@ -193,6 +206,7 @@ class SchedulerServer:
             if entries:
                 pending_write = self.process(entries)
                 self.batches += 1
+            pending_write = self._drop_lost_clients(pending_write)
         if pending_write is not None:
             try:
                 pipe = self.store.pipeline()
@@ -230,6 +244,52 @@ class SchedulerServer:
                           maxlen=10_000, approximate=True)
             pipe.xack(keys.sched, SCHEDULER_GROUP, *ids)
             pipe.xdel(keys.sched, *ids)
+
+        return write
+
+    def _lost_clients(self) -> list[str]:
+        """Known clients whose heartbeat is older than ``client_ttl`` (checked now and then)."""
+        now = time.time()
+        if now < self._last_client_check + min(5.0, self.client_ttl / 4):
+            return []
+        self._last_client_check = now
+        try:
+            beats = self.store.redis.hgetall(self.store.keys.clients)
+        except ConnectionErrors:
+            return []
+        lost: list[str] = []
+        for raw_id, blob in beats.items():
+            client = raw_id.decode()
+            try:
+                last_seen = float(messages.unpack(blob)["last_seen"])
+            except Exception:
+                continue
+            if client in self.state.clients and now - last_seen > self.client_ttl:
+                lost.append(client)
+        return lost
+
+    def _drop_lost_clients(self, pending: _Write | None) -> _Write | None:
+        """Release what lost clients held; the writes join ``pending`` (kept in order)."""
+        lost = self._lost_clients()
+        if not lost:
+            return pending
+        now = time.time()
+        outbox = Outbox()
+        for client in lost:
+            log.warning("client %s sent no heartbeat for over %g s: releasing its keys",
+                        client, self.client_ttl)
+            try:
+                outbox.add(self.state.handle(ev.ClientLeft(f"client-lost-{now}", now, client)))
+            except Exception:  # a bug must not stop the cluster
+                log.exception("failed to release the keys of lost client %s", client)
+        keys = self.store.keys
+
+        def write(pipe: Any) -> None:
+            if pending is not None:
+                pending(pipe)
+            outbox.write(pipe, self.store)
+            pipe.hdel(keys.clients, *lost)
+            pipe.delete(*(keys.client_stream(client) for client in lost))
 
         return write
 

@@ -109,6 +109,11 @@ class SchedulerState:
         self._stimulus = ""
         self._forget_stack: list[Task] = []
         self._draining = False
+        #: work deferred so that long chains are walked in a loop, not by recursion
+        self._release_stack: list[Task] = []
+        self._releasing = False
+        self._wake_heap: list[tuple[tuple[Any, ...], str]] = []
+        self._waking = False
         self.transition_log: list[tuple[str, str, str, str]] = []  #: (key, start, finish, stimulus)
         self.keep_log = False
 
@@ -146,13 +151,18 @@ class SchedulerState:
             self._want(e.client, key)
         for key in e.fire_and_forget:
             self._want(FIRE_AND_FORGET, key)
-        for ts in new:
+        # new tasks, and released ones kept only for lineage that are wanted again
+        revived = [self.tasks[m.key] for m in e.tasks] + [
+            self.tasks[k] for k in (*e.wanted, *e.fire_and_forget) if k in self.tasks]
+        finished_before = {ts.key for ts in revived if ts.state in (TS.MEMORY, TS.ERRED)}
+        for ts in revived:
             if ts.state is TS.RELEASED and self._needed(ts):
                 self._transition(ts, TS.WAITING)
-        # keys wanted that were already finished get an answer straight away
+        # keys wanted that were already finished get an answer straight away (those that
+        # finished just now, e.g. erred on a failed dependency, were notified on the way)
         for key in e.wanted:
             ts = self.tasks.get(key)
-            if ts is not None and ts.state in (TS.MEMORY, TS.ERRED):
+            if key in finished_before and ts is not None and ts.state in (TS.MEMORY, TS.ERRED):
                 self._notify_one(e.client, ts)
         for key in e.fire_and_forget:
             ts = self.tasks.get(key)
@@ -171,6 +181,8 @@ class SchedulerState:
         )
         ts.dependencies = set(meta.deps)
         self.tasks[meta.key] = ts
+        if meta.spec is not None:
+            self._emit(ev.StoreSpec(meta.key, meta.spec))
         return ts
 
     def _link_dependencies(self, ts: Task) -> None:
@@ -191,6 +203,7 @@ class SchedulerState:
         self._unwant(e.client, keys, already_removed=True)
 
     def _on_cancelled(self, e: ev.KeysCancelled) -> None:
+        unknown = [key for key in e.keys if key not in self.tasks]
         targets = self._with_dependents(e.keys)
         for ts in targets:
             clients = set(ts.who_wants) if e.force else ({e.client} & ts.who_wants)
@@ -199,9 +212,8 @@ class SchedulerState:
                     self._emit(ev.Notify(client, ts.key, "cancelled", {}))
                 self.clients.get(client, set()).discard(ts.key)
                 self._unwant(client, [ts.key], already_removed=True)
-        for key in e.keys:
-            if key not in self.tasks:
-                self._emit(ev.Notify(e.client, key, "cancelled", {}))
+        for key in unknown:  # not the keys just forgotten above: they were notified
+            self._emit(ev.Notify(e.client, key, "cancelled", {}))
 
     def _with_dependents(self, keys: Iterable[str]) -> list[Task]:
         """The tasks and all their unfinished dependents, transitively."""
@@ -283,11 +295,9 @@ class SchedulerState:
         for d in ts.dependents:
             dts = self.tasks.get(d)
             if dts is not None and dts.state in (TS.WAITING, TS.QUEUED, TS.NO_WORKER):
-                if dts.state is not TS.WAITING:
-                    self._transition(dts, TS.RELEASED)
-                    self._transition(dts, TS.WAITING)
-                else:
-                    dts.waiting_on.add(ts.key)
+                # straight back to waiting: releasing it would free its other inputs too
+                self._transition(dts, TS.WAITING)
+                dts.waiting_on.add(ts.key)
 
     def _on_finished(self, e: ev.TasksFinished) -> None:
         ws = self.workers.get(e.worker)
@@ -342,12 +352,17 @@ class SchedulerState:
         ws = self.workers.get(e.worker)
         if ws is None:
             return
+        stale = []
         for key in e.keys:
             ts = self.tasks.get(key)
             if ts is not None and ts.state is TS.MEMORY:
                 ts.who_has.add(e.worker)
                 ws.has_what.add(key)
                 self._mark(ts)
+            else:
+                stale.append(key)  # released meanwhile: the copy must not linger
+        if stale:
+            self._emit(ev.FreeKeys(e.worker, stale))
 
     # -- wanting and needing -------------------------------------------------------------
     def _want(self, client: str, key: str) -> None:
@@ -381,11 +396,21 @@ class SchedulerState:
         )
 
     def _release_if_unneeded(self, ts: Task) -> None:
-        if self._needed(ts):
+        """Release ``ts`` (then its unneeded dependencies, iteratively) unless it is needed."""
+        self._release_stack.append(ts)
+        if self._releasing:
             return
-        if ts.state not in (TS.RELEASED, TS.FORGOTTEN):
-            self._transition(ts, TS.RELEASED)
-        self._forget_if_unreferenced(ts)
+        self._releasing = True
+        try:
+            while self._release_stack:
+                t = self._release_stack.pop()
+                if self._needed(t):
+                    continue
+                if t.state not in (TS.RELEASED, TS.FORGOTTEN):
+                    self._transition(t, TS.RELEASED)
+                self._forget_if_unreferenced(t)
+        finally:
+            self._releasing = False
 
     def _forget_if_unreferenced(self, ts: Task) -> None:
         """Forget ``ts``, then dependencies nothing references any more -- iteratively, so a
@@ -430,9 +455,25 @@ class SchedulerState:
             if dep.state is not TS.MEMORY:
                 ts.waiting_on.add(dep_key)
                 if dep.state is TS.RELEASED:
-                    self._transition(dep, TS.WAITING)
+                    heapq.heappush(self._wake_heap, (dep.priority, dep_key))
         if not ts.waiting_on:
             self._ready(ts)
+        self._wake_dependencies()
+
+    def _wake_dependencies(self) -> None:
+        """Released dependencies go to waiting in a loop, highest priority first, so that a
+        long chain is not walked by recursion."""
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            while self._wake_heap:
+                _, key = heapq.heappop(self._wake_heap)
+                dep = self.tasks.get(key)
+                if dep is not None and dep.state is TS.RELEASED and self._needed(dep):
+                    self._transition(dep, TS.WAITING)
+        finally:
+            self._waking = False
 
     def _ready(self, ts: Task) -> None:
         """All inputs are in memory: run now, queue, or wait for an allowed worker."""
@@ -453,6 +494,13 @@ class SchedulerState:
             self.queued_restricted.add(ts.key)
         else:
             heapq.heappush(self.queued, (ts.priority, ts.key))
+
+    def _t_ready_to_waiting(self, ts: Task) -> None:
+        """An input of a ready task was lost: wait again, keeping the inputs still held."""
+        self.queued_restricted.discard(ts.key)  # heap entries are skipped lazily
+        self.no_worker.discard(ts.key)
+        ts.state = TS.WAITING
+        ts.waiting_on = {k for k in ts.dependencies if self.tasks[k].state is not TS.MEMORY}
 
     def _t_to_no_worker(self, ts: Task) -> None:
         self.queued_restricted.discard(ts.key)
@@ -527,13 +575,15 @@ class SchedulerState:
 
     def _t_to_erred(self, ts: Task) -> None:
         """Mark ``ts`` erred; every dependent still waiting errs with the same failure."""
+        # copied first: ``ts`` itself may be released (clearing its error) while we go
+        failure = ts.error, ts.blame, ts.error_text
         stack = [ts]
         while stack:
             t = stack.pop()
             if t is not ts:
                 if t.state not in (TS.WAITING, TS.QUEUED, TS.NO_WORKER):
                     continue
-                t.error, t.blame, t.error_text = ts.error, ts.blame, ts.error_text
+                t.error, t.blame, t.error_text = failure
                 if self.keep_log:
                     self.transition_log.append((t.key, t.state.value, "erred", self._stimulus))
             self._enter_erred(t)
@@ -790,6 +840,8 @@ _TRANSITIONS: dict[tuple[TS, TS], _T] = {
     (TS.NO_WORKER, TS.QUEUED): SchedulerState._t_to_queued,
     (TS.NO_WORKER, TS.PROCESSING): SchedulerState._t_to_processing,
     (TS.NO_WORKER, TS.RELEASED): SchedulerState._t_to_released,
+    (TS.QUEUED, TS.WAITING): SchedulerState._t_ready_to_waiting,
+    (TS.NO_WORKER, TS.WAITING): SchedulerState._t_ready_to_waiting,
     (TS.PROCESSING, TS.MEMORY): SchedulerState._t_processing_memory,
     (TS.PROCESSING, TS.ERRED): SchedulerState._t_to_erred,
     (TS.PROCESSING, TS.RELEASED): SchedulerState._t_to_released,

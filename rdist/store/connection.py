@@ -41,8 +41,20 @@ def connect(url: str, cluster: str = "default") -> "RedisStore":
     if url.startswith("fakeredis://"):
         return RedisStore(_fake_client(url[len("fakeredis://") :]), Keys(cluster), url)
     # No socket timeout: blocking stream reads must not trip it (they carry their own BLOCK).
-    client = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=10)
+    client = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=10,
+                                  **_tls_options(url))
     return RedisStore(client, Keys(cluster), url)
+
+
+def _tls_options(url: str) -> dict[str, Any]:
+    """Certificate checks for ``rediss://``: verified unless RDIST_REDIS_SSL_CERT_REQS says
+    "none" or "optional" (Heroku Redis presents a self-signed certificate)."""
+    if not url.startswith("rediss://"):
+        return {}
+    from rdist.config import redis_ssl_cert_reqs
+
+    reqs = redis_ssl_cert_reqs()
+    return {"ssl_cert_reqs": reqs, "ssl_check_hostname": reqs == "required"}
 
 
 class EmptyReadGuard:

@@ -9,6 +9,11 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.messag
     client:<id>         inbound to one client (read with plain XREAD by its one reader)
     heartbeats          worker metrics, capped with MAXLEN ~
     events              cluster event log (worker joins/leaves, task stream), capped
+    taskstream          task executions, one entry per worker report batch (capped MAXLEN ~):
+                        msgpack ``{"w": worker, "r": [[key, worker, thread, start, stop,
+                        status, error, traceback], ...]}`` -- times in epoch seconds, status
+                        ``memory`` or ``erred``, error a plain-text ``TypeName: message`` so
+                        the dashboard never unpickles (see ``rdist.protocol.taskstream``)
     deadletter          malformed entries set aside by any reader
 
 Hashes
@@ -60,6 +65,10 @@ class Keys:
     @property
     def events(self) -> str:
         return self._k("events")
+
+    @property
+    def taskstream(self) -> str:
+        return self._k("taskstream")
 
     @property
     def deadletter(self) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import psutil
 
 from rdist.comm.tcp import ConnectionPool, Server
-from rdist.protocol import messages, serialize, spec
+from rdist.protocol import messages, serialize, spec, taskstream
 from rdist.protocol.messages import MalformedMessage
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors, EmptyReadGuard, ResponseError
@@ -43,6 +43,7 @@ HEARTBEATS_MAXLEN = 1000
 KNOWN_OPS = frozenset({"batch", "run", "stop"})
 
 _thread_state = threading.local()
+_PROCESS = psutil.Process()
 
 
 def get_worker() -> "Worker":
@@ -67,6 +68,8 @@ class Worker:
         self.data: dict[str, Any] = {}
         self.nbytes: dict[str, int] = {}
         self.stop_event = threading.Event()
+        #: set when close() has finished, so a second caller can wait for the first
+        self.closed = threading.Event()
         self.ready: queue.PriorityQueue[tuple[tuple[Any, ...], int, WTask | None]] = queue.PriorityQueue()
         self.completions: queue.Queue[list[Any] | None] = queue.Queue()
         self.funcs: OrderedDict[bytes, Callable[..., Any]] = OrderedDict()
@@ -80,6 +83,9 @@ class Worker:
         self.fetchers = ThreadPoolExecutor(4, thread_name_prefix="rdist-fetch")
         self.stream = store.keys.worker_stream(self.address)
         self.executed = 0
+        #: dependencies copied here since the last report; the scheduler records the
+        #: replicas (who_has) so that it frees them when the key is released
+        self.replicas: list[str] = []
         self._threads: list[threading.Thread] = []
         self._reader = store.clone()
         self._reporter_store = store.clone()
@@ -120,6 +126,8 @@ class Worker:
     def close(self) -> None:
         """Leave cleanly: tell the scheduler, stop threads, close the data server."""
         if self.stop_event.is_set():
+            if threading.current_thread() not in self._threads:
+                self.closed.wait(10)  # e.g. the process exiting while a SIGTERM close runs
             return
         self.stop_event.set()
         keys = self.store.keys
@@ -138,8 +146,8 @@ class Worker:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=2)
-        try:
-            self.store.redis.delete(self.stream)
+        try:  # hdel again: a heartbeat racing the first one may have re-added us
+            self.store.pipeline().delete(self.stream).hdel(keys.workers, self.address).execute()
         except ConnectionErrors:
             pass
         self.server.close()
@@ -147,6 +155,7 @@ class Worker:
         self.fetchers.shutdown(wait=False, cancel_futures=True)
         for store in (self._reader, self._reporter_store):
             store.close()
+        self.closed.set()
 
     def run_forever(self) -> None:
         self.start()
@@ -190,6 +199,7 @@ class Worker:
         for entry_id, payload in entries:
             try:
                 msg = messages.decode(payload, KNOWN_OPS)
+                check_message(msg)
             except MalformedMessage as exc:
                 log.error("worker %s: setting aside entry %s: %s", self.address, entry_id, exc)
                 self.store.set_aside(self.stream, entry_id, payload, str(exc))
@@ -226,9 +236,12 @@ class Worker:
 
     def _load_batch(self, actions: list[list[Any]]) -> dict[str, Any]:
         """Specs of new tasks and their small dependencies (stored in Redis) in one pipeline."""
+        # a key freed and computed again in one batch (released, then resubmitted) needs
+        # its spec even though its old result is still here when the batch is loaded
+        freed = {key for a in actions if a[0] == "f" for key in a[1]}
         with self.lock:
-            new = [a[1] for a in actions if a[0] == "c" and a[1] not in self.state.tasks
-                   and a[1] not in self.state.have]
+            new = [a[1] for a in actions if a[0] == "c" and (a[1] in freed or (
+                a[1] not in self.state.tasks and a[1] not in self.state.have))]
             small = list({dep for a in actions if a[0] == "c" for dep, info in a[3].items()
                           if info[2] and dep not in self.state.have})
         if not new and not small:
@@ -246,6 +259,7 @@ class Worker:
                     with self.lock:
                         self._store_value(key, serialize.from_blob(blob), len(blob))
                         self.state.have.add(key)
+                        self.replicas.append(key)
         return self._unpack_specs(new, replies[0]) if new else {}
 
     def _unpack_specs(self, keys: list[str], raws: list[bytes | None]) -> dict[str, Any]:
@@ -291,22 +305,30 @@ class Worker:
     # -- dependencies ----------------------------------------------------------------------
     def _fetch_from_peers(self, wanted: dict[str, tuple[list[str], int, bool]]) -> None:
         """Large inputs come from the peers holding them: one request per peer, in threads."""
-        by_peer: dict[str, list[str]] = {}
+        by_holders: dict[tuple[str, ...], list[str]] = {}
         for key, (holders, _, _) in wanted.items():
-            by_peer.setdefault(holders[0] if holders else "", []).append(key)
-        for peer, keys in by_peer.items():
-            self.fetchers.submit(self._fetch_from_peer, peer, keys)
+            by_holders.setdefault(tuple(holders), []).append(key)
+        for holders, keys in by_holders.items():
+            self.fetchers.submit(self._fetch_from_holders, list(holders), keys)
 
-    def _fetch_from_peer(self, peer: str, keys: list[str]) -> None:
-        try:
-            values = self.get_from_peer(peer, keys)
-        except Exception as exc:
-            log.warning("worker %s: fetching %s from %s failed: %s", self.address, keys, peer, exc)
-            self._fetched([], keys)
-            return
-        for key, value in values.items():
-            self._store_value(key, value, sizeof(value))
-        self._fetched(list(values), [k for k in keys if k not in values])
+    def _fetch_from_holders(self, holders: list[str], keys: list[str]) -> None:
+        """Ask each holder in turn for what is still missing."""
+        missing = list(keys)
+        for peer in holders:
+            try:
+                values = self.get_from_peer(peer, missing)
+            except Exception as exc:
+                log.warning("worker %s: fetching %s from %s failed: %s", self.address, missing, peer, exc)
+                continue
+            with self.lock:
+                for key, value in values.items():
+                    self._store_value(key, value, sizeof(value))
+                self.replicas.extend(values)
+            self._fetched(list(values), [])
+            missing = [k for k in missing if k not in values]
+            if not missing:
+                return
+        self._fetched([], missing)
 
     def get_from_peer(self, peer: str, keys: list[str]) -> dict[str, Any]:
         if peer == self.address:
@@ -338,7 +360,11 @@ class Worker:
             with self.lock:
                 if not self.state.start(ts):
                     continue
-            self.completions.put([self._execute(ts)])
+            record = self._execute(ts)
+            if self.ready.empty() and self.completions.empty():
+                self._report([record])  # nothing else to batch with: skip the reporter's hop
+            else:
+                self.completions.put([record])
 
     def _execute(self, ts: WTask) -> list[Any]:
         start = time.time()
@@ -377,6 +403,11 @@ class Worker:
             blob = serialize.to_blob(value)
             if len(blob) > REDIS_RESULT_BYTES:
                 blob = None
+        if blob is None:
+            # Large results stay in memory, yet must be transferable: fail now (erring the
+            # task) rather than at the first fetch. Buffers stay out of band, so arrays cost
+            # nothing here.
+            serialize.dumps(value)
         nbytes = len(blob) if blob is not None else estimate
         return ["m", key, nbytes, blob, duration, type(value).__name__]
 
@@ -427,16 +458,24 @@ class Worker:
                     _, key, blob, duration = rec
                     results[key] = blob
                     erred.append([key, blob, duration])
-        if not done and not erred:
+        with self.lock:
+            replicated, self.replicas = self.replicas, []
+        if not done and not erred and not replicated:
             return
         keys = self.store.keys
-        msg = messages.encode("task-done", worker=self.address, done=done, erred=erred)
+        runs = taskstream.encode_batch(self.address, threading.current_thread().name, time.time(),
+                                       done, erred) if done or erred else None
+        msg = messages.encode("task-done", worker=self.address, done=done, erred=erred,
+                              replicated=replicated)
         for attempt in range(30):
             try:
                 pipe = self._reporter_store.pipeline()
                 if results:
                     pipe.hset(keys.results, mapping=results)
                 pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
+                if runs is not None:  # one entry per batch: the dashboard's task stream
+                    pipe.xadd(keys.taskstream, {PAYLOAD_FIELD: runs},
+                              maxlen=taskstream.TASKSTREAM_MAXLEN, approximate=True)
                 pipe.execute()
                 return
             except ConnectionErrors as exc:
@@ -445,7 +484,7 @@ class Worker:
 
     # -- heartbeats --------------------------------------------------------------------------
     def _metrics(self) -> dict[str, Any]:
-        proc = psutil.Process()
+        proc = _PROCESS  # one object: cpu_percent(None) measures since its previous call
         return {"memory": proc.memory_info().rss, "cpu": proc.cpu_percent(None),
                 "executing": sum(1 for t in self.state.tasks.values() if t.state.value == "executing"),
                 "stored": len(self.data), "stored_bytes": sum(self.nbytes.values()),
@@ -492,6 +531,32 @@ class Worker:
                     self.state.have.add(key)
             return {"ok": True}, []
         return {"error": f"unknown op {op!r}"}, []
+
+
+def check_message(msg: dict[str, Any]) -> None:
+    """Raise MalformedMessage unless ``msg`` has the shape its op needs (a bad entry must be
+    set aside, not kill the stream loop)."""
+    op = msg["op"]
+    if op == "batch":
+        actions = msg.get("a")
+        if not isinstance(actions, list) or not all(_valid_action(a) for a in actions):
+            raise MalformedMessage(f"batch with malformed actions: {actions!r:.200}")
+    elif op == "run":
+        if not (isinstance(msg.get("client"), str) and isinstance(msg.get("id"), str)
+                and isinstance(msg.get("func"), bytes)):
+            raise MalformedMessage("run message needs client, id and func")
+
+
+def _valid_action(action: Any) -> bool:
+    if not isinstance(action, list) or not action:
+        return False
+    if action[0] == "c":
+        return (len(action) >= 4 and isinstance(action[1], str) and isinstance(action[2], list)
+                and isinstance(action[3], dict)
+                and all(isinstance(v, list) and len(v) == 3 for v in action[3].values()))
+    if action[0] == "f":
+        return len(action) == 2 and isinstance(action[1], list)
+    return False
 
 
 def encode_items(values: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:

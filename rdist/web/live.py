@@ -1,0 +1,180 @@
+"""Live updates: one background task reads Redis and pushes to subscribed Socket.IO clients.
+
+It wakes on new task-stream and event entries with a blocking XREAD (no sleep loop on a
+real Redis), forwards them within ``FLUSH_SECONDS``, and once per interval pushes status and
+worker snapshots -- computed only when someone subscribed to them. Browsers join one room
+per topic, so a page receives only what it shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from rdist.protocol.taskstream import decode_batch
+from rdist.store import RedisStore
+from rdist.store.connection import ConnectionErrors
+from rdist.store.keys import PAYLOAD_FIELD
+from rdist.web import queries
+from rdist.web.census import TaskCensus
+
+log = logging.getLogger("rdist.web")
+
+TOPICS = ("status", "workers", "runs", "events")
+FLUSH_SECONDS = 0.25
+READ_COUNT = 500
+
+
+def status_snapshot(store: RedisStore, census: TaskCensus, max_age: float = 1.0) -> dict[str, Any]:
+    """What the Status page shows: task counts and groups, worker totals, throughput."""
+    infos = queries.workers(store)
+    compact = [
+        {
+            k: w.get(k)
+            for k in ("address", "name", "nthreads", "memory", "memory_limit", "cpu", "executing")
+        }
+        for w in infos
+    ]
+    return {
+        "time": time.time(),
+        "cluster": store.keys.cluster,
+        "tasks": census.snapshot(store, max_age=max_age),
+        "task_count": int(store.redis.hlen(store.keys.tasks)),  # exact now; the census lags
+        "workers": queries.worker_summary(infos),
+        "worker_list": compact,
+        "rate": queries.task_rate(store),
+    }
+
+
+def workers_snapshot(store: RedisStore, census: TaskCensus, max_age: float = 1.0) -> dict[str, Any]:
+    """The workers table, with the tasks the scheduler has assigned to each (from the census)."""
+    infos = queries.workers(store)
+    processing = census.snapshot(store, max_age=max_age).get("processing", {})
+    for info in infos:
+        info["processing"] = processing.get(info["address"], 0)
+    return {"time": time.time(), "workers": infos}
+
+
+class LiveFeed:
+    """The background task and the subscriptions of connected clients."""
+
+    def __init__(
+        self, store: RedisStore, socketio: Any, census: TaskCensus, interval: float = 1.0
+    ) -> None:
+        self.store = store
+        self.socketio = socketio
+        self.census = census
+        self.interval = max(0.1, interval)
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._subscriptions: dict[str, set[str]] = {}
+        self._started = False
+        self._runs: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+
+    # -- subscriptions -------------------------------------------------------------------
+    def subscribe(self, sid: str, topics: list[str]) -> list[str]:
+        wanted = [t for t in topics if t in TOPICS]
+        with self._lock:
+            self._subscriptions.setdefault(sid, set()).update(wanted)
+        self.start()
+        return wanted
+
+    def drop(self, sid: str) -> None:
+        with self._lock:
+            self._subscriptions.pop(sid, None)
+
+    def wanted(self, topic: str) -> bool:
+        with self._lock:
+            return any(topic in topics for topics in self._subscriptions.values())
+
+    # -- the task --------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self.stop_event.is_set():
+                return
+            self._started = True
+        self.socketio.start_background_task(self.run)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        """Until :meth:`stop`: a bug or an odd reply is logged, never ends live updates."""
+        reader = self.store.clone()
+        last: dict[str, str] | None = None
+        next_tick = next_flush = 0.0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    last = last or self._latest_ids(reader)
+                    now = time.monotonic()
+                    if now >= next_tick:
+                        self._tick()
+                        next_tick = now + self.interval
+                    if now >= next_flush:
+                        self._flush()
+                        next_flush = now + FLUSH_SECONDS
+                    self._read(reader, last, min(next_tick, next_flush) - time.monotonic())
+                except ConnectionErrors as exc:
+                    log.warning("dashboard: redis unavailable (%s); retrying", exc)
+                    self.stop_event.wait(1.0)
+                except Exception:
+                    log.exception("dashboard: live feed step failed; going on")
+                    self.stop_event.wait(1.0)
+        finally:
+            reader.close()
+
+    def _latest_ids(self, reader: RedisStore) -> dict[str, str]:
+        """Start after what exists now: history comes from the API, the feed sends what is new."""
+        ids = {}
+        for stream in (reader.keys.taskstream, reader.keys.events):
+            newest = reader.redis.xrevrange(stream, count=1)
+            ids[stream] = queries.as_text(newest[0][0]) if newest else "0-0"
+        return ids
+
+    def _read(self, reader: RedisStore, last: dict[str, str], wait: float) -> None:
+        block_ms = max(1, int(wait * 1000))
+        started = time.monotonic()
+        reply = reader.redis.xread(last, count=READ_COUNT, block=block_ms)
+        for stream, entries in _streams(reply):
+            for entry_id, fields in entries:
+                last[stream] = queries.as_text(entry_id)
+                self._collect(stream, last[stream], fields.get(PAYLOAD_FIELD))
+        if not reply and time.monotonic() - started < block_ms / 2000:
+            self.stop_event.wait(min(wait, 0.05))  # fakeredis answers at once: do not spin
+
+    def _collect(self, stream: str, entry_id: str, payload: bytes | None) -> None:
+        if stream == self.store.keys.taskstream:
+            self._runs.extend(r.to_json() for r in decode_batch(payload))
+        else:
+            self._events.append(queries.decode_event(entry_id, payload))
+
+    def _flush(self) -> None:
+        runs, self._runs = self._runs[-queries.MAX_RUNS_SHOWN :], []
+        events, self._events = self._events, []
+        if runs:
+            self.socketio.emit("runs", {"runs": runs}, to="runs")
+        if events:
+            self.socketio.emit("events", {"events": events}, to="events")
+
+    def _tick(self) -> None:
+        if self.wanted("status"):
+            self.socketio.emit(
+                "status", status_snapshot(self.store, self.census, self.interval), to="status"
+            )
+        if self.wanted("workers"):
+            self.socketio.emit(
+                "workers", workers_snapshot(self.store, self.census, self.interval), to="workers"
+            )
+
+
+def _streams(reply: Any) -> list[tuple[str, list[Any]]]:
+    """XREAD replies as ``[(stream, entries)]`` (RESP2 lists or RESP3 maps)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(queries.as_text(k), v[0]) for k, v in reply.items()]
+    return [(queries.as_text(stream), entries) for stream, entries in reply]

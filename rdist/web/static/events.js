@@ -1,0 +1,53 @@
+// rdist dashboard, Events page: the cluster event log, newest first, with live additions.
+"use strict";
+
+(function () {
+  const R = Rdist;
+  let oldest = null;
+  const seen = new Set();
+
+  const describe = {
+    "worker-joined": (i) => `${i.name || ""} ${i.worker || ""}`.trim(),
+    "worker-left": (i) => i.worker || "",
+  };
+
+  function row(event) {
+    const info = event.info || {};
+    const text = describe[event.op] ? describe[event.op](info)
+      : Object.entries(info).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
+    return R.el("tr", { "data-id": event.id, class: "ev-" + event.op }, [
+      R.el("td", { class: "mono nowrap", text: new Date(event.time * 1000).toLocaleString("en-GB", { hour12: false }) }),
+      R.el("td", {}, R.el("span", { class: "badge op-" + event.op, text: event.op })),
+      R.el("td", { class: "mono", text }),
+    ]);
+  }
+
+  function add(events, atTop) {
+    const body = document.querySelector("#events tbody");
+    const fresh = events.filter((e) => !seen.has(e.id));
+    fresh.forEach((e) => seen.add(e.id));
+    const rows = fresh.map(row);
+    if (atTop) body.prepend(...rows.reverse());
+    else body.append(...rows);
+    R.$("events-empty").hidden = body.children.length > 0;
+  }
+
+  async function loadOlder() {
+    const page = await R.getJSON("/api/events?limit=100" + (oldest ? "&before=" + oldest : ""));
+    add(page.events, false);
+    if (page.events.length) oldest = page.events[page.events.length - 1].id;
+    R.$("older").hidden = !page.next;
+  }
+
+  async function start() {
+    R.$("older").addEventListener("click", loadOlder);
+    try {
+      await loadOlder();
+    } catch (err) {
+      R.$("conn").textContent = "error: " + err.message;
+    }
+    R.live(["events"], { events: (msg) => add(msg.events || [], true) });
+  }
+
+  start();
+})();

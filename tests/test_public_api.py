@@ -1,0 +1,37 @@
+"""The public surface of ``import rdist`` is small, sorted and pinned here."""
+
+from __future__ import annotations
+
+import rdist
+
+EXPECTED = [
+    "CancelledError",
+    "Client",
+    "Future",
+    "KilledWorker",
+    "LocalCluster",
+    "as_completed",
+    "fire_and_forget",
+    "get_worker",
+    "wait",
+]
+
+
+def test_all_is_sorted():
+    assert rdist.__all__ == sorted(rdist.__all__)
+
+
+def test_all_is_exactly_the_expected_public_names():
+    assert rdist.__all__ == EXPECTED
+
+
+def test_every_public_name_is_importable_from_the_package():
+    for name in rdist.__all__:
+        assert getattr(rdist, name) is not None, name
+
+
+def test_exceptions_are_the_ones_users_catch():
+    import concurrent.futures
+
+    assert issubclass(rdist.CancelledError, concurrent.futures.CancelledError)
+    assert issubclass(rdist.KilledWorker, Exception)

@@ -1,0 +1,421 @@
+"""The dashboard's views, API, metrics, access control and live feed, on fakeredis."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+
+from rdist.config import ConfigError, load_config
+from rdist.protocol import messages, serialize, taskstream
+from rdist.store import RedisStore, connect
+from rdist.store.connection import drop_fake_server
+from rdist.store.keys import PAYLOAD_FIELD
+from rdist.web import census as census_module
+from rdist.web import create_app
+from rdist.web.census import TaskCensus
+from rdist.web.queries import key_group
+from tests.conftest import fake_cluster
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(0.02)
+    return x + 1
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def settings(url: str, cluster: str, **dashboard: Any) -> Any:
+    overrides = {"redis.url": url, "redis.cluster": cluster, "dashboard.interval": 0.1}
+    overrides.update({f"dashboard.{k}": v for k, v in dashboard.items()})
+    return load_config(overrides, env={})
+
+
+@contextmanager
+def fake_store() -> Iterator[RedisStore]:
+    name = uuid.uuid4().hex
+    store = connect(f"fakeredis://{name}", "web")
+    try:
+        yield store
+    finally:
+        drop_fake_server(name)
+
+
+def app_for(store: RedisStore, **dashboard: Any) -> Flask:
+    return create_app(settings(store.url, store.keys.cluster, **dashboard), store=store)
+
+
+def put_tasks(store: RedisStore, records: dict[str, dict[str, Any]]) -> None:
+    store.redis.hset(store.keys.tasks, mapping={k: messages.pack(v) for k, v in records.items()})
+
+
+def wait_until(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+# -- task groups -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key, group",
+    [
+        ("inc-3f2a9c0d1e2b4a5f", "inc"),
+        ("slow-inc-8a7b6c5d4e3f2a1b", "slow-inc"),
+        ("('x', 3)", "x"),
+        ("my-task-12", "my-task"),
+        ("plain", "plain"),
+        ("lambda-00ff00ff00", "lambda"),
+    ],
+)
+def test_key_group_drops_hashes_and_indices(key: str, group: str) -> None:
+    assert key_group(key) == group
+
+
+# -- a real (in-process) cluster seen through the API ----------------------------------------
+def test_status_workers_and_tasks_show_what_the_cluster_did() -> None:
+    with fake_cluster(n_workers=2) as (client, cluster):
+        futures = client.map(inc, range(30))
+        bad = client.submit(fail, "boom")
+        client.gather(futures)
+        with pytest.raises(ValueError):
+            bad.result()
+        app = create_app(settings(cluster.url, cluster.cluster_name))
+        web = app.test_client()
+
+        status = web.get("/api/status").get_json()
+        assert status["tasks"]["by_state"]["memory"] == 30
+        assert status["tasks"]["by_state"]["erred"] == 1
+        groups = {g["name"]: g for g in status["tasks"]["groups"]}
+        assert groups["inc"]["memory"] == 30 and groups["fail"]["erred"] == 1
+        assert status["workers"]["count"] == 2 and status["workers"]["threads"] == 2
+        assert status["rate"] > 0
+
+        def workers() -> list[dict[str, Any]]:
+            return web.get("/api/workers").get_json()["workers"]  # type: ignore[no-any-return]
+
+        assert sorted(w["name"] for w in workers()) == ["w0", "w1"]
+        wait_until(lambda: sum(w["executed"] for w in workers()) >= 30)  # next heartbeat
+        assert all(w["age"] is not None and w["age"] < 10 for w in workers())
+
+        page = web.get("/api/tasks?state=memory&limit=500").get_json()
+        assert {t["key"] for t in page["tasks"]} == {f.key for f in futures}
+        assert page["total"] == 31
+
+
+def test_task_detail_shows_the_error_without_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    with fake_cluster(n_workers=1) as (client, cluster):
+        bad = client.submit(fail, "the disk is full")
+        with pytest.raises(ValueError):
+            bad.result()
+        app = create_app(settings(cluster.url, cluster.cluster_name))
+
+        def refuse(*_: Any, **__: Any) -> Any:
+            raise AssertionError("the dashboard must not unpickle")
+
+        monkeypatch.setattr(pickle, "loads", refuse)
+        monkeypatch.setattr(serialize, "loads", refuse)
+        detail = app.test_client().get("/api/task", query_string={"key": bad.key}).get_json()
+
+    assert detail["state"] == "erred"
+    assert detail["error"] == "ValueError: the disk is full"
+    assert "raise ValueError(message)" in detail["traceback"]
+    assert detail["runs"][0]["status"] == "erred" and detail["runs"][0]["worker"]
+
+
+def test_task_detail_lists_dependencies_with_their_states() -> None:
+    with fake_cluster(n_workers=1) as (client, cluster):
+        a = client.submit(inc, 1)
+        b = client.submit(inc, a)
+        assert b.result() == 3
+        web = create_app(settings(cluster.url, cluster.cluster_name)).test_client()
+        detail = web.get("/api/task", query_string={"key": b.key}).get_json()
+        missing = web.get("/api/task", query_string={"key": "no-such-key"})
+    assert detail["dependencies"] == [{"key": a.key, "state": "memory"}]
+    assert detail["who_has"] and detail["nbytes"] > 0
+    assert missing.status_code == 404 and "no-such-key" in missing.get_json()["error"]
+
+
+# -- bounded reads -----------------------------------------------------------------------------
+def test_task_pages_visit_every_task_once_in_bounded_pages() -> None:
+    with fake_store() as store:
+        put_tasks(store, {f"t-{i:05d}": {"s": "memory" if i % 3 else "erred"} for i in range(1234)})
+        web = app_for(store).test_client()
+        seen: list[str] = []
+        cursor = 0
+        while True:
+            page = web.get(f"/api/tasks?cursor={cursor}&limit=100").get_json()
+            assert len(page["tasks"]) <= 100 + 1000  # at most one extra HSCAN chunk
+            seen += [t["key"] for t in page["tasks"]]
+            cursor = page["cursor"]
+            if cursor == 0:
+                break
+        assert sorted(seen) == sorted(f"t-{i:05d}" for i in range(1234))
+
+        erred = web.get("/api/tasks?state=erred&limit=500").get_json()["tasks"]
+        assert erred and all(t["state"] == "erred" for t in erred)
+        found = web.get("/api/tasks?q=t-0042").get_json()["tasks"]
+        assert sorted(t["key"] for t in found) == [f"t-0042{i}" for i in range(10)]
+        assert web.get("/api/tasks?state=bogus").status_code == 400
+        assert web.get("/api/tasks?cursor=x").status_code == 400
+
+
+def test_search_treats_glob_characters_literally() -> None:
+    with fake_store() as store:
+        put_tasks(store, {"a*b-1": {"s": "memory"}, "axb-1": {"s": "memory"}})
+        found = app_for(store).test_client().get("/api/tasks", query_string={"q": "a*b"}).get_json()
+    assert [t["key"] for t in found["tasks"]] == ["a*b-1"]
+
+
+def test_census_sweeps_in_slices_and_caps_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(census_module, "MAX_GROUPS", 5)
+    with fake_store() as store:
+        put_tasks(
+            store,
+            {f"g{i % 8}-{i:06d}": {"s": "processing", "on": f"w{i % 2}"} for i in range(4000)},
+        )
+        census = TaskCensus()
+        steps = 0
+        while not census.advance(store, budget=1000):
+            steps += 1
+            assert steps < 50
+        snapshot = census.snapshot(store, max_age=60)
+    assert steps >= 2  # a big hash takes several slices
+    assert snapshot["complete"] and snapshot["total"] == 4000
+    assert snapshot["by_state"]["processing"] == 4000
+    assert snapshot["processing"] == {"w0": 2000, "w1": 2000}
+    names = [g["name"] for g in snapshot["groups"]]
+    assert len(names) == 6 and census_module.OTHER_GROUP in names
+    assert sum(g["total"] for g in snapshot["groups"]) == 4000
+
+
+def test_events_page_back_through_history_without_gaps() -> None:
+    with fake_store() as store:
+        for i in range(250):
+            store.redis.xadd(
+                store.keys.events, {PAYLOAD_FIELD: messages.encode("worker-joined", worker=f"w{i}")}
+            )
+        web = app_for(store).test_client()
+        ids: list[str] = []
+        before = ""
+        while True:
+            page = web.get(
+                f"/api/events?limit=100{'&before=' + before if before else ''}"
+            ).get_json()
+            ids += [e["id"] for e in page["events"]]
+            if not page["next"]:
+                break
+            before = page["next"]
+        first = web.get("/api/events?limit=1").get_json()["events"][0]
+    assert len(ids) == 250 == len(set(ids))
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))), reverse=True)
+    assert first["op"] == "worker-joined" and first["info"] == {"worker": "w249"}
+
+
+# -- the task stream ----------------------------------------------------------------------------
+def test_a_report_batch_is_one_task_stream_entry() -> None:
+    from rdist.worker.server import Worker
+
+    with fake_store() as store:
+        worker = Worker(store, name="solo")
+        try:
+            error = serialize.to_blob(
+                (KeyError("missing"), "Traceback: ...\nKeyError: 'missing'\n")
+            )
+            worker._report(
+                [
+                    ["m", "a-1", 8, None, 0.5, "int"],
+                    ["m", "a-2", 8, None, 0.25, "int"],
+                    ["e", "b-1", error, 0.1],
+                ]
+            )
+            entries = store.redis.xrange(store.keys.taskstream)
+        finally:
+            worker.close()
+    assert len(entries) == 1
+    runs = taskstream.decode_batch(entries[0][1][PAYLOAD_FIELD])
+    assert [(r.key, r.status) for r in runs] == [
+        ("a-1", "memory"),
+        ("a-2", "memory"),
+        ("b-1", "erred"),
+    ]
+    assert runs[0].stop - runs[0].start == pytest.approx(0.5)
+    assert runs[2].error == "KeyError: 'missing'" and "KeyError" in runs[2].traceback
+    assert {r.worker for r in runs} == {worker.address}
+
+
+def test_malformed_task_stream_entries_are_skipped() -> None:
+    assert taskstream.decode_batch(b"\xc1 not msgpack") == []
+    assert (
+        taskstream.decode_batch(
+            messages.pack({"r": [["k"], "junk", ["k", "w", "", 1, 2, "memory"]]})
+        )[0].key
+        == "k"
+    )
+
+
+# -- metrics and health ---------------------------------------------------------------------------
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?[0-9.e+-]+$'
+)
+
+
+def test_metrics_are_valid_prometheus_text() -> None:
+    with fake_store() as store:
+        put_tasks(store, {"x-1": {"s": "memory", "nb": 100}, "x-2": {"s": "processing", "on": "w"}})
+        store.redis.hset(
+            store.keys.workers,
+            "tcp://h:1",
+            messages.pack(
+                {
+                    "name": 'odd "name"\\',
+                    "nthreads": 2,
+                    "memory": 1000,
+                    "memory_limit": 4000,
+                    "cpu": 12.5,
+                    "executed": 7,
+                    "spilled_bytes": 5,
+                    "pid": 42,
+                    "last_seen": time.time(),
+                }
+            ),
+        )
+        response = app_for(store).test_client().get("/metrics")
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.content_type.startswith(
+        "text/plain; version=0.0.4"
+    )
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(families) == len(set(families))
+    for line in text.splitlines():
+        assert line.startswith("#") or SAMPLE.match(line), line
+    assert 'rdist_tasks{state="memory"} 1' in text
+    assert "rdist_workers 1" in text
+    assert 'rdist_worker_memory_bytes{worker="tcp://h:1",name="odd \\"name\\"\\\\"} 1000' in text
+    assert "rdist_worker_spilled_bytes{" in text  # metrics that workers add later show up
+    assert "rdist_worker_pid" not in text
+    assert "rdist_task_memory_bytes 100" in text
+
+
+def test_health_answers_without_a_token() -> None:
+    with fake_store() as store:
+        web = app_for(store, token="s3cret").test_client()
+        assert web.get("/health").get_json() == {"status": "ok", "redis": "ok"}
+
+
+# -- access control -------------------------------------------------------------------------------
+def test_a_reachable_dashboard_refuses_to_start_without_a_token() -> None:
+    with fake_store() as store:
+        with pytest.raises(ConfigError, match="RDIST_DASHBOARD_TOKEN"):
+            app_for(store, host="0.0.0.0")
+        app_for(store, host="0.0.0.0", token="s3cret")  # with a token it starts
+        app_for(store, host="::1")  # loopback needs none
+
+
+def test_token_guards_pages_api_and_metrics() -> None:
+    with fake_store() as store:
+        web = app_for(store, host="0.0.0.0", token="s3cret").test_client()
+        assert web.get("/api/status").status_code == 401
+        assert web.get("/metrics").status_code == 401
+        login = web.get("/workers")
+        assert login.status_code == 401 and b"needs its token" in login.data
+        assert web.get("/api/status", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert web.get("/workers?token=wrong").status_code == 401
+
+        response = web.get("/workers?token=s3cret&x=1")
+        assert response.status_code == 302 and response.headers["Location"].endswith("/workers?x=1")
+        cookie = response.headers["Set-Cookie"]
+        assert "s3cret" not in cookie and "HttpOnly" in cookie
+        assert web.get("/workers").status_code == 200  # the cookie now opens every page
+        with web.get("/static/rdist.css") as asset:
+            assert asset.status_code == 200
+
+
+def test_socket_connection_needs_the_token_too() -> None:
+    with fake_store() as store:
+        app = app_for(store, host="0.0.0.0", token="s3cret")
+        socketio = app.extensions["rdist"].socketio
+        refused = socketio.test_client(app)
+        allowed = socketio.test_client(app, auth={"token": "s3cret"})
+        try:
+            assert not refused.is_connected()
+            assert allowed.is_connected()
+        finally:
+            if allowed.is_connected():
+                allowed.disconnect()
+            app.extensions["rdist"].close()
+
+
+def test_pages_render_with_navigation_and_no_inline_script() -> None:
+    with fake_store() as store:
+        web = app_for(store).test_client()
+        for path, title in [
+            ("/", "Status"),
+            ("/workers", "Workers"),
+            ("/tasks", "Tasks"),
+            ("/events", "Events"),
+        ]:
+            response = web.get(path)
+            html = response.get_data(as_text=True)
+            assert response.status_code == 200 and f"rdist · {title} · web" in html
+            assert "<script>" not in html and "http" not in html.split("<body")[1].replace(
+                "http-equiv", ""
+            )
+            assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        for asset in [
+            "sio.js",
+            "common.js",
+            "status.js",
+            "workers.js",
+            "tasks.js",
+            "events.js",
+            "rdist.css",
+        ]:
+            with web.get(f"/static/{asset}") as response:
+                assert response.status_code == 200
+
+
+# -- live updates -------------------------------------------------------------------------------
+def test_live_feed_pushes_runs_status_and_events_to_subscribers() -> None:
+    with fake_cluster(n_workers=2) as (client, cluster):
+        app = create_app(settings(cluster.url, cluster.cluster_name))
+        socketio = app.extensions["rdist"].socketio
+        browser = socketio.test_client(app)
+        try:
+            assert browser.emit(
+                "subscribe", ["status", "runs", "events", "nonsense"], callback=True
+            ) == ["status", "runs", "events"]
+            time.sleep(0.3)  # the feed starts after what exists now
+            futures = client.map(slow_inc, range(10))
+            client.gather(futures)
+            cluster.add_worker(nthreads=1, name="late")
+            received: dict[str, list[Any]] = {"runs": [], "status": [], "events": []}
+
+            def got_everything() -> bool:
+                for message in browser.get_received():
+                    received[message["name"]].extend(message["args"])
+                keys = {r["key"] for m in received["runs"] for r in m["runs"]}
+                joined = [
+                    e for m in received["events"] for e in m["events"] if e["op"] == "worker-joined"
+                ]
+                return (
+                    keys >= {f.key for f in futures} and bool(received["status"]) and bool(joined)
+                )
+
+            wait_until(got_everything)
+            assert received["status"][-1]["workers"]["count"] >= 2
+        finally:
+            browser.disconnect()
+            app.extensions["rdist"].close()
