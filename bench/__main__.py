@@ -18,7 +18,7 @@ import tempfile
 import time
 from importlib import metadata
 
-from .side import WORKLOADS
+from .side import DEFAULT_WORKLOADS, WORKLOADS
 
 SYSTEMS = ("dask", "rdist")  # run order
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +41,17 @@ def _rows(args):
          lambda r: _wl(r, "chain", "tasks_per_s")),
         ("transfer", "%g MB array worker0 -> worker1" % args.transfer_mb, "MB/s", HIGHER,
          lambda r: _wl(r, "transfer", "mb_per_s")),
+        ("array", "(x + x.T).mean(axis=0).sum(), %d^2 in %d^2 chunks"
+         % (args.array_size, args.array_chunk), "s", LOWER,
+         lambda r: _wl(r, "array", "seconds")),
+        ("many", "%d no-op tasks, wall time" % args.n_many, "s", LOWER,
+         lambda r: _wl(r, "many", "seconds")),
+        ("many", "%d no-op tasks, scheduler+client peak RSS" % args.n_many, "MB", LOWER,
+         lambda r: _wl(r, "many", "scheduler_client_rss_mb")),
+        ("many", "%d no-op tasks, worker peak RSS (largest)" % args.n_many, "MB", LOWER,
+         lambda r: _wl(r, "many", "worker_rss_mb")),
+        ("many", "%d no-op tasks, redis peak RSS" % args.n_many, "MB", LOWER,
+         lambda r: _wl(r, "many", "redis_rss_mb")),
     ]
 
 
@@ -109,14 +120,16 @@ def run_side(system, args):
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in paths if p != ROOT])
     repeat = {w: args.repeat for w in WORKLOADS} if args.repeat else \
-        {"map": 1, "latency": 1, "chain": 1, "transfer": 3}
+        {"map": 1, "latency": 1, "chain": 1, "transfer": 3, "array": 3, "many": 1}
     cmd = [sys.executable, "-m", "bench.side", "--system", system, "--out", out,
            "--workloads", ",".join(args.workloads),
            "--n-map", str(args.n_map),
            "--latency-rounds", str(args.latency_rounds),
            "--latency-warmup", str(args.latency_warmup),
            "--chain-length", str(args.chain_length),
-           "--transfer-mb", str(args.transfer_mb)]
+           "--transfer-mb", str(args.transfer_mb),
+           "--array-size", str(args.array_size), "--array-chunk", str(args.array_chunk),
+           "--n-many", str(args.n_many)]
     for w in WORKLOADS:
         cmd += ["--repeat-" + w, str(repeat[w])]
 
@@ -249,15 +262,23 @@ def targets(rows):
         return None
 
     specs = [
-        (find("map"), ">=", 2.0, "rdist map throughput >= 2x dask"),
-        (find("latency", "median"), "<=", 0.5, "rdist round-trip latency (median) <= 0.5x dask"),
+        (find("map"), ">=", 15.0, "rdist map throughput >= 15x dask"),
+        (find("latency", "median"), "<=", 0.1, "rdist round-trip latency (median) <= 0.1x dask"),
+        (find("chain"), ">=", 6.0, "rdist chain throughput >= 6x dask"),
+        (find("array"), "<=", 0.5, "rdist dask.array wall time <= 0.5x dask"),
+        (find("many", "wall time"), "<", 1.0, "rdist 100k tasks faster than dask"),
+        (find("many", "scheduler+client peak RSS"), "<", 1.0,
+         "rdist scheduler+client RSS below dask's"),
+        (find("many", "worker peak RSS (largest)"), "<", 1.0, "rdist worker RSS below dask's"),
     ]
     out = []
     for row, op, bound, text in specs:
-        ratio = row["ratio"] if row else None
+        if row is None:  # workload not selected
+            continue
+        ratio = row["ratio"]
         met = None
         if ratio is not None:
-            met = ratio >= bound if op == ">=" else ratio <= bound
+            met = {">=": ratio >= bound, "<=": ratio <= bound, "<": ratio < bound}[op]
         out.append({"target": text, "ratio": ratio, "met": met})
     return out
 
@@ -267,8 +288,9 @@ def main(argv=None):
         prog="python -m bench",
         description="Benchmark rdist against dask.distributed (2 workers x 1 thread each).")
     p.add_argument("--only", choices=SYSTEMS, help="run only this system")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="comma-separated subset of: %s (default: all)" % ",".join(WORKLOADS))
+    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                   help="comma-separated subset of: %s (default: %s)"
+                        % (",".join(WORKLOADS), ",".join(DEFAULT_WORKLOADS)))
     p.add_argument("--n-map", type=int, default=10_000, help="tasks in the map workload")
     p.add_argument("--repeat", type=int, default=None,
                    help="repeats per workload, best one reported "
@@ -277,8 +299,13 @@ def main(argv=None):
     p.add_argument("--latency-warmup", type=int, default=20)
     p.add_argument("--chain-length", type=int, default=1000)
     p.add_argument("--transfer-mb", type=float, default=200.0)
-    p.add_argument("--timeout", type=int, default=150,
-                   help="seconds allowed per system before it is killed (default 150)")
+    p.add_argument("--array-size", type=int, default=4000,
+                   help="side of the square dask.array of the array workload")
+    p.add_argument("--array-chunk", type=int, default=250)
+    p.add_argument("--n-many", type=int, default=100_000, help="tasks in the many workload")
+    p.add_argument("--timeout", type=int, default=None,
+                   help="seconds allowed per system before it is killed "
+                        "(default 150; 900 with the many workload)")
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     args = p.parse_args(argv)
 
@@ -288,6 +315,8 @@ def main(argv=None):
         p.error("unknown workload(s) %s; choose from %s" % (bad, ",".join(WORKLOADS)))
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.timeout is None:
+        args.timeout = 900 if "many" in args.workloads else 150
     systems = [args.only] if args.only else list(SYSTEMS)
 
     ncpu, navail = _cores()

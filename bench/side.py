@@ -18,7 +18,9 @@ import time
 import traceback
 import warnings
 
-WORKLOADS = ("map", "latency", "chain", "transfer")
+WORKLOADS = ("map", "latency", "chain", "transfer", "array", "many")
+#: run unless --workloads says otherwise ("many" takes minutes on dask: opt in)
+DEFAULT_WORKLOADS = ("map", "latency", "chain", "transfer", "array")
 N_WORKERS = 2
 THREADS_PER_WORKER = 1
 
@@ -103,6 +105,11 @@ def main(argv=None):
     p.add_argument("--latency-warmup", type=int, default=20)
     p.add_argument("--chain-length", type=int, default=1000)
     p.add_argument("--transfer-mb", type=float, default=200.0)
+    p.add_argument("--array-size", type=int, default=4000)
+    p.add_argument("--array-chunk", type=int, default=250)
+    p.add_argument("--n-many", type=int, default=100_000)
+    p.add_argument("--repeat-array", type=int, default=1)
+    p.add_argument("--repeat-many", type=int, default=1)
     p.add_argument("--repeat-map", type=int, default=1)
     p.add_argument("--repeat-latency", type=int, default=1)
     p.add_argument("--repeat-chain", type=int, default=1)
@@ -162,6 +169,9 @@ def main(argv=None):
                     "chain": lambda: wl.run_chain(env, args.chain_length, args.repeat_chain),
                     "transfer": lambda: wl.run_transfer(env, args.transfer_mb,
                                                         args.repeat_transfer),
+                    "array": lambda: wl.run_array(env, args.array_size, args.array_chunk,
+                                                  args.repeat_array),
+                    "many": lambda: wl.run_many(env, args.n_many, args.repeat_many),
                 }
                 for name in selected:
                     stage("workload " + name)

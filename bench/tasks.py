@@ -40,3 +40,11 @@ def consume(a):
         "last": float(a[-1]),
         "pid": os.getpid(),
     }
+
+
+def sleep(seconds, tag):
+    """Sleep ``seconds`` (``tag`` keeps the calls distinct); the scale runs' idle work."""
+    import time
+
+    time.sleep(seconds)
+    return tag

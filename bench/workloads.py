@@ -193,3 +193,123 @@ def run_transfer(env, mb, repeats):
     return {"mb": nbytes / 1e6, "mb_per_s": best["mb_per_s"], "seconds": best["seconds"],
             "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
             "workers": [w0, w1], "worker_pids": [pid0, pid1], "runs": runs}
+
+
+def run_array(env, size, chunk, repeats):
+    """``(x + x.T).mean(axis=0).sum()`` on a ``size``² dask.array of ``chunk``² chunks,
+    through ``client.compute`` (the same call on both systems) -> seconds."""
+    import dask.array as da
+    import numpy as np
+
+    client = env.client
+    runs = []
+    for r in range(repeats + 1):  # the first run warms imports and connections
+        x = da.random.RandomState(r).random_sample((size, size), chunks=(chunk, chunk))
+        y = (x + x.T).mean(axis=0).sum()
+        ntasks = len(y.__dask_graph__())
+        t0 = perf_counter()
+        value = client.compute(y).result()
+        dt = perf_counter() - t0
+        expected = y.compute(scheduler="threads") if r == 0 else None
+        if expected is not None and not np.isclose(value, expected):
+            raise AssertionError("array result %r, expected %r" % (value, expected))
+        if r:
+            runs.append({"seconds": dt, "tasks": ntasks})
+            env.log("array run %d: %d tasks in %.3f s" % (r, ntasks, dt))
+        _settle()
+    best = min(runs, key=lambda x: x["seconds"])
+    return {"size": size, "chunk": chunk, "seconds": best["seconds"], "tasks": best["tasks"],
+            "median_seconds": statistics.median(x["seconds"] for x in runs), "runs": runs}
+
+
+class _PeakRSS:
+    """Samples the RSS of this process and of its child processes (by role) meanwhile."""
+
+    def __init__(self, interval=0.2):
+        import threading
+
+        import psutil
+
+        self.psutil = psutil
+        self.peak = {}
+        self.stop = threading.Event()
+        self.interval = interval
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def roles(self):
+        me = self.psutil.Process()
+        out = {"client": [me]}
+        for child in me.children(recursive=True):
+            try:
+                cmd = " ".join(child.cmdline())
+            except self.psutil.Error:
+                continue
+            if "redis-server" in cmd or child.name().startswith("redis"):
+                out.setdefault("redis", []).append(child)
+            elif " scheduler" in cmd:
+                out.setdefault("scheduler", []).append(child)
+            elif "resource_tracker" in cmd or "nanny" in cmd:
+                continue
+            else:
+                out.setdefault("worker", []).append(child)
+        return out
+
+    def sample(self):
+        for role, procs in self.roles().items():
+            for p in procs:
+                try:
+                    rss = p.memory_info().rss
+                except self.psutil.Error:
+                    continue
+                key = (role, p.pid)
+                self.peak[key] = max(self.peak.get(key, 0), rss)
+
+    def _loop(self):
+        while not self.stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.sample()
+
+    def mb(self, role, how=max):
+        values = [v for (r, _), v in self.peak.items() if r == role]
+        return how(values) / 1e6 if values else 0.0
+
+
+def run_many(env, n, repeats):
+    """``n`` no-op tasks via map + gather: time and peak RSS of each process role.
+
+    "scheduler+client" is the client process plus, for rdist, its scheduler process (dask
+    runs its scheduler inside the client's process); "worker" is the largest worker."""
+    client = env.client
+    runs = []
+    for r in range(repeats):
+        start = env.base + 50_000_000 + r * n
+        with _PeakRSS() as rss:
+            t0 = perf_counter()
+            futures = client.map(tasks.noop, range(start, start + n))
+            submitted = perf_counter() - t0
+            out = client.gather(futures)
+            dt = perf_counter() - t0
+        if len(out) != n:
+            raise AssertionError("gather returned %d results, expected %d" % (len(out), n))
+        del futures, out
+        run = {"seconds": dt, "submit_seconds": submitted, "tasks_per_s": n / dt,
+               "client_rss_mb": rss.mb("client"), "scheduler_rss_mb": rss.mb("scheduler"),
+               "scheduler_client_rss_mb": rss.mb("client") + rss.mb("scheduler"),
+               "worker_rss_mb": rss.mb("worker"), "redis_rss_mb": rss.mb("redis")}
+        runs.append(run)
+        env.log("many run %d: %d tasks in %.1f s (submit %.1f s); RSS MB: client %.0f, "
+                "scheduler %.0f, worker (max) %.0f, redis %.0f"
+                % (r + 1, n, dt, submitted, run["client_rss_mb"], run["scheduler_rss_mb"],
+                   run["worker_rss_mb"], run["redis_rss_mb"]))
+        _settle()
+    best = min(runs, key=lambda x: x["seconds"])
+    return dict(best, n=n, runs=runs)

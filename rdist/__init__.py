@@ -4,6 +4,7 @@ from rdist.client import Client, Future, as_completed, fire_and_forget, wait
 from rdist.cluster import LocalCluster
 from rdist.exceptions import CancelledError, KilledWorker
 from rdist.worker import get_worker
+from rdist.worker.execution import get_client, rejoin, secede, worker_client
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,10 @@ __all__ = sorted([
     "LocalCluster",
     "as_completed",
     "fire_and_forget",
+    "get_client",
     "get_worker",
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ])

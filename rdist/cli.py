@@ -45,10 +45,12 @@ def main() -> None:
 @log_option
 def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
     """Run the scheduler."""
+    from rdist.procs import tune_gc
     from rdist.scheduler.server import SchedulerServer
 
     _setup_logging(log_level)
     server = SchedulerServer.from_url(_require_url(redis_url), cluster)
+    tune_gc()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     server.run()
@@ -61,20 +63,71 @@ def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
 @click.option("--name", default=None, help="worker name (default: its address)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="interface the data server binds")
 @click.option("--port", default=0, type=int, help="data server port (default: any free port)")
-@click.option("--contact-host", default=None, help="host name other processes use to reach us")
+@click.option("--listen-address", default=None,
+              help="where the data server listens, e.g. tcp://0.0.0.0:8788 (overrides --host/--port)")
+@click.option("--contact-address", default=None,
+              help="address peers use to reach us, e.g. tcp://203.0.113.5:8788 (NAT, containers)")
+@click.option("--contact-host", default=None, help="host name peers use to reach us (our port)")
 @click.option("--memory-limit", default="0", show_default=True, help='bytes, "4GB", or "auto"')
+@click.option("--memory-target-fraction", type=float, default=None,
+              help="spill data past this fraction of the limit [$RDIST_MEMORY_TARGET, 0.6]")
+@click.option("--memory-spill-fraction", type=float, default=None,
+              help="spill when process memory passes this [$RDIST_MEMORY_SPILL, 0.7]")
+@click.option("--memory-pause-fraction", type=float, default=None,
+              help="take no new tasks past this [$RDIST_MEMORY_PAUSE, 0.8]")
+@click.option("--memory-terminate-fraction", type=float, default=None,
+              help="the nanny restarts the worker past this [$RDIST_MEMORY_TERMINATE, 0.95]")
+@click.option("--spill-directory", default=None, envvar="RDIST_SPILL_DIRECTORY",
+              help="where spilled data goes (default: a temporary directory)")
+@click.option("--transfer", type=click.Choice(["p2p", "redis", "auto"]), default="auto",
+              envvar="RDIST_TRANSFER", show_default=True, show_envvar=True,
+              help="how data moves between workers: directly, through Redis, or directly "
+                   "with Redis as the fallback")
+@click.option("--nanny/--no-nanny", default=True, show_default=True,
+              help="run the worker under a nanny that restarts it")
+@click.option("--nanny-fd", type=int, default=None, hidden=True)
 @click.option("--resources", default="", help='e.g. "GPU=2,MEM=1e9"')
 @log_option
 def worker(redis_url: str | None, cluster: str, nthreads: int, name: str | None, host: str,
-           port: int, contact_host: str | None, memory_limit: str, resources: str,
-           log_level: str) -> None:
-    """Run a worker."""
+           port: int, listen_address: str | None, contact_address: str | None,
+           contact_host: str | None, memory_limit: str, memory_target_fraction: float | None,
+           memory_spill_fraction: float | None, memory_pause_fraction: float | None,
+           memory_terminate_fraction: float | None, spill_directory: str | None, transfer: str,
+           nanny: bool, nanny_fd: int | None, resources: str, log_level: str) -> None:
+    """Run a worker (under a nanny unless --no-nanny)."""
     from rdist.cluster import parse_memory
-    from rdist.worker.server import run_worker
+    from rdist.worker.memory import MemoryFractions
 
     _setup_logging(log_level)
-    run_worker(_require_url(redis_url), cluster, nthreads=nthreads, name=name, host=host,
-               port=port, contact_host=contact_host, memory_limit=parse_memory(memory_limit, 1),
+    url = _require_url(redis_url)
+    try:
+        fractions = MemoryFractions.from_env(
+            target=memory_target_fraction, spill=memory_spill_fraction,
+            pause=memory_pause_fraction, terminate=memory_terminate_fraction)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    limit = parse_memory(memory_limit, 1)
+    if nanny:
+        from rdist.worker.nanny import Nanny
+
+        args = ["worker", "--redis-url", url, "--cluster", cluster, "--nthreads", str(nthreads),
+                "--host", host, "--port", str(port), "--memory-limit", str(limit),
+                "--memory-target-fraction", str(fractions.target),
+                "--memory-spill-fraction", str(fractions.spill),
+                "--memory-pause-fraction", str(fractions.pause),
+                "--memory-terminate-fraction", str(fractions.terminate),
+                "--transfer", transfer, "--resources", resources, "--log-level", log_level]
+        for flag, value in (("--name", name), ("--listen-address", listen_address),
+                            ("--contact-address", contact_address), ("--contact-host", contact_host)):
+            if value:
+                args += [flag, value]
+        sys.exit(Nanny(url, cluster, args, limit, fractions.terminate, spill_directory).run())
+    from rdist.worker.server import run_worker
+
+    run_worker(url, cluster, nanny_fd=nanny_fd, nthreads=nthreads, name=name, host=host,
+               port=port, listen_address=listen_address, contact_address=contact_address,
+               contact_host=contact_host, memory_limit=limit, memory_fractions=fractions,
+               spill_directory=spill_directory, transfer=transfer,
                resources=parse_resources(resources))
 
 

@@ -63,13 +63,17 @@ class LocalCluster:
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool = True, memory_limit: Any = "auto", redis_url: str | None = None,
                  name: str | None = None, dashboard_address: str | None = None,
-                 host: str = "127.0.0.1", timeout: float = 60, **kwargs: Any) -> None:
+                 host: str = "127.0.0.1", timeout: float = 60, nanny: bool = False,
+                 **kwargs: Any) -> None:
         cores = os.cpu_count() or 1
         if n_workers is None:
             n_workers = (min(cores, 4) if processes else 1) if threads_per_worker is None else max(1, cores // threads_per_worker)
         if threads_per_worker is None:
             threads_per_worker = max(1, cores // max(1, n_workers)) if processes else cores
         self.processes = processes
+        #: worker processes run under a nanny (restarts, memory terminate); off by default
+        #: to keep start-up fast -- a local worker that dies is replaced by ``scale``
+        self.nanny = nanny
         self.threads_per_worker = threads_per_worker
         self.memory_limit = parse_memory(memory_limit, n_workers)
         self.host = host
@@ -91,9 +95,9 @@ class LocalCluster:
         try:
             self._start_scheduler()
             if dashboard_address is not None:
-                from rdist.web.serve import DashboardProcess
+                from rdist.web.serve import start_dashboard
 
-                self._dashboard = DashboardProcess(self.redis_url, self.cluster_name, dashboard_address)
+                self._dashboard = start_dashboard(self.redis_url, self.cluster_name, dashboard_address)
                 self.dashboard_link = self._dashboard.link
             self.scale(n_workers)
             self.wait_for_workers(n_workers, timeout)
@@ -120,7 +124,8 @@ class LocalCluster:
         name = f"{self.cluster_name}-worker-{self._counter}"
         if self.processes:
             args = self._cli("worker", "--nthreads", str(self.threads_per_worker), "--name", name,
-                             "--host", self.host, "--memory-limit", str(self.memory_limit))
+                             "--host", self.host, "--memory-limit", str(self.memory_limit),
+                             "--nanny" if self.nanny else "--no-nanny")
             return _WorkerProcess(name, args)
         from rdist.worker.server import Worker
 

@@ -96,15 +96,23 @@ class EmbeddedRedis:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def _terminate(self) -> None:
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # with persistence on, Redis saves before exiting
             try:
-                proc.wait(5)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def restart(self) -> "EmbeddedRedis":
+        """Stop and start again on the same address and data directory (fault tests)."""
+        self._terminate()
+        return self.start()
+
+    def stop(self) -> None:
+        self._terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "EmbeddedRedis":

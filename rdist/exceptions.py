@@ -9,6 +9,15 @@ class CancelledError(_BaseCancelledError):
     """The future was cancelled (or released by a restart)."""
 
 
+class DataUnavailable(CancelledError):
+    """A finished result could not be fetched from any holder (e.g. its worker just died);
+    the scheduler recomputes it once it notices, and waiting callers try again."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"results of {keys} are not available on any worker right now")
+        self.keys = keys
+
+
 class KilledWorker(Exception):
     """A task was running on ``allowed-failures`` workers that died."""
 

@@ -9,6 +9,18 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
+def tune_gc() -> None:
+    """For a scheduler or worker process: collect young objects far less often. Each
+    task allocates a few dozen objects; with the default threshold (700) the collector
+    runs every few tasks and walks the whole young generation, a third of the
+    scheduler's time per task. Freezing moves start-up objects out of every later walk."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def die_with_parent() -> None:
     """``preexec_fn``: on Linux the child gets SIGTERM when its parent dies (no orphans)."""
     if sys.platform.startswith("linux"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -176,3 +177,34 @@ def test_events_page_shows_a_worker_joining_live(page: Chromium, cluster: LocalC
     )
     page.screenshot(ARTIFACTS / "dashboard-events.png")
     cluster.scale(2)
+
+
+def test_a_token_protected_dashboard_opens_with_the_token(
+    page: Chromium, cluster: LocalCluster
+) -> None:
+    from rdist.config import load_config
+    from rdist.web.serve import DashboardServer
+
+    overrides = {
+        "redis.url": cluster.redis_url,
+        "redis.cluster": cluster.cluster_name,
+        "dashboard.port": 0,
+        "dashboard.token": "open-sesame",
+    }
+    server = DashboardServer(load_config(overrides, env={}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page.goto(server.url + "workers")
+        page.wait_for("document.body.textContent.includes('needs its token')")
+        page.screenshot(ARTIFACTS / "dashboard-login.png")
+        # the form sends ?token=...; the server answers with a cookie and a clean URL
+        page.evaluate(
+            "document.querySelector('input[name=token]').value = 'open-sesame';"
+            "document.querySelector('.login form').submit()"
+        )
+        page.wait_for(f"{text_of('conn')} === 'live' && !location.search.includes('token')")
+        page.wait_for(f"{rows('#workers tbody tr')} >= 2")  # the socket got in with the cookie
+    finally:
+        server.shutdown()
+        thread.join(10)

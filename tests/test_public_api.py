@@ -12,8 +12,12 @@ EXPECTED = [
     "LocalCluster",
     "as_completed",
     "fire_and_forget",
+    "get_client",
     "get_worker",
+    "rejoin",
+    "secede",
     "wait",
+    "worker_client",
 ]
 
 

@@ -124,7 +124,9 @@ def of_type(out: list[Instruction], kind: type) -> list[Any]:
 
 @pytest.fixture
 def state() -> Iterator[SchedulerState]:
-    s = SchedulerState()
+    """The core alone: notifications from the scheduler (``direct_notify`` off) and no
+    co-assignment (tests/test_scheduling_policy.py covers both)."""
+    s = SchedulerState(direct_notify=False, coassign=False)
     s.keep_log = True
     yield s
     s.validate_state()

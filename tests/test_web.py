@@ -95,8 +95,12 @@ def test_status_workers_and_tasks_show_what_the_cluster_did() -> None:
         app = create_app(settings(cluster.url, cluster.cluster_name))
         web = app.test_client()
 
-        status = web.get("/api/status").get_json()
-        assert status["tasks"]["by_state"]["memory"] == 30
+        def fetch_status() -> Any:
+            return web.get("/api/status").get_json()
+
+        # workers tell clients first; the scheduler records the outcome a moment later
+        wait_until(lambda: fetch_status()["tasks"]["by_state"]["memory"] == 30)
+        status = fetch_status()
         assert status["tasks"]["by_state"]["erred"] == 1
         groups = {g["name"]: g for g in status["tasks"]["groups"]}
         assert groups["inc"]["memory"] == 30 and groups["fail"]["erred"] == 1
@@ -141,7 +145,13 @@ def test_task_detail_lists_dependencies_with_their_states() -> None:
         b = client.submit(inc, a)
         assert b.result() == 3
         web = create_app(settings(cluster.url, cluster.cluster_name)).test_client()
-        detail = web.get("/api/task", query_string={"key": b.key}).get_json()
+
+        def detail_of(key: str) -> Any:
+            return web.get("/api/task", query_string={"key": key}).get_json()
+
+        # workers tell clients first; the scheduler records the outcome a moment later
+        wait_until(lambda: detail_of(b.key)["state"] == "memory")
+        detail = detail_of(b.key)
         missing = web.get("/api/task", query_string={"key": "no-such-key"})
     assert detail["dependencies"] == [{"key": a.key, "state": "memory"}]
     assert detail["who_has"] and detail["nbytes"] > 0
@@ -225,35 +235,47 @@ def test_events_page_back_through_history_without_gaps() -> None:
 
 
 # -- the task stream ----------------------------------------------------------------------------
-def test_a_report_batch_is_one_task_stream_entry() -> None:
+def test_each_report_batch_is_one_task_stream_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     from rdist.worker.server import Worker
 
-    with fake_store() as store:
-        worker = Worker(store, name="solo")
-        try:
-            error = serialize.to_blob(
-                (KeyError("missing"), "Traceback: ...\nKeyError: 'missing'\n")
-            )
-            worker._report(
-                [
-                    ["m", "a-1", 8, None, 0.5, "int"],
-                    ["m", "a-2", 8, None, 0.25, "int"],
-                    ["e", "b-1", error, 0.1],
-                ]
-            )
-            entries = store.redis.xrange(store.keys.taskstream)
-        finally:
-            worker.close()
-    assert len(entries) == 1
-    runs = taskstream.decode_batch(entries[0][1][PAYLOAD_FIELD])
-    assert [(r.key, r.status) for r in runs] == [
-        ("a-1", "memory"),
-        ("a-2", "memory"),
-        ("b-1", "erred"),
-    ]
-    assert runs[0].stop - runs[0].start == pytest.approx(0.5)
-    assert runs[2].error == "KeyError: 'missing'" and "KeyError" in runs[2].traceback
-    assert {r.worker for r in runs} == {worker.address}
+    calls: list[int] = []  # task records per report call that carried any
+    original = Worker._report
+
+    def counting(self: Worker, batch: list[list[Any]]) -> None:
+        flat = [r for g in batch for r in (g if g and isinstance(g[0], list) else [g])]
+        tasks = sum(1 for r in flat if r and r[0] in ("m", "e"))
+        if tasks:
+            calls.append(tasks)
+        original(self, batch)
+
+    monkeypatch.setattr(Worker, "_report", counting)
+    with fake_cluster(n_workers=2) as (client, cluster):
+        futures = client.map(slow_inc, range(40))
+        client.gather(futures)
+        store = connect(cluster.url, cluster.cluster_name)
+        entries = store.redis.xrange(store.keys.taskstream)
+    batches = [taskstream.decode_batch(fields[PAYLOAD_FIELD]) for _, fields in entries]
+    assert len(entries) == len(calls)  # one XADD per report, never one per task
+    assert sorted(len(b) for b in batches) == sorted(calls)
+    runs = [r for b in batches for r in b]
+    assert {r.key for r in runs} == {f.key for f in futures}
+    assert all(len({r.worker for r in b}) == 1 for b in batches)
+    assert all(0 < r.stop - r.start < 5 and r.status == "memory" for r in runs)
+
+
+def test_error_summaries_are_plain_text() -> None:
+    blob = serialize.to_blob((KeyError("missing"), "Traceback: ...\nKeyError: 'missing'\n"))
+    payload = taskstream.encode_batch("tcp://w:1", "rdist-exec-0", 100.0, [], [["b-1", blob, 0.5]])
+    (run,) = taskstream.decode_batch(payload)
+    assert (run.key, run.status, run.start, run.stop) == ("b-1", "erred", 99.5, 100.0)
+    assert run.error == "KeyError: 'missing'" and run.traceback.endswith("KeyError: 'missing'\n")
+    assert run.thread == "rdist-exec-0"
+    (batched,) = taskstream.decode_batch(
+        taskstream.encode_batch(
+            "tcp://w:1", "rdist-report", 1.0, [["k", 1, 0, None, 0.5, "int"]], []
+        )
+    )
+    assert batched.thread == ""  # reported by the reporter thread: the executor is unknown
 
 
 def test_malformed_task_stream_entries_are_skipped() -> None:
@@ -343,6 +365,20 @@ def test_token_guards_pages_api_and_metrics() -> None:
             assert asset.status_code == 200
 
 
+def test_login_form_posts_the_token_and_returns_to_the_page() -> None:
+    with fake_store() as store:
+        web = app_for(store, host="0.0.0.0", token="s3cret").test_client()
+        form = web.get("/tasks?key=x").get_data(as_text=True)
+        assert 'action="/login"' in form and 'value="/tasks?key=x"' in form
+        wrong = web.post("/login", data={"token": "nope", "next": "/tasks"})
+        assert wrong.status_code == 401 and b"not the right one" in wrong.data
+        right = web.post("/login", data={"token": "s3cret", "next": "/tasks?key=x"})
+        assert right.status_code == 302 and right.headers["Location"] == "/tasks?key=x"
+        assert web.get("/api/status").status_code == 200
+        away = web.post("/login", data={"token": "s3cret", "next": "//evil.example/"})
+        assert away.headers["Location"] == "/"  # never redirects off the dashboard
+
+
 def test_socket_connection_needs_the_token_too() -> None:
     with fake_store() as store:
         app = app_for(store, host="0.0.0.0", token="s3cret")
@@ -419,3 +455,56 @@ def test_live_feed_pushes_runs_status_and_events_to_subscribers() -> None:
         finally:
             browser.disconnect()
             app.extensions["rdist"].close()
+
+
+def test_live_feed_skips_malformed_entries_and_goes_on() -> None:
+    with fake_store() as store:
+        app = app_for(store)
+        socketio = app.extensions["rdist"].socketio
+        browser = socketio.test_client(app)
+        try:
+            browser.emit("subscribe", ["events", "runs"], callback=True)
+            time.sleep(0.3)
+            store.redis.xadd(store.keys.taskstream, {PAYLOAD_FIELD: b"\xc1garbage"})
+            store.redis.xadd(store.keys.events, {b"other": b"no payload"})
+            store.redis.xadd(
+                store.keys.events, {PAYLOAD_FIELD: messages.encode("worker-left", worker="w9")}
+            )
+            seen: list[dict[str, Any]] = []
+
+            def got_the_good_one() -> bool:
+                for message in browser.get_received():
+                    if message["name"] == "events":
+                        seen.extend(message["args"][0]["events"])
+                return any(e["op"] == "worker-left" for e in seen)
+
+            wait_until(got_the_good_one)
+            assert [e["op"] for e in seen] == ["unknown", "worker-left"]
+        finally:
+            browser.disconnect()
+            app.extensions["rdist"].close()
+
+
+def test_local_cluster_serves_its_dashboard() -> None:
+    import json
+    import urllib.request
+
+    from rdist import LocalCluster
+
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    with LocalCluster(
+        n_workers=1, processes=False, redis_url=url, dashboard_address=":0"
+    ) as cluster:
+        link = cluster.dashboard_link
+        assert link and link.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(link + "api/workers", timeout=10) as response:
+            workers = json.load(response)["workers"]
+    assert [w["name"] for w in workers] == [f"{cluster.cluster_name}-worker-1"]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(link + "health", timeout=2)  # stopped with the cluster
+    drop_fake_server(url[len("fakeredis://") :])
+
+
+def test_odd_report_records_never_break_the_report(caplog: pytest.LogCaptureFixture) -> None:
+    assert taskstream.encode_batch("w", "t", 1.0, [["k", "no duration"]], []) is None
+    assert "cannot make task-stream records" in caplog.text

@@ -17,11 +17,12 @@ from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping
 
 from rdist.client import graph
+from rdist.client.data import DATA_REPLY_OPS, ClientData
 from rdist.client.future import (CANCELLED, ERROR, FINISHED, LOST, PENDING, Future,
-                                 FutureState, futures_of)
-from rdist.comm.tcp import ConnectionPool
+                                 FutureState, futures_of, wait)
+from rdist.comm.pool import ConnectionPool
 from rdist.config import redis_url_from_env
-from rdist.exceptions import CancelledError
+from rdist.exceptions import CancelledError, DataUnavailable
 from rdist.protocol import messages, serialize, spec
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors, EmptyReadGuard
@@ -31,7 +32,10 @@ log = logging.getLogger("rdist.client")
 
 BLOCK_MS = 500
 HEARTBEAT_SECONDS = 5.0
-CLIENT_OPS = frozenset({"notify", "run-result"})
+#: map() sends its tasks in chunks growing from the first to the largest size
+MAP_FIRST_CHUNK, MAP_MAX_CHUNK = 256, 4096
+RELEASE_DELAY = 0.005  #: seconds a lone release waits for a submission to travel with
+CLIENT_OPS = frozenset({"notify", "run-result"}) | DATA_REPLY_OPS
 _STATUS = {"memory": FINISHED, "erred": ERROR, "cancelled": CANCELLED, "lost": LOST}
 
 _default_client: "weakref.ref[Client] | None" = None
@@ -81,7 +85,9 @@ class Client:
         self._runs: dict[str, tuple[threading.Event, dict[str, Any], int]] = {}
         self._cancel_waiters: list[tuple[set[str], threading.Event]] = []
         self._peers: ConnectionPool | None = None
+        self._data = ClientData(self)  #: results from workers, scatter, replicate, rebalance
         self.status = "running"
+        self._on_worker = False  #: created by get_client() inside a task
         self._stop = threading.Event()
         self._send_lock = threading.Lock()  #: held while a batch is drained and sent (keeps order)
         self._post("client-join", {"client": self.id})
@@ -94,6 +100,9 @@ class Client:
         if set_as_default:
             global _default_client
             _default_client = weakref.ref(self)
+        from rdist.client.collections import prefer_task_shuffle
+
+        prefer_task_shuffle()
 
     # -- lifetime --------------------------------------------------------------------------
     def __enter__(self) -> "Client":
@@ -199,6 +208,10 @@ class Client:
                     self._outbox_cv.wait()
                 if not self._outbox:
                     return
+                if all(op == "release-keys" for op, _ in self._outbox) and not self._stop.is_set():
+                    # releases are never urgent: let the next submission carry them rather
+                    # than contend with it for the connection
+                    self._outbox_cv.wait(RELEASE_DELAY)
             self._flush()
 
     def _send(self, items: list[tuple[str, Any]]) -> None:
@@ -283,18 +296,27 @@ class Client:
                 results[msg["worker"]] = (msg["ok"], msg["value"])
                 if len(results) >= expected:
                     event.set()
+        elif msg["op"] in DATA_REPLY_OPS:
+            self._data.on_message(msg)
 
     def _settle(self, items: list[list[Any]]) -> None:
         callbacks: list[Callable[[], None]] = []
         cancelled: set[str] = set()
         with self._lock:
             for key, status, info in items:
+                if status == "barrier":  # the scheduler's answer to ClientData.barrier
+                    self._data.on_message(info)
+                    continue
                 state = self._states.get(key)
                 if status == "cancelled":
                     cancelled.add(key)
                 if state is None:
                     continue
                 if status == "memory" and state.status == CANCELLED:
+                    continue
+                if status == "lost":  # the only copy died: pending until recomputed
+                    if state.status == FINISHED:
+                        state.reset()
                     continue
                 callbacks.extend(state.settle(_STATUS.get(status, LOST), info))
             if cancelled:
@@ -349,15 +371,22 @@ class Client:
             raise ValueError(f"map got {len(key)} keys for {len(arg_tuples)} tasks")
         func_hash, func_bytes = self._function(func)
         prefix = key if isinstance(key, str) else graph.funcname(func)
-        tasks = []
+        tasks: list[tuple[str, bytes, list[str]]] = []
+        futures: list[Future] = []
+        chunk = MAP_FIRST_CHUNK
         for i, args in enumerate(arg_tuples):
             blob, deps, mode = graph.pack_arguments(args, kwargs, futures_of, Future)
             task_key = key[i] if isinstance(key, (list, tuple)) else graph.task_key(prefix, func_hash, blob, pure)
             tasks.append((task_key, spec.pack_spec(func_hash, blob, mode), deps))
-        if not tasks:
-            return []
-        return self._submit(tasks, {func_hash: func_bytes}, workers, resources, retries,
-                            priority, allow_other_workers)
+            if len(tasks) >= chunk:
+                # send as we go: the cluster starts on the first tasks while we pack the rest
+                futures += self._submit(tasks, {func_hash: func_bytes}, workers, resources,
+                                        retries, priority, allow_other_workers)
+                tasks, chunk = [], min(chunk * 2, MAP_MAX_CHUNK)
+        if tasks:
+            futures += self._submit(tasks, {func_hash: func_bytes}, workers, resources, retries,
+                                    priority, allow_other_workers)
+        return futures
 
     def _submit(self, tasks: list[tuple[str, bytes, list[str]]], funcs: dict[bytes, bytes],
                 workers: Any, resources: dict[str, float] | None, retries: int | None,
@@ -402,7 +431,13 @@ class Client:
             for f in found:
                 if f.status in (ERROR, CANCELLED, LOST):
                     f.result()  # raises the task's own exception
-        values = self._fetch_values([f for f in found if f.status == FINISHED])
+        finished = [f for f in found if f.status == FINISHED]
+        try:
+            values = self._fetch_values(finished)
+        except DataUnavailable as exc:  # a holder died: those wait for their recomputation
+            missing = set(exc.keys)
+            values = self._fetch_values([f for f in finished if f.key not in missing])
+            values.update({f.key: f.result() for f in finished if f.key in missing})
         return _rebuild(futures, values)
 
     def _fetch_values(self, futures: list[Future]) -> dict[str, Any]:
@@ -433,23 +468,20 @@ class Client:
         return values
 
     def _fetch_from_workers(self, address: str, keys: list[str], infos: dict[str, Any]) -> dict[str, Any]:
-        from rdist.worker.server import decode_items
-
-        candidates = [address] + [a for k in keys for a in infos[k].get("who_has", ()) if a != address]
-        got: dict[str, Any] = {}
-        for candidate in dict.fromkeys(c for c in candidates if c):
-            missing = [k for k in keys if k not in got]
-            if not missing:
-                break
-            try:
-                header, frames = self._peer_pool().request(candidate, {"op": "get", "keys": missing})
-                got.update(decode_items(header, frames))
-            except (ConnectionError, OSError) as exc:
-                log.warning("client %s: fetching from %s failed: %s", self.id, candidate, exc)
-        missing = [k for k in keys if k not in got]
+        """Straight from the holders, or through Redis (transfer mode, ``rdist.client.data``)."""
+        holders = {k: list(dict.fromkeys([address, *infos[k].get("who_has", ())])) for k in keys}
+        got, missing = self._data.fetch(keys, holders)
         if missing:
-            raise CancelledError(f"results of {missing} are no longer available on any worker")
+            raise DataUnavailable(missing)
         return got
+
+    def _await_recovery(self, futures: list[Future], infos: dict[str, Any]) -> None:
+        """Their data could not be fetched: make them pending again (unless a newer
+        notification already arrived), so callers wait for the scheduler to recompute."""
+        with self._lock:
+            for f in futures:
+                if f._state.status == FINISHED and f._state.info is infos.get(f.key):
+                    f._state.reset()
 
     def _peer_pool(self) -> ConnectionPool:
         if self._peers is None:
@@ -463,8 +495,6 @@ class Client:
     def scatter(self, data: Any, workers: Any = None, broadcast: bool = False,
                 direct: bool | None = None, hash: bool = True, timeout: float | None = None) -> Any:
         """Put local data on workers; returns finished futures in the shape of ``data``."""
-        from rdist.worker.server import encode_items
-
         if isinstance(data, dict):
             items = list(data.items())
         elif isinstance(data, (list, tuple, set, frozenset)):
@@ -472,33 +502,16 @@ class Client:
         else:
             items = [(None, data)]
         targets = self._scatter_targets(workers, timeout)
-        keyed: list[tuple[str, Any]] = []
-        for k, value in items:
-            blob = serialize.to_blob(value)
-            if k is None:
-                k = f"{type(value).__name__}-" + (graph.task_key("", b"", blob, True)[1:] if hash else uuid.uuid4().hex)
-            keyed.append((str(k), (value, blob)))
-        placement: dict[str, list[str]] = {}
-        for i, (k, _) in enumerate(keyed):
-            placement[k] = list(targets) if broadcast else [targets[i % len(targets)]]
-        per_worker: dict[str, dict[str, Any]] = {}
-        for k, (value, _) in keyed:
-            for address in placement[k]:
-                per_worker.setdefault(address, {})[k] = value
-        for address, values in per_worker.items():
-            header, frames = encode_items(values)
-            header["op"] = "put"
-            self._peer_pool().request(address, header, frames)
-        small = {k: blob for k, (_, blob) in keyed if len(blob) <= 64 * 1024}
+        placed = self._data.scatter(items, targets, broadcast, hash)
+        small = {k: blob for k, _, _, blob in placed if blob is not None}
         if small:
             self.store.redis.hset(self.store.keys.results, mapping=small)
-        scatter_items = [[k, placement[k], len(blob), k in small] for k, (_, blob) in keyed]
+        scatter_items = [[k, holders, nbytes, k in small] for k, holders, nbytes, _ in placed]
         futures = []
-        for k, (_, blob) in keyed:
+        for k, holders, nbytes, _ in placed:
             f = Future(k, self)
             with self._lock:
-                f._state.settle(FINISHED, {"nbytes": len(blob), "redis": k in small,
-                                           "who_has": placement[k]})
+                f._state.settle(FINISHED, {"nbytes": nbytes, "redis": k in small, "who_has": holders})
             futures.append(f)
         self._post("scatter", {"client": self.id, "items": scatter_items})
         if isinstance(data, dict):
@@ -519,6 +532,25 @@ class Client:
                 raise ValueError(f"no worker matches {wanted}; known workers: {sorted(info)}")
             return sorted(chosen)
         return sorted(info)
+
+    def replicate(self, futures: Any, n: int | None = None, workers: Any = None,
+                  branching_factor: int = 2, **kwargs: Any) -> None:
+        """Copy the futures' data until each is on ``n`` workers (default: all of
+        ``workers``, default all); extra copies beyond ``n`` are dropped. Blocks until done."""
+        found = futures_of(futures) if not isinstance(futures, Future) else [futures]
+        wait(found)
+        keys = list(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+        self._data.replicate(keys, n, workers)
+
+    def rebalance(self, futures: Any = None, workers: Any = None, **kwargs: Any) -> None:
+        """Move data (of ``futures``, default all) between ``workers`` (default all) so each
+        holds about the same number of bytes. Blocks until done."""
+        keys = None
+        if futures is not None:
+            found = futures_of(futures) if not isinstance(futures, Future) else [futures]
+            wait(found)
+            keys = list(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+        self._data.rebalance(keys, workers)
 
     # -- control -----------------------------------------------------------------------------
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> None:
@@ -558,22 +590,40 @@ class Client:
     def get(self, dsk: Any, keys: Any, workers: Any = None, allow_other_workers: bool = False,
             resources: dict[str, float] | None = None, retries: int | None = None,
             priority: int = 0, sync: bool = True, **kwargs: Any) -> Any:
-        """Compute a raw task graph and return the values of ``keys`` in their shape."""
-        if hasattr(dsk, "__dask_graph__"):
-            dsk = dsk.__dask_graph__()
-        dsk = dict(dsk)
-        wanted = list(dict.fromkeys(graph.key_name(k) for k in _flatten_keys(keys)))
-        unknown = [k for k in wanted if k not in {graph.key_name(x) for x in dsk}]
-        if unknown:
-            raise KeyError(f"keys {unknown} are not in the graph")
-        nodes = graph.graph_tasks(dsk)
-        tasks = [(k, spec.pack_spec(b"", blob, spec.GRAPH_NODE), deps) for k, blob, deps in nodes]
-        futures = {k: Future(k, self) for k in wanted}
-        self._submit(tasks, {}, workers, resources, retries, priority, allow_other_workers,
-                     wanted=wanted)
+        """Compute a task graph -- a dict of tuple tasks or dask task-spec nodes, or what
+        ``dask.compute(x, scheduler=client.get)`` hands over -- and return the values of
+        ``keys`` in their shape."""
+        from rdist.client import collections
+
+        futures = collections.submit_graph(
+            self, dsk, list(dict.fromkeys(_flatten_keys(keys))), workers=workers,
+            resources=resources, retries=retries, priority=priority,
+            allow_other_workers=allow_other_workers)
         values = self.gather(list(futures.values()))
         by_key = dict(zip(futures, values))
         return _shape(keys, by_key)
+
+    def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
+                workers: Any = None, allow_other_workers: bool = False,
+                resources: dict[str, float] | None = None, retries: int | None = None,
+                priority: int = 0, **kwargs: Any) -> Any:
+        """A future for each dask collection's value (``sync=True``: the values)."""
+        from rdist.client import collections as coll
+
+        futures = coll.compute(self, collections, optimize_graph, workers=workers,
+                               allow_other_workers=allow_other_workers, resources=resources,
+                               retries=retries, priority=priority)
+        return self.gather(futures) if sync else futures
+
+    def persist(self, collections: Any, optimize_graph: bool = True, workers: Any = None,
+                allow_other_workers: bool = False, resources: dict[str, float] | None = None,
+                retries: int | None = None, priority: int = 0, **kwargs: Any) -> Any:
+        """The dask collection(s) computed on the cluster and backed by futures."""
+        from rdist.client import collections as coll
+
+        return coll.persist(self, collections, optimize_graph, workers=workers,
+                            allow_other_workers=allow_other_workers, resources=resources,
+                            retries=retries, priority=priority)
 
     # -- introspection -----------------------------------------------------------------------
     def _workers_info(self) -> dict[str, dict[str, Any]]:
@@ -584,7 +634,7 @@ class Client:
                 record = messages.unpack(blob)
             except Exception:
                 continue
-            if record.get("status", "running") == "running":
+            if record.get("status", "running") in ("running", "paused"):
                 info[address.decode()] = record
         return info
 
@@ -621,8 +671,9 @@ class Client:
             keys = [f.key for f in (futures_of(futures) if not isinstance(futures, Future) else [futures])]
         records = self._task_records(keys)
         local = self._local_who_has()
-        return {k: list(records[k].get("wh", []) if k in records else local.get(k, []))
-                for k in keys}
+        # a worker notifies the client before the scheduler records the holder: what the
+        # client was told answers until the record catches up
+        return {k: list(records.get(k, {}).get("wh") or local.get(k, [])) for k in keys}
 
     def _local_who_has(self) -> dict[str, list[str]]:
         """Holders this client was told of (scatter placements, completions): they answer for
@@ -641,7 +692,7 @@ class Client:
             for address in record.get("wh", ()):
                 out.setdefault(address, []).append(key)
         for key, holders in self._local_who_has().items():
-            if key not in records:
+            if records.get(key, {}).get("s") != "memory":  # the record has not caught up
                 for address in holders:
                     if address in out:
                         out[address].append(key)

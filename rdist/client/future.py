@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from rdist.exceptions import CancelledError
+from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
 
 if TYPE_CHECKING:
     from rdist.client.client import Client
@@ -17,30 +17,52 @@ if TYPE_CHECKING:
 log = logging.getLogger("rdist.client")
 
 PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+#: How often result() waits for a recomputation after a holder of the data vanished.
+FETCH_ATTEMPTS = 5
+
+
+_EVENT_LOCK = threading.Lock()
 
 
 class FutureState:
     """What one client knows about one key; shared by every Future of that key."""
 
-    __slots__ = ("key", "status", "info", "event", "callbacks", "_exception")
+    __slots__ = ("key", "status", "info", "_event", "_done", "callbacks", "_exception")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = PENDING
         self.info: dict[str, Any] = {}
-        self.event = threading.Event()
+        #: made only when somebody waits: most futures of a big map are never waited on
+        #: one by one, and an Event costs more than the rest of a future together
+        self._event: threading.Event | None = None
+        self._done = False
         self.callbacks: list[Callable[[], None]] = []
         self._exception: tuple[BaseException, str] | None = None
 
+    @property
+    def event(self) -> threading.Event:
+        event = self._event
+        if event is None:
+            with _EVENT_LOCK:
+                event = self._event
+                if event is None:
+                    event = self._event = threading.Event()
+            if self._done:  # settled before the event existed (settle sets _done first)
+                event.set()
+        return event
+
     def done(self) -> bool:
-        return self.event.is_set()
+        return self._done
 
     def settle(self, status: str, info: dict[str, Any]) -> list[Callable[[], None]]:
         """Record the outcome; returns the callbacks to fire (each fires once)."""
         self.status = status
         self.info = info
         self._exception = None
-        self.event.set()
+        self._done = True
+        if self._event is not None:
+            self._event.set()
         callbacks, self.callbacks = self.callbacks, []
         return callbacks
 
@@ -48,7 +70,9 @@ class FutureState:
         self.status = PENDING
         self.info = {}
         self._exception = None
-        self.event.clear()
+        self._done = False
+        if self._event is not None:
+            self._event.clear()
 
     def exception_and_traceback(self) -> tuple[BaseException, str]:
         if self._exception is None:
@@ -65,7 +89,12 @@ def _rebuild_exception(key: str, info: dict[str, Any]) -> tuple[BaseException, s
             return exc, tb
         except Exception as err:  # the exception class may not exist here
             return RuntimeError(f"task {key!r} failed; its exception cannot be loaded: {err}"), ""
-    return RuntimeError(info.get("error_text") or f"task {key!r} failed"), ""
+    text = info.get("error_text") or f"task {key!r} failed"
+    if info.get("kind") == "killed-worker":
+        killed = KilledWorker(info.get("blame") or key)
+        killed.args = (text,)
+        return killed, ""
+    return RuntimeError(text), ""
 
 
 class Future:
@@ -91,20 +120,31 @@ class Future:
 
     # -- results ---------------------------------------------------------------------------
     def _wait(self, timeout: float | None) -> None:
+        if self.client is not None and self.client._on_worker and not self._state.done():
+            from rdist.worker.execution import secede_before_waiting
+
+            secede_before_waiting()  # a task waiting on subtasks gives its thread up
         if not self._state.event.wait(timeout):
             raise TimeoutError(f"future {self.key!r} not done after {timeout} s")
 
     def result(self, timeout: float | None = None) -> Any:
-        self._wait(timeout)
-        status = self._state.status
-        if status == ERROR:
-            exc, tb = self._state.exception_and_traceback()
-            raise _with_note(exc, tb)
-        if status == CANCELLED:
-            raise CancelledError(self.key)
-        if status == LOST:
-            raise CancelledError(f"{self.key} was lost (its client or data is gone)")
-        return self.client._fetch_values([self])[self.key]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _ in range(FETCH_ATTEMPTS):
+            self._wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            status = self._state.status
+            if status == ERROR:
+                exc, tb = self._state.exception_and_traceback()
+                raise _with_note(exc, tb)
+            if status == CANCELLED:
+                raise CancelledError(self.key)
+            if status == LOST:
+                raise CancelledError(f"{self.key} was lost (its client or data is gone)")
+            info = self._state.info
+            try:
+                return self.client._fetch_values([self])[self.key]
+            except DataUnavailable:  # its worker died: wait for the recomputed result
+                self.client._await_recovery([self], {self.key: info})
+        raise DataUnavailable([self.key])
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
@@ -168,6 +208,10 @@ class Future:
     def __repr__(self) -> str:
         return f"<Future: {self.status}, key: {self.key}>"
 
+    def __dask_tokenize__(self) -> Any:
+        """dask names what it builds on a persisted collection from its futures' keys."""
+        return ("rdist-future", self.key)
+
     def __reduce__(self) -> Any:
         raise TypeError(
             f"Future {self.key!r} cannot be pickled inside an object; pass it directly "
@@ -185,8 +229,14 @@ def _with_note(exc: BaseException, tb: str) -> BaseException:
     return exc
 
 
+_ATOMS = (int, float, str, bytes, bool, type(None))
+
+
 def futures_of(obj: Any) -> list[Future]:
     """Every Future inside nested lists, tuples, sets and dicts, in order."""
+    if type(obj) is tuple and len(obj) == 2 and type(obj[0]) is tuple and not obj[1] and all(
+            type(a) in _ATOMS for a in obj[0]):
+        return []  # (args, kwargs) of plain values: the common case of map
     out: list[Future] = []
     stack = [obj]
     while stack:

@@ -74,7 +74,7 @@ def function_bytes(func: Any) -> bytes:
     """Functions importable by name pickle by reference (tiny); others by value."""
     try:
         data = pickle.dumps(func, protocol=5)
-        if len(data) < 1024:
+        if len(data) < 1024 and b"__main__" not in data:  # __main__ exists only here
             return data
     except Exception:
         pass
@@ -88,20 +88,31 @@ def key_name(key: Hashable) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
-def graph_tasks(dsk: Mapping[Hashable, Any]) -> list[tuple[str, bytes, list[str]]]:
-    """``(key, expression blob, dependencies)`` for every node, dependencies first."""
+def graph_tasks(dsk: Mapping[Hashable, Any],
+                keep: set[str] | None = None) -> list[tuple[str, bytes, list[str]]]:
+    """``(key, expression blob, dependencies)`` for every node, dependencies first.
+
+    Nodes that are futures of the same key refer to data already on the cluster and make
+    no task; dask ``Alias`` nodes not in ``keep`` make none either (who needs them reads
+    their target directly)."""
+    aliases = _aliases(dsk, keep)
     converted: dict[Hashable, tuple[Any, list[str]]] = {}
     for key, node in dsk.items():
+        if key in aliases or _is_existing(key, node):
+            continue
         deps: list[str] = []
-        converted[key] = (_convert(node, dsk, deps, top=True), deps)
-    order = _toposort(dsk, {k: v[1] for k, v in converted.items()})
+        converted[key] = (_convert(node, dsk, deps, top=True, aliases=aliases), deps)
+    order = _toposort(converted, {k: v[1] for k, v in converted.items()})
     out = []
     for key in order:
         expr, deps = converted[key]
         try:
             blob = serialize.to_blob(expr)
         except serialize.SerializationError as exc:
-            raise SubmitError(f"graph node {key!r} cannot be serialized: {exc}") from None
+            try:  # futures embedded deep inside the node (e.g. in fused tasks)?
+                blob = serialize.to_blob(expr, _embedded_futures(deps))
+            except serialize.SerializationError:
+                raise SubmitError(f"graph node {key!r} cannot be serialized: {exc}") from None
         out.append((key_name(key), blob, list(dict.fromkeys(deps))))
     return out
 
@@ -113,22 +124,83 @@ def _is_key(x: Any, dsk: Mapping[Hashable, Any]) -> bool:
         return False
 
 
-def _convert(node: Any, dsk: Mapping[Hashable, Any], deps: list[str], top: bool = False) -> Any:
+def _convert(node: Any, dsk: Mapping[Hashable, Any], deps: list[str], top: bool = False,
+             aliases: Mapping[Hashable, Hashable] | None = None) -> Any:
     kind = type(node)
+    aliases = aliases or {}
     if _is_dask_node(node):
-        refs = {dep: DepRef(key_name(dep)) for dep in node.dependencies}
+        future = _future_value(node)
+        if future is not None:  # DataNode(future): the value already on the cluster
+            deps.append(future.key)
+            return DepRef(future.key)
+        refs = {dep: DepRef(key_name(aliases.get(dep, dep))) for dep in node.dependencies}
         deps.extend(ref.key for ref in refs.values())
         return (run_dask_node, node, refs)
     if kind in (str, tuple, int, bytes) and _is_key(node, dsk):
-        deps.append(key_name(node))
-        return DepRef(key_name(node))
+        name = key_name(aliases.get(node, node))
+        deps.append(name)
+        return DepRef(name)
+    if _is_future(node):
+        deps.append(node.key)
+        return DepRef(node.key)
     if kind is tuple and node and callable(node[0]):
-        return (node[0], *(_convert(a, dsk, deps) for a in node[1:]))
+        return (node[0], *(_convert(a, dsk, deps, aliases=aliases) for a in node[1:]))
     if kind is list:
-        return [_convert(x, dsk, deps) for x in node]
+        return [_convert(x, dsk, deps, aliases=aliases) for x in node]
     if kind is dict:
-        return {k: _convert(v, dsk, deps) for k, v in node.items()}
+        return {k: _convert(v, dsk, deps, aliases=aliases) for k, v in node.items()}
     return node
+
+
+def _embedded_futures(deps: list[str]) -> Callable[[Any], Any]:
+    """Pickler hook: a future becomes a dependency, loaded by value on the worker."""
+
+    def hook(obj: Any) -> Any:
+        if _is_future(obj):
+            deps.append(obj.key)
+            return (spec.load_dependency, (obj.key,))
+        return None
+
+    return hook
+
+
+def _is_future(x: Any) -> bool:
+    from rdist.client.future import Future
+
+    return isinstance(x, Future)
+
+
+def _future_value(node: Any) -> Any:
+    value = getattr(node, "value", None)
+    return value if _is_future(value) else None
+
+
+def _is_existing(key: Hashable, node: Any) -> bool:
+    """A node that is (a DataNode of) a future of the very same key: nothing to run."""
+    future = node if _is_future(node) else (_future_value(node) if _is_dask_node(node) else None)
+    return future is not None and future.key == key_name(key)
+
+
+def _aliases(dsk: Mapping[Hashable, Any], keep: set[str] | None) -> dict[Hashable, Hashable]:
+    """Alias key -> the key it finally points to, for dask Alias nodes we can skip."""
+    task_spec = sys.modules.get("dask._task_spec")
+    if task_spec is None or keep is None:
+        return {}
+    direct = {}
+    for key, node in dsk.items():
+        if isinstance(node, task_spec.Alias) and key_name(key) not in keep:
+            (target,) = node.dependencies
+            if target in dsk and target != key:
+                direct[key] = target
+    out = {}
+    for key, target in direct.items():
+        seen = {key}
+        while target in direct and target not in seen:
+            seen.add(target)
+            target = direct[target]
+        if target not in direct:
+            out[key] = target
+    return out
 
 
 def _is_dask_node(node: Any) -> bool:
@@ -161,7 +233,7 @@ def _toposort(dsk: Mapping[Hashable, Any], deps: dict[Hashable, list[str]]) -> l
             seen.add(key)
             stack.append((key, True))
             for dep in deps[key]:
-                dep_key = by_name[dep]
-                if dep_key not in seen:
+                dep_key = by_name.get(dep, dep)  # a future's key is not in the graph
+                if dep_key in deps and dep_key not in seen:
                     stack.append((dep_key, False))
     return order

@@ -1,4 +1,4 @@
-"""Authenticated TCP connections for the data plane.
+"""Authenticated TCP connections for the data plane (``tcp://host:port``).
 
 Handshake (fixed sizes, so nothing is parsed before the peer has proven it knows the
 cluster secret)::
@@ -8,7 +8,10 @@ cluster secret)::
     server -> client   HMAC(secret, b"s" + client_nonce + server_nonce)
 
 Messages: 4-byte little-endian header length, a msgpack map with ``lengths`` (frame sizes),
-then the raw frames. Large frames are received straight into preallocated buffers.
+then the raw frames. Sending gathers the length, header and frames into ``sendmsg`` calls
+straight from the callers' buffers (numpy arrays are never copied); receiving reads small
+pieces through one 64 KiB buffer (few system calls) and large frames with ``recv_into``
+straight into preallocated huge-page memory (:func:`rdist.comm.core.host_buffer`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
+
+from rdist.comm.core import (AuthenticationError, Comm, Frames, Handler, Listener, Message,
+                             as_views, host_buffer, register_backend, serve)
 
 log = logging.getLogger("rdist.comm")
 
@@ -29,11 +35,15 @@ MAGIC = b"RDIST1"
 NONCE = 32
 DIGEST = 32
 MAX_HEADER = 64 * 1024 * 1024
+HANDSHAKE_SECONDS = 10.0
+#: Messages up to this size are joined and written with one ``sendall``.
 _SMALL = 64 * 1024
+_READ_BUFFER = 64 * 1024
+#: Buffers per ``sendmsg`` call (the kernel's IOV_MAX is 1024).
+_IOV_MAX = 512
 
-
-class AuthenticationError(ConnectionError):
-    pass
+__all__ = ["AuthenticationError", "Connection", "MAGIC", "NONCE", "Server", "TCPComm",
+           "TCPListener", "parse_address"]
 
 
 def _mac(secret: bytes, *parts: bytes) -> bytes:
@@ -41,6 +51,7 @@ def _mac(secret: bytes, *parts: bytes) -> bytes:
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytearray:
+    """Exactly ``n`` bytes from an unbuffered socket (handshakes only)."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -50,31 +61,6 @@ def recv_exact(sock: socket.socket, n: int) -> bytearray:
             raise ConnectionError("connection closed by peer")
         got += k
     return buf
-
-
-def send_msg(sock: socket.socket, header: dict[str, Any], frames: list[Any] = ()) -> None:  # type: ignore[assignment]
-    views = [memoryview(f).cast("B") for f in frames]
-    header["lengths"] = [v.nbytes for v in views]
-    head = msgpack.packb(header, use_bin_type=True)
-    prefix = len(head).to_bytes(4, "little")
-    total = sum(v.nbytes for v in views)
-    if total <= _SMALL:
-        sock.sendall(b"".join([prefix, head, *views]))
-        return
-    sock.sendall(prefix + head)
-    for v in views:
-        sock.sendall(v)
-
-
-def recv_msg(sock: socket.socket) -> tuple[dict[str, Any], list[bytearray]]:
-    n = int.from_bytes(recv_exact(sock, 4), "little")
-    if n > MAX_HEADER:
-        raise ConnectionError(f"header of {n} bytes exceeds {MAX_HEADER}")
-    header = msgpack.unpackb(bytes(recv_exact(sock, n)), raw=False, strict_map_key=False)
-    if not isinstance(header, dict):
-        raise ConnectionError("malformed header")
-    frames = [recv_exact(sock, int(length)) for length in header.get("lengths", ())]
-    return header, frames
 
 
 def client_handshake(sock: socket.socket, secret: bytes) -> None:
@@ -105,94 +91,147 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class Connection:
-    """One authenticated client connection; request/response, one at a time."""
+def format_address(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
-    def __init__(self, address: str, secret: bytes, timeout: float = 30.0) -> None:
-        self.address = address
-        self.sock = socket.create_connection(parse_address(address), timeout=timeout)
-        try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client_handshake(self.sock, secret)
-        except BaseException:
-            self.sock.close()  # a failed handshake must not leak the socket
-            raise
-        self.sock.settimeout(None)
-        self.lock = threading.Lock()
 
-    def request(self, header: dict[str, Any], frames: list[Any] = ()) -> tuple[dict[str, Any], list[bytearray]]:  # type: ignore[assignment]
-        with self.lock:
-            send_msg(self.sock, header, frames)
-            return recv_msg(self.sock)
+def sendmsg_all(sock: socket.socket, views: list[memoryview]) -> None:
+    """Write every view, in order, with as few system calls as the kernel allows."""
+    views = [v for v in views if v.nbytes]
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i : i + _IOV_MAX])
+        while sent:
+            n = views[i].nbytes
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
+
+
+class TCPComm(Comm):
+    """A connected, already authenticated socket."""
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self._buf = bytearray(_READ_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+        self._closed = False
+
+    # -- writing ---------------------------------------------------------------------------
+    def send(self, header: dict[str, Any], frames: Frames = ()) -> None:
+        views = as_views(frames)
+        head = msgpack.packb({**header, "lengths": [v.nbytes for v in views]}, use_bin_type=True)
+        prefix = len(head).to_bytes(4, "little") + head
+        if sum(v.nbytes for v in views) <= _SMALL:
+            self.sock.sendall(b"".join([prefix, *views]))
+        else:
+            sendmsg_all(self.sock, [memoryview(prefix), *views])
+
+    # -- reading ---------------------------------------------------------------------------
+    def _fill(self) -> int:
+        k = self.sock.recv_into(self._view, len(self._buf))
+        if k == 0:
+            raise ConnectionError("connection closed by peer")
+        self._start, self._end = 0, k
+        return k
+
+    def _read_into(self, dest: memoryview) -> None:
+        n = dest.nbytes
+        got = min(n, self._end - self._start)
+        if got:
+            dest[:got] = self._view[self._start : self._start + got]
+            self._start += got
+        if n - got >= len(self._buf):  # large: no detour through our buffer
+            while got < n:
+                k = self.sock.recv_into(dest[got:], n - got)
+                if k == 0:
+                    raise ConnectionError("connection closed by peer")
+                got += k
+            return
+        while got < n:
+            k = min(self._fill(), n - got)
+            dest[got : got + k] = self._view[:k]
+            self._start = k
+            got += k
+
+    def _read(self, n: int) -> bytearray:
+        out = bytearray(n)
+        self._read_into(memoryview(out))
+        return out
+
+    def recv(self) -> Message:
+        n = int.from_bytes(self._read(4), "little")
+        if n > MAX_HEADER:
+            raise ConnectionError(f"header of {n} bytes exceeds {MAX_HEADER}")
+        header = msgpack.unpackb(self._read(n), raw=False, strict_map_key=False)
+        lengths = header.get("lengths", ()) if isinstance(header, dict) else None
+        if not isinstance(lengths, (list, tuple)) or not all(isinstance(x, int) and x >= 0 for x in lengths):
+            raise ConnectionError("malformed message header")
+        frames = []
+        for length in lengths:
+            buf = host_buffer(length)
+            self._read_into(memoryview(buf).cast("B"))
+            frames.append(buf)
+        return header, frames
 
     def close(self) -> None:
+        self._closed = True
         try:
             self.sock.close()
         except OSError:
             pass
 
-
-class ConnectionPool:
-    """Keeps one connection per peer; a broken one is replaced on next use."""
-
-    def __init__(self, secret: bytes) -> None:
-        self.secret = secret
-        self._conns: dict[str, Connection] = {}
-        self._lock = threading.Lock()
-
-    def request(self, address: str, header: dict[str, Any], frames: list[Any] = ()) -> tuple[dict[str, Any], list[bytearray]]:  # type: ignore[assignment]
-        for attempt in (0, 1):
-            conn = self._get(address)
-            try:
-                return conn.request(header, frames)
-            except (ConnectionError, OSError):
-                self._drop(address, conn)
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _get(self, address: str) -> Connection:
-        with self._lock:
-            conn = self._conns.get(address)
-        if conn is None:
-            conn = Connection(address, self.secret)
-            with self._lock:
-                self._conns[address] = conn
-        return conn
-
-    def _drop(self, address: str, conn: Connection) -> None:
-        conn.close()
-        with self._lock:
-            if self._conns.get(address) is conn:
-                del self._conns[address]
-
-    def close(self) -> None:
-        with self._lock:
-            conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            conn.close()
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
 
-Handler = Callable[[dict[str, Any], list[bytearray]], tuple[dict[str, Any], list[Any]]]
+class Connection(TCPComm):
+    """A client connection: connects, proves it knows the secret, checks the server does."""
+
+    def __init__(self, address: str, secret: bytes, timeout: float = 30.0) -> None:
+        self.address = address
+        sock = socket.create_connection(parse_address(address), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client_handshake(sock, secret)
+        except BaseException:
+            sock.close()  # a failed handshake must not leak the socket
+            raise
+        sock.settimeout(None)
+        super().__init__(sock, address)
+        self.lock = threading.Lock()
+
+    def request(self, header: dict[str, Any], frames: Frames = ()) -> Message:
+        with self.lock:
+            return super().request(header, frames)
 
 
-class Server:
-    """Accepts authenticated connections and answers requests with ``handler``."""
+class TCPListener(Listener):
+    """Accepts authenticated connections; one thread per connection answers its requests."""
 
     def __init__(self, host: str, port: int, secret: bytes, handler: Handler) -> None:
         self.secret = secret
         self.handler = handler
-        self.listener = socket.create_server((host, port), reuse_port=False)
-        self.listener.settimeout(None)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, port), family=family, reuse_port=False)
         self.host, self.port = self.listener.getsockname()[:2]
-        self._closing = False
+        self.address = format_address(self.host, self.port)
+        self._closing = threading.Event()
+        self._socks: set[socket.socket] = set()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, name="rdist-data-accept", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _accept_loop(self) -> None:
-        while not self._closing:
+        while not self._closing.is_set():
             try:
                 sock, peer = self.listener.accept()
             except OSError:
@@ -201,28 +240,58 @@ class Server:
                              name="rdist-data-conn").start()
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._socks.add(sock)
         try:
-            sock.settimeout(10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(HANDSHAKE_SECONDS)
             server_handshake(sock, self.secret)
             sock.settimeout(None)
-            while not self._closing:
-                header, frames = recv_msg(sock)
-                reply, out = self.handler(header, frames)
-                send_msg(sock, reply, out)
         except AuthenticationError as exc:
-            log.warning("refused connection from %s: %s", peer, exc)
-        except (ConnectionError, OSError):
-            pass
-        except Exception:
-            log.exception("data connection from %s failed", peer)
+            log.warning("refused data connection from %s: %s", peer, exc)
+            self._forget(sock)
+            return
+        except (ConnectionError, OSError) as exc:
+            log.info("data connection from %s ended during the handshake: %s", peer, exc)
+            self._forget(sock)
+            return
+        try:
+            serve(TCPComm(sock, f"{peer}"), self.handler, self._closing, peer)
         finally:
-            sock.close()
+            self._forget(sock)
+
+    def _forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+        sock.close()
 
     def close(self) -> None:
-        self._closing = True
+        self._closing.set()
         try:
             self.listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.listener.close()
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:  # wake connection threads blocked in recv
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+#: The historical name of the listener.
+Server = TCPListener
+
+
+class _Backend:
+    def connect(self, location: str, secret: bytes, timeout: float) -> Comm:
+        return Connection(location, secret, timeout)
+
+    def listen(self, location: str, secret: bytes, handler: Handler) -> Listener:
+        host, port = parse_address(location) if location else ("127.0.0.1", 0)
+        return TCPListener(host, port, secret, handler)
+
+
+register_backend("tcp", _Backend())

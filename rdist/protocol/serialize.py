@@ -10,8 +10,9 @@ header ``[frame lengths, per-frame compression flags]``, then the frames.
 
 from __future__ import annotations
 
+import io
 import pickle
-from typing import Any
+from typing import Any, Callable
 
 import cloudpickle
 import lz4.frame
@@ -28,18 +29,46 @@ class SerializationError(TypeError):
     """An object that could not be pickled or unpickled."""
 
 
-def dumps(obj: Any) -> list[memoryview | bytes]:
-    """Pickle ``obj``; large buffers stay out of band as memoryviews (no copy)."""
+def dumps(obj: Any, hook: Callable[[Any], Any] | None = None) -> list[memoryview | bytes]:
+    """Pickle ``obj``; large buffers stay out of band as memoryviews (no copy).
+
+    ``hook(o)`` may return a reduce tuple for objects it pickles its own way (None for
+    the others): graph nodes use it to turn embedded futures into dependencies."""
     buffers: list[pickle.PickleBuffer] = []
     try:
-        head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        if hook is None:
+            head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        else:
+            head = _dumps_with(pickle.Pickler, obj, hook, buffers)
+        if _MAIN in head:  # names in a script's __main__ do not exist on workers: by value
+            raise pickle.PicklingError("refers to __main__")
     except Exception:
         buffers = []
         try:
-            head = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+            if hook is None:
+                head = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+            else:
+                head = _dumps_with(cloudpickle.Pickler, obj, hook, buffers)
         except Exception as exc:
             raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
     return [head, *(b.raw() for b in buffers)]
+
+
+_MAIN = b"__main__"
+
+
+def _dumps_with(base: type, obj: Any, hook: Callable[[Any], Any], buffers: list[Any]) -> bytes:
+    class _Pickler(base):  # type: ignore[misc, valid-type]
+        def reducer_override(self, o: Any) -> Any:
+            reduced = hook(o)
+            if reduced is not None:
+                return reduced
+            parent = getattr(super(), "reducer_override", None)
+            return parent(o) if parent is not None else NotImplemented
+
+    out = io.BytesIO()
+    _Pickler(out, protocol=5, buffer_callback=buffers.append).dump(obj)
+    return out.getvalue()
 
 
 def loads(frames: list[Any]) -> Any:
@@ -89,9 +118,9 @@ def decode_frames(header: bytes, frames: list[Any]) -> list[Any]:
     return [lz4.frame.decompress(f, return_bytearray=True) if flag else f for f, flag in zip(frames, flags)]
 
 
-def to_blob(obj: Any) -> bytes:
+def to_blob(obj: Any, hook: Callable[[Any], Any] | None = None) -> bytes:
     """One bytes object (for Redis) holding a serialized object."""
-    header, frames = encode_frames(dumps(obj))
+    header, frames = encode_frames(dumps(obj, hook))
     return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *frames])
 
 

@@ -11,6 +11,7 @@ A spec is msgpack ``[func_hash, args_blob, mode]``:
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any, Callable, Mapping
 
 import msgpack
@@ -76,9 +77,22 @@ def evaluate_node(expr: Any, data: Mapping[str, Any]) -> Any:
     return expr
 
 
+_loading = threading.local()
+
+
+def load_dependency(key: str) -> Any:
+    """Unpickling a spec: a future that was embedded deep in a graph node (pickled as a
+    call to this) becomes its value, loaded like any dependency before the task runs."""
+    return _loading.data[key]
+
+
 def run_spec(func: Callable[..., Any] | None, args_blob: bytes, mode: int,
              data: Mapping[str, Any]) -> Any:
-    payload = serialize.from_blob(args_blob)
+    _loading.data = data
+    try:
+        payload = serialize.from_blob(args_blob)
+    finally:
+        _loading.data = None
     if mode == GRAPH_NODE:
         return evaluate_node(payload, data)
     args, kwargs = payload

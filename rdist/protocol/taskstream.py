@@ -8,10 +8,13 @@ showing a failure never needs unpickling user data in the web process.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from rdist.protocol import messages, serialize
+
+log = logging.getLogger("rdist.taskstream")
 
 #: The stream is capped (MAXLEN ~): it is a recent history, not an archive.
 TASKSTREAM_MAXLEN = 5_000
@@ -62,23 +65,29 @@ def error_summary(blob: bytes) -> tuple[str, str]:
 
 def encode_batch(
     worker: str, thread: str, now: float, done: list[list[Any]], erred: list[list[Any]]
-) -> bytes:
-    """One stream payload for a report batch.
+) -> bytes | None:
+    """One stream payload for a report batch, or None if it cannot be made.
 
-    ``done`` items are ``[key, nbytes, in_redis, inline, duration, type]`` and ``erred``
+    ``done`` items start ``[key, nbytes, in_redis, inline, duration, ...]`` and ``erred``
     items ``[key, blob, duration]``, as the worker reports them to the scheduler. The stop
     time is the report time (a batch is reported as soon as its tasks end). ``thread`` is
     the reporting thread's name, kept only when it is an executor (``rdist-exec-N``), which
-    reports its own task when nothing else is queued.
+    reports its own task when nothing else is queued. The task stream is for people: if
+    the records ever change shape, it is skipped and logged, never in the way of a report.
     """
     thread = thread if thread.startswith("rdist-exec") else ""
-    runs: list[list[Any]] = []
-    for key, _nbytes, _in_redis, _inline, duration, _type in done:
-        runs.append([key, worker, thread, now - duration, now, "memory", "", ""])
-    for key, blob, duration in erred:
-        text, tb = error_summary(blob)
-        runs.append([key, worker, thread, now - duration, now, "erred", text, tb])
-    return messages.pack({"w": worker, "r": runs})
+    try:
+        runs: list[list[Any]] = []
+        for item in done:
+            key, duration = item[0], float(item[4])
+            runs.append([key, worker, thread, now - duration, now, "memory", "", ""])
+        for key, blob, duration in erred:
+            text, tb = error_summary(blob)
+            runs.append([key, worker, thread, now - float(duration), now, "erred", text, tb])
+        return messages.pack({"w": worker, "r": runs})
+    except Exception:  # noqa: BLE001 -- see the docstring
+        log.exception("worker %s: cannot make task-stream records; skipping them", worker)
+        return None
 
 
 def decode_batch(payload: bytes | None) -> list[TaskRun]:

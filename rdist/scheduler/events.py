@@ -79,6 +79,18 @@ class WorkerJoined(Event):
 @dataclass(slots=True)
 class WorkerLeft(Event):
     address: str
+    #: died (heartbeat timeout, nanny report) rather than left cleanly: the tasks it was
+    #: running become suspects, and ``allowed_failures`` suspicions err them (KilledWorker)
+    lost: bool = False
+
+
+@dataclass(slots=True)
+class StateRestored(Event):
+    """A (new) scheduler rebuilds its state from the records it finds in Redis."""
+
+    tasks: dict[str, dict[str, Any]]  #: key -> task record (``state.task_record``)
+    workers: dict[str, dict[str, Any]]  #: address -> worker record of live workers
+    errors: dict[str, bytes]  #: erred key -> its stored (exception, traceback) blob
 
 
 @dataclass(slots=True)
@@ -112,11 +124,62 @@ class DataScattered(Event):
 
 
 @dataclass(slots=True)
+class TaskSeceded(Event):
+    """``key`` called ``secede()`` on ``worker``: it no longer occupies a thread there."""
+
+    worker: str
+    key: str
+
+
+@dataclass(slots=True)
+class StealResponse(Event):
+    """``worker`` answers a steal request: ``ok`` when it dropped ``key`` unstarted."""
+
+    worker: str
+    key: str
+    ok: bool
+
+
+@dataclass(slots=True)
+class MissingData(Event):
+    """``worker`` could not fetch ``deps`` of ``key`` from any of ``tried``."""
+
+    worker: str
+    key: str
+    deps: list[str]
+    tried: list[str]
+
+
+@dataclass(slots=True)
 class DataReplicated(Event):
     """A worker now also holds ``keys`` (it fetched them as dependencies)."""
 
     worker: str
     keys: list[str]
+
+
+@dataclass(slots=True)
+class WorkerStatusChanged(Event):
+    """A worker paused (memory past its pause fraction) or runs again."""
+
+    address: str
+    status: str  #: "running" or "paused"
+
+
+@dataclass(slots=True)
+class DropReplicas(Event):
+    """A client wants extra copies gone (replicate to fewer workers, rebalance)."""
+
+    client: str
+    keys: dict[str, list[str]]  #: key -> workers that should stop holding it
+
+
+@dataclass(slots=True)
+class Barrier(Event):
+    """Answer ``client`` once everything it sent before has been handled."""
+
+    client: str
+    id: str
 
 
 # -- instructions ------------------------------------------------------------------------
@@ -135,6 +198,17 @@ class Compute(Instruction):
     #: dependency key -> (holders, nbytes, in_redis)
     deps: dict[str, tuple[list[str], int, bool]]
     resources: dict[str, float] | None = None
+    #: clients wanting the key: the worker notifies them directly when it finishes
+    clients: list[str] | None = None
+    spec: bytes | None = None  #: the task's spec, when the scheduler still holds it
+
+
+@dataclass(slots=True)
+class StealRequest(Instruction):
+    """Ask ``worker`` to give ``key`` up unless it has started it (answered by StealResponse)."""
+
+    worker: str
+    key: str
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from rdist.scheduler import events as ev
 from rdist.scheduler.state import SchedulerState
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.lease import Lease
 from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
 
 log = logging.getLogger("rdist.scheduler")
@@ -34,6 +35,9 @@ EVENTS_MAXLEN = 10_000
 #: A client whose heartbeat (``clients`` hash, every few seconds) is older than this is
 #: considered lost: the scheduler drops it and releases every key it held.
 CLIENT_TTL_SECONDS = 30.0
+#: A worker silent for this long is removed (its nanny reports deaths sooner).
+WORKER_TTL_SECONDS = 15.0
+LEASE_TTL_MS = 2000
 
 
 def _tasks(msg: dict[str, Any]) -> list[ev.TaskSpecMeta]:
@@ -72,6 +76,12 @@ DECODERS: dict[str, _Decoder] = {
                                                     int(m.get("memory_limit", 0)),
                                                     m.get("resources"))],
     "worker-leave": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"])],
+    "worker-lost": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"], lost=True)],
+    "add-keys": lambda m, s, t: [ev.DataReplicated(s, t, m["worker"], list(m["keys"]))],
+    "worker-status": lambda m, s, t: [ev.WorkerStatusChanged(s, t, str(m["address"]), str(m["status"]))],
+    "drop-replicas": lambda m, s, t: [ev.DropReplicas(s, t, str(m["client"]), {
+        str(k): [str(w) for w in v] for k, v in dict(m["keys"]).items()})],
+    "barrier": lambda m, s, t: [ev.Barrier(s, t, str(m["client"]), str(m["id"]))],
     "task-done": lambda m, s, t: _task_done(m, s, t),
 }
 
@@ -85,6 +95,12 @@ def _task_done(m: dict[str, Any], s: str, t: float) -> list[ev.Event]:
         out.append(ev.TaskErred(s, t, worker, str(key), bytes(error), float(duration)))
     if m.get("replicated"):
         out.append(ev.DataReplicated(s, t, worker, list(m["replicated"])))
+    for key, deps, tried in m.get("missing", ()):
+        out.append(ev.MissingData(s, t, worker, str(key), list(deps), list(tried)))
+    for key in m.get("seceded", ()):
+        out.append(ev.TaskSeceded(s, t, worker, str(key)))
+    for key, ok in m.get("stolen", ()):
+        out.append(ev.StealResponse(s, t, worker, str(key), bool(ok)))
     return out
 
 
@@ -117,10 +133,15 @@ class Outbox:
             kind = type(ins)
             if kind is ev.Compute:
                 deps = {k: [h, n, r] for k, (h, n, r) in ins.deps.items()}  # type: ignore[attr-defined]
+                # a spec submitted in this very batch travels with the task: the worker
+                # then needs no round trip to load it
                 self.worker_actions[ins.worker].append(  # type: ignore[attr-defined]
-                    ["c", ins.key, list(ins.priority), deps, ins.resources])  # type: ignore[attr-defined]
+                    ["c", ins.key, ins.priority, deps, ins.resources,  # type: ignore[attr-defined]
+                     ins.spec or self.specs.get(ins.key), ins.clients])  # type: ignore[attr-defined]
             elif kind is ev.FreeKeys:
                 self.worker_actions[ins.worker].append(["f", ins.keys])  # type: ignore[attr-defined]
+            elif kind is ev.StealRequest:
+                self.worker_actions[ins.worker].append(["s", ins.key])  # type: ignore[attr-defined]
             elif kind is ev.Notify:
                 self.client_items[ins.client].append([ins.key, ins.status, ins.info])  # type: ignore[attr-defined]
             elif kind is ev.PersistTask:
@@ -159,14 +180,23 @@ class Outbox:
 class SchedulerServer:
     """Reads the ``sched`` stream, runs the state machine, writes what it decided."""
 
-    def __init__(self, store: RedisStore, name: str | None = None) -> None:
+    def __init__(self, store: RedisStore, name: str | None = None,
+                 worker_ttl: float | None = None, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
         self.store = store
         self.state = SchedulerState()
-        self.consumer = name or f"{socket.gethostname()}-{os.getpid()}"
+        #: one consumer name for every scheduler of the cluster: a successor then sees the
+        #: entries its predecessor left unacknowledged as its own pending entries
+        self.consumer = name or "leader"
         self.stop_event = threading.Event()
         self.batches = 0
-        self.client_ttl = CLIENT_TTL_SECONDS
+        self.client_ttl = float(os.environ.get("RDIST_CLIENT_TTL", CLIENT_TTL_SECONDS))
+        self.worker_ttl = worker_ttl if worker_ttl is not None else float(
+            os.environ.get("RDIST_WORKER_TTL", WORKER_TTL_SECONDS))
         self._last_client_check = 0.0
+        self._last_worker_check = 0.0
+        self.lease = Lease(store.clone(), lease_ttl_ms)
+        self.is_leader = threading.Event()
+        self.started_serving = 0.0  #: monotonic time the last leadership began
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default") -> "SchedulerServer":
@@ -176,16 +206,87 @@ class SchedulerServer:
         keys = self.store.keys
         self.store.ensure_group(keys.sched, SCHEDULER_GROUP, start="0")
         self.store.redis.hsetnx(keys.meta, "secret", secrets.token_hex(32))
-        self.store.redis.hset(keys.meta, mapping={"version": "1", "scheduler": self.consumer})
+        self.store.redis.hset(keys.meta, mapping={"version": "1", "scheduler": self.lease.token})
 
     def run(self) -> None:
-        """Serve until :meth:`stop`; safe to call in a thread."""
+        """Wait for the lease (standby), lead until it is lost or :meth:`stop`; repeat."""
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
-        self.prepare()
+        while not self.stop_event.is_set():
+            if not self._wait_for_lease():
+                break
+            renewer = threading.Thread(target=self._renew_lease, name="rdist-lease", daemon=True)
+            self.is_leader.set()
+            renewer.start()
+            try:
+                self.prepare()
+                self._restore()
+                self._serve()
+            except ConnectionErrors as exc:
+                log.warning("lost redis while leading (%s); standing by", exc)
+            finally:
+                self.is_leader.clear()
+                renewer.join()
+        try:
+            self.lease.release()
+        except ConnectionErrors:
+            pass
+
+    def _wait_for_lease(self) -> bool:
+        waited = False
+        while not self.stop_event.is_set():
+            try:
+                if self.lease.try_acquire():
+                    if waited:
+                        log.warning("scheduler %s took over as leader", self.lease.token)
+                    self.started_serving = time.monotonic()
+                    return True
+                if not waited:
+                    log.info("standing by: the lease is held by %s", self.lease.holder())
+                waited = True
+            except ConnectionErrors as exc:
+                log.warning("redis unavailable (%s); retrying", exc)
+            self.stop_event.wait(self.lease.ttl_ms / 4000)
+        return False
+
+    def _renew_lease(self) -> None:
+        """Renew every third of the lease's life; losing it ends this leadership."""
+        while self.is_leader.is_set() and not self.stop_event.wait(self.lease.ttl_ms / 3000):
+            try:
+                if not self.lease.renew():
+                    log.error("scheduler %s lost its lease: standing down", self.lease.token)
+                    self.is_leader.clear()
+            except ConnectionErrors as exc:
+                log.warning("could not renew the lease: %s", exc)
+
+    def _restore(self) -> None:
+        """Rebuild the state from Redis: records, live workers, stored errors."""
+        keys, redis = self.store.keys, self.store.redis
+        self.state = SchedulerState()
+        records = {k.decode(): messages.unpack(v) for k, v in redis.hscan_iter(keys.tasks, count=10_000)}
+        now = time.time()
+        workers = {}
+        for address, blob in redis.hgetall(keys.workers).items():
+            info = messages.unpack(blob)
+            if now - float(info.get("last_seen", 0)) <= self.worker_ttl:
+                workers[address.decode()] = info
+        blamed = sorted({str(r["b"]) for r in records.values() if r.get("s") == "erred" and r.get("b")})
+        errors = dict(zip(blamed, redis.hmget(keys.results, blamed))) if blamed else {}
+        errors = {k: v for k, v in errors.items() if v is not None}
+        if not records and not workers:
+            return
+        event = ev.StateRestored(f"restore-{now}", now, records, workers, errors)
+        outbox = Outbox()
+        outbox.add(self.state.handle(event))
+        pipe = self.store.pipeline()
+        outbox.write(pipe, self.store)
+        pipe.execute()
+        log.info("restored %d tasks and %d workers from redis", len(records), len(workers))
+
+    def _serve(self) -> None:
         guard = EmptyReadGuard(self.stop_event)
         pending_write: Callable[[Any], None] | None = None
         read_pending = True  # first drain what an earlier scheduler left unacknowledged
-        while not self.stop_event.is_set():
+        while not self.stop_event.is_set() and self.is_leader.is_set():
             started = time.monotonic()
             try:
                 entries = self.store.read_group(
@@ -207,7 +308,8 @@ class SchedulerServer:
                 pending_write = self.process(entries)
                 self.batches += 1
             pending_write = self._drop_lost_clients(pending_write)
-        if pending_write is not None:
+            pending_write = self._drop_lost_workers(pending_write)
+        if pending_write is not None and self.is_leader.is_set():
             try:
                 pipe = self.store.pipeline()
                 pending_write(pipe)
@@ -215,6 +317,40 @@ class SchedulerServer:
             except ConnectionErrors:
                 log.warning("scheduler stopped before its last batch was written; "
                             "its entries stay pending for the next scheduler")
+
+    def _drop_lost_workers(self, pending: _Write | None) -> _Write | None:
+        """Workers silent for over ``worker_ttl``: reschedule their work, drop their stream."""
+        now = time.time()
+        if now < self._last_worker_check + min(1.0, self.worker_ttl / 4):
+            return pending
+        self._last_worker_check = now
+        try:
+            beats = self.store.redis.hgetall(self.store.keys.workers)
+        except ConnectionErrors:
+            return pending
+        lost = []
+        for address in list(self.state.workers):
+            blob = beats.get(address.encode())
+            last_seen = float(messages.unpack(blob).get("last_seen", 0)) if blob else 0.0
+            if now - last_seen > self.worker_ttl:
+                lost.append(address)
+        if not lost:
+            return pending
+        outbox = Outbox()
+        for address in lost:
+            log.warning("worker %s sent no heartbeat for over %g s: removing it", address,
+                        self.worker_ttl)
+            outbox.add(self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True)))
+        keys = self.store.keys
+
+        def write(pipe: Any) -> None:
+            if pending is not None:
+                pending(pipe)
+            outbox.write(pipe, self.store)
+            pipe.hdel(keys.workers, *lost)
+            pipe.delete(*(keys.worker_stream(a) for a in lost))
+
+        return write
 
     def process(self, entries: list[tuple[bytes, bytes | None]]) -> Callable[[Any], None]:
         """Decide on one batch; returns the writes to send (before the next read)."""
@@ -229,10 +365,11 @@ class SchedulerServer:
                 bad.append((entry_id, payload, str(exc)))
                 continue
             try:
-                outbox.add(self.state.handle(*events))
+                outbox.add(self.state.handle(*events, flush=False))
             except Exception as exc:  # a bug must not stop the cluster: log, set aside
                 log.exception("failed to handle entry %s", entry_id)
                 bad.append((entry_id, payload, f"handler error: {exc!r}"))
+        outbox.add(self.state.flush())  # each task changed in this batch is written once
         ids = [entry_id for entry_id, _ in entries]
         keys = self.store.keys
 

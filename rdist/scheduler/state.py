@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Any, Callable, Iterable
 
 from rdist.scheduler import events as ev
+from rdist.scheduler import dataops, recovery, stealing
 
 
 class TaskState(str, Enum):
@@ -36,7 +37,7 @@ FIRE_AND_FORGET = "fire-and-forget"  #: pseudo-client that wants fire_and_forget
 #: Estimated duration of a task of an unseen kind (as dask): keeps it at one per thread.
 DEFAULT_DURATION = 0.5
 #: A worker may hold this much estimated work per thread beyond one task per thread.
-TARGET_SECONDS_PER_THREAD = 0.02
+TARGET_SECONDS_PER_THREAD = 0.05
 MAX_IN_FLIGHT_PER_THREAD = 1000
 #: Dependencies this large pin a task to the worker holding them, even when busy.
 LOCALITY_BYTES = 1 << 20
@@ -71,6 +72,14 @@ class Task:
     error_text: str | None = None  #: scheduler-made error (no pickles here)
     blame: str | None = None  #: the key whose failure erred this one
     broken: str | None = None  #: why this task can never run (e.g. a missing dependency)
+    #: clients the worker running this task notifies itself (fewer hops on the result path)
+    notified: tuple[str, ...] = ()
+    processing_since: float = 0.0  #: event time of the assignment (stealing waits a while)
+    #: the opaque spec until the first assignment carries it (saves the worker a round
+    #: trip to Redis); later assignments (retries, steals) load it from Redis
+    spec: bytes | None = None
+    error_kind: str | None = None  #: "killed-worker" when workers died running it
+    suspicious: int = 0  #: workers that died while running this task
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +93,8 @@ class WorkerInfo:
     has_what: set[str] = field(default_factory=set)
     occupancy: float = 0.0  #: estimated seconds of work assigned
     used_resources: dict[str, float] = field(default_factory=dict)
+    long_running: set[str] = field(default_factory=set)  #: seceded: hold no thread
+    status: str = "running"  #: "paused" while its memory is high: it gets no new tasks
 
 
 def key_prefix(key: str) -> str:
@@ -95,7 +106,21 @@ def key_prefix(key: str) -> str:
 class SchedulerState:
     """Tasks, workers and clients; :meth:`handle` is the only entry point."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed_failures: int = 3, direct_notify: bool = True,
+                 coassign: bool = True) -> None:
+        #: a task errs with KilledWorker once this many workers died while running it
+        self.allowed_failures = allowed_failures
+        #: workers tell the clients wanting a key themselves when it finishes (one hop
+        #: instead of two); the scheduler then notifies only clients that came later
+        self.direct_notify = direct_notify
+        #: a task whose inputs are all being computed on one worker is sent there at once
+        self.coassign = coassign
+        self._coassign_stack: list[Task] = []
+        self._coassigning = False
+        #: key -> (victim, thief) of steal requests awaiting the victim's answer
+        self.stealing: dict[str, tuple[str, str]] = {}
+        self.last_balance = float("-inf")
+        self._now = 0.0  #: time of the event being handled
         self.tasks: dict[str, Task] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self.clients: dict[str, set[str]] = {FIRE_AND_FORGET: set()}  #: client -> wanted keys
@@ -118,12 +143,24 @@ class SchedulerState:
         self.keep_log = False
 
     # -- entry point ---------------------------------------------------------------------
-    def handle(self, *events: ev.Event) -> list[ev.Instruction]:
+    def handle(self, *events: ev.Event, flush: bool = True) -> list[ev.Instruction]:
+        """Apply ``events``; returns the instructions. With ``flush=False`` the task records
+        changed are written by a later :meth:`flush` (the server flushes once per batch, so
+        a task that changes in many entries of a batch is written once)."""
         for event in events:
             self._stimulus = event.stimulus_id
+            self._now = event.time
             handler = _HANDLERS[type(event)]
             handler(self, event)
         self._fill_all_workers()
+        stealing.balance(self, self._now)
+        if flush:
+            self._flush_dirty()
+        out, self._out = self._out, []
+        return out
+
+    def flush(self) -> list[ev.Instruction]:
+        """Records of the tasks changed since the last flush."""
         self._flush_dirty()
         out, self._out = self._out, []
         return out
@@ -183,6 +220,7 @@ class SchedulerState:
         self.tasks[meta.key] = ts
         if meta.spec is not None:
             self._emit(ev.StoreSpec(meta.key, meta.spec))
+            ts.spec = meta.spec  # travels with the first assignment, then only in Redis
         return ts
 
     def _link_dependencies(self, ts: Task) -> None:
@@ -271,15 +309,24 @@ class SchedulerState:
         ws = self.workers.pop(e.address, None)
         if ws is None:
             return
-        self._emit(ev.LogEvent("worker-left", {"worker": e.address}))
+        self._emit(ev.LogEvent("worker-lost" if e.lost else "worker-left", {"worker": e.address}))
+        suspects = _likely_running(ws, self.tasks) if e.lost else set()
         for key in list(ws.processing):
-            ts = self.tasks[key]
+            ts = self.tasks.get(key)
+            if ts is None or ts.processing_on != e.address:
+                continue  # moved already (a co-assigned task whose input was released)
+            if key in suspects:
+                ts.suspicious += 1
+                if ts.suspicious >= self.allowed_failures:
+                    self._killed_worker(ts, e.address)
+                    continue
             self._transition(ts, TS.RELEASED)
-            if self._needed(ts):
+            if ts.state is TS.RELEASED and self._needed(ts):  # (a cascade may have moved it)
                 self._transition(ts, TS.WAITING)
         for key in list(ws.has_what):
             ts = self.tasks[key]
             ts.who_has.discard(e.address)
+            self._mark(ts)  # the stored record's who_has must not name the departed worker
             if ts.state is TS.MEMORY and not ts.who_has and not ts.in_redis:
                 self._data_lost(ts)
         for ts in list(self.tasks.values()):
@@ -287,8 +334,38 @@ class SchedulerState:
                 if ts.state is TS.QUEUED:
                     self._transition(ts, TS.NO_WORKER)
 
+    def _on_missing_data(self, e: ev.MissingData) -> None:
+        """Holders that could not deliver are struck off; data nobody holds is recomputed, and
+        the task that needed it waits again instead of failing."""
+        for dep_key in e.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is None or dep.state is not TS.MEMORY:
+                continue
+            for address in e.tried:
+                dep.who_has.discard(address)
+                ws = self.workers.get(address)
+                if ws is not None:
+                    ws.has_what.discard(dep_key)
+            self._mark(dep)
+            if not dep.who_has and not dep.in_redis:
+                self._data_lost(dep)
+        ts = self.tasks.get(e.key)
+        if ts is not None and ts.state is TS.PROCESSING and ts.processing_on == e.worker:
+            self._transition(ts, TS.RELEASED)
+            if self._needed(ts):
+                self._transition(ts, TS.WAITING)
+
+    def _killed_worker(self, ts: Task, last_worker: str) -> None:
+        text = (f"Attempted to run task {ts.key!r} on {ts.suspicious} different workers, but all "
+                f"those workers died while running it. The last worker was {last_worker}.")
+        ts.error_kind = "killed-worker"
+        self._fail(ts, None, ts.key, text)
+
     def _data_lost(self, ts: Task) -> None:
         """The only copy of a result is gone: recompute it if anything still needs it."""
+        for client in sorted(ts.who_wants):
+            if client != FIRE_AND_FORGET:  # their futures go back to pending, not to error
+                self._emit(ev.Notify(client, ts.key, "lost", {}))
         self._transition(ts, TS.RELEASED)
         if self._needed(ts):
             self._transition(ts, TS.WAITING)
@@ -363,6 +440,38 @@ class SchedulerState:
                 stale.append(key)  # released meanwhile: the copy must not linger
         if stale:
             self._emit(ev.FreeKeys(e.worker, stale))
+
+    def _on_seceded(self, e: ev.TaskSeceded) -> None:
+        """A long-running task left its worker's thread budget: room for its subtasks."""
+        ts = self.tasks.get(e.key)
+        ws = self.workers.get(e.worker)
+        if ts is None or ws is None or ts.processing_on != e.worker:
+            return
+        if e.key not in ws.long_running:
+            ws.long_running.add(e.key)
+            ws.occupancy = max(0.0, ws.occupancy - ts.occupancy)
+            ts.occupancy = 0.0
+
+    def _on_steal_response(self, e: ev.StealResponse) -> None:
+        stealing.answered(self, e)
+
+    def _move_processing(self, ts: Task, ws: WorkerInfo) -> None:
+        """A confirmed steal: the victim dropped ``ts`` unstarted; assign it to ``ws``."""
+        if self.keep_log:
+            self.transition_log.append((ts.key, "processing", "processing", self._stimulus))
+        self._stop_processing(ts)
+        self._t_to_processing(ts, ws)
+        self._mark(ts)
+
+    def has_queued_work(self) -> bool:
+        """Tasks wait at the scheduler (those go to idle workers before any steal)."""
+        while self.queued:
+            priority, key = self.queued[0]
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state is TS.QUEUED and ts.priority == priority:
+                return True
+            heapq.heappop(self.queued)
+        return bool(self.queued_restricted)
 
     # -- wanting and needing -------------------------------------------------------------
     def _want(self, client: str, key: str) -> None:
@@ -450,6 +559,7 @@ class SchedulerState:
             dep = self.tasks[dep_key]
             dep.waiters.add(ts.key)
             if dep.state is TS.ERRED:
+                ts.error_kind = dep.error_kind
                 self._fail(ts, dep.error, dep.blame, dep.error_text)
                 return
             if dep.state is not TS.MEMORY:
@@ -458,6 +568,11 @@ class SchedulerState:
                     heapq.heappush(self._wake_heap, (dep.priority, dep_key))
         if not ts.waiting_on:
             self._ready(ts)
+        elif self.coassign:
+            dep = self.tasks[next(iter(ts.waiting_on))]
+            ws = self.workers.get(dep.processing_on or "")
+            if ws is not None and self._can_coassign(ts, ws):
+                self._transition(ts, TS.PROCESSING, worker=ws)
         self._wake_dependencies()
 
     def _wake_dependencies(self) -> None:
@@ -512,6 +627,7 @@ class SchedulerState:
         self.no_worker.discard(ts.key)
         ts.state = TS.PROCESSING
         ts.processing_on = worker.address
+        ts.processing_since = self._now
         worker.processing.add(ts.key)
         ts.occupancy = self._estimate(ts)
         worker.occupancy += ts.occupancy
@@ -521,41 +637,91 @@ class SchedulerState:
         for dep_key in ts.dependencies:
             dep = self.tasks[dep_key]
             deps[dep_key] = (sorted(dep.who_has), dep.nbytes, dep.in_redis)
-        self._emit(ev.Compute(worker.address, ts.key, ts.priority, deps, ts.resources))
+        wants = ts.who_wants
+        if self.direct_notify and wants:
+            ts.notified = tuple(c for c in wants if c != FIRE_AND_FORGET)
+        self._emit(ev.Compute(worker.address, ts.key, ts.priority, deps, ts.resources,
+                              list(ts.notified), ts.spec))
+        ts.spec = None
+        if ts.dependents and self.coassign:
+            self._coassign_dependents(ts, worker)
+
+    def _coassign_dependents(self, ts: Task, ws: WorkerInfo) -> None:
+        """Dependents waiting only on tasks now processing on ``ws`` go to ``ws`` at once:
+        the worker runs each as soon as its inputs are computed there, with no round trip
+        through the scheduler between them (a chain runs at the worker's own speed).
+        Iterative, so a chain of a million is not walked by recursion."""
+        self._coassign_stack.append(ts)
+        if self._coassigning:
+            return
+        self._coassigning = True
+        try:
+            while self._coassign_stack:
+                t = self._coassign_stack.pop()
+                for key in t.dependents:
+                    d = self.tasks.get(key)
+                    if d is not None and d.state is TS.WAITING and self._can_coassign(d, ws):
+                        self._transition(d, TS.PROCESSING, worker=ws)
+        finally:
+            self._coassigning = False
+
+    def _can_coassign(self, ts: Task, ws: WorkerInfo) -> bool:
+        if ts.restrictions or ts.resources or ts.broken is not None or not ts.waiting_on:
+            return False
+        if len(ws.processing) >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
+            return False
+        for key in ts.waiting_on:
+            dep = self.tasks[key]
+            # an input that could move (retry, steal) would leave us waiting for nothing
+            if (dep.state is not TS.PROCESSING or dep.processing_on != ws.address
+                    or dep.retries or key in ws.long_running or key in self.stealing):
+                return False
+        return True
 
     def _stop_processing(self, ts: Task) -> WorkerInfo | None:
         ws = self.workers.get(ts.processing_on or "")
         ts.processing_on = None
+        ts.notified = ()
+        if self.stealing:
+            self.stealing.pop(ts.key, None)
         if ws is not None and ts.key in ws.processing:
             ws.processing.discard(ts.key)
+            ws.long_running.discard(ts.key)
             ws.occupancy = max(0.0, ws.occupancy - ts.occupancy) if ws.processing else 0.0
             for name, amount in (ts.resources or {}).items():
                 ws.used_resources[name] = ws.used_resources.get(name, 0) - amount
         return ws
 
     def _t_processing_memory(self, ts: Task, worker: str, inline: bytes | None = None) -> None:
+        told = ts.notified  # the worker notified these clients itself
+        ts.waiting_on = set()  # co-assigned, finished before its input's report arrived
         self._stop_processing(ts)
         ts.state = TS.MEMORY
         ws = self.workers.get(worker)
         if ws is not None:
             ts.who_has.add(worker)
             ws.has_what.add(ts.key)
-        self._after_memory(ts, inline)
+        self._after_memory(ts, inline, told)
 
     def _t_released_memory(self, ts: Task) -> None:
         """Data arrived from outside (scatter) rather than from running the task."""
         ts.state = TS.MEMORY
         self._after_memory(ts, None)
 
-    def _after_memory(self, ts: Task, inline: bytes | None) -> None:
+    def _after_memory(self, ts: Task, inline: bytes | None, told: tuple[str, ...] = ()) -> None:
         for client in list(ts.who_wants):
             if client == FIRE_AND_FORGET:
                 self._unwant(FIRE_AND_FORGET, [ts.key])
-            else:
+            elif client not in told:
                 self._notify_one(client, ts, inline)
         for dep_key in ts.dependents:
             dts = self.tasks.get(dep_key)
-            if dts is None or dts.state is not TS.WAITING:
+            if dts is None:
+                continue
+            if dts.state is TS.PROCESSING:  # co-assigned: it waited for us on our worker
+                dts.waiting_on.discard(ts.key)
+                continue
+            if dts.state is not TS.WAITING:
                 continue
             dts.waiting_on.discard(ts.key)
             if not dts.waiting_on:
@@ -576,14 +742,15 @@ class SchedulerState:
     def _t_to_erred(self, ts: Task) -> None:
         """Mark ``ts`` erred; every dependent still waiting errs with the same failure."""
         # copied first: ``ts`` itself may be released (clearing its error) while we go
-        failure = ts.error, ts.blame, ts.error_text
+        failure = ts.error, ts.blame, ts.error_text, ts.error_kind
         stack = [ts]
         while stack:
             t = stack.pop()
             if t is not ts:
-                if t.state not in (TS.WAITING, TS.QUEUED, TS.NO_WORKER):
+                if t.state not in (TS.WAITING, TS.QUEUED, TS.NO_WORKER) and not (
+                        t.state is TS.PROCESSING and t.waiting_on):  # co-assigned
                     continue
-                t.error, t.blame, t.error_text = failure
+                t.error, t.blame, t.error_text, t.error_kind = failure
                 if self.keep_log:
                     self.transition_log.append((t.key, t.state.value, "erred", self._stimulus))
             self._enter_erred(t)
@@ -591,7 +758,10 @@ class SchedulerState:
 
     def _enter_erred(self, ts: Task) -> None:
         if ts.state is TS.PROCESSING:
+            worker, coassigned = ts.processing_on, bool(ts.waiting_on)
             self._stop_processing(ts)
+            if coassigned and worker in self.workers:  # it waits there for data never coming
+                self._emit(ev.FreeKeys(worker, [ts.key]))
         self.queued_restricted.discard(ts.key)
         self.no_worker.discard(ts.key)
         ts.state = TS.ERRED
@@ -608,6 +778,16 @@ class SchedulerState:
                 dep.waiters.discard(ts.key)
                 self._release_if_unneeded(dep)
 
+    def _uncoassign(self, ts: Task) -> None:
+        """``ts`` stopped processing without a result: dependents co-assigned to wait for it
+        on its worker wait at the scheduler again."""
+        for key in list(ts.dependents):
+            d = self.tasks.get(key)
+            if d is not None and d.state is TS.PROCESSING and ts.key in d.waiting_on:
+                self._transition(d, TS.RELEASED)
+                if d.state is TS.RELEASED and self._needed(d):  # (the cascade may have)
+                    self._transition(d, TS.WAITING)
+
     def _t_to_released(self, ts: Task) -> None:
         start = ts.state
         if start is TS.PROCESSING:
@@ -622,7 +802,7 @@ class SchedulerState:
         elif start is TS.NO_WORKER:
             self.no_worker.discard(ts.key)
         ts.state = TS.RELEASED
-        ts.error = ts.blame = ts.error_text = None
+        ts.error = ts.blame = ts.error_text = ts.error_kind = None
         for dep_key in ts.dependencies:
             dep = self.tasks.get(dep_key)
             if dep is not None:
@@ -632,6 +812,8 @@ class SchedulerState:
             if dep is not None and dep.state is not TS.RELEASED:
                 self._release_if_unneeded(dep)
         ts.waiting_on = set()
+        if start is TS.PROCESSING and ts.dependents:
+            self._uncoassign(ts)
 
     def _free_data(self, ts: Task) -> None:
         for address in sorted(ts.who_has):
@@ -670,11 +852,18 @@ class SchedulerState:
     def _estimate(self, ts: Task) -> float:
         return self.durations.get(ts.prefix, DEFAULT_DURATION)
 
-    def _has_room(self, ws: WorkerInfo, ts: Task) -> bool:
+    def _resources_free(self, ws: WorkerInfo, ts: Task) -> bool:
         for name, amount in (ts.resources or {}).items():
             if ws.used_resources.get(name, 0) + amount > ws.resources.get(name, 0):
                 return False
-        n = len(ws.processing)
+        return True
+
+    def _has_room(self, ws: WorkerInfo, ts: Task) -> bool:
+        if ws.status != "running":
+            return False
+        if ts.resources and not self._resources_free(ws, ts):
+            return False
+        n = len(ws.processing) - len(ws.long_running)
         if n < ws.nthreads:
             return True
         if n >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
@@ -690,7 +879,7 @@ class SchedulerState:
                 for address in dep.who_has:
                     local[address] = local.get(address, 0) + dep.nbytes
             best = max(candidates, key=lambda w: (local.get(w.address, 0), -_load(w)))
-            if local.get(best.address, 0) >= LOCALITY_BYTES and not ts.resources:
+            if local.get(best.address, 0) >= LOCALITY_BYTES and not ts.resources and best.status == "running":
                 return best
             if self._has_room(best, ts):
                 return best
@@ -746,6 +935,8 @@ class SchedulerState:
                 info["error"] = ts.error
             if ts.error_text is not None:
                 info["error_text"] = ts.error_text
+            if ts.error_kind is not None:
+                info["kind"] = ts.error_kind
             self._emit(ev.Notify(client, ts.key, "erred", info))
 
     def _flush_dirty(self) -> None:
@@ -793,18 +984,37 @@ class SchedulerState:
                 assert self.tasks[key].processing_on == address
             for key in ws.has_what:
                 assert address in self.tasks[key].who_has, (address, key)
+            assert ws.long_running <= ws.processing, (address, ws.long_running - ws.processing)
+            for key in ws.processing:  # co-assigned tasks wait only for inputs computed there
+                for dep in self.tasks[key].waiting_on:
+                    assert self.tasks[dep].processing_on == address, (key, dep)
+        for key, (victim, _) in self.stealing.items():
+            assert self.tasks[key].processing_on == victim, (key, victim)
 
     def story(self, key: str) -> list[tuple[str, str, str, str]]:
         return [entry for entry in self.transition_log if entry[0] == key]
 
 
+def _likely_running(ws: WorkerInfo, tasks: dict[str, Task]) -> set[str]:
+    """The tasks a dead worker was probably running: its seceded ones and, of the others,
+    as many as it has threads, highest priority first (it runs them in that order). Only
+    these become suspects: a worker holds many more quick tasks than it runs at once, and
+    blaming all of them would err innocent tasks with KilledWorker."""
+    waiting = sorted((k for k in ws.processing if k not in ws.long_running),
+                     key=lambda k: tasks[k].priority)
+    return set(waiting[: ws.nthreads]) | ws.long_running
+
+
 def _load(ws: WorkerInfo) -> float:
-    return len(ws.processing) / ws.nthreads
+    return (len(ws.processing) - len(ws.long_running)) / ws.nthreads
+
+
+_STATE_NAMES = {s: s.value for s in TaskState}
 
 
 def task_record(ts: Task) -> dict[str, Any]:
     """What is stored in the ``tasks`` hash (msgpack): enough to answer who_has and rebuild."""
-    record: dict[str, Any] = {"s": ts.state.value, "p": list(ts.priority)}
+    record: dict[str, Any] = {"s": _STATE_NAMES[ts.state], "p": ts.priority}
     if ts.dependencies:
         record["d"] = sorted(ts.dependencies)
     if ts.who_has:
@@ -819,6 +1029,22 @@ def task_record(ts: Task) -> dict[str, Any]:
         record["on"] = ts.processing_on
     if ts.type_name:
         record["t"] = ts.type_name
+    if ts.restrictions:
+        record["w"] = sorted(ts.restrictions)
+    if ts.loose:
+        record["l"] = 1
+    if ts.retries:
+        record["rt"] = ts.retries
+    if ts.resources:
+        record["res"] = ts.resources
+    if ts.state is TS.ERRED:
+        record["b"] = ts.blame
+        if ts.error_text is not None:
+            record["et"] = ts.error_text
+        if ts.error_kind is not None:
+            record["ek"] = ts.error_kind
+    if ts.suspicious:
+        record["k"] = ts.suspicious
     return record
 
 
@@ -850,6 +1076,8 @@ _TRANSITIONS: dict[tuple[TS, TS], _T] = {
 }
 
 _HANDLERS: dict[type, Callable[[SchedulerState, Any], None]] = {
+    ev.StateRestored: recovery.on_restored,
+    ev.MissingData: SchedulerState._on_missing_data,
     ev.GraphSubmitted: SchedulerState._on_graph,
     ev.KeysReleased: SchedulerState._on_released,
     ev.KeysCancelled: SchedulerState._on_cancelled,
@@ -862,4 +1090,9 @@ _HANDLERS: dict[type, Callable[[SchedulerState, Any], None]] = {
     ev.TaskErred: SchedulerState._on_erred,
     ev.DataScattered: SchedulerState._on_scattered,
     ev.DataReplicated: SchedulerState._on_replicated,
+    ev.TaskSeceded: SchedulerState._on_seceded,
+    ev.StealResponse: SchedulerState._on_steal_response,
+    ev.WorkerStatusChanged: dataops.on_worker_status,
+    ev.DropReplicas: dataops.on_drop_replicas,
+    ev.Barrier: dataops.on_barrier,
 }

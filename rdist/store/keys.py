@@ -8,7 +8,7 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.messag
     worker:<address>    inbound to one worker; consumer group ``worker``
     client:<id>         inbound to one client (read with plain XREAD by its one reader)
     heartbeats          worker metrics, capped with MAXLEN ~
-    events              cluster event log (worker joins/leaves, task stream), capped
+    events              cluster event log (worker joins/leaves, ...), capped
     taskstream          task executions, one entry per worker report batch (capped MAXLEN ~):
                         msgpack ``{"w": worker, "r": [[key, worker, thread, start, stop,
                         status, error, traceback], ...]}`` -- times in epoch seconds, status
@@ -24,6 +24,15 @@ Hashes
     results   key -> serialized small result, or serialized (exception, traceback) for errors
     clients   client id -> msgpack {last_seen, name}
     meta      secret (peer authentication), version, scheduler lease holder
+    transfer:<request>:<key>
+              data moving through Redis (transfer mode ``redis``, or ``auto`` when a peer
+              is unreachable): field ``m`` = msgpack {head, n}, fields ``<frame>.<chunk>``
+              = raw chunks; expires after ``RDIST_TRANSFER_TTL`` s, deleted once read
+              (``rdist.comm.relay``)
+
+Strings
+    lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
+              (``rdist.store.lease``; renewed by a Lua compare-and-expire)
 """
 
 from __future__ import annotations
@@ -101,3 +110,10 @@ class Keys:
     @property
     def meta(self) -> str:
         return self._k("meta")
+
+    @property
+    def lease(self) -> str:
+        return self._k("lease")
+
+    def transfer(self, request_id: str, key: str = "") -> str:
+        return self._k(f"transfer:{request_id}:{key}")

@@ -41,7 +41,7 @@ PAGES = (
     ("pages.tasks", "Tasks"),
     ("pages.events", "Events"),
 )
-OPEN_ENDPOINTS = frozenset({"pages.health", "static"})
+OPEN_ENDPOINTS = frozenset({"pages.health", "pages.login", "static"})
 
 
 @dataclass
@@ -142,15 +142,25 @@ def _require_token() -> Any:
                 401,
                 mimetype="text/plain",
             )
-        return Response(render_template("login.html", pages=PAGES, failed=bool(given)), 401)
-    if request.args.get("token"):  # a browser logging in: set a cookie, drop the token from the URL
+        return _login_page(request.full_path.rstrip("?"), failed=bool(given))
+    if request.args.get("token"):  # a link with the token: set a cookie, drop it from the URL
         args = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "token"])
-        response = redirect(request.path + ("?" + args if args else ""))
-        response.set_cookie(
-            COOKIE, dash.session_value(), httponly=True, samesite="Strict", secure=request.is_secure
-        )
-        return response
+        return _logged_in(request.path + ("?" + args if args else ""))
     return None
+
+
+def _login_page(next_path: str, failed: bool) -> Response:
+    html = render_template("login.html", pages=PAGES, failed=failed, next_path=next_path)
+    return Response(html, 401)
+
+
+def _logged_in(next_path: str) -> Any:
+    """Redirect with the session cookie. Secure behind an HTTPS proxy too (Heroku's router)."""
+    response = redirect(next_path)
+    https = request.is_secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+    response.set_cookie(COOKIE, _dashboard().session_value(), httponly=True, samesite="Strict",
+                        secure=https)
+    return response
 
 
 def _security_headers(response: Response) -> Response:
@@ -209,6 +219,18 @@ pages.add_url_rule("/", view_func=_page("status.html", "pages.status"))
 pages.add_url_rule("/workers", view_func=_page("workers.html", "pages.workers"))
 pages.add_url_rule("/tasks", view_func=_page("tasks.html", "pages.tasks"))
 pages.add_url_rule("/events", view_func=_page("events.html", "pages.events"))
+
+
+@pages.route("/login", methods=["POST"])
+def login() -> Any:
+    """The login form posts here, so the token never appears in a URL or an access log."""
+    dash = _dashboard()
+    next_path = request.form.get("next") or "/"
+    if not next_path.startswith("/") or next_path.startswith("//"):
+        next_path = "/"  # only ever back into this dashboard
+    if not dash.authorized(request.form.get("token"), None):
+        return _login_page(next_path, failed=True)
+    return _logged_in(next_path)
 
 
 @pages.route("/health")

@@ -153,3 +153,38 @@ class DashboardProcess:
         self._drain.join(2)  # EOF arrives once the process has gone
         if self.process.stdout is not None and not self._drain.is_alive():
             self.process.stdout.close()
+
+
+class DashboardThread:
+    """The dashboard served from a thread of this process: for ``fakeredis://`` clusters,
+    whose in-memory server another process cannot see (tests, in-process LocalClusters)."""
+
+    def __init__(self, redis_url: str, cluster: str, address: str | int) -> None:
+        from rdist.config import load_config
+
+        host, port = parse_address(address)
+        overrides = {
+            "redis.url": redis_url,
+            "redis.cluster": cluster,
+            "dashboard.host": host,
+            "dashboard.port": port,
+        }
+        self.server = DashboardServer(load_config(overrides))
+        self.link = self.server.url
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, daemon=True, name="rdist-dashboard"
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self.server.shutdown()
+        self._thread.join(timeout)
+
+
+def start_dashboard(
+    redis_url: str, cluster: str, address: str | int
+) -> DashboardProcess | DashboardThread:
+    """A dashboard for LocalCluster: its own process, or a thread for in-memory fakeredis."""
+    if redis_url.startswith("fakeredis://"):
+        return DashboardThread(redis_url, cluster, address)
+    return DashboardProcess(redis_url, cluster, address)

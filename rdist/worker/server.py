@@ -16,17 +16,19 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import psutil
 
-from rdist.comm.tcp import ConnectionPool, Server
+from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.protocol import messages, serialize, spec, taskstream
 from rdist.protocol.messages import MalformedMessage
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors, EmptyReadGuard, ResponseError
 from rdist.store.keys import PAYLOAD_FIELD, WORKER_GROUP
+from rdist.worker import execution, handoff
+from rdist.worker.dataplane import DATA_OPS, DataPlane, check_data_message, listen_address_of
+from rdist.worker.memory import MemoryFractions, MemoryMonitor, SpillBuffer
 from rdist.worker.state import Decisions, WorkerState, WTask
 from rdist.worker.sizeof import sizeof
 
@@ -40,7 +42,7 @@ BATCH_ENTRIES = 100
 BLOCK_MS = 500
 HEARTBEAT_SECONDS = 1.0
 HEARTBEATS_MAXLEN = 1000
-KNOWN_OPS = frozenset({"batch", "run", "stop"})
+KNOWN_OPS = frozenset({"batch", "run", "stop"}) | DATA_OPS
 
 _thread_state = threading.local()
 _PROCESS = psutil.Process()
@@ -58,29 +60,40 @@ class Worker:
     def __init__(self, store: RedisStore, nthreads: int = 1, name: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, memory_limit: int = 0,
                  resources: dict[str, float] | None = None,
-                 contact_host: str | None = None) -> None:
+                 contact_host: str | None = None, listen_address: str | None = None,
+                 contact_address: str | None = None, transfer: str | None = None,
+                 memory_fractions: MemoryFractions | None = None,
+                 spill_directory: str | None = None) -> None:
         self.store = store
         self.nthreads = max(1, nthreads)
         self.memory_limit = memory_limit
         self.resources = dict(resources or {})
         self.state = WorkerState()
         self.lock = threading.RLock()
-        self.data: dict[str, Any] = {}
-        self.nbytes: dict[str, int] = {}
+        fractions = memory_fractions or MemoryFractions.from_env()
+        #: key -> value, spilling least recently used data to disk past the target fraction
+        self.data = SpillBuffer(int(fractions.target * memory_limit), spill_directory)
+        self.nbytes = self.data.nbytes
+        self.monitor = MemoryMonitor(self.data, memory_limit, fractions, self._set_paused)
+        self.status = "running"  #: "paused" while memory is past the pause fraction
+        self.running = threading.Event()  #: clear while paused: no new tasks, no new fetches
+        self.running.set()
         self.stop_event = threading.Event()
         #: set when close() has finished, so a second caller can wait for the first
         self.closed = threading.Event()
-        self.ready: queue.PriorityQueue[tuple[tuple[Any, ...], int, WTask | None]] = queue.PriorityQueue()
+        self.ready = execution.ReadyQueue(self.nthreads, self.resources)
+        self.durations: dict[str, float] = {}  #: key prefix -> last duration (inline runs)
+        self._client: Any = None  #: get_client() inside tasks
+        self._stream_owner: int | None = None  #: the thread reading our stream
         self.completions: queue.Queue[list[Any] | None] = queue.Queue()
         self.funcs: OrderedDict[bytes, Callable[..., Any]] = OrderedDict()
         self._seq = 0
         self.secret = self._cluster_secret()
-        self.server = Server(host, port, self.secret, self._handle_data_request)
-        advertised = contact_host or (self.server.host if self.server.host not in ("0.0.0.0", "::") else socket.gethostname())
-        self.address = f"tcp://{advertised}:{self.server.port}"
+        self.dataplane = DataPlane(self, listen_address_of(host, port, listen_address),
+                                   contact_address or contact_host, transfer)
+        self.server, self.peers = self.dataplane.listener, self.dataplane.pool
+        self.address = self.dataplane.address
         self.name = name or self.address
-        self.peers = ConnectionPool(self.secret)
-        self.fetchers = ThreadPoolExecutor(4, thread_name_prefix="rdist-fetch")
         self.stream = store.keys.worker_stream(self.address)
         self.executed = 0
         #: dependencies copied here since the last report; the scheduler records the
@@ -99,29 +112,45 @@ class Worker:
     def info(self) -> dict[str, Any]:
         return {"address": self.address, "name": self.name, "nthreads": self.nthreads,
                 "memory_limit": self.memory_limit, "resources": self.resources,
-                "host": socket.gethostname(), "pid": os.getpid(), "status": "running"}
+                "host": socket.gethostname(), "pid": os.getpid(), "status": self.status,
+                "transfer": self.dataplane.mode}
 
     def start(self) -> None:
         self.server.start()
+        self._announce()
+        targets: list[tuple[str, Callable[[], None]]] = [
+            ("rdist-stream", self._stream_loop), ("rdist-report", self._report_loop),
+            ("rdist-heartbeat", self._heartbeat_loop),
+        ]
+        targets += [(f"rdist-exec-{i}", self._execute_loop) for i in range(self.nthreads)]
+        if self.memory_limit:
+            targets.append(("rdist-memory", lambda: self.monitor.run(self.stop_event)))
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("worker %s (%s) started with %d threads", self.address, self.name, self.nthreads)
+
+    def _announce(self) -> None:
         self.store.ensure_group(self.stream, WORKER_GROUP, start="0")
         keys = self.store.keys
         info = self.info()
         pipe = self.store.pipeline()
         pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("worker-join", **info)})
         pipe.hset(keys.workers, self.address, messages.pack({**info, **self._metrics()}))
-        pipe.xadd(keys.events, {PAYLOAD_FIELD: messages.encode("worker-joined", worker=self.address, name=self.name)},
-                  maxlen=10_000, approximate=True)
         pipe.execute()
-        targets: list[tuple[str, Callable[[], None]]] = [
-            ("rdist-stream", self._stream_loop), ("rdist-report", self._report_loop),
-            ("rdist-heartbeat", self._heartbeat_loop),
-        ]
-        targets += [(f"rdist-exec-{i}", self._execute_loop) for i in range(self.nthreads)]
-        for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        log.info("worker %s (%s) started with %d threads", self.address, self.name, self.nthreads)
+
+    def _rejoin(self) -> None:
+        """Our stream is gone: the scheduler declared us dead (e.g. we stalled past the
+        heartbeat timeout) and rescheduled our work. Start afresh and join again."""
+        log.warning("worker %s was removed by the scheduler: dropping its state and rejoining",
+                    self.address)
+        with self.lock:
+            self.state = WorkerState()
+            self.data.clear()
+            self.nbytes.clear()
+            self.replicas = []
+        self._announce()
 
     def close(self) -> None:
         """Leave cleanly: tell the scheduler, stop threads, close the data server."""
@@ -132,16 +161,17 @@ class Worker:
         self.stop_event.set()
         keys = self.store.keys
         try:
+            moved = handoff.hand_off(self)
             pipe = self.store.pipeline()
+            for peer, peer_keys in moved.items():  # before we leave, so nothing counts as lost
+                pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("add-keys", worker=peer, keys=peer_keys)})
             pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("worker-leave", address=self.address)})
             pipe.hdel(keys.workers, self.address)
-            pipe.xadd(keys.events, {PAYLOAD_FIELD: messages.encode("worker-left", worker=self.address)},
-                      maxlen=10_000, approximate=True)
             pipe.execute()
         except ConnectionErrors:
             log.warning("could not announce departure of %s: redis unavailable", self.address)
-        for _ in range(self.nthreads):
-            self.ready.put(((float("inf"),), 0, None))
+        self.ready.close()
+        self.running.set()  # wake threads waiting out a pause
         self.completions.put(None)
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -150,9 +180,8 @@ class Worker:
             self.store.pipeline().delete(self.stream).hdel(keys.workers, self.address).execute()
         except ConnectionErrors:
             pass
-        self.server.close()
-        self.peers.close()
-        self.fetchers.shutdown(wait=False, cancel_futures=True)
+        self.dataplane.close()
+        self.data.close()  # removes the spill directory
         for store in (self._reader, self._reporter_store):
             store.close()
         self.closed.set()
@@ -162,20 +191,33 @@ class Worker:
         self.stop_event.wait()
 
     # -- the stream loop -----------------------------------------------------------------
-    def _stream_loop(self) -> None:
+    def _stream_loop(self, reader: RedisStore | None = None) -> None:
         guard = EmptyReadGuard(self.stop_event)
         ack: list[bytes] = []
+        reports: list[list[Any]] = []  #: outcomes of tasks run here, sent with the next read
+        reader = reader or self._reader
+        me = self._stream_owner = threading.get_ident()
+        _thread_state.worker = self  # quick tasks run on this thread too
         while not self.stop_event.is_set():
+            if self._stream_owner != me:  # a task run here seceded: another thread reads now
+                if reports:
+                    self._report(reports)
+                if ack:
+                    reader.pipeline().xack(self.stream, WORKER_GROUP, *ack).xdel(self.stream, *ack).execute()
+                reader.close()
+                return
             started = time.monotonic()
 
-            def before(pipe: Any, ids: list[bytes] = ack) -> None:
+            def before(pipe: Any, ids: list[bytes] = ack, done: list[list[Any]] = reports) -> None:
+                if done:
+                    self._report(done, into=pipe)
                 if ids:
                     pipe.xack(self.stream, WORKER_GROUP, *ids)
                     pipe.xdel(self.stream, *ids)
 
             try:
-                entries = self._reader.read_group(self.stream, WORKER_GROUP, self.address,
-                                                  BATCH_ENTRIES, BLOCK_MS, before=before)
+                entries = reader.read_group(self.stream, WORKER_GROUP, self.address,
+                                            BATCH_ENTRIES, BLOCK_MS, before=before)
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
                     return
@@ -187,12 +229,14 @@ class Worker:
                     return
                 if "NOGROUP" not in str(exc):
                     raise
-                self.store.ensure_group(self.stream, WORKER_GROUP, start="0")
+                self._rejoin()
                 continue
             guard.after_read(bool(entries), started, BLOCK_MS)
             ack = [entry_id for entry_id, _ in entries]
+            reports = []
             if entries:
                 self._handle_entries(entries)
+                reports = self._run_inline()
 
     def _handle_entries(self, entries: list[tuple[bytes, bytes | None]]) -> None:
         actions: list[list[Any]] = []
@@ -211,6 +255,8 @@ class Worker:
                 threading.Thread(target=self._run_function, args=(msg,), daemon=True).start()
             elif op == "stop":
                 threading.Thread(target=self.close, daemon=True).start()
+            elif op in DATA_OPS:
+                self.dataplane.handle_message(msg)
         if actions:
             self._apply(actions)
 
@@ -218,18 +264,24 @@ class Worker:
         """Load what the new tasks need from Redis in one round trip, then hand them to the state."""
         specs = self._load_batch(actions)
         out = Decisions()
+        stolen: list[list[Any]] = []
         with self.lock:
             for action in actions:
                 if action[0] == "c":
-                    self.state.compute(action[1], action[2], action[3], out, specs.get(action[1]))
+                    self.state.compute(action[1], action[2], action[3], out, specs.get(action[1]),
+                                       action[6] if len(action) > 6 else None, action[4])
                 elif action[0] == "f":
                     for key in action[1]:
                         self.state.free(key, out)
+                elif action[0] == "s":
+                    stolen.append(["t", action[1], self.state.steal(action[1])])
+        if stolen:
+            self.completions.put(stolen)
         for key in out.drop_data:
-            self.data.pop(key, None)
-            self.nbytes.pop(key, None)
+            self.data.discard(key)
         if out.already_done:
-            self.completions.put([self._done_record(k) for k in out.already_done])
+            clients = {a[1]: a[6] for a in actions if a[0] == "c" and len(a) > 6}
+            self.completions.put([self._done_record(k, clients.get(k)) for k in out.already_done])
         if out.fetch:
             self._fetch_from_peers(out.fetch)
         self._enqueue(out.ready)
@@ -240,27 +292,30 @@ class Worker:
         # its spec even though its old result is still here when the batch is loaded
         freed = {key for a in actions if a[0] == "f" for key in a[1]}
         with self.lock:
-            new = [a[1] for a in actions if a[0] == "c" and (a[1] in freed or (
+            needed = [a for a in actions if a[0] == "c" and (a[1] in freed or (
                 a[1] not in self.state.tasks and a[1] not in self.state.have))]
             small = list({dep for a in actions if a[0] == "c" for dep, info in a[3].items()
                           if info[2] and dep not in self.state.have})
-        if not new and not small:
-            return {}
-        keys = self.store.keys
-        pipe = self.store.pipeline()
-        if new:
-            pipe.hmget(keys.specs, new)
-        if small:
-            pipe.hmget(keys.results, small)
-        replies = pipe.execute()
-        if small:
-            for key, blob in zip(small, replies[-1]):
-                if blob is not None:  # missing ones are fetched from peers (or fail) later
-                    with self.lock:
-                        self._store_value(key, serialize.from_blob(blob), len(blob))
-                        self.state.have.add(key)
-                        self.replicas.append(key)
-        return self._unpack_specs(new, replies[0]) if new else {}
+        raw: dict[str, bytes | None] = {a[1]: a[5] for a in needed if len(a) > 5 and a[5]}
+        new = [a[1] for a in needed if a[1] not in raw]
+        if new or small:
+            keys = self.store.keys
+            pipe = self.store.pipeline()
+            if new:
+                pipe.hmget(keys.specs, new)
+            if small:
+                pipe.hmget(keys.results, small)
+            replies = pipe.execute()
+            if new:
+                raw.update(zip(new, replies[0]))
+            if small:
+                for key, blob in zip(small, replies[-1]):
+                    if blob is not None:  # missing ones are fetched from peers (or fail) later
+                        with self.lock:
+                            self._store_value(key, serialize.from_blob(blob), len(blob))
+                            self.state.have.add(key)
+                            self.replicas.append(key)
+        return self._unpack_specs(list(raw), list(raw.values())) if raw else {}
 
     def _unpack_specs(self, keys: list[str], raws: list[bytes | None]) -> dict[str, Any]:
         """key -> (function, args blob, mode), or the error that running it should raise."""
@@ -298,73 +353,132 @@ class Worker:
             self.funcs.popitem(last=False)
 
     def _enqueue(self, tasks: list[WTask]) -> None:
-        for ts in tasks:
-            self._seq += 1
-            self.ready.put((ts.priority, self._seq, ts))
+        self.ready.put(tasks)
 
     # -- dependencies ----------------------------------------------------------------------
     def _fetch_from_peers(self, wanted: dict[str, tuple[list[str], int, bool]]) -> None:
-        """Large inputs come from the peers holding them: one request per peer, in threads."""
-        by_holders: dict[tuple[str, ...], list[str]] = {}
-        for key, (holders, _, _) in wanted.items():
-            by_holders.setdefault(tuple(holders), []).append(key)
-        for holders, keys in by_holders.items():
-            self.fetchers.submit(self._fetch_from_holders, list(holders), keys)
+        """Large inputs come from the peers holding them, in batches (``dataplane``); each
+        batch ends in :meth:`_fetched`."""
+        self.dataplane.fetch(wanted)
 
-    def _fetch_from_holders(self, holders: list[str], keys: list[str]) -> None:
-        """Ask each holder in turn for what is still missing."""
-        missing = list(keys)
-        for peer in holders:
-            try:
-                values = self.get_from_peer(peer, missing)
-            except Exception as exc:
-                log.warning("worker %s: fetching %s from %s failed: %s", self.address, missing, peer, exc)
-                continue
-            with self.lock:
-                for key, value in values.items():
-                    self._store_value(key, value, sizeof(value))
-                self.replicas.extend(values)
-            self._fetched(list(values), [])
-            missing = [k for k in missing if k not in values]
-            if not missing:
-                return
-        self._fetched([], missing)
+    def wait_until_running(self) -> None:
+        """Block while the worker is paused (memory); returns at once when it runs."""
+        self.running.wait()
 
-    def get_from_peer(self, peer: str, keys: list[str]) -> dict[str, Any]:
-        if peer == self.address:
-            return {k: self.data[k] for k in keys if k in self.data}
-        header, frames = self.peers.request(peer, {"op": "get", "keys": keys})
-        return decode_items(header, frames)
+    def _set_paused(self, paused: bool) -> None:
+        """The memory monitor's verdict: a paused worker starts nothing new, and the
+        scheduler assigns it nothing new, until memory is back under the pause fraction."""
+        self.status = "paused" if paused else "running"
+        (self.running.clear if paused else self.running.set)()
+        keys = self.store.keys
+        try:
+            pipe = self.store.pipeline()
+            pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode(
+                "worker-status", address=self.address, status=self.status)})
+            pipe.hset(keys.workers, self.address, messages.pack({**self.info(), **self._metrics()}))
+            pipe.execute()
+        except ConnectionErrors as exc:
+            log.warning("worker %s: cannot report status %s: %s", self.address, self.status, exc)
 
-    def _fetched(self, got: list[str], lost: list[str]) -> None:
+    def _fetched(self, got: list[str], lost: list[str], tried: list[str] = ()) -> None:  # type: ignore[assignment]
         out = Decisions()
         with self.lock:
             self.state.fetched(got, out)
             failed = self.state.fetch_failed(lost) if lost else []
-        if failed:
-            error = RuntimeError(f"could not fetch dependencies {lost} (the data is gone)")
-            self.completions.put([self._error_record(k, error, "", 0.0) for k in failed])
+        if failed:  # not the task's fault: the scheduler finds (or recomputes) the data
+            self.completions.put([["x", k, lost, list(tried)] for k in failed])
         self._enqueue(out.ready)
 
-    def _store_value(self, key: str, value: Any, nbytes: int) -> None:
-        self.data[key] = value
-        self.nbytes[key] = nbytes
+    def _store_value(self, key: str, value: Any, nbytes: int, frames: list[Any] | None = None) -> None:
+        self.data.set(key, value, nbytes, frames)
 
     # -- execution -----------------------------------------------------------------------
     def _execute_loop(self) -> None:
         _thread_state.worker = self
         while True:
-            _, _, ts = self.ready.get()
+            self.wait_until_running()
+            ts = self.ready.get()
             if ts is None or self.stop_event.is_set():
                 return
-            with self.lock:
-                if not self.state.start(ts):
-                    continue
-            record = self._execute(ts)
-            if self.ready.empty() and self.completions.empty():
+            record, context = self._run_one(ts)
+            if not len(self.ready) and self.completions.empty():
                 self._report([record])  # nothing else to batch with: skip the reporter's hop
             else:
                 self.completions.put([record])
+            if context.replaced:  # it seceded: a replacement thread took its place
+                return
+
+    def _run_one(self, ts: WTask) -> tuple[list[Any], execution.TaskContext]:
+        """Run a task the ready queue handed out (holding a slot) and give the slot back."""
+        context = execution.TaskContext(self, ts)
+        record: list[Any] = []
+        with self.lock:
+            started = self.state.start(ts)
+        if started:
+            execution.set_current(context)
+            try:
+                record = self._execute(ts)
+            finally:
+                execution.set_current(None)
+            if record and record[0] == "m":
+                self.durations[ts.key.rpartition("-")[0]] = record[4]
+                woken = Decisions()
+                with self.lock:  # tasks co-assigned here that waited for this result
+                    if ts.key in self.state.have and ts.key in self.state.waiting_for:
+                        self.state.fetched([ts.key], woken)
+                self._enqueue(woken.ready)
+        self.ready.done(ts, seceded=context.seceded)
+        return record, context
+
+    def _is_fast(self, ts: WTask) -> bool:
+        duration = self.durations.get(ts.key.rpartition("-")[0])
+        return duration is not None and duration < execution.INLINE_SECONDS
+
+    def _run_inline(self) -> list[list[Any]]:
+        """Run ready tasks known to be quick on this (the stream) thread while a slot is
+        free: no hand-off to an executor thread, one report for all of them (sent with the
+        next read, in the same round trip)."""
+        records: list[list[Any]] = []
+        deadline = time.monotonic() + (execution.INLINE_BUDGET if self.running.is_set() else 0)
+        while time.monotonic() < deadline:
+            ts = self.ready.try_get(self._is_fast)
+            if ts is None:
+                break
+            record, context = self._run_one(ts)
+            records.append(record)
+            if context.replaced:  # it seceded: this thread must go back to reading
+                break
+        return records
+
+    def _seceded(self, ts: WTask) -> None:
+        """``secede()`` in ``ts``: free its slot, start a replacement thread, tell the
+        scheduler (it no longer counts the task against our threads)."""
+        context = execution.current()
+        if context is not None:
+            context.replaced = True
+        if self._stream_owner == threading.get_ident():  # seceded on the stream thread
+            self._stream_owner = None
+            reader = self._reader.clone()
+            thread = threading.Thread(target=self._stream_loop, args=(reader,),
+                                      name="rdist-stream", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.ready.release_slot()
+        thread = threading.Thread(target=self._execute_loop, name="rdist-exec-x", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self.completions.put([["s", ts.key]])
+
+    def task_client(self) -> Any:
+        """The client tasks on this worker use (``get_client()``), created on first use."""
+        with self.lock:
+            if self._client is None:
+                from rdist.client.client import Client
+
+                self._client = Client(self.store.url, cluster_name=self.store.keys.cluster,
+                                      set_as_default=False, name=f"worker-{self.name}")
+                self._client._on_worker = True
+            return self._client
 
     def _execute(self, ts: WTask) -> list[Any]:
         start = time.time()
@@ -382,37 +496,41 @@ class Worker:
         duration = time.time() - start
         self.executed += 1
         try:
-            record = self._memory_record(ts.key, value, duration)
+            record, frames = self._memory_record(ts.key, value, duration)
+            record.append(ts.clients)
         except serialize.SerializationError as exc:
             with self.lock:
                 report = self.state.finished(ts.key, stored=False)
             error = TypeError(f"result of task {ts.key!r} cannot be serialized: {exc}")
             return self._error_record(ts.key, error, "", duration) if report else []
+        self._store_value(ts.key, value, record[2], frames)  # may spill: not under the lock
         with self.lock:
-            self._store_value(ts.key, value, record[2])
             if not self.state.finished(ts.key, stored=True):
-                self.data.pop(ts.key, None)
+                self.data.discard(ts.key)
                 return []
         return record
 
-    def _memory_record(self, key: str, value: Any, duration: float) -> list[Any]:
-        """``["m", key, nbytes, blob-or-None, duration, type]``; blob set for small results."""
+    def _memory_record(self, key: str, value: Any, duration: float) -> tuple[list[Any], list[Any] | None]:
+        """``["m", key, nbytes, blob-or-None, duration, type]``; blob set for small results.
+        Also the serialized frames of a large result, kept for its first transfer or spill."""
         estimate = sizeof(value)
         blob = None
         if estimate <= REDIS_RESULT_BYTES:
             blob = serialize.to_blob(value)
             if len(blob) > REDIS_RESULT_BYTES:
                 blob = None
+        frames = None
         if blob is None:
             # Large results stay in memory, yet must be transferable: fail now (erring the
-            # task) rather than at the first fetch. Buffers stay out of band, so arrays cost
-            # nothing here.
-            serialize.dumps(value)
+            # task) rather than at the first fetch. The frames are kept, so this is the only
+            # pickling (buffers stay out of band: for arrays they are views, free).
+            frames = serialize.dumps(value)
         nbytes = len(blob) if blob is not None else estimate
-        return ["m", key, nbytes, blob, duration, type(value).__name__]
+        return ["m", key, nbytes, blob, duration, type(value).__name__], frames
 
-    def _done_record(self, key: str) -> list[Any]:
-        return ["m", key, self.nbytes.get(key, 0), None, 0.0, type(self.data.get(key)).__name__]
+    def _done_record(self, key: str, clients: list[str] | None = None) -> list[Any]:
+        return ["m", key, self.nbytes.get(key, 0), None, 0.0, type(self.data.get(key)).__name__,
+                clients]
 
     def _error_record(self, key: str, exc: BaseException, tb: str, duration: float) -> list[Any]:
         try:
@@ -440,42 +558,70 @@ class Worker:
                 batch.append(item)
             self._report(batch)
 
-    def _report(self, batch: list[list[Any]]) -> None:
-        done, erred, results = [], [], {}
+    def _report(self, batch: list[list[Any]], into: Any = None) -> None:
+        done, erred, results, missing = [], [], {}, []
+        notify: dict[str, list[list[Any]]] = {}  #: client -> items it is told directly
+        seceded: list[str] = []
+        stolen: list[list[Any]] = []
         for group in batch:
             records = group if group and isinstance(group[0], list) else [group]
             for rec in records:
                 if not rec:
                     continue
                 if rec[0] == "m":
-                    _, key, nbytes, blob, duration, type_name = rec
+                    _, key, nbytes, blob, duration, type_name, clients = rec
                     in_redis = blob is not None
                     if in_redis:
                         results[key] = blob
                     inline = blob if in_redis and len(blob) <= INLINE_BYTES else None
                     done.append([key, nbytes, in_redis, inline, duration, type_name])
+                    if clients:
+                        info = {"nbytes": nbytes, "redis": in_redis, "who_has": [self.address],
+                                "type": type_name}
+                        if inline is not None:
+                            info["inline"] = inline
+                        for client in clients:
+                            notify.setdefault(client, []).append([key, "memory", info])
+                elif rec[0] == "x":
+                    missing.append(rec[1:])
+                elif rec[0] == "s":
+                    seceded.append(rec[1])
+                elif rec[0] == "t":
+                    stolen.append(rec[1:])
                 else:
                     _, key, blob, duration = rec
                     results[key] = blob
                     erred.append([key, blob, duration])
         with self.lock:
             replicated, self.replicas = self.replicas, []
-        if not done and not erred and not replicated:
+        if not (done or erred or replicated or missing or seceded or stolen):
             return
         keys = self.store.keys
         runs = taskstream.encode_batch(self.address, threading.current_thread().name, time.time(),
                                        done, erred) if done or erred else None
         msg = messages.encode("task-done", worker=self.address, done=done, erred=erred,
-                              replicated=replicated)
+                              replicated=replicated, missing=missing, seceded=seceded,
+                              stolen=stolen)
+        def queue(pipe: Any) -> None:
+            if results:
+                pipe.hset(keys.results, mapping=results)
+            pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
+            # after the scheduler's entry: whatever a client does on hearing of a key
+            # reaches the scheduler after the key's completion
+            for client, items in notify.items():
+                pipe.xadd(keys.client_stream(client),
+                          {PAYLOAD_FIELD: messages.encode("notify", items=items)})
+            if runs is not None:  # one entry per batch: the dashboard's task stream
+                pipe.xadd(keys.taskstream, {PAYLOAD_FIELD: runs},
+                          maxlen=taskstream.TASKSTREAM_MAXLEN, approximate=True)
+
+        if into is not None:  # the caller sends it (with its next read)
+            queue(into)
+            return
         for attempt in range(30):
             try:
                 pipe = self._reporter_store.pipeline()
-                if results:
-                    pipe.hset(keys.results, mapping=results)
-                pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
-                if runs is not None:  # one entry per batch: the dashboard's task stream
-                    pipe.xadd(keys.taskstream, {PAYLOAD_FIELD: runs},
-                              maxlen=taskstream.TASKSTREAM_MAXLEN, approximate=True)
+                queue(pipe)
                 pipe.execute()
                 return
             except ConnectionErrors as exc:
@@ -487,7 +633,8 @@ class Worker:
         proc = _PROCESS  # one object: cpu_percent(None) measures since its previous call
         return {"memory": proc.memory_info().rss, "cpu": proc.cpu_percent(None),
                 "executing": sum(1 for t in self.state.tasks.values() if t.state.value == "executing"),
-                "stored": len(self.data), "stored_bytes": sum(self.nbytes.values()),
+                "stored": len(self.data), "stored_bytes": self.data.memory_bytes,
+                "spilled_bytes": self.data.spilled_bytes,
                 "executed": self.executed, "last_seen": time.time()}
 
     def _heartbeat_loop(self) -> None:
@@ -518,19 +665,6 @@ class Worker:
                               {PAYLOAD_FIELD: messages.encode("run-result", id=msg["id"],
                                                               worker=self.address, **reply)})
 
-    # -- data server -------------------------------------------------------------------------
-    def _handle_data_request(self, header: dict[str, Any], frames: list[bytearray]) -> tuple[dict[str, Any], list[Any]]:
-        op = header.get("op")
-        if op == "get":
-            return encode_items({k: self.data[k] for k in header.get("keys", ()) if k in self.data})
-        if op == "put":
-            values = decode_items(header, frames)
-            with self.lock:
-                for key, value in values.items():
-                    self._store_value(key, value, sizeof(value))
-                    self.state.have.add(key)
-            return {"ok": True}, []
-        return {"error": f"unknown op {op!r}"}, []
 
 
 def check_message(msg: dict[str, Any]) -> None:
@@ -545,6 +679,8 @@ def check_message(msg: dict[str, Any]) -> None:
         if not (isinstance(msg.get("client"), str) and isinstance(msg.get("id"), str)
                 and isinstance(msg.get("func"), bytes)):
             raise MalformedMessage("run message needs client, id and func")
+    elif op in DATA_OPS:
+        check_data_message(msg)
 
 
 def _valid_action(action: Any) -> bool:
@@ -556,32 +692,18 @@ def _valid_action(action: Any) -> bool:
                 and all(isinstance(v, list) and len(v) == 3 for v in action[3].values()))
     if action[0] == "f":
         return len(action) == 2 and isinstance(action[1], list)
+    if action[0] == "s":
+        return len(action) == 2 and isinstance(action[1], str)
     return False
 
 
-def encode_items(values: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    items, frames = [], []
-    for key, value in values.items():
-        # no compression on the data plane: on loopback and LANs lz4 costs more than it saves
-        head, parts = serialize.encode_frames(serialize.dumps(value), compress=False)
-        items.append([key, head, len(parts)])
-        frames.extend(parts)
-    return {"items": items}, frames
-
-
-def decode_items(header: dict[str, Any], frames: list[bytearray]) -> dict[str, Any]:
-    out, pos = {}, 0
-    for key, head, count in header.get("items", ()):
-        parts = serialize.decode_frames(head, frames[pos : pos + count])
-        out[key] = serialize.loads(parts)
-        pos += count
-    return out
-
-
-def run_worker(url: str, cluster: str = "default", **kwargs: Any) -> None:
+def run_worker(url: str, cluster: str = "default", nanny_fd: int | None = None, **kwargs: Any) -> None:
     import signal
 
+    from rdist.procs import tune_gc
+
     worker = Worker(connect(url, cluster), **kwargs)
+    tune_gc()
 
     def on_term(*_: Any) -> None:
         threading.Thread(target=worker.close, daemon=True).start()
@@ -589,6 +711,9 @@ def run_worker(url: str, cluster: str = "default", **kwargs: Any) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     worker.start()
+    if nanny_fd is not None:  # tell the nanny who we are, so it can report our death
+        os.write(nanny_fd, f"{worker.address}\n".encode())
+        os.close(nanny_fd)
     try:
         while not worker.stop_event.wait(1.0):
             pass

@@ -29,6 +29,9 @@ class WTask:
     missing: set[str] = field(default_factory=set)
     #: (function, args blob, mode) once loaded; specs are fetched per batch, not per task
     spec: Any = None
+    #: clients to notify directly when the result is stored
+    clients: list[str] | None = None
+    resources: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -49,7 +52,8 @@ class WorkerState:
         self.waiting_for: dict[str, set[str]] = {}  #: dependency -> tasks waiting for it
 
     def compute(self, key: str, priority: list[Any], deps: dict[str, list[Any]],
-                out: Decisions, task_spec: Any = None) -> None:
+                out: Decisions, task_spec: Any = None, clients: list[str] | None = None,
+                resources: dict[str, float] | None = None) -> None:
         ts = self.tasks.get(key)
         if key in self.have:
             out.already_done.append(key)
@@ -57,15 +61,19 @@ class WorkerState:
         if ts is not None:
             if ts.state is WTaskState.CANCELLED:
                 ts.state = WTaskState.EXECUTING  # its running execution counts again
+            ts.clients = clients or None
             return
         ts = WTask(key, tuple(priority), {k: (list(v[0]), int(v[1]), bool(v[2]))
-                                           for k, v in deps.items()}, spec=task_spec)
+                                           for k, v in deps.items()}, spec=task_spec,
+                   clients=clients or None, resources=resources or None)
         self.tasks[key] = ts
         for dep, info in ts.deps.items():
             if dep in self.have:
                 continue
             ts.missing.add(dep)
             self.waiting_for.setdefault(dep, set()).add(key)
+            if dep in self.tasks and not info[0]:
+                continue  # co-assigned: the input is being computed here; wait for it
             if dep not in self.fetching:
                 self.fetching.add(dep)
                 out.fetch[dep] = info
@@ -83,6 +91,15 @@ class WorkerState:
         if key in self.have and not self._needed_locally(key):
             self.have.discard(key)
             out.drop_data.append(key)
+
+    def steal(self, key: str) -> bool:
+        """The scheduler would move ``key`` to another worker: give it up unless it started
+        (or finished) here. The answer makes the move safe: a task runs only once."""
+        ts = self.tasks.get(key)
+        if ts is None or ts.state not in (WTaskState.FETCHING, WTaskState.READY):
+            return False
+        self._forget_task(ts)
+        return True
 
     def _needed_locally(self, key: str) -> bool:
         return bool(self.waiting_for.get(key))

@@ -116,12 +116,21 @@
   }
 
   // -- task stream ------------------------------------------------------------------------------
+  // The first page of runs comes from the API and the rest from the socket; the two may
+  // overlap by a moment, so a run already shown (same key and end) is skipped.
+  const shown = new Set();
   function onRuns(msg) {
     for (const r of msg.runs || []) {
+      const id = r.key + "|" + r.stop;
+      if (shown.has(id)) continue;
+      shown.add(id);
       r.group = R.groupOf(r.key);
       runs.push(r);
     }
-    if (runs.length > MAX_RUNS) runs = runs.slice(runs.length - MAX_RUNS);
+    if (runs.length > MAX_RUNS) {
+      for (const r of runs.slice(0, runs.length - MAX_RUNS)) shown.delete(r.key + "|" + r.stop);
+      runs = runs.slice(runs.length - MAX_RUNS);
+    }
   }
 
   // Lanes per worker: each run takes the first lane free at its start (greedy interval packing),

@@ -1,0 +1,180 @@
+"""Dask collections on rdist: ``client.get`` for what ``dask.compute`` hands over, and
+``client.compute`` / ``client.persist``.
+
+dask stays optional: it is imported only when a collection (or an expression) arrives.
+Priorities come from ``dask.order`` (tasks are sent in that order; the scheduler breaks
+ties by position), and dask annotations (``retries``, ``resources``, ``priority``,
+``workers``, ``allow_other_workers``) become per-task scheduling metadata. DataFrame
+shuffles use the task-based method: a cluster has no shared disk and no p2p extension.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, Mapping
+
+from rdist.client import graph
+from rdist.protocol import spec
+
+if TYPE_CHECKING:
+    from rdist.client.client import Client
+    from rdist.client.future import Future
+
+ANNOTATIONS = ("retries", "resources", "priority", "workers", "allow_other_workers")
+
+
+@contextmanager
+def task_shuffle() -> Iterator[None]:
+    """DataFrame shuffles built meanwhile use the task-based method (unless configured)."""
+    import dask
+
+    if dask.config.get("dataframe.shuffle.method", None):
+        yield
+        return
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
+        yield
+
+
+def prefer_task_shuffle() -> None:
+    """Called when a Client starts: if dask is loaded and no shuffle method is configured,
+    choose ``tasks`` (dask would pick ``disk``, which needs one machine's disk)."""
+    dask = sys.modules.get("dask")
+    if dask is not None and hasattr(dask, "config") and not dask.config.get(
+            "dataframe.shuffle.method", None):
+        dask.config.set({"dataframe.shuffle.method": "tasks"})
+
+
+def materialize(dsk: Any) -> tuple[dict[Hashable, Any], dict[str, dict[Hashable, Any]]]:
+    """A graph dict and annotations by kind (``{"retries": {key: 2}}``) from an expression,
+    a HighLevelGraph or a plain mapping."""
+    annotations: dict[str, dict[Hashable, Any]] = {}
+    if hasattr(dsk, "__dask_annotations__") and hasattr(dsk, "__dask_graph__"):
+        for kind, values in (dsk.__dask_annotations__() or {}).items():
+            annotations.setdefault(kind, {}).update(values)
+    if hasattr(dsk, "__dask_graph__"):
+        dsk = dsk.__dask_graph__()
+    layers = getattr(dsk, "layers", None)
+    if isinstance(layers, Mapping):  # a HighLevelGraph: annotations live on its layers
+        for layer in layers.values():
+            for kind, value in (getattr(layer, "annotations", None) or {}).items():
+                per_key = annotations.setdefault(kind, {})
+                for key in layer.keys():
+                    per_key[key] = value(key) if callable(value) else value
+    return dict(dsk), annotations
+
+
+def graph_order(dsk: Mapping[Hashable, Any]) -> dict[Hashable, int]:
+    """``dask.order`` ranks (lower runs first), or the graph's own order without dask."""
+    if "dask" in sys.modules:
+        try:
+            import dask.order
+
+            return {k: int(v) for k, v in dask.order.order(dsk).items()}
+        except Exception:  # a graph dask cannot order (e.g. futures as values)
+            pass
+    return {k: i for i, k in enumerate(dsk)}
+
+
+def submit_graph(client: "Client", dsk: Any, wanted: list[Hashable], *, workers: Any = None,
+                 resources: dict[str, float] | None = None, retries: int | None = None,
+                 priority: int = 0, allow_other_workers: bool = False) -> dict[str, "Future"]:
+    """Send graph ``dsk`` in one message; returns futures for the ``wanted`` keys."""
+    from rdist.client.client import _worker_list
+    from rdist.client.future import Future
+
+    dsk, annotations = materialize(dsk)
+    known = {graph.key_name(k) for k in dsk}
+    unknown = [k for k in wanted if graph.key_name(k) not in known]
+    if unknown:
+        raise KeyError(f"keys {unknown} are not in the graph")
+    defaults = _global_annotations()
+    nodes = graph.graph_tasks(dsk, keep={graph.key_name(k) for k in wanted})
+    by_name = {graph.key_name(k): k for k in dsk}
+    order = graph_order(dsk) if len(nodes) > 1 else {}
+    nodes.sort(key=lambda n: order.get(by_name.get(n[0]), 0))
+    rows, specs = [], {}
+    for key, blob, deps in nodes:
+        original = by_name.get(key, key)
+        note = {kind: values[original] for kind, values in annotations.items()
+                if original in values}
+        restrict = _worker_list(note.get("workers", defaults.get("workers", workers)))
+        rows.append([key, deps, int(note.get("priority", defaults.get("priority", priority)) or 0),
+                     restrict,
+                     bool(note.get("allow_other_workers",
+                                   defaults.get("allow_other_workers", allow_other_workers))),
+                     int(note.get("retries", defaults.get("retries", retries)) or 0),
+                     note.get("resources", defaults.get("resources", resources))])
+        specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE)
+    names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
+    futures = {k: Future(k, client) for k in names}
+    client._post("update-graph", {"client": client.id, "tasks": rows, "wanted": names,
+                                  "specs": specs, "funcs": {}}, direct=True)
+    return futures
+
+
+def _global_annotations() -> dict[str, Any]:
+    dask = sys.modules.get("dask")
+    if dask is None or not hasattr(dask, "get_annotations"):
+        return {}
+    return {k: v for k, v in dask.get_annotations().items() if k in ANNOTATIONS}
+
+
+def _finalized(collections: list[Any], optimize_graph: bool) -> Any:
+    """The expression ``dask.compute`` would run for ``collections`` (one output key each)."""
+    from dask._expr import FinalizeCompute
+    from dask.base import collections_to_expr
+
+    with task_shuffle():
+        return FinalizeCompute(collections_to_expr(collections, optimize_graph)).optimize()
+
+
+def compute(client: "Client", collections: Any, optimize_graph: bool = True,
+            **kwargs: Any) -> Any:
+    """One future per collection (or per element of a list of them), for its final value."""
+    from rdist.client.future import Future
+
+    single = not isinstance(collections, (list, tuple))
+    items = [collections] if single else list(collections)
+    out: list[Any] = []
+    for item in items:
+        if not hasattr(item, "__dask_graph__"):
+            out.append(item)  # futures and plain values pass through, as in dask
+            continue
+        expr = _finalized([item], optimize_graph)
+        keys = _flatten(expr.__dask_keys__())
+        futures = submit_graph(client, expr, keys, **kwargs)
+        out.append(futures[graph.key_name(keys[0])])
+    if single:
+        return out[0]
+    return type(collections)(out) if isinstance(collections, tuple) else out
+
+
+def persist(client: "Client", collections: Any, optimize_graph: bool = True,
+            **kwargs: Any) -> Any:
+    """The collection(s) again, each backed by futures held by ``client``."""
+    from dask.base import collections_to_expr
+
+    single = not isinstance(collections, (list, tuple))
+    items = [collections] if single else list(collections)
+    out = []
+    for item in items:
+        if not hasattr(item, "__dask_graph__"):
+            out.append(item)
+            continue
+        with task_shuffle():
+            expr = collections_to_expr([item], optimize_graph).optimize()
+        (keys,) = expr.__dask_keys__()
+        flat = _flatten(keys)
+        futures = submit_graph(client, expr, flat, **kwargs)
+        rebuild, args = item.__dask_postpersist__()
+        out.append(rebuild({k: futures[graph.key_name(k)] for k in flat}, *args))
+    if single:
+        return out[0]
+    return type(collections)(out) if isinstance(collections, tuple) else out
+
+
+def _flatten(keys: Any) -> list[Hashable]:
+    if isinstance(keys, list):
+        return [k for item in keys for k in _flatten(item)]
+    return [keys]

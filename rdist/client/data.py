@@ -1,0 +1,221 @@
+"""The client's side of the data plane: large results, scatter, replicate and rebalance.
+
+Large results come straight from the workers holding them, by the transfer mode's rules
+(``RDIST_TRANSFER``: ``p2p``, ``redis`` or ``auto``, see :mod:`rdist.comm.transfer`), so a
+client outside the workers' network (a laptop, a Heroku one-off dyno) still gets its data.
+
+``replicate`` and ``rebalance`` are planned here from the scheduler's records (who holds
+what, and how many bytes -- spilled data counts, it is still held) and carried out by the
+workers: each target is asked, on its stream, to copy a batch of keys from their holders
+(``gather-keys``); it reports the new replicas to the scheduler before it answers. Extra
+copies are dropped by the scheduler (``drop-replicas``), which never drops the last one.
+A final ``barrier`` round trip through the scheduler makes ``who_has`` / ``has_what``
+exact when the call returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, Iterable
+
+from rdist.comm.relay import RedisRelay, Replies
+from rdist.comm.transfer import Gatherer, frames_nbytes, transfer_mode
+from rdist.protocol import messages, serialize
+from rdist.store.keys import PAYLOAD_FIELD
+
+if TYPE_CHECKING:
+    from rdist.client.client import Client
+
+log = logging.getLogger("rdist.client")
+
+#: Values up to this size (serialized) are also stored in Redis by scatter.
+SMALL_BYTES = 64 * 1024
+DATA_REPLY_OPS = frozenset({"published", "loaded", "gathered", "barrier"})
+#: How long replicate / rebalance wait for one worker to copy its batch.
+COPY_TIMEOUT = 300.0
+
+
+def token(frames: list[Any]) -> str:
+    """A content hash of serialized data, without joining its frames."""
+    digest = hashlib.blake2b(digest_size=16)
+    for frame in frames:
+        digest.update(memoryview(frame).cast("B"))
+    return digest.hexdigest()
+
+
+class ClientData:
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+        self.mode = transfer_mode()
+        self.replies = Replies()
+        self._gatherer: Gatherer | None = None
+
+    @property
+    def gatherer(self) -> Gatherer:
+        if self._gatherer is None or self._gatherer.mode != self.mode:
+            relay = RedisRelay(self.client.store, ("c", self.client.id), self.replies)
+            self._gatherer = Gatherer(self.client._peer_pool(), self.mode, relay)
+        return self._gatherer
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        self.replies.resolve(msg)
+
+    # -- results and scatter ---------------------------------------------------------------
+    def fetch(self, keys: list[str], holders: dict[str, list[str]]) -> tuple[dict[str, Any], list[str]]:
+        found, missing = self.gatherer.fetch(keys, holders)
+        return {k: serialize.loads(frames) for k, frames in found.items()}, missing
+
+    def scatter(self, items: list[tuple[str | None, Any]], targets: list[str], broadcast: bool,
+                hash: bool) -> list[tuple[str, list[str], int, bytes | None]]:
+        """Put values on workers; ``[(key, holders, nbytes, small blob or None)]``."""
+        keyed = []
+        for key, value in items:
+            frames = serialize.dumps(value)
+            if key is None:
+                key = f"{type(value).__name__}-" + (token(frames) if hash else uuid.uuid4().hex)
+            nbytes = frames_nbytes(frames)
+            blob = serialize.to_blob(value) if nbytes <= SMALL_BYTES else None
+            keyed.append((str(key), frames, nbytes, blob if blob is not None and len(blob) <= SMALL_BYTES else None))
+        out, per_worker = [], {}
+        for i, (key, frames, nbytes, blob) in enumerate(keyed):
+            holders = list(targets) if broadcast else [targets[i % len(targets)]]
+            for address in holders:
+                per_worker.setdefault(address, {})[key] = frames
+            out.append((key, holders, nbytes, blob))
+        for address, batch in per_worker.items():
+            self.gatherer.put(address, batch)
+        return out
+
+    # -- replicate and rebalance -----------------------------------------------------------
+    def _holdings(self, keys: list[str] | None) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """who_has and nbytes of the keys in memory, from the scheduler's records."""
+        records = self.client._task_records(keys)
+        who_has = {k: list(r.get("wh") or []) for k, r in records.items() if r.get("s") == "memory"}
+        nbytes = {k: int(records[k].get("nb", 0)) for k in who_has}
+        return who_has, nbytes
+
+    def _pool(self, workers: Any) -> list[str]:
+        from rdist.client.client import _worker_list
+
+        info = self.client._workers_info()
+        wanted = _worker_list(workers)
+        pool = [a for a, w in info.items() if not wanted or a in wanted or w.get("name") in wanted]
+        if wanted and not pool:
+            raise ValueError(f"no worker matches {wanted}; known workers: {sorted(info)}")
+        return sorted(pool)
+
+    def replicate(self, keys: list[str], n: int | None, workers: Any) -> None:
+        pool = self._pool(workers)
+        if not pool or not keys:
+            return
+        n = len(pool) if n is None else max(1, min(int(n), len(pool)))
+        who_has, nbytes = self._holdings(keys)
+        load = _bytes_per_worker(pool, who_has, nbytes)
+        copies: dict[str, dict[str, list[str]]] = {}
+        drops: dict[str, list[str]] = {}
+        for key in keys:
+            holders = who_has.get(key)
+            if not holders:
+                continue
+            here = [w for w in holders if w in load]
+            if len(here) < n:
+                for target in sorted((w for w in pool if w not in holders), key=lambda w: (load[w], w))[: n - len(here)]:
+                    copies.setdefault(target, {})[key] = holders
+                    load[target] += nbytes[key]
+            elif len(here) > n:
+                extra = sorted(here, key=lambda w: (-load[w], w))[: len(here) - n]
+                drops[key] = extra
+                for w in extra:
+                    load[w] -= nbytes[key]
+        self._copy(copies)
+        self._finish(drops)
+
+    def rebalance(self, keys: list[str] | None, workers: Any) -> None:
+        pool = self._pool(workers)
+        if len(pool) < 2:
+            return
+        who_has, nbytes = self._holdings(keys)
+        moves = plan_rebalance(pool, who_has, nbytes)
+        copies: dict[str, dict[str, list[str]]] = {}
+        drops: dict[str, list[str]] = {}
+        for key, sender, recipient in moves:
+            copies.setdefault(recipient, {})[key] = [sender]
+            drops.setdefault(key, []).append(sender)
+        done = self._copy(copies)
+        self._finish({k: [s for s in senders if (k, s) in done] for k, senders in drops.items()})
+
+    def _copy(self, copies: dict[str, dict[str, list[str]]]) -> set[tuple[str, str]]:
+        """Ask each target to copy its keys; returns ``{(key, source)}`` of the copies made."""
+        store = self.client.store
+        requests = {}
+        pipe = store.pipeline()
+        for target, wanted in copies.items():
+            request_id = uuid.uuid4().hex
+            self.replies.expect(request_id)
+            requests[request_id] = (target, wanted)
+            pipe.xadd(store.keys.worker_stream(target), {PAYLOAD_FIELD: messages.encode(
+                "gather-keys", id=request_id, keys=wanted, to=["c", self.client.id])})
+        if requests:
+            pipe.execute()
+        done = set()
+        for request_id, (target, wanted) in requests.items():
+            alive = lambda t=target: bool(store.redis.hexists(store.keys.workers, t))  # noqa: E731
+            try:
+                answer = self.replies.wait(request_id, COPY_TIMEOUT, alive)
+            except (TimeoutError, ConnectionError) as exc:
+                log.warning("client %s: %s did not copy %d keys: %s", self.client.id, target, len(wanted), exc)
+                continue
+            if answer.get("missing"):
+                log.warning("client %s: %s could not copy %s", self.client.id, target, answer["missing"])
+            done.update((k, s) for k in answer.get("keys", ()) for s in wanted.get(k, ()))
+        return done
+
+    def _finish(self, drops: dict[str, list[str]]) -> None:
+        """Drop extra copies (the scheduler keeps at least one), then wait until the
+        scheduler has recorded everything sent so far."""
+        drops = {k: v for k, v in drops.items() if v}
+        if drops:
+            self.client._post("drop-replicas", {"client": self.client.id, "keys": drops})
+        self.barrier()
+
+    def barrier(self, timeout: float | None = None) -> None:
+        """Return once the scheduler has handled (and recorded) all we sent before."""
+        request_id = uuid.uuid4().hex
+        self.replies.expect(request_id)
+        self.client._post("barrier", {"client": self.client.id, "id": request_id})
+        self.replies.wait(request_id, timeout or self.client.timeout)
+
+
+def _bytes_per_worker(pool: Iterable[str], who_has: dict[str, list[str]], nbytes: dict[str, int]) -> dict[str, int]:
+    load = {w: 0 for w in pool}
+    for key, holders in who_has.items():
+        for w in holders:
+            if w in load:
+                load[w] += nbytes.get(key, 0)
+    return load
+
+
+def plan_rebalance(pool: list[str], who_has: dict[str, list[str]],
+                   nbytes: dict[str, int]) -> list[tuple[str, str, str]]:
+    """Moves ``(key, sender, recipient)`` that bring every worker of ``pool`` near the mean
+    of bytes held; a move is made only when it narrows the gap between the two (pure)."""
+    load = _bytes_per_worker(pool, who_has, nbytes)
+    held = {w: [k for k, hs in who_has.items() if w in hs] for w in pool}
+    mean = sum(load.values()) / len(pool)
+    moves = []
+    for sender in sorted(pool, key=lambda w: (-load[w], w)):
+        for key in sorted(held[sender], key=lambda k: (-nbytes.get(k, 0), k)):
+            size = nbytes.get(key, 0)
+            if load[sender] <= mean or size <= 0:
+                break
+            recipient = min((w for w in pool if w not in who_has[key] and w != sender),
+                            key=lambda w: (load[w], w), default=None)
+            if recipient is None or load[recipient] + size >= load[sender]:
+                continue
+            moves.append((key, sender, recipient))
+            load[sender] -= size
+            load[recipient] += size
+            who_has[key] = [w for w in who_has[key] if w != sender] + [recipient]
+    return moves

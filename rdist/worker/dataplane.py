@@ -1,0 +1,185 @@
+"""A worker's side of the data plane: serving its data, fetching what its tasks need.
+
+- Serving: a listener (``tcp://`` or ``inproc://``) answers ``get``/``put`` requests from
+  the worker's :class:`~rdist.worker.memory.SpillBuffer`, at most
+  :data:`~rdist.comm.transfer.MAX_OUTGOING` transfers at once ("busy" beyond).
+- Fetching: the dependencies of new tasks are planned into batches per peer (at most
+  :data:`~rdist.comm.transfer.BATCH_BYTES` each) and fetched by a few threads, so the first
+  dependents start while later batches still travel.
+- Stream messages: ``publish`` / ``load`` (the Redis path, :mod:`rdist.comm.relay`),
+  ``published`` / ``loaded`` (answers to our own requests), ``gather-keys`` (copy keys
+  here: ``client.replicate`` and ``client.rebalance``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from rdist.comm.core import listen, split_address
+from rdist.comm.pool import ConnectionPool
+from rdist.comm.relay import RELAY_OPS, RedisRelay, Replies, check_relay_message
+from rdist.comm.tcp import format_address, parse_address
+from rdist.comm.transfer import MAX_INCOMING, DataServer, Gatherer, plan_batches, transfer_mode
+from rdist.protocol import messages, serialize
+from rdist.protocol.messages import MalformedMessage
+from rdist.store.keys import PAYLOAD_FIELD
+from rdist.worker.memory import CACHE_KEEP_BYTES
+from rdist.worker.sizeof import sizeof
+
+if TYPE_CHECKING:
+    from rdist.worker.server import Worker
+
+log = logging.getLogger("rdist.worker")
+
+DATA_OPS = RELAY_OPS | {"gather-keys"}
+
+
+def listen_address_of(host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None) -> str:
+    if listen_address:
+        return listen_address if "://" in listen_address else f"tcp://{listen_address}"
+    return format_address(host, port)
+
+
+def advertised_address(bound: str, contact: str | None = None) -> str:
+    """The address peers should use: ``contact`` (a host, ``host:port`` or URL; a missing or
+    zero port means the bound one), else the bound address with a wildcard host replaced."""
+    scheme, _ = split_address(bound)
+    if scheme != "tcp":
+        return bound
+    host, port = parse_address(bound)
+    if contact:
+        location = split_address(contact)[1]
+        if location.startswith("["):  # [v6] or [v6]:port
+            chost, _, rest = location[1:].partition("]")
+            cport = int(rest[1:]) if rest.startswith(":") else 0
+        elif location.count(":") == 1:
+            chost, cport = location.split(":")[0], int(location.split(":")[1])
+        else:  # a host name, an IPv4 address or a bare IPv6 address
+            chost, cport = location, 0
+        return format_address(chost or host, cport or port)
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return format_address(host, port)
+
+
+def check_data_message(msg: dict[str, Any]) -> None:
+    op = msg["op"]
+    if op in RELAY_OPS and not check_relay_message(msg):
+        raise MalformedMessage(f"{op} message without the fields it needs: {msg!r:.200}")
+    if op == "gather-keys":
+        keys, to = msg.get("keys"), msg.get("to")
+        if not (isinstance(msg.get("id"), str) and isinstance(keys, dict)
+                and all(isinstance(v, list) for v in keys.values())
+                and isinstance(to, list) and len(to) == 2):
+            raise MalformedMessage(f"gather-keys message without id, keys or to: {msg!r:.200}")
+
+
+class DataPlane:
+    def __init__(self, worker: "Worker", listen_address: str, contact_address: str | None = None,
+                 mode: str | None = None) -> None:
+        self.worker = worker
+        self.mode = transfer_mode(mode)
+        self.server = DataServer(worker.data.frames_of, worker.data.size_of, self._put)
+        self.listener = listen(listen_address, worker.secret, self.server.handle)
+        self.address = advertised_address(self.listener.address, contact_address)
+        self.pool = ConnectionPool(worker.secret)
+        self.replies = Replies()
+        self.relay = RedisRelay(worker.store, ("w", self.address), self.replies)
+        self.gatherer = Gatherer(self.pool, self.mode, self.relay, me=self.address)
+        self.fetchers = ThreadPoolExecutor(MAX_INCOMING, thread_name_prefix="rdist-fetch")
+        self.background = ThreadPoolExecutor(2, thread_name_prefix="rdist-relay")
+
+    def start(self) -> None:
+        self.listener.start()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.pool.close()
+        self.fetchers.shutdown(wait=False, cancel_futures=True)
+        self.background.shutdown(wait=False, cancel_futures=True)
+
+    # -- storing what arrives ----------------------------------------------------------------
+    def _store(self, key: str, frames: list[Any]) -> Any:
+        value = serialize.loads(frames)
+        keep = frames if serialize.frame_nbytes(frames[0]) <= CACHE_KEEP_BYTES else None
+        self.worker.data.set(key, value, sizeof(value), keep)
+        return value
+
+    def _put(self, items: dict[str, list[Any]]) -> None:
+        """Data pushed to us (scatter, a leaving peer's hand-off): we hold it from now on."""
+        for key, frames in items.items():
+            self._store(key, frames)
+        with self.worker.lock:
+            self.worker.state.have.update(items)
+
+    # -- fetching dependencies ---------------------------------------------------------------
+    def fetch(self, wanted: dict[str, tuple[list[str], int, bool]]) -> None:
+        """Fetch ``wanted`` in batches, in threads; the worker hears of each batch."""
+        batches = plan_batches({k: (h, n) for k, (h, n, _) in wanted.items()}, self.address)
+        for peer, keys in batches:
+            if not peer:  # nobody else holds it
+                self.worker._fetched([], keys)
+                continue
+            self.fetchers.submit(self._fetch_batch, keys, {k: wanted[k][0] for k in keys})
+
+    def _fetch_batch(self, keys: list[str], holders: dict[str, list[str]]) -> None:
+        try:
+            self.worker.wait_until_running()
+            found, missing = self.gatherer.fetch(keys, holders)
+        except Exception:
+            log.exception("worker %s: fetching %s failed", self.worker.address, keys)
+            found, missing = {}, list(keys)
+        got = []
+        for key, frames in found.items():
+            try:
+                self._store(key, frames)
+            except serialize.SerializationError as exc:
+                log.error("worker %s: cannot unpickle dependency %r: %s", self.worker.address, key, exc)
+                missing.append(key)
+                continue
+            got.append(key)
+        with self.worker.lock:
+            self.worker.replicas.extend(got)
+        self.worker._fetched(got, missing)
+
+    # -- stream messages ---------------------------------------------------------------------
+    def handle_message(self, msg: dict[str, Any]) -> None:
+        op = msg["op"]
+        if op in ("published", "loaded"):
+            self.replies.resolve(msg)
+        elif op == "publish":
+            self.background.submit(self._guard, self.relay.publish, msg, self.worker.data.frames_of)
+        elif op == "load":
+            self.background.submit(self._guard, self.relay.load, msg, self._put)
+        elif op == "gather-keys":
+            self.background.submit(self._guard, self._gather_keys, msg)
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("worker %s: data request failed", self.worker.address)
+
+    def _gather_keys(self, msg: dict[str, Any]) -> None:
+        """Copy keys here from their holders, tell the scheduler, then answer the client."""
+        data = self.worker.data
+        wanted = {k: list(h) for k, h in msg["keys"].items() if k not in data}
+        found, missing = self.gatherer.fetch(list(wanted), wanted) if wanted else ({}, [])
+        for key, frames in found.items():
+            self._store(key, frames)
+        held = [k for k in msg["keys"] if k in found or k in data]
+        with self.worker.lock:
+            self.worker.state.have.update(found)
+        store = self.worker.store
+        pipe = store.pipeline()
+        if held:
+            pipe.xadd(store.keys.sched, {PAYLOAD_FIELD: messages.encode(
+                "task-done", worker=self.address, done=[], erred=[], replicated=held)})
+        kind, ident = msg["to"]
+        stream = store.keys.client_stream(ident) if kind == "c" else store.keys.worker_stream(ident)
+        pipe.xadd(stream, {PAYLOAD_FIELD: messages.encode(
+            "gathered", id=msg["id"], worker=self.address, keys=held, missing=missing)})
+        pipe.execute()
