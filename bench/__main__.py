@@ -52,6 +52,12 @@ def _rows(args):
          lambda r: _wl(r, "many", "worker_rss_mb")),
         ("many", "%d no-op tasks, redis peak RSS" % args.n_many, "MB", LOWER,
          lambda r: _wl(r, "many", "redis_rss_mb")),
+        ("transfers", "500 x 1 MB arrays worker0 -> worker1", "MB/s", HIGHER,
+         lambda r: _wl(r, "transfers", "mb_per_s")),
+        ("rss", "worker RSS idle (largest)", "MB", LOWER,
+         lambda r: _wl(r, "rss", "idle_mb")),
+        ("rss", "worker RSS after 100000 no-op tasks (largest)", "MB", LOWER,
+         lambda r: _wl(r, "rss", "after_mb")),
     ]
 
 
@@ -120,7 +126,8 @@ def run_side(system, args):
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in paths if p != ROOT])
     repeat = {w: args.repeat for w in WORKLOADS} if args.repeat else \
-        {"map": 1, "latency": 1, "chain": 1, "transfer": 3, "array": 3, "many": 1}
+        {"map": 1, "latency": 1, "chain": 1, "transfer": 5, "array": 3, "many": 1,
+         "transfers": 3, "rss": 1}
     cmd = [sys.executable, "-m", "bench.side", "--system", system, "--out", out,
            "--workloads", ",".join(args.workloads),
            "--n-map", str(args.n_map),
@@ -270,6 +277,8 @@ def targets(rows):
         (find("many", "scheduler+client peak RSS"), "<", 1.0,
          "rdist scheduler+client RSS below dask's"),
         (find("many", "worker peak RSS (largest)"), "<", 1.0, "rdist worker RSS below dask's"),
+        (find("transfer"), ">=", 1.2, "rdist 200 MB transfer >= 1.2x dask"),
+        (find("transfers"), ">=", 1.0, "rdist 500 x 1 MB transfers >= dask"),
     ]
     out = []
     for row, op, bound, text in specs:
@@ -316,7 +325,7 @@ def main(argv=None):
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
     if args.timeout is None:
-        args.timeout = 900 if "many" in args.workloads else 150
+        args.timeout = 900 if {"many", "rss"} & set(args.workloads) else 150
     systems = [args.only] if args.only else list(SYSTEMS)
 
     ncpu, navail = _cores()
@@ -340,6 +349,15 @@ def main(argv=None):
     print("cluster: 2 worker processes x 1 thread, per system   workloads: %s"
           % ",".join(args.workloads), flush=True)
 
+    raw = {}
+    if "transfer" in args.workloads:  # the ceiling, measured on a quiet machine first
+        from . import raw as rawsock
+
+        for kind in ("tcp", "unix"):
+            raw[kind] = rawsock.measure(args.transfer_mb, kind=kind)
+        print("raw socket loopback, %g MB: tcp %.0f MB/s, unix %.0f MB/s (best of 5)"
+              % (args.transfer_mb, raw["tcp"]["mb_per_s"], raw["unix"]["mb_per_s"]), flush=True)
+
     results = {}
     for s in systems:
         results[s] = run_side(s, args)
@@ -349,6 +367,11 @@ def main(argv=None):
 
     rows = build_table(args, results)
     tg = targets(rows)
+    ours = _wl(results.get("rdist"), "transfer", "mb_per_s")
+    if raw and ours:
+        ratio = ours / raw["tcp"]["mb_per_s"]
+        tg.append({"target": "rdist 200 MB transfer >= 90% of a raw TCP socket", "ratio": ratio,
+                   "met": ratio >= 0.9, "raw": raw})
     print()
     print_table(rows)
     print()

@@ -18,9 +18,9 @@ import time
 import traceback
 import warnings
 
-WORKLOADS = ("map", "latency", "chain", "transfer", "array", "many")
-#: run unless --workloads says otherwise ("many" takes minutes on dask: opt in)
-DEFAULT_WORKLOADS = ("map", "latency", "chain", "transfer", "array")
+WORKLOADS = ("map", "latency", "chain", "transfer", "array", "many", "transfers", "rss")
+#: run unless --workloads says otherwise ("many" and "rss" take minutes on dask: opt in)
+DEFAULT_WORKLOADS = ("map", "latency", "chain", "transfer", "array", "transfers")
 N_WORKERS = 2
 THREADS_PER_WORKER = 1
 
@@ -114,6 +114,11 @@ def main(argv=None):
     p.add_argument("--repeat-latency", type=int, default=1)
     p.add_argument("--repeat-chain", type=int, default=1)
     p.add_argument("--repeat-transfer", type=int, default=3)
+    p.add_argument("--n-transfers", type=int, default=500)
+    p.add_argument("--transfers-mb", type=float, default=1.0)
+    p.add_argument("--n-rss", type=int, default=100_000)
+    p.add_argument("--repeat-transfers", type=int, default=3)
+    p.add_argument("--repeat-rss", type=int, default=1)
     args = p.parse_args(argv)
 
     # Worker processes must be able to ``import bench.tasks``.
@@ -124,6 +129,7 @@ def main(argv=None):
     if root not in sys.path:
         sys.path.insert(0, root)
 
+    from . import dataplane as dp
     from . import workloads as wl
 
     system = args.system
@@ -159,6 +165,7 @@ def main(argv=None):
                 rec.data["startup_s"] = startup
                 rec.flush()
                 log("cluster with %d workers ready in %.2f s" % (N_WORKERS, startup))
+                idle = dp.worker_rss(client) if "rss" in selected else {}
 
                 env = wl.Env(client=client, wait=wait,
                              base=random.randrange(1, 2**30) * 10**8, log=log)
@@ -172,6 +179,9 @@ def main(argv=None):
                     "array": lambda: wl.run_array(env, args.array_size, args.array_chunk,
                                                   args.repeat_array),
                     "many": lambda: wl.run_many(env, args.n_many, args.repeat_many),
+                    "transfers": lambda: dp.run_transfers(env, args.n_transfers, args.transfers_mb,
+                                                          args.repeat_transfers),
+                    "rss": lambda: dp.run_rss(env, args.n_rss, idle),
                 }
                 for name in selected:
                     stage("workload " + name)

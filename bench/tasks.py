@@ -48,3 +48,13 @@ def sleep(seconds, tag):
 
     time.sleep(seconds)
     return tag
+
+
+def rss_after_gc():
+    """This process's resident memory in bytes, after a garbage collection."""
+    import gc
+
+    import psutil
+
+    gc.collect()
+    return psutil.Process().memory_info().rss

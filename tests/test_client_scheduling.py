@@ -186,3 +186,34 @@ def test_worker_notifies_the_client_itself(cluster_and_client):
 
     assert future.result(timeout=10) == 42
     wait_until(lambda: cluster.scheduler.state.tasks[future.key].state.value == "memory")
+
+
+# -- co-assignment ---------------------------------------------------------------------------
+
+
+def fail_at(x: int, bad: int) -> int:
+    if x == bad:
+        raise ValueError(f"bad link {x}")
+    return x + 1
+
+
+def test_a_chain_submitted_link_by_link_runs_on_one_worker_with_the_right_answer():
+    with fake_cluster(2) as (c, cluster):
+        x = c.submit(inc, 0)
+        for _ in range(199):
+            x = c.submit(inc, x)
+
+        assert x.result(timeout=30) == 200
+        assert sorted(w.executed for w in cluster.workers)[0] <= 1  # (one warm-up at most)
+
+
+def test_a_failure_inside_a_co_assigned_chain_errs_its_end_and_leaves_the_workers_clean():
+    with fake_cluster(1) as (c, cluster):
+        x = c.submit(fail_at, 0, 5)
+        for _ in range(20):
+            x = c.submit(fail_at, x, 5)
+
+        with pytest.raises(ValueError, match="bad link 5"):
+            x.result(timeout=30)
+        del x
+        wait_until(lambda: not cluster.workers[0].state.tasks, what="co-assigned tasks freed")

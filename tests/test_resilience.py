@@ -190,3 +190,25 @@ def test_sigterm_hands_unique_data_to_a_peer(procs: ProcCluster, client: Client,
     assert client.who_has([big])[big.key] == [names["w2"]]
     assert client.submit(len, big).result(timeout=20) == 200_000
     assert rt.executions(marker) == 1  # handed over, not recomputed
+
+
+def test_restart_replaces_worker_processes_promptly_while_a_task_sleeps(redis_url: str) -> None:
+    from rdist import CancelledError, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, redis_url=redis_url, nanny=True,
+                      name=f"restart-{os.getpid()}-{time.monotonic_ns()}") as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2, timeout=30)
+        before = set(client.run(os.getpid).values())
+        sleeper = client.submit(rt.slow_inc, 1, 60.0)
+        done = client.submit(rt.slow_inc, 2)
+        assert done.result(timeout=20) == 3
+        started = time.monotonic()
+        client.restart(timeout=30)
+        assert time.monotonic() - started < 15
+        assert sleeper.cancelled() and done.cancelled()
+        with pytest.raises(CancelledError):
+            sleeper.result(timeout=1)
+        after = set(client.run(os.getpid).values())
+        assert len(after) == 2 and not after & before  # fresh processes
+        assert client.submit(rt.slow_inc, 41).result(timeout=20) == 42

@@ -35,7 +35,7 @@ HEARTBEAT_SECONDS = 5.0
 #: map() sends its tasks in chunks growing from the first to the largest size
 MAP_FIRST_CHUNK, MAP_MAX_CHUNK = 256, 4096
 RELEASE_DELAY = 0.005  #: seconds a lone release waits for a submission to travel with
-CLIENT_OPS = frozenset({"notify", "run-result"}) | DATA_REPLY_OPS
+CLIENT_OPS = frozenset({"notify", "run-result", "restarted"}) | DATA_REPLY_OPS
 _STATUS = {"memory": FINISHED, "erred": ERROR, "cancelled": CANCELLED, "lost": LOST}
 
 _default_client: "weakref.ref[Client] | None" = None
@@ -84,6 +84,7 @@ class Client:
         self._func_cache: dict[int, tuple[Any, bytes, bytes]] = {}
         self._runs: dict[str, tuple[threading.Event, dict[str, Any], int]] = {}
         self._cancel_waiters: list[tuple[set[str], threading.Event]] = []
+        self._restarted = threading.Event()
         self._peers: ConnectionPool | None = None
         self._data = ClientData(self)  #: results from workers, scatter, replicate, rebalance
         self.status = "running"
@@ -289,6 +290,8 @@ class Client:
             return
         if msg["op"] == "notify":
             self._settle(msg["items"])
+        elif msg["op"] == "restarted":
+            self._restarted.set()
         elif msg["op"] == "run-result":
             waiter = self._runs.get(msg["id"])
             if waiter is not None:
@@ -574,6 +577,31 @@ class Client:
         event.wait(self.timeout)
         with self._lock:
             self._cancel_waiters.remove(waiter)
+
+    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> None:
+        """Cancel every future of every client and restart all workers; returns once the
+        workers are back (promptly: a task that is still running is not waited for)."""
+        timeout = timeout or self.timeout * 2
+        deadline = time.monotonic() + timeout
+        n_workers = len(self._workers_info())
+        started = time.time()
+        self._restarted.clear()
+        self._post("restart", {"client": self.id})
+        if not self._restarted.wait(timeout):
+            raise TimeoutError(f"the scheduler did not restart the cluster within {timeout} s")
+        callbacks = []
+        with self._lock:  # the scheduler cancelled them all; make sure none is left pending
+            for state in self._states.values():
+                if state.status in (PENDING, FINISHED):
+                    callbacks.extend(state.settle(CANCELLED, {}))
+        for fn in callbacks:
+            fn()
+        if wait_for_workers:
+            while sum(1 for w in self._workers_info().values()
+                      if float(w.get("started", 0)) >= started) < n_workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers did not come back within {timeout} s")
+                self._stop.wait(0.05)  # a restart is rare: a short timed wait is fine
 
     def retry(self, futures: Any) -> None:
         """Run erred futures again."""

@@ -17,6 +17,8 @@ import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol, Sequence
 
+from rdist.comm.buffers import LARGE_FRAME, host_buffer  # noqa: F401  (re-exported)
+
 log = logging.getLogger("rdist.comm")
 
 #: A frame is anything with the buffer protocol: bytes, bytearray, memoryview, numpy arrays.
@@ -25,9 +27,6 @@ Message = tuple[dict[str, Any], list[Any]]
 #: Answers one request: ``(header, frames) -> (reply header, reply frames)``, optionally with
 #: a third element, a callable run once the reply has been sent (or failed to be).
 Handler = Callable[[dict[str, Any], list[Any]], tuple[Any, ...]]
-
-#: Frames at least this large are received into memory from :func:`host_buffer`.
-LARGE_FRAME = 1 << 20
 
 
 class AuthenticationError(ConnectionError):
@@ -90,7 +89,7 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 def _backend(scheme: str) -> Backend:
-    if not _BACKENDS:
+    if scheme not in _BACKENDS:
         from rdist.comm import inproc, tcp  # noqa: F401  (they register themselves)
     try:
         return _BACKENDS[scheme]
@@ -128,24 +127,8 @@ def serve(comm: Comm, handler: Handler, closing: threading.Event, peer: Any) -> 
         comm.close()
 
 
-def host_buffer(nbytes: int) -> Any:
-    """Writable memory for ``nbytes`` received bytes.
-
-    Large buffers come from numpy, which asks the kernel for transparent huge pages: a
-    fresh 200 MB ``bytearray`` costs ~49,000 first-touch page faults (and a memset), a
-    numpy buffer ~100 -- the difference between ~0.8 and ~1.8 GB/s on loopback.
-    """
-    if nbytes >= LARGE_FRAME:
-        try:
-            import numpy
-
-            return numpy.empty(nbytes, dtype="u1")
-        except ImportError:
-            pass
-    return bytearray(nbytes)
-
-
 def as_views(frames: Frames) -> list[memoryview]:
     """Flat byte views of ``frames`` (no copies)."""
     return [f if isinstance(f, memoryview) and f.format == "B" and f.ndim == 1 else memoryview(f).cast("B")
             for f in frames]
+

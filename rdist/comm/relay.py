@@ -162,11 +162,18 @@ class RedisRelay:
         return self.read(request_id, [k for k in answer.get("keys", ()) if k in keys])
 
     def publish(self, msg: dict[str, Any], frames_of: Callable[[list[str]], dict[str, list[Any]]]) -> None:
+        """Write the requested keys we hold, then answer (also when that failed)."""
         keys = [k for k in msg.get("keys", ()) if isinstance(k, str)]
-        found = frames_of(keys)
-        self.write(str(msg["id"]), found)
+        error = None
+        try:
+            found = frames_of(keys)
+            self.write(str(msg["id"]), found)
+        except Exception as exc:
+            log.exception("publishing %d keys through Redis failed", len(keys))
+            found, error = {}, f"{type(exc).__name__}: {exc}"
         self.store.redis.xadd(self._stream(list(msg["to"])), {PAYLOAD_FIELD: messages.encode(
-            "published", id=msg["id"], keys=list(found), missing=[k for k in keys if k not in found])})
+            "published", id=msg["id"], keys=list(found), missing=[k for k in keys if k not in found],
+            error=error)})
 
     # -- pushing (client) and loading (worker) ---------------------------------------------
     def push(self, worker: str, items: dict[str, list[Any]]) -> None:

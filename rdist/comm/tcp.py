@@ -7,6 +7,11 @@ cluster secret)::
     client -> server   client_nonce(32) + HMAC(secret, b"c" + server_nonce + client_nonce)
     server -> client   HMAC(secret, b"s" + client_nonce + server_nonce)
 
+On Linux a data server also listens on an abstract unix socket named after its
+advertised address (:func:`local_name`); a client first tries that name and falls back to
+TCP, so peers on one host skip the TCP stack (about 1.5x the loopback throughput here).
+``RDIST_UNIX_SOCKETS=0`` turns this off. The handshake is the same on both.
+
 Messages: 4-byte little-endian header length, a msgpack map with ``lengths`` (frame sizes),
 then the raw frames. Sending gathers the length, header and frames into ``sendmsg`` calls
 straight from the callers' buffers (numpy arrays are never copied); receiving reads small
@@ -21,6 +26,7 @@ import hmac
 import logging
 import os
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -93,6 +99,29 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def format_address(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def local_sockets_enabled() -> bool:
+    return sys.platform.startswith("linux") and os.environ.get("RDIST_UNIX_SOCKETS", "1") != "0"
+
+
+def local_name(address: str) -> str:
+    """The abstract unix socket (Linux) of the data server advertising ``address``."""
+    digest = hashlib.sha256(address.encode()).hexdigest()[:32]
+    return f"\0rdist-{digest}"
+
+
+def _connect_local(address: str, timeout: float) -> socket.socket | None:
+    if not local_sockets_enabled():
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(local_name(address))
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def sendmsg_all(sock: socket.socket, views: list[memoryview]) -> None:
@@ -196,9 +225,12 @@ class Connection(TCPComm):
 
     def __init__(self, address: str, secret: bytes, timeout: float = 30.0) -> None:
         self.address = address
-        sock = socket.create_connection(parse_address(address), timeout=timeout)
+        sock = _connect_local(address, timeout)
+        if sock is None:
+            sock = socket.create_connection(parse_address(address), timeout=timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client_handshake(sock, secret)
         except BaseException:
             sock.close()  # a failed handshake must not leak the socket
@@ -225,15 +257,33 @@ class TCPListener(Listener):
         self._closing = threading.Event()
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept_loop, name="rdist-data-accept", daemon=True)
+        self._local: socket.socket | None = None
+        self._thread = threading.Thread(target=self._accept_loop, args=(self.listener,),
+                                        name="rdist-data-accept", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def _accept_loop(self) -> None:
+    def add_local_alias(self, address: str) -> None:
+        """Also accept peers of this host on the abstract unix socket of ``address``."""
+        if not local_sockets_enabled() or self._local is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(local_name(address))
+            sock.listen(128)
+        except OSError as exc:  # taken (should not happen) or not supported: TCP only
+            log.info("no local socket for %s: %s", address, exc)
+            sock.close()
+            return
+        self._local = sock
+        threading.Thread(target=self._accept_loop, args=(sock,), name="rdist-data-accept-local",
+                         daemon=True).start()
+
+    def _accept_loop(self, listener: socket.socket) -> None:
         while not self._closing.is_set():
             try:
-                sock, peer = self.listener.accept()
+                sock, peer = listener.accept()
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(sock, peer), daemon=True,
@@ -243,7 +293,8 @@ class TCPListener(Listener):
         with self._lock:
             self._socks.add(sock)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(HANDSHAKE_SECONDS)
             server_handshake(sock, self.secret)
             sock.settimeout(None)
@@ -267,11 +318,14 @@ class TCPListener(Listener):
 
     def close(self) -> None:
         self._closing.set()
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
+        for listener in (self.listener, self._local):
+            if listener is None:
+                continue
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
         with self._lock:
             socks = list(self._socks)
         for sock in socks:  # wake connection threads blocked in recv
@@ -287,7 +341,7 @@ Server = TCPListener
 
 class _Backend:
     def connect(self, location: str, secret: bytes, timeout: float) -> Comm:
-        return Connection(location, secret, timeout)
+        return Connection(f"tcp://{location}", secret, timeout)
 
     def listen(self, location: str, secret: bytes, handler: Handler) -> Listener:
         host, port = parse_address(location) if location else ("127.0.0.1", 0)

@@ -129,6 +129,7 @@ class DataServer:
         self.put = put
         self.gate = Gate(max_outgoing)
         self.refused = 0  #: "busy" answers given (tests and metrics)
+        self.served = 0  #: keys sent
 
     def handle(self, header: dict[str, Any], frames: list[Any]) -> tuple[Any, ...]:
         op = header.get("op")
@@ -153,6 +154,7 @@ class DataServer:
             raise
         reply["status"] = "OK"
         reply["missing"] = [k for k in keys if k not in found]
+        self.served += len(found)
         return reply, out, self.gate.leave
 
 

@@ -85,8 +85,8 @@ def dumps_function(func: Any) -> bytes:
         raise SerializationError(f"cannot serialize function {func!r}: {exc}") from exc
 
 
-def _maybe_compress(frame: memoryview | bytes) -> tuple[bytes | memoryview, bool]:
-    size = len(frame) if isinstance(frame, bytes) else frame.nbytes
+def _maybe_compress(frame: Any) -> tuple[Any, bool]:
+    size = frame_nbytes(frame)
     if size < _COMPRESS_MIN:
         return frame, False
     view = memoryview(frame).cast("B")

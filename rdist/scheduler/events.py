@@ -85,6 +85,13 @@ class WorkerLeft(Event):
 
 
 @dataclass(slots=True)
+class RestartRequested(Event):
+    """``client.restart()``: cancel every future of every client and restart all workers."""
+
+    client: str
+
+
+@dataclass(slots=True)
 class StateRestored(Event):
     """A (new) scheduler rebuilds its state from the records it finds in Redis."""
 
@@ -247,6 +254,14 @@ class StoreSpec(Instruction):
 
     key: str
     spec: bytes
+
+
+@dataclass(slots=True)
+class RestartWorkers(Instruction):
+    """Tell every worker to restart, then tell ``client`` the cluster was reset."""
+
+    workers: list[str]
+    client: str
 
 
 @dataclass(slots=True)

@@ -77,6 +77,7 @@ DECODERS: dict[str, _Decoder] = {
                                                     m.get("resources"))],
     "worker-leave": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"])],
     "worker-lost": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"], lost=True)],
+    "restart": lambda m, s, t: [ev.RestartRequested(s, t, m["client"])],
     "add-keys": lambda m, s, t: [ev.DataReplicated(s, t, m["worker"], list(m["keys"]))],
     "worker-status": lambda m, s, t: [ev.WorkerStatusChanged(s, t, str(m["address"]), str(m["status"]))],
     "drop-replicas": lambda m, s, t: [ev.DropReplicas(s, t, str(m["client"]), {
@@ -124,6 +125,7 @@ class Outbox:
         self.client_items: dict[str, list[list[Any]]] = defaultdict(list)
         self.records: dict[str, bytes] = {}
         self.specs: dict[str, bytes] = {}
+        self.restarts: list[ev.RestartWorkers] = []
         self.forget: list[str] = []
         self.drop_results: list[str] = []
         self.log: list[bytes] = []
@@ -152,6 +154,8 @@ class Outbox:
                 self.records.pop(ins.key, None)  # type: ignore[attr-defined]
                 self.specs.pop(ins.key, None)  # type: ignore[attr-defined]
                 self.forget.append(ins.key)  # type: ignore[attr-defined]
+            elif kind is ev.RestartWorkers:
+                self.restarts.append(ins)  # type: ignore[arg-type]
             elif kind is ev.DropResult:
                 self.drop_results.append(ins.key)  # type: ignore[attr-defined]
             elif kind is ev.LogEvent:
@@ -173,6 +177,10 @@ class Outbox:
             pipe.xadd(keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("batch", a=actions)})
         for client, items in self.client_items.items():
             pipe.xadd(keys.client_stream(client), {PAYLOAD_FIELD: messages.encode("notify", items=items)})
+        for restart in self.restarts:  # after the cancellations above reached the clients
+            for worker in restart.workers:
+                pipe.xadd(keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("restart")})
+            pipe.xadd(keys.client_stream(restart.client), {PAYLOAD_FIELD: messages.encode("restarted")})
         for entry in self.log:
             pipe.xadd(keys.events, {PAYLOAD_FIELD: entry}, maxlen=EVENTS_MAXLEN, approximate=True)
 

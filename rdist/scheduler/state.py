@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any, Callable, Iterable
 
 from rdist.scheduler import events as ev
-from rdist.scheduler import dataops, recovery, stealing
+from rdist.scheduler import coassign, dataops, recovery, stealing
 
 
 class TaskState(str, Enum):
@@ -334,6 +334,29 @@ class SchedulerState:
                 if ts.state is TS.QUEUED:
                     self._transition(ts, TS.NO_WORKER)
 
+    def _on_restart(self, e: ev.RestartRequested) -> None:
+        """Every task is cancelled and forgotten; workers restart with nothing."""
+        for ts in self.tasks.values():
+            for client in sorted(ts.who_wants):
+                if client != FIRE_AND_FORGET:
+                    self._emit(ev.Notify(client, ts.key, "cancelled", {}))
+            self._emit(ev.ForgetTask(ts.key))
+        self.tasks.clear()
+        for wanted in self.clients.values():
+            wanted.clear()
+        for ws in self.workers.values():
+            ws.processing.clear()
+            ws.has_what.clear()
+            ws.occupancy = 0.0
+            ws.used_resources.clear()
+        self.queued.clear()
+        self.stealing.clear()
+        self.queued_restricted.clear()
+        self.no_worker.clear()
+        self._dirty.clear()
+        self._emit(ev.LogEvent("restart", {"client": e.client}))
+        self._emit(ev.RestartWorkers(sorted(self.workers), e.client))
+
     def _on_missing_data(self, e: ev.MissingData) -> None:
         """Holders that could not deliver are struck off; data nobody holds is recomputed, and
         the task that needed it waits again instead of failing."""
@@ -452,9 +475,6 @@ class SchedulerState:
             ws.occupancy = max(0.0, ws.occupancy - ts.occupancy)
             ts.occupancy = 0.0
 
-    def _on_steal_response(self, e: ev.StealResponse) -> None:
-        stealing.answered(self, e)
-
     def _move_processing(self, ts: Task, ws: WorkerInfo) -> None:
         """A confirmed steal: the victim dropped ``ts`` unstarted; assign it to ``ws``."""
         if self.keep_log:
@@ -462,16 +482,6 @@ class SchedulerState:
         self._stop_processing(ts)
         self._t_to_processing(ts, ws)
         self._mark(ts)
-
-    def has_queued_work(self) -> bool:
-        """Tasks wait at the scheduler (those go to idle workers before any steal)."""
-        while self.queued:
-            priority, key = self.queued[0]
-            ts = self.tasks.get(key)
-            if ts is not None and ts.state is TS.QUEUED and ts.priority == priority:
-                return True
-            heapq.heappop(self.queued)
-        return bool(self.queued_restricted)
 
     # -- wanting and needing -------------------------------------------------------------
     def _want(self, client: str, key: str) -> None:
@@ -569,10 +579,7 @@ class SchedulerState:
         if not ts.waiting_on:
             self._ready(ts)
         elif self.coassign:
-            dep = self.tasks[next(iter(ts.waiting_on))]
-            ws = self.workers.get(dep.processing_on or "")
-            if ws is not None and self._can_coassign(ts, ws):
-                self._transition(ts, TS.PROCESSING, worker=ws)
+            coassign.waiting(self, ts)
         self._wake_dependencies()
 
     def _wake_dependencies(self) -> None:
@@ -644,39 +651,8 @@ class SchedulerState:
                               list(ts.notified), ts.spec))
         ts.spec = None
         if ts.dependents and self.coassign:
-            self._coassign_dependents(ts, worker)
+            coassign.dependents(self, ts, worker)
 
-    def _coassign_dependents(self, ts: Task, ws: WorkerInfo) -> None:
-        """Dependents waiting only on tasks now processing on ``ws`` go to ``ws`` at once:
-        the worker runs each as soon as its inputs are computed there, with no round trip
-        through the scheduler between them (a chain runs at the worker's own speed).
-        Iterative, so a chain of a million is not walked by recursion."""
-        self._coassign_stack.append(ts)
-        if self._coassigning:
-            return
-        self._coassigning = True
-        try:
-            while self._coassign_stack:
-                t = self._coassign_stack.pop()
-                for key in t.dependents:
-                    d = self.tasks.get(key)
-                    if d is not None and d.state is TS.WAITING and self._can_coassign(d, ws):
-                        self._transition(d, TS.PROCESSING, worker=ws)
-        finally:
-            self._coassigning = False
-
-    def _can_coassign(self, ts: Task, ws: WorkerInfo) -> bool:
-        if ts.restrictions or ts.resources or ts.broken is not None or not ts.waiting_on:
-            return False
-        if len(ws.processing) >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
-            return False
-        for key in ts.waiting_on:
-            dep = self.tasks[key]
-            # an input that could move (retry, steal) would leave us waiting for nothing
-            if (dep.state is not TS.PROCESSING or dep.processing_on != ws.address
-                    or dep.retries or key in ws.long_running or key in self.stealing):
-                return False
-        return True
 
     def _stop_processing(self, ts: Task) -> WorkerInfo | None:
         ws = self.workers.get(ts.processing_on or "")
@@ -778,16 +754,6 @@ class SchedulerState:
                 dep.waiters.discard(ts.key)
                 self._release_if_unneeded(dep)
 
-    def _uncoassign(self, ts: Task) -> None:
-        """``ts`` stopped processing without a result: dependents co-assigned to wait for it
-        on its worker wait at the scheduler again."""
-        for key in list(ts.dependents):
-            d = self.tasks.get(key)
-            if d is not None and d.state is TS.PROCESSING and ts.key in d.waiting_on:
-                self._transition(d, TS.RELEASED)
-                if d.state is TS.RELEASED and self._needed(d):  # (the cascade may have)
-                    self._transition(d, TS.WAITING)
-
     def _t_to_released(self, ts: Task) -> None:
         start = ts.state
         if start is TS.PROCESSING:
@@ -813,7 +779,7 @@ class SchedulerState:
                 self._release_if_unneeded(dep)
         ts.waiting_on = set()
         if start is TS.PROCESSING and ts.dependents:
-            self._uncoassign(ts)
+            coassign.undo(self, ts)
 
     def _free_data(self, ts: Task) -> None:
         for address in sorted(ts.who_has):
@@ -1078,6 +1044,7 @@ _TRANSITIONS: dict[tuple[TS, TS], _T] = {
 _HANDLERS: dict[type, Callable[[SchedulerState, Any], None]] = {
     ev.StateRestored: recovery.on_restored,
     ev.MissingData: SchedulerState._on_missing_data,
+    ev.RestartRequested: SchedulerState._on_restart,
     ev.GraphSubmitted: SchedulerState._on_graph,
     ev.KeysReleased: SchedulerState._on_released,
     ev.KeysCancelled: SchedulerState._on_cancelled,
@@ -1091,7 +1058,7 @@ _HANDLERS: dict[type, Callable[[SchedulerState, Any], None]] = {
     ev.DataScattered: SchedulerState._on_scattered,
     ev.DataReplicated: SchedulerState._on_replicated,
     ev.TaskSeceded: SchedulerState._on_seceded,
-    ev.StealResponse: SchedulerState._on_steal_response,
+    ev.StealResponse: stealing.answered,
     ev.WorkerStatusChanged: dataops.on_worker_status,
     ev.DropReplicas: dataops.on_drop_replicas,
     ev.Barrier: dataops.on_barrier,

@@ -10,6 +10,7 @@ only a confirmed steal reassigns the task. Pure functions over a ``SchedulerStat
 
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING
 
 from rdist.scheduler import events as ev
@@ -42,7 +43,7 @@ def balance(state: "SchedulerState", now: float) -> None:
         incoming[thief] = incoming.get(thief, 0) + 1
     idle = {w.address: free_threads(w) - incoming.get(w.address, 0) for w in state.workers.values()}
     idle = {a: n for a, n in idle.items() if n > 0}
-    if not idle or state.has_queued_work():
+    if not idle or has_queued_work(state):
         return
     victims = [w for w in state.workers.values() if free_threads(w) < 0]
     victims.sort(key=lambda w: free_threads(w))
@@ -69,6 +70,19 @@ def balance(state: "SchedulerState", now: float) -> None:
             state._emit(ev.StealRequest(victim.address, ts.key))
             if not idle:
                 return
+
+
+def has_queued_work(state: "SchedulerState") -> bool:
+    """Tasks wait at the scheduler (those go to idle workers before any steal)."""
+    from rdist.scheduler.state import TaskState
+
+    while state.queued:
+        priority, key = state.queued[0]
+        ts = state.tasks.get(key)
+        if ts is not None and ts.state is TaskState.QUEUED and ts.priority == priority:
+            return True
+        heapq.heappop(state.queued)
+    return bool(state.queued_restricted)
 
 
 def _has_coassigned(state: "SchedulerState", ts: "Task") -> bool:

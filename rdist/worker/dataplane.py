@@ -85,6 +85,9 @@ class DataPlane:
         self.server = DataServer(worker.data.frames_of, worker.data.size_of, self._put)
         self.listener = listen(listen_address, worker.secret, self.server.handle)
         self.address = advertised_address(self.listener.address, contact_address)
+        add_local_alias = getattr(self.listener, "add_local_alias", None)
+        if add_local_alias is not None:  # peers on this host skip the TCP stack
+            add_local_alias(self.address)
         self.pool = ConnectionPool(worker.secret)
         self.replies = Replies()
         self.relay = RedisRelay(worker.store, ("w", self.address), self.replies)
@@ -154,8 +157,8 @@ class DataPlane:
             self.background.submit(self._guard, self.relay.publish, msg, self.worker.data.frames_of)
         elif op == "load":
             self.background.submit(self._guard, self.relay.load, msg, self._put)
-        elif op == "gather-keys":
-            self.background.submit(self._guard, self._gather_keys, msg)
+        elif op == "gather-keys":  # waits on peers: not on the threads that answer peers
+            self.fetchers.submit(self._guard, self._gather_keys, msg)
 
     def _guard(self, fn: Any, *args: Any) -> None:
         try:

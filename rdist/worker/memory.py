@@ -382,7 +382,9 @@ class MemoryMonitor:
         rss = self.rss()
         verdict = assess(rss, self.limit, self.fractions)
         if verdict.spill_bytes:
-            freed = 0
+            from rdist.comm.buffers import POOL
+
+            freed = POOL.trim(0)  # free receive buffers go first: they hold no data
             while freed < verdict.spill_bytes:
                 got = self.buffer.evict()
                 if not got:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import psutil
 
+from rdist.comm import buffers
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.protocol import messages, serialize, spec, taskstream
 from rdist.protocol.messages import MalformedMessage
@@ -42,7 +43,7 @@ BATCH_ENTRIES = 100
 BLOCK_MS = 500
 HEARTBEAT_SECONDS = 1.0
 HEARTBEATS_MAXLEN = 1000
-KNOWN_OPS = frozenset({"batch", "run", "stop"}) | DATA_OPS
+KNOWN_OPS = frozenset({"batch", "run", "stop", "restart"}) | DATA_OPS
 
 _thread_state = threading.local()
 _PROCESS = psutil.Process()
@@ -64,6 +65,9 @@ class Worker:
                  contact_address: str | None = None, transfer: str | None = None,
                  memory_fractions: MemoryFractions | None = None,
                  spill_directory: str | None = None) -> None:
+        self.started = time.time()  #: start (or last restart) time, for client.restart()
+        self.under_nanny = False  #: set by run_worker: a nanny restarts us when we exit
+        self.handoff_on_close = True  #: hand unique data to peers when leaving
         self.store = store
         self.nthreads = max(1, nthreads)
         self.memory_limit = memory_limit
@@ -113,6 +117,7 @@ class Worker:
         return {"address": self.address, "name": self.name, "nthreads": self.nthreads,
                 "memory_limit": self.memory_limit, "resources": self.resources,
                 "host": socket.gethostname(), "pid": os.getpid(), "status": self.status,
+                "started": self.started,
                 "transfer": self.dataplane.mode}
 
     def start(self) -> None:
@@ -140,6 +145,22 @@ class Worker:
         pipe.hset(keys.workers, self.address, messages.pack({**info, **self._metrics()}))
         pipe.execute()
 
+    def _restart(self) -> None:
+        """``client.restart()``: under a nanny, leave and let it start a fresh process;
+        otherwise drop every task and all data and join again (a task still running is
+        abandoned: its result is discarded when it ends)."""
+        self.started = time.time()
+        if self.under_nanny:
+            self.handoff_on_close = False
+            threading.Thread(target=self.close, daemon=True).start()
+            return
+        with self.lock:
+            self.state = WorkerState()
+            self.data.clear()
+            self.nbytes.clear()
+            self.replicas = []
+        self._announce()
+
     def _rejoin(self) -> None:
         """Our stream is gone: the scheduler declared us dead (e.g. we stalled past the
         heartbeat timeout) and rescheduled our work. Start afresh and join again."""
@@ -161,7 +182,7 @@ class Worker:
         self.stop_event.set()
         keys = self.store.keys
         try:
-            moved = handoff.hand_off(self)
+            moved = handoff.hand_off(self) if self.handoff_on_close else {}
             pipe = self.store.pipeline()
             for peer, peer_keys in moved.items():  # before we leave, so nothing counts as lost
                 pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("add-keys", worker=peer, keys=peer_keys)})
@@ -255,6 +276,8 @@ class Worker:
                 threading.Thread(target=self._run_function, args=(msg,), daemon=True).start()
             elif op == "stop":
                 threading.Thread(target=self.close, daemon=True).start()
+            elif op == "restart":
+                self._restart()
             elif op in DATA_OPS:
                 self.dataplane.handle_message(msg)
         if actions:
@@ -641,6 +664,7 @@ class Worker:
         keys = self.store.keys
         store = self.store.clone()
         while not self.stop_event.wait(HEARTBEAT_SECONDS):
+            buffers.POOL.trim()  # receive buffers idle for a while go back to the system
             try:
                 metrics = self._metrics()
                 pipe = store.pipeline()
@@ -703,6 +727,7 @@ def run_worker(url: str, cluster: str = "default", nanny_fd: int | None = None, 
     from rdist.procs import tune_gc
 
     worker = Worker(connect(url, cluster), **kwargs)
+    worker.under_nanny = nanny_fd is not None
     tune_gc()
 
     def on_term(*_: Any) -> None:
