@@ -34,27 +34,38 @@ def run_transfers(env, count, mb, repeats):
     runs = []
     for r in range(repeats):
         fill = float(r + 1)
-        arrays = client.map(tasks.make_array, [nbytes] * count, [fill] * count,
-                            workers=[w0], pure=False)
+        arrays = client.map(
+            tasks.make_array, [nbytes] * count, [fill] * count, workers=[w0], pure=False
+        )
         for a in arrays:
             _wait_done(env, a)
         t0 = perf_counter()
         out = client.gather(client.map(tasks.consume, arrays, workers=[w1], pure=False))
         dt = perf_counter() - t0
-        if len(out) != count or any(o["first"] != fill or o["nbytes"] != nbytes // 8 * 8 for o in out):
+        if len(out) != count or any(
+            o["first"] != fill or o["nbytes"] != nbytes // 8 * 8 for o in out
+        ):
             raise AssertionError("consumers saw wrong data")
         if len({o["pid"] for o in out}) != 1:
             raise AssertionError("consumers ran in several processes")
         del arrays, out
         total = count * nbytes / 1e6
         runs.append({"seconds": dt, "mb_per_s": total / dt, "transfers_per_s": count / dt})
-        env.log("transfers run %d: %d x %.1f MB in %.3f s = %.0f MB/s"
-                % (r + 1, count, mb, dt, total / dt))
+        env.log(
+            "transfers run %d: %d x %.1f MB in %.3f s = %.0f MB/s"
+            % (r + 1, count, mb, dt, total / dt)
+        )
         _settle()
     best = max(runs, key=lambda x: x["mb_per_s"])
-    return {"count": count, "mb": mb, "mb_per_s": best["mb_per_s"],
-            "transfers_per_s": best["transfers_per_s"], "seconds": best["seconds"],
-            "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs), "runs": runs}
+    return {
+        "count": count,
+        "mb": mb,
+        "mb_per_s": best["mb_per_s"],
+        "transfers_per_s": best["transfers_per_s"],
+        "seconds": best["seconds"],
+        "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
+        "runs": runs,
+    }
 
 
 def worker_rss(client):
@@ -79,12 +90,20 @@ def run_rss(env, n, idle):
     _settle()
     _settle()
     after = worker_rss(client)
-    env.log("rss: workers idle %s MB, before %s MB, after %d tasks %s MB (%.1f s)"
-            % (_fmt(idle), _fmt(before), n, _fmt(after), dt))
-    return {"n": n, "seconds": dt,
-            "idle_mb": max(idle.values()) if idle else None,
-            "before_mb": max(before.values()), "after_mb": max(after.values()),
-            "idle": idle, "before": before, "after": after}
+    env.log(
+        "rss: workers idle %s MB, before %s MB, after %d tasks %s MB (%.1f s)"
+        % (_fmt(idle), _fmt(before), n, _fmt(after), dt)
+    )
+    return {
+        "n": n,
+        "seconds": dt,
+        "idle_mb": max(idle.values()) if idle else None,
+        "before_mb": max(before.values()),
+        "after_mb": max(after.values()),
+        "idle": idle,
+        "before": before,
+        "after": after,
+    }
 
 
 def _fmt(values):

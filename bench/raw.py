@@ -55,8 +55,11 @@ def measure(mb: float = 200.0, rounds: int = 6, kind: str = "tcp") -> dict:
         listener.bind(where)
         listener.listen(1)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    sender = subprocess.Popen([sys.executable, "-m", "bench.raw", "--send", kind, where,
-                               str(nbytes), str(rounds)], cwd=ROOT, env=env)
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw", "--send", kind, where, str(nbytes), str(rounds)],
+        cwd=ROOT,
+        env=env,
+    )
     try:
         conn, _ = listener.accept()
         buf = np.empty(nbytes, dtype="u1")
@@ -81,8 +84,13 @@ def measure(mb: float = 200.0, rounds: int = 6, kind: str = "tcp") -> dict:
             os.unlink(where)
             os.rmdir(tmp)
     runs = speeds[1:] or speeds
-    return {"kind": kind, "mb": nbytes / 1e6, "mb_per_s": max(runs),
-            "median_mb_per_s": statistics.median(runs), "runs": speeds}
+    return {
+        "kind": kind,
+        "mb": nbytes / 1e6,
+        "mb_per_s": max(runs),
+        "median_mb_per_s": statistics.median(runs),
+        "runs": speeds,
+    }
 
 
 if __name__ == "__main__":
@@ -91,4 +99,6 @@ if __name__ == "__main__":
     else:
         for kind in ("tcp", "unix"):
             r = measure(kind=kind)
-            print("%s: best %.0f MB/s, median %.0f MB/s" % (kind, r["mb_per_s"], r["median_mb_per_s"]))
+            print(
+                "%s: best %.0f MB/s, median %.0f MB/s" % (kind, r["mb_per_s"], r["median_mb_per_s"])
+            )

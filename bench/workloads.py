@@ -248,7 +248,7 @@ class _PeakRSS:
                 out.setdefault("redis", []).append(child)
             elif " scheduler" in cmd:
                 out.setdefault("scheduler", []).append(child)
-            elif "resource_tracker" in cmd or "nanny" in cmd:
+            elif "resource_tracker" in cmd or " rdist nanny" in cmd:
                 continue
             else:
                 out.setdefault("worker", []).append(child)

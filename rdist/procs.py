@@ -18,7 +18,10 @@ def tune_gc() -> None:
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    # young generations stay small (a collection walks at most ~250k objects), full ones
+    # practically never: walking a graph of a million tasks holds the GIL for seconds,
+    # long enough to lose the scheduler's lease (big batches also freeze what they made)
+    gc.set_threshold(50_000, 5, 1000)
 
 
 def die_with_parent() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import uuid
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,9 @@ def served(worker: Any) -> int:
 
 
 @pytest.mark.parametrize("mode", ["p2p", "redis", "auto"])
-def test_large_data_moves_in_every_transfer_mode(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_data_moves_in_every_transfer_mode(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RDIST_TRANSFER", mode)
     with fake_cluster() as (c, cluster):
         w0, w1 = cluster.workers
@@ -47,7 +50,9 @@ def test_large_data_moves_in_every_transfer_mode(mode: str, monkeypatch: pytest.
         b = c.submit(make, 3 * MB, 1.0, workers=[w1.address])
 
         assert c.submit(total, a, b, workers=[w1.address]).result(timeout=20) == (
-            2 * MB / 8 * 2.0 + 3 * MB / 8, w1.address)
+            2 * MB / 8 * 2.0 + 3 * MB / 8,
+            w1.address,
+        )
         value = a.result(timeout=20)  # the client fetches from w0 by the same rule
         [scattered] = c.scatter([np.ones(MB)], workers=[w0.address])
         assert c.submit(total, scattered, workers=[w1.address]).result(timeout=20)[0] == MB
@@ -60,7 +65,8 @@ def test_large_data_moves_in_every_transfer_mode(mode: str, monkeypatch: pytest.
 
 
 def test_auto_mode_falls_back_to_redis_for_a_worker_nobody_can_reach(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("RDIST_TRANSFER", "auto")
     monkeypatch.setenv("RDIST_UNIX_SOCKETS", "0")  # only the advertised TCP address exists
     with fake_cluster(n_workers=1) as (c, cluster):
@@ -78,7 +84,11 @@ def test_auto_mode_falls_back_to_redis_for_a_worker_nobody_can_reach(
         assert served(hidden) == 0  # nothing went over its (unreachable) data server
         assert hidden.address in reachable.dataplane.gatherer.unreachable
         assert transfer_keys(c) == []
-        assert sorted(c.who_has([a])[a.key]) == sorted([hidden.address, reachable.address])
+        wait_until(
+            lambda: sorted(c.who_has([a])[a.key]) == sorted([hidden.address, reachable.address]),
+            5,
+            "the copy recorded",
+        )
 
 
 def test_p2p_mode_does_not_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,12 +115,15 @@ def test_workers_can_talk_over_the_in_memory_transport() -> None:
         np.testing.assert_array_equal(a.result(timeout=20), make(2 * MB))
 
 
-def test_worker_record_shows_advertised_address_and_transfer_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_record_shows_advertised_address_and_transfer_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("RDIST_TRANSFER", "redis")
     port = free_port()
     with fake_cluster(n_workers=0) as (c, cluster):
-        worker = cluster.add_worker(name="nat", host="127.0.0.1",
-                                    contact_address=f"tcp://{socket.gethostname()}:{port}")
+        worker = cluster.add_worker(
+            name="nat", host="127.0.0.1", contact_address=f"tcp://{socket.gethostname()}:{port}"
+        )
         c.wait_for_workers(1, timeout=10)
         info = c.scheduler_info()["workers"]
         assert list(info) == [f"tcp://{socket.gethostname()}:{port}"] == [worker.address]
@@ -162,20 +175,31 @@ def test_rebalance_evens_out_bytes_between_workers() -> None:
         has_what = c.has_what()
         assert len(has_what[w0.address]) == len(has_what[w1.address]) == 3
         assert all(len(c.who_has([f])[f.key]) == 1 for f in futures)
-        wait_until(lambda: sum(f.key in w1.data for f in futures) == 3
-                   and sum(f.key in w0.data for f in futures) == 3, 10)
+        wait_until(
+            lambda: (
+                sum(f.key in w1.data for f in futures) == 3
+                and sum(f.key in w0.data for f in futures) == 3
+            ),
+            10,
+        )
         assert [float(v[0]) for v in c.gather(futures)] == [float(i) for i in range(6)]
 
 
-# -- memory ------------------------------------------------------------------------------------------
+# -- memory ------------------------------------------------------------------------------
 
 
 def test_spilled_data_still_counts_for_locality_and_comes_back(tmp_path: Any) -> None:
     with fake_cluster(n_workers=1) as (c, cluster):
-        small = cluster.add_worker(name="small", memory_limit=4 * MB, spill_directory=str(tmp_path),
-                                   memory_fractions=MemoryFractions(0.5, 0, 0, 0))
+        small = cluster.add_worker(
+            name="small",
+            memory_limit=4 * MB,
+            spill_directory=str(tmp_path),
+            memory_fractions=MemoryFractions(0.5, 0, 0, 0),
+        )
         c.wait_for_workers(2, timeout=10)
-        arrays = [c.submit(make, MB, float(i), workers=[small.address], pure=False) for i in range(5)]
+        arrays = [
+            c.submit(make, MB, float(i), workers=[small.address], pure=False) for i in range(5)
+        ]
         c.gather(arrays)  # (gather fetches spilled ones from disk, without unspilling them)
         assert small.data.slow, "nothing spilled"
         spilled = next(f for f in arrays if f.key in small.data.slow)
@@ -184,8 +208,15 @@ def test_spilled_data_still_counts_for_locality_and_comes_back(tmp_path: Any) ->
 
         assert where == small.address  # it holds all the input bytes, on disk or not
         assert s == MB / 8 * (float(arrays.index(spilled)) + 4.0)
-        wait_until(lambda: messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address))
-                   .get("spilled_bytes", 0) > 0, 5)
+        wait_until(
+            lambda: (
+                messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address)).get(
+                    "spilled_bytes", 0
+                )
+                > 0
+            ),
+            5,
+        )
         record = messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address))
         assert record["stored_bytes"] <= 2 * MB + 10_000
     assert not list(tmp_path.iterdir()) or not any(p.iterdir() for p in tmp_path.iterdir())
@@ -210,3 +241,43 @@ def test_a_paused_worker_gets_no_tasks_until_memory_drops() -> None:
         assert pinned.result(timeout=10) == w0.address
         del pinned
         gc.collect()
+
+
+# -- the Redis relay --------------------------------------------------------------------------
+
+
+def test_relay_writes_chunks_with_a_ttl_and_deletes_them_once_read() -> None:
+    from rdist.comm.relay import CHUNK_BYTES, RedisRelay, Replies
+    from rdist.protocol import serialize
+    from rdist.store import connect
+
+    store = connect(f"fakeredis://{uuid.uuid4().hex}", "relay")
+    relay = RedisRelay(store, ("c", "me"), Replies())
+    value = np.random.default_rng(1).random(int(2.5 * CHUNK_BYTES) // 8)  # incompressible
+
+    relay.write("req", {"k": serialize.dumps(value)})
+
+    name = store.keys.transfer("req", "k")
+    fields = store.redis.hkeys(name)
+    assert b"m" in fields and len(fields) >= 4  # the meta field and 3 chunks of the array
+    assert 0 < store.redis.ttl(name) <= 120
+    [(key, frames)] = relay.read("req", ["k"]).items()
+    got = serialize.loads(frames)
+    np.testing.assert_array_equal(got, value)
+    assert got.flags.writeable and not store.redis.exists(name)
+    with pytest.raises(ConnectionError, match="expired"):
+        relay.read("req", ["k"])
+    store.close()
+
+
+def test_malformed_data_plane_messages_are_set_aside() -> None:
+    from rdist.protocol.messages import MalformedMessage
+    from rdist.worker.server import check_message
+
+    check_message({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]})
+    for bad in [{"op": "publish", "id": "r", "keys": "a", "to": ["w", "x"]},
+                {"op": "load", "id": "r", "keys": [], "to": ["z", "x"]},
+                {"op": "published"},
+                {"op": "gather-keys", "id": "r", "keys": ["not", "a", "map"], "to": ["c", "x"]}]:
+        with pytest.raises(MalformedMessage):
+            check_message(bad)

@@ -217,3 +217,14 @@ def test_a_failure_inside_a_co_assigned_chain_errs_its_end_and_leaves_the_worker
             x.result(timeout=30)
         del x
         wait_until(lambda: not cluster.workers[0].state.tasks, what="co-assigned tasks freed")
+
+
+def test_quick_task_run_on_the_stream_thread_may_still_wait_on_subtasks():
+    with fake_cluster(1, nthreads=1) as (c, cluster):
+        for i in range(3):  # learn that fan_out_plainly is quick: later runs go inline
+            assert c.submit(fan_out_plainly, 0, pure=False).result(timeout=20) == 0
+        worker = cluster.workers[0]
+        assert worker._is_fast(type("T", (), {"key": "fan_out_plainly-x"})())
+
+        assert c.submit(fan_out_plainly, 10, pure=False).result(timeout=20) == sum(range(1, 11))
+        assert c.submit(inc, 1).result(timeout=10) == 2  # the stream is still read

@@ -18,8 +18,14 @@ from rdist.comm import buffers
 from rdist.comm.core import AuthenticationError, connect, listen
 from rdist.comm.pool import ConnectionPool
 from rdist.comm.tcp import TCPComm, local_name, sendmsg_all
-from rdist.comm.transfer import (DataServer, Gatherer, encode_items, plan_batches, split_items,
-                                 transfer_mode)
+from rdist.comm.transfer import (
+    DataServer,
+    Gatherer,
+    encode_items,
+    plan_batches,
+    split_items,
+    transfer_mode,
+)
 from rdist.protocol import serialize
 from rdist.worker.dataplane import advertised_address, listen_address_of
 
@@ -29,7 +35,9 @@ SECRET = b"s" * 32
 class Holder:
     """A data server over a dict of values, as a worker's would be."""
 
-    def __init__(self, values: dict[str, Any], address: str = "inproc://", max_outgoing: int = 6) -> None:
+    def __init__(
+        self, values: dict[str, Any], address: str = "inproc://", max_outgoing: int = 6
+    ) -> None:
         self.values = values
         self.calls = 0
         self.gate_hold = threading.Event()
@@ -82,7 +90,8 @@ def test_inproc_request_round_trips_header_and_frames_as_copies(holder: Holder) 
 
 
 def test_inproc_listener_refuses_a_wrong_secret_before_its_handler_runs(
-        holder: Holder, caplog: pytest.LogCaptureFixture) -> None:
+    holder: Holder, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="rdist.comm"):
         with pytest.raises(AuthenticationError):
             connect(holder.address, b"wrong")
@@ -150,7 +159,9 @@ def test_tcp_comm_receives_header_and_frames_split_across_reads() -> None:
     a, b = socket.socketpair()
     sender, receiver = TCPComm(a, "a"), TCPComm(b, "b")
     frames = [b"head", np.arange(400_000, dtype="u1"), b"", b"tail" * 5000]
-    threading.Thread(target=lambda: [sender.send({"op": "x", "n": i}, frames) for i in range(3)]).start()
+    threading.Thread(
+        target=lambda: [sender.send({"op": "x", "n": i}, frames) for i in range(3)]
+    ).start()
     for i in range(3):
         header, got = receiver.recv()
         assert header["n"] == i and header["lengths"] == [4, 400_000, 0, 20_000]
@@ -189,12 +200,16 @@ def test_plan_batches_groups_keys_per_peer_within_the_byte_budget() -> None:
     for peer, keys in batches:
         by_peer.setdefault(peer, []).append(keys)
     assert all(sum(wanted[k][1] for k in keys) <= 100 for keys in by_peer["tcp://p:1"])
-    assert sorted(k for keys in by_peer["tcp://p:1"] for k in keys) == sorted(f"k{i}" for i in range(10))
+    assert sorted(k for keys in by_peer["tcp://p:1"] for k in keys) == sorted(
+        f"k{i}" for i in range(10)
+    )
     assert by_peer["tcp://q:1"] == [["solo"]]
 
 
 def test_a_single_key_larger_than_the_budget_still_travels() -> None:
-    assert plan_batches({"huge": (["tcp://p:1"], 10**12)}, max_bytes=100) == [("tcp://p:1", ["huge"])]
+    assert plan_batches({"huge": (["tcp://p:1"], 10**12)}, max_bytes=100) == [
+        ("tcp://p:1", ["huge"])
+    ]
 
 
 def test_busy_holder_is_retried_until_it_has_room() -> None:
@@ -203,7 +218,9 @@ def test_busy_holder_is_retried_until_it_has_room() -> None:
     h.gate_hold.clear()  # the first transfer stalls, holding the only slot
     pool = ConnectionPool(SECRET)
     try:
-        first = threading.Thread(target=lambda: pool.request(h.address, {"op": "get", "keys": ["x"]}))
+        first = threading.Thread(
+            target=lambda: pool.request(h.address, {"op": "get", "keys": ["x"]})
+        )
         first.start()
         deadline = time.monotonic() + 5
         while h.server.gate.active == 0 and time.monotonic() < deadline:
@@ -238,8 +255,9 @@ def test_gatherer_tries_the_next_holder_for_what_one_lacks() -> None:
     pool = ConnectionPool(SECRET)
     try:
         found, missing = Gatherer(pool, "p2p").fetch(
-            ["a", "b", "c"], {"a": [h1.address], "b": [h1.address, h2.address],
-                              "c": ["inproc://gone"]})
+            ["a", "b", "c"],
+            {"a": [h1.address], "b": [h1.address, h2.address], "c": ["inproc://gone"]},
+        )
     finally:
         pool.close()
         h1.close()
@@ -262,9 +280,12 @@ class FakeRelay:
         self.pushed.append((worker, list(items)))
 
 
-@pytest.mark.parametrize("mode, direct, via_redis", [("p2p", True, False), ("redis", False, True),
-                                                      ("auto", True, False)])
-def test_transfer_modes_choose_the_path(holder: Holder, mode: str, direct: bool, via_redis: bool) -> None:
+@pytest.mark.parametrize(
+    "mode, direct, via_redis", [("p2p", True, False), ("redis", False, True), ("auto", True, False)]
+)
+def test_transfer_modes_choose_the_path(
+    holder: Holder, mode: str, direct: bool, via_redis: bool
+) -> None:
     relay = FakeRelay({"c": [1, 2, 3]})
     pool = ConnectionPool(SECRET)
     try:
@@ -306,7 +327,10 @@ def test_put_stores_values_on_the_holder(holder: Holder) -> None:
     pool = ConnectionPool(SECRET)
     try:
         header, frames = encode_items({"new": {"x": 1}})
-        assert pool.request(holder.address, {**header, "op": "put"}, frames)[0] == {"ok": True, "lengths": []}
+        assert pool.request(holder.address, {**header, "op": "put"}, frames)[0] == {
+            "ok": True,
+            "lengths": [],
+        }
     finally:
         pool.close()
     assert holder.values["new"] == {"x": 1}
@@ -353,17 +377,21 @@ def test_buffer_pool_never_holds_more_than_its_capacity() -> None:
 # -- addresses --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bound, contact, expected", [
-    ("tcp://127.0.0.1:4000", None, "tcp://127.0.0.1:4000"),
-    ("tcp://127.0.0.1:4000", "tcp://203.0.113.5:9000", "tcp://203.0.113.5:9000"),
-    ("tcp://127.0.0.1:4000", "203.0.113.5", "tcp://203.0.113.5:4000"),
-    ("tcp://127.0.0.1:4000", "example.org:0", "tcp://example.org:4000"),
-    ("tcp://127.0.0.1:4000", "[2001:db8::1]:7", "tcp://[2001:db8::1]:7"),
-    ("tcp://0.0.0.0:4000", None, f"tcp://{socket.gethostname()}:4000"),
-    ("inproc://x/1", "tcp://ignored:1", "inproc://x/1"),
-])
-def test_a_worker_listens_on_one_address_and_advertises_another(bound: str, contact: str | None,
-                                                                  expected: str) -> None:
+@pytest.mark.parametrize(
+    "bound, contact, expected",
+    [
+        ("tcp://127.0.0.1:4000", None, "tcp://127.0.0.1:4000"),
+        ("tcp://127.0.0.1:4000", "tcp://203.0.113.5:9000", "tcp://203.0.113.5:9000"),
+        ("tcp://127.0.0.1:4000", "203.0.113.5", "tcp://203.0.113.5:4000"),
+        ("tcp://127.0.0.1:4000", "example.org:0", "tcp://example.org:4000"),
+        ("tcp://127.0.0.1:4000", "[2001:db8::1]:7", "tcp://[2001:db8::1]:7"),
+        ("tcp://0.0.0.0:4000", None, f"tcp://{socket.gethostname()}:4000"),
+        ("inproc://x/1", "tcp://ignored:1", "inproc://x/1"),
+    ],
+)
+def test_a_worker_listens_on_one_address_and_advertises_another(
+    bound: str, contact: str | None, expected: str
+) -> None:
     assert advertised_address(bound, contact) == expected
 
 
@@ -382,7 +410,7 @@ def test_an_unauthenticated_bare_pickle_never_reaches_the_handler(tmp_path: Path
 
     h = Holder({}, address="tcp://127.0.0.1:0")
     try:
-        host, port = h.address[len("tcp://"):].rsplit(":", 1)
+        host, port = h.address[len("tcp://") :].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=5) as sock:
             sock.recv(38)
             sock.sendall(pickle.dumps(Evil()) * 10)

@@ -140,6 +140,10 @@ def test_dataframe_shuffle_uses_tasks_and_matches(c, dd, pd):
     future = c.compute(shuffled)
     result = future.result(timeout=60)
 
+    task_keys = [k for k in c._task_records(None) if "shuffle" in k]
+    assert any("taskshuffle" in k for k in task_keys)
+    assert not any("diskshuffle" in k or "p2p" in k for k in task_keys)
+
     expected = local(ddf.shuffle("w", npartitions=4, shuffle_method="tasks"))
     pd.testing.assert_frame_equal(result.sort_values("v").reset_index(drop=True),
                                   expected.sort_values("v").reset_index(drop=True))

@@ -122,7 +122,9 @@ def test_frames_made_once_serve_every_transfer(buf: SpillBuffer) -> None:
 # -- fractions and the monitor ------------------------------------------------------------------
 
 
-def test_fractions_default_to_dask_values_and_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fractions_default_to_dask_values_and_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert MemoryFractions() == MemoryFractions(0.6, 0.7, 0.8, 0.95)
     monkeypatch.setenv("RDIST_MEMORY_PAUSE", "0.85")
     monkeypatch.setenv("RDIST_MEMORY_TARGET", "0.5")
@@ -135,12 +137,15 @@ def test_fractions_default_to_dask_values_and_read_the_environment(monkeypatch: 
         MemoryFractions.from_env()
 
 
-@pytest.mark.parametrize("rss, spill, paused, terminate", [
-    (500, 0, False, False),
-    (750, 150, False, False),  # past spill: back down to target (600)
-    (850, 250, True, False),
-    (960, 360, True, True),
-])
+@pytest.mark.parametrize(
+    "rss, spill, paused, terminate",
+    [
+        (500, 0, False, False),
+        (750, 150, False, False),  # past spill: back down to target (600)
+        (850, 250, True, False),
+        (960, 360, True, True),
+    ],
+)
 def test_assess_applies_each_fraction(rss: int, spill: int, paused: bool, terminate: bool) -> None:
     verdict = assess(rss, 1000, MemoryFractions())
     assert (verdict.spill_bytes, verdict.paused, verdict.terminate) == (spill, paused, terminate)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import hmac
 import os
 import pickle
 import signal
@@ -18,7 +20,7 @@ import msgpack
 import pytest
 
 from rdist import Client, LocalCluster, get_worker
-from rdist.comm.tcp import MAGIC, NONCE, Connection, parse_address
+from rdist.comm.tcp import MAGIC, NONCE, Connection, local_name, local_sockets_enabled, parse_address
 from rdist.protocol import messages
 from rdist.store import RedisStore, connect
 from rdist.store.keys import PAYLOAD_FIELD
@@ -180,8 +182,28 @@ def test_malformed_worker_entries_go_to_deadletter_and_worker_keeps_working(
 # -- the data plane refuses strangers -----------------------------------------------------
 
 
+def open_data_socket(address: str, via: str) -> socket.socket:
+    """A raw connection to a worker's data server: its TCP port, or (Linux) the abstract
+    unix socket that peers on the same host use."""
+    if via == "tcp":
+        return socket.create_connection(parse_address(address), timeout=5)
+    if not local_sockets_enabled():
+        pytest.skip("no local unix sockets on this platform")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(local_name(address))
+    return sock
+
+
+def wrong_secret_answer(hello: bytes) -> bytes:
+    """A well-formed handshake answer, proven with a secret that is not the cluster's."""
+    nonce = os.urandom(NONCE)
+    return nonce + hmac.new(b"guessed", b"c" + hello[len(MAGIC):] + nonce, hashlib.sha256).digest()
+
+
+@pytest.mark.parametrize("via", ["tcp", "unix"])
 def test_unauthenticated_peer_sending_garbage_or_pickles_is_disconnected_unheard(
-        client: Client, tmp_path: Path) -> None:
+        client: Client, tmp_path: Path, via: str) -> None:
     address = sorted(client.scheduler_info()["workers"])[0]
     marker = tmp_path / "unpickled.txt"
     evil = pickle.dumps(CreatesFileWhenUnpickled(str(marker)), protocol=5)
@@ -194,12 +216,15 @@ def test_unauthenticated_peer_sending_garbage_or_pickles_is_disconnected_unheard
         evil * 4,  # a bare pickle, long enough to be read as a handshake answer
         framed,  # a well-framed "put" request that skips the handshake
         framed * 3,
+        "wrong-secret",  # a real handshake with a guessed secret, then the "put"
     ]
 
     for payload in payloads:
-        with socket.create_connection(parse_address(address), timeout=5) as sock:
+        with open_data_socket(address, via) as sock:
             hello = sock.recv(len(MAGIC) + NONCE, socket.MSG_WAITALL)
             assert hello.startswith(MAGIC)
+            if payload == "wrong-secret":
+                payload = wrong_secret_answer(hello) + framed
             try:
                 sock.sendall(payload)
             except (BrokenPipeError, ConnectionResetError):

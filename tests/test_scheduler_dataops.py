@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from rdist.scheduler.events import (Barrier, DataReplicated, DropReplicas, Notify, PersistTask,
-                                    WorkerStatusChanged)
+from rdist.scheduler.events import (
+    Barrier,
+    DataReplicated,
+    DropReplicas,
+    Notify,
+    PersistTask,
+    WorkerStatusChanged,
+)
 from rdist.scheduler.state import SchedulerState
-from tests.test_scheduler_state import (A, W1, W2, _sid, computes, finished, freed, joined, left,
-                                        of_type, state, st, submit, task)
+from tests.test_scheduler_state import (
+    W1,
+    W2,
+    A,
+    _sid,
+    computes,
+    finished,
+    freed,
+    joined,
+    left,
+    of_type,
+    st,
+    state,
+    submit,
+    task,
+)
 
 __all__ = ["state"]  # the fixture, imported for pytest
 
@@ -48,7 +68,9 @@ def test_data_on_a_paused_worker_does_not_pull_its_dependents_there(state: Sched
     assert computes(out) == [(other, "use")]
 
 
-def test_worker_status_changes_are_logged_and_unknown_statuses_ignored(state: SchedulerState) -> None:
+def test_worker_status_changes_are_logged_and_unknown_statuses_ignored(
+    state: SchedulerState,
+) -> None:
     state.handle(joined(W1))
     out = state.handle(paused(W1))
     assert [e.kind for e in of_type(out, type(out[0]))] == ["worker-paused"]
@@ -91,7 +113,12 @@ def test_a_barrier_is_answered_after_what_came_before(state: SchedulerState) -> 
     out = state.handle(DataReplicated(_sid(), 0.0, W1, []), Barrier(_sid(), 0.0, A, "req-1"))
 
     [answer] = of_type(out, Notify)
-    assert (answer.client, answer.key, answer.status, answer.info) == (A, "", "barrier", {"id": "req-1"})
+    assert (answer.client, answer.key, answer.status, answer.info) == (
+        A,
+        "",
+        "barrier",
+        {"id": "req-1"},
+    )
 
 
 def test_a_departed_worker_leaves_the_stored_who_has(state: SchedulerState) -> None:

@@ -7,6 +7,7 @@ on the client's stream that settles futures as notifications arrive.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -14,7 +15,8 @@ import time
 import uuid
 import weakref
 from collections import deque
-from typing import Any, Callable, Hashable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 from rdist.client import graph
 from rdist.client.data import DATA_REPLY_OPS, ClientData
@@ -170,6 +172,29 @@ class Client:
             self._states.pop(key, None)
         if self.status == "running":
             self._post("release-keys", {"client": self.id, "keys": [key]})
+
+    def _wait_all(self, futures: list[Future], timeout: float | None = None) -> bool:
+        """Block until every future is done, woken once at the end (not once per future:
+        a thread hand-off per key would cost more than the rest of gathering it)."""
+        pending = [f._state for f in futures if not f._state.done()]
+        if not pending:
+            return True
+        if self._on_worker:
+            from rdist.worker.execution import secede_before_waiting
+
+            secede_before_waiting()
+        remaining = [len(pending)]
+        lock, all_done = threading.Lock(), threading.Event()
+
+        def one_done() -> None:
+            with lock:
+                remaining[0] -= 1
+                if not remaining[0]:
+                    all_done.set()
+
+        for state in pending:
+            self._add_callback(state, one_done)
+        return all_done.wait(timeout)
 
     def _add_callback(self, state: FutureState, fn: Callable[[], None]) -> None:
         with self._lock:
@@ -374,6 +399,13 @@ class Client:
             raise ValueError(f"map got {len(key)} keys for {len(arg_tuples)} tasks")
         func_hash, func_bytes = self._function(func)
         prefix = key if isinstance(key, str) else graph.funcname(func)
+        with _gc_paused():  # a big map makes millions of objects: no collections meanwhile
+            return self._map(func_hash, func_bytes, prefix, arg_tuples, key, kwargs, workers,
+                             resources, retries, priority, allow_other_workers, pure)
+
+    def _map(self, func_hash: bytes, func_bytes: bytes, prefix: str, arg_tuples: list[Any],
+             key: Any, kwargs: dict[str, Any], workers: Any, resources: Any, retries: Any,
+             priority: int, allow_other_workers: bool, pure: bool) -> list[Future]:
         tasks: list[tuple[str, bytes, list[str]]] = []
         futures: list[Future] = []
         chunk = MAP_FIRST_CHUNK
@@ -428,8 +460,7 @@ class Client:
         if isinstance(futures, Iterable) and not isinstance(futures, (list, tuple, set, dict, str, bytes, Future)):
             futures = list(futures)
         found = futures_of(futures)
-        for f in found:
-            f._wait(None)
+        self._wait_all(found)
         if errors == "raise":
             for f in found:
                 if f.status in (ERROR, CANCELLED, LOST):
@@ -783,6 +814,17 @@ class Client:
     def get_futures(self) -> dict[str, Future]:
         with self._lock:
             return {k: Future(k, self, self._register(k)) for k in list(self._states)}
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _worker_list(workers: Any) -> list[str] | None:

@@ -63,12 +63,29 @@ class ClientData:
         self.replies.resolve(msg)
 
     # -- results and scatter ---------------------------------------------------------------
-    def fetch(self, keys: list[str], holders: dict[str, list[str]]) -> tuple[dict[str, Any], list[str]]:
+    def fetch(
+        self, keys: list[str], holders: dict[str, list[str]]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Values from their holders; keys that moved since we heard of them (replicate,
+        rebalance, a hand-off) are asked of the holders the scheduler records now."""
         found, missing = self.gatherer.fetch(keys, holders)
+        if missing:
+            records = self.client._task_records(missing)
+            moved = {
+                k: [w for w in records[k].get("wh") or () if w not in holders.get(k, ())]
+                for k in missing
+                if k in records
+            }
+            moved = {k: ws for k, ws in moved.items() if ws}
+            if moved:
+                more, missing = self.gatherer.fetch(list(moved), moved)
+                found.update(more)
+                missing = [k for k in keys if k not in found]
         return {k: serialize.loads(frames) for k, frames in found.items()}, missing
 
-    def scatter(self, items: list[tuple[str | None, Any]], targets: list[str], broadcast: bool,
-                hash: bool) -> list[tuple[str, list[str], int, bytes | None]]:
+    def scatter(
+        self, items: list[tuple[str | None, Any]], targets: list[str], broadcast: bool, hash: bool
+    ) -> list[tuple[str, list[str], int, bytes | None]]:
         """Put values on workers; ``[(key, holders, nbytes, small blob or None)]``."""
         keyed = []
         for key, value in items:
@@ -77,8 +94,16 @@ class ClientData:
                 key = f"{type(value).__name__}-" + (token(frames) if hash else uuid.uuid4().hex)
             nbytes = frames_nbytes(frames)
             blob = serialize.to_blob(value) if nbytes <= SMALL_BYTES else None
-            keyed.append((str(key), frames, nbytes, blob if blob is not None and len(blob) <= SMALL_BYTES else None))
-        out, per_worker = [], {}
+            keyed.append(
+                (
+                    str(key),
+                    frames,
+                    nbytes,
+                    blob if blob is not None and len(blob) <= SMALL_BYTES else None,
+                )
+            )
+        out: list[tuple[str, list[str], int, bytes | None]] = []
+        per_worker: dict[str, dict[str, list[Any]]] = {}
         for i, (key, frames, nbytes, blob) in enumerate(keyed):
             holders = list(targets) if broadcast else [targets[i % len(targets)]]
             for address in holders:
@@ -90,7 +115,9 @@ class ClientData:
 
     # -- replicate and rebalance -----------------------------------------------------------
     def _holdings(self, keys: list[str] | None) -> tuple[dict[str, list[str]], dict[str, int]]:
-        """who_has and nbytes of the keys in memory, from the scheduler's records."""
+        """who_has and nbytes of the keys in memory, from the scheduler's records (after a
+        barrier: a client may hear of a result before the scheduler recorded it)."""
+        self.barrier()
         records = self.client._task_records(keys)
         who_has = {k: list(r.get("wh") or []) for k, r in records.items() if r.get("s") == "memory"}
         nbytes = {k: int(records[k].get("nb", 0)) for k in who_has}
@@ -121,7 +148,9 @@ class ClientData:
                 continue
             here = [w for w in holders if w in load]
             if len(here) < n:
-                for target in sorted((w for w in pool if w not in holders), key=lambda w: (load[w], w))[: n - len(here)]:
+                for target in sorted(
+                    (w for w in pool if w not in holders), key=lambda w: (load[w], w)
+                )[: n - len(here)]:
                     copies.setdefault(target, {})[key] = holders
                     load[target] += nbytes[key]
             elif len(here) > n:
@@ -155,20 +184,34 @@ class ClientData:
             request_id = uuid.uuid4().hex
             self.replies.expect(request_id)
             requests[request_id] = (target, wanted)
-            pipe.xadd(store.keys.worker_stream(target), {PAYLOAD_FIELD: messages.encode(
-                "gather-keys", id=request_id, keys=wanted, to=["c", self.client.id])})
+            pipe.xadd(
+                store.keys.worker_stream(target),
+                {
+                    PAYLOAD_FIELD: messages.encode(
+                        "gather-keys", id=request_id, keys=wanted, to=["c", self.client.id]
+                    )
+                },
+            )
         if requests:
             pipe.execute()
-        done = set()
+        done: set[tuple[str, str]] = set()
         for request_id, (target, wanted) in requests.items():
             alive = lambda t=target: bool(store.redis.hexists(store.keys.workers, t))  # noqa: E731
             try:
                 answer = self.replies.wait(request_id, COPY_TIMEOUT, alive)
             except (TimeoutError, ConnectionError) as exc:
-                log.warning("client %s: %s did not copy %d keys: %s", self.client.id, target, len(wanted), exc)
+                log.warning(
+                    "client %s: %s did not copy %d keys: %s",
+                    self.client.id,
+                    target,
+                    len(wanted),
+                    exc,
+                )
                 continue
             if answer.get("missing"):
-                log.warning("client %s: %s could not copy %s", self.client.id, target, answer["missing"])
+                log.warning(
+                    "client %s: %s could not copy %s", self.client.id, target, answer["missing"]
+                )
             done.update((k, s) for k in answer.get("keys", ()) for s in wanted.get(k, ()))
         return done
 
@@ -188,7 +231,9 @@ class ClientData:
         self.replies.wait(request_id, timeout or self.client.timeout)
 
 
-def _bytes_per_worker(pool: Iterable[str], who_has: dict[str, list[str]], nbytes: dict[str, int]) -> dict[str, int]:
+def _bytes_per_worker(
+    pool: Iterable[str], who_has: dict[str, list[str]], nbytes: dict[str, int]
+) -> dict[str, int]:
     load = {w: 0 for w in pool}
     for key, holders in who_has.items():
         for w in holders:
@@ -197,8 +242,9 @@ def _bytes_per_worker(pool: Iterable[str], who_has: dict[str, list[str]], nbytes
     return load
 
 
-def plan_rebalance(pool: list[str], who_has: dict[str, list[str]],
-                   nbytes: dict[str, int]) -> list[tuple[str, str, str]]:
+def plan_rebalance(
+    pool: list[str], who_has: dict[str, list[str]], nbytes: dict[str, int]
+) -> list[tuple[str, str, str]]:
     """Moves ``(key, sender, recipient)`` that bring every worker of ``pool`` near the mean
     of bytes held; a move is made only when it narrows the gap between the two (pure)."""
     load = _bytes_per_worker(pool, who_has, nbytes)
@@ -210,8 +256,11 @@ def plan_rebalance(pool: list[str], who_has: dict[str, list[str]],
             size = nbytes.get(key, 0)
             if load[sender] <= mean or size <= 0:
                 break
-            recipient = min((w for w in pool if w not in who_has[key] and w != sender),
-                            key=lambda w: (load[w], w), default=None)
+            recipient = min(
+                (w for w in pool if w not in who_has[key] and w != sender),
+                key=lambda w: (load[w], w),
+                default=None,
+            )
             if recipient is None or load[recipient] + size >= load[sender]:
                 continue
             moves.append((key, sender, recipient))

@@ -258,7 +258,10 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETE
     if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
         raise ValueError(f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}")
     deadline = None if timeout is None else time.monotonic() + timeout
-    if return_when == "ALL_COMPLETED":
+    if return_when == "ALL_COMPLETED" and futures and len({id(f.client) for f in futures}) == 1:
+        if not futures[0].client._wait_all(futures, timeout):  # one wake-up for them all
+            raise TimeoutError(f"{sum(not g.done() for g in futures)} of {len(futures)} futures not done after {timeout} s")
+    elif return_when == "ALL_COMPLETED":
         for f in futures:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not f._state.event.wait(remaining):

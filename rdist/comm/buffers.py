@@ -24,9 +24,10 @@ from typing import Any
 
 #: Frames at least this large are received into numpy (huge pages) and may be recycled.
 LARGE_FRAME = 1 << 20
-IDLE_SECONDS = 30.0
+IDLE_SECONDS = 10.0
 DEFAULT_POOL_BYTES = 512 * 1024 * 1024
 
+_np: Any
 try:
     import numpy as _np
 except ImportError:  # pragma: no cover - numpy is optional
@@ -52,7 +53,9 @@ class BufferPool:
             return bytearray(nbytes)
         now = time.monotonic()
         with self._lock:
-            fits = [e for e in self._entries if nbytes <= e[0].nbytes <= 2 * nbytes and self._free(e)]
+            fits = [
+                e for e in self._entries if nbytes <= e[0].nbytes <= 2 * nbytes and self._free(e)
+            ]
             if fits:
                 best = min(fits, key=lambda e: e[0].nbytes)
                 best[1] = now
@@ -80,7 +83,7 @@ class BufferPool:
         cutoff = time.monotonic() - idle
         with self._lock:
             gone = [e for e in self._entries if e[1] <= cutoff and self._free(e)]
-            freed = sum(e[0].nbytes for e in gone)
+            freed = int(sum(e[0].nbytes for e in gone))
             self._entries = [e for e in self._entries if not any(e is g for g in gone)]
             self._bytes -= freed
         return freed

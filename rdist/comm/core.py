@@ -114,11 +114,14 @@ def serve(comm: Comm, handler: Handler, closing: threading.Event, peer: Any) -> 
         while not closing.is_set():
             header, frames = comm.recv()
             answer = handler(header, frames)
+            del header, frames
             try:
                 comm.send(answer[0], answer[1])
             finally:
                 if len(answer) > 2:
                     answer[2]()
+                # an idle connection must not keep the last reply's data alive
+                del answer
     except (ConnectionError, OSError):
         pass
     except Exception:
@@ -129,6 +132,9 @@ def serve(comm: Comm, handler: Handler, closing: threading.Event, peer: Any) -> 
 
 def as_views(frames: Frames) -> list[memoryview]:
     """Flat byte views of ``frames`` (no copies)."""
-    return [f if isinstance(f, memoryview) and f.format == "B" and f.ndim == 1 else memoryview(f).cast("B")
-            for f in frames]
-
+    return [
+        f
+        if isinstance(f, memoryview) and f.format == "B" and f.ndim == 1
+        else memoryview(f).cast("B")
+        for f in frames
+    ]

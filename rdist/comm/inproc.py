@@ -18,8 +18,18 @@ from typing import Any
 
 import msgpack
 
-from rdist.comm.core import (AuthenticationError, Comm, Frames, Handler, Listener, Message,
-                             as_views, host_buffer, register_backend, serve)
+from rdist.comm.buffers import host_buffer
+from rdist.comm.core import (
+    AuthenticationError,
+    Comm,
+    Frames,
+    Handler,
+    Listener,
+    Message,
+    as_views,
+    register_backend,
+    serve,
+)
 
 log = logging.getLogger("rdist.comm")
 
@@ -88,16 +98,21 @@ class InprocListener(Listener):
         if self._closing.is_set():
             raise ConnectionRefusedError(f"{self.address} is closed")
         if not hmac.compare_digest(secret, self.secret):
-            log.warning("refused data connection to %s: peer failed the cluster-secret check",
-                        self.address)
+            log.warning(
+                "refused data connection to %s: peer failed the cluster-secret check", self.address
+            )
             raise AuthenticationError("peer failed the cluster-secret challenge")
         to_server: queue.Queue[Any] = queue.Queue()
         to_client: queue.Queue[Any] = queue.Queue()
         server_end = InprocComm("inproc-client", to_server, to_client)
         client_end = InprocComm(self.address, to_client, to_server)
         self._comms.append(server_end)
-        threading.Thread(target=serve, args=(server_end, self.handler, self._closing, "inproc"),
-                         name="rdist-inproc-conn", daemon=True).start()
+        threading.Thread(
+            target=serve,
+            args=(server_end, self.handler, self._closing, "inproc"),
+            name="rdist-inproc-conn",
+            daemon=True,
+        ).start()
         return client_end
 
     def close(self) -> None:

@@ -19,7 +19,9 @@ class ConnectionPool:
     raises at once, so an unreachable peer costs one connection attempt, not two.
     """
 
-    def __init__(self, secret: bytes, timeout: float = 10.0, max_per_peer: int = MAX_PER_PEER) -> None:
+    def __init__(
+        self, secret: bytes, timeout: float = 10.0, max_per_peer: int = MAX_PER_PEER
+    ) -> None:
         self.secret = secret
         self.timeout = timeout
         self.max_per_peer = max_per_peer

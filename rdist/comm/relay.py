@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from rdist.comm.core import host_buffer
+from rdist.comm.buffers import host_buffer
 from rdist.protocol import messages, serialize
 from rdist.store import RedisStore
 from rdist.store.keys import PAYLOAD_FIELD
@@ -75,14 +75,18 @@ class Replies:
         waiter[0].set()
         return True
 
-    def wait(self, request_id: str, timeout: float, alive: Callable[[], bool] | None = None) -> dict[str, Any]:
+    def wait(
+        self, request_id: str, timeout: float, alive: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
         with self._lock:
             event, box = self._waiting[request_id]
         deadline = time.monotonic() + timeout
         try:
             while not event.wait(min(ALIVE_CHECK_SECONDS, max(0.0, deadline - time.monotonic()))):
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"no answer to transfer request {request_id} within {timeout} s")
+                    raise TimeoutError(
+                        f"no answer to transfer request {request_id} within {timeout} s"
+                    )
                 if alive is not None and not alive():
                     raise ConnectionError("the peer left before answering")
             return box[0]
@@ -94,8 +98,13 @@ class Replies:
 class RedisRelay:
     """One process's side of the Redis path: ``reply_to`` names its own stream."""
 
-    def __init__(self, store: RedisStore, reply_to: tuple[str, str], replies: Replies,
-                 timeout: float = REPLY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        reply_to: tuple[str, str],
+        replies: Replies,
+        timeout: float = REPLY_TIMEOUT,
+    ) -> None:
         self.store = store
         self.reply_to = [reply_to[0], reply_to[1]]
         self.replies = replies
@@ -156,12 +165,16 @@ class RedisRelay:
     def fetch(self, holder: str, keys: list[str]) -> dict[str, list[Any]]:
         request_id = uuid.uuid4().hex
         self.replies.expect(request_id)
-        self.store.redis.xadd(self.store.keys.worker_stream(holder), {PAYLOAD_FIELD: messages.encode(
-            "publish", id=request_id, keys=keys, to=self.reply_to)})
+        self.store.redis.xadd(
+            self.store.keys.worker_stream(holder),
+            {PAYLOAD_FIELD: messages.encode("publish", id=request_id, keys=keys, to=self.reply_to)},
+        )
         answer = self.replies.wait(request_id, self.timeout, self._alive(holder))
         return self.read(request_id, [k for k in answer.get("keys", ()) if k in keys])
 
-    def publish(self, msg: dict[str, Any], frames_of: Callable[[list[str]], dict[str, list[Any]]]) -> None:
+    def publish(
+        self, msg: dict[str, Any], frames_of: Callable[[list[str]], dict[str, list[Any]]]
+    ) -> None:
         """Write the requested keys we hold, then answer (also when that failed)."""
         keys = [k for k in msg.get("keys", ()) if isinstance(k, str)]
         error = None
@@ -171,30 +184,51 @@ class RedisRelay:
         except Exception as exc:
             log.exception("publishing %d keys through Redis failed", len(keys))
             found, error = {}, f"{type(exc).__name__}: {exc}"
-        self.store.redis.xadd(self._stream(list(msg["to"])), {PAYLOAD_FIELD: messages.encode(
-            "published", id=msg["id"], keys=list(found), missing=[k for k in keys if k not in found],
-            error=error)})
+        self.store.redis.xadd(
+            self._stream(list(msg["to"])),
+            {
+                PAYLOAD_FIELD: messages.encode(
+                    "published",
+                    id=msg["id"],
+                    keys=list(found),
+                    missing=[k for k in keys if k not in found],
+                    error=error,
+                )
+            },
+        )
 
     # -- pushing (client) and loading (worker) ---------------------------------------------
     def push(self, worker: str, items: dict[str, list[Any]]) -> None:
         request_id = uuid.uuid4().hex
         self.write(request_id, items)
         self.replies.expect(request_id)
-        self.store.redis.xadd(self.store.keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode(
-            "load", id=request_id, keys=list(items), to=self.reply_to)})
+        self.store.redis.xadd(
+            self.store.keys.worker_stream(worker),
+            {
+                PAYLOAD_FIELD: messages.encode(
+                    "load", id=request_id, keys=list(items), to=self.reply_to
+                )
+            },
+        )
         answer = self.replies.wait(request_id, self.timeout, self._alive(worker))
         if answer.get("error"):
             raise RuntimeError(f"worker {worker} could not load scattered data: {answer['error']}")
 
-    def load(self, msg: dict[str, Any], store_frames: Callable[[dict[str, list[Any]]], None]) -> None:
+    def load(
+        self, msg: dict[str, Any], store_frames: Callable[[dict[str, list[Any]]], None]
+    ) -> None:
         error = None
         try:
-            store_frames(self.read(str(msg["id"]), [k for k in msg.get("keys", ()) if isinstance(k, str)]))
+            store_frames(
+                self.read(str(msg["id"]), [k for k in msg.get("keys", ()) if isinstance(k, str)])
+            )
         except Exception as exc:
             log.exception("loading data pushed through Redis failed")
             error = f"{type(exc).__name__}: {exc}"
-        self.store.redis.xadd(self._stream(list(msg["to"])), {PAYLOAD_FIELD: messages.encode(
-            "loaded", id=msg["id"], error=error)})
+        self.store.redis.xadd(
+            self._stream(list(msg["to"])),
+            {PAYLOAD_FIELD: messages.encode("loaded", id=msg["id"], error=error)},
+        )
 
 
 def _assemble(fields: dict[bytes, bytes], frame: int, count: int, writable: bool) -> Any:
@@ -215,6 +249,11 @@ def check_relay_message(msg: dict[str, Any]) -> bool:
         return False
     if msg["op"] in ("publish", "load"):
         to = msg.get("to")
-        return (isinstance(msg.get("keys"), list) and isinstance(to, list) and len(to) == 2
-                and to[0] in ("w", "c") and isinstance(to[1], str))
+        return (
+            isinstance(msg.get("keys"), list)
+            and isinstance(to, list)
+            and len(to) == 2
+            and to[0] in ("w", "c")
+            and isinstance(to[1], str)
+        )
     return True

@@ -16,7 +16,7 @@ Messages: 4-byte little-endian header length, a msgpack map with ``lengths`` (fr
 then the raw frames. Sending gathers the length, header and frames into ``sendmsg`` calls
 straight from the callers' buffers (numpy arrays are never copied); receiving reads small
 pieces through one 64 KiB buffer (few system calls) and large frames with ``recv_into``
-straight into preallocated huge-page memory (:func:`rdist.comm.core.host_buffer`).
+straight into preallocated huge-page memory (:func:`rdist.comm.buffers.host_buffer`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,18 @@ from typing import Any
 
 import msgpack
 
-from rdist.comm.core import (AuthenticationError, Comm, Frames, Handler, Listener, Message,
-                             as_views, host_buffer, register_backend, serve)
+from rdist.comm.buffers import host_buffer
+from rdist.comm.core import (
+    AuthenticationError,
+    Comm,
+    Frames,
+    Handler,
+    Listener,
+    Message,
+    as_views,
+    register_backend,
+    serve,
+)
 
 log = logging.getLogger("rdist.comm")
 
@@ -48,8 +58,16 @@ _READ_BUFFER = 64 * 1024
 #: Buffers per ``sendmsg`` call (the kernel's IOV_MAX is 1024).
 _IOV_MAX = 512
 
-__all__ = ["AuthenticationError", "Connection", "MAGIC", "NONCE", "Server", "TCPComm",
-           "TCPListener", "parse_address"]
+__all__ = [
+    "AuthenticationError",
+    "Connection",
+    "MAGIC",
+    "NONCE",
+    "Server",
+    "TCPComm",
+    "TCPListener",
+    "parse_address",
+]
 
 
 def _mac(secret: bytes, *parts: bytes) -> bytes:
@@ -73,7 +91,7 @@ def client_handshake(sock: socket.socket, secret: bytes) -> None:
     hello = bytes(recv_exact(sock, len(MAGIC) + NONCE))
     if not hello.startswith(MAGIC):
         raise AuthenticationError("peer is not an rdist data server")
-    server_nonce = hello[len(MAGIC):]
+    server_nonce = hello[len(MAGIC) :]
     client_nonce = os.urandom(NONCE)
     sock.sendall(client_nonce + _mac(secret, b"c", server_nonce, client_nonce))
     proof = bytes(recv_exact(sock, DIGEST))
@@ -199,7 +217,9 @@ class TCPComm(Comm):
             raise ConnectionError(f"header of {n} bytes exceeds {MAX_HEADER}")
         header = msgpack.unpackb(self._read(n), raw=False, strict_map_key=False)
         lengths = header.get("lengths", ()) if isinstance(header, dict) else None
-        if not isinstance(lengths, (list, tuple)) or not all(isinstance(x, int) and x >= 0 for x in lengths):
+        if not isinstance(lengths, (list, tuple)) or not all(
+            isinstance(x, int) and x >= 0 for x in lengths
+        ):
             raise ConnectionError("malformed message header")
         frames = []
         for length in lengths:
@@ -258,8 +278,9 @@ class TCPListener(Listener):
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._local: socket.socket | None = None
-        self._thread = threading.Thread(target=self._accept_loop, args=(self.listener,),
-                                        name="rdist-data-accept", daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, args=(self.listener,), name="rdist-data-accept", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -277,8 +298,9 @@ class TCPListener(Listener):
             sock.close()
             return
         self._local = sock
-        threading.Thread(target=self._accept_loop, args=(sock,), name="rdist-data-accept-local",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._accept_loop, args=(sock,), name="rdist-data-accept-local", daemon=True
+        ).start()
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._closing.is_set():
@@ -286,8 +308,9 @@ class TCPListener(Listener):
                 sock, peer = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(sock, peer), daemon=True,
-                             name="rdist-data-conn").start()
+            threading.Thread(
+                target=self._serve, args=(sock, peer), daemon=True, name="rdist-data-conn"
+            ).start()
 
     def _serve(self, sock: socket.socket, peer: Any) -> None:
         with self._lock:

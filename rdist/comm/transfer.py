@@ -65,7 +65,9 @@ def transfer_mode(value: str | None = None) -> str:
 # -- items: many serialized values in one message -----------------------------------------
 
 
-def encode_frame_items(items: Iterable[tuple[str, list[Any]]], compress: bool = False) -> tuple[dict[str, Any], list[Any]]:
+def encode_frame_items(
+    items: Iterable[tuple[str, list[Any]]], compress: bool = False
+) -> tuple[dict[str, Any], list[Any]]:
     """``[(key, serialized frames)]`` -> (header with ``items``, frames to send)."""
     header_items, out = [], []
     for key, frames in items:
@@ -75,7 +77,9 @@ def encode_frame_items(items: Iterable[tuple[str, list[Any]]], compress: bool = 
     return {"items": header_items}, out
 
 
-def encode_items(values: dict[str, Any], compress: bool = False) -> tuple[dict[str, Any], list[Any]]:
+def encode_items(
+    values: dict[str, Any], compress: bool = False
+) -> tuple[dict[str, Any], list[Any]]:
     return encode_frame_items(((k, serialize.dumps(v)) for k, v in values.items()), compress)
 
 
@@ -122,8 +126,13 @@ class Gate:
 class DataServer:
     """Answers ``get`` and ``put`` requests from the data a worker holds."""
 
-    def __init__(self, frames_of: FramesOf, nbytes_of: Callable[[list[str]], int],
-                 put: Callable[[dict[str, list[Any]]], None], max_outgoing: int = MAX_OUTGOING) -> None:
+    def __init__(
+        self,
+        frames_of: FramesOf,
+        nbytes_of: Callable[[list[str]], int],
+        put: Callable[[dict[str, list[Any]]], None],
+        max_outgoing: int = MAX_OUTGOING,
+    ) -> None:
         self.frames_of = frames_of
         self.nbytes_of = nbytes_of
         self.put = put
@@ -161,8 +170,9 @@ class DataServer:
 # -- the fetching side ---------------------------------------------------------------------
 
 
-def plan_batches(wanted: dict[str, tuple[list[str], int]], me: str = "",
-                 max_bytes: int = BATCH_BYTES) -> list[tuple[str, list[str]]]:
+def plan_batches(
+    wanted: dict[str, tuple[list[str], int]], me: str = "", max_bytes: int = BATCH_BYTES
+) -> list[tuple[str, list[str]]]:
     """Group keys by the peer to ask, then cut each peer's keys into requests of at most
     ``max_bytes`` (at least one key each). Keys with no other holder than ``me`` get the
     peer ``""`` (nobody to ask). A key goes to the holder already chosen for most bytes."""
@@ -201,7 +211,7 @@ class Backoff:
     attempt: int = field(default=0)
 
     def next(self) -> float:
-        delay = min(self.cap, self.base * (2 ** self.attempt))
+        delay = min(self.cap, self.base * 2.0**self.attempt)
         self.attempt += 1
         return delay * (0.5 + random.random() / 2)
 
@@ -229,8 +239,14 @@ def _local_names() -> set[str]:
 class Gatherer:
     """Fetches serialized data from the peers holding it, by the transfer mode's rules."""
 
-    def __init__(self, pool: ConnectionPool, mode: str = "auto", relay: Any = None, me: str = "",
-                 busy_give_up: float = BUSY_GIVE_UP_SECONDS) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        mode: str = "auto",
+        relay: Any = None,
+        me: str = "",
+        busy_give_up: float = BUSY_GIVE_UP_SECONDS,
+    ) -> None:
         self.pool = pool
         self.mode = transfer_mode(mode)
         self.relay = relay
@@ -239,7 +255,9 @@ class Gatherer:
         self.unreachable: dict[str, float] = {}  #: peer -> monotonic time until which we use Redis
         self.busy_answers = 0
 
-    def fetch(self, keys: list[str], holders: dict[str, list[str]]) -> tuple[dict[str, list[Any]], list[str]]:
+    def fetch(
+        self, keys: list[str], holders: dict[str, list[str]]
+    ) -> tuple[dict[str, list[Any]], list[str]]:
         """``(frames by key, keys no holder could give)``; asks the first listed holder first."""
         order = {k: [h for h in holders.get(k, ()) if h and h != self.me] for k in keys}
         got: dict[str, list[Any]] = {}
@@ -272,12 +290,17 @@ class Gatherer:
         if self.mode == "redis" or (self.mode == "auto" and self._unreachable(peer)):
             return self._via_redis(peer, keys)
         try:
-            header, frames = self.pool.request(peer, {"op": "get", "keys": keys,
-                                                      "compress": not is_local(peer)})
+            header, frames = self.pool.request(
+                peer, {"op": "get", "keys": keys, "compress": not is_local(peer)}
+            )
         except (ConnectionError, OSError) as exc:
             if self.mode == "auto" and self.relay is not None:
-                log.warning("cannot reach %s (%s): moving its data through Redis for %g s",
-                            peer, exc, UNREACHABLE_SECONDS)
+                log.warning(
+                    "cannot reach %s (%s): moving its data through Redis for %g s",
+                    peer,
+                    exc,
+                    UNREACHABLE_SECONDS,
+                )
                 self.unreachable[peer] = time.monotonic() + UNREACHABLE_SECONDS
                 self.pool.drop(peer)
                 return self._via_redis(peer, keys)

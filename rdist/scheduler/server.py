@@ -8,6 +8,7 @@ blocking read.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -30,6 +31,11 @@ from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
 log = logging.getLogger("rdist.scheduler")
 
 BATCH_ENTRIES = 500
+#: After a batch of more than this many payload bytes (big graphs), read few entries at a
+#: time: a batch's writes go out in one pipeline, and one of hundreds of MB would hold
+#: Redis (and the GIL, parsing it) for seconds -- longer than the leader's lease lives.
+LARGE_BATCH_BYTES = 4 << 20
+FEW_ENTRIES = 4
 BLOCK_MS = 500
 EVENTS_MAXLEN = 10_000
 #: A client whose heartbeat (``clients`` hash, every few seconds) is older than this is
@@ -191,6 +197,7 @@ class SchedulerServer:
     def __init__(self, store: RedisStore, name: str | None = None,
                  worker_ttl: float | None = None, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
         self.store = store
+        self._batch_entries = BATCH_ENTRIES  #: entries per read (fewer after a big batch)
         self.state = SchedulerState()
         #: one consumer name for every scheduler of the cluster: a successor then sees the
         #: entries its predecessor left unacknowledged as its own pending entries
@@ -299,7 +306,7 @@ class SchedulerServer:
             try:
                 entries = self.store.read_group(
                     self.store.keys.sched, SCHEDULER_GROUP, self.consumer,
-                    BATCH_ENTRIES, BLOCK_MS, before=pending_write, pending=read_pending,
+                    self._batch_entries, BLOCK_MS, before=pending_write, pending=read_pending,
                 )
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
@@ -362,10 +369,21 @@ class SchedulerServer:
 
     def process(self, entries: list[tuple[bytes, bytes | None]]) -> Callable[[Any], None]:
         """Decide on one batch; returns the writes to send (before the next read)."""
+        size = sum(len(payload or b"") for _, payload in entries)
+        self._batch_entries = FEW_ENTRIES if size > LARGE_BATCH_BYTES else BATCH_ENTRIES
         now = time.time()
         outbox = Outbox()
         bad: list[tuple[bytes, bytes | None, str]] = []
-        for entry_id, payload in entries:
+        done_bytes, first = 0, 0
+        for n, (entry_id, payload) in enumerate(entries):
+            done_bytes += len(payload or b"")
+            if done_bytes > LARGE_BATCH_BYTES and n > first:
+                # a big batch goes out in slices: no pipeline of hundreds of MB
+                outbox.add(self.state.flush())
+                pipe = self.store.pipeline()
+                self._batch_writes(outbox, bad, [i for i, _ in entries[first:n]])(pipe)
+                pipe.execute()
+                outbox, bad, done_bytes, first = Outbox(), [], len(payload or b""), n
             try:
                 events = decode_entry(entry_id, payload, now)
             except MalformedMessage as exc:
@@ -378,7 +396,12 @@ class SchedulerServer:
                 log.exception("failed to handle entry %s", entry_id)
                 bad.append((entry_id, payload, f"handler error: {exc!r}"))
         outbox.add(self.state.flush())  # each task changed in this batch is written once
-        ids = [entry_id for entry_id, _ in entries]
+        if size > LARGE_BATCH_BYTES and gc.get_threshold()[2] >= 1000:  # (tune_gc ran)
+            gc.freeze()  # the new graph's objects: never walked by a collection again
+        return self._batch_writes(outbox, bad, [entry_id for entry_id, _ in entries[first:]])
+
+    def _batch_writes(self, outbox: Outbox, bad: list[tuple[bytes, bytes | None, str]],
+                      ids: list[bytes]) -> Callable[[Any], None]:
         keys = self.store.keys
 
         def write(pipe: Any) -> None:

@@ -599,6 +599,12 @@ class SchedulerState:
 
     def _ready(self, ts: Task) -> None:
         """All inputs are in memory: run now, queue, or wait for an allowed worker."""
+        if self.queued and self.workers and not (ts.dependencies or ts.restrictions
+                                                 or ts.resources):
+            # others already wait for room: join them (the fill at the end of this batch
+            # places the highest priorities first) instead of asking every worker again
+            self._transition(ts, TS.QUEUED)
+            return
         candidates = self._candidates(ts)
         if not candidates:
             self._transition(ts, TS.NO_WORKER)

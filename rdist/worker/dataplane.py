@@ -37,7 +37,9 @@ log = logging.getLogger("rdist.worker")
 DATA_OPS = RELAY_OPS | {"gather-keys"}
 
 
-def listen_address_of(host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None) -> str:
+def listen_address_of(
+    host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None
+) -> str:
     if listen_address:
         return listen_address if "://" in listen_address else f"tcp://{listen_address}"
     return format_address(host, port)
@@ -71,15 +73,24 @@ def check_data_message(msg: dict[str, Any]) -> None:
         raise MalformedMessage(f"{op} message without the fields it needs: {msg!r:.200}")
     if op == "gather-keys":
         keys, to = msg.get("keys"), msg.get("to")
-        if not (isinstance(msg.get("id"), str) and isinstance(keys, dict)
-                and all(isinstance(v, list) for v in keys.values())
-                and isinstance(to, list) and len(to) == 2):
+        if not (
+            isinstance(msg.get("id"), str)
+            and isinstance(keys, dict)
+            and all(isinstance(v, list) for v in keys.values())
+            and isinstance(to, list)
+            and len(to) == 2
+        ):
             raise MalformedMessage(f"gather-keys message without id, keys or to: {msg!r:.200}")
 
 
 class DataPlane:
-    def __init__(self, worker: "Worker", listen_address: str, contact_address: str | None = None,
-                 mode: str | None = None) -> None:
+    def __init__(
+        self,
+        worker: "Worker",
+        listen_address: str,
+        contact_address: str | None = None,
+        mode: str | None = None,
+    ) -> None:
         self.worker = worker
         self.mode = transfer_mode(mode)
         self.server = DataServer(worker.data.frames_of, worker.data.size_of, self._put)
@@ -140,13 +151,16 @@ class DataPlane:
             try:
                 self._store(key, frames)
             except serialize.SerializationError as exc:
-                log.error("worker %s: cannot unpickle dependency %r: %s", self.worker.address, key, exc)
+                log.error(
+                    "worker %s: cannot unpickle dependency %r: %s", self.worker.address, key, exc
+                )
                 missing.append(key)
                 continue
             got.append(key)
         with self.worker.lock:
             self.worker.replicas.extend(got)
-        self.worker._fetched(got, missing)
+        tried = sorted({h for k in missing for h in holders.get(k, ())})
+        self.worker._fetched(got, missing, tried)  # the scheduler strikes off those holders
 
     # -- stream messages ---------------------------------------------------------------------
     def handle_message(self, msg: dict[str, Any]) -> None:
@@ -179,10 +193,22 @@ class DataPlane:
         store = self.worker.store
         pipe = store.pipeline()
         if held:
-            pipe.xadd(store.keys.sched, {PAYLOAD_FIELD: messages.encode(
-                "task-done", worker=self.address, done=[], erred=[], replicated=held)})
+            pipe.xadd(
+                store.keys.sched,
+                {
+                    PAYLOAD_FIELD: messages.encode(
+                        "task-done", worker=self.address, done=[], erred=[], replicated=held
+                    )
+                },
+            )
         kind, ident = msg["to"]
         stream = store.keys.client_stream(ident) if kind == "c" else store.keys.worker_stream(ident)
-        pipe.xadd(stream, {PAYLOAD_FIELD: messages.encode(
-            "gathered", id=msg["id"], worker=self.address, keys=held, missing=missing)})
+        pipe.xadd(
+            stream,
+            {
+                PAYLOAD_FIELD: messages.encode(
+                    "gathered", id=msg["id"], worker=self.address, keys=held, missing=missing
+                )
+            },
+        )
         pipe.execute()

@@ -15,10 +15,12 @@ again. Past *terminate* the nanny restarts the worker (:mod:`rdist.worker.nanny`
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -27,12 +29,13 @@ from typing import Any, Callable, Iterator, MutableMapping
 
 import msgpack
 
-from rdist.comm.core import host_buffer
+from rdist.comm.buffers import host_buffer
 from rdist.protocol import serialize
 
 log = logging.getLogger("rdist.worker")
 
 _MAGIC = b"RDS1"
+_M_TRIM_THRESHOLD = -1  #: glibc's mallopt parameter
 #: Cached frames whose pickle stream (frame 0) is larger serve one transfer or spill, then
 #: go: they duplicate the value's memory (numpy arrays' frames are views, nearly free).
 CACHE_KEEP_BYTES = 1 << 20
@@ -61,9 +64,11 @@ class MemoryFractions:
             raw = os.environ.get(f"RDIST_MEMORY_{f.name.upper()}")
             if raw not in (None, ""):
                 try:
-                    values[f.name] = float(raw)  # type: ignore[arg-type]
+                    values[f.name] = float(raw)
                 except ValueError:
-                    raise ValueError(f"RDIST_MEMORY_{f.name.upper()} must be a number, not {raw!r}") from None
+                    raise ValueError(
+                        f"RDIST_MEMORY_{f.name.upper()} must be a number, not {raw!r}"
+                    ) from None
             if overrides.get(f.name) is not None:
                 values[f.name] = float(overrides[f.name])  # type: ignore[arg-type]
         return replace(cls(), **values)
@@ -148,7 +153,7 @@ class SpillBuffer(MutableMapping[str, Any]):
         with self._lock:
             self._drop(key)
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
         try:
             value = self[key]
         except KeyError:
@@ -261,7 +266,10 @@ class SpillBuffer(MutableMapping[str, Any]):
     def evict(self) -> int:
         """Write the least recently used value to disk; its size, or 0 if nothing could go."""
         with self._lock:
-            key = next((k for k in self.fast if k not in self.unspillable and k not in self._spilling), None)
+            key = next(
+                (k for k in self.fast if k not in self.unspillable and k not in self._spilling),
+                None,
+            )
             if key is None:
                 return 0
             value, frames = self.fast[key], self.frames_cache.get(key)
@@ -353,8 +361,11 @@ def assess(rss: int, limit: int, fractions: MemoryFractions) -> Assessment:
     spill = 0
     if fractions.spill and rss > fractions.spill * limit:
         spill = int(rss - (fractions.target or fractions.spill) * limit)
-    return Assessment(spill, bool(fractions.pause and rss > fractions.pause * limit),
-                      bool(fractions.terminate and rss > fractions.terminate * limit))
+    return Assessment(
+        spill,
+        bool(fractions.pause and rss > fractions.pause * limit),
+        bool(fractions.terminate and rss > fractions.terminate * limit),
+    )
 
 
 def process_rss() -> int:
@@ -366,9 +377,15 @@ def process_rss() -> int:
 class MemoryMonitor:
     """Checks resident memory every ``interval`` seconds: spills, pauses and resumes."""
 
-    def __init__(self, buffer: SpillBuffer, limit: int, fractions: MemoryFractions,
-                 on_pause: Callable[[bool], None], rss: Callable[[], int] = process_rss,
-                 interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        buffer: SpillBuffer,
+        limit: int,
+        fractions: MemoryFractions,
+        on_pause: Callable[[bool], None],
+        rss: Callable[[], int] = process_rss,
+        interval: float = 0.1,
+    ) -> None:
         self.buffer = buffer
         self.limit = limit
         self.fractions = fractions
@@ -384,7 +401,10 @@ class MemoryMonitor:
         if verdict.spill_bytes:
             from rdist.comm.buffers import POOL
 
-            freed = POOL.trim(0)  # free receive buffers go first: they hold no data
+            if POOL.trim(0):  # free receive buffers go first: they hold no data
+                rss = self.rss()
+                verdict = assess(rss, self.limit, self.fractions)
+            freed = 0
             while freed < verdict.spill_bytes:
                 got = self.buffer.evict()
                 if not got:
@@ -394,13 +414,21 @@ class MemoryMonitor:
             verdict = assess(rss, self.limit, self.fractions)
         if verdict.paused != self.paused:
             self.paused = verdict.paused
-            log.warning("worker memory %s: %d MB of %d MB limit", "high, pausing" if self.paused
-                        else "back under the pause threshold, resuming", rss >> 20, self.limit >> 20)
+            log.warning(
+                "worker memory %s: %d MB of %d MB limit",
+                "high, pausing" if self.paused else "back under the pause threshold, resuming",
+                rss >> 20,
+                self.limit >> 20,
+            )
             self.on_pause(self.paused)
         if verdict.terminate and not self._warned:
             self._warned = True
-            log.warning("worker memory %d MB is past the terminate fraction of its %d MB limit; "
-                        "a nanny would restart it", rss >> 20, self.limit >> 20)
+            log.warning(
+                "worker memory %d MB is past the terminate fraction of its %d MB limit; "
+                "a nanny would restart it",
+                rss >> 20,
+                self.limit >> 20,
+            )
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
@@ -408,3 +436,20 @@ class MemoryMonitor:
                 self.check()
             except Exception:  # the monitor must outlive one failed check
                 log.exception("memory check failed")
+
+
+def return_freed_memory() -> None:
+    """Make glibc give freed memory back to the system at once (for a worker process).
+
+    By default glibc keeps freed heap memory for reuse and raises its mmap threshold as
+    large blocks come and go, so a worker that once held (or moved) a few hundred MB of
+    1 MB arrays stays that large after it dropped them -- dask's nanny sets
+    ``MALLOC_TRIM_THRESHOLD_=65536`` for the same reason. Setting the trim threshold also
+    pins the mmap threshold, so large blocks are unmapped when freed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_TRIM_THRESHOLD, 64 * 1024)
+    except (OSError, AttributeError):
+        pass

@@ -47,8 +47,15 @@ STOP_GRACE_SECONDS = 30.0
 
 
 class Nanny:
-    def __init__(self, url: str, cluster: str, worker_args: list[str], memory_limit: int = 0,
-                 terminate_fraction: float = 0.95, spill_root: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        cluster: str,
+        worker_args: list[str],
+        memory_limit: int = 0,
+        terminate_fraction: float = 0.95,
+        spill_root: str | None = None,
+    ) -> None:
         self.url = url
         self.cluster = cluster
         self.worker_args = list(worker_args)
@@ -75,8 +82,10 @@ class Nanny:
             if self._stopping.is_set():
                 break
             self._after_death(reason)
-            failures = 0 if time.monotonic() - started >= STABLE_SECONDS else failures + 1
-            delay = min(MAX_BACKOFF_SECONDS, 0.25 * (2 ** failures)) if failures > 1 else 0.0
+            clean = reason == "exited" and self.proc is not None and self.proc.returncode == 0
+            stable = time.monotonic() - started >= STABLE_SECONDS
+            failures = 0 if clean or stable else failures + 1  # restarts asked for: no backoff
+            delay = min(MAX_BACKOFF_SECONDS, 0.25 * (2**failures)) if failures > 1 else 0.0
             if delay:
                 log.warning("worker keeps dying; restarting it in %.1f s", delay)
             if self._stopping.wait(delay):
@@ -98,14 +107,24 @@ class Nanny:
         self._remove_directory()
         self.directory = tempfile.mkdtemp(prefix="rdist-worker-", dir=self.spill_root)
         read_end, write_end = os.pipe()
-        cmd = [sys.executable, "-m", "rdist", *self.worker_args, "--no-nanny",
-               "--nanny-fd", str(write_end), "--spill-directory", self.directory]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rdist",
+            *self.worker_args,
+            "--no-nanny",
+            "--nanny-fd",
+            str(write_end),
+            "--spill-directory",
+            self.directory,
+        ]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(write_end,), preexec_fn=die_with_parent)
         finally:
             os.close(write_end)
-        threading.Thread(target=self._read_address, args=(read_end,), daemon=True,
-                         name="rdist-nanny-pipe").start()
+        threading.Thread(
+            target=self._read_address, args=(read_end,), daemon=True, name="rdist-nanny-pipe"
+        ).start()
         log.info("nanny started worker process %d", self.proc.pid)
 
     def _read_address(self, fd: int) -> None:
@@ -142,9 +161,13 @@ class Nanny:
             except psutil.NoSuchProcess:
                 continue
             if rss > self.terminate_bytes:
-                log.warning("worker %s uses %d MB, past %d%% of its %d MB limit: restarting it",
-                            self.address or self.proc.pid, rss >> 20,
-                            round(100 * self.terminate_bytes / self.memory_limit), self.memory_limit >> 20)
+                log.warning(
+                    "worker %s uses %d MB, past %d%% of its %d MB limit: restarting it",
+                    self.address or self.proc.pid,
+                    rss >> 20,
+                    round(100 * self.terminate_bytes / self.memory_limit),
+                    self.memory_limit >> 20,
+                )
                 self.proc.kill()
                 self.proc.wait()
                 return "memory"
@@ -156,8 +179,12 @@ class Nanny:
         if code == 0 and reason == "exited":
             log.info("worker %s left cleanly; starting a new one", self.address)
         else:
-            log.warning("worker %s died (%s, exit status %s); reporting it and starting a new one",
-                        self.address, reason, code)
+            log.warning(
+                "worker %s died (%s, exit status %s); reporting it and starting a new one",
+                self.address,
+                reason,
+                code,
+            )
             if self.address is not None:
                 self.report_lost(self.address)
         self._remove_directory()
@@ -173,7 +200,9 @@ class Nanny:
             pipe.delete(keys.worker_stream(address))
             pipe.execute()
         except ConnectionErrors as exc:
-            log.warning("cannot report the death of %s (%s): the heartbeat timeout will", address, exc)
+            log.warning(
+                "cannot report the death of %s (%s): the heartbeat timeout will", address, exc
+            )
         finally:
             store.close()
 
@@ -185,7 +214,9 @@ class Nanny:
         try:
             proc.wait(STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
-            log.warning("worker %s did not leave within %g s: killing it", self.address, STOP_GRACE_SECONDS)
+            log.warning(
+                "worker %s did not leave within %g s: killing it", self.address, STOP_GRACE_SECONDS
+            )
             proc.kill()
             proc.wait()
             if self.address is not None:

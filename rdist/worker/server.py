@@ -29,7 +29,7 @@ from rdist.store.connection import ConnectionErrors, EmptyReadGuard, ResponseErr
 from rdist.store.keys import PAYLOAD_FIELD, WORKER_GROUP
 from rdist.worker import execution, handoff
 from rdist.worker.dataplane import DATA_OPS, DataPlane, check_data_message, listen_address_of
-from rdist.worker.memory import MemoryFractions, MemoryMonitor, SpillBuffer
+from rdist.worker.memory import MemoryFractions, MemoryMonitor, SpillBuffer, return_freed_memory
 from rdist.worker.state import Decisions, WorkerState, WTask
 from rdist.worker.sizeof import sizeof
 
@@ -726,6 +726,7 @@ def run_worker(url: str, cluster: str = "default", nanny_fd: int | None = None, 
 
     from rdist.procs import tune_gc
 
+    return_freed_memory()  # before the worker allocates anything
     worker = Worker(connect(url, cluster), **kwargs)
     worker.under_nanny = nanny_fd is not None
     tune_gc()
