@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rdist import get_client, rejoin, secede, wait, worker_client
-from tests.client_helpers import count_call, calls, token, wait_gate, wait_until
+from tests.client_helpers import calls, count_call, token, wait_until
 from tests.conftest import fake_cluster
 
 _RUNNING: dict[str, int] = {}
@@ -130,7 +130,8 @@ def test_seceded_worker_still_runs_at_most_nthreads_ordinary_tasks(gates):
 
         def parent() -> list[str]:
             with worker_client() as client:
-                return client.gather(client.map(track, [name] * 4, [0.03 + 0.001 * i for i in range(4)]))
+                seconds = [0.03 + 0.001 * i for i in range(4)]
+                return client.gather(client.map(track, [name] * 4, seconds))
 
         c.submit(parent).result(timeout=20)
 

@@ -49,7 +49,8 @@ def task(key: str, *deps: str, **kwargs: Any) -> TaskSpecMeta:
 
 
 def finished(worker: str, *keys: str, t: float = 0.0, duration: float = 1.0) -> TasksFinished:
-    return TasksFinished(sid(), t, worker, [FinishedTask(k, 8, False, None, duration) for k in keys])
+    done = [FinishedTask(k, 8, False, None, duration) for k in keys]
+    return TasksFinished(sid(), t, worker, done)
 
 
 def computes(out: list[Instruction]) -> list[tuple[str, str]]:

@@ -132,8 +132,6 @@ def _finalized(collections: list[Any], optimize_graph: bool) -> Any:
 def compute(client: "Client", collections: Any, optimize_graph: bool = True,
             **kwargs: Any) -> Any:
     """One future per collection (or per element of a list of them), for its final value."""
-    from rdist.client.future import Future
-
     single = not isinstance(collections, (list, tuple))
     items = [collections] if single else list(collections)
     out: list[Any] = []

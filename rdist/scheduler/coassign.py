@@ -77,5 +77,6 @@ def undo(state: "SchedulerState", ts: "Task") -> None:
         d = state.tasks.get(key)
         if d is not None and d.state is TS.PROCESSING and ts.key in d.waiting_on:
             state._transition(d, TS.RELEASED)
-            if d.state is TS.RELEASED and state._needed(d):  # (a cascade may have moved it)
+            moved_on = d.state is not TS.RELEASED  # type: ignore[comparison-overlap]
+            if not moved_on and state._needed(d):  # (the cascade may have moved it already)
                 state._transition(d, TS.WAITING)

@@ -39,8 +39,8 @@ def balance(state: "SchedulerState", now: float) -> None:
         return
     state.last_balance = now
     incoming: dict[str, int] = {}
-    for _, thief in state.stealing.values():
-        incoming[thief] = incoming.get(thief, 0) + 1
+    for _, to in state.stealing.values():
+        incoming[to] = incoming.get(to, 0) + 1
     idle = {w.address: free_threads(w) - incoming.get(w.address, 0) for w in state.workers.values()}
     idle = {a: n for a, n in idle.items() if n > 0}
     if not idle or has_queued_work(state):

@@ -175,7 +175,8 @@ def get_client(timeout: float | None = None) -> "Client":
         from rdist.client.client import default_client
 
         return default_client()
-    return context.worker.task_client()
+    client: Client = context.worker.task_client()
+    return client
 
 
 @contextmanager

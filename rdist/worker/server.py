@@ -626,14 +626,14 @@ class Worker:
                               replicated=replicated, missing=missing, seceded=seceded,
                               stolen=stolen)
         def queue(pipe: Any) -> None:
-            if results:
+            if results:  # before the notifications: a client may read them at once
                 pipe.hset(keys.results, mapping=results)
-            pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
-            # after the scheduler's entry: whatever a client does on hearing of a key
-            # reaches the scheduler after the key's completion
+            # clients first: they wait on this; the scheduler copes with a client message
+            # about a key (release, dependents) arriving before the key's completion
             for client, items in notify.items():
                 pipe.xadd(keys.client_stream(client),
                           {PAYLOAD_FIELD: messages.encode("notify", items=items)})
+            pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
             if runs is not None:  # one entry per batch: the dashboard's task stream
                 pipe.xadd(keys.taskstream, {PAYLOAD_FIELD: runs},
                           maxlen=taskstream.TASKSTREAM_MAXLEN, approximate=True)
