@@ -154,18 +154,17 @@ class Worker:
             self.handoff_on_close = False
             threading.Thread(target=self.close, daemon=True).start()
             return
-        with self.lock:
-            self.state = WorkerState()
-            self.data.clear()
-            self.nbytes.clear()
-            self.replicas = []
-        self._announce()
+        self._start_afresh()
 
     def _rejoin(self) -> None:
         """Our stream is gone: the scheduler declared us dead (e.g. we stalled past the
         heartbeat timeout) and rescheduled our work. Start afresh and join again."""
         log.warning("worker %s was removed by the scheduler: dropping its state and rejoining",
                     self.address)
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """Forget every task and all data, then join the cluster again."""
         with self.lock:
             self.state = WorkerState()
             self.data.clear()
