@@ -63,7 +63,7 @@ class Gates:
         self.names.clear()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     """Poll ``predicate`` (tests only: production code never polls) until true or fail."""
     deadline = time.monotonic() + timeout
     while not predicate():

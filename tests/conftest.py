@@ -120,3 +120,21 @@ def gates() -> Iterator[Any]:
     g = Gates()
     yield g
     g.open_all()
+
+
+@pytest.fixture
+def cluster(redis_url: str) -> Iterator[Any]:
+    """Two one-thread worker processes and a scheduler process on the shared test Redis."""
+    from rdist import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, redis_url=redis_url,
+                      name=f"real-{uuid.uuid4().hex}", timeout=30) as lc:
+        yield lc
+
+
+@pytest.fixture
+def client(cluster: Any) -> Iterator[Client]:
+    """A client of the process ``cluster``, once both workers are up."""
+    with Client(cluster, timeout=30) as c:
+        c.wait_for_workers(2, timeout=20)
+        yield c

@@ -5,8 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-import uuid
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from rdist import Client, LocalCluster, get_worker
 from rdist.embedded import EmbeddedRedis
 from rdist.store import connect
+from tests.client_helpers import wait_until
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("subprocess_pythonpath")]
 
@@ -60,30 +60,6 @@ def checksum_with_origin(arr: np.ndarray) -> tuple[float, int, str]:
 
 def describe(value: Any) -> tuple[str, Any]:
     return type(value).__name__, value
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
-               what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def cluster(redis_url: str) -> Iterator[LocalCluster]:
-    """Two one-thread worker processes and a scheduler process on the shared test Redis."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, redis_url=redis_url,
-                      name=f"real-{uuid.uuid4().hex}", timeout=30) as lc:
-        yield lc
-
-
-@pytest.fixture
-def client(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster, timeout=30) as c:
-        c.wait_for_workers(2, timeout=20)
-        yield c
 
 
 def worker_addresses(client: Client) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.client_helpers import wait_until
 from rdist import Client, KilledWorker, LocalCluster, get_worker
 from rdist.protocol import messages
 from tests.conftest import free_port
@@ -54,14 +55,6 @@ def sleep_then_where(seconds: float) -> str:
 
 
 # -- tools ------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
 
 
 def workers_hash(c: Client) -> dict[str, dict[str, Any]]:

@@ -12,9 +12,8 @@ import socket
 import struct
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import msgpack
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from rdist import Client, LocalCluster, get_worker
 from rdist.comm.tcp import MAGIC, NONCE, Connection, local_name, local_sockets_enabled, parse_address
 from rdist.protocol import messages
+from tests.client_helpers import wait_until
 from rdist.store import RedisStore, connect
 from rdist.store.keys import PAYLOAD_FIELD
 
@@ -72,29 +72,6 @@ class CreatesFileWhenUnpickled:
 
 
 # -- fixtures and tools ---------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
-               what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def cluster(redis_url: str) -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, redis_url=redis_url,
-                      name=f"faults-{uuid.uuid4().hex}", timeout=30) as lc:
-        yield lc
-
-
-@pytest.fixture
-def client(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster, timeout=30) as c:
-        c.wait_for_workers(2, timeout=20)
-        yield c
 
 
 @pytest.fixture

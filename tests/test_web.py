@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 from flask import Flask
 
+from tests.client_helpers import wait_until
 from rdist.config import ConfigError, load_config
 from rdist.protocol import messages, serialize, taskstream
 from rdist.store import RedisStore, connect
@@ -59,13 +60,6 @@ def app_for(store: RedisStore, **dashboard: Any) -> Flask:
 
 def put_tasks(store: RedisStore, records: dict[str, dict[str, Any]]) -> None:
     store.redis.hset(store.keys.tasks, mapping={k: messages.pack(v) for k, v in records.items()})
-
-
-def wait_until(condition: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 # -- task groups -----------------------------------------------------------------------------

@@ -53,19 +53,13 @@ def dependents(state: "SchedulerState", ts: "Task", ws: "WorkerInfo") -> None:
     iteratively, so a chain of a million is not walked by recursion."""
     from rdist.scheduler.state import TS
 
-    state._coassign_stack.append(ts)
-    if state._coassigning:
-        return
-    state._coassigning = True
-    try:
-        while state._coassign_stack:
-            t = state._coassign_stack.pop()
-            for key in t.dependents:
-                d = state.tasks.get(key)
-                if d is not None and d.state is TS.WAITING and allowed(state, d, ws):
-                    state._transition(d, TS.PROCESSING, worker=ws)
-    finally:
-        state._coassigning = False
+    def follow(t: "Task") -> None:
+        for key in t.dependents:
+            d = state.tasks.get(key)
+            if d is not None and d.state is TS.WAITING and allowed(state, d, ws):
+                state._transition(d, TS.PROCESSING, worker=ws)
+
+    state.coassigning.run(ts, follow)
 
 
 def undo(state: "SchedulerState", ts: "Task") -> None:

@@ -47,6 +47,28 @@ class InvalidTransition(RuntimeError):
     pass
 
 
+class Worklist:
+    """Work pushed while the list is being drained joins the running loop, so a cascade (a
+    released or forgotten chain of a million tasks) is walked iteratively, not by recursion."""
+
+    __slots__ = ("items", "busy")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.busy = False
+
+    def run(self, item: Any, step: Callable[[Any], None]) -> None:
+        self.items.append(item)
+        if self.busy:
+            return
+        self.busy = True
+        try:
+            while self.items:
+                step(self.items.pop())
+        finally:
+            self.busy = False
+
+
 @dataclass(slots=True, eq=False)
 class Task:
     key: str
@@ -115,8 +137,7 @@ class SchedulerState:
         self.direct_notify = direct_notify
         #: a task whose inputs are all being computed on one worker is sent there at once
         self.coassign = coassign
-        self._coassign_stack: list[Task] = []
-        self._coassigning = False
+        self.coassigning = Worklist()
         #: key -> (victim, thief) of steal requests awaiting the victim's answer
         self.stealing: dict[str, tuple[str, str]] = {}
         self.last_balance = float("-inf")
@@ -132,11 +153,9 @@ class SchedulerState:
         self._out: list[ev.Instruction] = []
         self._dirty: set[str] = set()
         self._stimulus = ""
-        self._forget_stack: list[Task] = []
-        self._draining = False
         #: work deferred so that long chains are walked in a loop, not by recursion
-        self._release_stack: list[Task] = []
-        self._releasing = False
+        self._forgetting = Worklist()
+        self._releasing = Worklist()
         self._wake_heap: list[tuple[tuple[Any, ...], str]] = []
         self._waking = False
         self.transition_log: list[tuple[str, str, str, str]] = []  #: (key, start, finish, stimulus)
@@ -516,35 +535,23 @@ class SchedulerState:
 
     def _release_if_unneeded(self, ts: Task) -> None:
         """Release ``ts`` (then its unneeded dependencies, iteratively) unless it is needed."""
-        self._release_stack.append(ts)
-        if self._releasing:
+        self._releasing.run(ts, self._release_one)
+
+    def _release_one(self, ts: Task) -> None:
+        if self._needed(ts):
             return
-        self._releasing = True
-        try:
-            while self._release_stack:
-                t = self._release_stack.pop()
-                if self._needed(t):
-                    continue
-                if t.state not in (TS.RELEASED, TS.FORGOTTEN):
-                    self._transition(t, TS.RELEASED)
-                self._forget_if_unreferenced(t)
-        finally:
-            self._releasing = False
+        if ts.state not in (TS.RELEASED, TS.FORGOTTEN):
+            self._transition(ts, TS.RELEASED)
+        self._forget_if_unreferenced(ts)
 
     def _forget_if_unreferenced(self, ts: Task) -> None:
         """Forget ``ts``, then dependencies nothing references any more -- iteratively, so a
         chain of a million tasks does not recurse a million frames deep."""
-        self._forget_stack.append(ts)
-        if self._draining:
-            return
-        self._draining = True
-        try:
-            while self._forget_stack:
-                t = self._forget_stack.pop()
-                if t.state is TS.RELEASED and not t.who_wants and not t.dependents:
-                    self._transition(t, TS.FORGOTTEN)
-        finally:
-            self._draining = False
+        self._forgetting.run(ts, self._forget_one)
+
+    def _forget_one(self, ts: Task) -> None:
+        if ts.state is TS.RELEASED and not ts.who_wants and not ts.dependents:
+            self._transition(ts, TS.FORGOTTEN)
 
     # -- transitions ---------------------------------------------------------------------
     def _transition(self, ts: Task, finish: TS, **kwargs: Any) -> None:
@@ -806,7 +813,7 @@ class SchedulerState:
             dep = self.tasks.get(dep_key)
             if dep is not None:
                 dep.dependents.discard(ts.key)
-                self._forget_stack.append(dep)
+                self._forgetting.run(dep, self._forget_one)  # queued: we are inside its loop
 
     # -- placement -----------------------------------------------------------------------
     def _candidates(self, ts: Task) -> list[WorkerInfo]:
