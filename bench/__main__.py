@@ -1,16 +1,19 @@
-"""``python -m bench``: run the workloads on rdist and on dask.distributed.
+"""``python -m bench``: run the workloads on rdist, on dask.distributed and on Ray.
 
 Each system runs in its own subprocess (``python -m bench.side``) that starts
-one 2-worker x 1-thread LocalCluster, runs every selected workload on it and
-closes it.  Isolation means a crash, hang or import error on one side cannot
-lose the other side's figures; a side that exceeds ``--timeout`` is killed
-together with everything it started.
+one 2-worker x 1-thread LocalCluster (for Ray: ``ray.init(num_cpus=2)``), runs
+every selected workload on it and closes it.  Isolation means a crash, hang or
+import error on one side cannot lose the other side's figures; a side that
+exceeds ``--timeout`` is killed together with everything it started.  Ray is
+optional: by default it runs only if it is installed.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +23,14 @@ from importlib import metadata
 
 from .side import DEFAULT_WORKLOADS, WORKLOADS
 
-SYSTEMS = ("dask", "rdist")  # run order
+SYSTEMS = ("dask", "rdist", "ray")  # run order
+OPTIONAL = ("ray",)  # run by default only if importable; missing is not a failure
+#: extra seconds on top of --timeout for Ray, whose start-up alone takes 10-20 s
+RAY_STARTUP_ALLOWANCE = 60
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (key, label, unit, better, getter); ratio is always rdist / dask.
+# (key, label, unit, better, getter); "ratio" is always rdist / dask, "ratio_ray"
+# rdist / ray.
 HIGHER, LOWER = "higher", "lower"
 
 
@@ -88,8 +95,11 @@ def _cores():
     return n, avail
 
 
-def _group_members(pgid):
-    """(pid, command line) of live processes in process group ``pgid`` (Linux)."""
+def _group_members(pgid, session=False):
+    """(pid, command line) of live processes in process group ``pgid`` (Linux), or with
+    ``session=True`` in session ``pgid``: Ray's worker processes get process groups of
+    their own but stay in the session the side started."""
+    field = 3 if session else 2
     found = []
     try:
         pids = [int(x) for x in os.listdir("/proc") if x.isdigit()]
@@ -100,7 +110,7 @@ def _group_members(pgid):
             with open("/proc/%d/stat" % pid) as f:
                 stat = f.read()
             fields = stat[stat.rindex(")") + 2:].split()
-            if fields[0] == "Z" or int(fields[2]) != pgid:
+            if fields[0] == "Z" or int(fields[field]) != pgid:
                 continue
             with open("/proc/%d/cmdline" % pid, "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -116,6 +126,19 @@ def _kill_group(pgid, sig):
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _kill_session(sid, sig):
+    """Signal the process group ``sid`` and every other process of session ``sid``;
+    return whether anything was alive."""
+    alive = _kill_group(sid, sig)
+    for pid, _ in _group_members(sid, session=True):
+        try:
+            os.kill(pid, sig)
+            alive = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return alive
 
 
 def run_side(system, args):
@@ -140,48 +163,50 @@ def run_side(system, args):
     for w in WORKLOADS:
         cmd += ["--repeat-" + w, str(repeat[w])]
 
-    print("== %s: starting (timeout %d s)" % (system, args.timeout), flush=True)
+    timeout = args.timeout + (RAY_STARTUP_ALLOWANCE if system == "ray" else 0)
+    print("== %s: starting (timeout %d s)" % (system, timeout), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
                             stdin=subprocess.DEVNULL)
     note = None
     try:
-        rc = proc.wait(timeout=args.timeout)
+        rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        note = "timed out after %d s; killed" % args.timeout
+        note = "timed out after %d s; killed" % timeout
         try:
             with open(out) as f:
                 note += " (stage: %s)" % json.load(f).get("stage", "?")
         except (OSError, ValueError):
             pass
-        _kill_group(proc.pid, signal.SIGTERM)
+        _kill_session(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, signal.SIGKILL)
+            _kill_session(proc.pid, signal.SIGKILL)
             proc.wait()
         rc = proc.returncode
     except KeyboardInterrupt:
-        _kill_group(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
     wall = time.perf_counter() - t0
 
-    # Anything the side left running in its process group (stray workers,
-    # servers) is cleaned up here and reported.
+    # Anything the side left running in its process group or its session (stray
+    # workers, servers; Ray's workers sit in groups of their own) is cleaned up
+    # here and reported.
     # A short grace period lets helpers such as multiprocessing's resource
     # tracker exit on their own.
     deadline = time.monotonic() + 5
-    while _kill_group(proc.pid, 0) and time.monotonic() < deadline:
+    while _kill_session(proc.pid, 0) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _kill_group(proc.pid, 0):
-        left = _group_members(proc.pid)
+    if _kill_session(proc.pid, 0):
+        left = _group_members(proc.pid, session=True)
         extra = "left %d process(es) running after exit, terminated: %s" % (
             len(left), "; ".join("%d %s" % x for x in left) or "?")
         note = "%s; %s" % (note, extra) if note else extra
-        _kill_group(proc.pid, signal.SIGTERM)
+        _kill_session(proc.pid, signal.SIGTERM)
         time.sleep(2)
-        _kill_group(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid, signal.SIGKILL)
 
     try:
         with open(out) as f:
@@ -196,15 +221,24 @@ def run_side(system, args):
             except OSError:
                 pass
 
+    # Ray's session directory (sockets, logs), should the side have been killed.
+    tmp = result.get("ray_temp_dir")
+    if tmp and os.path.basename(tmp).startswith("bench-ray-") and \
+            os.path.dirname(tmp) == tempfile.gettempdir():
+        shutil.rmtree(tmp, ignore_errors=True)
+
     result["returncode"] = rc
     result["wall_s"] = wall
     if note:
         result["note"] = note
-    if rc != 0 or result.get("status") != "ok":
+    if rc == 0 and result.get("status") == "unavailable":
+        pass  # not installed: the caller decides whether that is a failure
+    elif rc != 0 or result.get("status") != "ok":
         result["status"] = "error"
         if not result.get("error"):
             failed = [n for n, w in result.get("workloads", {}).items() if not w.get("ok")]
-            missing = [n for n in args.workloads if n not in result.get("workloads", {})]
+            missing = [n for n in args.workloads if n not in result.get("workloads", {})
+                       and n not in result.get("skipped", {})]
             bits = []
             if failed:
                 bits.append("failed workloads: " + ", ".join(failed))
@@ -238,18 +272,29 @@ def build_table(args, results):
         r = get(results.get("rdist"))
         d = get(results.get("dask"))
         ratio = r / d if (r is not None and d) else None
+        y = get(results.get("ray"))
+        # A Ray figure that measures something else (transfer: shared memory) is shown
+        # marked, without a ratio.
+        w = (results.get("ray") or {}).get("workloads", {}).get(key) or {}
+        comparable = w.get("comparable", True)
+        ratio_ray = r / y if (r is not None and y and comparable) else None
         rows.append({"workload": label, "key": key, "unit": unit, "better": better,
-                     "rdist": r, "dask": d, "ratio": ratio})
+                     "rdist": r, "dask": d, "ratio": ratio,
+                     "ray": y, "ratio_ray": ratio_ray, "ray_comparable": comparable,
+                     "ray_note": None if comparable else w.get("note")})
     return rows
 
 
 def print_table(rows):
-    head = ("workload", "unit", "better", "rdist", "dask", "ratio rdist/dask")
+    head = ("workload", "unit", "better", "rdist", "dask", "ratio rdist/dask",
+            "ray", "ratio rdist/ray")
     body = [(x["workload"], x["unit"], x["better"] + " is better", _fmt(x["rdist"]),
-             _fmt(x["dask"]), "-" if x["ratio"] is None else "%.2fx" % x["ratio"])
+             _fmt(x["dask"]), "-" if x["ratio"] is None else "%.2fx" % x["ratio"],
+             _fmt(x["ray"]) + ("" if x["ray_comparable"] or x["ray"] is None else " *"),
+             "-" if x["ratio_ray"] is None else "%.2fx" % x["ratio_ray"])
             for x in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    align = ["<", "<", "<", ">", ">", ">"]
+    align = ["<", "<", "<", ">", ">", ">", ">", ">"]
 
     def line(cells):
         return "  ".join("%s" % format(c, a + str(w)) for c, a, w in zip(cells, align, widths))
@@ -258,17 +303,21 @@ def print_table(rows):
     print("  ".join("-" * w for w in widths))
     for b in body:
         print(line(b))
+    for x in rows:
+        if not x["ray_comparable"] and x["ray"] is not None:
+            print("* ray, %s: not comparable, no ratio: %s" % (x["key"], x["ray_note"]))
 
 
-def targets(rows):
-    """The two project goals, evaluated on the rdist/dask ratios."""
+def targets(rows, with_ray=False):
+    """The project goals, evaluated on the rdist/dask ratios and, ``with_ray``, on the
+    rdist/ray ratios (issue 5)."""
     def find(key, suffix=""):
         for x in rows:
             if x["key"] == key and x["workload"].endswith(suffix):
                 return x
         return None
 
-    specs = [
+    specs = [(row, op, bound, text, "dask") for row, op, bound, text in [
         (find("map"), ">=", 15.0, "rdist map throughput >= 15x dask"),
         (find("latency", "median"), "<=", 0.1, "rdist round-trip latency (median) <= 0.1x dask"),
         (find("chain"), ">=", 6.0, "rdist chain throughput >= 6x dask"),
@@ -279,24 +328,35 @@ def targets(rows):
         (find("many", "worker peak RSS (largest)"), "<", 1.0, "rdist worker RSS below dask's"),
         (find("transfer"), ">=", 1.2, "rdist 200 MB transfer >= 1.2x dask"),
         (find("transfers"), ">=", 1.0, "rdist 500 x 1 MB transfers >= dask"),
-    ]
+    ]]
+    if with_ray:
+        specs += [
+            (find("map"), ">=", 5.0, "rdist map throughput >= 5x ray", "ray"),
+            (find("latency", "median"), "<=", 0.5,
+             "rdist round-trip latency (median) <= 0.5x ray", "ray"),
+        ]
     out = []
-    for row, op, bound, text in specs:
+    for row, op, bound, text, vs in specs:
         if row is None:  # workload not selected
             continue
-        ratio = row["ratio"]
+        ratio = row["ratio" if vs == "dask" else "ratio_ray"]
         met = None
         if ratio is not None:
             met = {">=": ratio >= bound, "<=": ratio <= bound, "<": ratio < bound}[op]
-        out.append({"target": text, "ratio": ratio, "met": met})
+        out.append({"target": text, "ratio": ratio, "met": met, "vs": vs})
     return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark rdist against dask.distributed (2 workers x 1 thread each).")
-    p.add_argument("--only", choices=SYSTEMS, help="run only this system")
+        description="Benchmark rdist against dask.distributed and, if installed, Ray "
+                    "(2 workers x 1 thread each).")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--only", choices=SYSTEMS, help="run only this system")
+    sel.add_argument("--systems", metavar="LIST",
+                     help="comma-separated subset of: %s (default: all; ray only if "
+                          "installed)" % ",".join(SYSTEMS))
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                    help="comma-separated subset of: %s (default: %s)"
                         % (",".join(WORKLOADS), ",".join(DEFAULT_WORKLOADS)))
@@ -314,7 +374,8 @@ def main(argv=None):
     p.add_argument("--n-many", type=int, default=100_000, help="tasks in the many workload")
     p.add_argument("--timeout", type=int, default=None,
                    help="seconds allowed per system before it is killed "
-                        "(default 150; 900 with the many workload)")
+                        "(default 150; 900 with the many workload; ray gets %d s more "
+                        "for its start-up)" % RAY_STARTUP_ALLOWANCE)
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     args = p.parse_args(argv)
 
@@ -326,7 +387,21 @@ def main(argv=None):
         p.error("--repeat must be >= 1")
     if args.timeout is None:
         args.timeout = 900 if {"many", "rss"} & set(args.workloads) else 150
-    systems = [args.only] if args.only else list(SYSTEMS)
+    if args.only:
+        explicit = [args.only]
+    elif args.systems:
+        explicit = [x.strip() for x in args.systems.split(",") if x.strip()]
+        bad = [x for x in explicit if x not in SYSTEMS]
+        if bad or not explicit:
+            p.error("unknown system(s) %s; choose from %s" % (bad, ",".join(SYSTEMS)))
+    else:
+        explicit = []
+    systems = [x for x in SYSTEMS if x in explicit] if explicit else list(SYSTEMS)
+    unavailable = {}  # optional systems not run: name -> reason
+    for x in OPTIONAL:
+        if x in systems and x not in explicit and importlib.util.find_spec(x) is None:
+            systems.remove(x)
+            unavailable[x] = "not installed"
 
     ncpu, navail = _cores()
     meta = {
@@ -334,7 +409,7 @@ def main(argv=None):
         "machine": platform.machine(), "platform": platform.platform(),
         "python": platform.python_version(),
         "dask": _version("dask"), "distributed": _version("distributed"),
-        "numpy": _version("numpy"),
+        "numpy": _version("numpy"), "ray": _version("ray"),
         "workers": 2, "threads_per_worker": 1,
         "systems": systems, "workloads": args.workloads,
         "n_map": args.n_map, "latency_rounds": args.latency_rounds,
@@ -342,12 +417,15 @@ def main(argv=None):
         "transfer_mb": args.transfer_mb, "repeat": args.repeat,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    print("rdist vs dask.distributed benchmark")
+    print("rdist vs dask.distributed vs ray benchmark")
     print("cores: %d (%d available to this process)   python %s   dask %s   "
-          "distributed %s   numpy %s"
-          % (ncpu, navail, meta["python"], meta["dask"], meta["distributed"], meta["numpy"]))
-    print("cluster: 2 worker processes x 1 thread, per system   workloads: %s"
-          % ",".join(args.workloads), flush=True)
+          "distributed %s   numpy %s   ray %s"
+          % (ncpu, navail, meta["python"], meta["dask"], meta["distributed"], meta["numpy"],
+             meta["ray"]))
+    print("cluster: 2 worker processes x 1 thread, per system (ray: num_cpus=2)   "
+          "workloads: %s" % ",".join(args.workloads), flush=True)
+    for x, why in unavailable.items():
+        print("%s: %s" % (x, why), flush=True)
 
     raw = {}
     if "transfer" in args.workloads:  # the ceiling, measured on a quiet machine first
@@ -361,12 +439,19 @@ def main(argv=None):
     results = {}
     for s in systems:
         results[s] = run_side(s, args)
+        if results[s].get("status") == "unavailable":
+            print("%s: %s" % (s, results[s].get("error")), flush=True)
+            if s not in explicit:  # optional and not asked for: not a failure
+                unavailable[s] = results.pop(s).get("error")
+    meta["unavailable"] = unavailable
+    if "ray" in results and results["ray"].get("versions", {}).get("ray"):
+        meta["ray"] = results["ray"]["versions"]["ray"]
 
     if "rdist" in results and results["rdist"].get("versions", {}).get("rdist"):
         meta["rdist"] = results["rdist"]["versions"]["rdist"]
 
     rows = build_table(args, results)
-    tg = targets(rows)
+    tg = targets(rows, with_ray="ray" in results)
     ours = _wl(results.get("rdist"), "transfer", "mb_per_s")
     if raw and ours:
         ratio = ours / raw["tcp"]["mb_per_s"]
@@ -377,13 +462,13 @@ def main(argv=None):
     print()
     for t in tg:
         if t["met"] is None:
-            verdict = "UNKNOWN (need both rdist and dask figures)"
+            verdict = "UNKNOWN (need both rdist and %s figures)" % t.get("vs", "dask")
         else:
             verdict = "%s (ratio %.2fx)" % ("MET" if t["met"] else "NOT MET", t["ratio"])
         print("target: %-48s %s" % (t["target"] + ":", verdict))
 
-    failed = [s for s in systems if results[s].get("status") != "ok"]
-    for s in systems:
+    failed = [s for s in results if results[s].get("status") != "ok"]
+    for s in results:
         if s not in failed and results[s].get("note"):
             print("\nWARNING [%s]: %s" % (s, results[s]["note"]))
     for s in failed:

@@ -1,7 +1,8 @@
 """Run every selected workload on ONE system, in its own process.
 
 Invoked by ``python -m bench`` as
-``python -m bench.side --system rdist|dask --out FILE [options]``.
+``python -m bench.side --system rdist|dask|ray --out FILE [options]``
+(``ray`` is handed over to ``bench.ray_side``, which has no LocalCluster/Client).
 Results are (re)written to FILE as JSON after every step, so the parent still
 gets partial results if this process crashes or has to be killed.
 Exit code: 0 if the cluster started and every workload succeeded, else 1.
@@ -97,7 +98,7 @@ class Recorder:
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.side")
-    p.add_argument("--system", required=True, choices=("rdist", "dask"))
+    p.add_argument("--system", required=True, choices=("rdist", "dask", "ray"))
     p.add_argument("--out", required=True)
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--n-map", type=int, default=10_000)
@@ -136,6 +137,11 @@ def main(argv=None):
     log = _log(system)
     rec = Recorder(args.out, system)
     selected = [w for w in args.workloads.split(",") if w]
+
+    if system == "ray":
+        from . import ray_side
+
+        return ray_side.run(args, rec, log, selected)
 
     def stage(text):
         rec.data["stage"] = text

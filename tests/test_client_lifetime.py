@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-import rdist.client.client as client_module
+import rdist.client.inbox as inbox_module
 import rdist.scheduler.server as scheduler_module
 from rdist import CancelledError, Client, fire_and_forget
 from tests.client_helpers import calls, count_call, token, wait_gate, wait_until
@@ -213,8 +213,8 @@ def test_closing_a_client_keeps_keys_other_clients_hold(cluster_and_client):
 
 def test_a_client_that_stops_heartbeating_is_dropped_and_its_keys_released(monkeypatch):
     # given clients that beat often and a scheduler that gives up on them quickly
-    monkeypatch.setattr(client_module, "HEARTBEAT_SECONDS", 0.05)
-    monkeypatch.setattr(client_module, "BLOCK_MS", 50)
+    monkeypatch.setattr(inbox_module, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(inbox_module, "BLOCK_MS", 50)
     monkeypatch.setattr(scheduler_module, "BLOCK_MS", 50)
     with fake_cluster() as (c, cluster):
         cluster.scheduler.client_ttl = 0.5

@@ -20,6 +20,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
 
 from rdist.client import graph
 from rdist.client.data import DATA_REPLY_OPS, ClientData
+from rdist.client.inbox import Inbox
 from rdist.client.future import (CANCELLED, ERROR, FINISHED, LOST, PENDING, Future,
                                  FutureState, futures_of, wait)
 from rdist.comm.pool import ConnectionPool
@@ -27,16 +28,17 @@ from rdist.config import redis_url_from_env
 from rdist.exceptions import CancelledError, DataUnavailable
 from rdist.protocol import messages, serialize, spec
 from rdist.store import connect
-from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.connection import ConnectionErrors
 from rdist.store.keys import PAYLOAD_FIELD
 
 log = logging.getLogger("rdist.client")
 
-BLOCK_MS = 500
-HEARTBEAT_SECONDS = 5.0
 #: map() sends its tasks in chunks growing from the first to the largest size
 MAP_FIRST_CHUNK, MAP_MAX_CHUNK = 256, 4096
 RELEASE_DELAY = 0.005  #: seconds a lone release waits for a submission to travel with
+#: Messages sent together go in one stream entry up to this size; a big graph is better
+#: read (and written out by the scheduler) in slices of its own.
+BUNDLE_BYTES = 1 << 20
 CLIENT_OPS = frozenset({"notify", "run-result", "restarted"}) | DATA_REPLY_OPS
 _STATUS = {"memory": FINISHED, "erred": ERROR, "cancelled": CANCELLED, "lost": LOST}
 
@@ -75,7 +77,6 @@ class Client:
         self.name = name or self.id
         self.timeout = timeout
         self.store = connect(url, self.cluster_name)
-        self._reader = self.store.clone()
         self._stream = self.store.keys.client_stream(self.id)
         self._states: dict[str, FutureState] = {}
         self._refs: dict[str, int] = {}
@@ -93,10 +94,12 @@ class Client:
         self._on_worker = False  #: created by get_client() inside a task
         self._stop = threading.Event()
         self._send_lock = threading.Lock()  #: held while a batch is drained and sent (keeps order)
+        self._inbox = Inbox(self.store, self._stream, self._handle, self._heartbeat, self._stop,
+                            idle=self._flush_if_free)
         self._post("client-join", {"client": self.id})
         self._threads = [
             threading.Thread(target=self._send_loop, name="rdist-client-send", daemon=True),
-            threading.Thread(target=self._listen_loop, name="rdist-client-listen", daemon=True),
+            threading.Thread(target=self._inbox.listen, name="rdist-client-listen", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -125,8 +128,7 @@ class Client:
         with self._outbox_cv:
             self._outbox_cv.notify_all()
         try:  # wake the listener from its blocking read so close() returns at once
-            wake = messages.encode("notify", items=[])
-            self.store.redis.xadd(self._stream, {PAYLOAD_FIELD: wake})
+            self._inbox.wake()
         except ConnectionErrors:
             pass
         for thread in self._threads:
@@ -138,7 +140,7 @@ class Client:
             pass
         if self._peers is not None:
             self._peers.close()
-        self._reader.close()
+        self._inbox.close()
         self.store.close()
         if self._owned_cluster is not None:
             self._owned_cluster.close()
@@ -171,7 +173,7 @@ class Client:
             self._refs.pop(key, None)
             self._states.pop(key, None)
         if self.status == "running":
-            self._post("release-keys", {"client": self.id, "keys": [key]})
+            self._post("release-keys", {"client": self.id, "keys": [key]}, lazy=True)
 
     def _wait_all(self, futures: list[Future], timeout: float | None = None) -> bool:
         """Block until every future is done, woken once at the end (not once per future:
@@ -204,13 +206,16 @@ class Client:
         fn()
 
     # -- sending -----------------------------------------------------------------------------
-    def _post(self, op: str, payload: Any, direct: bool = False) -> None:
+    def _post(self, op: str, payload: Any, direct: bool = False, lazy: bool = False) -> None:
         """Queue a message; with ``direct`` the calling thread sends it when nobody else is
-        sending (one thread hop less on the submit path), else the sender thread batches it."""
+        sending (one thread hop less on the submit path), else the sender thread batches it.
+        A ``lazy`` one (a release) wakes nobody while a thread waits on a result: the next
+        submission or the idle listener takes it along within a few milliseconds."""
         with self._outbox_cv:
             self._outbox.append((op, payload))
             if not (direct and self._send_lock.acquire(blocking=False)):
-                self._outbox_cv.notify()
+                if not (lazy and self._inbox.waiter_reads()):
+                    self._outbox_cv.notify()
                 return
             items = list(self._outbox)
             self._outbox.clear()
@@ -226,6 +231,18 @@ class Client:
                 self._outbox.clear()
             if items:
                 self._send(items)
+
+    def _flush_if_free(self) -> None:
+        """Send what waits in the outbox unless another thread is sending."""
+        if self._outbox and self._send_lock.acquire(blocking=False):
+            try:
+                with self._outbox_cv:
+                    items = list(self._outbox)
+                    self._outbox.clear()
+                if items:
+                    self._send(items)
+            finally:
+                self._send_lock.release()
 
     def _send_loop(self) -> None:
         while True:
@@ -261,6 +278,8 @@ class Client:
             merged = (op, payload)
         if merged is not None:
             msgs.append(messages.encode(merged[0], **merged[1]))
+        if len(msgs) > 1 and sum(map(len, msgs)) <= BUNDLE_BYTES:
+            msgs = [messages.bundle(msgs)]  # one entry: the scheduler sees them in one batch
         for attempt in range(60):
             try:
                 pipe = self.store.pipeline()
@@ -275,37 +294,11 @@ class Client:
                 self._stop.wait(min(2.0, 0.1 * (attempt + 1)))
 
     # -- listening ---------------------------------------------------------------------------
-    def _listen_loop(self) -> None:
-        guard = EmptyReadGuard(self._stop)
-        last: bytes | str = "0-0"
-        consumed: list[bytes] = []
-        next_beat = 0.0
-        while not self._stop.is_set():
-            started = time.monotonic()
-            beat = started >= next_beat
-            if beat:
-                next_beat = started + HEARTBEAT_SECONDS
+    def _heartbeat(self) -> tuple[str, bytes]:
+        return self.id, messages.pack({"name": self.name, "last_seen": time.time()})
 
-            def before(pipe: Any, ids: list[bytes] = consumed, beat: bool = beat) -> None:
-                if ids:
-                    pipe.xdel(self._stream, *ids)
-                if beat:
-                    pipe.hset(self.store.keys.clients, self.id,
-                              messages.pack({"name": self.name, "last_seen": time.time()}))
-
-            try:
-                entries = self._reader.read(self._stream, last, 1000, BLOCK_MS, before=before)
-            except ConnectionErrors as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("client %s: redis unavailable (%s); retrying", self.id, exc)
-                self._stop.wait(0.5)
-                continue
-            guard.after_read(bool(entries), started, BLOCK_MS)
-            consumed = [entry_id for entry_id, _ in entries]
-            for entry_id, payload in entries:
-                last = entry_id
-                self._handle(entry_id, payload)
+    def _read_while_waiting(self, state: FutureState, budget: float) -> None:
+        self._inbox.read_while_waiting(state.done, budget)
 
     def _handle(self, entry_id: bytes, payload: bytes | None) -> None:
         try:

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from rdist.client import inbox
 from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
 
 if TYPE_CHECKING:
@@ -124,6 +125,12 @@ class Future:
             from rdist.worker.execution import secede_before_waiting
 
             secede_before_waiting()  # a task waiting on subtasks gives its thread up
+        if not self._state.done() and self.client is not None:
+            started = time.monotonic()
+            budget = inbox.READ_WHILE_WAITING if timeout is None else min(timeout, inbox.READ_WHILE_WAITING)
+            self.client._read_while_waiting(self._state, budget)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
         if not self._state.event.wait(timeout):
             raise TimeoutError(f"future {self.key!r} not done after {timeout} s")
 

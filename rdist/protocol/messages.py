@@ -40,6 +40,24 @@ def decode(payload: bytes | None, known_ops: frozenset[str] | set[str]) -> dict[
     return msg
 
 
+#: One stream entry carrying several messages, in order.  Redis serves a blocked reader
+#: after the first command of a pipeline, so separate entries sent together reach it in
+#: separate reads -- each a batch of its own and its own round of wake-ups downstream.
+BUNDLE_OP = "bundle"
+
+
+def bundle(encoded: list[bytes]) -> bytes:
+    return encode(BUNDLE_OP, msgs=encoded)
+
+
+def unbundle(msg: dict[str, Any], known_ops: frozenset[str] | set[str]) -> list[dict[str, Any]]:
+    """The messages of a bundle, each checked like a message of its own (no nesting)."""
+    parts = msg.get("msgs")
+    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+        raise MalformedMessage("a bundle carries a list of encoded messages")
+    return [decode(p, known_ops) for p in parts]
+
+
 def pack(obj: Any) -> bytes:
     """msgpack for records stored in hashes (task and worker records)."""
     return msgpack.packb(obj, use_bin_type=True)

@@ -44,6 +44,10 @@ CLIENT_TTL_SECONDS = 30.0
 #: A worker silent for this long is removed (its nanny reports deaths sooner).
 WORKER_TTL_SECONDS = 15.0
 LEASE_TTL_MS = 2000
+#: How often the scheduler also reads its own pending (delivered, unacknowledged) entries.
+#: Each batch is acknowledged in the round trip of the next read, so at a read the pending
+#: list holds only entries whose delivery was lost with a reply: cheap to look, rare to find.
+PENDING_CHECK_SECONDS = 2.0
 
 
 def _tasks(msg: dict[str, Any]) -> list[ev.TaskSpecMeta]:
@@ -112,13 +116,24 @@ def _task_done(m: dict[str, Any], s: str, t: float) -> list[ev.Event]:
 
 
 KNOWN_OPS = frozenset(DECODERS)
+#: several messages sent together in one entry (see ``messages.bundle``)
+ENTRY_OPS = KNOWN_OPS | {messages.BUNDLE_OP}
 
 
 def decode_entry(entry_id: bytes, payload: bytes | None, now: float) -> list[ev.Event]:
-    """Stream entry -> events; raises MalformedMessage for anything unexpected."""
-    msg = messages.decode(payload, KNOWN_OPS)
+    """Stream entry -> events; raises MalformedMessage for anything unexpected (in a
+    bundle, one bad message sets the whole entry aside)."""
+    msg = messages.decode(payload, ENTRY_OPS)
+    stream_id = entry_id.decode()
+    if msg["op"] != messages.BUNDLE_OP:
+        return _events(msg, stream_id, now)
+    parts = messages.unbundle(msg, KNOWN_OPS)
+    return [e for n, part in enumerate(parts) for e in _events(part, f"{stream_id}.{n}", now)]
+
+
+def _events(msg: dict[str, Any], stimulus: str, now: float) -> list[ev.Event]:
     try:
-        return DECODERS[msg["op"]](msg, entry_id.decode(), now)
+        return DECODERS[msg["op"]](msg, stimulus, now)
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedMessage(f"bad {msg['op']} message: {exc!r}") from None
 
@@ -301,8 +316,14 @@ class SchedulerServer:
         guard = EmptyReadGuard(self.stop_event)
         pending_write: Callable[[Any], None] | None = None
         read_pending = True  # first drain what an earlier scheduler left unacknowledged
+        next_pending_check = time.monotonic() + PENDING_CHECK_SECONDS
         while not self.stop_event.is_set() and self.is_leader.is_set():
             started = time.monotonic()
+            if started >= next_pending_check:
+                # entries delivered by a read whose reply was lost (Redis restarting as it
+                # answered, the client retrying without telling us) sit in our pending list
+                # and never come from ">" again: a lost task-done would hang its task
+                read_pending, next_pending_check = True, started + PENDING_CHECK_SECONDS
             try:
                 entries = self.store.read_group(
                     self.store.keys.sched, SCHEDULER_GROUP, self.consumer,
@@ -313,6 +334,7 @@ class SchedulerServer:
                     break
                 log.warning("redis unavailable (%s); retrying", exc)
                 self.stop_event.wait(0.5)
+                read_pending = True  # the failed read may have been served: see above
                 continue
             pending_write = None
             if read_pending and not entries:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 import redis
 
 from rdist.store.keys import PAYLOAD_FIELD, Keys
+from rdist.store.rawpipe import RawConnection, RawPipeline
 
 #: FakeServers by name, so in-process tests can use ``fakeredis://<name>`` URLs.
 _FAKE_SERVERS: dict[str, Any] = {}
@@ -86,6 +87,14 @@ class RedisStore:
         self.redis = client
         self.keys = keys
         self.url = url
+        self._raw: RawConnection | None = None
+
+    def raw_pipeline(self) -> RawPipeline:
+        """A lean pipeline on this store's own held connection (see :mod:`rawpipe`): for
+        the loops that run one per batch.  One thread at a time."""
+        if self._raw is None:
+            self._raw = RawConnection(self.redis)
+        return RawPipeline(self._raw)
 
     def clone(self) -> "RedisStore":
         """A second connection (blocking reads need a connection of their own)."""
@@ -96,6 +105,8 @@ class RedisStore:
 
     def close(self) -> None:
         try:
+            if self._raw is not None:
+                self._raw.close()
             self.redis.close()
         except Exception:  # closing is best effort
             pass
@@ -119,7 +130,7 @@ class RedisStore:
         pending: bool = False,
     ) -> list[Entry]:
         """XREADGROUP one batch; ``before(pipe)`` queues writes sent in the same round trip."""
-        pipe = self.pipeline()
+        pipe = self.raw_pipeline()
         if before is not None:
             before(pipe)
         pipe.xreadgroup(
@@ -130,7 +141,7 @@ class RedisStore:
 
     def read(self, stream: str, last_id: bytes | str, count: int, block_ms: int,
              before: Callable[[Any], None] | None = None) -> list[Entry]:
-        pipe = self.pipeline()
+        pipe = self.raw_pipeline()
         if before is not None:
             before(pipe)
         pipe.xread({stream: last_id}, count=count, block=block_ms)
@@ -147,12 +158,25 @@ class RedisStore:
 
 
 def _entries(reply: Any) -> list[Entry]:
+    """(id, payload) of each entry of a raw XREAD/XREADGROUP reply: a map of stream to
+    entries (RESP3) or a list of [stream, entries] (RESP2); fields come flat."""
     if not reply:
         return []
     out: list[Entry] = []
-    items: Iterable[Any] = reply.values() if isinstance(reply, dict) else reply
-    for stream_reply in items:
-        messages = stream_reply[1] if not isinstance(reply, dict) else stream_reply[0]
+    per_stream: Iterable[Any] = (reply.values() if isinstance(reply, dict)
+                                 else (stream_reply[1] for stream_reply in reply))
+    for messages in per_stream:
         for entry_id, fields in messages:
-            out.append((entry_id, (fields or {}).get(PAYLOAD_FIELD)))
+            out.append((entry_id, _payload(fields)))
     return out
+
+
+def _payload(fields: Any) -> bytes | None:
+    if not fields:  # deleted entry still listed as pending
+        return None
+    if isinstance(fields, dict):
+        return fields.get(PAYLOAD_FIELD)
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == PAYLOAD_FIELD:
+            return fields[i + 1]
+    return None

@@ -48,13 +48,23 @@ class ReadyQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def put(self, tasks: list[WTask]) -> None:
+    def put(self, tasks: list[WTask], wake: bool = True) -> None:
+        """Queue ``tasks``; ``wake=False`` when the calling thread runs them itself next
+        (waking an idle executor thread costs more than a quick task), and then calls
+        :meth:`wake` for whatever it left."""
         if not tasks:
             return
         with self._cv:
             for ts in tasks:
                 heapq.heappush(self._heap, (ts.priority, next(self._seq), ts))
-            self._cv.notify(len(tasks))
+            if wake:
+                self._cv.notify(len(tasks))
+
+    def wake(self) -> None:
+        """Executor threads take over the tasks queued without waking them."""
+        with self._cv:
+            if self._heap:
+                self._cv.notify(len(self._heap))
 
     def get(self) -> WTask | None:
         """Block until a task may run; None once closed."""

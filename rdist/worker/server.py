@@ -306,7 +306,10 @@ class Worker:
             self.completions.put([self._done_record(k, clients.get(k)) for k in out.already_done])
         if out.fetch:
             self._fetch_from_peers(out.fetch)
-        self._enqueue(out.ready)
+        # quick tasks stay for this (the stream) thread: see _run_inline
+        inline = [ts for ts in out.ready if self._is_fast(ts)] if self.running.is_set() else []
+        self.ready.put(inline, wake=False)
+        self._enqueue([ts for ts in out.ready if ts not in inline] if inline else out.ready)
 
     def _load_batch(self, actions: list[list[Any]]) -> dict[str, Any]:
         """Specs of new tasks and their small dependencies (stored in Redis) in one pipeline."""
@@ -462,14 +465,17 @@ class Worker:
         next read, in the same round trip)."""
         records: list[list[Any]] = []
         deadline = time.monotonic() + (execution.INLINE_BUDGET if self.running.is_set() else 0)
-        while time.monotonic() < deadline:
-            ts = self.ready.try_get(self._is_fast)
-            if ts is None:
-                break
-            record, context = self._run_one(ts)
-            records.append(record)
-            if context.replaced:  # it seceded: this thread must go back to reading
-                break
+        try:
+            while time.monotonic() < deadline:
+                ts = self.ready.try_get(self._is_fast)
+                if ts is None:
+                    break
+                record, context = self._run_one(ts)
+                records.append(record)
+                if context.replaced:  # it seceded: this thread must go back to reading
+                    break
+        finally:
+            self.ready.wake()  # what is left (budget spent, slow or paused) goes to executors
         return records
 
     def _seceded(self, ts: WTask) -> None:

@@ -1,0 +1,146 @@
+"""The client's stream: where the scheduler and the workers tell a client about its keys.
+
+Two kinds of thread read it.  The listener thread reads it whenever nobody else does.  A
+thread waiting on one result reads it itself for a short while: a quick result then
+reaches the waiting thread without a hand-off from the listener, and on a machine with
+idle cores waking a sleeping thread costs more than a quick task.  While such reads go on
+(and shortly after), the listener keeps off the stream, so one entry wakes one thread.
+
+Whoever reads, each entry is handled once and in stream order: a cursor (the newest entry
+handled) decides, under one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from rdist.protocol import messages
+from rdist.store import RedisStore
+from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.keys import PAYLOAD_FIELD
+
+log = logging.getLogger("rdist.client")
+
+BLOCK_MS = 500
+HEARTBEAT_SECONDS = 5.0
+#: A thread waiting on one future reads the stream itself this long (seconds), then leaves
+#: it to the listener: only quick results gain from skipping the listener's hand-off.
+READ_WHILE_WAITING = 0.05
+#: The listener stays off the stream this long after the last read by a waiting thread:
+#: in a loop of ``submit(...).result()`` the next wait is about to begin.
+LISTENER_GRACE = 0.005
+
+Entry = tuple[bytes, bytes | None]
+
+
+def entry_seq(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id ``b"<ms>-<n>"`` as a tuple that orders like the stream."""
+    ms, _, n = entry_id.partition(b"-")
+    return int(ms), int(n or 0)
+
+
+class Inbox:
+    """Reads one client's stream; ``handle(entry_id, payload)`` sees each entry once."""
+
+    def __init__(self, store: RedisStore, stream: str, handle: Callable[[bytes, bytes | None], None],
+                 heartbeat: Callable[[], tuple[str, bytes]], stop: threading.Event,
+                 idle: Callable[[], None]) -> None:
+        self._store = store
+        self._stream = stream
+        self._handle = handle
+        self._heartbeat = heartbeat  #: -> (field, value) of our entry in the clients hash
+        self._stop = stop
+        self._idle = idle  #: called by the listener before each read or pause
+        self._listen_reader = store.clone()
+        self._wait_reader: RedisStore | None = None
+        self._handled: tuple[int, int] = (0, 0)  #: newest entry handled
+        self._handle_lock = threading.RLock()  #: a done-callback may itself wait and read
+        self._consumed: list[bytes] = []  #: handled entries to delete with the next read
+        self._waiting = threading.Lock()  #: held by the thread reading while it waits
+        self._last_wait = 0.0  #: monotonic time the last such read ended
+        self._next_beat = 0.0
+
+    # -- shared ------------------------------------------------------------------------
+    def _read(self, reader: RedisStore, block_ms: int) -> list[Entry]:
+        start = "%d-%d" % self._handled
+        return reader.read(self._stream, start, 1000, block_ms, before=self._before_read)
+
+    def _before_read(self, pipe: Any) -> None:
+        """Deletions and a due heartbeat ride with whichever read goes next."""
+        with self._handle_lock:
+            consumed, self._consumed = self._consumed, []
+        if consumed:
+            pipe.xdel(self._stream, *consumed)
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._next_beat = now + HEARTBEAT_SECONDS
+            field, value = self._heartbeat()
+            pipe.hset(self._store.keys.clients, field, value)
+
+    def _handle_entries(self, entries: list[Entry]) -> None:
+        with self._handle_lock:
+            for entry_id, payload in entries:
+                seq = entry_seq(entry_id)
+                if seq <= self._handled:
+                    continue  # the other reader handled it
+                self._handled = seq  # first: a callback run by handle may read on
+                self._consumed.append(entry_id)
+                self._handle(entry_id, payload)
+
+    # -- the listener thread -----------------------------------------------------------
+    def waiter_reads(self) -> bool:
+        """Whether a waiting thread reads the stream now, or did a moment ago."""
+        return self._waiting.locked() or time.monotonic() < self._last_wait + LISTENER_GRACE
+
+    def listen(self) -> None:
+        guard = EmptyReadGuard(self._stop)
+        while not self._stop.is_set():
+            # what was posted without waking anybody (while a waiter read) goes now
+            self._idle()
+            if self.waiter_reads():
+                self._stop.wait(LISTENER_GRACE)
+                continue
+            started = time.monotonic()
+            try:
+                entries = self._read(self._listen_reader, BLOCK_MS)
+            except ConnectionErrors as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("%s: redis unavailable (%s); retrying", self._stream, exc)
+                self._stop.wait(0.5)
+                continue
+            guard.after_read(bool(entries), started, BLOCK_MS)
+            self._handle_entries(entries)
+
+    # -- a thread waiting on a result ----------------------------------------------------
+    def read_while_waiting(self, done: Callable[[], bool], budget: float) -> None:
+        """Read on this thread until ``done()`` or ``budget`` seconds have passed."""
+        if not self._waiting.acquire(blocking=False):
+            return  # another thread reads: wait for the listener's hand-off instead
+        try:
+            if self._wait_reader is None:
+                self._wait_reader = self._store.clone()
+            deadline = time.monotonic() + budget
+            while not done() and not self._stop.is_set():
+                block_ms = int((deadline - time.monotonic()) * 1000)
+                if block_ms < 1:
+                    return
+                self._handle_entries(self._read(self._wait_reader, block_ms))
+        except ConnectionErrors:
+            return  # the listener copes with it
+        finally:
+            self._last_wait = time.monotonic()
+            self._waiting.release()
+
+    def wake(self) -> None:
+        """Make a blocked read return (closing)."""
+        self._store.redis.xadd(self._stream, {PAYLOAD_FIELD: messages.encode("notify", items=[])})
+
+    def close(self) -> None:
+        self._listen_reader.close()
+        with self._waiting:
+            if self._wait_reader is not None:
+                self._wait_reader.close()
