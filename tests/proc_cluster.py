@@ -128,3 +128,53 @@ def _supports_no_nanny() -> bool:
                              capture_output=True, text=True, timeout=30).stdout
         _NO_NANNY = "--no-nanny" in out
     return _NO_NANNY
+
+
+def worker_view(keys: list[str]) -> dict[str, object]:
+    """Run on a worker (``client.run``): what its own state says about ``keys`` (diagnosis
+    of hangs: a task the scheduler thinks is here may be unknown to the worker)."""
+    from rdist.worker.server import get_worker
+
+    w = get_worker()
+    with w.lock:
+        out: dict[str, object] = {"n_tasks": len(w.state.tasks), "n_have": len(w.state.have),
+                                  "fetching": sorted(w.state.fetching)[:5]}
+        for key in keys:
+            ts = w.state.tasks.get(key)
+            if ts is not None:
+                out[key] = (ts.state.value, sorted(ts.missing)[:3])
+            elif key in w.state.have:
+                out[key] = "have"
+            else:
+                out[key] = "unknown"
+        return out
+
+
+def stream_view(store: Any, stream: str, group: str) -> dict[str, object]:
+    """Length, consumer-group position and pending (delivered, unacknowledged) entries of a
+    stream, with the ops and task keys those pending entries carry."""
+    redis = store.redis
+    view: dict[str, object] = {"len": redis.xlen(stream)}
+    try:
+        groups = redis.xinfo_groups(stream)
+    except Exception as exc:  # no such stream
+        return {"error": repr(exc)}
+    view["groups"] = [{k: g.get(k) for k in ("name", "pending", "last-delivered-id")}
+                      for g in groups]
+    stuck = []
+    for p in redis.xpending_range(stream, group, "-", "+", 20):
+        entry = redis.xrange(stream, p["message_id"], p["message_id"])
+        body: Any = None
+        if entry:
+            try:
+                msg = messages.unpack(entry[0][1][b"m"])
+                body = {"op": msg.get("op"),
+                        "actions": [[a[0], a[1]] for a in msg.get("a", ())][:10],
+                        "done": [d[0] for d in msg.get("done", ())][:10]}
+            except Exception as exc:
+                body = repr(exc)
+        stuck.append({"id": p["message_id"], "consumer": p["consumer"],
+                      "idle_ms": p["time_since_delivered"], "delivered": p["times_delivered"],
+                      "entry": body})
+    view["pending"] = stuck
+    return view

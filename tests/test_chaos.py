@@ -120,19 +120,50 @@ def _time_to_resume(client: Client, since: float, limit: float = 60) -> float:
 
 
 def _stuck(procs: ProcCluster) -> str:
-    """What the scheduler's records say about unfinished tasks (for the failure message)."""
+    """What the scheduler's records, the streams and the workers themselves say about the
+    unfinished tasks (for the failure message)."""
     from collections import Counter
 
     from rdist.protocol import messages
     from rdist.store import connect
+    from tests.proc_cluster import stream_view, worker_view
 
     store = connect(procs.url, procs.cluster)
     try:
-        records = {k.decode(): messages.unpack(v) for k, v in store.redis.hgetall(store.keys.tasks).items()}
+        keys, redis = store.keys, store.redis
+        records = {k.decode(): messages.unpack(v) for k, v in redis.hgetall(keys.tasks).items()}
         states = Counter(r["s"] for r in records.values())
         unfinished = {k: r for k, r in records.items() if r["s"] not in ("memory", "released")}
-        return (f"states {dict(states)}; workers {procs.live_workers()}; "
-                f"pending {store.redis.xpending(store.keys.sched, 'scheduler')}; "
-                f"sample {dict(list(unfinished.items())[:5])}")
+        live = procs.live_workers()
+        stuck = {}
+        for key, r in list(unfinished.items())[:8]:
+            missing = {d: records.get(d, {}).get("s", "gone") for d in r.get("d", ())
+                       if records.get(d, {}).get("s") != "memory"}
+            stuck[key] = {"s": r["s"], "on": r.get("on"), "on_live": r.get("on") in live.values(),
+                          "missing_deps": dict(list(missing.items())[:5]), "n_missing": len(missing)}
+        on_workers = sorted({r["on"] for r in stuck.values() if r["on"]})
+        streams = {"sched": stream_view(store, keys.sched, "scheduler")}
+        for address in on_workers:
+            streams[address] = stream_view(store, keys.worker_stream(address), "worker")
+        views = _worker_views(procs, on_workers, list(stuck))
+        return (f"states {dict(states)}; workers {live}; stuck {stuck}; streams {streams}; "
+                f"worker views {views}")
     finally:
         store.close()
+
+
+def _worker_views(procs: ProcCluster, addresses: list[str], keys: list[str]) -> object:
+    """Each worker's own state about ``keys`` (through ``client.run``; bounded wait)."""
+    if not addresses:
+        return {}
+    from tests.proc_cluster import worker_view
+
+    try:
+        with Client(procs.url, cluster_name=procs.cluster, timeout=5) as client:
+            live = set(procs.live_workers().values())
+            targets = [a for a in addresses if a in live]
+            if not targets:
+                return "no live worker holds a stuck task"
+            return client.run(worker_view, keys, workers=targets, on_error="return")
+    except Exception as exc:  # diagnosis must not hide the hang
+        return f"client.run failed: {exc!r}"

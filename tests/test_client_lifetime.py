@@ -340,10 +340,14 @@ def test_without_fire_and_forget_a_dropped_task_never_runs(cluster_and_client, g
     upstream = c.submit(gated_inc, gate, 1)
     effect = c.submit(counted_inc, name, upstream)
     effect_key = effect.key
+    # co-assigned: it waits on the worker running upstream
+    wait_until(lambda: any(effect_key in w.state.tasks for w in cluster.workers))
 
     del upstream, effect
     gc.collect()
     wait_until(lambda: forgotten(cluster, effect_key))
+    # forgotten by the scheduler is not yet freed on the worker: the free is on its way
+    wait_until(lambda: all(effect_key not in w.state.tasks for w in cluster.workers))
     gates.open(gate)
     barrier(c)
 

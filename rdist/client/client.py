@@ -282,7 +282,7 @@ class Client:
             msgs = [messages.bundle(msgs)]  # one entry: the scheduler sees them in one batch
         for attempt in range(60):
             try:
-                pipe = self.store.pipeline()
+                pipe = self.store.raw_pipeline()
                 if funcs:
                     pipe.hset(keys.funcs, mapping=funcs)
                 for msg in msgs:

@@ -41,6 +41,9 @@ def on_restored(state: "SchedulerState", e: ev.StateRestored) -> None:
             for dep in ts.dependencies:
                 if dep in state.tasks:
                     state.tasks[dep].waiters.add(ts.key)
+    for ts in tasks:
+        if ts.state is TS.PROCESSING:
+            _resume_coassigned(state, ts)
     for ts in sorted(tasks, key=lambda t: t.priority):
         if ts.state is TS.RELEASED and ts.key in state.tasks and state._needed(ts):
             state._transition(ts, TS.WAITING)
@@ -49,6 +52,30 @@ def on_restored(state: "SchedulerState", e: ev.StateRestored) -> None:
             state._release_if_unneeded(ts)
     for ts in tasks:
         state._mark(ts)
+
+
+def _resume_coassigned(state: "SchedulerState", ts: "Task") -> None:
+    """``ts`` runs on a live worker but some inputs are not in memory: it was co-assigned
+    there and waits for them (records do not keep ``waiting_on``).
+
+    Inputs being computed on the same worker become its wait again -- without it, work
+    stealing would move an input away (or ``coassign.undo`` would miss a released one) and
+    the worker would wait for data that never comes. An input that will not be computed
+    there (released: its worker died) can never reach it: the task goes back to the
+    scheduler, which frees it on the worker and lets it wait for the input like any other.
+    """
+    from rdist.scheduler.state import TS
+
+    waiting_on = set()
+    for key in ts.dependencies:
+        dep = state.tasks.get(key)
+        if dep is None or dep.state is TS.MEMORY:
+            continue
+        if dep.state is not TS.PROCESSING or dep.processing_on != ts.processing_on:
+            state._transition(ts, TS.RELEASED)  # (the loop after this one re-waits it)
+            return
+        waiting_on.add(key)
+    ts.waiting_on = waiting_on
 
 
 def _task(state: "SchedulerState", key: str, record: dict[str, Any]) -> "Task":

@@ -115,16 +115,18 @@ def _moved_bytes(state: "SchedulerState", ts: "Task", thief: "WorkerInfo") -> in
 
 def answered(state: "SchedulerState", e: ev.StealResponse) -> None:
     """The victim answered: move the task if it gave it up."""
+    from rdist.scheduler.state import TaskState
+
     pending = state.stealing.pop(e.key, None)
     ts = state.tasks.get(e.key)
-    if pending is None or ts is None or not e.ok:
+    if ts is None or not e.ok or ts.state is not TaskState.PROCESSING:
+        return
+    if pending is None:
+        if ts.processing_on == e.worker:
+            _gave_up_unasked(state, ts)
         return
     victim, thief = pending
     if ts.processing_on != victim or victim != e.worker:
-        return
-    from rdist.scheduler.state import TaskState
-
-    if ts.state is not TaskState.PROCESSING:
         return
     target = state.workers.get(thief)
     if target is None or target not in state._candidates(ts) or not state._has_room(target, ts):
@@ -133,3 +135,12 @@ def answered(state: "SchedulerState", e: ev.StealResponse) -> None:
     if target is None:
         target = state.workers[victim]  # nobody has room any more: give it back
     state._move_processing(ts, target)
+
+
+def _gave_up_unasked(state: "SchedulerState", ts: "Task") -> None:
+    """The worker ``ts`` is assigned to dropped it for a steal request this scheduler does
+    not know about: one sent by a predecessor that died before reading the answer, or one
+    overtaken by a release and a new assignment to the same worker. Either way the worker
+    may no longer hold the task, and nothing else would ever run it: assign it to the same
+    worker again (a worker that still holds it ignores the repeat, so it never runs twice)."""
+    state._move_processing(ts, state.workers[ts.processing_on or ""])

@@ -18,6 +18,11 @@ from typing import Any
 
 import redis
 
+try:  # hiredis packs a command in C; redis-py's own packing costs more than the rest
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is a dependency
+    _pack_command = None
+
 
 class RawConnection:
     """One connection taken from a client's pool and kept."""
@@ -33,7 +38,7 @@ class RawConnection:
             if conn is None:
                 conn = self._conn = self._client.connection_pool.get_connection()
             try:
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                conn.send_packed_command(_pack(conn, commands), check_health=False)
                 replies, error = [], None
                 for _ in commands:  # read every reply, even after an error one
                     try:
@@ -53,6 +58,12 @@ class RawConnection:
             if self._conn is not None:
                 self._client.connection_pool.release(self._conn)
                 self._conn = None
+
+
+def _pack(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+    if _pack_command is None:
+        return conn.pack_commands(commands)
+    return [b"".join([_pack_command(command) for command in commands])]
 
 
 class RawPipeline:

@@ -41,6 +41,10 @@ REDIS_RESULT_BYTES = 64 * 1024
 INLINE_BYTES = 16 * 1024
 BATCH_ENTRIES = 100
 BLOCK_MS = 500
+#: How often the stream loop also reads its own pending (delivered, unacknowledged)
+#: entries: a read whose reply was lost (Redis restarting as it answered; the client may
+#: retry it without telling us) delivered entries that never come from ">" again.
+PENDING_CHECK_SECONDS = 2.0
 HEARTBEAT_SECONDS = 1.0
 HEARTBEATS_MAXLEN = 1000
 KNOWN_OPS = frozenset({"batch", "run", "stop", "restart"}) | DATA_OPS
@@ -89,6 +93,9 @@ class Worker:
         self.durations: dict[str, float] = {}  #: key prefix -> last duration (inline runs)
         self._client: Any = None  #: get_client() inside tasks
         self._stream_owner: int | None = None  #: the thread reading our stream
+        #: entries handled but not acknowledged yet (by a stream thread that seceded, too):
+        #: in our pending list, yet not lost
+        self._in_hand: set[bytes] = set()
         self.completions: queue.Queue[list[Any] | None] = queue.Queue()
         self.funcs: OrderedDict[bytes, Callable[..., Any]] = OrderedDict()
         self._seq = 0
@@ -218,15 +225,19 @@ class Worker:
         reader = reader or self._reader
         me = self._stream_owner = threading.get_ident()
         _thread_state.worker = self  # quick tasks run on this thread too
+        read_pending, pending_due = False, time.monotonic() + PENDING_CHECK_SECONDS
         while not self.stop_event.is_set():
             if self._stream_owner != me:  # a task run here seceded: another thread reads now
                 if reports:
                     self._report(reports)
                 if ack:
                     reader.pipeline().xack(self.stream, WORKER_GROUP, *ack).xdel(self.stream, *ack).execute()
+                    self._in_hand.difference_update(ack)
                 reader.close()
                 return
             started = time.monotonic()
+            if started >= pending_due:
+                read_pending, pending_due = True, started + PENDING_CHECK_SECONDS
 
             def before(pipe: Any, ids: list[bytes] = ack, done: list[list[Any]] = reports) -> None:
                 if done:
@@ -237,12 +248,14 @@ class Worker:
 
             try:
                 entries = reader.read_group(self.stream, WORKER_GROUP, self.address,
-                                            BATCH_ENTRIES, BLOCK_MS, before=before)
+                                            BATCH_ENTRIES, BLOCK_MS, before=before,
+                                            pending=read_pending)
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
                     return
                 log.warning("worker %s: redis unavailable (%s); retrying", self.address, exc)
                 self.stop_event.wait(0.5)
+                read_pending = True  # the failed read may have been served: see above
                 continue
             except ResponseError as exc:
                 if self.stop_event.is_set():
@@ -251,8 +264,13 @@ class Worker:
                     raise
                 self._rejoin()
                 continue
+            self._in_hand.difference_update(ack)  # acknowledged by this round trip
+            if read_pending:
+                read_pending = False
+                entries = [e for e in entries if e[0] not in self._in_hand]
             guard.after_read(bool(entries), started, BLOCK_MS)
             ack = [entry_id for entry_id, _ in entries]
+            self._in_hand.update(ack)
             reports = []
             if entries:
                 self._handle_entries(entries)
@@ -325,7 +343,7 @@ class Worker:
         new = [a[1] for a in needed if a[1] not in raw]
         if new or small:
             keys = self.store.keys
-            pipe = self.store.pipeline()
+            pipe = self.store.raw_pipeline()
             if new:
                 pipe.hmget(keys.specs, new)
             if small:
@@ -648,7 +666,7 @@ class Worker:
             return
         for attempt in range(30):
             try:
-                pipe = self._reporter_store.pipeline()
+                pipe = self._reporter_store.raw_pipeline()
                 queue(pipe)
                 pipe.execute()
                 return
