@@ -50,11 +50,12 @@ class ProcCluster:
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, *args: str, name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "rdist", *args, "--redis-url", self.url, "--cluster", self.cluster]
-        out: Any = subprocess.DEVNULL
-        if self.log_dir is not None:
-            out = open(self.log_dir / f"{name}.log", "ab")
-        return subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        if self.log_dir is None:
+            return subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_dir / f"{name}.log", "ab") as out:  # the child keeps its own copy
+            return subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def start_scheduler(self) -> subprocess.Popen[bytes]:
         proc = self._spawn("scheduler", "--log-level", "warning", name=f"scheduler-{len(self.schedulers)}")

@@ -44,7 +44,8 @@ def _chaos_run(tmp_path: Path, hangs: list[str]) -> None:
     rng = random.Random(SEED)
     log_dir = tmp_path / "runs"
     log_dir.mkdir(parents=True)
-    procs = ProcCluster(n_workers=3, persistence=True, worker_ttl=2.0)
+    (tmp_path / "logs").mkdir()
+    procs = ProcCluster(n_workers=3, persistence=True, worker_ttl=2.0, log_dir=tmp_path / "logs")
     figures: dict[str, object] = {"seed": SEED, "hangs": hangs}
     try:
         procs.wait_for_workers()

@@ -38,6 +38,7 @@ Strings
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 SCHEDULER_GROUP = "scheduler"
 WORKER_GROUP = "worker"
@@ -50,70 +51,76 @@ class Keys:
 
     cluster: str = "default"
 
-    @property
+    @cached_property
     def prefix(self) -> str:
         return f"rdist:{{{self.cluster}}}:"
 
     def _k(self, name: str) -> str:
         return self.prefix + name
 
-    @property
+    @cached_property
     def sched(self) -> str:
         return self._k("sched")
 
     def worker_stream(self, address: str) -> str:
-        return self._k(f"worker:{address}")
+        return _named(self, "worker:", address)
 
     def client_stream(self, client_id: str) -> str:
-        return self._k(f"client:{client_id}")
+        return _named(self, "client:", client_id)
 
-    @property
+    @cached_property
     def heartbeats(self) -> str:
         return self._k("heartbeats")
 
-    @property
+    @cached_property
     def events(self) -> str:
         return self._k("events")
 
-    @property
+    @cached_property
     def taskstream(self) -> str:
         return self._k("taskstream")
 
-    @property
+    @cached_property
     def deadletter(self) -> str:
         return self._k("deadletter")
 
-    @property
+    @cached_property
     def workers(self) -> str:
         return self._k("workers")
 
-    @property
+    @cached_property
     def tasks(self) -> str:
         return self._k("tasks")
 
-    @property
+    @cached_property
     def specs(self) -> str:
         return self._k("specs")
 
-    @property
+    @cached_property
     def funcs(self) -> str:
         return self._k("funcs")
 
-    @property
+    @cached_property
     def results(self) -> str:
         return self._k("results")
 
-    @property
+    @cached_property
     def clients(self) -> str:
         return self._k("clients")
 
-    @property
+    @cached_property
     def meta(self) -> str:
         return self._k("meta")
 
-    @property
+    @cached_property
     def lease(self) -> str:
         return self._k("lease")
 
     def transfer(self, request_id: str, key: str = "") -> str:
         return self._k(f"transfer:{request_id}:{key}")
+
+
+@lru_cache(maxsize=4096)
+def _named(keys: Keys, kind: str, name: str) -> str:
+    """Per-worker and per-client key names, made once: every batch names them again."""
+    return keys.prefix + kind + name

@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - hiredis is a dependency
     _pack_command = None
 
 
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
 class RawConnection:
     """One connection taken from a client's pool and kept."""
 
@@ -34,23 +37,35 @@ class RawConnection:
 
     def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         with self.lock:
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = self._client.connection_pool.get_connection()
+            if self._conn is None:
+                self._conn = self._client.connection_pool.get_connection()
             try:
-                conn.send_packed_command(_pack(conn, commands), check_health=False)
-                replies, error = [], None
-                for _ in commands:  # read every reply, even after an error one
-                    try:
-                        replies.append(conn.read_response())
-                    except redis.ResponseError as exc:
-                        error = error or exc
-                        replies.append(exc)
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                conn.disconnect()  # reconnects on the next execute
-                raise
-        if error is not None:
-            raise error
+                replies = self._send_and_read(commands)
+            except _CONNECTION_ERRORS:
+                # once more on a fresh connection: the held one may predate a Redis restart
+                # (redis-py's own pipelines retry the same way)
+                self._conn.disconnect()
+                try:
+                    replies = self._send_and_read(commands)
+                except _CONNECTION_ERRORS as exc:
+                    self._conn.disconnect()  # reconnects on the next execute
+                    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                        raise
+                    raise redis.ConnectionError(f"redis connection failed: {exc}") from exc
+        errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+        if errors:
+            raise errors[0]
+        return replies
+
+    def _send_and_read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        conn = self._conn
+        conn.send_packed_command(_pack(conn, commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:  # read every reply, even after an error one
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
         return replies
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ class ReadyQueue:
         self._seq = itertools.count()
         self._cv = threading.Condition(threading.Lock())
         self._closed = False
+        self._slot_waiters = 0  #: threads in acquire_slot (rejoin)
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -114,17 +115,27 @@ class ReadyQueue:
                 self.running -= 1
             for name, amount in (ts.resources or {}).items():
                 self.used[name] = self.used.get(name, 0) - amount
-            self._cv.notify_all()
+            self._notify_freed()
 
     def release_slot(self) -> None:
         with self._cv:
             self.running -= 1
+            self._notify_freed()
+
+    def _notify_freed(self) -> None:
+        # only when somebody can use it: a needless wake of every idle executor thread
+        # per task costs more than a quick task
+        if self._heap or self._slot_waiters:
             self._cv.notify_all()
 
     def acquire_slot(self) -> None:
         with self._cv:
-            while self.running >= self.nthreads and not self._closed:
-                self._cv.wait()
+            self._slot_waiters += 1
+            try:
+                while self.running >= self.nthreads and not self._closed:
+                    self._cv.wait()
+            finally:
+                self._slot_waiters -= 1
             self.running += 1
 
     def close(self) -> None:

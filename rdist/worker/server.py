@@ -273,7 +273,16 @@ class Worker:
             self._in_hand.update(ack)
             reports = []
             if entries:
-                self._handle_entries(entries)
+                try:
+                    self._handle_entries(entries)
+                except ConnectionErrors as exc:
+                    # a batch loads its specs and inputs before it changes anything: left
+                    # pending, it comes back with the next read of our pending entries
+                    log.warning("worker %s: redis unavailable (%s); retrying", self.address, exc)
+                    self._in_hand.difference_update(ack)
+                    ack, read_pending = [], True
+                    self.stop_event.wait(0.5)
+                    continue
                 reports = self._run_inline()
 
     def _handle_entries(self, entries: list[tuple[bytes, bytes | None]]) -> None:

@@ -1,0 +1,101 @@
+"""The lean pipeline (rdist.store.rawpipe): same answers as redis-py's, errors surface,
+a held connection survives a Redis restart, and stream reads parse in both reply shapes."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import redis
+
+from rdist.embedded import EmbeddedRedis
+from rdist.store import RedisStore, connect
+from rdist.store.connection import _entries
+from rdist.store.keys import PAYLOAD_FIELD
+
+
+@pytest.fixture(params=["fake", "real"])
+def store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
+    if request.param == "fake":
+        s = connect(f"fakeredis://rawpipe-{id(request)}", "t")
+        yield s
+        s.close()
+        return
+    server = request.getfixturevalue("redis_server")
+    s = connect(server.url, f"rawpipe-{id(request)}")
+    yield s
+    s.redis.delete(*(s.redis.keys(s.keys.prefix + "*") or ["none"]))
+    s.close()
+
+
+def test_writes_then_a_read_come_back_in_order(store: RedisStore) -> None:
+    stream = store.keys.sched
+    pipe = store.raw_pipeline()
+    pipe.hset(store.keys.tasks, mapping={"a": b"1", "b": b"2"})
+    pipe.hset(store.keys.tasks, "c", b"3")
+    pipe.xadd(stream, {PAYLOAD_FIELD: b"one"}, maxlen=100)
+    pipe.xadd(stream, {PAYLOAD_FIELD: b"two"})
+    pipe.hmget(store.keys.tasks, ["a", "c", "missing"])
+    pipe.hgetall(store.keys.tasks)
+    pipe.xread({stream: "0-0"}, count=10)
+    replies = pipe.execute()
+
+    assert replies[4] == [b"1", b"3", None]
+    assert replies[5] == {b"a": b"1", b"b": b"2", b"c": b"3"}
+    assert [payload for _, payload in _entries(replies[6])] == [b"one", b"two"]
+
+
+def test_a_group_read_with_acknowledgement_and_deletion(store: RedisStore) -> None:
+    stream = store.keys.sched
+    store.ensure_group(stream, "g")
+    store.redis.xadd(stream, {PAYLOAD_FIELD: b"x"})
+    first = store.read_group(stream, "g", "me", 10, 10)
+    ids = [entry_id for entry_id, _ in first]
+
+    def ack(pipe: object) -> None:
+        pipe.xack(stream, "g", *ids)  # type: ignore[attr-defined]
+        pipe.xdel(stream, *ids)  # type: ignore[attr-defined]
+
+    again = store.read_group(stream, "g", "me", 10, 10, before=ack, pending=True)
+
+    assert [payload for _, payload in first] == [b"x"]
+    assert again == []  # acknowledged in the same round trip, before the pending read
+    assert store.redis.xlen(stream) == 0
+
+
+def test_an_error_reply_is_raised_after_every_reply_is_read(store: RedisStore) -> None:
+    store.redis.set(store.keys.prefix + "plain", "v")
+    pipe = store.raw_pipeline()
+    pipe.hset(store.keys.prefix + "plain", "f", b"1")  # WRONGTYPE
+    pipe.hset(store.keys.tasks, "ok", b"1")
+    with pytest.raises(redis.ResponseError):
+        pipe.execute()
+
+    # the connection is still in step: the next pipeline gets its own replies
+    pipe = store.raw_pipeline()
+    pipe.hmget(store.keys.tasks, ["ok"])
+    assert pipe.execute() == [[b"1"]]
+
+
+def test_entries_parse_both_reply_shapes() -> None:
+    resp3 = {b"s": [[b"1-0", [PAYLOAD_FIELD, b"p"]], [b"2-0", None]]}
+    resp2 = [[b"s", [[b"1-0", [b"other", b"x", PAYLOAD_FIELD, b"p"]]]]]
+    assert _entries(resp3) == [(b"1-0", b"p"), (b"2-0", None)]
+    assert _entries(resp2) == [(b"1-0", b"p")]
+    assert _entries(None) == []
+
+
+@pytest.mark.real
+def test_a_held_connection_survives_a_redis_restart(tmp_path: object) -> None:
+    with EmbeddedRedis(persistence=True) as server:
+        store = connect(server.url, "restart")
+        pipe = store.raw_pipeline()
+        pipe.hset(store.keys.tasks, "k", b"v")
+        pipe.execute()
+
+        server.restart()
+
+        pipe = store.raw_pipeline()
+        pipe.hmget(store.keys.tasks, ["k"])
+        assert pipe.execute() == [[b"v"]]  # the stale connection was replaced, once
+        store.close()
