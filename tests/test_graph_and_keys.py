@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import operator
 import pickle
@@ -25,7 +26,7 @@ def all_keys(keys: Keys) -> dict[str, str]:
     for name, member in inspect.getmembers(type(keys)):
         if name.startswith("_"):
             continue
-        if isinstance(member, property):
+        if isinstance(member, (property, functools.cached_property)):
             out[name] = getattr(keys, name)
         elif inspect.isfunction(member):
             out[name] = getattr(keys, name)("tcp://10.0.0.1:9001")

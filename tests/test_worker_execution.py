@@ -3,6 +3,8 @@ co-assigned tasks, without threads or Redis."""
 
 from __future__ import annotations
 
+import threading
+
 from rdist.worker.execution import ReadyQueue
 from rdist.worker.state import Decisions, WorkerState, WTask, WTaskState
 
@@ -57,6 +59,54 @@ def test_only_the_fast_task_at_the_head_is_taken_inline():
 
     assert q.try_get(lambda t: t.key.startswith("fast")) is None
     assert q.try_get(lambda t: t.key.startswith("slow")).key == "slow"
+
+
+def _getter(q: ReadyQueue) -> tuple[threading.Thread, list[WTask | None]]:
+    got: list[WTask | None] = []
+    thread = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_a_task_queued_without_waking_stays_for_the_thread_that_queued_it():
+    q = ReadyQueue(nthreads=1)
+    thread, got = _getter(q)  # an idle executor thread
+
+    q.put([wtask("quick")], wake=False)
+    thread.join(0.1)
+    assert thread.is_alive() and not got  # not woken: the stream thread runs it itself
+    assert q.try_get().key == "quick"
+    q.close()
+
+
+def test_wake_hands_what_was_left_to_the_executor_threads():
+    q = ReadyQueue(nthreads=1)
+    thread, got = _getter(q)
+
+    q.put([wtask("left")], wake=False)
+    q.wake()
+    thread.join(5)
+
+    assert [t.key for t in got] == ["left"]
+
+
+def test_a_finished_task_wakes_a_thread_only_when_there_is_work_for_it():
+    class CountingCondition(threading.Condition):
+        wakes = 0
+
+        def notify_all(self) -> None:
+            CountingCondition.wakes += 1
+            super().notify_all()
+
+    q = ReadyQueue(nthreads=1)
+    q._cv = CountingCondition(threading.Lock())
+    q.put([wtask("one")])
+    q.done(q.try_get())
+    assert CountingCondition.wakes == 0  # nothing queued, nobody rejoining: no wake-up
+
+    q.put([wtask("two"), wtask("three")])
+    q.done(q.try_get())
+    assert CountingCondition.wakes == 1
 
 
 def test_worker_gives_up_a_task_it_has_not_started_but_not_one_it_runs():
