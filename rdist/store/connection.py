@@ -88,6 +88,7 @@ class RedisStore:
         self.keys = keys
         self.url = url
         self._raw: RawConnection | None = None
+        self._raw_reads: RawConnection | None = None  #: blocking stream reads only
 
     def raw_pipeline(self) -> RawPipeline:
         """A lean pipeline on this store's own held connection (see :mod:`rawpipe`): for
@@ -95,6 +96,11 @@ class RedisStore:
         if self._raw is None:
             self._raw = RawConnection(self.redis)
         return RawPipeline(self._raw)
+
+    def _blocking_read(self) -> RawPipeline:
+        if self._raw_reads is None:
+            self._raw_reads = RawConnection(self.redis)
+        return RawPipeline(self._raw_reads)
 
     def clone(self) -> "RedisStore":
         """A second connection (blocking reads need a connection of their own)."""
@@ -105,8 +111,9 @@ class RedisStore:
 
     def close(self) -> None:
         try:
-            if self._raw is not None:
-                self._raw.close()
+            for raw in (self._raw, self._raw_reads):
+                if raw is not None:
+                    raw.close()
             self.redis.close()
         except Exception:  # closing is best effort
             pass
@@ -129,23 +136,34 @@ class RedisStore:
         before: Callable[[Any], None] | None = None,
         pending: bool = False,
     ) -> list[Entry]:
-        """XREADGROUP one batch; ``before(pipe)`` queues writes sent in the same round trip."""
+        """XREADGROUP one batch; ``before(pipe)`` queues writes sent just before it.
+
+        The writes go out first, on this store's own connection, and their replies are read
+        (their errors raised) with the next batch's writes; the blocking read has a
+        connection of its own, so the loop sleeps once, until its next entries arrive.
+        Reading ``pending`` entries is not blocking and follows the writes on their
+        connection: it must see the acknowledgements they carry."""
         pipe = self.raw_pipeline()
         if before is not None:
             before(pipe)
-        pipe.xreadgroup(
-            group, consumer, {stream: "0" if pending else ">"}, count=count, block=None if pending else block_ms
-        )
-        reply = pipe.execute()[-1]
-        return _entries(reply)
+        if pending:
+            pipe.xreadgroup(group, consumer, {stream: "0"}, count=count)
+            return _entries(pipe.execute()[-1])
+        pipe.send()
+        read = self._blocking_read()
+        read.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+        return _entries(read.execute()[0])
 
     def read(self, stream: str, last_id: bytes | str, count: int, block_ms: int,
              before: Callable[[Any], None] | None = None) -> list[Entry]:
-        pipe = self.raw_pipeline()
+        """XREAD one batch after the writes ``before(pipe)`` queues (see read_group)."""
         if before is not None:
+            pipe = self.raw_pipeline()
             before(pipe)
-        pipe.xread({stream: last_id}, count=count, block=block_ms)
-        return _entries(pipe.execute()[-1])
+            pipe.send()
+        read = self._blocking_read()
+        read.xread({stream: last_id}, count=count, block=block_ms)
+        return _entries(read.execute()[0])
 
     def set_aside(self, stream: str, entry_id: bytes, raw: Any, reason: str) -> None:
         """Move a malformed entry to the dead-letter stream (capped)."""
