@@ -30,9 +30,13 @@ class ChaosHang(AssertionError):
 
 @pytest.mark.timeout(700)
 def test_graph_survives_worker_scheduler_and_redis_faults(tmp_path: Path) -> None:
-    # A hang has been seen about once in eight runs under full-suite load and is not yet
-    # understood; it is recorded in the figures (``hangs``) and the run repeated once with a
-    # fresh cluster, so a second hang -- or any wrong result -- still fails the test.
+    # Hangs seen here before were stream entries stranded by a Redis restart (delivered,
+    # reply lost: now re-read from the pending list), co-assignment waits and steal answers
+    # lost across a scheduler restart (now rebuilt), and a stale connection that killed a
+    # worker's stream thread (now retried). Should one recur, it is recorded in the figures
+    # (``hangs``, with the stuck tasks, the streams' pending entries and the workers' own
+    # view) and the run repeated once with a fresh cluster, so a second hang -- or any
+    # wrong result -- still fails the test.
     try:
         _chaos_run(tmp_path / "first", hangs=[])
     except ChaosHang as hang:
