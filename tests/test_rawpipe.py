@@ -99,3 +99,21 @@ def test_a_held_connection_survives_a_redis_restart(tmp_path: object) -> None:
         pipe.hmget(store.keys.tasks, ["k"])
         assert pipe.execute() == [[b"v"]]  # the stale connection was replaced, once
         store.close()
+
+
+def test_batched_deletes_wait_for_a_count_or_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rdist.store import connection
+
+    clock = [100.0]
+    monkeypatch.setattr(connection.time, "monotonic", lambda: clock[0])
+    deletes = connection.BatchedDeletes(many=3, seconds=1.0)
+
+    deletes.add([b"1-0", b"2-0"])
+    assert deletes.take_due() == []  # two of three, no time passed
+    deletes.add([b"3-0"])
+    assert deletes.take_due() == [b"1-0", b"2-0", b"3-0"]
+    deletes.add([b"4-0"])
+    assert deletes.take_due() == []
+    clock[0] += 1.5
+    assert deletes.take_due() == [b"4-0"]  # a second later: whatever there is
+    assert deletes.take_due() == []

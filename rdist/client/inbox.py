@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from rdist.protocol import messages
 from rdist.store import RedisStore
-from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
 from rdist.store.keys import PAYLOAD_FIELD
 
 log = logging.getLogger("rdist.client")
@@ -58,7 +58,7 @@ class Inbox:
         self._wait_reader: RedisStore | None = None
         self._handled: tuple[int, int] = (0, 0)  #: newest entry handled
         self._handle_lock = threading.RLock()  #: a done-callback may itself wait and read
-        self._consumed: list[bytes] = []  #: handled entries to delete with the next read
+        self._deletes = BatchedDeletes()  #: handled entries, deleted by a later read
         self._waiting = threading.Lock()  #: held by the thread reading while it waits
         self._last_wait = 0.0  #: monotonic time the last such read ended
         self._next_beat = 0.0
@@ -69,11 +69,11 @@ class Inbox:
         return reader.read(self._stream, start, 1000, block_ms, before=self._before_read)
 
     def _before_read(self, pipe: Any) -> None:
-        """Deletions and a due heartbeat ride with whichever read goes next."""
+        """Deletions (when due) and a heartbeat (when due) ride with whichever read goes next."""
         with self._handle_lock:
-            consumed, self._consumed = self._consumed, []
-        if consumed:
-            pipe.xdel(self._stream, *consumed)
+            due = self._deletes.take_due()
+        if due:
+            pipe.xdel(self._stream, *due)
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + HEARTBEAT_SECONDS
@@ -87,7 +87,7 @@ class Inbox:
                 if seq <= self._handled:
                     continue  # the other reader handled it
                 self._handled = seq  # first: a callback run by handle may read on
-                self._consumed.append(entry_id)
+                self._deletes.add((entry_id,))
                 self._handle(entry_id, payload)
 
     # -- the listener thread -----------------------------------------------------------

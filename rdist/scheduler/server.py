@@ -24,7 +24,7 @@ from rdist.protocol.messages import MalformedMessage
 from rdist.scheduler import events as ev
 from rdist.scheduler.state import SchedulerState
 from rdist.store import RedisStore, connect
-from rdist.store.connection import ConnectionErrors, EmptyReadGuard
+from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
 from rdist.store.lease import Lease
 from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
 
@@ -218,6 +218,7 @@ class SchedulerServer:
         #: entries its predecessor left unacknowledged as its own pending entries
         self.consumer = name or "leader"
         self.stop_event = threading.Event()
+        self._deletes = BatchedDeletes()  #: handled entries of the sched stream
         self.batches = 0
         self.client_ttl = float(os.environ.get("RDIST_CLIENT_TTL", CLIENT_TTL_SECONDS))
         self.worker_ttl = worker_ttl if worker_ttl is not None else float(
@@ -433,7 +434,10 @@ class SchedulerServer:
                                             "reason": reason[:500], "raw": (payload or b"")[:4096]},
                           maxlen=10_000, approximate=True)
             pipe.xack(keys.sched, SCHEDULER_GROUP, *ids)
-            pipe.xdel(keys.sched, *ids)
+            self._deletes.add(ids)
+            due = self._deletes.take_due()
+            if due:
+                pipe.xdel(keys.sched, *due)
 
         return write
 

@@ -80,6 +80,31 @@ class EmptyReadGuard:
         self._delay = min(self._delay * 2, self._cap)
 
 
+class BatchedDeletes:
+    """Stream entries to delete once handled, deleted many at a time.
+
+    An acknowledged entry is never delivered again, so deleting it only frees memory:
+    that waits for ``many`` entries or ``seconds``, one XDEL instead of one per batch.
+    """
+
+    def __init__(self, many: int = 200, seconds: float = 1.0) -> None:
+        self._ids: list[bytes] = []
+        self._many = many
+        self._seconds = seconds
+        self._last = time.monotonic()
+
+    def add(self, ids: Iterable[bytes]) -> None:
+        self._ids.extend(ids)
+
+    def take_due(self) -> list[bytes]:
+        """The ids to delete now (empty until enough have gathered or time has passed)."""
+        now = time.monotonic()
+        if not self._ids or (len(self._ids) < self._many and now < self._last + self._seconds):
+            return []
+        ids, self._ids, self._last = self._ids, [], now
+        return ids
+
+
 class RedisStore:
     """A Redis client bound to one cluster's key names."""
 

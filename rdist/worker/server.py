@@ -25,7 +25,7 @@ from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-ex
 from rdist.protocol import messages, serialize, spec, taskstream
 from rdist.protocol.messages import MalformedMessage
 from rdist.store import RedisStore, connect
-from rdist.store.connection import ConnectionErrors, EmptyReadGuard, ResponseError
+from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard, ResponseError
 from rdist.store.keys import PAYLOAD_FIELD, WORKER_GROUP
 from rdist.worker import execution, handoff
 from rdist.worker.dataplane import DATA_OPS, DataPlane, check_data_message, listen_address_of
@@ -226,6 +226,7 @@ class Worker:
         me = self._stream_owner = threading.get_ident()
         _thread_state.worker = self  # quick tasks run on this thread too
         read_pending, pending_due = False, time.monotonic() + PENDING_CHECK_SECONDS
+        deletes = BatchedDeletes()  #: handled (acknowledged) entries of our stream
         while not self.stop_event.is_set():
             if self._stream_owner != me:  # a task run here seceded: another thread reads now
                 if reports:
@@ -244,7 +245,10 @@ class Worker:
                     self._report(done, into=pipe)
                 if ids:
                     pipe.xack(self.stream, WORKER_GROUP, *ids)
-                    pipe.xdel(self.stream, *ids)
+                    deletes.add(ids)
+                due = deletes.take_due()
+                if due:
+                    pipe.xdel(self.stream, *due)
 
             try:
                 entries = reader.read_group(self.stream, WORKER_GROUP, self.address,
