@@ -337,10 +337,7 @@ class Worker:
             self.completions.put([self._done_record(k, clients.get(k)) for k in out.already_done])
         if out.fetch:
             self._fetch_from_peers(out.fetch)
-        # quick tasks stay for this (the stream) thread: see _run_inline
-        inline = [ts for ts in out.ready if self._is_fast(ts)] if self.running.is_set() else []
-        self.ready.put(inline, wake=False)
-        self._enqueue([ts for ts in out.ready if ts not in inline] if inline else out.ready)
+        self._queue_ready_here(out.ready)
 
     def _load_batch(self, actions: list[list[Any]]) -> dict[str, Any]:
         """Specs of new tasks and their small dependencies (stored in Redis) in one pipeline."""
@@ -482,9 +479,24 @@ class Worker:
                 with self.lock:  # tasks co-assigned here that waited for this result
                     if ts.key in self.state.have and ts.key in self.state.waiting_for:
                         self.state.fetched([ts.key], woken)
+                # an executor takes them: the stream thread reports what it ran only when
+                # it reads again, and a chain's next link waits on the scheduler hearing
                 self._enqueue(woken.ready)
         self.ready.done(ts, seceded=context.seceded)
         return record, context
+
+    def _queue_ready_here(self, tasks: list[WTask]) -> None:
+        """Queue tasks made ready by the stream thread, which runs the quick ones itself
+        right after (see _run_inline): those wake no executor thread."""
+        if not self.running.is_set():  # paused: nothing runs inline
+            self._enqueue(tasks)
+            return
+        quick: list[WTask] = []
+        other: list[WTask] = []
+        for ts in tasks:
+            (quick if self._is_fast(ts) else other).append(ts)
+        self.ready.put(quick, wake=False)
+        self._enqueue(other)
 
     def _is_fast(self, ts: WTask) -> bool:
         duration = self.durations.get(ts.key.rpartition("-")[0])
