@@ -20,6 +20,7 @@ import time
 import traceback
 
 from . import tasks
+from .side import run_jobs
 from .workloads import _percentile, _settle
 
 perf_counter = time.perf_counter
@@ -236,22 +237,7 @@ def run(args, rec, log, selected):
                 "transfer": lambda: run_transfer(ray, fn, args.transfer_mb,
                                                  args.repeat_transfer, pids, log),
             }
-            for name in selected:
-                if name not in jobs:
-                    continue
-                stage("workload " + name)
-                t1 = time.perf_counter()
-                try:
-                    res = jobs[name]()
-                    res["ok"] = True
-                except Exception as e:  # keep going with the other workloads
-                    ok = False
-                    res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e),
-                           "traceback": traceback.format_exc()}
-                    log("%s FAILED: %s" % (name, res["error"]))
-                res["wall_s"] = time.perf_counter() - t1
-                rec.data["workloads"][name] = res
-                rec.flush()
+            ok = run_jobs(jobs, selected, rec, stage, log) and ok
         finally:
             stage("shutdown")
             t1 = time.perf_counter()

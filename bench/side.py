@@ -96,6 +96,29 @@ class Recorder:
         os.replace(tmp, self.path)
 
 
+def run_jobs(jobs, selected, rec, stage, log):
+    """Run each selected workload the system has, recording its result (or its failure:
+    the others still run); False if any failed."""
+    ok = True
+    for name in selected:
+        if name not in jobs:
+            continue
+        stage("workload " + name)
+        t1 = time.perf_counter()
+        try:
+            res = jobs[name]()
+            res["ok"] = True
+        except Exception as e:  # keep going with the other workloads
+            ok = False
+            res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e),
+                   "traceback": traceback.format_exc()}
+            log("%s FAILED: %s" % (name, res["error"]))
+        res["wall_s"] = time.perf_counter() - t1
+        rec.data["workloads"][name] = res
+        rec.flush()
+    return ok
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.side")
     p.add_argument("--system", required=True, choices=("rdist", "dask", "ray"))
@@ -189,20 +212,7 @@ def main(argv=None):
                                                           args.repeat_transfers),
                     "rss": lambda: dp.run_rss(env, args.n_rss, idle),
                 }
-                for name in selected:
-                    stage("workload " + name)
-                    t1 = time.perf_counter()
-                    try:
-                        res = jobs[name]()
-                        res["ok"] = True
-                    except Exception as e:  # keep going with the other workloads
-                        ok = False
-                        res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e),
-                               "traceback": traceback.format_exc()}
-                        log("%s FAILED: %s" % (name, res["error"]))
-                    res["wall_s"] = time.perf_counter() - t1
-                    rec.data["workloads"][name] = res
-                    rec.flush()
+                ok = run_jobs(jobs, selected, rec, stage, log) and ok
                 stage("shutdown")
                 t1 = time.perf_counter()
         rec.data["shutdown_s"] = time.perf_counter() - t1

@@ -131,7 +131,7 @@ def _stuck(procs: ProcCluster) -> str:
 
     from rdist.protocol import messages
     from rdist.store import connect
-    from tests.proc_cluster import stream_view, worker_view
+    from tests.proc_cluster import stream_view
 
     store = connect(procs.url, procs.cluster)
     try:

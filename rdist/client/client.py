@@ -25,7 +25,7 @@ from rdist.client.future import (CANCELLED, ERROR, FINISHED, LOST, PENDING, Futu
                                  FutureState, futures_of, wait)
 from rdist.comm.pool import ConnectionPool
 from rdist.config import redis_url_from_env
-from rdist.exceptions import CancelledError, DataUnavailable
+from rdist.exceptions import DataUnavailable
 from rdist.protocol import messages, serialize, spec
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors

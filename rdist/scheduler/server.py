@@ -12,7 +12,6 @@ import gc
 import logging
 import os
 import secrets
-import socket
 import sys
 import threading
 import time
