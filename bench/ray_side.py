@@ -21,7 +21,8 @@ import traceback
 
 from . import tasks
 from .side import run_jobs
-from .workloads import _percentile, _settle
+from . import workloads as wl
+from .workloads import _settle
 
 perf_counter = time.perf_counter
 
@@ -75,83 +76,26 @@ class Remote:
         self.consume = ray.remote(tasks.consume)
 
 
-def run_map(ray, fn, base, n, repeats, log):
-    """``[noop.remote(i) for i in range(n)]`` + ``ray.get`` -> tasks/s."""
-    ray.get([fn.noop.remote(i) for i in range(base - 200, base)])
-    _settle()
-    runs = []
-    for r in range(repeats):
-        start = base + r * n
-        t0 = perf_counter()
-        refs = [fn.noop.remote(i) for i in range(start, start + n)]
-        out = ray.get(refs)
-        dt = perf_counter() - t0
-        if len(out) != n:
-            raise AssertionError("ray.get returned %d results, expected %d" % (len(out), n))
-        del refs, out
-        runs.append({"seconds": dt, "tasks_per_s": n / dt})
-        log("map run %d: %d tasks in %.3f s = %.0f tasks/s" % (r + 1, n, dt, n / dt))
-        _settle()
-    best = max(runs, key=lambda x: x["tasks_per_s"])
-    return {"n": n, "tasks_per_s": best["tasks_per_s"], "seconds": best["seconds"],
-            "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs), "runs": runs}
+class RayOps:
+    """Submit and collect for bench.workloads' map, latency and chain, the Ray way:
+    ``f.remote(...)`` returns an object ref (refs as arguments become dependencies),
+    ``ray.get`` waits for values."""
 
+    def __init__(self, ray, fn):
+        self.ray = ray
+        self.fn = fn
 
-def run_latency(ray, fn, base, rounds, warmup, repeats, log):
-    """Sequential ``ray.get(inc.remote(x))`` round trips -> ms."""
-    arg = base + 10_000_000
-    for _ in range(warmup):
-        if ray.get(fn.inc.remote(arg)) != arg + 1:
-            raise AssertionError("wrong result during warm-up")
-        arg += 1
-    runs = []
-    for r in range(repeats):
-        samples = []
-        for _ in range(rounds):
-            t0 = perf_counter()
-            v = ray.get(fn.inc.remote(arg))
-            samples.append((perf_counter() - t0) * 1e3)
-            if v != arg + 1:
-                raise AssertionError("inc(%d) returned %r" % (arg, v))
-            arg += 1
-        run = {"median_ms": statistics.median(samples), "p90_ms": _percentile(samples, 90),
-               "p99_ms": _percentile(samples, 99), "min_ms": min(samples),
-               "mean_ms": statistics.fmean(samples)}
-        runs.append(run)
-        log("latency run %d: %d round trips, median %.3f ms, p90 %.3f ms"
-            % (r + 1, rounds, run["median_ms"], run["p90_ms"]))
-    best = min(runs, key=lambda x: x["median_ms"])
-    return dict(best, rounds=rounds, warmup=warmup, runs=runs,
-                median_of_medians_ms=statistics.median(x["median_ms"] for x in runs))
+    def map_noop(self, args):
+        return [self.fn.noop.remote(i) for i in args]
 
+    def gather(self, handles):
+        return self.ray.get(handles)
 
-def run_chain(ray, fn, base, length, repeats, log):
-    """``x = inc.remote(x)`` ``length`` times, then ``ray.get(x)`` -> tasks/s."""
-    x = fn.inc.remote(base + 20_000_000)
-    for _ in range(9):
-        x = fn.inc.remote(x)
-    ray.get(x)
-    del x
-    _settle()
-    runs = []
-    for r in range(repeats):
-        start = base + 30_000_000 + r * 1_000_000
-        t0 = perf_counter()
-        x = fn.inc.remote(start)
-        for _ in range(length - 1):
-            x = fn.inc.remote(x)
-        v = ray.get(x)
-        dt = perf_counter() - t0
-        if v != start + length:
-            raise AssertionError("chain result %r, expected %d" % (v, start + length))
-        del x
-        runs.append({"seconds": dt, "tasks_per_s": length / dt})
-        log("chain run %d: %d tasks in %.3f s = %.0f tasks/s" % (r + 1, length, dt, length / dt))
-        _settle()
-    best = max(runs, key=lambda x: x["tasks_per_s"])
-    return {"length": length, "tasks_per_s": best["tasks_per_s"], "seconds": best["seconds"],
-            "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs),
-            "verified": True, "runs": runs}
+    def submit_inc(self, x):
+        return self.fn.inc.remote(x)
+
+    def result(self, handle):
+        return self.ray.get(handle)
 
 
 def _one_transfer(ray, fn, nbytes, fill):
@@ -228,12 +172,12 @@ def run(args, rec, log, selected):
         try:
             fn = Remote(ray)
             base = random.randrange(1, 2**30) * 10**8
+            env = wl.Env(client=None, wait=None, base=base, log=log, ops=RayOps(ray, fn))
             jobs = {
-                "map": lambda: run_map(ray, fn, base, args.n_map, args.repeat_map, log),
-                "latency": lambda: run_latency(ray, fn, base, args.latency_rounds,
-                                               args.latency_warmup, args.repeat_latency, log),
-                "chain": lambda: run_chain(ray, fn, base, args.chain_length,
-                                           args.repeat_chain, log),
+                "map": lambda: wl.run_map(env, args.n_map, args.repeat_map),
+                "latency": lambda: wl.run_latency(env, args.latency_rounds,
+                                                  args.latency_warmup, args.repeat_latency),
+                "chain": lambda: wl.run_chain(env, args.chain_length, args.repeat_chain),
                 "transfer": lambda: run_transfer(ray, fn, args.transfer_mb,
                                                  args.repeat_transfer, pids, log),
             }

@@ -19,12 +19,37 @@ perf_counter = time.perf_counter
 SETTLE_S = 0.5
 
 
+class ClientOps:
+    """How the task workloads (map, latency, chain) submit and collect, through the
+    dask.distributed futures API that rdist mirrors; bench.ray_side has Ray's."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def map_noop(self, args):
+        return self.client.map(tasks.noop, args)
+
+    def gather(self, handles):
+        return self.client.gather(handles)
+
+    def submit_inc(self, x):
+        return self.client.submit(tasks.inc, x)
+
+    def result(self, handle):
+        return handle.result()
+
+
 @dataclass
 class Env:
     client: Any
     wait: Optional[Callable]  # the system's ``wait(futures)``, if it has one
     base: int  # per-run random offset so task arguments never repeat
     log: Callable[[str], None]
+    ops: Any = None  #: submit/collect for map, latency, chain (default: through ``client``)
+
+    def __post_init__(self):
+        if self.ops is None:
+            self.ops = ClientOps(self.client)
 
 
 def _settle():
@@ -56,9 +81,9 @@ def _percentile(samples, q):
 
 def run_map(env, n, repeats):
     """``client.map(noop, <n args>)`` + ``client.gather`` -> tasks/s."""
-    client = env.client
-    warm = client.map(tasks.noop, range(env.base - 200, env.base))
-    client.gather(warm)
+    ops = env.ops
+    warm = ops.map_noop(range(env.base - 200, env.base))
+    ops.gather(warm)
     del warm
     _settle()
 
@@ -66,8 +91,8 @@ def run_map(env, n, repeats):
     for r in range(repeats):
         start = env.base + r * n
         t0 = perf_counter()
-        futures = client.map(tasks.noop, range(start, start + n))
-        out = client.gather(futures)
+        futures = ops.map_noop(range(start, start + n))
+        out = ops.gather(futures)
         dt = perf_counter() - t0
         if len(out) != n:
             raise AssertionError("gather returned %d results, expected %d" % (len(out), n))
@@ -82,10 +107,10 @@ def run_map(env, n, repeats):
 
 def run_latency(env, rounds, warmup, repeats):
     """Sequential ``submit(inc, x).result()`` round trips -> ms."""
-    client = env.client
+    ops = env.ops
     arg = env.base + 10_000_000  # distinct from the other workloads' arguments
     for _ in range(warmup):
-        if client.submit(tasks.inc, arg).result() != arg + 1:
+        if ops.result(ops.submit_inc(arg)) != arg + 1:
             raise AssertionError("wrong result during warm-up")
         arg += 1
 
@@ -94,7 +119,7 @@ def run_latency(env, rounds, warmup, repeats):
         samples = []
         for _ in range(rounds):
             t0 = perf_counter()
-            v = client.submit(tasks.inc, arg).result()
+            v = ops.result(ops.submit_inc(arg))
             samples.append((perf_counter() - t0) * 1e3)
             if v != arg + 1:
                 raise AssertionError("inc(%d) returned %r" % (arg, v))
@@ -116,12 +141,12 @@ def run_latency(env, rounds, warmup, repeats):
 
 def run_chain(env, length, repeats):
     """``x = submit(inc, x)`` ``length`` times, then ``x.result()`` -> tasks/s."""
-    client = env.client
+    ops = env.ops
     # Warm-up: a short chain so dependency handling is exercised once.
-    x = client.submit(tasks.inc, env.base + 20_000_000)
+    x = ops.submit_inc(env.base + 20_000_000)
     for _ in range(9):
-        x = client.submit(tasks.inc, x)
-    x.result()
+        x = ops.submit_inc(x)
+    ops.result(x)
     del x
     _settle()
 
@@ -129,10 +154,10 @@ def run_chain(env, length, repeats):
     for r in range(repeats):
         start = env.base + 30_000_000 + r * 1_000_000
         t0 = perf_counter()
-        x = client.submit(tasks.inc, start)
+        x = ops.submit_inc(start)
         for _ in range(length - 1):
-            x = client.submit(tasks.inc, x)
-        v = x.result()
+            x = ops.submit_inc(x)
+        v = ops.result(x)
         dt = perf_counter() - t0
         if v != start + length:
             raise AssertionError("chain result %r, expected %d" % (v, start + length))
