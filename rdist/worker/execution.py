@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 #: Tasks whose prefix is known to take less than this run on the thread that received
 #: them when a slot is free: a thread hand-off costs more than such a task.
 INLINE_SECONDS = 0.002
-#: The stream thread runs quick tasks for at most this long before reading again.
-INLINE_BUDGET = 0.02
+#: The stream thread runs quick tasks for at most this long before reading again: its
+#: reports ride that read, and a worker dying with finished, unreported work makes the
+#: scheduler run that work again (and count it against those tasks' allowed failures).
+INLINE_BUDGET = 0.005
 
 _local = threading.local()
 
