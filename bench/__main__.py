@@ -36,35 +36,93 @@ HIGHER, LOWER = "higher", "lower"
 
 def _rows(args):
     return [
-        ("startup", "cluster start (2 workers)", "s", LOWER,
-         lambda r: _get(r, "startup_s")),
-        ("map", "map+gather %d no-op tasks" % args.n_map, "tasks/s", HIGHER,
-         lambda r: _wl(r, "map", "tasks_per_s")),
-        ("latency", "submit().result() round trip, median", "ms", LOWER,
-         lambda r: _wl(r, "latency", "median_ms")),
-        ("latency", "submit().result() round trip, p90", "ms", LOWER,
-         lambda r: _wl(r, "latency", "p90_ms")),
-        ("chain", "chain of %d dependent inc" % args.chain_length, "tasks/s", HIGHER,
-         lambda r: _wl(r, "chain", "tasks_per_s")),
-        ("transfer", "%g MB array worker0 -> worker1" % args.transfer_mb, "MB/s", HIGHER,
-         lambda r: _wl(r, "transfer", "mb_per_s")),
-        ("array", "(x + x.T).mean(axis=0).sum(), %d^2 in %d^2 chunks"
-         % (args.array_size, args.array_chunk), "s", LOWER,
-         lambda r: _wl(r, "array", "seconds")),
-        ("many", "%d no-op tasks, wall time" % args.n_many, "s", LOWER,
-         lambda r: _wl(r, "many", "seconds")),
-        ("many", "%d no-op tasks, scheduler+client peak RSS" % args.n_many, "MB", LOWER,
-         lambda r: _wl(r, "many", "scheduler_client_rss_mb")),
-        ("many", "%d no-op tasks, worker peak RSS (largest)" % args.n_many, "MB", LOWER,
-         lambda r: _wl(r, "many", "worker_rss_mb")),
-        ("many", "%d no-op tasks, redis peak RSS" % args.n_many, "MB", LOWER,
-         lambda r: _wl(r, "many", "redis_rss_mb")),
-        ("transfers", "500 x 1 MB arrays worker0 -> worker1", "MB/s", HIGHER,
-         lambda r: _wl(r, "transfers", "mb_per_s")),
-        ("rss", "worker RSS idle (largest)", "MB", LOWER,
-         lambda r: _wl(r, "rss", "idle_mb")),
-        ("rss", "worker RSS after 100000 no-op tasks (largest)", "MB", LOWER,
-         lambda r: _wl(r, "rss", "after_mb")),
+        ("startup", "cluster start (2 workers)", "s", LOWER, lambda r: _get(r, "startup_s")),
+        (
+            "map",
+            "map+gather %d no-op tasks" % args.n_map,
+            "tasks/s",
+            HIGHER,
+            lambda r: _wl(r, "map", "tasks_per_s"),
+        ),
+        (
+            "latency",
+            "submit().result() round trip, median",
+            "ms",
+            LOWER,
+            lambda r: _wl(r, "latency", "median_ms"),
+        ),
+        (
+            "latency",
+            "submit().result() round trip, p90",
+            "ms",
+            LOWER,
+            lambda r: _wl(r, "latency", "p90_ms"),
+        ),
+        (
+            "chain",
+            "chain of %d dependent inc" % args.chain_length,
+            "tasks/s",
+            HIGHER,
+            lambda r: _wl(r, "chain", "tasks_per_s"),
+        ),
+        (
+            "transfer",
+            "%g MB array worker0 -> worker1" % args.transfer_mb,
+            "MB/s",
+            HIGHER,
+            lambda r: _wl(r, "transfer", "mb_per_s"),
+        ),
+        (
+            "array",
+            "(x + x.T).mean(axis=0).sum(), %d^2 in %d^2 chunks"
+            % (args.array_size, args.array_chunk),
+            "s",
+            LOWER,
+            lambda r: _wl(r, "array", "seconds"),
+        ),
+        (
+            "many",
+            "%d no-op tasks, wall time" % args.n_many,
+            "s",
+            LOWER,
+            lambda r: _wl(r, "many", "seconds"),
+        ),
+        (
+            "many",
+            "%d no-op tasks, scheduler+client peak RSS" % args.n_many,
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "many", "scheduler_client_rss_mb"),
+        ),
+        (
+            "many",
+            "%d no-op tasks, worker peak RSS (largest)" % args.n_many,
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "many", "worker_rss_mb"),
+        ),
+        (
+            "many",
+            "%d no-op tasks, redis peak RSS" % args.n_many,
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "many", "redis_rss_mb"),
+        ),
+        (
+            "transfers",
+            "500 x 1 MB arrays worker0 -> worker1",
+            "MB/s",
+            HIGHER,
+            lambda r: _wl(r, "transfers", "mb_per_s"),
+        ),
+        ("rss", "worker RSS idle (largest)", "MB", LOWER, lambda r: _wl(r, "rss", "idle_mb")),
+        (
+            "rss",
+            "worker RSS after 100000 no-op tasks (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "rss", "after_mb"),
+        ),
     ]
 
 
@@ -109,7 +167,7 @@ def _group_members(pgid, session=False):
         try:
             with open("/proc/%d/stat" % pid) as f:
                 stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if fields[0] == "Z" or int(fields[field]) != pgid:
                 continue
             with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -148,26 +206,56 @@ def run_side(system, args):
     env = dict(os.environ)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in paths if p != ROOT])
-    repeat = {w: args.repeat for w in WORKLOADS} if args.repeat else \
-        {"map": 1, "latency": 1, "chain": 1, "transfer": 5, "array": 3, "many": 1,
-         "transfers": 3, "rss": 1}
-    cmd = [sys.executable, "-m", "bench.side", "--system", system, "--out", out,
-           "--workloads", ",".join(args.workloads),
-           "--n-map", str(args.n_map),
-           "--latency-rounds", str(args.latency_rounds),
-           "--latency-warmup", str(args.latency_warmup),
-           "--chain-length", str(args.chain_length),
-           "--transfer-mb", str(args.transfer_mb),
-           "--array-size", str(args.array_size), "--array-chunk", str(args.array_chunk),
-           "--n-many", str(args.n_many)]
+    repeat = (
+        {w: args.repeat for w in WORKLOADS}
+        if args.repeat
+        else {
+            "map": 1,
+            "latency": 1,
+            "chain": 1,
+            "transfer": 5,
+            "array": 3,
+            "many": 1,
+            "transfers": 3,
+            "rss": 1,
+        }
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.side",
+        "--system",
+        system,
+        "--out",
+        out,
+        "--workloads",
+        ",".join(args.workloads),
+        "--n-map",
+        str(args.n_map),
+        "--latency-rounds",
+        str(args.latency_rounds),
+        "--latency-warmup",
+        str(args.latency_warmup),
+        "--chain-length",
+        str(args.chain_length),
+        "--transfer-mb",
+        str(args.transfer_mb),
+        "--array-size",
+        str(args.array_size),
+        "--array-chunk",
+        str(args.array_chunk),
+        "--n-many",
+        str(args.n_many),
+    ]
     for w in WORKLOADS:
         cmd += ["--repeat-" + w, str(repeat[w])]
 
     timeout = args.timeout + (RAY_STARTUP_ALLOWANCE if system == "ray" else 0)
     print("== %s: starting (timeout %d s)" % (system, timeout), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+    )
     note = None
     try:
         rc = proc.wait(timeout=timeout)
@@ -202,7 +290,9 @@ def run_side(system, args):
     if _kill_session(proc.pid, 0):
         left = _group_members(proc.pid, session=True)
         extra = "left %d process(es) running after exit, terminated: %s" % (
-            len(left), "; ".join("%d %s" % x for x in left) or "?")
+            len(left),
+            "; ".join("%d %s" % x for x in left) or "?",
+        )
         note = "%s; %s" % (note, extra) if note else extra
         _kill_session(proc.pid, signal.SIGTERM)
         time.sleep(2)
@@ -212,8 +302,12 @@ def run_side(system, args):
         with open(out) as f:
             result = json.load(f)
     except (OSError, ValueError) as e:
-        result = {"system": system, "status": "error", "workloads": {},
-                  "error": "no readable results (%s)" % e}
+        result = {
+            "system": system,
+            "status": "error",
+            "workloads": {},
+            "error": "no readable results (%s)" % e,
+        }
     finally:
         for p in (out, out + ".tmp"):
             try:
@@ -223,8 +317,11 @@ def run_side(system, args):
 
     # Ray's session directory (sockets, logs), should the side have been killed.
     tmp = result.get("ray_temp_dir")
-    if tmp and os.path.basename(tmp).startswith("bench-ray-") and \
-            os.path.dirname(tmp) == tempfile.gettempdir():
+    if (
+        tmp
+        and os.path.basename(tmp).startswith("bench-ray-")
+        and os.path.dirname(tmp) == tempfile.gettempdir()
+    ):
         shutil.rmtree(tmp, ignore_errors=True)
 
     result["returncode"] = rc
@@ -237,8 +334,11 @@ def run_side(system, args):
         result["status"] = "error"
         if not result.get("error"):
             failed = [n for n, w in result.get("workloads", {}).items() if not w.get("ok")]
-            missing = [n for n in args.workloads if n not in result.get("workloads", {})
-                       and n not in result.get("skipped", {})]
+            missing = [
+                n
+                for n in args.workloads
+                if n not in result.get("workloads", {}) and n not in result.get("skipped", {})
+            ]
             bits = []
             if failed:
                 bits.append("failed workloads: " + ", ".join(failed))
@@ -249,8 +349,10 @@ def run_side(system, args):
             if rc not in (0, None) and not bits:
                 bits.append("exit code %s" % rc)
             result["error"] = "; ".join(bits) or "exit code %s" % rc
-    print("== %s: %s in %.1f s%s" % (system, result["status"], wall,
-                                     " (%s)" % note if note else ""), flush=True)
+    print(
+        "== %s: %s in %.1f s%s" % (system, result["status"], wall, " (%s)" % note if note else ""),
+        flush=True,
+    )
     return result
 
 
@@ -278,21 +380,48 @@ def build_table(args, results):
         w = (results.get("ray") or {}).get("workloads", {}).get(key) or {}
         comparable = w.get("comparable", True)
         ratio_ray = r / y if (r is not None and y and comparable) else None
-        rows.append({"workload": label, "key": key, "unit": unit, "better": better,
-                     "rdist": r, "dask": d, "ratio": ratio,
-                     "ray": y, "ratio_ray": ratio_ray, "ray_comparable": comparable,
-                     "ray_note": None if comparable else w.get("note")})
+        rows.append(
+            {
+                "workload": label,
+                "key": key,
+                "unit": unit,
+                "better": better,
+                "rdist": r,
+                "dask": d,
+                "ratio": ratio,
+                "ray": y,
+                "ratio_ray": ratio_ray,
+                "ray_comparable": comparable,
+                "ray_note": None if comparable else w.get("note"),
+            }
+        )
     return rows
 
 
 def print_table(rows):
-    head = ("workload", "unit", "better", "rdist", "dask", "ratio rdist/dask",
-            "ray", "ratio rdist/ray")
-    body = [(x["workload"], x["unit"], x["better"] + " is better", _fmt(x["rdist"]),
-             _fmt(x["dask"]), "-" if x["ratio"] is None else "%.2fx" % x["ratio"],
-             _fmt(x["ray"]) + ("" if x["ray_comparable"] or x["ray"] is None else " *"),
-             "-" if x["ratio_ray"] is None else "%.2fx" % x["ratio_ray"])
-            for x in rows]
+    head = (
+        "workload",
+        "unit",
+        "better",
+        "rdist",
+        "dask",
+        "ratio rdist/dask",
+        "ray",
+        "ratio rdist/ray",
+    )
+    body = [
+        (
+            x["workload"],
+            x["unit"],
+            x["better"] + " is better",
+            _fmt(x["rdist"]),
+            _fmt(x["dask"]),
+            "-" if x["ratio"] is None else "%.2fx" % x["ratio"],
+            _fmt(x["ray"]) + ("" if x["ray_comparable"] or x["ray"] is None else " *"),
+            "-" if x["ratio_ray"] is None else "%.2fx" % x["ratio_ray"],
+        )
+        for x in rows
+    ]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
     align = ["<", "<", "<", ">", ">", ">", ">", ">"]
 
@@ -311,29 +440,47 @@ def print_table(rows):
 def targets(rows, with_ray=False):
     """The project goals, evaluated on the rdist/dask ratios and, ``with_ray``, on the
     rdist/ray ratios (issue 5)."""
+
     def find(key, suffix=""):
         for x in rows:
             if x["key"] == key and x["workload"].endswith(suffix):
                 return x
         return None
 
-    specs = [(row, op, bound, text, "dask") for row, op, bound, text in [
-        (find("map"), ">=", 15.0, "rdist map throughput >= 15x dask"),
-        (find("latency", "median"), "<=", 0.1, "rdist round-trip latency (median) <= 0.1x dask"),
-        (find("chain"), ">=", 6.0, "rdist chain throughput >= 6x dask"),
-        (find("array"), "<=", 0.5, "rdist dask.array wall time <= 0.5x dask"),
-        (find("many", "wall time"), "<", 1.0, "rdist 100k tasks faster than dask"),
-        (find("many", "scheduler+client peak RSS"), "<", 1.0,
-         "rdist scheduler+client RSS below dask's"),
-        (find("many", "worker peak RSS (largest)"), "<", 1.0, "rdist worker RSS below dask's"),
-        (find("transfer"), ">=", 1.2, "rdist 200 MB transfer >= 1.2x dask"),
-        (find("transfers"), ">=", 1.0, "rdist 500 x 1 MB transfers >= dask"),
-    ]]
+    specs = [
+        (row, op, bound, text, "dask")
+        for row, op, bound, text in [
+            (find("map"), ">=", 15.0, "rdist map throughput >= 15x dask"),
+            (
+                find("latency", "median"),
+                "<=",
+                0.1,
+                "rdist round-trip latency (median) <= 0.1x dask",
+            ),
+            (find("chain"), ">=", 6.0, "rdist chain throughput >= 6x dask"),
+            (find("array"), "<=", 0.5, "rdist dask.array wall time <= 0.5x dask"),
+            (find("many", "wall time"), "<", 1.0, "rdist 100k tasks faster than dask"),
+            (
+                find("many", "scheduler+client peak RSS"),
+                "<",
+                1.0,
+                "rdist scheduler+client RSS below dask's",
+            ),
+            (find("many", "worker peak RSS (largest)"), "<", 1.0, "rdist worker RSS below dask's"),
+            (find("transfer"), ">=", 1.2, "rdist 200 MB transfer >= 1.2x dask"),
+            (find("transfers"), ">=", 1.0, "rdist 500 x 1 MB transfers >= dask"),
+        ]
+    ]
     if with_ray:
         specs += [
             (find("map"), ">=", 5.0, "rdist map throughput >= 5x ray", "ray"),
-            (find("latency", "median"), "<=", 0.5,
-             "rdist round-trip latency (median) <= 0.5x ray", "ray"),
+            (
+                find("latency", "median"),
+                "<=",
+                0.5,
+                "rdist round-trip latency (median) <= 0.5x ray",
+                "ray",
+            ),
         ]
     out = []
     for row, op, bound, text, vs in specs:
@@ -351,31 +498,50 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark rdist against dask.distributed and, if installed, Ray "
-                    "(2 workers x 1 thread each).")
+        "(2 workers x 1 thread each).",
+    )
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--only", choices=SYSTEMS, help="run only this system")
-    sel.add_argument("--systems", metavar="LIST",
-                     help="comma-separated subset of: %s (default: all; ray only if "
-                          "installed)" % ",".join(SYSTEMS))
-    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
-                   help="comma-separated subset of: %s (default: %s)"
-                        % (",".join(WORKLOADS), ",".join(DEFAULT_WORKLOADS)))
+    sel.add_argument(
+        "--systems",
+        metavar="LIST",
+        help="comma-separated subset of: %s (default: all; ray only if "
+        "installed)" % ",".join(SYSTEMS),
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help="comma-separated subset of: %s (default: %s)"
+        % (",".join(WORKLOADS), ",".join(DEFAULT_WORKLOADS)),
+    )
     p.add_argument("--n-map", type=int, default=10_000, help="tasks in the map workload")
-    p.add_argument("--repeat", type=int, default=None,
-                   help="repeats per workload, best one reported "
-                        "(default: 1 for map/latency/chain, 3 for transfer)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="repeats per workload, best one reported "
+        "(default: 1 for map/latency/chain, 3 for transfer)",
+    )
     p.add_argument("--latency-rounds", type=int, default=300)
     p.add_argument("--latency-warmup", type=int, default=20)
     p.add_argument("--chain-length", type=int, default=1000)
     p.add_argument("--transfer-mb", type=float, default=200.0)
-    p.add_argument("--array-size", type=int, default=4000,
-                   help="side of the square dask.array of the array workload")
+    p.add_argument(
+        "--array-size",
+        type=int,
+        default=4000,
+        help="side of the square dask.array of the array workload",
+    )
     p.add_argument("--array-chunk", type=int, default=250)
     p.add_argument("--n-many", type=int, default=100_000, help="tasks in the many workload")
-    p.add_argument("--timeout", type=int, default=None,
-                   help="seconds allowed per system before it is killed "
-                        "(default 150; 900 with the many workload; ray gets %d s more "
-                        "for its start-up)" % RAY_STARTUP_ALLOWANCE)
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        help="seconds allowed per system before it is killed "
+        "(default 150; 900 with the many workload; ray gets %d s more "
+        "for its start-up)" % RAY_STARTUP_ALLOWANCE,
+    )
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     args = p.parse_args(argv)
 
@@ -405,25 +571,46 @@ def main(argv=None):
 
     ncpu, navail = _cores()
     meta = {
-        "cores": ncpu, "cores_available": navail,
-        "machine": platform.machine(), "platform": platform.platform(),
+        "cores": ncpu,
+        "cores_available": navail,
+        "machine": platform.machine(),
+        "platform": platform.platform(),
         "python": platform.python_version(),
-        "dask": _version("dask"), "distributed": _version("distributed"),
-        "numpy": _version("numpy"), "ray": _version("ray"),
-        "workers": 2, "threads_per_worker": 1,
-        "systems": systems, "workloads": args.workloads,
-        "n_map": args.n_map, "latency_rounds": args.latency_rounds,
-        "latency_warmup": args.latency_warmup, "chain_length": args.chain_length,
-        "transfer_mb": args.transfer_mb, "repeat": args.repeat,
+        "dask": _version("dask"),
+        "distributed": _version("distributed"),
+        "numpy": _version("numpy"),
+        "ray": _version("ray"),
+        "workers": 2,
+        "threads_per_worker": 1,
+        "systems": systems,
+        "workloads": args.workloads,
+        "n_map": args.n_map,
+        "latency_rounds": args.latency_rounds,
+        "latency_warmup": args.latency_warmup,
+        "chain_length": args.chain_length,
+        "transfer_mb": args.transfer_mb,
+        "repeat": args.repeat,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     print("rdist vs dask.distributed vs ray benchmark")
-    print("cores: %d (%d available to this process)   python %s   dask %s   "
-          "distributed %s   numpy %s   ray %s"
-          % (ncpu, navail, meta["python"], meta["dask"], meta["distributed"], meta["numpy"],
-             meta["ray"]))
-    print("cluster: 2 worker processes x 1 thread, per system (ray: num_cpus=2)   "
-          "workloads: %s" % ",".join(args.workloads), flush=True)
+    print(
+        "cores: %d (%d available to this process)   python %s   dask %s   "
+        "distributed %s   numpy %s   ray %s"
+        % (
+            ncpu,
+            navail,
+            meta["python"],
+            meta["dask"],
+            meta["distributed"],
+            meta["numpy"],
+            meta["ray"],
+        )
+    )
+    print(
+        "cluster: 2 worker processes x 1 thread, per system (ray: num_cpus=2)   "
+        "workloads: %s" % ",".join(args.workloads),
+        flush=True,
+    )
     for x, why in unavailable.items():
         print("%s: %s" % (x, why), flush=True)
 
@@ -433,8 +620,11 @@ def main(argv=None):
 
         for kind in ("tcp", "unix"):
             raw[kind] = rawsock.measure(args.transfer_mb, kind=kind)
-        print("raw socket loopback, %g MB: tcp %.0f MB/s, unix %.0f MB/s (best of 5)"
-              % (args.transfer_mb, raw["tcp"]["mb_per_s"], raw["unix"]["mb_per_s"]), flush=True)
+        print(
+            "raw socket loopback, %g MB: tcp %.0f MB/s, unix %.0f MB/s (best of 5)"
+            % (args.transfer_mb, raw["tcp"]["mb_per_s"], raw["unix"]["mb_per_s"]),
+            flush=True,
+        )
 
     results = {}
     for s in systems:
@@ -455,8 +645,14 @@ def main(argv=None):
     ours = _wl(results.get("rdist"), "transfer", "mb_per_s")
     if raw and ours:
         ratio = ours / raw["tcp"]["mb_per_s"]
-        tg.append({"target": "rdist 200 MB transfer >= 90% of a raw TCP socket", "ratio": ratio,
-                   "met": ratio >= 0.9, "raw": raw})
+        tg.append(
+            {
+                "target": "rdist 200 MB transfer >= 90% of a raw TCP socket",
+                "ratio": ratio,
+                "met": ratio >= 0.9,
+                "raw": raw,
+            }
+        )
     print()
     print_table(rows)
     print()
@@ -484,8 +680,7 @@ def main(argv=None):
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "table": rows, "targets": tg, "results": results},
-                      f, indent=2)
+            json.dump({"meta": meta, "table": rows, "targets": tg, "results": results}, f, indent=2)
         print("\nresults written to %s" % args.json)
     return 1 if failed else 0
 

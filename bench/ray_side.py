@@ -20,8 +20,8 @@ import time
 import traceback
 
 from . import tasks
-from .side import run_jobs
 from . import workloads as wl
+from .side import run_jobs
 from .workloads import _settle
 
 perf_counter = time.perf_counter
@@ -29,8 +29,10 @@ perf_counter = time.perf_counter
 N_CPUS = 2
 IMPLEMENTED = ("map", "latency", "chain", "transfer")
 #: the value written as "comparable": False into the transfer result (and the table)
-TRANSFER_NOTE = ("one host's shared-memory object store: the consumer maps the producer's "
-                 "array without copying it, and Ray picks the worker processes itself")
+TRANSFER_NOTE = (
+    "one host's shared-memory object store: the consumer maps the producer's "
+    "array without copying it, and Ray picks the worker processes itself"
+)
 
 # Before ``import ray``: no usage-stats reporting, and node address = loopback (the
 # default picks the host's outward-facing address and listens there).  The second
@@ -122,14 +124,22 @@ def run_transfer(ray, fn, mb, repeats, worker_pids, log):
     for r in range(repeats):
         dt, info = _one_transfer(ray, fn, nbytes, float(r + 1))
         runs.append({"seconds": dt, "mb_per_s": nbytes / 1e6 / dt, "consumer_pid": info["pid"]})
-        log("transfer run %d: %.0f MB in %.3f s = %.0f MB/s (shared memory, not comparable)"
-            % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt))
+        log(
+            "transfer run %d: %.0f MB in %.3f s = %.0f MB/s (shared memory, not comparable)"
+            % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt)
+        )
         _settle()
     best = max(runs, key=lambda x: x["mb_per_s"])
-    return {"mb": nbytes / 1e6, "mb_per_s": best["mb_per_s"], "seconds": best["seconds"],
-            "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
-            "worker_pids": worker_pids, "comparable": False, "note": TRANSFER_NOTE,
-            "runs": runs}
+    return {
+        "mb": nbytes / 1e6,
+        "mb_per_s": best["mb_per_s"],
+        "seconds": best["seconds"],
+        "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
+        "worker_pids": worker_pids,
+        "comparable": False,
+        "note": TRANSFER_NOTE,
+        "runs": runs,
+    }
 
 
 def run(args, rec, log, selected):
@@ -147,11 +157,15 @@ def run(args, rec, log, selected):
     try:
         t0 = time.perf_counter()
         import ray
+
         rec.data["versions"]["ray"] = ray.__version__
         rec.data["import_s"] = time.perf_counter() - t0
     except ImportError as e:
-        rec.data.update(status="unavailable", stage="done",
-                        error="ray not installed (%s: %s)" % (type(e).__name__, e))
+        rec.data.update(
+            status="unavailable",
+            stage="done",
+            error="ray not installed (%s: %s)" % (type(e).__name__, e),
+        )
         rec.flush()
         log(rec.data["error"])
         return 0
@@ -175,11 +189,13 @@ def run(args, rec, log, selected):
             env = wl.Env(client=None, wait=None, base=base, log=log, ops=RayOps(ray, fn))
             jobs = {
                 "map": lambda: wl.run_map(env, args.n_map, args.repeat_map),
-                "latency": lambda: wl.run_latency(env, args.latency_rounds,
-                                                  args.latency_warmup, args.repeat_latency),
+                "latency": lambda: wl.run_latency(
+                    env, args.latency_rounds, args.latency_warmup, args.repeat_latency
+                ),
                 "chain": lambda: wl.run_chain(env, args.chain_length, args.repeat_chain),
-                "transfer": lambda: run_transfer(ray, fn, args.transfer_mb,
-                                                 args.repeat_transfer, pids, log),
+                "transfer": lambda: run_transfer(
+                    ray, fn, args.transfer_mb, args.repeat_transfer, pids, log
+                ),
             }
             ok = run_jobs(jobs, selected, rec, stage, log) and ok
         finally:
@@ -195,6 +211,7 @@ def run(args, rec, log, selected):
         log(rec.data["error"])
         try:
             import ray as _ray
+
             _ray.shutdown()
         except BaseException:  # noqa: BLE001 - best effort
             pass

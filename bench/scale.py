@@ -29,8 +29,9 @@ def _redis_peak(url: str, stop: threading.Event, out: dict) -> None:
     r = redis.Redis.from_url(url)
     while True:
         try:
-            out["redis_used_mb"] = max(out.get("redis_used_mb", 0.0),
-                                       r.info("memory")["used_memory"] / 1e6)
+            out["redis_used_mb"] = max(
+                out.get("redis_used_mb", 0.0), r.info("memory")["used_memory"] / 1e6
+            )
         except Exception:
             pass
         if stop.wait(0.25):
@@ -38,17 +39,19 @@ def _redis_peak(url: str, stop: threading.Event, out: dict) -> None:
 
 
 def run_size(n: int, workers: int = 2) -> dict:
-    from rdist import Client, LocalCluster
-
     from bench import tasks
     from bench.workloads import _PeakRSS
+    from rdist import Client, LocalCluster
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1) as cluster,
+        Client(cluster) as client,
+    ):
         client.gather(client.map(tasks.noop, range(-100, 0)))  # warm up
         stop, redis_mem = threading.Event(), {}
-        watcher = threading.Thread(target=_redis_peak, args=(cluster.redis_url, stop, redis_mem),
-                                   daemon=True)
+        watcher = threading.Thread(
+            target=_redis_peak, args=(cluster.redis_url, stop, redis_mem), daemon=True
+        )
         watcher.start()
         with _PeakRSS(interval=0.5) as rss:
             t0 = time.perf_counter()
@@ -59,19 +62,28 @@ def run_size(n: int, workers: int = 2) -> dict:
         stop.set()
         watcher.join()
         del futures
-    return {"tasks": n, "workers": workers, "submit_s": submitted, "total_s": total,
-            "tasks_per_s": n / total, "client_rss_mb": rss.mb("client"),
-            "scheduler_rss_mb": rss.mb("scheduler"), "worker_rss_mb": rss.mb("worker"),
-            "redis_rss_mb": rss.mb("redis"), **redis_mem}
+    return {
+        "tasks": n,
+        "workers": workers,
+        "submit_s": submitted,
+        "total_s": total,
+        "tasks_per_s": n / total,
+        "client_rss_mb": rss.mb("client"),
+        "scheduler_rss_mb": rss.mb("scheduler"),
+        "worker_rss_mb": rss.mb("worker"),
+        "redis_rss_mb": rss.mb("redis"),
+        **redis_mem,
+    }
 
 
 def run_workers(workers: int, n: int, n_sleep: int, sleep_ms: float) -> dict:
+    from bench import tasks
     from rdist import Client, LocalCluster
 
-    from bench import tasks
-
-    with LocalCluster(n_workers=workers, threads_per_worker=1) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1) as cluster,
+        Client(cluster) as client,
+    ):
         client.gather(client.map(tasks.noop, range(-100, 0)))
         t0 = time.perf_counter()
         client.gather(client.map(tasks.noop, range(n)))
@@ -80,15 +92,23 @@ def run_workers(workers: int, n: int, n_sleep: int, sleep_ms: float) -> dict:
         client.gather(client.map(tasks.sleep, [sleep_ms / 1e3] * n_sleep, range(n_sleep)))
         slept = time.perf_counter() - t0
     ideal = n_sleep * sleep_ms / 1e3 / workers
-    return {"workers": workers, "noop_tasks": n, "noop_tasks_per_s": n / noop,
-            "sleep_tasks": n_sleep, "sleep_ms": sleep_ms, "sleep_s": slept,
-            "sleep_ideal_s": ideal, "sleep_efficiency": ideal / slept}
+    return {
+        "workers": workers,
+        "noop_tasks": n,
+        "noop_tasks_per_s": n / noop,
+        "sleep_tasks": n_sleep,
+        "sleep_ms": sleep_ms,
+        "sleep_s": slept,
+        "sleep_ideal_s": ideal,
+        "sleep_efficiency": ideal / slept,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="10000,100000,1000000",
-                   help="graph sizes (no-op tasks), comma-separated")
+    p.add_argument(
+        "--sizes", default="10000,100000,1000000", help="graph sizes (no-op tasks), comma-separated"
+    )
     p.add_argument("--workers", default="1,2,4,8", help="worker counts, comma-separated")
     p.add_argument("--n-scale", type=int, default=20_000, help="no-op tasks per worker count")
     p.add_argument("--n-sleep", type=int, default=400, help="sleeping tasks per worker count")
@@ -96,31 +116,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [ROOT] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
+        [ROOT] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
+    )
     sys.path.insert(0, ROOT)
 
     sizes = [int(x) for x in args.sizes.split(",") if x]
     counts = [int(x) for x in args.workers.split(",") if x]
     out: dict = {"cores": os.cpu_count(), "sizes": [], "workers": []}
     print("graph size (2 workers x 1 thread)")
-    print("%9s %9s %9s %9s %11s %11s %11s %11s %11s" % (
-        "tasks", "submit s", "total s", "tasks/s", "client MB", "sched MB", "worker MB",
-        "redis RSS", "redis used"))
+    print(
+        "%9s %9s %9s %9s %11s %11s %11s %11s %11s"
+        % (
+            "tasks",
+            "submit s",
+            "total s",
+            "tasks/s",
+            "client MB",
+            "sched MB",
+            "worker MB",
+            "redis RSS",
+            "redis used",
+        )
+    )
     for n in sizes:
         r = run_size(n)
         out["sizes"].append(r)
-        print("%9d %9.2f %9.2f %9.0f %11.0f %11.0f %11.0f %11.0f %11.0f" % (
-            n, r["submit_s"], r["total_s"], r["tasks_per_s"], r["client_rss_mb"],
-            r["scheduler_rss_mb"], r["worker_rss_mb"], r["redis_rss_mb"],
-            r.get("redis_used_mb", 0.0)), flush=True)
+        print(
+            "%9d %9.2f %9.2f %9.0f %11.0f %11.0f %11.0f %11.0f %11.0f"
+            % (
+                n,
+                r["submit_s"],
+                r["total_s"],
+                r["tasks_per_s"],
+                r["client_rss_mb"],
+                r["scheduler_rss_mb"],
+                r["worker_rss_mb"],
+                r["redis_rss_mb"],
+                r.get("redis_used_mb", 0.0),
+            ),
+            flush=True,
+        )
     print("\nworker count (1 thread each; %d cores here)" % (os.cpu_count() or 0))
     print("%8s %14s %16s %10s" % ("workers", "no-op tasks/s", "sleep tasks s", "efficiency"))
     for w in counts:
         r = run_workers(w, args.n_scale, args.n_sleep, args.sleep_ms)
         out["workers"].append(r)
-        print("%8d %14.0f %9.2f (%4.2f) %9.0f%%" % (
-            w, r["noop_tasks_per_s"], r["sleep_s"], r["sleep_ideal_s"],
-            100 * r["sleep_efficiency"]), flush=True)
+        print(
+            "%8d %14.0f %9.2f (%4.2f) %9.0f%%"
+            % (
+                w,
+                r["noop_tasks_per_s"],
+                r["sleep_s"],
+                r["sleep_ideal_s"],
+                100 * r["sleep_efficiency"],
+            ),
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -29,6 +29,7 @@ THREADS_PER_WORKER = 1
 def _log(system):
     def log(msg):
         print("[%s] %s" % (system, msg), flush=True)
+
     return log
 
 
@@ -70,8 +71,10 @@ def _load_system(name):
                 processes=True,
             )
 
-        versions = {"rdist": str(getattr(rdist, "__version__", "unknown")),
-                    "rdist_path": str(getattr(rdist, "__file__", None))}
+        versions = {
+            "rdist": str(getattr(rdist, "__version__", "unknown")),
+            "rdist_path": str(getattr(rdist, "__file__", None)),
+        }
         return rdist.Client, make_cluster, getattr(rdist, "wait", None), versions
 
     raise ValueError("unknown system %r" % name)
@@ -110,8 +113,11 @@ def run_jobs(jobs, selected, rec, stage, log):
             res["ok"] = True
         except Exception as e:  # keep going with the other workloads
             ok = False
-            res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e),
-                   "traceback": traceback.format_exc()}
+            res = {
+                "ok": False,
+                "error": "%s: %s" % (type(e).__name__, e),
+                "traceback": traceback.format_exc(),
+            }
             log("%s FAILED: %s" % (name, res["error"]))
         res["wall_s"] = time.perf_counter() - t1
         rec.data["workloads"][name] = res
@@ -177,8 +183,11 @@ def main(argv=None):
         rec.data["versions"].update(versions)
         rec.data["import_s"] = time.perf_counter() - t0
     except BaseException as e:  # noqa: BLE001 - report anything, incl. SystemExit
-        rec.data.update(status="error", error="import failed: %s: %s" % (type(e).__name__, e),
-                        traceback=traceback.format_exc())
+        rec.data.update(
+            status="error",
+            error="import failed: %s: %s" % (type(e).__name__, e),
+            traceback=traceback.format_exc(),
+        )
         rec.flush()
         log(rec.data["error"])
         return 1
@@ -196,20 +205,25 @@ def main(argv=None):
                 log("cluster with %d workers ready in %.2f s" % (N_WORKERS, startup))
                 idle = dp.worker_rss(client) if "rss" in selected else {}
 
-                env = wl.Env(client=client, wait=wait,
-                             base=random.randrange(1, 2**30) * 10**8, log=log)
+                env = wl.Env(
+                    client=client, wait=wait, base=random.randrange(1, 2**30) * 10**8, log=log
+                )
                 jobs = {
                     "map": lambda: wl.run_map(env, args.n_map, args.repeat_map),
-                    "latency": lambda: wl.run_latency(env, args.latency_rounds,
-                                                      args.latency_warmup, args.repeat_latency),
+                    "latency": lambda: wl.run_latency(
+                        env, args.latency_rounds, args.latency_warmup, args.repeat_latency
+                    ),
                     "chain": lambda: wl.run_chain(env, args.chain_length, args.repeat_chain),
-                    "transfer": lambda: wl.run_transfer(env, args.transfer_mb,
-                                                        args.repeat_transfer),
-                    "array": lambda: wl.run_array(env, args.array_size, args.array_chunk,
-                                                  args.repeat_array),
+                    "transfer": lambda: wl.run_transfer(
+                        env, args.transfer_mb, args.repeat_transfer
+                    ),
+                    "array": lambda: wl.run_array(
+                        env, args.array_size, args.array_chunk, args.repeat_array
+                    ),
                     "many": lambda: wl.run_many(env, args.n_many, args.repeat_many),
-                    "transfers": lambda: dp.run_transfers(env, args.n_transfers, args.transfers_mb,
-                                                          args.repeat_transfers),
+                    "transfers": lambda: dp.run_transfers(
+                        env, args.n_transfers, args.transfers_mb, args.repeat_transfers
+                    ),
                     "rss": lambda: dp.run_rss(env, args.n_rss, idle),
                 }
                 ok = run_jobs(jobs, selected, rec, stage, log) and ok

@@ -7,8 +7,9 @@ futures API (``submit``, ``map``, ``gather``, ``Future.result``/``done``,
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from . import tasks
 
@@ -42,7 +43,7 @@ class ClientOps:
 @dataclass
 class Env:
     client: Any
-    wait: Optional[Callable]  # the system's ``wait(futures)``, if it has one
+    wait: Callable | None  # the system's ``wait(futures)``, if it has one
     base: int  # per-run random offset so task arguments never repeat
     log: Callable[[str], None]
     ops: Any = None  #: submit/collect for map, latency, chain (default: through ``client``)
@@ -101,8 +102,13 @@ def run_map(env, n, repeats):
         env.log("map run %d: %d tasks in %.3f s = %.0f tasks/s" % (r + 1, n, dt, n / dt))
         _settle()
     best = max(runs, key=lambda x: x["tasks_per_s"])
-    return {"n": n, "tasks_per_s": best["tasks_per_s"], "seconds": best["seconds"],
-            "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs), "runs": runs}
+    return {
+        "n": n,
+        "tasks_per_s": best["tasks_per_s"],
+        "seconds": best["seconds"],
+        "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs),
+        "runs": runs,
+    }
 
 
 def run_latency(env, rounds, warmup, repeats):
@@ -132,11 +138,18 @@ def run_latency(env, rounds, warmup, repeats):
             "mean_ms": statistics.fmean(samples),
         }
         runs.append(run)
-        env.log("latency run %d: %d round trips, median %.3f ms, p90 %.3f ms"
-                % (r + 1, rounds, run["median_ms"], run["p90_ms"]))
+        env.log(
+            "latency run %d: %d round trips, median %.3f ms, p90 %.3f ms"
+            % (r + 1, rounds, run["median_ms"], run["p90_ms"])
+        )
     best = min(runs, key=lambda x: x["median_ms"])
-    return dict(best, rounds=rounds, warmup=warmup, runs=runs,
-                median_of_medians_ms=statistics.median(x["median_ms"] for x in runs))
+    return dict(
+        best,
+        rounds=rounds,
+        warmup=warmup,
+        runs=runs,
+        median_of_medians_ms=statistics.median(x["median_ms"] for x in runs),
+    )
 
 
 def run_chain(env, length, repeats):
@@ -163,13 +176,19 @@ def run_chain(env, length, repeats):
             raise AssertionError("chain result %r, expected %d" % (v, start + length))
         del x
         runs.append({"seconds": dt, "tasks_per_s": length / dt})
-        env.log("chain run %d: %d tasks in %.3f s = %.0f tasks/s"
-                % (r + 1, length, dt, length / dt))
+        env.log(
+            "chain run %d: %d tasks in %.3f s = %.0f tasks/s" % (r + 1, length, dt, length / dt)
+        )
         _settle()
     best = max(runs, key=lambda x: x["tasks_per_s"])
-    return {"length": length, "tasks_per_s": best["tasks_per_s"], "seconds": best["seconds"],
-            "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs),
-            "verified": True, "runs": runs}
+    return {
+        "length": length,
+        "tasks_per_s": best["tasks_per_s"],
+        "seconds": best["seconds"],
+        "median_tasks_per_s": statistics.median(x["tasks_per_s"] for x in runs),
+        "verified": True,
+        "runs": runs,
+    }
 
 
 def _one_transfer(env, nbytes, fill, w0, w1):
@@ -208,16 +227,25 @@ def run_transfer(env, mb, repeats):
     for r in range(repeats):
         dt, info = _one_transfer(env, nbytes, float(r + 1), w0, w1)
         if info["pid"] != pid1:
-            raise AssertionError("consumer ran in pid %d, expected worker 1 (pid %d)"
-                                 % (info["pid"], pid1))
+            raise AssertionError(
+                "consumer ran in pid %d, expected worker 1 (pid %d)" % (info["pid"], pid1)
+            )
         runs.append({"seconds": dt, "mb_per_s": nbytes / 1e6 / dt})
-        env.log("transfer run %d: %.0f MB in %.3f s = %.0f MB/s"
-                % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt))
+        env.log(
+            "transfer run %d: %.0f MB in %.3f s = %.0f MB/s"
+            % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt)
+        )
         _settle()
     best = max(runs, key=lambda x: x["mb_per_s"])
-    return {"mb": nbytes / 1e6, "mb_per_s": best["mb_per_s"], "seconds": best["seconds"],
-            "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
-            "workers": [w0, w1], "worker_pids": [pid0, pid1], "runs": runs}
+    return {
+        "mb": nbytes / 1e6,
+        "mb_per_s": best["mb_per_s"],
+        "seconds": best["seconds"],
+        "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
+        "workers": [w0, w1],
+        "worker_pids": [pid0, pid1],
+        "runs": runs,
+    }
 
 
 def run_array(env, size, chunk, repeats):
@@ -243,8 +271,14 @@ def run_array(env, size, chunk, repeats):
             env.log("array run %d: %d tasks in %.3f s" % (r, ntasks, dt))
         _settle()
     best = min(runs, key=lambda x: x["seconds"])
-    return {"size": size, "chunk": chunk, "seconds": best["seconds"], "tasks": best["tasks"],
-            "median_seconds": statistics.median(x["seconds"] for x in runs), "runs": runs}
+    return {
+        "size": size,
+        "chunk": chunk,
+        "seconds": best["seconds"],
+        "tasks": best["tasks"],
+        "median_seconds": statistics.median(x["seconds"] for x in runs),
+        "runs": runs,
+    }
 
 
 class _PeakRSS:
@@ -326,15 +360,31 @@ def run_many(env, n, repeats):
         if len(out) != n:
             raise AssertionError("gather returned %d results, expected %d" % (len(out), n))
         del futures, out
-        run = {"seconds": dt, "submit_seconds": submitted, "tasks_per_s": n / dt,
-               "client_rss_mb": rss.mb("client"), "scheduler_rss_mb": rss.mb("scheduler"),
-               "scheduler_client_rss_mb": rss.mb("client") + rss.mb("scheduler"),
-               "worker_rss_mb": rss.mb("worker"), "redis_rss_mb": rss.mb("redis")}
+        run = {
+            "seconds": dt,
+            "submit_seconds": submitted,
+            "tasks_per_s": n / dt,
+            "client_rss_mb": rss.mb("client"),
+            "scheduler_rss_mb": rss.mb("scheduler"),
+            "scheduler_client_rss_mb": rss.mb("client") + rss.mb("scheduler"),
+            "worker_rss_mb": rss.mb("worker"),
+            "redis_rss_mb": rss.mb("redis"),
+        }
         runs.append(run)
-        env.log("many run %d: %d tasks in %.1f s (submit %.1f s); RSS MB: client %.0f, "
-                "scheduler %.0f, worker (max) %.0f, redis %.0f"
-                % (r + 1, n, dt, submitted, run["client_rss_mb"], run["scheduler_rss_mb"],
-                   run["worker_rss_mb"], run["redis_rss_mb"]))
+        env.log(
+            "many run %d: %d tasks in %.1f s (submit %.1f s); RSS MB: client %.0f, "
+            "scheduler %.0f, worker (max) %.0f, redis %.0f"
+            % (
+                r + 1,
+                n,
+                dt,
+                submitted,
+                run["client_rss_mb"],
+                run["scheduler_rss_mb"],
+                run["worker_rss_mb"],
+                run["redis_rss_mb"],
+            )
+        )
         _settle()
     best = min(runs, key=lambda x: x["seconds"])
     return dict(best, n=n, runs=runs)

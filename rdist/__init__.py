@@ -8,7 +8,7 @@ from rdist.worker.execution import get_client, rejoin, secede, worker_client
 
 __version__ = "0.1.0"
 
-__all__ = sorted([
+__all__ = [
     "CancelledError",
     "Client",
     "Future",
@@ -22,4 +22,4 @@ __all__ = sorted([
     "secede",
     "wait",
     "worker_client",
-])
+]

@@ -15,8 +15,10 @@ from rdist.config import redis_url_from_env
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
 
 
 def _require_url(url: str | None) -> str:
@@ -26,10 +28,15 @@ def _require_url(url: str | None) -> str:
     return url
 
 
-redis_option = click.option("--redis-url", default=None,
-                            help="Redis URL (default: $RDIST_REDIS_URL, then $REDIS_URL)")
-cluster_option = click.option("--cluster", default=lambda: os.environ.get("RDIST_CLUSTER", "default"),
-                              show_default="default", help="cluster name (several can share one Redis)")
+redis_option = click.option(
+    "--redis-url", default=None, help="Redis URL (default: $RDIST_REDIS_URL, then $REDIS_URL)"
+)
+cluster_option = click.option(
+    "--cluster",
+    default=lambda: os.environ.get("RDIST_CLUSTER", "default"),
+    show_default="default",
+    help="cluster name (several can share one Redis)",
+)
 log_option = click.option("--log-level", default="info", show_default=True)
 
 
@@ -61,39 +68,93 @@ def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
 @cluster_option
 @click.option("--nthreads", default=1, show_default=True, type=int, help="threads running tasks")
 @click.option("--name", default=None, help="worker name (default: its address)")
-@click.option("--host", default="127.0.0.1", show_default=True, help="interface the data server binds")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="interface the data server binds"
+)
 @click.option("--port", default=0, type=int, help="data server port (default: any free port)")
-@click.option("--listen-address", default=None,
-              help="where the data server listens, e.g. tcp://0.0.0.0:8788 (overrides --host/--port)")
-@click.option("--contact-address", default=None,
-              help="address peers use to reach us, e.g. tcp://203.0.113.5:8788 (NAT, containers)")
+@click.option(
+    "--listen-address",
+    default=None,
+    help="where the data server listens, e.g. tcp://0.0.0.0:8788 (overrides --host/--port)",
+)
+@click.option(
+    "--contact-address",
+    default=None,
+    help="address peers use to reach us, e.g. tcp://203.0.113.5:8788 (NAT, containers)",
+)
 @click.option("--contact-host", default=None, help="host name peers use to reach us (our port)")
 @click.option("--memory-limit", default="0", show_default=True, help='bytes, "4GB", or "auto"')
-@click.option("--memory-target-fraction", type=float, default=None,
-              help="spill data past this fraction of the limit [$RDIST_MEMORY_TARGET, 0.6]")
-@click.option("--memory-spill-fraction", type=float, default=None,
-              help="spill when process memory passes this [$RDIST_MEMORY_SPILL, 0.7]")
-@click.option("--memory-pause-fraction", type=float, default=None,
-              help="take no new tasks past this [$RDIST_MEMORY_PAUSE, 0.8]")
-@click.option("--memory-terminate-fraction", type=float, default=None,
-              help="the nanny restarts the worker past this [$RDIST_MEMORY_TERMINATE, 0.95]")
-@click.option("--spill-directory", default=None, envvar="RDIST_SPILL_DIRECTORY",
-              help="where spilled data goes (default: a temporary directory)")
-@click.option("--transfer", type=click.Choice(["p2p", "redis", "auto"]), default="auto",
-              envvar="RDIST_TRANSFER", show_default=True, show_envvar=True,
-              help="how data moves between workers: directly, through Redis, or directly "
-                   "with Redis as the fallback")
-@click.option("--nanny/--no-nanny", default=True, show_default=True,
-              help="run the worker under a nanny that restarts it")
+@click.option(
+    "--memory-target-fraction",
+    type=float,
+    default=None,
+    help="spill data past this fraction of the limit [$RDIST_MEMORY_TARGET, 0.6]",
+)
+@click.option(
+    "--memory-spill-fraction",
+    type=float,
+    default=None,
+    help="spill when process memory passes this [$RDIST_MEMORY_SPILL, 0.7]",
+)
+@click.option(
+    "--memory-pause-fraction",
+    type=float,
+    default=None,
+    help="take no new tasks past this [$RDIST_MEMORY_PAUSE, 0.8]",
+)
+@click.option(
+    "--memory-terminate-fraction",
+    type=float,
+    default=None,
+    help="the nanny restarts the worker past this [$RDIST_MEMORY_TERMINATE, 0.95]",
+)
+@click.option(
+    "--spill-directory",
+    default=None,
+    envvar="RDIST_SPILL_DIRECTORY",
+    help="where spilled data goes (default: a temporary directory)",
+)
+@click.option(
+    "--transfer",
+    type=click.Choice(["p2p", "redis", "auto"]),
+    default="auto",
+    envvar="RDIST_TRANSFER",
+    show_default=True,
+    show_envvar=True,
+    help="how data moves between workers: directly, through Redis, or directly "
+    "with Redis as the fallback",
+)
+@click.option(
+    "--nanny/--no-nanny",
+    default=True,
+    show_default=True,
+    help="run the worker under a nanny that restarts it",
+)
 @click.option("--nanny-fd", type=int, default=None, hidden=True)
 @click.option("--resources", default="", help='e.g. "GPU=2,MEM=1e9"')
 @log_option
-def worker(redis_url: str | None, cluster: str, nthreads: int, name: str | None, host: str,
-           port: int, listen_address: str | None, contact_address: str | None,
-           contact_host: str | None, memory_limit: str, memory_target_fraction: float | None,
-           memory_spill_fraction: float | None, memory_pause_fraction: float | None,
-           memory_terminate_fraction: float | None, spill_directory: str | None, transfer: str,
-           nanny: bool, nanny_fd: int | None, resources: str, log_level: str) -> None:
+def worker(
+    redis_url: str | None,
+    cluster: str,
+    nthreads: int,
+    name: str | None,
+    host: str,
+    port: int,
+    listen_address: str | None,
+    contact_address: str | None,
+    contact_host: str | None,
+    memory_limit: str,
+    memory_target_fraction: float | None,
+    memory_spill_fraction: float | None,
+    memory_pause_fraction: float | None,
+    memory_terminate_fraction: float | None,
+    spill_directory: str | None,
+    transfer: str,
+    nanny: bool,
+    nanny_fd: int | None,
+    resources: str,
+    log_level: str,
+) -> None:
     """Run a worker (under a nanny unless --no-nanny)."""
     from rdist.cluster import parse_memory
     from rdist.worker.memory import MemoryFractions
@@ -102,33 +163,74 @@ def worker(redis_url: str | None, cluster: str, nthreads: int, name: str | None,
     url = _require_url(redis_url)
     try:
         fractions = MemoryFractions.from_env(
-            target=memory_target_fraction, spill=memory_spill_fraction,
-            pause=memory_pause_fraction, terminate=memory_terminate_fraction)
+            target=memory_target_fraction,
+            spill=memory_spill_fraction,
+            pause=memory_pause_fraction,
+            terminate=memory_terminate_fraction,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     limit = parse_memory(memory_limit, 1)
     if nanny:
         from rdist.worker.nanny import Nanny
 
-        args = ["worker", "--redis-url", url, "--cluster", cluster, "--nthreads", str(nthreads),
-                "--host", host, "--port", str(port), "--memory-limit", str(limit),
-                "--memory-target-fraction", str(fractions.target),
-                "--memory-spill-fraction", str(fractions.spill),
-                "--memory-pause-fraction", str(fractions.pause),
-                "--memory-terminate-fraction", str(fractions.terminate),
-                "--transfer", transfer, "--resources", resources, "--log-level", log_level]
-        for flag, value in (("--name", name), ("--listen-address", listen_address),
-                            ("--contact-address", contact_address), ("--contact-host", contact_host)):
+        args = [
+            "worker",
+            "--redis-url",
+            url,
+            "--cluster",
+            cluster,
+            "--nthreads",
+            str(nthreads),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--memory-limit",
+            str(limit),
+            "--memory-target-fraction",
+            str(fractions.target),
+            "--memory-spill-fraction",
+            str(fractions.spill),
+            "--memory-pause-fraction",
+            str(fractions.pause),
+            "--memory-terminate-fraction",
+            str(fractions.terminate),
+            "--transfer",
+            transfer,
+            "--resources",
+            resources,
+            "--log-level",
+            log_level,
+        ]
+        for flag, value in (
+            ("--name", name),
+            ("--listen-address", listen_address),
+            ("--contact-address", contact_address),
+            ("--contact-host", contact_host),
+        ):
             if value:
                 args += [flag, value]
         sys.exit(Nanny(url, cluster, args, limit, fractions.terminate, spill_directory).run())
     from rdist.worker.server import run_worker
 
-    run_worker(url, cluster, nanny_fd=nanny_fd, nthreads=nthreads, name=name, host=host,
-               port=port, listen_address=listen_address, contact_address=contact_address,
-               contact_host=contact_host, memory_limit=limit, memory_fractions=fractions,
-               spill_directory=spill_directory, transfer=transfer,
-               resources=parse_resources(resources))
+    run_worker(
+        url,
+        cluster,
+        nanny_fd=nanny_fd,
+        nthreads=nthreads,
+        name=name,
+        host=host,
+        port=port,
+        listen_address=listen_address,
+        contact_address=contact_address,
+        contact_host=contact_host,
+        memory_limit=limit,
+        memory_fractions=fractions,
+        spill_directory=spill_directory,
+        transfer=transfer,
+        resources=parse_resources(resources),
+    )
 
 
 def parse_resources(text: str) -> dict[str, float]:
@@ -148,7 +250,9 @@ def parse_resources(text: str) -> dict[str, float]:
 @click.option("--workers", "n_workers", default=2, show_default=True, type=int)
 @click.option("--nthreads", default=1, show_default=True, type=int)
 @log_option
-def local(redis_url: str | None, cluster: str, n_workers: int, nthreads: int, log_level: str) -> None:
+def local(
+    redis_url: str | None, cluster: str, n_workers: int, nthreads: int, log_level: str
+) -> None:
     """Run a whole cluster here (embedded Redis unless a URL is given) until Ctrl-C."""
     from rdist.cluster import LocalCluster
 
@@ -157,10 +261,16 @@ def local(redis_url: str | None, cluster: str, n_workers: int, nthreads: int, lo
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    with LocalCluster(n_workers=n_workers, threads_per_worker=nthreads, redis_url=url,
-                      name=cluster if url else None) as lc:
-        click.echo(f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={lc.redis_url}"
-                   f" RDIST_CLUSTER={lc.cluster_name}")
+    with LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=nthreads,
+        redis_url=url,
+        name=cluster if url else None,
+    ) as lc:
+        click.echo(
+            f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={lc.redis_url}"
+            f" RDIST_CLUSTER={lc.cluster_name}"
+        )
         sys.stdout.flush()
         done.wait()
 
@@ -176,13 +286,23 @@ def demo(n_workers: int) -> None:
 
 @main.command()
 @redis_option
-@click.option("--cluster", default=None, help="cluster name (default: $RDIST_CLUSTER, else 'default')")
-@click.option("--host", default=None, help="interface to bind (default 127.0.0.1; others need a token)")
+@click.option(
+    "--cluster", default=None, help="cluster name (default: $RDIST_CLUSTER, else 'default')"
+)
+@click.option(
+    "--host", default=None, help="interface to bind (default 127.0.0.1; others need a token)"
+)
 @click.option("--port", default=None, type=int, help="port (default: $PORT, else 8787)")
 @click.option("--interval", default=None, type=float, help="seconds between live snapshots")
 @log_option
-def dashboard(redis_url: str | None, cluster: str | None, host: str | None, port: int | None,
-              interval: float | None, log_level: str) -> None:
+def dashboard(
+    redis_url: str | None,
+    cluster: str | None,
+    host: str | None,
+    port: int | None,
+    interval: float | None,
+    log_level: str,
+) -> None:
     """Serve the live web dashboard (reads Redis only). The token comes from
     RDIST_DASHBOARD_TOKEN, never from a flag, so it stays out of process listings."""
     from rdist.config import ConfigError, load_config
@@ -190,9 +310,15 @@ def dashboard(redis_url: str | None, cluster: str | None, host: str | None, port
 
     _setup_logging(log_level)
     try:
-        config = load_config({"redis.url": redis_url, "redis.cluster": cluster,
-                              "dashboard.host": host, "dashboard.port": port,
-                              "dashboard.interval": interval})
+        config = load_config(
+            {
+                "redis.url": redis_url,
+                "redis.cluster": cluster,
+                "dashboard.host": host,
+                "dashboard.port": port,
+                "dashboard.interval": interval,
+            }
+        )
         if not config.get("redis.url"):
             raise ConfigError("no Redis URL: pass --redis-url or set RDIST_REDIS_URL / REDIS_URL")
         run_dashboard(config)

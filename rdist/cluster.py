@@ -30,8 +30,20 @@ def parse_memory(limit: Any, n_workers: int) -> int:
     if isinstance(limit, (int, float)):
         return int(limit)
     text = str(limit).strip().upper().replace(" ", "")
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6,
-             "GB": 10**9, "TB": 10**12, "K": 10**3, "M": 10**6, "G": 10**9, "B": 1}
+    units = {
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "K": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "B": 1,
+    }
     for suffix, factor in units.items():
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * factor)
@@ -60,14 +72,27 @@ class _WorkerProcess:
 class LocalCluster:
     """As ``distributed.LocalCluster``, with Redis as the control plane."""
 
-    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
-                 processes: bool = True, memory_limit: Any = "auto", redis_url: str | None = None,
-                 name: str | None = None, dashboard_address: str | None = None,
-                 host: str = "127.0.0.1", timeout: float = 60, nanny: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool = True,
+        memory_limit: Any = "auto",
+        redis_url: str | None = None,
+        name: str | None = None,
+        dashboard_address: str | None = None,
+        host: str = "127.0.0.1",
+        timeout: float = 60,
+        nanny: bool = False,
+        **kwargs: Any,
+    ) -> None:
         cores = os.cpu_count() or 1
         if n_workers is None:
-            n_workers = (min(cores, 4) if processes else 1) if threads_per_worker is None else max(1, cores // threads_per_worker)
+            n_workers = (
+                (min(cores, 4) if processes else 1)
+                if threads_per_worker is None
+                else max(1, cores // threads_per_worker)
+            )
         if threads_per_worker is None:
             threads_per_worker = max(1, cores // max(1, n_workers)) if processes else cores
         self.processes = processes
@@ -97,7 +122,9 @@ class LocalCluster:
             if dashboard_address is not None:
                 from rdist.web.serve import start_dashboard
 
-                self._dashboard = start_dashboard(self.redis_url, self.cluster_name, dashboard_address)
+                self._dashboard = start_dashboard(
+                    self.redis_url, self.cluster_name, dashboard_address
+                )
                 self.dashboard_link = self._dashboard.link
             self.scale(n_workers)
             self.wait_for_workers(n_workers, timeout)
@@ -107,8 +134,16 @@ class LocalCluster:
 
     # -- processes ---------------------------------------------------------------------------
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "rdist", *args, "--redis-url", self.redis_url,
-                "--cluster", self.cluster_name]
+        return [
+            sys.executable,
+            "-m",
+            "rdist",
+            *args,
+            "--redis-url",
+            self.redis_url,
+            "--cluster",
+            self.cluster_name,
+        ]
 
     def _start_scheduler(self) -> None:
         if self.processes:
@@ -123,14 +158,28 @@ class LocalCluster:
         self._counter += 1
         name = f"{self.cluster_name}-worker-{self._counter}"
         if self.processes:
-            args = self._cli("worker", "--nthreads", str(self.threads_per_worker), "--name", name,
-                             "--host", self.host, "--memory-limit", str(self.memory_limit),
-                             "--nanny" if self.nanny else "--no-nanny")
+            args = self._cli(
+                "worker",
+                "--nthreads",
+                str(self.threads_per_worker),
+                "--name",
+                name,
+                "--host",
+                self.host,
+                "--memory-limit",
+                str(self.memory_limit),
+                "--nanny" if self.nanny else "--no-nanny",
+            )
             return _WorkerProcess(name, args)
         from rdist.worker.server import Worker
 
-        worker = Worker(connect(self.redis_url, self.cluster_name), nthreads=self.threads_per_worker,
-                        name=name, host=self.host, memory_limit=self.memory_limit)
+        worker = Worker(
+            connect(self.redis_url, self.cluster_name),
+            nthreads=self.threads_per_worker,
+            name=name,
+            host=self.host,
+            memory_limit=self.memory_limit,
+        )
         worker.start()
         return worker
 
@@ -215,7 +264,7 @@ class LocalCluster:
         if self._redis is not None:
             self._redis.stop()
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def redis_url_from_env() -> str | None:
@@ -68,7 +69,7 @@ class Config:
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.data.get(name, {}))
 
-    def with_overrides(self, overrides: Mapping[str, Any], source: str = "flag") -> "Config":
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "flag") -> Config:
         """A copy with ``{"section.key": value}`` applied; None values (unset flags) are skipped."""
         data = copy.deepcopy(self.data)
         sources = dict(self.sources)
@@ -87,7 +88,9 @@ class Config:
             for key in sorted(self.data[section]):
                 dotted = f"{section}.{key}"
                 value = _masked(dotted, self.data[section][key])
-                lines.append(f"  {key}: {_yaml_scalar(value)}  # {self.sources.get(dotted, 'default')}")
+                lines.append(
+                    f"  {key}: {_yaml_scalar(value)}  # {self.sources.get(dotted, 'default')}"
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -98,14 +101,16 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("HOME", "~")).expanduser() / ".config" / "rdist" / "rdist.yaml"
 
 
-def load_config(overrides: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Defaults, then the YAML file, then the environment, then ``overrides`` (CLI flags)."""
     env = os.environ if env is None else env
     config = Config(copy.deepcopy(DEFAULTS), {})
     path = config_path(env)
-    config = config.with_overrides(_read_yaml(path, required=bool(env.get("RDIST_CONFIG"))),
-                                   source=f"file {path}")
+    config = config.with_overrides(
+        _read_yaml(path, required=bool(env.get("RDIST_CONFIG"))), source=f"file {path}"
+    )
     config = config.with_overrides(_from_env(env), source="env")
     return config.with_overrides(overrides or {}, source="flag")
 
@@ -123,8 +128,11 @@ def _read_yaml(path: Path, required: bool) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
         raise ConfigError(f"{path} must map sections to settings, e.g. 'dashboard: {{port: 8787}}'")
-    return {f"{section}.{key}": value for section, values in loaded.items()
-            for key, value in values.items()}
+    return {
+        f"{section}.{key}": value
+        for section, values in loaded.items()
+        for key, value in values.items()
+    }
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -135,7 +143,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             found[dotted] = env[name]
     for name, value in env.items():
         if name.startswith("RDIST_") and "__" in name:
-            section, _, key = name[len("RDIST_"):].partition("__")
+            section, _, key = name[len("RDIST_") :].partition("__")
             found[f"{section.lower()}.{key.lower()}"] = value
     return found
 
@@ -159,11 +167,13 @@ def _coerce(dotted: str, value: Any, source: str) -> Any:
         else:  # env strings, and YAML ints where a float is expected
             value = type(default)(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{dotted} from {source} must be a {type(default).__name__}, "
-                          f"got {value!r}") from None
+        raise ConfigError(
+            f"{dotted} from {source} must be a {type(default).__name__}, got {value!r}"
+        ) from None
     if dotted == "redis.ssl_cert_reqs" and str(value).lower() not in SSL_CERT_REQS:
-        raise ConfigError(f"redis.ssl_cert_reqs from {source} must be one of {SSL_CERT_REQS}, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"redis.ssl_cert_reqs from {source} must be one of {SSL_CERT_REQS}, got {value!r}"
+        )
     return value
 
 

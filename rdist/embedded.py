@@ -57,18 +57,36 @@ class EmbeddedRedis:
             return f"redis://127.0.0.1:{self.port}/0"
         return f"unix://{self.socket_path}"
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
-        args = [find_redis_server(), "--port", str(self.port or 0), "--bind", "127.0.0.1",
-                "--unixsocket", self.socket_path, "--unixsocketperm", "700",
-                "--dir", self.dir, "--daemonize", "no", "--protected-mode", "yes",
-                "--maxmemory-policy", "noeviction", "--loglevel", "warning"]
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        args = [
+            find_redis_server(),
+            "--port",
+            str(self.port or 0),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            self.socket_path,
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--maxmemory-policy",
+            "noeviction",
+            "--loglevel",
+            "warning",
+        ]
         if self.persistence:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
             args += ["--save", "", "--appendonly", "no"]
         log = open(os.path.join(self.dir, "redis.log"), "wb")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                        preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -106,7 +124,7 @@ class EmbeddedRedis:
                 proc.kill()
                 proc.wait()
 
-    def restart(self) -> "EmbeddedRedis":
+    def restart(self) -> EmbeddedRedis:
         """Stop and start again on the same address and data directory (fault tests)."""
         self._terminate()
         return self.start()
@@ -115,7 +133,7 @@ class EmbeddedRedis:
         self._terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

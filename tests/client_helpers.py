@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 _CALLS: Counter[str] = Counter()
 _CALLS_LOCK = threading.Lock()

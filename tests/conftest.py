@@ -6,8 +6,9 @@ import gc
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -45,11 +46,13 @@ class FakeCluster:
             worker.close()
         self.scheduler.stop()
         self._thread.join(timeout=5)
-        drop_fake_server(self.url[len("fakeredis://"):])
+        drop_fake_server(self.url[len("fakeredis://") :])
 
 
 @contextmanager
-def fake_cluster(n_workers: int = 2, nthreads: int = 1, **kwargs: Any) -> Iterator[tuple[Client, FakeCluster]]:
+def fake_cluster(
+    n_workers: int = 2, nthreads: int = 1, **kwargs: Any
+) -> Iterator[tuple[Client, FakeCluster]]:
     cluster = FakeCluster(n_workers, nthreads, **kwargs)
     client = Client(cluster, set_as_default=True)
     try:
@@ -96,7 +99,7 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
 
 @pytest.fixture(scope="session")
 def subprocess_pythonpath() -> Iterator[None]:
-    """Worker subprocesses must import test helpers by reference: put the repo root on their path."""
+    """Worker subprocesses import test helpers by reference: the repo root goes on their path."""
     import os
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,8 +130,14 @@ def cluster(redis_url: str) -> Iterator[Any]:
     """Two one-thread worker processes and a scheduler process on the shared test Redis."""
     from rdist import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, redis_url=redis_url,
-                      name=f"real-{uuid.uuid4().hex}", timeout=30) as lc:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        redis_url=redis_url,
+        name=f"real-{uuid.uuid4().hex}",
+        timeout=30,
+    ) as lc:
         yield lc
 
 
@@ -138,3 +147,68 @@ def client(cluster: Any) -> Iterator[Client]:
     with Client(cluster, timeout=30) as c:
         c.wait_for_workers(2, timeout=20)
         yield c
+
+
+# -- tiers ---------------------------------------------------------------------------------
+#: The tier of each test module: ``pytest -m pure`` runs in seconds, ``-m fake`` in a minute.
+#: A test in a module of a lower tier that uses a real Redis (the fixtures below) is ``real``.
+#: A new test module must be listed here (collection fails otherwise).
+MODULE_TIERS = {
+    "test_browser": "browser",
+    "test_chaos": "chaos",
+    "test_cli": "cli",
+    "test_client_data": "fake",
+    "test_client_dataplane": "fake",
+    "test_client_errors": "fake",
+    "test_client_inbox": "fake",
+    "test_client_lifetime": "fake",
+    "test_client_restart": "fake",
+    "test_client_scheduling": "fake",
+    "test_client_submit": "fake",
+    "test_client_waiting": "fake",
+    "test_comm": "pure",
+    "test_config": "pure",
+    "test_dask_collections": "fake",
+    "test_deploy": "pure",
+    "test_graph_and_keys": "fake",
+    "test_memory": "pure",
+    "test_multihost": "real",
+    "test_protocol": "pure",
+    "test_public_api": "pure",
+    "test_rawpipe": "fake",
+    "test_real_cluster": "real",
+    "test_real_dataplane": "real",
+    "test_real_faults": "real",
+    "test_redis_restart_pending": "real",
+    "test_resilience": "real",
+    "test_scheduler_dataops": "pure",
+    "test_scheduler_server_pending": "fake",
+    "test_scheduler_state": "pure",
+    "test_scheduler_state_recovery": "pure",
+    "test_scheduling_policy": "pure",
+    "test_web": "fake",
+    "test_wire": "pure",
+    "test_worker_execution": "pure",
+    "test_worker_state": "pure",
+}
+TIERS = ("pure", "fake", "real", "cli", "browser", "chaos")
+#: fixtures that start (or need) a real redis-server
+REAL_FIXTURES = frozenset({"redis_server", "redis_url", "cluster", "client"})
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Give every test exactly its tier's marker (see MODULE_TIERS)."""
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if module not in MODULE_TIERS:
+            raise pytest.UsageError(
+                f"{module} has no tier: add it to MODULE_TIERS in tests/conftest.py"
+            )
+        explicit = [m.name for m in item.iter_markers() if m.name in TIERS]
+        if explicit:
+            continue
+        uses_real = REAL_FIXTURES & set(getattr(item, "fixturenames", ()))
+        tier = MODULE_TIERS[module]
+        if uses_real and tier in ("pure", "fake"):
+            tier = "real"
+        item.add_marker(getattr(pytest.mark, tier))

@@ -31,14 +31,23 @@ def _free_port() -> int:
 
 
 class ProcCluster:
-    def __init__(self, n_workers: int = 2, worker_ttl: float = 2.0, persistence: bool = False,
-                 redis: EmbeddedRedis | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        n_workers: int = 2,
+        worker_ttl: float = 2.0,
+        persistence: bool = False,
+        redis: EmbeddedRedis | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.own_redis = redis is None
         self.redis = redis or EmbeddedRedis(port=_free_port(), persistence=persistence).start()
         self.url = self.redis.url
         self.cluster = f"proc-{uuid.uuid4().hex[:10]}"
-        self.env = {**os.environ, "RDIST_WORKER_TTL": str(worker_ttl),
-                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.env = {
+            **os.environ,
+            "RDIST_WORKER_TTL": str(worker_ttl),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
         self.log_dir = log_dir
         self.schedulers: list[subprocess.Popen[bytes]] = []
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -49,16 +58,33 @@ class ProcCluster:
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, *args: str, name: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "rdist", *args, "--redis-url", self.url, "--cluster", self.cluster]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rdist",
+            *args,
+            "--redis-url",
+            self.url,
+            "--cluster",
+            self.cluster,
+        ]
         if self.log_dir is None:
-            return subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         with open(self.log_dir / f"{name}.log", "ab") as out:  # the child keeps its own copy
-            return subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def start_scheduler(self) -> subprocess.Popen[bytes]:
-        proc = self._spawn("scheduler", "--log-level", "warning", name=f"scheduler-{len(self.schedulers)}")
+        proc = self._spawn(
+            "scheduler", "--log-level", "warning", name=f"scheduler-{len(self.schedulers)}"
+        )
         self.schedulers.append(proc)
         return proc
 
@@ -66,8 +92,9 @@ class ProcCluster:
         self._count += 1
         name = name or f"w{self._count}"
         extra = ["--no-nanny"] if _supports_no_nanny() else []
-        self.workers[name] = self._spawn("worker", "--nthreads", "1", "--name", name, *extra,
-                                         "--log-level", "warning", name=name)
+        self.workers[name] = self._spawn(
+            "worker", "--nthreads", "1", "--name", name, *extra, "--log-level", "warning", name=name
+        )
         return name
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -84,8 +111,10 @@ class ProcCluster:
         """name -> address of workers in the ``workers`` hash."""
         store = connect(self.url, self.cluster)
         try:
-            return {messages.unpack(v).get("name", ""): k.decode()
-                    for k, v in store.redis.hgetall(store.keys.workers).items()}
+            return {
+                messages.unpack(v).get("name", ""): k.decode()
+                for k, v in store.redis.hgetall(store.keys.workers).items()
+            }
         finally:
             store.close()
 
@@ -125,8 +154,12 @@ _NO_NANNY: bool | None = None
 def _supports_no_nanny() -> bool:
     global _NO_NANNY
     if _NO_NANNY is None:
-        out = subprocess.run([sys.executable, "-m", "rdist", "worker", "--help"],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "rdist", "worker", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
         _NO_NANNY = "--no-nanny" in out
     return _NO_NANNY
 
@@ -138,8 +171,11 @@ def worker_view(keys: list[str]) -> dict[str, object]:
 
     w = get_worker()
     with w.lock:
-        out: dict[str, object] = {"n_tasks": len(w.state.tasks), "n_have": len(w.state.have),
-                                  "fetching": sorted(w.state.fetching)[:5]}
+        out: dict[str, object] = {
+            "n_tasks": len(w.state.tasks),
+            "n_have": len(w.state.have),
+            "fetching": sorted(w.state.fetching)[:5],
+        }
         for key in keys:
             ts = w.state.tasks.get(key)
             if ts is not None:
@@ -160,8 +196,9 @@ def stream_view(store: Any, stream: str, group: str) -> dict[str, object]:
         groups = redis.xinfo_groups(stream)
     except Exception as exc:  # no such stream
         return {"error": repr(exc)}
-    view["groups"] = [{k: g.get(k) for k in ("name", "pending", "last-delivered-id")}
-                      for g in groups]
+    view["groups"] = [
+        {k: g.get(k) for k in ("name", "pending", "last-delivered-id")} for g in groups
+    ]
     stuck = []
     for p in redis.xpending_range(stream, group, "-", "+", 20):
         entry = redis.xrange(stream, p["message_id"], p["message_id"])
@@ -169,13 +206,21 @@ def stream_view(store: Any, stream: str, group: str) -> dict[str, object]:
         if entry:
             try:
                 msg = messages.unpack(entry[0][1][b"m"])
-                body = {"op": msg.get("op"),
-                        "actions": [[a[0], a[1]] for a in msg.get("a", ())][:10],
-                        "done": [d[0] for d in msg.get("done", ())][:10]}
+                body = {
+                    "op": msg.get("op"),
+                    "actions": [[a[0], a[1]] for a in msg.get("a", ())][:10],
+                    "done": [d[0] for d in msg.get("done", ())][:10],
+                }
             except Exception as exc:
                 body = repr(exc)
-        stuck.append({"id": p["message_id"], "consumer": p["consumer"],
-                      "idle_ms": p["time_since_delivered"], "delivered": p["times_delivered"],
-                      "entry": body})
+        stuck.append(
+            {
+                "id": p["message_id"],
+                "consumer": p["consumer"],
+                "idle_ms": p["time_since_delivered"],
+                "delivered": p["times_delivered"],
+                "entry": body,
+            }
+        )
     view["pending"] = stuck
     return view

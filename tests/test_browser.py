@@ -11,8 +11,8 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -119,7 +119,10 @@ def test_status_page_updates_live_while_a_computation_runs(
 def test_workers_page_lists_every_worker_and_sorts(page: Chromium, cluster: LocalCluster) -> None:
     open_live(page, cluster.dashboard_link + "workers")
     page.wait_for(f"{rows('#workers tbody tr')} === 2")
-    names = "Array.from(document.querySelectorAll('#workers tbody tr td:first-child')).map(td => td.textContent)"
+    names = (
+        "Array.from(document.querySelectorAll('#workers tbody tr td:first-child'))"
+        ".map(td => td.textContent)"
+    )
     first = page.evaluate(names)
     assert sorted(first) == first and all(n.startswith(cluster.cluster_name) for n in first)
     page.evaluate("document.querySelector('#workers th[data-key=\"name\"]').click()")

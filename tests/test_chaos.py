@@ -57,8 +57,10 @@ def _chaos_run(tmp_path: Path, hangs: list[str]) -> None:
             client.wait_for_workers(3, timeout=30)
             sums = []
             for g in range(GROUPS):
-                leaves = [client.submit(rt.logged_inc, g * 1000 + i, str(log_dir), f"leaf-{g}-{i}")
-                          for i in range(LEAVES)]
+                leaves = [
+                    client.submit(rt.logged_inc, g * 1000 + i, str(log_dir), f"leaf-{g}-{i}")
+                    for i in range(LEAVES)
+                ]
                 sums.append(client.submit(rt.logged_sum, leaves, str(log_dir), f"sum-{g}"))
                 del leaves  # only the sums are wanted: lost leaves are recomputed from lineage
             total = client.submit(sum, sums)
@@ -69,17 +71,22 @@ def _chaos_run(tmp_path: Path, hangs: list[str]) -> None:
                 raise ChaosHang(f"the graph did not finish: {_stuck(procs)}") from None
             expected = sum(sum(g * 1000 + i + 1 for i in range(LEAVES)) for g in range(GROUPS))
             assert value == expected
-            assert client.gather(sums) == [sum(g * 1000 + i + 1 for i in range(LEAVES))
-                                           for g in range(GROUPS)]
+            assert client.gather(sums) == [
+                sum(g * 1000 + i + 1 for i in range(LEAVES)) for g in range(GROUPS)
+            ]
         counts = rt.execution_counts(str(log_dir))
         assert len(counts) == GROUPS * (LEAVES + 1)  # every task ran at least once
-        figures.update({
-            "tasks": GROUPS * (LEAVES + 1) + 1,
-            "tasks_recomputed": sum(1 for n in counts.values() if n > 1),
-            "duplicate_executions": sum(n - 1 for n in counts.values()),
-            "scheduler_recovery_seconds": recoveries,
-            "scheduler_recovery_median_seconds": statistics.median(recoveries) if recoveries else None,
-        })
+        figures.update(
+            {
+                "tasks": GROUPS * (LEAVES + 1) + 1,
+                "tasks_recomputed": sum(1 for n in counts.values() if n > 1),
+                "duplicate_executions": sum(n - 1 for n in counts.values()),
+                "scheduler_recovery_seconds": recoveries,
+                "scheduler_recovery_median_seconds": statistics.median(recoveries)
+                if recoveries
+                else None,
+            }
+        )
     finally:
         procs.close()
         out = ROOT / "test-artifacts"
@@ -90,8 +97,9 @@ def _chaos_run(tmp_path: Path, hangs: list[str]) -> None:
     assert figures["scheduler_recovery_median_seconds"] < 2.0
 
 
-def _inflict_faults(procs: ProcCluster, rng: random.Random, client: Client,
-                    figures: dict[str, object]) -> list[float]:
+def _inflict_faults(
+    procs: ProcCluster, rng: random.Random, client: Client, figures: dict[str, object]
+) -> list[float]:
     """Kill workers at random, the scheduler twice and Redis once, while the graph runs."""
     plan = ["worker"] * WORKER_KILLS + ["scheduler", "scheduler", "redis"]
     rng.shuffle(plan)
@@ -142,17 +150,27 @@ def _stuck(procs: ProcCluster) -> str:
         live = procs.live_workers()
         stuck = {}
         for key, r in list(unfinished.items())[:8]:
-            missing = {d: records.get(d, {}).get("s", "gone") for d in r.get("d", ())
-                       if records.get(d, {}).get("s") != "memory"}
-            stuck[key] = {"s": r["s"], "on": r.get("on"), "on_live": r.get("on") in live.values(),
-                          "missing_deps": dict(list(missing.items())[:5]), "n_missing": len(missing)}
+            missing = {
+                d: records.get(d, {}).get("s", "gone")
+                for d in r.get("d", ())
+                if records.get(d, {}).get("s") != "memory"
+            }
+            stuck[key] = {
+                "s": r["s"],
+                "on": r.get("on"),
+                "on_live": r.get("on") in live.values(),
+                "missing_deps": dict(list(missing.items())[:5]),
+                "n_missing": len(missing),
+            }
         on_workers = sorted({r["on"] for r in stuck.values() if r["on"]})
         streams = {"sched": stream_view(store, keys.sched, "scheduler")}
         for address in on_workers:
             streams[address] = stream_view(store, keys.worker_stream(address), "worker")
         views = _worker_views(procs, on_workers, list(stuck))
-        return (f"states {dict(states)}; workers {live}; stuck {stuck}; streams {streams}; "
-                f"worker views {views}")
+        return (
+            f"states {dict(states)}; workers {live}; stuck {stuck}; streams {streams}; "
+            f"worker views {views}"
+        )
     finally:
         store.close()
 

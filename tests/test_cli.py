@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import pytest
 
@@ -56,15 +57,22 @@ class Processes:
     def start(self, *args: str, env: dict[str, str], stdout: Any = None) -> subprocess.Popen[Any]:
         log = self.logdir / f"{len(self.procs)}-{args[0]}.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([rdist_script(), *args], env=env, stderr=fh,
-                                    stdout=stdout if stdout is not None else fh,
-                                    text=stdout is not None, start_new_session=True)
+            proc = subprocess.Popen(
+                [rdist_script(), *args],
+                env=env,
+                stderr=fh,
+                stdout=stdout if stdout is not None else fh,
+                text=stdout is not None,
+                start_new_session=True,
+            )
         self.procs.append((proc, log))
         return proc
 
     def logs(self) -> str:
-        return "\n".join(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
-                         for _, log in self.procs)
+        return "\n".join(
+            f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}"
+            for _, log in self.procs
+        )
 
     def kill_all(self) -> None:
         for proc, _ in self.procs:
@@ -87,8 +95,9 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         p.kill_all()
 
 
-def terminate_and_check(procs: Processes, *running: subprocess.Popen[Any],
-                        within: float = 8.0) -> None:
+def terminate_and_check(
+    procs: Processes, *running: subprocess.Popen[Any], within: float = 8.0
+) -> None:
     """SIGTERM each process; each must exit with code 0 within ``within`` seconds."""
     for proc in running:
         proc.send_signal(signal.SIGTERM)
@@ -97,13 +106,11 @@ def terminate_and_check(procs: Processes, *running: subprocess.Popen[Any],
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{proc.args[1]} did not exit within {within} s of SIGTERM\n"
-                        f"{procs.logs()}")
-        assert proc.returncode == 0, (f"{proc.args[1]} exited with {proc.returncode}\n"
-                                      f"{procs.logs()}")
+            pytest.fail(f"{proc.args[1]} did not exit within {within} s of SIGTERM\n{procs.logs()}")
+        assert proc.returncode == 0, f"{proc.args[1]} exited with {proc.returncode}\n{procs.logs()}"
 
 
-def lines_of(stream: IO[str]) -> "queue.Queue[str | None]":
+def lines_of(stream: IO[str]) -> queue.Queue[str | None]:
     """Lines of a pipe, read in a thread, so a test can wait for one with a timeout."""
     out: queue.Queue[str | None] = queue.Queue()
 
@@ -116,7 +123,7 @@ def lines_of(stream: IO[str]) -> "queue.Queue[str | None]":
     return out
 
 
-def wait_for_line(lines: "queue.Queue[str | None]", pattern: str, timeout: float) -> re.Match[str]:
+def wait_for_line(lines: queue.Queue[str | None], pattern: str, timeout: float) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     seen = []
     while True:
@@ -140,9 +147,16 @@ def wait_for_line(lines: "queue.Queue[str | None]", pattern: str, timeout: float
 
 def test_help_of_every_command_exits_zero() -> None:
     commands = [[], ["scheduler"], ["worker"], ["local"], ["demo"]]
-    running = [subprocess.Popen([rdist_script(), *cmd, "--help"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=clean_env())
-               for cmd in commands]
+    running = [
+        subprocess.Popen(
+            [rdist_script(), *cmd, "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        for cmd in commands
+    ]
     try:
         outputs = [p.communicate(timeout=30) for p in running]
     finally:
@@ -159,8 +173,9 @@ def test_help_of_every_command_exits_zero() -> None:
 
 
 def test_worker_without_any_redis_url_fails_with_a_usage_error() -> None:
-    proc = subprocess.run([rdist_script(), "worker"], capture_output=True, text=True,
-                          env=clean_env(), timeout=30)
+    proc = subprocess.run(
+        [rdist_script(), "worker"], capture_output=True, text=True, env=clean_env(), timeout=30
+    )
 
     assert proc.returncode == 2
     assert "no Redis URL" in proc.stderr
@@ -172,12 +187,14 @@ def test_worker_without_any_redis_url_fails_with_a_usage_error() -> None:
 
 @pytest.mark.parametrize("url_var", ["RDIST_REDIS_URL", "REDIS_URL"])
 def test_scheduler_and_workers_from_the_environment_serve_a_client(
-        procs: Processes, redis_url: str, url_var: str) -> None:
+    procs: Processes, redis_url: str, url_var: str
+) -> None:
     cluster = f"cli-{uuid.uuid4().hex}"
     env = clean_env(**{url_var: redis_url, "RDIST_CLUSTER": cluster})
     scheduler = procs.start("scheduler", env=env)
-    workers = [procs.start("worker", "--nthreads", "2", "--name", f"w{i}", env=env)
-               for i in range(2)]
+    workers = [
+        procs.start("worker", "--nthreads", "2", "--name", f"w{i}", env=env) for i in range(2)
+    ]
 
     with Client(redis_url, cluster_name=cluster, timeout=30) as client:
         try:
@@ -205,7 +222,7 @@ def test_local_prints_its_url_and_serves_a_client_until_sigterm(procs: Processes
 
     url, cluster = match.group(1), match.group(2)
     assert url.startswith("unix://")  # no URL given: an embedded Redis on a unix socket
-    socket_dir = Path(url[len("unix://"):]).parent
+    socket_dir = Path(url[len("unix://") :]).parent
     with Client(url, cluster_name=cluster, timeout=30) as client:
         client.wait_for_workers(2, timeout=20)
         assert len(client.scheduler_info()["workers"]) == 2
@@ -215,8 +232,9 @@ def test_local_prints_its_url_and_serves_a_client_until_sigterm(procs: Processes
 
 
 def test_demo_runs_and_reports_ok() -> None:
-    proc = subprocess.run([rdist_script(), "demo"], capture_output=True, text=True,
-                          env=clean_env(), timeout=60)
+    proc = subprocess.run(
+        [rdist_script(), "demo"], capture_output=True, text=True, env=clean_env(), timeout=60
+    )
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sum of squares of 0..999 = 332833500" in proc.stdout

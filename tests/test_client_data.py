@@ -126,7 +126,7 @@ def test_scatter_to_workers_by_address_or_name(cw):
     by_name = c.scatter({"n": 4}, workers="w0")
 
     assert all(f.key in w1.data and f.key not in w0.data for f in by_address)
-    assert "n" in w0.data and "n" not in w1.data
+    assert by_name["n"].key == "n" and "n" in w0.data and "n" not in w1.data
 
 
 # -- 23. worker restrictions -----------------------------------------------------------------
@@ -186,8 +186,7 @@ def test_allow_other_workers_runs_elsewhere_when_the_allowed_are_absent(cw):
 def test_allow_other_workers_still_prefers_the_named_worker(cw):
     c, cluster, w0, w1 = cw
 
-    futures = [c.submit(where, i, workers=[w1.address], allow_other_workers=True)
-               for i in range(3)]
+    futures = [c.submit(where, i, workers=[w1.address], allow_other_workers=True) for i in range(3)]
 
     assert wait(futures, timeout=10).not_done == set()
     assert c.gather(futures)[0] == w1.address
@@ -250,8 +249,10 @@ def test_who_has_maps_keys_to_the_addresses_holding_them(cw):
     computed = c.submit(inc, 1, workers=[w0.address])
     computed.result(timeout=10)
 
-    assert c.who_has([scattered, computed]) == {scattered.key: [w1.address],
-                                                computed.key: [w0.address]}
+    assert c.who_has([scattered, computed]) == {
+        scattered.key: [w1.address],
+        computed.key: [w0.address],
+    }
     assert c.who_has(scattered) == {scattered.key: [w1.address]}
     assert {scattered.key, computed.key} <= set(c.who_has())
 

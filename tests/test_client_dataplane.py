@@ -275,9 +275,11 @@ def test_malformed_data_plane_messages_are_set_aside() -> None:
     from rdist.worker.server import check_message
 
     check_message({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]})
-    for bad in [{"op": "publish", "id": "r", "keys": "a", "to": ["w", "x"]},
-                {"op": "load", "id": "r", "keys": [], "to": ["z", "x"]},
-                {"op": "published"},
-                {"op": "gather-keys", "id": "r", "keys": ["not", "a", "map"], "to": ["c", "x"]}]:
+    for bad in [
+        {"op": "publish", "id": "r", "keys": "a", "to": ["w", "x"]},
+        {"op": "load", "id": "r", "keys": [], "to": ["z", "x"]},
+        {"op": "published"},
+        {"op": "gather-keys", "id": "r", "keys": ["not", "a", "map"], "to": ["c", "x"]},
+    ]:
         with pytest.raises(MalformedMessage):
             check_message(bad)

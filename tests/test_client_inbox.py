@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -38,12 +38,22 @@ def store() -> Iterator[RedisStore]:
 
 
 def make_inbox(store: RedisStore, rec: Recorder, stop: threading.Event) -> Inbox:
-    return Inbox(store, store.keys.client_stream("c1"), rec.handle,
-                 lambda: ("c1", b"beat"), stop, idle=rec.on_idle)
+    return Inbox(
+        store,
+        store.keys.client_stream("c1"),
+        rec.handle,
+        lambda: ("c1", b"beat"),
+        stop,
+        idle=rec.on_idle,
+    )
 
 
 def test_entry_ids_order_like_the_stream() -> None:
-    assert entry_seq(b"1700000000000-2") < entry_seq(b"1700000000000-10") < entry_seq(b"1700000000001-0")
+    assert (
+        entry_seq(b"1700000000000-2")
+        < entry_seq(b"1700000000000-10")
+        < entry_seq(b"1700000000001-0")
+    )
 
 
 def test_listener_and_waiter_together_handle_each_entry_once_in_order(store: RedisStore) -> None:
@@ -54,15 +64,18 @@ def test_listener_and_waiter_together_handle_each_entry_once_in_order(store: Red
     stream = store.keys.client_stream("c1")
     sent: list[bytes] = []
     try:
-        for burst in range(20):
+        for _ in range(20):
             sent += [store.redis.xadd(stream, {PAYLOAD_FIELD: b"x"}) for _ in range(25)]
             target = sent[-1]
             # a waiting thread reads too, racing the listener for the same entries
-            inbox.read_while_waiting(lambda: target in rec.handled, budget=2.0)
+            inbox.read_while_waiting(lambda t=target: t in rec.handled, budget=2.0)
         wait_until(lambda: len(rec.handled) >= len(sent), what="every entry handled")
         # deleted in batches (by count, or a second after the last deletion)
-        wait_until(lambda: store.redis.xlen(stream) == 0, timeout=5,
-                   what="handled entries deleted by later reads")
+        wait_until(
+            lambda: store.redis.xlen(stream) == 0,
+            timeout=5,
+            what="handled entries deleted by later reads",
+        )
     finally:
         stop.set()
         listener.join(5)
@@ -85,8 +98,9 @@ def test_entries_read_by_both_readers_are_handled_once(store: RedisStore) -> Non
     inbox.close()
 
 
-def test_the_listener_keeps_off_the_stream_while_a_thread_waits(store: RedisStore,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_listener_keeps_off_the_stream_while_a_thread_waits(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(inbox_module, "LISTENER_GRACE", 0.2)
     rec, stop = Recorder(), threading.Event()
     inbox = make_inbox(store, rec, stop)
@@ -99,7 +113,9 @@ def test_the_listener_keeps_off_the_stream_while_a_thread_waits(store: RedisStor
     inbox.close()
 
 
-def test_the_idle_listener_flushes_what_was_posted_without_waking_anybody(store: RedisStore) -> None:
+def test_the_idle_listener_flushes_what_was_posted_without_waking_anybody(
+    store: RedisStore,
+) -> None:
     rec, stop = Recorder(), threading.Event()
     inbox = make_inbox(store, rec, stop)
     listener = threading.Thread(target=inbox.listen, daemon=True)

@@ -66,8 +66,10 @@ def test_dropping_the_last_future_forgets_the_task_and_frees_its_data(cluster_an
 
     wait_until(lambda: forgotten(cluster, key), what=f"{key} forgotten")
     wait_until(lambda: held_by_no_worker(cluster, key), what=f"{key} dropped by workers")
-    wait_until(lambda: c.store.redis.hget(c.store.keys.results, key) is None,
-               what=f"{key} result gone from Redis")
+    wait_until(
+        lambda: c.store.redis.hget(c.store.keys.results, key) is None,
+        what=f"{key} result gone from Redis",
+    )
 
 
 def test_submitting_a_forgotten_key_again_recomputes_it(cluster_and_client):
@@ -231,8 +233,11 @@ def test_a_client_that_stops_heartbeating_is_dropped_and_its_keys_released(monke
             thread.join(timeout=2)
 
         # then the scheduler drops it and releases its keys; live clients carry on
-        wait_until(lambda: lost.id not in cluster.scheduler.state.clients, timeout=5,
-                   what="lost client dropped")
+        wait_until(
+            lambda: lost.id not in cluster.scheduler.state.clients,
+            timeout=5,
+            what="lost client dropped",
+        )
         wait_until(lambda: forgotten(cluster, key))
         assert c.id in cluster.scheduler.state.clients
         assert c.submit(inc, 1).result(timeout=10) == 2

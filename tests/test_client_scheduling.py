@@ -44,8 +44,9 @@ def test_task_needing_a_resource_runs_only_where_it_is_declared():
         c.wait_for_workers(2, timeout=10)
         name = token()
 
-        where = c.gather(c.map(track, [name] * 6, [0.01 * i for i in range(6)],
-                               resources={"GPU": 1}))
+        where = c.gather(
+            c.map(track, [name] * 6, [0.01 * i for i in range(6)], resources={"GPU": 1})
+        )
 
         assert set(where) == {"gpu"}
 
@@ -54,8 +55,9 @@ def test_worker_runs_no_more_resource_tasks_at_once_than_it_declared():
     with fake_cluster(1, nthreads=4, resources={"GPU": 2}) as (c, _):
         name = token()
 
-        c.gather(c.map(track, [name] * 8, [0.05 + 0.001 * i for i in range(8)],
-                       resources={"GPU": 1}))
+        c.gather(
+            c.map(track, [name] * 8, [0.05 + 0.001 * i for i in range(8)], resources={"GPU": 1})
+        )
 
         assert _PEAK[name] == 2
 
@@ -64,8 +66,9 @@ def test_resource_tasks_leave_the_other_threads_free_for_other_work():
     with fake_cluster(1, nthreads=3, resources={"GPU": 1}) as (c, _):
         gpu, cpu = token(), token()
 
-        gpu_futures = c.map(track, [gpu] * 3, [0.2 + 0.001 * i for i in range(3)],
-                            resources={"GPU": 1})
+        gpu_futures = c.map(
+            track, [gpu] * 3, [0.2 + 0.001 * i for i in range(3)], resources={"GPU": 1}
+        )
         cpu_futures = c.map(track, [cpu] * 4, [0.05 + 0.001 * i for i in range(4)])
         c.gather(cpu_futures + gpu_futures)
 
@@ -105,8 +108,9 @@ def fan_out_plainly(n: int) -> int:
     return sum(client.gather(client.map(inc, range(n))))
 
 
-@pytest.mark.parametrize("fan_out", [fan_out_with_worker_client, fan_out_with_secede,
-                                     fan_out_plainly])
+@pytest.mark.parametrize(
+    "fan_out", [fan_out_with_worker_client, fan_out_with_secede, fan_out_plainly]
+)
 def test_task_waiting_on_subtasks_does_not_deadlock_a_one_thread_worker(fan_out):
     with fake_cluster(1, nthreads=1) as (c, _):
         assert c.submit(fan_out, 10).result(timeout=20) == sum(range(1, 11))
@@ -222,7 +226,7 @@ def test_a_failure_inside_a_co_assigned_chain_errs_its_end_and_leaves_the_worker
 
 def test_quick_task_run_on_the_stream_thread_may_still_wait_on_subtasks():
     with fake_cluster(1, nthreads=1) as (c, cluster):
-        for i in range(3):  # learn that fan_out_plainly is quick: later runs go inline
+        for _ in range(3):  # learn that fan_out_plainly is quick: later runs go inline
             assert c.submit(fan_out_plainly, 0, pure=False).result(timeout=20) == 0
         worker = cluster.workers[0]
         assert worker._is_fast(type("T", (), {"key": "fan_out_plainly-x"})())

@@ -37,7 +37,7 @@ def local(x):
 
 def test_array_reduction_via_dask_compute_with_client_get(c):
     x = da.arange(10_000, chunks=1_000).reshape(100, 100).rechunk(25)
-    total = (x ** 2).sum()
+    total = (x**2).sum()
 
     (value,) = dask.compute(total, scheduler=c.get)
 
@@ -75,8 +75,10 @@ def test_persist_returns_a_collection_backed_by_futures_that_computes_further(c)
     persisted = c.persist(x + 1)
 
     graph = dict(persisted.__dask_graph__())
-    assert all(isinstance(v, Future) or isinstance(getattr(v, "value", None), Future)
-               for v in graph.values())
+    assert all(
+        isinstance(v, Future) or isinstance(getattr(v, "value", None), Future)
+        for v in graph.values()
+    )
     assert (persisted * 2).sum().compute(scheduler=c.get) == 2 * sum(range(1, 1_001))
     np.testing.assert_array_equal(c.compute(persisted).result(timeout=30), np.arange(1, 1_001))
 
@@ -111,8 +113,9 @@ def test_priorities_follow_dask_order(c):
 
 
 def frame(dd, pd, n=2_000, parts=8):
-    df = pd.DataFrame({"k": np.arange(n) % 13, "v": np.arange(n, dtype=float),
-                       "w": (np.arange(n) * 7) % 101})
+    df = pd.DataFrame(
+        {"k": np.arange(n) % 13, "v": np.arange(n, dtype=float), "w": (np.arange(n) * 7) % 101}
+    )
     return df, dd.from_pandas(df, npartitions=parts)
 
 
@@ -145,8 +148,10 @@ def test_dataframe_shuffle_uses_tasks_and_matches(c, dd, pd):
     assert not any("diskshuffle" in k or "p2p" in k for k in task_keys)
 
     expected = local(ddf.shuffle("w", npartitions=4, shuffle_method="tasks"))
-    pd.testing.assert_frame_equal(result.sort_values("v").reset_index(drop=True),
-                                  expected.sort_values("v").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        result.sort_values("v").reset_index(drop=True),
+        expected.sort_values("v").reset_index(drop=True),
+    )
     # each output partition holds whole groups of the shuffle column
     parts = c.persist(shuffled).to_delayed()
     values = dask.compute(*parts, scheduler=c.get)
@@ -167,5 +172,7 @@ def test_dataframe_merge(c, dd, pd):
     expected = local(merged)
     assert len(result) == len(left_p.merge(right_p, on="k", how="inner"))
     key = ["v", "k"]
-    pd.testing.assert_frame_equal(result.sort_values(key).reset_index(drop=True),
-                                  expected.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        result.sort_values(key).reset_index(drop=True),
+        expected.sort_values(key).reset_index(drop=True),
+    )

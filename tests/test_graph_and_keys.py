@@ -7,7 +7,8 @@ import inspect
 import operator
 import pickle
 import threading
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,21 @@ def all_keys(keys: Keys) -> dict[str, str]:
 def test_schema_covers_the_documented_streams_and_hashes():
     names = set(all_keys(Keys()))
 
-    assert {"sched", "worker_stream", "client_stream", "heartbeats", "events", "deadletter",
-            "workers", "tasks", "specs", "funcs", "results", "clients", "meta"} <= names
+    assert {
+        "sched",
+        "worker_stream",
+        "client_stream",
+        "heartbeats",
+        "events",
+        "deadletter",
+        "workers",
+        "tasks",
+        "specs",
+        "funcs",
+        "results",
+        "clients",
+        "meta",
+    } <= names
 
 
 @pytest.mark.parametrize("cluster", ["default", "prod", "team-a:blue"])
@@ -48,7 +62,7 @@ def test_every_key_of_a_cluster_shares_its_hash_tagged_prefix(cluster):
         assert key.startswith(f"rdist:{{{cluster}}}:"), name
         # Redis Cluster hashes only the text between the first '{' and the next '}'
         start = key.index("{") + 1
-        assert key[start:key.index("}", start)] == cluster, name
+        assert key[start : key.index("}", start)] == cluster, name
 
 
 def test_keys_of_two_clusters_never_collide():
@@ -105,11 +119,21 @@ def test_graph_tasks_lists_dependencies_before_dependents():
 
 
 def test_graph_tasks_extracts_dependencies_of_tuple_tasks_lists_and_aliases():
-    dsk = {"x": 1, "y": (inc, "x"), "z": (operator.add, "y", "x"),
-           "alias": "z", "many": ["x", "y", (inc, "z")]}
+    dsk = {
+        "x": 1,
+        "y": (inc, "x"),
+        "z": (operator.add, "y", "x"),
+        "alias": "z",
+        "many": ["x", "y", (inc, "z")],
+    }
 
-    assert deps_of(dsk) == {"x": [], "y": ["x"], "z": ["y", "x"], "alias": ["z"],
-                            "many": ["x", "y", "z"]}
+    assert deps_of(dsk) == {
+        "x": [],
+        "y": ["x"],
+        "z": ["y", "x"],
+        "alias": ["z"],
+        "many": ["x", "y", "z"],
+    }
     values = run_graph(dsk)
     assert (values["alias"], values["many"]) == (3, [1, 2, 4])
 
@@ -117,8 +141,11 @@ def test_graph_tasks_extracts_dependencies_of_tuple_tasks_lists_and_aliases():
 def test_tuple_keys_are_named_by_their_repr_and_resolved_as_dependencies():
     dsk = {("x", 0): 10, ("x", 1): (inc, ("x", 0)), "total": (sum, [("x", 0), ("x", 1)])}
 
-    assert deps_of(dsk) == {"('x', 0)": [], "('x', 1)": ["('x', 0)"],
-                            "total": ["('x', 0)", "('x', 1)"]}
+    assert deps_of(dsk) == {
+        "('x', 0)": [],
+        "('x', 1)": ["('x', 0)"],
+        "total": ["('x', 0)", "('x', 1)"],
+    }
     assert run_graph(dsk)["total"] == 21
 
 
@@ -246,8 +273,7 @@ def test_packed_futures_are_replaced_by_their_values_when_run():
     a, b = FakeFuture("a"), FakeFuture("b")
     blob, _, mode = pack([a, (b, 1)], n={"x": a})
 
-    result = spec.run_spec(lambda *args, **kwargs: (args, kwargs), blob, mode,
-                           {"a": "A", "b": "B"})
+    result = spec.run_spec(lambda *args, **kwargs: (args, kwargs), blob, mode, {"a": "A", "b": "B"})
 
     assert result == ((["A", ("B", 1)],), {"n": {"x": "A"}})
 

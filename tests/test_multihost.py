@@ -15,8 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -44,9 +44,12 @@ def _make_hosts(tag: str) -> list[str]:
         _sh("ip", "link", "set", f"{veth}p", "netns", ns)
         _sh("ip", "addr", "add", f"{gateway}/24", "dev", veth)
         _sh("ip", "link", "set", veth, "up")
-        for cmd in (("ip", "addr", "add", f"{address}/24", "dev", f"{veth}p"),
-                    ("ip", "link", "set", f"{veth}p", "up"), ("ip", "link", "set", "lo", "up"),
-                    ("ip", "route", "add", "default", "via", gateway)):
+        for cmd in (
+            ("ip", "addr", "add", f"{address}/24", "dev", f"{veth}p"),
+            ("ip", "link", "set", f"{veth}p", "up"),
+            ("ip", "link", "set", "lo", "up"),
+            ("ip", "route", "add", "default", "via", gateway),
+        ):
             _sh("ip", "netns", "exec", ns, *cmd)
     _sh("sysctl", "-qw", "net.ipv4.ip_forward=1")  # the two hosts reach each other through us
     return made
@@ -67,7 +70,11 @@ def hosts() -> Iterator[str]:
         _make_hosts(tag)
     except (subprocess.CalledProcessError, OSError) as exc:
         _remove_hosts(tag)
-        detail = exc.stderr.decode() if isinstance(exc, subprocess.CalledProcessError) and exc.stderr else exc
+        detail = (
+            exc.stderr.decode()
+            if isinstance(exc, subprocess.CalledProcessError) and exc.stderr
+            else exc
+        )
         pytest.skip(f"cannot create network namespaces here: {detail}")
     try:
         yield tag
@@ -80,25 +87,77 @@ def test_large_result_crosses_hosts_peer_to_peer(hosts: str) -> None:
     workdir = tempfile.mkdtemp(prefix="rdist-multihost-")
     gateways = [gateway for gateway, _ in HOSTS.values()]
     redis = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", *gateways,
-         "--protected-mode", "no", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            *gateways,
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cluster = f"multihost-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs: list[subprocess.Popen[bytes]] = [redis]
     try:
         time.sleep(0.3)
         local_url = f"redis://127.0.0.1:{port}/0"
-        procs.append(subprocess.Popen([sys.executable, "-m", "rdist", "scheduler", "--redis-url",
-                                       local_url, "--cluster", cluster], env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rdist",
+                    "scheduler",
+                    "--redis-url",
+                    local_url,
+                    "--cluster",
+                    cluster,
+                ],
+                env=env,
+            )
+        )
         for name, (gateway, address) in HOSTS.items():
-            procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", f"rd{hosts}{name}", sys.executable, "-m", "rdist", "worker",
-                 "--redis-url", f"redis://{gateway}:{port}/0", "--cluster", cluster,
-                 "--host", address, "--name", f"host-{name}", "--no-nanny"], env=env))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        f"rd{hosts}{name}",
+                        sys.executable,
+                        "-m",
+                        "rdist",
+                        "worker",
+                        "--redis-url",
+                        f"redis://{gateway}:{port}/0",
+                        "--cluster",
+                        cluster,
+                        "--host",
+                        address,
+                        "--name",
+                        f"host-{name}",
+                        "--no-nanny",
+                    ],
+                    env=env,
+                )
+            )
         with Client(local_url, cluster_name=cluster) as client:
             client.wait_for_workers(2, timeout=30)
-            workers = {info["name"]: address for address, info in client.scheduler_info()["workers"].items()}
+            workers = {
+                info["name"]: address
+                for address, info in client.scheduler_info()["workers"].items()
+            }
             assert workers["host-a"].startswith(f"tcp://{HOSTS['a'][1]}:")
             assert workers["host-b"].startswith(f"tcp://{HOSTS['b'][1]}:")
             marker = str(Path(workdir) / "runs")

@@ -18,15 +18,18 @@ from rdist.protocol.spec import DepRef
 # -- serialize ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [
-    None,
-    42,
-    "text",
-    b"\x00bytes",
-    [1, (2, 3), {"a": {4, 5}}],
-    OrderedDict(b=1, a=2),
-    {("tuple", "key"): 1.5},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        42,
+        "text",
+        b"\x00bytes",
+        [1, (2, 3), {"a": {4, 5}}],
+        OrderedDict(b=1, a=2),
+        {("tuple", "key"): 1.5},
+    ],
+)
 def test_blob_round_trips_plain_python_values(value):
     assert serialize.from_blob(serialize.to_blob(value)) == value
 
@@ -52,12 +55,15 @@ def test_numpy_array_is_rebuilt_on_top_of_the_received_buffer():
     assert np.shares_memory(result, np.frombuffer(received, dtype="int32"))
 
 
-@pytest.mark.parametrize("array", [
-    np.arange(100_000, dtype="float64"),
-    np.random.default_rng(0).random(50_000),
-    np.arange(20).reshape(4, 5)[:, ::2],  # not contiguous
-    np.array(["a", "bc"], dtype=object),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(100_000, dtype="float64"),
+        np.random.default_rng(0).random(50_000),
+        np.arange(20).reshape(4, 5)[:, ::2],  # not contiguous
+        np.array(["a", "bc"], dtype=object),
+    ],
+)
 def test_numpy_arrays_round_trip_through_a_blob(array):
     result = serialize.from_blob(serialize.to_blob(array))
 
@@ -199,13 +205,19 @@ OPS = frozenset({"update-graph", "task-done"})
 
 
 def test_message_round_trips_with_its_op_and_fields():
-    payload = messages.encode("task-done", worker="tcp://w", keys=["a", "b"],
-                              blob=b"\x00\xff", sizes={1: 2})
+    payload = messages.encode(
+        "task-done", worker="tcp://w", keys=["a", "b"], blob=b"\x00\xff", sizes={1: 2}
+    )
 
     msg = messages.decode(payload, OPS)
 
-    assert msg == {"op": "task-done", "worker": "tcp://w", "keys": ["a", "b"],
-                   "blob": b"\x00\xff", "sizes": {1: 2}}
+    assert msg == {
+        "op": "task-done",
+        "worker": "tcp://w",
+        "keys": ["a", "b"],
+        "blob": b"\x00\xff",
+        "sizes": {1: 2},
+    }
 
 
 def test_missing_payload_is_malformed():
@@ -266,8 +278,12 @@ def test_depref_survives_pickling_with_its_key():
 
 def test_replace_refs_substitutes_values_in_nested_containers_keeping_their_types():
     data = {"a": 1, "b": "two"}
-    args = ([DepRef("a"), (DepRef("b"), 3)], {"k": {"deep": DepRef("a")}},
-            {DepRef("b")}, frozenset([DepRef("a")]))
+    args = (
+        [DepRef("a"), (DepRef("b"), 3)],
+        {"k": {"deep": DepRef("a")}},
+        {DepRef("b")},
+        frozenset([DepRef("a")]),
+    )
 
     out = spec.replace_refs(args, data)
 
@@ -339,7 +355,10 @@ def test_spec_round_trips_through_pack_and_unpack():
     func_hash = spec.function_hash(b"pickled function")
 
     assert spec.unpack_spec(spec.pack_spec(func_hash, b"args", spec.GRAPH_NODE)) == (
-        func_hash, b"args", spec.GRAPH_NODE)
+        func_hash,
+        b"args",
+        spec.GRAPH_NODE,
+    )
 
 
 def test_function_hash_is_deterministic_and_content_addressed():

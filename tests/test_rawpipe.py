@@ -3,7 +3,7 @@ a held connection survives a Redis restart, and stream reads parse in both reply
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis

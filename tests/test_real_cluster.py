@@ -104,7 +104,8 @@ def test_dependency_chain_and_fan_in(client: Client) -> None:
 
 
 def test_erred_task_reraises_its_type_with_traceback_while_other_work_continues(
-        client: Client) -> None:
+    client: Client,
+) -> None:
     bad = client.submit(fail, "boom-42")
     dependent = client.submit(inc, bad)
     good = client.map(slow_inc, range(20), delay=0.01)
@@ -141,8 +142,9 @@ def test_workers_restriction_by_address_runs_only_there(client: Client) -> None:
         assert all(hs == [address] for hs in client.who_has(futures).values())
 
 
-def test_introspection_who_has_has_what_nthreads_scheduler_info_run(client: Client,
-                                                                     cluster: LocalCluster) -> None:
+def test_introspection_who_has_has_what_nthreads_scheduler_info_run(
+    client: Client, cluster: LocalCluster
+) -> None:
     a, b = worker_addresses(client)
     fa = client.submit(inc, 1, workers=[a])
     fb = client.submit(inc, 2, workers=[b])
@@ -196,10 +198,14 @@ def test_released_futures_are_forgotten_by_the_scheduler(client: Client) -> None
         del future
         gc.collect()
 
-        wait_until(lambda: not store.redis.hexists(store.keys.tasks, "forget-me"), 10,
-                   "task record removal")
-        wait_until(lambda: "forget-me" not in client.has_what().get(holder, []), 10,
-                   "has_what update")
+        wait_until(
+            lambda: not store.redis.hexists(store.keys.tasks, "forget-me"),
+            10,
+            "task record removal",
+        )
+        wait_until(
+            lambda: "forget-me" not in client.has_what().get(holder, []), 10, "has_what update"
+        )
         assert not store.redis.hexists(store.keys.results, "forget-me")
         again = client.submit(inc, 1, key="forget-me")
         assert again.result(timeout=20) == 2  # recomputed with the new spec
@@ -207,8 +213,9 @@ def test_released_futures_are_forgotten_by_the_scheduler(client: Client) -> None
         store.close()
 
 
-def test_second_client_connects_by_url_to_running_cluster(client: Client,
-                                                          cluster: LocalCluster) -> None:
+def test_second_client_connects_by_url_to_running_cluster(
+    client: Client, cluster: LocalCluster
+) -> None:
     first = client.submit(double, 21)
     assert first.result(timeout=20) == 42
 

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.client_helpers import wait_until
 from rdist import Client, KilledWorker, LocalCluster, get_worker
 from rdist.protocol import messages
+from tests.client_helpers import wait_until
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("subprocess_pythonpath")]

@@ -12,18 +12,26 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 import pytest
 
 from rdist import Client, LocalCluster, get_worker
-from rdist.comm.tcp import MAGIC, NONCE, Connection, local_name, local_sockets_enabled, parse_address
+from rdist.comm.tcp import (
+    MAGIC,
+    NONCE,
+    Connection,
+    local_name,
+    local_sockets_enabled,
+    parse_address,
+)
 from rdist.protocol import messages
-from tests.client_helpers import wait_until
 from rdist.store import RedisStore, connect
 from rdist.store.keys import PAYLOAD_FIELD
+from tests.client_helpers import wait_until
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("subprocess_pythonpath")]
 
@@ -102,7 +110,7 @@ def assert_disconnected(sock: socket.socket, timeout: float = 5.0) -> None:
                 return
     except ConnectionResetError:
         return
-    except socket.timeout:
+    except TimeoutError:
         pass
     raise AssertionError("the data server kept an unauthenticated connection open")
 
@@ -119,7 +127,8 @@ MALFORMED = [
 
 
 def test_malformed_scheduler_entries_go_to_deadletter_and_cluster_keeps_working(
-        client: Client, cluster: LocalCluster, store: RedisStore) -> None:
+    client: Client, cluster: LocalCluster, store: RedisStore
+) -> None:
     assert client.submit(inc, 1).result(timeout=20) == 2
     bad = MALFORMED + [
         {PAYLOAD_FIELD: messages.encode("task-done")},  # known op, missing fields
@@ -137,7 +146,8 @@ def test_malformed_scheduler_entries_go_to_deadletter_and_cluster_keeps_working(
 
 
 def test_malformed_worker_entries_go_to_deadletter_and_worker_keeps_working(
-        client: Client, cluster: LocalCluster, store: RedisStore) -> None:
+    client: Client, cluster: LocalCluster, store: RedisStore
+) -> None:
     address = sorted(client.scheduler_info()["workers"])[0]
     stream = store.keys.worker_stream(address)
     bad = MALFORMED + [
@@ -175,12 +185,13 @@ def open_data_socket(address: str, via: str) -> socket.socket:
 def wrong_secret_answer(hello: bytes) -> bytes:
     """A well-formed handshake answer, proven with a secret that is not the cluster's."""
     nonce = os.urandom(NONCE)
-    return nonce + hmac.new(b"guessed", b"c" + hello[len(MAGIC):] + nonce, hashlib.sha256).digest()
+    return nonce + hmac.new(b"guessed", b"c" + hello[len(MAGIC) :] + nonce, hashlib.sha256).digest()
 
 
 @pytest.mark.parametrize("via", ["tcp", "unix"])
 def test_unauthenticated_peer_sending_garbage_or_pickles_is_disconnected_unheard(
-        client: Client, tmp_path: Path, via: str) -> None:
+    client: Client, tmp_path: Path, via: str
+) -> None:
     address = sorted(client.scheduler_info()["workers"])[0]
     marker = tmp_path / "unpickled.txt"
     evil = pickle.dumps(CreatesFileWhenUnpickled(str(marker)), protocol=5)
@@ -265,24 +276,30 @@ def test_unpicklable_result_errs_only_that_future(client: Client) -> None:
 
 
 def test_sigterm_worker_leaves_cleanly_and_its_tasks_finish_elsewhere(
-        client: Client, cluster: LocalCluster) -> None:
+    client: Client, cluster: LocalCluster
+) -> None:
     by_name = cluster.worker_addresses()
     victim_name, victim = sorted((n, a) for n, a in by_name.items() if n in cluster.workers)[0]
     survivor = next(a for n, a in by_name.items() if a != victim)
     process = cluster.workers[victim_name].process
-    futures = client.map(sleep_then_tag, range(8), delay=0.5, pure=False)
-    wait_until(lambda: client.scheduler_info()["workers"][victim]["executing"] > 0
-               or any(f.done() for f in futures), 10, "victim busy")
+    tagged = client.map(sleep_then_tag, range(8), delay=0.5, pure=False)
+
+    def victim_busy() -> bool:
+        executing = client.scheduler_info()["workers"][victim]["executing"]
+        return executing > 0 or any(f.done() for f in tagged)
+
+    wait_until(victim_busy, 10, "victim busy")
 
     process.send_signal(signal.SIGTERM)
 
     assert process.wait(timeout=10) == 0
     wait_until(lambda: victim not in client.scheduler_info()["workers"], 5, "victim removed")
-    results = client.gather(futures)
+    results = client.gather(tagged)
     assert [i for i, _ in results] == list(range(8))
     assert {w for _, w in results} <= {victim, survivor}
     assert survivor in {w for _, w in results}
     late = client.map(where_am_i, range(4), pure=False)
     assert set(client.gather(late)) == {survivor}
-    del futures, late
+    tagged.clear()  # (the closure above still names the list: clear it, do not del it)
+    del late
     gc.collect()

@@ -32,8 +32,10 @@ def test_tasks_flowing_through_redis_restarts_all_finish() -> None:
             futures = []
             for r in range(RESTARTS):
                 # a steady flow of quick tasks, so streams are being read as Redis stops
-                futures += [client.submit(rt.slow_inc, r * 100_000 + i, 0.001, pure=False)
-                            for i in range(400)]
+                futures += [
+                    client.submit(rt.slow_inc, r * 100_000 + i, 0.001, pure=False)
+                    for i in range(400)
+                ]
                 time.sleep(0.3)
                 procs.redis.restart()
             try:
@@ -49,6 +51,7 @@ def test_tasks_flowing_through_redis_restarts_all_finish() -> None:
                 store.close()
                 raise AssertionError(f"tasks did not finish ({exc!r}); streams {views}") from None
             assert sorted(client.gather(futures)) == sorted(
-                r * 100_000 + i + 1 for r in range(RESTARTS) for i in range(400))
+                r * 100_000 + i + 1 for r in range(RESTARTS) for i in range(400)
+            )
     finally:
         procs.close()

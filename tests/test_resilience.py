@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -69,8 +70,9 @@ def test_task_on_a_killed_worker_runs_elsewhere(procs: ProcCluster, client: Clie
     assert future.result(timeout=30) in survivor_pid.values()
 
 
-def test_result_held_only_by_a_dead_worker_is_recomputed(procs: ProcCluster, client: Client,
-                                                         tmp_path: Path) -> None:
+def test_result_held_only_by_a_dead_worker_is_recomputed(
+    procs: ProcCluster, client: Client, tmp_path: Path
+) -> None:
     marker = str(tmp_path / "runs")
     big = client.submit(rt.big_counted, marker)
     assert len(big.result(timeout=20)) == 200_000
@@ -82,7 +84,9 @@ def test_result_held_only_by_a_dead_worker_is_recomputed(procs: ProcCluster, cli
     assert len(big.result(timeout=30)) == 200_000  # the future went back to pending, not error
 
 
-def test_task_that_kills_every_worker_errs_with_killed_worker(redis_server: Any, tmp_path: Path) -> None:
+def test_task_that_kills_every_worker_errs_with_killed_worker(
+    redis_server: Any, tmp_path: Path
+) -> None:
     procs = ProcCluster(n_workers=4, redis=redis_server)
     try:
         procs.wait_for_workers()
@@ -98,7 +102,9 @@ def test_task_that_kills_every_worker_errs_with_killed_worker(redis_server: Any,
         procs.close()
 
 
-def test_scheduler_killed_mid_graph_resumes_after_restart(procs: ProcCluster, client: Client) -> None:
+def test_scheduler_killed_mid_graph_resumes_after_restart(
+    procs: ProcCluster, client: Client
+) -> None:
     xs = client.map(rt.slow_inc, range(60), delay=0.05)
     total = client.submit(rt.add, *xs)
     time.sleep(0.5)
@@ -111,7 +117,9 @@ def test_scheduler_killed_mid_graph_resumes_after_restart(procs: ProcCluster, cl
     assert time.monotonic() - started < 30
 
 
-def test_standby_scheduler_takes_over_when_the_leader_dies(procs: ProcCluster, client: Client) -> None:
+def test_standby_scheduler_takes_over_when_the_leader_dies(
+    procs: ProcCluster, client: Client
+) -> None:
     procs.start_scheduler()  # a standby: the lease is held by the first one
     assert client.submit(rt.slow_inc, 1).result(timeout=20) == 2
     leader = procs.schedulers[0]
@@ -158,8 +166,11 @@ def test_keys_of_a_vanished_client_are_released(redis_server: Any) -> None:
     try:
         procs.wait_for_workers()
         env = {**procs.env, "PYTHONPATH": str(ROOT)}
-        child = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, procs.url, procs.cluster],
-                                 stdout=subprocess.PIPE, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CLIENT_SCRIPT, procs.url, procs.cluster],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         try:
             key = child.stdout.readline().decode().strip()  # type: ignore[union-attr]
             store = connect(procs.url, procs.cluster)
@@ -178,7 +189,9 @@ def test_keys_of_a_vanished_client_are_released(redis_server: Any) -> None:
         procs.close()
 
 
-def test_sigterm_hands_unique_data_to_a_peer(procs: ProcCluster, client: Client, tmp_path: Path) -> None:
+def test_sigterm_hands_unique_data_to_a_peer(
+    procs: ProcCluster, client: Client, tmp_path: Path
+) -> None:
     marker = str(tmp_path / "runs")
     names = procs.live_workers()
     big = client.submit(rt.big_counted, marker, workers=[names["w1"]])
@@ -195,9 +208,16 @@ def test_sigterm_hands_unique_data_to_a_peer(procs: ProcCluster, client: Client,
 def test_restart_replaces_worker_processes_promptly_while_a_task_sleeps(redis_url: str) -> None:
     from rdist import CancelledError, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, redis_url=redis_url, nanny=True,
-                      name=f"restart-{os.getpid()}-{time.monotonic_ns()}") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            redis_url=redis_url,
+            nanny=True,
+            name=f"restart-{os.getpid()}-{time.monotonic_ns()}",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2, timeout=30)
         before = set(client.run(os.getpid).values())
         sleeper = client.submit(rt.slow_inc, 1, 60.0)

@@ -20,14 +20,20 @@ def test_an_entry_delivered_but_never_received_is_still_handled():
         # deliver an entry to the scheduler's consumer as a lost reply would: in the
         # group's pending list, never seen by the scheduler's loop
         pipe = redis.pipeline(transaction=True)
-        pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode(
-            "worker-status", address=address, status="paused")})
+        pipe.xadd(
+            keys.sched,
+            {PAYLOAD_FIELD: messages.encode("worker-status", address=address, status="paused")},
+        )
         pipe.xreadgroup(SCHEDULER_GROUP, cluster.scheduler.consumer, {keys.sched: ">"}, count=1)
         _, delivered = pipe.execute()
         assert delivered, "the entry went to the scheduler first: try again"
 
-        wait_until(lambda: cluster.scheduler.state.workers[address].status == "paused",
-                   timeout=3 * getattr(scheduler_server, "PENDING_CHECK_SECONDS", 2.0),
-                   what="the stranded entry was handled")
-        wait_until(lambda: redis.xpending(keys.sched, SCHEDULER_GROUP)["pending"] == 0,
-                   what="and acknowledged")
+        wait_until(
+            lambda: cluster.scheduler.state.workers[address].status == "paused",
+            timeout=3 * getattr(scheduler_server, "PENDING_CHECK_SECONDS", 2.0),
+            what="the stranded entry was handled",
+        )
+        wait_until(
+            lambda: redis.xpending(keys.sched, SCHEDULER_GROUP)["pending"] == 0,
+            what="and acknowledged",
+        )

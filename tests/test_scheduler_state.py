@@ -7,7 +7,8 @@ Every test drives :class:`SchedulerState` only through events (except the one th
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -52,8 +53,12 @@ def _sid() -> str:
 # -- event builders ----------------------------------------------------------------------
 
 
-def joined(address: str, nthreads: int = 1, name: str | None = None,
-           resources: dict[str, float] | None = None) -> WorkerJoined:
+def joined(
+    address: str,
+    nthreads: int = 1,
+    name: str | None = None,
+    resources: dict[str, float] | None = None,
+) -> WorkerJoined:
     return WorkerJoined(_sid(), 0.0, address, name or address, nthreads, resources=resources)
 
 
@@ -65,17 +70,20 @@ def task(key: str, *deps: str, **kwargs: Any) -> TaskSpecMeta:
     return TaskSpecMeta(key, list(deps), **kwargs)
 
 
-def submit(client: str, *tasks: TaskSpecMeta, wanted: list[str] | None = None,
-           faf: list[str] | None = None) -> GraphSubmitted:
+def submit(
+    client: str, *tasks: TaskSpecMeta, wanted: list[str] | None = None, faf: list[str] | None = None
+) -> GraphSubmitted:
     """A graph; by default the client wants every key in it."""
     keys = [t.key for t in tasks] if wanted is None else wanted
     return GraphSubmitted(_sid(), 0.0, client, list(tasks), keys, faf or [])
 
 
-def finished(worker: str, *keys: str, nbytes: int = 8, in_redis: bool = False,
-             duration: float = 0.1) -> TasksFinished:
-    return TasksFinished(_sid(), 0.0, worker,
-                         [FinishedTask(k, nbytes, in_redis, None, duration) for k in keys])
+def finished(
+    worker: str, *keys: str, nbytes: int = 8, in_redis: bool = False, duration: float = 0.1
+) -> TasksFinished:
+    return TasksFinished(
+        _sid(), 0.0, worker, [FinishedTask(k, nbytes, in_redis, None, duration) for k in keys]
+    )
 
 
 def erred(worker: str, key: str, error: bytes = b"ZeroDivisionError") -> TaskErred:
@@ -177,8 +185,9 @@ def test_inline_result_travels_on_the_notification(state):
     state.handle(joined(W1))
     state.handle(submit(A, task("x")))
 
-    out = state.handle(TasksFinished(_sid(), 0.0, W1,
-                                     [FinishedTask("x", 3, True, b"abc", 0.1, "int")]))
+    out = state.handle(
+        TasksFinished(_sid(), 0.0, W1, [FinishedTask("x", 3, True, b"abc", 0.1, "int")])
+    )
 
     (note,) = of_type(out, Notify)
     assert note.info["inline"] == b"abc" and note.info["redis"] is True
@@ -479,8 +488,9 @@ def test_queued_restricted_task_moves_to_no_worker_when_its_worker_leaves(state)
 
 def test_task_runs_on_the_worker_holding_most_input_bytes(state):
     state.handle(joined(W1, nthreads=2), joined(W2, nthreads=2))
-    state.handle(DataScattered(_sid(), 0.0, A, [("small", [W1], 10, False),
-                                                ("big", [W2], 10_000, False)]))
+    state.handle(
+        DataScattered(_sid(), 0.0, A, [("small", [W1], 10, False), ("big", [W2], 10_000, False)])
+    )
 
     out = state.handle(submit(A, task("sum", "small", "big")))
 
@@ -491,9 +501,14 @@ def test_task_runs_on_the_worker_holding_most_input_bytes(state):
 
 def test_locality_follows_the_bytes_not_the_number_of_inputs(state):
     state.handle(joined(W1, nthreads=2), joined(W2, nthreads=2))
-    state.handle(DataScattered(_sid(), 0.0, A, [("s1", [W1], 10, False),
-                                                ("s2", [W1], 10, False),
-                                                ("big", [W2], 1_000, False)]))
+    state.handle(
+        DataScattered(
+            _sid(),
+            0.0,
+            A,
+            [("s1", [W1], 10, False), ("s2", [W1], 10, False), ("big", [W2], 1_000, False)],
+        )
+    )
 
     out = state.handle(submit(A, task("f", "s1", "s2", "big")))
 
@@ -534,8 +549,14 @@ def test_task_needing_a_resource_runs_only_on_a_worker_declaring_it(state):
 def test_resource_bounds_how_many_such_tasks_run_at_once_on_a_worker(state):
     state.handle(joined(W1, nthreads=4, resources={"GPU": 1}))
 
-    out = state.handle(submit(A, task("gpu-1", resources={"GPU": 1}),
-                              task("gpu-2", resources={"GPU": 1}), task("cpu-1")))
+    out = state.handle(
+        submit(
+            A,
+            task("gpu-1", resources={"GPU": 1}),
+            task("gpu-2", resources={"GPU": 1}),
+            task("cpu-1"),
+        )
+    )
 
     assert sorted(computed_keys(out)) == ["cpu-1", "gpu-1"]
     assert st(state, "gpu-2") == "queued"
@@ -590,7 +611,11 @@ def test_dependent_submitted_after_its_dependency_erred_errs_at_once(state):
     assert computes(out) == []
     (note,) = of_type(out, Notify)
     assert (note.key, note.status, note.info["error"], note.info["blame"]) == (
-        "b", "erred", b"boom", "a")
+        "b",
+        "erred",
+        b"boom",
+        "a",
+    )
 
 
 def test_dependent_errs_cleanly_when_waking_its_released_dependency_hits_an_old_error(state):
@@ -703,8 +728,11 @@ def test_cancel_cancels_dependents_too(state):
 
     out = state.handle(cancelled(A, "a"))
 
-    assert sorted(notifies(out)) == [(A, "a", "cancelled"), (A, "b", "cancelled"),
-                                     (A, "c", "cancelled")]
+    assert sorted(notifies(out)) == [
+        (A, "a", "cancelled"),
+        (A, "b", "cancelled"),
+        (A, "c", "cancelled"),
+    ]
     assert freed(out) == [(W1, "a")]
     assert state.tasks == {}
 
@@ -842,8 +870,14 @@ def test_result_stored_in_redis_survives_the_loss_of_its_worker(state):
 
 def test_lost_dependency_is_recomputed_before_its_waiting_dependent(state):
     state.handle(joined(W1), joined(W2))
-    state.handle(submit(A, task("a", workers=[W1], loose=True), task("blocker", workers=[W2]),
-                        task("b", "a", workers=[W2])))
+    state.handle(
+        submit(
+            A,
+            task("a", workers=[W1], loose=True),
+            task("blocker", workers=[W2]),
+            task("b", "a", workers=[W2]),
+        )
+    )
     state.handle(finished(W1, "a", in_redis=False))
     assert st(state, "b") == "queued"  # W2 is busy with "blocker"
 
@@ -944,7 +978,9 @@ def test_story_records_the_transitions_of_a_key_with_their_stimulus(state):
     story = state.story("x")
 
     assert [(start, finish) for _, start, finish, _ in story] == [
-        ("released", "waiting"), ("waiting", "processing")]
+        ("released", "waiting"),
+        ("waiting", "processing"),
+    ]
     assert {stimulus for *_, stimulus in story} == {event.stimulus_id}
 
 
@@ -997,8 +1033,15 @@ def test_long_chain_errs_all_the_way_down_without_recursion_error(state):
 
 def test_losing_one_input_of_a_queued_task_keeps_its_other_inputs(state):
     state.handle(joined(W1), joined(W2))
-    state.handle(submit(A, task("a", workers=[W1], loose=True), task("c", workers=[W2]),
-                        task("b", "a", "c", workers=[W2]), wanted=["b"]))
+    state.handle(
+        submit(
+            A,
+            task("a", workers=[W1], loose=True),
+            task("c", workers=[W2]),
+            task("b", "a", "c", workers=[W2]),
+            wanted=["b"],
+        )
+    )
     state.handle(submit(A, task("blocker", workers=[W2])))
     state.handle(finished(W2, "c", duration=5.0))
     state.handle(finished(W1, "a", duration=5.0))
@@ -1089,17 +1132,28 @@ class _RandomDriver:
         if roll < 0.65 and processing:
             worker, key = rng.choice(processing)
             if rng.random() < 0.85:
-                return finished(worker, key, nbytes=rng.randint(1, 10**7),
-                                in_redis=rng.random() < 0.3,
-                                duration=rng.choice([0.001, 0.1, 2.0]))
+                return finished(
+                    worker,
+                    key,
+                    nbytes=rng.randint(1, 10**7),
+                    in_redis=rng.random() < 0.3,
+                    duration=rng.choice([0.001, 0.1, 2.0]),
+                )
             return erred(worker, key)
         if roll < 0.7 and live and s.tasks:  # stale or duplicate reports
             key = rng.choice(sorted(s.tasks))
-            return finished(rng.choice(live), key) if rng.random() < 0.7 else erred(
-                rng.choice(live), key)
+            return (
+                finished(rng.choice(live), key)
+                if rng.random() < 0.7
+                else erred(rng.choice(live), key)
+            )
         if roll < 0.73 and live:
-            return DataScattered(_sid(), 0.0, rng.choice(self.CLIENTS),
-                                 [(f"data-{self.counter}", [rng.choice(live)], 100, False)])
+            return DataScattered(
+                _sid(),
+                0.0,
+                rng.choice(self.CLIENTS),
+                [(f"data-{self.counter}", [rng.choice(live)], 100, False)],
+            )
         return self.client_event()
 
     def check(self) -> None:
@@ -1123,11 +1177,16 @@ class _RandomDriver:
         """Every worker back (with every resource), every task run to its end."""
         s = self.state
         s.handle(*[left(w) for w in sorted(s.workers)])
-        s.handle(*[WorkerJoined(_sid(), 0.0, w, f"name-{w[-6]}", 2, resources={"GPU": 1})
-                   for w in self.WORKERS])
+        s.handle(
+            *[
+                WorkerJoined(_sid(), 0.0, w, f"name-{w[-6]}", 2, resources={"GPU": 1})
+                for w in self.WORKERS
+            ]
+        )
         self.check()
-        while running := sorted((t.processing_on, t.key) for t in s.tasks.values()
-                                if t.processing_on):
+        while running := sorted(
+            (t.processing_on, t.key) for t in s.tasks.values() if t.processing_on
+        ):
             s.handle(finished(*running[0], duration=0.01))
             self.check()
 

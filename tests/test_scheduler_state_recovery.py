@@ -42,16 +42,21 @@ def task(key: str, *deps: str) -> TaskSpecMeta:
     return TaskSpecMeta(key, list(deps))
 
 
-def restarted(old: SchedulerState, live: list[str], t: float = 0.0,
-              edit: dict[str, dict[str, Any]] | None = None) -> tuple[SchedulerState, list[Instruction]]:
+def restarted(
+    old: SchedulerState,
+    live: list[str],
+    t: float = 0.0,
+    edit: dict[str, dict[str, Any]] | None = None,
+) -> tuple[SchedulerState, list[Instruction]]:
     """A new scheduler restored from ``old``'s records, with ``live`` workers heartbeating."""
     records = {k: task_record(ts) for k, ts in old.tasks.items()}
     for key, changes in (edit or {}).items():
         records[key].update(changes)
     new = SchedulerState()
     new.keep_log = True
-    out = new.handle(StateRestored(sid(), t, records,
-                                   {a: {"name": a, "nthreads": 1} for a in live}, {}))
+    out = new.handle(
+        StateRestored(sid(), t, records, {a: {"name": a, "nthreads": 1} for a in live}, {})
+    )
     return new, out
 
 
@@ -86,7 +91,8 @@ def test_restore_sends_back_a_co_assigned_task_whose_input_died_with_another_wor
     a, b = new.tasks["a"], new.tasks["b"]
     assert a.state is TaskState.PROCESSING
     assert b.state is TaskState.WAITING or (
-        b.processing_on == a.processing_on and b.waiting_on == {"a"})
+        b.processing_on == a.processing_on and b.waiting_on == {"a"}
+    )
     assert (W1, "b") in [(i.worker, k) for i in out if isinstance(i, FreeKeys) for k in i.keys]
     new.validate_state()
 

@@ -4,7 +4,8 @@ direct notifications. Events carry their time, so stealing's waiting period is e
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -35,8 +36,9 @@ def sid() -> str:
     return f"policy-{next(_ids)}"
 
 
-def joined(address: str, nthreads: int = 1, resources: dict[str, float] | None = None,
-           t: float = 0.0) -> WorkerJoined:
+def joined(
+    address: str, nthreads: int = 1, resources: dict[str, float] | None = None, t: float = 0.0
+) -> WorkerJoined:
     return WorkerJoined(sid(), t, address, address, nthreads, resources=resources)
 
 
@@ -268,7 +270,12 @@ def test_only_the_tasks_a_lost_worker_was_likely_running_become_suspects(state):
     state.handle(WorkerLeft(sid(), 0.0, W1, lost=True))
 
     assert {k: t.suspicious for k, t in state.tasks.items()} == {
-        "quick-0": 1, "quick-1": 0, "quick-2": 0, "quick-3": 0, "quick-4": 0}
+        "quick-0": 1,
+        "quick-1": 0,
+        "quick-2": 0,
+        "quick-3": 0,
+        "quick-4": 0,
+    }
 
 
 # -- co-assignment ---------------------------------------------------------------------------
@@ -301,7 +308,10 @@ def test_co_assigned_tasks_finish_in_order_and_leave_consistent_state(state):
     out = state.handle(finished(W1, "a", "b", "c"))
 
     assert {k: t.state.value for k, t in state.tasks.items()} == {
-        "a": "memory", "b": "memory", "c": "memory"}
+        "a": "memory",
+        "b": "memory",
+        "c": "memory",
+    }
     assert computes(out) == []
 
 
@@ -314,7 +324,10 @@ def test_failure_at_the_start_of_a_co_assigned_chain_errs_and_frees_the_rest(sta
     out = state.handle(TaskErred(sid(), 0.0, W1, "a", b"boom"))
 
     assert {k: t.state.value for k, t in state.tasks.items()} == {
-        "a": "erred", "b": "erred", "c": "erred"}
+        "a": "erred",
+        "b": "erred",
+        "c": "erred",
+    }
     assert sorted(k for i in out if isinstance(i, FreeKeys) for k in i.keys) == ["b", "c"]
 
 

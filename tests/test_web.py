@@ -6,13 +6,13 @@ import pickle
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
 
-from tests.client_helpers import wait_until
 from rdist.config import ConfigError, load_config
 from rdist.protocol import messages, serialize, taskstream
 from rdist.store import RedisStore, connect
@@ -22,6 +22,7 @@ from rdist.web import census as census_module
 from rdist.web import create_app
 from rdist.web.census import TaskCensus
 from rdist.web.queries import key_group
+from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster
 
 

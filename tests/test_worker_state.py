@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,8 +18,9 @@ def ws() -> Iterator[WorkerState]:
     state.validate_state()
 
 
-def compute(ws: WorkerState, key: str, deps: dict[str, list] | None = None,
-            priority: list | None = None) -> Decisions:
+def compute(
+    ws: WorkerState, key: str, deps: dict[str, list] | None = None, priority: list | None = None
+) -> Decisions:
     out = Decisions()
     ws.compute(key, priority or [0, 0, 0], deps or {}, out, task_spec=("func", b"args", 0))
     return out

@@ -15,14 +15,24 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any
 
 from rdist.client import graph
 from rdist.client.data import DATA_REPLY_OPS, ClientData
+from rdist.client.future import (
+    CANCELLED,
+    ERROR,
+    FINISHED,
+    LOST,
+    PENDING,
+    Future,
+    FutureState,
+    futures_of,
+    wait,
+)
 from rdist.client.inbox import Inbox
-from rdist.client.future import (CANCELLED, ERROR, FINISHED, LOST, PENDING, Future,
-                                 FutureState, futures_of, wait)
 from rdist.comm.pool import ConnectionPool
 from rdist.config import redis_url_from_env
 from rdist.exceptions import DataUnavailable
@@ -42,10 +52,10 @@ BUNDLE_BYTES = 1 << 20
 CLIENT_OPS = frozenset({"notify", "run-result", "restarted"}) | DATA_REPLY_OPS
 _STATUS = {"memory": FINISHED, "erred": ERROR, "cancelled": CANCELLED, "lost": LOST}
 
-_default_client: "weakref.ref[Client] | None" = None
+_default_client: weakref.ref[Client] | None = None
 
 
-def default_client() -> "Client":
+def default_client() -> Client:
     client = _default_client() if _default_client is not None else None
     if client is None or client.status != "running":
         raise ValueError("No client found: create a Client first")
@@ -55,9 +65,16 @@ def default_client() -> "Client":
 class Client:
     """Connect to an rdist cluster (``distributed.Client``'s interface)."""
 
-    def __init__(self, address: Any = None, timeout: float = 30, name: str | None = None,
-                 set_as_default: bool = True, cluster_name: str | None = None,
-                 direct_to_workers: bool | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        address: Any = None,
+        timeout: float = 30,
+        name: str | None = None,
+        set_as_default: bool = True,
+        cluster_name: str | None = None,
+        direct_to_workers: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._owned_cluster = None
         if address is None:
             address = redis_url_from_env()
@@ -94,8 +111,14 @@ class Client:
         self._on_worker = False  #: created by get_client() inside a task
         self._stop = threading.Event()
         self._send_lock = threading.Lock()  #: held while a batch is drained and sent (keeps order)
-        self._inbox = Inbox(self.store, self._stream, self._handle, self._heartbeat, self._stop,
-                            idle=self._flush_if_free)
+        self._inbox = Inbox(
+            self.store,
+            self._stream,
+            self._handle,
+            self._heartbeat,
+            self._stop,
+            idle=self._flush_if_free,
+        )
         self._post("client-join", {"client": self.id})
         self._threads = [
             threading.Thread(target=self._send_loop, name="rdist-client-send", daemon=True),
@@ -111,7 +134,7 @@ class Client:
         prefer_task_shuffle()
 
     # -- lifetime --------------------------------------------------------------------------
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -360,11 +383,22 @@ class Client:
         self._func_cache[id(func)] = (func, func_hash, data)
         return func_hash, data
 
-    def submit(self, func: Callable[..., Any], *args: Any, key: str | None = None,
-               workers: Any = None, resources: dict[str, float] | None = None,
-               retries: int | None = None, priority: int = 0, fifo_timeout: Any = None,
-               allow_other_workers: bool = False, actor: bool = False, actors: bool = False,
-               pure: bool = True, **kwargs: Any) -> Future:
+    def submit(
+        self,
+        func: Callable[..., Any],
+        *args: Any,
+        key: str | None = None,
+        workers: Any = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        fifo_timeout: Any = None,
+        allow_other_workers: bool = False,
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
+        **kwargs: Any,
+    ) -> Future:
         """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once."""
         if not callable(func):
             raise TypeError("First input to submit must be a callable function")
@@ -373,15 +407,33 @@ class Client:
         if key is None:
             key = graph.task_key(graph.funcname(func), func_hash, blob, pure)
         task = (key, spec.pack_spec(func_hash, blob, mode), deps)
-        return self._submit([task], {func_hash: func_bytes}, workers, resources, retries,
-                            priority, allow_other_workers)[0]
+        return self._submit(
+            [task],
+            {func_hash: func_bytes},
+            workers,
+            resources,
+            retries,
+            priority,
+            allow_other_workers,
+        )[0]
 
-    def map(self, func: Callable[..., Any], *iterables: Iterable[Any], key: Any = None,
-            workers: Any = None, retries: int | None = None,
-            resources: dict[str, float] | None = None, priority: int = 0,
-            allow_other_workers: bool = False, fifo_timeout: Any = None, actor: bool = False,
-            actors: bool = False, pure: bool = True, batch_size: int | None = None,
-            **kwargs: Any) -> list[Future]:
+    def map(
+        self,
+        func: Callable[..., Any],
+        *iterables: Iterable[Any],
+        key: Any = None,
+        workers: Any = None,
+        retries: int | None = None,
+        resources: dict[str, float] | None = None,
+        priority: int = 0,
+        allow_other_workers: bool = False,
+        fifo_timeout: Any = None,
+        actor: bool = False,
+        actors: bool = False,
+        pure: bool = True,
+        batch_size: int | None = None,
+        **kwargs: Any,
+    ) -> list[Future]:
         """``submit`` over zipped iterables, in one message to the scheduler."""
         if not callable(func):
             raise TypeError("First input to map must be a callable function")
@@ -393,32 +445,82 @@ class Client:
         func_hash, func_bytes = self._function(func)
         prefix = key if isinstance(key, str) else graph.funcname(func)
         with _gc_paused():  # a big map makes millions of objects: no collections meanwhile
-            return self._map(func_hash, func_bytes, prefix, arg_tuples, key, kwargs, workers,
-                             resources, retries, priority, allow_other_workers, pure)
+            return self._map(
+                func_hash,
+                func_bytes,
+                prefix,
+                arg_tuples,
+                key,
+                kwargs,
+                workers,
+                resources,
+                retries,
+                priority,
+                allow_other_workers,
+                pure,
+            )
 
-    def _map(self, func_hash: bytes, func_bytes: bytes, prefix: str, arg_tuples: list[Any],
-             key: Any, kwargs: dict[str, Any], workers: Any, resources: Any, retries: Any,
-             priority: int, allow_other_workers: bool, pure: bool) -> list[Future]:
+    def _map(
+        self,
+        func_hash: bytes,
+        func_bytes: bytes,
+        prefix: str,
+        arg_tuples: list[Any],
+        key: Any,
+        kwargs: dict[str, Any],
+        workers: Any,
+        resources: Any,
+        retries: Any,
+        priority: int,
+        allow_other_workers: bool,
+        pure: bool,
+    ) -> list[Future]:
         tasks: list[tuple[str, bytes, list[str]]] = []
         futures: list[Future] = []
         chunk = MAP_FIRST_CHUNK
         for i, args in enumerate(arg_tuples):
             blob, deps, mode = graph.pack_arguments(args, kwargs, futures_of, Future)
-            task_key = key[i] if isinstance(key, (list, tuple)) else graph.task_key(prefix, func_hash, blob, pure)
+            task_key = (
+                key[i]
+                if isinstance(key, (list, tuple))
+                else graph.task_key(prefix, func_hash, blob, pure)
+            )
             tasks.append((task_key, spec.pack_spec(func_hash, blob, mode), deps))
             if len(tasks) >= chunk:
                 # send as we go: the cluster starts on the first tasks while we pack the rest
-                futures += self._submit(tasks, {func_hash: func_bytes}, workers, resources,
-                                        retries, priority, allow_other_workers)
+                futures += self._submit(
+                    tasks,
+                    {func_hash: func_bytes},
+                    workers,
+                    resources,
+                    retries,
+                    priority,
+                    allow_other_workers,
+                )
                 tasks, chunk = [], min(chunk * 2, MAP_MAX_CHUNK)
         if tasks:
-            futures += self._submit(tasks, {func_hash: func_bytes}, workers, resources, retries,
-                                    priority, allow_other_workers)
+            futures += self._submit(
+                tasks,
+                {func_hash: func_bytes},
+                workers,
+                resources,
+                retries,
+                priority,
+                allow_other_workers,
+            )
         return futures
 
-    def _submit(self, tasks: list[tuple[str, bytes, list[str]]], funcs: dict[bytes, bytes],
-                workers: Any, resources: dict[str, float] | None, retries: int | None,
-                priority: int, loose: bool, wanted: list[str] | None = None) -> list[Future]:
+    def _submit(
+        self,
+        tasks: list[tuple[str, bytes, list[str]]],
+        funcs: dict[bytes, bytes],
+        workers: Any,
+        resources: dict[str, float] | None,
+        retries: int | None,
+        priority: int,
+        loose: bool,
+        wanted: list[str] | None = None,
+    ) -> list[Future]:
         """Send tasks in one message; the client wants ``wanted`` (default: every task)."""
         restrictions = _worker_list(workers)
         futures = [Future(k, self) for k, _, _ in tasks] if wanted is None else []
@@ -431,8 +533,10 @@ class Client:
                     f._state.reset()
         payload = {
             "client": self.id,
-            "tasks": [[k, deps, priority, restrictions, loose, retries or 0, resources]
-                      for k, _, deps in tasks],
+            "tasks": [
+                [k, deps, priority, restrictions, loose, retries or 0, resources]
+                for k, _, deps in tasks
+            ],
             "wanted": wanted,
             "specs": {k: s for k, s, _ in tasks},
             "funcs": new_funcs,
@@ -441,16 +545,25 @@ class Client:
         return futures
 
     def _fire_and_forget(self, keys: list[str]) -> None:
-        self._post("update-graph", {"client": self.id, "tasks": [], "wanted": [], "faf": keys,
-                                    "specs": {}, "funcs": {}})
+        self._post(
+            "update-graph",
+            {"client": self.id, "tasks": [], "wanted": [], "faf": keys, "specs": {}, "funcs": {}},
+        )
 
     # -- results -----------------------------------------------------------------------------
-    def gather(self, futures: Any, errors: str = "raise", direct: bool | None = None,
-               asynchronous: bool | None = None) -> Any:
+    def gather(
+        self,
+        futures: Any,
+        errors: str = "raise",
+        direct: bool | None = None,
+        asynchronous: bool | None = None,
+    ) -> Any:
         """Values of the futures in ``futures``, keeping its structure (lists, dicts, ...)."""
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-        if isinstance(futures, Iterable) and not isinstance(futures, (list, tuple, set, dict, str, bytes, Future)):
+        if isinstance(futures, Iterable) and not isinstance(
+            futures, (list, tuple, set, dict, str, bytes, Future)
+        ):
             futures = list(futures)
         found = futures_of(futures)
         self._wait_all(found)
@@ -485,7 +598,9 @@ class Client:
             else:
                 by_worker.setdefault((info.get("who_has") or [""])[0], []).append(f.key)
         if from_redis:
-            for key, blob in zip(from_redis, self.store.redis.hmget(self.store.keys.results, from_redis)):
+            for key, blob in zip(
+                from_redis, self.store.redis.hmget(self.store.keys.results, from_redis)
+            ):
                 if blob is None:
                     by_worker.setdefault((infos[key].get("who_has") or [""])[0], []).append(key)
                 else:
@@ -494,7 +609,9 @@ class Client:
             values.update(self._fetch_from_workers(address, keys, infos))
         return values
 
-    def _fetch_from_workers(self, address: str, keys: list[str], infos: dict[str, Any]) -> dict[str, Any]:
+    def _fetch_from_workers(
+        self, address: str, keys: list[str], infos: dict[str, Any]
+    ) -> dict[str, Any]:
         """Straight from the holders, or through Redis (transfer mode, ``rdist.client.data``)."""
         holders = {k: list(dict.fromkeys([address, *infos[k].get("who_has", ())])) for k in keys}
         got, missing = self._data.fetch(keys, holders)
@@ -519,8 +636,15 @@ class Client:
         return self._peers
 
     # -- data --------------------------------------------------------------------------------
-    def scatter(self, data: Any, workers: Any = None, broadcast: bool = False,
-                direct: bool | None = None, hash: bool = True, timeout: float | None = None) -> Any:
+    def scatter(
+        self,
+        data: Any,
+        workers: Any = None,
+        broadcast: bool = False,
+        direct: bool | None = None,
+        hash: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
         """Put local data on workers; returns finished futures in the shape of ``data``."""
         if isinstance(data, dict):
             items = list(data.items())
@@ -538,11 +662,17 @@ class Client:
         for k, holders, nbytes, _ in placed:
             f = Future(k, self)
             with self._lock:
-                f._state.settle(FINISHED, {"nbytes": nbytes, "redis": k in small, "who_has": holders})
+                f._state.settle(
+                    FINISHED, {"nbytes": nbytes, "redis": k in small, "who_has": holders}
+                )
             futures.append(f)
         self._post("scatter", {"client": self.id, "items": scatter_items})
         if isinstance(data, dict):
-            return {k: f for (k, _), f in zip(items, futures)} if all(k is not None for k, _ in items) else futures
+            return (
+                {k: f for (k, _), f in zip(items, futures)}
+                if all(k is not None for k, _ in items)
+                else futures
+            )
         if isinstance(data, (list, tuple, set, frozenset)):
             return type(data)(futures) if not isinstance(data, (set, frozenset)) else futures
         return futures[0]
@@ -560,8 +690,14 @@ class Client:
             return sorted(chosen)
         return sorted(info)
 
-    def replicate(self, futures: Any, n: int | None = None, workers: Any = None,
-                  branching_factor: int = 2, **kwargs: Any) -> None:
+    def replicate(
+        self,
+        futures: Any,
+        n: int | None = None,
+        workers: Any = None,
+        branching_factor: int = 2,
+        **kwargs: Any,
+    ) -> None:
         """Copy the futures' data until each is on ``n`` workers (default: all of
         ``workers``, default all); extra copies beyond ``n`` are dropped. Blocks until done."""
         found = futures_of(futures) if not isinstance(futures, Future) else [futures]
@@ -621,8 +757,14 @@ class Client:
         for fn in callbacks:
             fn()
         if wait_for_workers:
-            while sum(1 for w in self._workers_info().values()
-                      if float(w.get("started", 0)) >= started) < n_workers:
+            while (
+                sum(
+                    1
+                    for w in self._workers_info().values()
+                    if float(w.get("started", 0)) >= started
+                )
+                < n_workers
+            ):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"workers did not come back within {timeout} s")
                 self._stop.wait(0.05)  # a restart is rare: a short timed wait is fine
@@ -639,43 +781,88 @@ class Client:
             self._post("retry", {"client": self.id, "keys": keys})
 
     # -- raw graphs --------------------------------------------------------------------------
-    def get(self, dsk: Any, keys: Any, workers: Any = None, allow_other_workers: bool = False,
-            resources: dict[str, float] | None = None, retries: int | None = None,
-            priority: int = 0, sync: bool = True, **kwargs: Any) -> Any:
+    def get(
+        self,
+        dsk: Any,
+        keys: Any,
+        workers: Any = None,
+        allow_other_workers: bool = False,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        sync: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         """Compute a task graph -- a dict of tuple tasks or dask task-spec nodes, or what
         ``dask.compute(x, scheduler=client.get)`` hands over -- and return the values of
         ``keys`` in their shape."""
         from rdist.client import collections
 
         futures = collections.submit_graph(
-            self, dsk, list(dict.fromkeys(_flatten_keys(keys))), workers=workers,
-            resources=resources, retries=retries, priority=priority,
-            allow_other_workers=allow_other_workers)
+            self,
+            dsk,
+            list(dict.fromkeys(_flatten_keys(keys))),
+            workers=workers,
+            resources=resources,
+            retries=retries,
+            priority=priority,
+            allow_other_workers=allow_other_workers,
+        )
         values = self.gather(list(futures.values()))
         by_key = dict(zip(futures, values))
         return _shape(keys, by_key)
 
-    def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
-                workers: Any = None, allow_other_workers: bool = False,
-                resources: dict[str, float] | None = None, retries: int | None = None,
-                priority: int = 0, **kwargs: Any) -> Any:
+    def compute(
+        self,
+        collections: Any,
+        sync: bool = False,
+        optimize_graph: bool = True,
+        workers: Any = None,
+        allow_other_workers: bool = False,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> Any:
         """A future for each dask collection's value (``sync=True``: the values)."""
         from rdist.client import collections as coll
 
-        futures = coll.compute(self, collections, optimize_graph, workers=workers,
-                               allow_other_workers=allow_other_workers, resources=resources,
-                               retries=retries, priority=priority)
+        futures = coll.compute(
+            self,
+            collections,
+            optimize_graph,
+            workers=workers,
+            allow_other_workers=allow_other_workers,
+            resources=resources,
+            retries=retries,
+            priority=priority,
+        )
         return self.gather(futures) if sync else futures
 
-    def persist(self, collections: Any, optimize_graph: bool = True, workers: Any = None,
-                allow_other_workers: bool = False, resources: dict[str, float] | None = None,
-                retries: int | None = None, priority: int = 0, **kwargs: Any) -> Any:
+    def persist(
+        self,
+        collections: Any,
+        optimize_graph: bool = True,
+        workers: Any = None,
+        allow_other_workers: bool = False,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> Any:
         """The dask collection(s) computed on the cluster and backed by futures."""
         from rdist.client import collections as coll
 
-        return coll.persist(self, collections, optimize_graph, workers=workers,
-                            allow_other_workers=allow_other_workers, resources=resources,
-                            retries=retries, priority=priority)
+        return coll.persist(
+            self,
+            collections,
+            optimize_graph,
+            workers=workers,
+            allow_other_workers=allow_other_workers,
+            resources=resources,
+            retries=retries,
+            priority=priority,
+        )
 
     # -- introspection -----------------------------------------------------------------------
     def _workers_info(self) -> dict[str, dict[str, Any]]:
@@ -695,13 +882,20 @@ class Client:
         for address, record in workers.items():
             record.setdefault("id", record.get("name", address))
             record["nthreads"] = int(record.get("nthreads", 1))
-        return {"type": "Scheduler", "id": self.cluster_name, "address": self.redis_url,
-                "workers": dict(sorted(workers.items()))}
+        return {
+            "type": "Scheduler",
+            "id": self.cluster_name,
+            "address": self.redis_url,
+            "workers": dict(sorted(workers.items())),
+        }
 
     def nthreads(self, workers: Any = None) -> dict[str, int]:
         wanted = _worker_list(workers)
-        return {a: int(w.get("nthreads", 1)) for a, w in sorted(self._workers_info().items())
-                if not wanted or a in wanted or w.get("name") in wanted}
+        return {
+            a: int(w.get("nthreads", 1))
+            for a, w in sorted(self._workers_info().items())
+            if not wanted or a in wanted or w.get("name") in wanted
+        }
 
     ncores = nthreads
 
@@ -712,15 +906,21 @@ class Client:
             return {k.decode(): messages.unpack(v) for k, v in raw.items()}
         if not keys:
             return {}
-        return {k: messages.unpack(v) for k, v in zip(keys, self.store.redis.hmget(tasks_key, keys))
-                if v is not None}
+        return {
+            k: messages.unpack(v)
+            for k, v in zip(keys, self.store.redis.hmget(tasks_key, keys))
+            if v is not None
+        }
 
     def who_has(self, futures: Any = None) -> dict[str, list[str]]:
         if futures is None:
             with self._lock:
                 keys = list(self._states)
         else:
-            keys = [f.key for f in (futures_of(futures) if not isinstance(futures, Future) else [futures])]
+            keys = [
+                f.key
+                for f in (futures_of(futures) if not isinstance(futures, Future) else [futures])
+            ]
         records = self._task_records(keys)
         local = self._local_who_has()
         # a worker notifies the client before the scheduler records the holder: what the
@@ -731,8 +931,11 @@ class Client:
         """Holders this client was told of (scatter placements, completions): they answer for
         keys the scheduler has not recorded yet, as scatter returns before it has."""
         with self._lock:
-            return {k: list(s.info.get("who_has", ())) for k, s in self._states.items()
-                    if s.status == FINISHED}
+            return {
+                k: list(s.info.get("who_has", ()))
+                for k, s in self._states.items()
+                if s.status == FINISHED
+            }
 
     def has_what(self, workers: Any = None) -> dict[str, list[str]]:
         wanted = _worker_list(workers)
@@ -750,8 +953,16 @@ class Client:
                         out[address].append(key)
         return {a: sorted(ks) for a, ks in out.items() if not wanted or a in wanted}
 
-    def run(self, function: Callable[..., Any], *args: Any, workers: Any = None,
-            wait: bool = True, nanny: bool = False, on_error: str = "raise", **kwargs: Any) -> Any:
+    def run(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        workers: Any = None,
+        wait: bool = True,
+        nanny: bool = False,
+        on_error: str = "raise",
+        **kwargs: Any,
+    ) -> Any:
         """``function(*args, **kwargs)`` on every worker (or ``workers``): ``{address: result}``."""
         targets = self._scatter_targets(workers, None) if workers else sorted(self._workers_info())
         if not targets:
@@ -763,8 +974,10 @@ class Client:
         blob = serialize.to_blob((function, args, kwargs))
         pipe = self.store.pipeline()
         for address in targets:
-            pipe.xadd(self.store.keys.worker_stream(address),
-                      {PAYLOAD_FIELD: messages.encode("run", client=self.id, id=request, func=blob)})
+            pipe.xadd(
+                self.store.keys.worker_stream(address),
+                {PAYLOAD_FIELD: messages.encode("run", client=self.id, id=request, func=blob)},
+            )
         pipe.execute()
         if not wait:
             return None
@@ -793,8 +1006,10 @@ class Client:
             while len(self._workers_info()) < n_workers:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"only {len(self._workers_info())} of {n_workers} workers "
-                                       f"arrived within {timeout} s")
+                    raise TimeoutError(
+                        f"only {len(self._workers_info())} of {n_workers} workers "
+                        f"arrived within {timeout} s"
+                    )
                 block = int(1000 * min(1.0, remaining if remaining is not None else 1.0)) or 1
                 got = reader.read(events_key, last, 100, block)
                 if got:
@@ -837,8 +1052,11 @@ def _rebuild(obj: Any, values: dict[str, Any]) -> Any:
         items = [_rebuild(x, values) for x in obj if not isinstance(x, Future) or x.key in values]
         return kind(items) if kind is not list else items
     if isinstance(obj, dict):
-        return {k: _rebuild(v, values) for k, v in obj.items()
-                if not isinstance(v, Future) or v.key in values}
+        return {
+            k: _rebuild(v, values)
+            for k, v in obj.items()
+            if not isinstance(v, Future) or v.key in values
+        }
     return obj
 
 

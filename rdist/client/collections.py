@@ -11,8 +11,9 @@ shuffles use the task-based method: a cluster has no shared disk and no p2p exte
 from __future__ import annotations
 
 import sys
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Hashable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from rdist.client import graph
 from rdist.protocol import spec
@@ -40,8 +41,11 @@ def prefer_task_shuffle() -> None:
     """Called when a Client starts: if dask is loaded and no shuffle method is configured,
     choose ``tasks`` (dask would pick ``disk``, which needs one machine's disk)."""
     dask = sys.modules.get("dask")
-    if dask is not None and hasattr(dask, "config") and not dask.config.get(
-            "dataframe.shuffle.method", None):
+    if (
+        dask is not None
+        and hasattr(dask, "config")
+        and not dask.config.get("dataframe.shuffle.method", None)
+    ):
         dask.config.set({"dataframe.shuffle.method": "tasks"})
 
 
@@ -76,9 +80,17 @@ def graph_order(dsk: Mapping[Hashable, Any]) -> dict[Hashable, int]:
     return {k: i for i, k in enumerate(dsk)}
 
 
-def submit_graph(client: "Client", dsk: Any, wanted: list[Hashable], *, workers: Any = None,
-                 resources: dict[str, float] | None = None, retries: int | None = None,
-                 priority: int = 0, allow_other_workers: bool = False) -> dict[str, "Future"]:
+def submit_graph(
+    client: Client,
+    dsk: Any,
+    wanted: list[Hashable],
+    *,
+    workers: Any = None,
+    resources: dict[str, float] | None = None,
+    retries: int | None = None,
+    priority: int = 0,
+    allow_other_workers: bool = False,
+) -> dict[str, Future]:
     """Send graph ``dsk`` in one message; returns futures for the ``wanted`` keys."""
     from rdist.client.client import _worker_list
     from rdist.client.future import Future
@@ -96,20 +108,34 @@ def submit_graph(client: "Client", dsk: Any, wanted: list[Hashable], *, workers:
     rows, specs = [], {}
     for key, blob, deps in nodes:
         original = by_name.get(key, key)
-        note = {kind: values[original] for kind, values in annotations.items()
-                if original in values}
+        note = {
+            kind: values[original] for kind, values in annotations.items() if original in values
+        }
         restrict = _worker_list(note.get("workers", defaults.get("workers", workers)))
-        rows.append([key, deps, int(note.get("priority", defaults.get("priority", priority)) or 0),
-                     restrict,
-                     bool(note.get("allow_other_workers",
-                                   defaults.get("allow_other_workers", allow_other_workers))),
-                     int(note.get("retries", defaults.get("retries", retries)) or 0),
-                     note.get("resources", defaults.get("resources", resources))])
+        rows.append(
+            [
+                key,
+                deps,
+                int(note.get("priority", defaults.get("priority", priority)) or 0),
+                restrict,
+                bool(
+                    note.get(
+                        "allow_other_workers",
+                        defaults.get("allow_other_workers", allow_other_workers),
+                    )
+                ),
+                int(note.get("retries", defaults.get("retries", retries)) or 0),
+                note.get("resources", defaults.get("resources", resources)),
+            ]
+        )
         specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE)
     names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
     futures = {k: Future(k, client) for k in names}
-    client._post("update-graph", {"client": client.id, "tasks": rows, "wanted": names,
-                                  "specs": specs, "funcs": {}}, direct=True)
+    client._post(
+        "update-graph",
+        {"client": client.id, "tasks": rows, "wanted": names, "specs": specs, "funcs": {}},
+        direct=True,
+    )
     return futures
 
 
@@ -129,8 +155,7 @@ def _finalized(collections: list[Any], optimize_graph: bool) -> Any:
         return FinalizeCompute(collections_to_expr(collections, optimize_graph)).optimize()
 
 
-def compute(client: "Client", collections: Any, optimize_graph: bool = True,
-            **kwargs: Any) -> Any:
+def compute(client: Client, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
     """One future per collection (or per element of a list of them), for its final value."""
     single = not isinstance(collections, (list, tuple))
     items = [collections] if single else list(collections)
@@ -148,8 +173,7 @@ def compute(client: "Client", collections: Any, optimize_graph: bool = True,
     return type(collections)(out) if isinstance(collections, tuple) else out
 
 
-def persist(client: "Client", collections: Any, optimize_graph: bool = True,
-            **kwargs: Any) -> Any:
+def persist(client: Client, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
     """The collection(s) again, each backed by futures held by ``client``."""
     from dask.base import collections_to_expr
 

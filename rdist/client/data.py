@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from rdist.comm.relay import RedisRelay, Replies
 from rdist.comm.transfer import Gatherer, frames_nbytes, transfer_mode
@@ -46,7 +47,7 @@ def token(frames: list[Any]) -> str:
 
 
 class ClientData:
-    def __init__(self, client: "Client") -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self.mode = transfer_mode()
         self.replies = Replies()

@@ -7,7 +7,8 @@ import logging
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from rdist.client import inbox
 from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
@@ -103,7 +104,7 @@ class Future:
 
     __slots__ = ("key", "client", "_state", "__weakref__")
 
-    def __init__(self, key: str, client: "Client", _state: FutureState | None = None) -> None:
+    def __init__(self, key: str, client: Client, _state: FutureState | None = None) -> None:
         self.key = key
         self.client = client
         self._state = _state or client._register(key)
@@ -127,7 +128,11 @@ class Future:
             secede_before_waiting()  # a task waiting on subtasks gives its thread up
         if not self._state.done() and self.client is not None:
             started = time.monotonic()
-            budget = inbox.READ_WHILE_WAITING if timeout is None else min(timeout, inbox.READ_WHILE_WAITING)
+            budget = (
+                inbox.READ_WHILE_WAITING
+                if timeout is None
+                else min(timeout, inbox.READ_WHILE_WAITING)
+            )
             self.client._read_while_waiting(self._state, budget)
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - started))
@@ -168,7 +173,7 @@ class Future:
             return None
         return self._state.exception_and_traceback()[1]
 
-    def add_done_callback(self, fn: Callable[["Future"], Any]) -> None:
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` once, after completion, error or cancellation."""
 
         def call() -> None:
@@ -241,8 +246,13 @@ _ATOMS = (int, float, str, bytes, bool, type(None))
 
 def futures_of(obj: Any) -> list[Future]:
     """Every Future inside nested lists, tuples, sets and dicts, in order."""
-    if type(obj) is tuple and len(obj) == 2 and type(obj[0]) is tuple and not obj[1] and all(
-            type(a) in _ATOMS for a in obj[0]):
+    if (
+        type(obj) is tuple
+        and len(obj) == 2
+        and type(obj[0]) is tuple
+        and not obj[1]
+        and all(type(a) in _ATOMS for a in obj[0])
+    ):
         return []  # (args, kwargs) of plain values: the common case of map
     out: list[Future] = []
     stack = [obj]
@@ -263,16 +273,24 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETE
 
     futures = futures_of(fs) if not isinstance(fs, Future) else [fs]
     if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
-        raise ValueError(f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}")
+        raise ValueError(
+            f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"
+        )
     deadline = None if timeout is None else time.monotonic() + timeout
     if return_when == "ALL_COMPLETED" and futures and len({id(f.client) for f in futures}) == 1:
         if not futures[0].client._wait_all(futures, timeout):  # one wake-up for them all
-            raise TimeoutError(f"{sum(not g.done() for g in futures)} of {len(futures)} futures not done after {timeout} s")
+            raise TimeoutError(
+                f"{sum(not g.done() for g in futures)} of {len(futures)} futures "
+                f"not done after {timeout} s"
+            )
     elif return_when == "ALL_COMPLETED":
         for f in futures:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not f._state.event.wait(remaining):
-                raise TimeoutError(f"{sum(not g.done() for g in futures)} of {len(futures)} futures not done after {timeout} s")
+                raise TimeoutError(
+                    f"{sum(not g.done() for g in futures)} of {len(futures)} futures "
+                    f"not done after {timeout} s"
+                )
     elif futures and not any(f.done() for f in futures):
         woken = threading.Event()
         for f in futures:
@@ -287,8 +305,13 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETE
 class as_completed:
     """Yield futures as they complete (each once); ``with_results`` yields (future, result)."""
 
-    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False,
-                 raise_errors: bool = True, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        futures: Iterable[Future] = (),
+        with_results: bool = False,
+        raise_errors: bool = True,
+        timeout: float | None = None,
+    ) -> None:
         self.with_results = with_results
         self.raise_errors = raise_errors
         self.timeout = timeout
@@ -346,7 +369,7 @@ class as_completed:
         while self._pending:
             yield self.next_batch()
 
-    def __aiter__(self) -> "as_completed":
+    def __aiter__(self) -> as_completed:
         return self
 
     async def __anext__(self) -> Any:

@@ -6,7 +6,8 @@ import hashlib
 import pickle
 import sys
 import uuid
-from typing import Any, Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 from rdist.protocol import serialize, spec
 from rdist.protocol.spec import DepRef
@@ -21,8 +22,12 @@ def funcname(func: Any) -> str:
     return "lambda" if name == "<lambda>" else name
 
 
-def pack_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
-                   futures_of: Callable[[Any], list[Any]], future_type: type) -> tuple[bytes, list[str], int]:
+def pack_arguments(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    futures_of: Callable[[Any], list[Any]],
+    future_type: type,
+) -> tuple[bytes, list[str], int]:
     """Serialize ``(args, kwargs)`` with futures replaced by DepRefs; returns blob, deps, mode."""
     found = futures_of((args, kwargs)) if (args or kwargs) else []
     if found:
@@ -88,8 +93,9 @@ def key_name(key: Hashable) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
-def graph_tasks(dsk: Mapping[Hashable, Any],
-                keep: set[str] | None = None) -> list[tuple[str, bytes, list[str]]]:
+def graph_tasks(
+    dsk: Mapping[Hashable, Any], keep: set[str] | None = None
+) -> list[tuple[str, bytes, list[str]]]:
     """``(key, expression blob, dependencies)`` for every node, dependencies first.
 
     Nodes that are futures of the same key refer to data already on the cluster and make
@@ -124,8 +130,13 @@ def _is_key(x: Any, dsk: Mapping[Hashable, Any]) -> bool:
         return False
 
 
-def _convert(node: Any, dsk: Mapping[Hashable, Any], deps: list[str], top: bool = False,
-             aliases: Mapping[Hashable, Hashable] | None = None) -> Any:
+def _convert(
+    node: Any,
+    dsk: Mapping[Hashable, Any],
+    deps: list[str],
+    top: bool = False,
+    aliases: Mapping[Hashable, Hashable] | None = None,
+) -> Any:
     kind = type(node)
     aliases = aliases or {}
     if _is_dask_node(node):

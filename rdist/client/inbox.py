@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rdist.protocol import messages
 from rdist.store import RedisStore
@@ -45,9 +46,15 @@ def entry_seq(entry_id: bytes) -> tuple[int, int]:
 class Inbox:
     """Reads one client's stream; ``handle(entry_id, payload)`` sees each entry once."""
 
-    def __init__(self, store: RedisStore, stream: str, handle: Callable[[bytes, bytes | None], None],
-                 heartbeat: Callable[[], tuple[str, bytes]], stop: threading.Event,
-                 idle: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        stream: str,
+        handle: Callable[[bytes, bytes | None], None],
+        heartbeat: Callable[[], tuple[str, bytes]],
+        stop: threading.Event,
+        idle: Callable[[], None],
+    ) -> None:
         self._store = store
         self._stream = stream
         self._handle = handle

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from rdist.comm.buffers import LARGE_FRAME, host_buffer  # noqa: F401  (re-exported)
 

@@ -33,14 +33,14 @@ from rdist.comm.core import (
 
 log = logging.getLogger("rdist.comm")
 
-_LISTENERS: dict[str, "InprocListener"] = {}
+_LISTENERS: dict[str, InprocListener] = {}
 _LOCK = threading.Lock()
 _COUNTER = itertools.count(1)
 _CLOSED = object()
 
 
 class InprocComm(Comm):
-    def __init__(self, peer: str, inbox: "queue.Queue[Any]", outbox: "queue.Queue[Any]") -> None:
+    def __init__(self, peer: str, inbox: queue.Queue[Any], outbox: queue.Queue[Any]) -> None:
         self.peer = peer
         self._inbox = inbox
         self._outbox = outbox

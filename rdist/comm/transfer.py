@@ -27,8 +27,9 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from rdist.comm.pool import ConnectionPool
 from rdist.protocol import serialize

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 import lz4.frame
@@ -58,7 +59,7 @@ _MAIN = b"__main__"
 
 
 def _dumps_with(base: type, obj: Any, hook: Callable[[Any], Any], buffers: list[Any]) -> bytes:
-    class _Pickler(base):  # type: ignore[misc, valid-type]
+    class _Pickler(base):  # type: ignore[misc]
         def reducer_override(self, o: Any) -> Any:
             reduced = hook(o)
             if reduced is not None:
@@ -80,7 +81,8 @@ def loads(frames: list[Any]) -> Any:
 
 def dumps_function(func: Any) -> bytes:
     try:
-        return cloudpickle.dumps(func, protocol=5)
+        pickled: bytes = cloudpickle.dumps(func, protocol=5)
+        return pickled
     except Exception as exc:
         raise SerializationError(f"cannot serialize function {func!r}: {exc}") from exc
 
@@ -115,7 +117,10 @@ def encode_frames(frames: list[Any], compress: bool = True) -> tuple[bytes, list
 
 def decode_frames(header: bytes, frames: list[Any]) -> list[Any]:
     _, flags = msgpack.unpackb(header)
-    return [lz4.frame.decompress(f, return_bytearray=True) if flag else f for f, flag in zip(frames, flags)]
+    return [
+        lz4.frame.decompress(f, return_bytearray=True) if flag else f
+        for f, flag in zip(frames, flags)
+    ]
 
 
 def to_blob(obj: Any, hook: Callable[[Any], Any] | None = None) -> bytes:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgpack
 
@@ -43,7 +44,8 @@ def function_hash(func_bytes: bytes) -> bytes:
 
 
 def pack_spec(func_hash: bytes, args_blob: bytes, mode: int) -> bytes:
-    return msgpack.packb([func_hash, args_blob, mode], use_bin_type=True)
+    packed: bytes = msgpack.packb([func_hash, args_blob, mode], use_bin_type=True)
+    return packed
 
 
 def unpack_spec(spec: bytes) -> tuple[bytes, bytes, int]:
@@ -86,8 +88,9 @@ def load_dependency(key: str) -> Any:
     return _loading.data[key]
 
 
-def run_spec(func: Callable[..., Any] | None, args_blob: bytes, mode: int,
-             data: Mapping[str, Any]) -> Any:
+def run_spec(
+    func: Callable[..., Any] | None, args_blob: bytes, mode: int, data: Mapping[str, Any]
+) -> Any:
     _loading.data = data
     try:
         payload = serialize.from_blob(args_blob)

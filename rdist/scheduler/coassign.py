@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rdist.scheduler.state import SchedulerState, Task, WorkerInfo
 
 
-def allowed(state: "SchedulerState", ts: "Task", ws: "WorkerInfo") -> bool:
+def allowed(state: SchedulerState, ts: Task, ws: WorkerInfo) -> bool:
     from rdist.scheduler.state import MAX_IN_FLIGHT_PER_THREAD, TS
 
     if ts.restrictions or ts.resources or ts.broken is not None or not ts.waiting_on:
@@ -32,13 +32,18 @@ def allowed(state: "SchedulerState", ts: "Task", ws: "WorkerInfo") -> bool:
         return False
     for key in ts.waiting_on:
         dep = state.tasks[key]
-        if (dep.state is not TS.PROCESSING or dep.processing_on != ws.address
-                or dep.retries or key in ws.long_running or key in state.stealing):
+        if (
+            dep.state is not TS.PROCESSING
+            or dep.processing_on != ws.address
+            or dep.retries
+            or key in ws.long_running
+            or key in state.stealing
+        ):
             return False
     return True
 
 
-def waiting(state: "SchedulerState", ts: "Task") -> None:
+def waiting(state: SchedulerState, ts: Task) -> None:
     """``ts`` just started waiting: co-assign it if its inputs are all on one worker."""
     from rdist.scheduler.state import TS
 
@@ -48,12 +53,12 @@ def waiting(state: "SchedulerState", ts: "Task") -> None:
         state._transition(ts, TS.PROCESSING, worker=ws)
 
 
-def dependents(state: "SchedulerState", ts: "Task", ws: "WorkerInfo") -> None:
+def dependents(state: SchedulerState, ts: Task, ws: WorkerInfo) -> None:
     """``ts`` was assigned to ``ws``: its waiting dependents that may follow it go too --
     iteratively, so a chain of a million is not walked by recursion."""
     from rdist.scheduler.state import TS
 
-    def follow(t: "Task") -> None:
+    def follow(t: Task) -> None:
         for key in t.dependents:
             d = state.tasks.get(key)
             if d is not None and d.state is TS.WAITING and allowed(state, d, ws):
@@ -62,7 +67,7 @@ def dependents(state: "SchedulerState", ts: "Task", ws: "WorkerInfo") -> None:
     state.coassigning.run(ts, follow)
 
 
-def undo(state: "SchedulerState", ts: "Task") -> None:
+def undo(state: SchedulerState, ts: Task) -> None:
     """``ts`` stopped processing without a result: dependents co-assigned to wait for it
     on its worker wait at the scheduler again."""
     from rdist.scheduler.state import TS

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 WORKER_STATUSES = ("running", "paused")
 
 
-def on_worker_status(state: "SchedulerState", e: ev.WorkerStatusChanged) -> None:
+def on_worker_status(state: SchedulerState, e: ev.WorkerStatusChanged) -> None:
     ws = state.workers.get(e.address)
     if ws is None or e.status not in WORKER_STATUSES or ws.status == e.status:
         return
@@ -30,7 +30,7 @@ def on_worker_status(state: "SchedulerState", e: ev.WorkerStatusChanged) -> None
     state._emit(ev.LogEvent(f"worker-{e.status}", {"worker": e.address}))
 
 
-def on_drop_replicas(state: "SchedulerState", e: ev.DropReplicas) -> None:
+def on_drop_replicas(state: SchedulerState, e: ev.DropReplicas) -> None:
     from rdist.scheduler.state import TS
 
     for key, addresses in e.keys.items():
@@ -48,5 +48,5 @@ def on_drop_replicas(state: "SchedulerState", e: ev.DropReplicas) -> None:
             state._mark(ts)
 
 
-def on_barrier(state: "SchedulerState", e: ev.Barrier) -> None:
+def on_barrier(state: SchedulerState, e: ev.Barrier) -> None:
     state._emit(ev.Notify(e.client, "", "barrier", {"id": e.id}))

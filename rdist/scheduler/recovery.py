@@ -17,14 +17,18 @@ if TYPE_CHECKING:
     from rdist.scheduler.state import SchedulerState, Task
 
 
-def on_restored(state: "SchedulerState", e: ev.StateRestored) -> None:
+def on_restored(state: SchedulerState, e: ev.StateRestored) -> None:
     from rdist.scheduler.state import TS, WorkerInfo
 
     for address, info in e.workers.items():
         if address not in state.workers:
             state.workers[address] = WorkerInfo(
-                address, str(info.get("name", address)), max(1, int(info.get("nthreads", 1))),
-                int(info.get("memory_limit", 0)), dict(info.get("resources") or {}))
+                address,
+                str(info.get("name", address)),
+                max(1, int(info.get("nthreads", 1))),
+                int(info.get("memory_limit", 0)),
+                dict(info.get("resources") or {}),
+            )
     tasks = [_task(state, key, record) for key, record in e.tasks.items()]
     for ts in tasks:
         for dep in list(ts.dependencies):
@@ -54,7 +58,7 @@ def on_restored(state: "SchedulerState", e: ev.StateRestored) -> None:
         state._mark(ts)
 
 
-def _resume_coassigned(state: "SchedulerState", ts: "Task") -> None:
+def _resume_coassigned(state: SchedulerState, ts: Task) -> None:
     """``ts`` runs on a live worker but some inputs are not in memory: it was co-assigned
     there and waits for them (records do not keep ``waiting_on``).
 
@@ -78,7 +82,7 @@ def _resume_coassigned(state: "SchedulerState", ts: "Task") -> None:
     ts.waiting_on = waiting_on
 
 
-def _task(state: "SchedulerState", key: str, record: dict[str, Any]) -> "Task":
+def _task(state: SchedulerState, key: str, record: dict[str, Any]) -> Task:
     from rdist.scheduler.state import Task, key_prefix
 
     ts = Task(key=key, prefix=key_prefix(key), priority=tuple(record.get("p", ())))
@@ -96,7 +100,7 @@ def _task(state: "SchedulerState", key: str, record: dict[str, Any]) -> "Task":
     return ts
 
 
-def _place(state: "SchedulerState", ts: "Task", record: dict[str, Any], error: bytes | None) -> None:
+def _place(state: SchedulerState, ts: Task, record: dict[str, Any], error: bytes | None) -> None:
     """Put ``ts`` in the state its record says, if that is still true."""
     from rdist.scheduler.state import TS
 

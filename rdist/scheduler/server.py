@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rdist.protocol import messages
 from rdist.protocol.messages import MalformedMessage
@@ -24,8 +25,8 @@ from rdist.scheduler import events as ev
 from rdist.scheduler.state import SchedulerState
 from rdist.store import RedisStore, connect
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
-from rdist.store.lease import Lease
 from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
+from rdist.store.lease import Lease
 
 log = logging.getLogger("rdist.scheduler")
 
@@ -53,44 +54,75 @@ def _tasks(msg: dict[str, Any]) -> list[ev.TaskSpecMeta]:
     out = []
     specs = msg.get("specs") or {}
     for key, deps, priority, workers, loose, retries, resources in msg["tasks"]:
-        out.append(ev.TaskSpecMeta(str(key), list(deps or ()), int(priority or 0),
-                                   list(workers) if workers else None, bool(loose),
-                                   int(retries or 0), resources or None, specs.get(key)))
+        out.append(
+            ev.TaskSpecMeta(
+                str(key),
+                list(deps or ()),
+                int(priority or 0),
+                list(workers) if workers else None,
+                bool(loose),
+                int(retries or 0),
+                resources or None,
+                specs.get(key),
+            )
+        )
     return out
 
 
 def _finished(msg: dict[str, Any]) -> list[ev.FinishedTask]:
-    return [ev.FinishedTask(str(k), int(nb), bool(r), inline, float(d), str(t or ""))
-            for k, nb, r, inline, d, t in msg.get("done", ())]
+    return [
+        ev.FinishedTask(str(k), int(nb), bool(r), inline, float(d), str(t or ""))
+        for k, nb, r, inline, d, t in msg.get("done", ())
+    ]
 
 
 _Write = Callable[[Any], None]  #: writes of one batch, queued on a pipeline
 _Decoder = Callable[[dict[str, Any], str, float], list[ev.Event]]
 
 DECODERS: dict[str, _Decoder] = {
-    "update-graph": lambda m, s, t: [ev.GraphSubmitted(s, t, m["client"], _tasks(m),
-                                                       list(m.get("wanted", ())),
-                                                       list(m.get("faf", ())))],
+    "update-graph": lambda m, s, t: [
+        ev.GraphSubmitted(
+            s, t, m["client"], _tasks(m), list(m.get("wanted", ())), list(m.get("faf", ()))
+        )
+    ],
     "release-keys": lambda m, s, t: [ev.KeysReleased(s, t, m["client"], list(m["keys"]))],
-    "cancel": lambda m, s, t: [ev.KeysCancelled(s, t, m["client"], list(m["keys"]),
-                                                bool(m.get("force")))],
+    "cancel": lambda m, s, t: [
+        ev.KeysCancelled(s, t, m["client"], list(m["keys"]), bool(m.get("force")))
+    ],
     "retry": lambda m, s, t: [ev.RetryRequested(s, t, m["client"], list(m["keys"]))],
     "client-join": lambda m, s, t: [ev.ClientJoined(s, t, m["client"])],
     "client-leave": lambda m, s, t: [ev.ClientLeft(s, t, m["client"])],
-    "scatter": lambda m, s, t: [ev.DataScattered(s, t, m["client"],
-                                                 [(str(k), list(w), int(n), bool(r))
-                                                  for k, w, n, r in m["items"]])],
-    "worker-join": lambda m, s, t: [ev.WorkerJoined(s, t, m["address"], m.get("name", ""),
-                                                    int(m["nthreads"]),
-                                                    int(m.get("memory_limit", 0)),
-                                                    m.get("resources"))],
+    "scatter": lambda m, s, t: [
+        ev.DataScattered(
+            s, t, m["client"], [(str(k), list(w), int(n), bool(r)) for k, w, n, r in m["items"]]
+        )
+    ],
+    "worker-join": lambda m, s, t: [
+        ev.WorkerJoined(
+            s,
+            t,
+            m["address"],
+            m.get("name", ""),
+            int(m["nthreads"]),
+            int(m.get("memory_limit", 0)),
+            m.get("resources"),
+        )
+    ],
     "worker-leave": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"])],
     "worker-lost": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"], lost=True)],
     "restart": lambda m, s, t: [ev.RestartRequested(s, t, m["client"])],
     "add-keys": lambda m, s, t: [ev.DataReplicated(s, t, m["worker"], list(m["keys"]))],
-    "worker-status": lambda m, s, t: [ev.WorkerStatusChanged(s, t, str(m["address"]), str(m["status"]))],
-    "drop-replicas": lambda m, s, t: [ev.DropReplicas(s, t, str(m["client"]), {
-        str(k): [str(w) for w in v] for k, v in dict(m["keys"]).items()})],
+    "worker-status": lambda m, s, t: [
+        ev.WorkerStatusChanged(s, t, str(m["address"]), str(m["status"]))
+    ],
+    "drop-replicas": lambda m, s, t: [
+        ev.DropReplicas(
+            s,
+            t,
+            str(m["client"]),
+            {str(k): [str(w) for w in v] for k, v in dict(m["keys"]).items()},
+        )
+    ],
     "barrier": lambda m, s, t: [ev.Barrier(s, t, str(m["client"]), str(m["id"]))],
     "task-done": lambda m, s, t: _task_done(m, s, t),
 }
@@ -158,8 +190,16 @@ class Outbox:
                 # a spec submitted in this very batch travels with the task: the worker
                 # then needs no round trip to load it
                 self.worker_actions[ins.worker].append(  # type: ignore[attr-defined]
-                    ["c", ins.key, ins.priority, deps, ins.resources,  # type: ignore[attr-defined]
-                     ins.spec or self.specs.get(ins.key), ins.clients])  # type: ignore[attr-defined]
+                    [
+                        "c",
+                        ins.key,
+                        ins.priority,
+                        deps,
+                        ins.resources,  # type: ignore[attr-defined]
+                        ins.spec or self.specs.get(ins.key),
+                        ins.clients,
+                    ]
+                )  # type: ignore[attr-defined]
             elif kind is ev.FreeKeys:
                 self.worker_actions[ins.worker].append(["f", ins.keys])  # type: ignore[attr-defined]
             elif kind is ev.StealRequest:
@@ -194,13 +234,19 @@ class Outbox:
         if self.records:
             pipe.hset(keys.tasks, mapping=self.records)
         for worker, actions in self.worker_actions.items():
-            pipe.xadd(keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("batch", a=actions)})
+            pipe.xadd(
+                keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("batch", a=actions)}
+            )
         for client, items in self.client_items.items():
-            pipe.xadd(keys.client_stream(client), {PAYLOAD_FIELD: messages.encode("notify", items=items)})
+            pipe.xadd(
+                keys.client_stream(client), {PAYLOAD_FIELD: messages.encode("notify", items=items)}
+            )
         for restart in self.restarts:  # after the cancellations above reached the clients
             for worker in restart.workers:
                 pipe.xadd(keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("restart")})
-            pipe.xadd(keys.client_stream(restart.client), {PAYLOAD_FIELD: messages.encode("restarted")})
+            pipe.xadd(
+                keys.client_stream(restart.client), {PAYLOAD_FIELD: messages.encode("restarted")}
+            )
         for entry in self.log:
             pipe.xadd(keys.events, {PAYLOAD_FIELD: entry}, maxlen=EVENTS_MAXLEN, approximate=True)
 
@@ -208,8 +254,13 @@ class Outbox:
 class SchedulerServer:
     """Reads the ``sched`` stream, runs the state machine, writes what it decided."""
 
-    def __init__(self, store: RedisStore, name: str | None = None,
-                 worker_ttl: float | None = None, lease_ttl_ms: int = LEASE_TTL_MS) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        name: str | None = None,
+        worker_ttl: float | None = None,
+        lease_ttl_ms: int = LEASE_TTL_MS,
+    ) -> None:
         self.store = store
         self._batch_entries = BATCH_ENTRIES  #: entries per read (fewer after a big batch)
         self.state = SchedulerState()
@@ -220,8 +271,11 @@ class SchedulerServer:
         self._deletes = BatchedDeletes()  #: handled entries of the sched stream
         self.batches = 0
         self.client_ttl = float(os.environ.get("RDIST_CLIENT_TTL", CLIENT_TTL_SECONDS))
-        self.worker_ttl = worker_ttl if worker_ttl is not None else float(
-            os.environ.get("RDIST_WORKER_TTL", WORKER_TTL_SECONDS))
+        self.worker_ttl = (
+            worker_ttl
+            if worker_ttl is not None
+            else float(os.environ.get("RDIST_WORKER_TTL", WORKER_TTL_SECONDS))
+        )
         self._last_client_check = 0.0
         self._last_worker_check = 0.0
         self.lease = Lease(store.clone(), lease_ttl_ms)
@@ -229,7 +283,7 @@ class SchedulerServer:
         self.started_serving = 0.0  #: monotonic time the last leadership began
 
     @classmethod
-    def from_url(cls, url: str, cluster: str = "default") -> "SchedulerServer":
+    def from_url(cls, url: str, cluster: str = "default") -> SchedulerServer:
         return cls(connect(url, cluster))
 
     def prepare(self) -> None:
@@ -292,14 +346,18 @@ class SchedulerServer:
         """Rebuild the state from Redis: records, live workers, stored errors."""
         keys, redis = self.store.keys, self.store.redis
         self.state = SchedulerState()
-        records = {k.decode(): messages.unpack(v) for k, v in redis.hscan_iter(keys.tasks, count=10_000)}
+        records = {
+            k.decode(): messages.unpack(v) for k, v in redis.hscan_iter(keys.tasks, count=10_000)
+        }
         now = time.time()
         workers = {}
         for address, blob in redis.hgetall(keys.workers).items():
             info = messages.unpack(blob)
             if now - float(info.get("last_seen", 0)) <= self.worker_ttl:
                 workers[address.decode()] = info
-        blamed = sorted({str(r["b"]) for r in records.values() if r.get("s") == "erred" and r.get("b")})
+        blamed = sorted(
+            {str(r["b"]) for r in records.values() if r.get("s") == "erred" and r.get("b")}
+        )
         errors = dict(zip(blamed, redis.hmget(keys.results, blamed))) if blamed else {}
         errors = {k: v for k, v in errors.items() if v is not None}
         if not records and not workers:
@@ -326,8 +384,13 @@ class SchedulerServer:
                 read_pending, next_pending_check = True, started + PENDING_CHECK_SECONDS
             try:
                 entries = self.store.read_group(
-                    self.store.keys.sched, SCHEDULER_GROUP, self.consumer,
-                    self._batch_entries, BLOCK_MS, before=pending_write, pending=read_pending,
+                    self.store.keys.sched,
+                    SCHEDULER_GROUP,
+                    self.consumer,
+                    self._batch_entries,
+                    BLOCK_MS,
+                    before=pending_write,
+                    pending=read_pending,
                 )
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
@@ -352,8 +415,10 @@ class SchedulerServer:
                 pending_write(pipe)
                 pipe.execute()
             except ConnectionErrors:
-                log.warning("scheduler stopped before its last batch was written; "
-                            "its entries stay pending for the next scheduler")
+                log.warning(
+                    "scheduler stopped before its last batch was written; "
+                    "its entries stay pending for the next scheduler"
+                )
 
     def _drop_lost_workers(self, pending: _Write | None) -> _Write | None:
         """Workers silent for over ``worker_ttl``: reschedule their work, drop their stream."""
@@ -375,9 +440,12 @@ class SchedulerServer:
             return pending
         outbox = Outbox()
         for address in lost:
-            log.warning("worker %s sent no heartbeat for over %g s: removing it", address,
-                        self.worker_ttl)
-            outbox.add(self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True)))
+            log.warning(
+                "worker %s sent no heartbeat for over %g s: removing it", address, self.worker_ttl
+            )
+            outbox.add(
+                self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True))
+            )
         keys = self.store.keys
 
         def write(pipe: Any) -> None:
@@ -422,16 +490,25 @@ class SchedulerServer:
             gc.freeze()  # the new graph's objects: never walked by a collection again
         return self._batch_writes(outbox, bad, [entry_id for entry_id, _ in entries[first:]])
 
-    def _batch_writes(self, outbox: Outbox, bad: list[tuple[bytes, bytes | None, str]],
-                      ids: list[bytes]) -> Callable[[Any], None]:
+    def _batch_writes(
+        self, outbox: Outbox, bad: list[tuple[bytes, bytes | None, str]], ids: list[bytes]
+    ) -> Callable[[Any], None]:
         keys = self.store.keys
 
         def write(pipe: Any) -> None:
             outbox.write(pipe, self.store)
             for entry_id, payload, reason in bad:
-                pipe.xadd(keys.deadletter, {"stream": keys.sched, "id": entry_id,
-                                            "reason": reason[:500], "raw": (payload or b"")[:4096]},
-                          maxlen=10_000, approximate=True)
+                pipe.xadd(
+                    keys.deadletter,
+                    {
+                        "stream": keys.sched,
+                        "id": entry_id,
+                        "reason": reason[:500],
+                        "raw": (payload or b"")[:4096],
+                    },
+                    maxlen=10_000,
+                    approximate=True,
+                )
             pipe.xack(keys.sched, SCHEDULER_GROUP, *ids)
             self._deletes.add(ids)
             due = self._deletes.take_due()
@@ -469,8 +546,11 @@ class SchedulerServer:
         now = time.time()
         outbox = Outbox()
         for client in lost:
-            log.warning("client %s sent no heartbeat for over %g s: releasing its keys",
-                        client, self.client_ttl)
+            log.warning(
+                "client %s sent no heartbeat for over %g s: releasing its keys",
+                client,
+                self.client_ttl,
+            )
             try:
                 outbox.add(self.state.handle(ev.ClientLeft(f"client-lost-{now}", now, client)))
             except Exception:  # a bug must not stop the cluster

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from rdist.scheduler import events as ev
 from rdist.scheduler import coassign, dataops, recovery, stealing
+from rdist.scheduler import events as ev
 
 
 class TaskState(str, Enum):
@@ -128,8 +129,9 @@ def key_prefix(key: str) -> str:
 class SchedulerState:
     """Tasks, workers and clients; :meth:`handle` is the only entry point."""
 
-    def __init__(self, allowed_failures: int = 3, direct_notify: bool = True,
-                 coassign: bool = True) -> None:
+    def __init__(
+        self, allowed_failures: int = 3, direct_notify: bool = True, coassign: bool = True
+    ) -> None:
         #: a task errs with KilledWorker once this many workers died while running it
         self.allowed_failures = allowed_failures
         #: workers tell the clients wanting a key themselves when it finishes (one hop
@@ -209,7 +211,8 @@ class SchedulerState:
             self._want(FIRE_AND_FORGET, key)
         # new tasks, and released ones kept only for lineage that are wanted again
         revived = [self.tasks[m.key] for m in e.tasks] + [
-            self.tasks[k] for k in (*e.wanted, *e.fire_and_forget) if k in self.tasks]
+            self.tasks[k] for k in (*e.wanted, *e.fire_and_forget) if k in self.tasks
+        ]
         finished_before = {ts.key for ts in revived if ts.state in (TS.MEMORY, TS.ERRED)}
         for ts in revived:
             if ts.state is TS.RELEASED and self._needed(ts):
@@ -315,8 +318,9 @@ class SchedulerState:
     def _on_worker_joined(self, e: ev.WorkerJoined) -> None:
         if e.address in self.workers:
             return
-        ws = WorkerInfo(e.address, e.name, max(1, e.nthreads), e.memory_limit,
-                        dict(e.resources or {}))
+        ws = WorkerInfo(
+            e.address, e.name, max(1, e.nthreads), e.memory_limit, dict(e.resources or {})
+        )
         self.workers[e.address] = ws
         self._emit(ev.LogEvent("worker-joined", {"worker": e.address, "name": e.name}))
         for key in sorted(self.no_worker, key=lambda k: self.tasks[k].priority):
@@ -398,8 +402,10 @@ class SchedulerState:
                 self._transition(ts, TS.WAITING)
 
     def _killed_worker(self, ts: Task, last_worker: str) -> None:
-        text = (f"Attempted to run task {ts.key!r} on {ts.suspicious} different workers, but all "
-                f"those workers died while running it. The last worker was {last_worker}.")
+        text = (
+            f"Attempted to run task {ts.key!r} on {ts.suspicious} different workers, but all "
+            f"those workers died while running it. The last worker was {last_worker}."
+        )
         ts.error_kind = "killed-worker"
         self._fail(ts, None, ts.key, text)
 
@@ -606,8 +612,11 @@ class SchedulerState:
 
     def _ready(self, ts: Task) -> None:
         """All inputs are in memory: run now, queue, or wait for an allowed worker."""
-        if self.queued and self.workers and not (ts.dependencies or ts.restrictions
-                                                 or ts.resources):
+        if (
+            self.queued
+            and self.workers
+            and not (ts.dependencies or ts.restrictions or ts.resources)
+        ):
             # others already wait for room: join them (the fill at the end of this batch
             # places the highest priorities first) instead of asking every worker again
             self._transition(ts, TS.QUEUED)
@@ -660,12 +669,14 @@ class SchedulerState:
         wants = ts.who_wants
         if self.direct_notify and wants:
             ts.notified = tuple(c for c in wants if c != FIRE_AND_FORGET)
-        self._emit(ev.Compute(worker.address, ts.key, ts.priority, deps, ts.resources,
-                              list(ts.notified), ts.spec))
+        self._emit(
+            ev.Compute(
+                worker.address, ts.key, ts.priority, deps, ts.resources, list(ts.notified), ts.spec
+            )
+        )
         ts.spec = None
         if ts.dependents and self.coassign:
             coassign.dependents(self, ts, worker)
-
 
     def _stop_processing(self, ts: Task) -> WorkerInfo | None:
         ws = self.workers.get(ts.processing_on or "")
@@ -723,8 +734,9 @@ class SchedulerState:
         if ts.state is TS.MEMORY:
             self._release_if_unneeded(ts)
 
-    def _fail(self, ts: Task, error: bytes | None, blame: str | None,
-              error_text: str | None) -> None:
+    def _fail(
+        self, ts: Task, error: bytes | None, blame: str | None, error_text: str | None
+    ) -> None:
         ts.error, ts.blame, ts.error_text = error, blame, error_text
         self._transition(ts, TS.ERRED)
 
@@ -737,7 +749,8 @@ class SchedulerState:
             t = stack.pop()
             if t is not ts:
                 if t.state not in (TS.WAITING, TS.QUEUED, TS.NO_WORKER) and not (
-                        t.state is TS.PROCESSING and t.waiting_on):  # co-assigned
+                    t.state is TS.PROCESSING and t.waiting_on
+                ):  # co-assigned
                     continue
                 t.error, t.blame, t.error_text, t.error_kind = failure
                 if self.keep_log:
@@ -819,11 +832,15 @@ class SchedulerState:
     def _candidates(self, ts: Task) -> list[WorkerInfo]:
         workers = list(self.workers.values())
         if ts.resources:
-            workers = [w for w in workers
-                       if all(w.resources.get(r, 0) >= n for r, n in ts.resources.items())]
+            workers = [
+                w
+                for w in workers
+                if all(w.resources.get(r, 0) >= n for r, n in ts.resources.items())
+            ]
         if ts.restrictions:
-            allowed = [w for w in workers
-                       if w.address in ts.restrictions or w.name in ts.restrictions]
+            allowed = [
+                w for w in workers if w.address in ts.restrictions or w.name in ts.restrictions
+            ]
             if allowed or not ts.loose:
                 return allowed
         return workers
@@ -858,7 +875,11 @@ class SchedulerState:
                 for address in dep.who_has:
                     local[address] = local.get(address, 0) + dep.nbytes
             best = max(candidates, key=lambda w: (local.get(w.address, 0), -_load(w)))
-            if local.get(best.address, 0) >= LOCALITY_BYTES and not ts.resources and best.status == "running":
+            if (
+                local.get(best.address, 0) >= LOCALITY_BYTES
+                and not ts.resources
+                and best.status == "running"
+            ):
                 return best
             if self._has_room(best, ts):
                 return best
@@ -903,8 +924,12 @@ class SchedulerState:
 
     def _notify_one(self, client: str, ts: Task, inline: bytes | None = None) -> None:
         if ts.state is TS.MEMORY:
-            info: dict[str, Any] = {"nbytes": ts.nbytes, "redis": ts.in_redis,
-                                    "who_has": sorted(ts.who_has), "type": ts.type_name}
+            info: dict[str, Any] = {
+                "nbytes": ts.nbytes,
+                "redis": ts.in_redis,
+                "who_has": sorted(ts.who_has),
+                "type": ts.type_name,
+            }
             if inline is not None:
                 info["inline"] = inline
             self._emit(ev.Notify(client, ts.key, "memory", info))
@@ -979,8 +1004,9 @@ def _likely_running(ws: WorkerInfo, tasks: dict[str, Task]) -> set[str]:
     as many as it has threads, highest priority first (it runs them in that order). Only
     these become suspects: a worker holds many more quick tasks than it runs at once, and
     blaming all of them would err innocent tasks with KilledWorker."""
-    waiting = sorted((k for k in ws.processing if k not in ws.long_running),
-                     key=lambda k: tasks[k].priority)
+    waiting = sorted(
+        (k for k in ws.processing if k not in ws.long_running), key=lambda k: tasks[k].priority
+    )
     return set(waiting[: ws.nthreads]) | ws.long_running
 
 

@@ -29,11 +29,11 @@ MAX_MOVED_BYTES = 1 << 20
 MIN_DURATION = 0.002
 
 
-def free_threads(ws: "WorkerInfo") -> int:
+def free_threads(ws: WorkerInfo) -> int:
     return ws.nthreads - (len(ws.processing) - len(ws.long_running))
 
 
-def balance(state: "SchedulerState", now: float) -> None:
+def balance(state: SchedulerState, now: float) -> None:
     """Ask busy workers to give up tasks they have not started, for idle workers."""
     if not state.workers or now < state.last_balance + BALANCE_INTERVAL:
         return
@@ -48,17 +48,25 @@ def balance(state: "SchedulerState", now: float) -> None:
     victims = [w for w in state.workers.values() if free_threads(w) < 0]
     victims.sort(key=lambda w: free_threads(w))
     for victim in victims:
-        surplus = -free_threads(victim) - sum(1 for v, _ in state.stealing.values()
-                                              if v == victim.address)
+        surplus = -free_threads(victim) - sum(
+            1 for v, _ in state.stealing.values() if v == victim.address
+        )
         if surplus <= 0:
             continue
-        movable = [t for k in victim.processing
-                   if k not in victim.long_running and k not in state.stealing
-                   and not (t := state.tasks[k]).waiting_on and not _has_coassigned(state, t)]
+        movable = [
+            t
+            for k in victim.processing
+            if k not in victim.long_running
+            and k not in state.stealing
+            and not (t := state.tasks[k]).waiting_on
+            and not _has_coassigned(state, t)
+        ]
         movable.sort(key=lambda t: t.priority, reverse=True)  # lowest priority first
         for ts in movable[:surplus]:
-            if now - ts.processing_since < STEAL_AFTER_SECONDS or \
-                    state._estimate(ts) < MIN_DURATION:
+            if (
+                now - ts.processing_since < STEAL_AFTER_SECONDS
+                or state._estimate(ts) < MIN_DURATION
+            ):
                 continue
             thief = _thief(state, ts, victim, idle)
             if thief is None:
@@ -72,7 +80,7 @@ def balance(state: "SchedulerState", now: float) -> None:
                 return
 
 
-def has_queued_work(state: "SchedulerState") -> bool:
+def has_queued_work(state: SchedulerState) -> bool:
     """Tasks wait at the scheduler (those go to idle workers before any steal)."""
     from rdist.scheduler.state import TaskState
 
@@ -85,14 +93,16 @@ def has_queued_work(state: "SchedulerState") -> bool:
     return bool(state.queued_restricted)
 
 
-def _has_coassigned(state: "SchedulerState", ts: "Task") -> bool:
+def _has_coassigned(state: SchedulerState, ts: Task) -> bool:
     """Dependents wait for ``ts`` on its worker: it must stay there."""
-    return any(ts.key in d.waiting_on for k in ts.dependents
-               if (d := state.tasks.get(k)) is not None and d.processing_on)
+    return any(
+        ts.key in d.waiting_on
+        for k in ts.dependents
+        if (d := state.tasks.get(k)) is not None and d.processing_on
+    )
 
 
-def _thief(state: "SchedulerState", ts: "Task", victim: "WorkerInfo",
-           idle: dict[str, int]) -> str | None:
+def _thief(state: SchedulerState, ts: Task, victim: WorkerInfo, idle: dict[str, int]) -> str | None:
     best, best_free = None, 0
     for ws in state._candidates(ts):
         free = idle.get(ws.address, 0)
@@ -104,7 +114,7 @@ def _thief(state: "SchedulerState", ts: "Task", victim: "WorkerInfo",
     return best
 
 
-def _moved_bytes(state: "SchedulerState", ts: "Task", thief: "WorkerInfo") -> int:
+def _moved_bytes(state: SchedulerState, ts: Task, thief: WorkerInfo) -> int:
     total = 0
     for key in ts.dependencies:
         dep = state.tasks.get(key)
@@ -113,7 +123,7 @@ def _moved_bytes(state: "SchedulerState", ts: "Task", thief: "WorkerInfo") -> in
     return total
 
 
-def answered(state: "SchedulerState", e: ev.StealResponse) -> None:
+def answered(state: SchedulerState, e: ev.StealResponse) -> None:
     """The victim answered: move the task if it gave it up."""
     from rdist.scheduler.state import TaskState
 
@@ -137,7 +147,7 @@ def answered(state: "SchedulerState", e: ev.StealResponse) -> None:
     state._move_processing(ts, target)
 
 
-def _gave_up_unasked(state: "SchedulerState", ts: "Task") -> None:
+def _gave_up_unasked(state: SchedulerState, ts: Task) -> None:
     """The worker ``ts`` is assigned to dropped it for a steal request this scheduler does
     not know about: one sent by a predecessor that died before reading the answer, or one
     overtaken by a release and a new assignment to the same worker. Either way the worker

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 
+from rdist.store import tables
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.rawpipe import RawConnection, RawPipeline
+from rdist.store.streams import Streams
 
 #: FakeServers by name, so in-process tests can use ``fakeredis://<name>`` URLs.
 _FAKE_SERVERS: dict[str, Any] = {}
@@ -37,13 +40,14 @@ def drop_fake_server(name: str) -> None:
         _FAKE_SERVERS.pop(name, None)
 
 
-def connect(url: str, cluster: str = "default") -> "RedisStore":
+def connect(url: str, cluster: str = "default") -> RedisStore:
     """Open a store on ``redis://``, ``rediss://``, ``unix://`` or ``fakeredis://`` URLs."""
     if url.startswith("fakeredis://"):
         return RedisStore(_fake_client(url[len("fakeredis://") :]), Keys(cluster), url)
     # No socket timeout: blocking stream reads must not trip it (they carry their own BLOCK).
-    client = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=10,
-                                  **_tls_options(url))
+    client = redis.Redis.from_url(
+        url, socket_timeout=None, socket_connect_timeout=10, **_tls_options(url)
+    )
     return RedisStore(client, Keys(cluster), url)
 
 
@@ -106,7 +110,11 @@ class BatchedDeletes:
 
 
 class RedisStore:
-    """A Redis client bound to one cluster's key names."""
+    """A Redis client bound to one cluster's key names, with a façade per record.
+
+    Code outside ``rdist.store`` uses the façades (``store.tasks``, ``store.workers``,
+    ``store.streams``, ...) and the pipelines handed out here; it never sends a Redis
+    command of its own."""
 
     def __init__(self, client: Any, keys: Keys, url: str) -> None:
         self.redis = client
@@ -114,6 +122,21 @@ class RedisStore:
         self.url = url
         self._raw: RawConnection | None = None
         self._raw_reads: RawConnection | None = None  #: blocking stream reads only
+        self.tasks = tables.Tasks(self, keys.tasks)
+        self.workers = tables.Workers(self, keys.workers)
+        self.clients = tables.Clients(self, keys.clients)
+        self.results = tables.Results(self, keys.results)
+        self.specs = tables.Specs(self, keys.specs, keys.funcs)
+        self.meta = tables.Meta(self, keys.meta)
+        self.transfers = tables.Transfers(self)
+        self.streams = Streams(self)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    def memory_info(self) -> dict[str, Any]:
+        """Redis's ``INFO memory`` section (the dashboard's /metrics)."""
+        return dict(self.redis.info("memory"))
 
     def raw_pipeline(self) -> RawPipeline:
         """A lean pipeline on this store's own held connection (see :mod:`rawpipe`): for
@@ -127,7 +150,7 @@ class RedisStore:
             self._raw_reads = RawConnection(self.redis)
         return RawPipeline(self._raw_reads)
 
-    def clone(self) -> "RedisStore":
+    def clone(self) -> RedisStore:
         """A second connection (blocking reads need a connection of their own)."""
         return connect(self.url, self.keys.cluster)
 
@@ -179,8 +202,14 @@ class RedisStore:
         read.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
         return _entries(read.execute()[0])
 
-    def read(self, stream: str, last_id: bytes | str, count: int, block_ms: int,
-             before: Callable[[Any], None] | None = None) -> list[Entry]:
+    def read(
+        self,
+        stream: str,
+        last_id: bytes | str,
+        count: int,
+        block_ms: int,
+        before: Callable[[Any], None] | None = None,
+    ) -> list[Entry]:
         """XREAD one batch after the writes ``before(pipe)`` queues (see read_group)."""
         if before is not None:
             pipe = self.raw_pipeline()
@@ -206,8 +235,9 @@ def _entries(reply: Any) -> list[Entry]:
     if not reply:
         return []
     out: list[Entry] = []
-    per_stream: Iterable[Any] = (reply.values() if isinstance(reply, dict)
-                                 else (stream_reply[1] for stream_reply in reply))
+    per_stream: Iterable[Any] = (
+        reply.values() if isinstance(reply, dict) else (stream_reply[1] for stream_reply in reply)
+    )
     for messages in per_stream:
         for entry_id, fields in messages:
             out.append((entry_id, _payload(fields)))

@@ -47,7 +47,9 @@ class RawConnection:
         """Send ``commands`` and return their replies; raises the first error reply (also
         of writes sent earlier with :meth:`send`)."""
         with self.lock:
-            earlier, replies = self._attempt(lambda: (self._confirm(), self._send_and_read(commands)))
+            earlier, replies = self._attempt(
+                lambda: (self._confirm(), self._send_and_read(commands))
+            )
         _raise_first_error(earlier + replies)
         return replies
 
@@ -141,13 +143,14 @@ class RawPipeline:
     def __len__(self) -> int:
         return len(self._commands)
 
-    def _add(self, *args: Any) -> "RawPipeline":
+    def _add(self, *args: Any) -> RawPipeline:
         self._commands.append(args)
         return self
 
     # -- writes ----------------------------------------------------------------------------
-    def xadd(self, name: str, fields: dict[Any, Any], maxlen: int | None = None,
-             approximate: bool = True) -> "RawPipeline":
+    def xadd(
+        self, name: str, fields: dict[Any, Any], maxlen: int | None = None, approximate: bool = True
+    ) -> RawPipeline:
         args: list[Any] = ["XADD", name]
         if maxlen is not None:
             args += ["MAXLEN", "~" if approximate else "=", maxlen]
@@ -156,8 +159,9 @@ class RawPipeline:
             args += [field, value]
         return self._add(*args)
 
-    def hset(self, name: str, key: Any = None, value: Any = None,
-             mapping: dict[Any, Any] | None = None) -> "RawPipeline":
+    def hset(
+        self, name: str, key: Any = None, value: Any = None, mapping: dict[Any, Any] | None = None
+    ) -> RawPipeline:
         args: list[Any] = ["HSET", name]
         if key is not None:
             args += [key, value]
@@ -165,35 +169,42 @@ class RawPipeline:
             args += [field, item]
         return self._add(*args)
 
-    def hdel(self, name: str, *keys: Any) -> "RawPipeline":
+    def hdel(self, name: str, *keys: Any) -> RawPipeline:
         return self._add("HDEL", name, *keys)
 
-    def delete(self, *names: str) -> "RawPipeline":
+    def delete(self, *names: str) -> RawPipeline:
         return self._add("DEL", *names)
 
-    def expire(self, name: str, seconds: int) -> "RawPipeline":
+    def expire(self, name: str, seconds: int) -> RawPipeline:
         return self._add("EXPIRE", name, int(seconds))
 
-    def xack(self, name: str, group: str, *ids: Any) -> "RawPipeline":
+    def xack(self, name: str, group: str, *ids: Any) -> RawPipeline:
         return self._add("XACK", name, group, *ids)
 
-    def xdel(self, name: str, *ids: Any) -> "RawPipeline":
+    def xdel(self, name: str, *ids: Any) -> RawPipeline:
         return self._add("XDEL", name, *ids)
 
     # -- reads -----------------------------------------------------------------------------
-    def hmget(self, name: str, keys: list[Any]) -> "RawPipeline":
+    def hmget(self, name: str, keys: list[Any]) -> RawPipeline:
         return self._add("HMGET", name, *keys)
 
-    def hgetall(self, name: str) -> "RawPipeline":
+    def hgetall(self, name: str) -> RawPipeline:
         self._convert[len(self._commands)] = _pairs_to_dict
         return self._add("HGETALL", name)
 
-    def xread(self, streams: dict[str, Any], count: int | None = None,
-              block: int | None = None) -> "RawPipeline":
+    def xread(
+        self, streams: dict[str, Any], count: int | None = None, block: int | None = None
+    ) -> RawPipeline:
         return self._add("XREAD", *_read_args(streams, count, block))
 
-    def xreadgroup(self, group: str, consumer: str, streams: dict[str, Any],
-                   count: int | None = None, block: int | None = None) -> "RawPipeline":
+    def xreadgroup(
+        self,
+        group: str,
+        consumer: str,
+        streams: dict[str, Any],
+        count: int | None = None,
+        block: int | None = None,
+    ) -> RawPipeline:
         return self._add("XREADGROUP", "GROUP", group, consumer, *_read_args(streams, count, block))
 
     def send(self) -> None:

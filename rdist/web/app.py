@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import (
@@ -158,8 +159,9 @@ def _logged_in(next_path: str) -> Any:
     """Redirect with the session cookie. Secure behind an HTTPS proxy too (Heroku's router)."""
     response = redirect(next_path)
     https = request.is_secure or request.headers.get("X-Forwarded-Proto", "") == "https"
-    response.set_cookie(COOKIE, _dashboard().session_value(), httponly=True, samesite="Strict",
-                        secure=https)
+    response.set_cookie(
+        COOKIE, _dashboard().session_value(), httponly=True, samesite="Strict", secure=https
+    )
     return response
 
 

@@ -7,7 +7,8 @@ transferred bytes, say) appear automatically as ``rdist_worker_<field>`` gauges.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

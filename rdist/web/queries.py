@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rdist.protocol import messages
 from rdist.protocol.taskstream import TaskRun, decode_batch

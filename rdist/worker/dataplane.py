@@ -86,7 +86,7 @@ def check_data_message(msg: dict[str, Any]) -> None:
 class DataPlane:
     def __init__(
         self,
-        worker: "Worker",
+        worker: Worker,
         listen_address: str,
         contact_address: str | None = None,
         mode: str | None = None,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from rdist.worker.state import WTask
 
@@ -107,8 +108,10 @@ class ReadyQueue:
         return found
 
     def _fits(self, ts: WTask) -> bool:
-        return all(self.used.get(n, 0) + a <= self.resources.get(n, 0)
-                   for n, a in (ts.resources or {}).items())
+        return all(
+            self.used.get(n, 0) + a <= self.resources.get(n, 0)
+            for n, a in (ts.resources or {}).items()
+        )
 
     def done(self, ts: WTask, seceded: bool = False) -> None:
         """``ts`` ended; its slot (unless it seceded) and resources are free again."""
@@ -154,7 +157,7 @@ class TaskContext:
 
     __slots__ = ("worker", "task", "seceded", "replaced")
 
-    def __init__(self, worker: "Worker", task: WTask) -> None:
+    def __init__(self, worker: Worker, task: WTask) -> None:
         self.worker = worker
         self.task = task
         self.seceded = False  #: holds no slot now
@@ -190,7 +193,7 @@ def rejoin() -> None:
     context.seceded = False
 
 
-def get_client(timeout: float | None = None) -> "Client":
+def get_client(timeout: float | None = None) -> Client:
     """The client of the worker running this task (created once per worker); outside a
     task, the default client."""
     context = current()
@@ -203,7 +206,7 @@ def get_client(timeout: float | None = None) -> "Client":
 
 
 @contextmanager
-def worker_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator["Client"]:
+def worker_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator[Client]:
     """``with worker_client() as c:`` -- submit and wait on subtasks from inside a task,
     with the task seceded meanwhile."""
     client = get_client(timeout)

@@ -22,7 +22,7 @@ log = logging.getLogger("rdist.worker")
 BUDGET_SECONDS = 20.0
 
 
-def unique_keys(worker: "Worker") -> list[str]:
+def unique_keys(worker: Worker) -> list[str]:
     """Keys whose only copy, according to the scheduler's records, is on this worker."""
     keys = list(worker.data.keys())
     if not keys:
@@ -34,12 +34,16 @@ def unique_keys(worker: "Worker") -> list[str]:
         if blob is None:
             continue
         record = messages.unpack(blob)
-        if record.get("s") == "memory" and not record.get("r") and record.get("wh") == [worker.address]:
+        if (
+            record.get("s") == "memory"
+            and not record.get("r")
+            and record.get("wh") == [worker.address]
+        ):
             out.append(key)
     return out
 
 
-def peers(worker: "Worker") -> list[str]:
+def peers(worker: Worker) -> list[str]:
     store = worker.store
     out = []
     for address, blob in store.redis.hgetall(store.keys.workers).items():
@@ -49,7 +53,7 @@ def peers(worker: "Worker") -> list[str]:
     return sorted(out)
 
 
-def hand_off(worker: "Worker", budget: float = BUDGET_SECONDS) -> dict[str, list[str]]:
+def hand_off(worker: Worker, budget: float = BUDGET_SECONDS) -> dict[str, list[str]]:
     """Copy unique results to peers (round robin); returns peer -> keys it now holds."""
     from rdist.worker.server import encode_items
 
@@ -60,7 +64,9 @@ def hand_off(worker: "Worker", budget: float = BUDGET_SECONDS) -> dict[str, list
         return moved
     for i, key in enumerate(keys):
         if time.monotonic() > deadline:
-            log.warning("worker %s: hand-off budget spent, %d keys left", worker.address, len(keys) - i)
+            log.warning(
+                "worker %s: hand-off budget spent, %d keys left", worker.address, len(keys) - i
+            )
             break
         value: Any = worker.data.get(key)
         for attempt in range(len(targets)):
@@ -70,7 +76,9 @@ def hand_off(worker: "Worker", budget: float = BUDGET_SECONDS) -> dict[str, list
                 header["op"] = "put"
                 worker.peers.request(peer, header, frames)
             except Exception as exc:  # a peer leaving too, or unreachable: try the next
-                log.info("worker %s: hand-off of %s to %s failed: %s", worker.address, key, peer, exc)
+                log.info(
+                    "worker %s: hand-off of %s to %s failed: %s", worker.address, key, peer, exc
+                )
                 continue
             moved.setdefault(peer, []).append(key)
             break

@@ -24,8 +24,9 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterator, MutableMapping
+from typing import Any
 
 import msgpack
 
@@ -57,7 +58,7 @@ class MemoryFractions:
                 raise ValueError(f"memory fraction {f.name} must be between 0 and 1, not {value}")
 
     @classmethod
-    def from_env(cls, **overrides: float | None) -> "MemoryFractions":
+    def from_env(cls, **overrides: float | None) -> MemoryFractions:
         """Defaults, then ``RDIST_MEMORY_<NAME>`` variables, then non-None ``overrides``."""
         values: dict[str, float] = {}
         for f in fields(cls):

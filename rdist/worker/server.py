@@ -16,7 +16,8 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -30,8 +31,8 @@ from rdist.store.keys import PAYLOAD_FIELD, WORKER_GROUP
 from rdist.worker import execution, handoff
 from rdist.worker.dataplane import DATA_OPS, DataPlane, check_data_message, listen_address_of
 from rdist.worker.memory import MemoryFractions, MemoryMonitor, SpillBuffer, return_freed_memory
-from rdist.worker.state import Decisions, WorkerState, WTask
 from rdist.worker.sizeof import sizeof
+from rdist.worker.state import Decisions, WorkerState, WTask
 
 log = logging.getLogger("rdist.worker")
 
@@ -53,7 +54,7 @@ _thread_state = threading.local()
 _PROCESS = psutil.Process()
 
 
-def get_worker() -> "Worker":
+def get_worker() -> Worker:
     """The worker running the current task (as ``distributed.get_worker``)."""
     worker = getattr(_thread_state, "worker", None)
     if worker is None:
@@ -62,13 +63,22 @@ def get_worker() -> "Worker":
 
 
 class Worker:
-    def __init__(self, store: RedisStore, nthreads: int = 1, name: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0, memory_limit: int = 0,
-                 resources: dict[str, float] | None = None,
-                 contact_host: str | None = None, listen_address: str | None = None,
-                 contact_address: str | None = None, transfer: str | None = None,
-                 memory_fractions: MemoryFractions | None = None,
-                 spill_directory: str | None = None) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        nthreads: int = 1,
+        name: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        memory_limit: int = 0,
+        resources: dict[str, float] | None = None,
+        contact_host: str | None = None,
+        listen_address: str | None = None,
+        contact_address: str | None = None,
+        transfer: str | None = None,
+        memory_fractions: MemoryFractions | None = None,
+        spill_directory: str | None = None,
+    ) -> None:
         self.started = time.time()  #: start (or last restart) time, for client.restart()
         self.under_nanny = False  #: set by run_worker: a nanny restarts us when we exit
         self.handoff_on_close = True  #: hand unique data to peers when leaving
@@ -100,8 +110,12 @@ class Worker:
         self.funcs: OrderedDict[bytes, Callable[..., Any]] = OrderedDict()
         self._seq = 0
         self.secret = self._cluster_secret()
-        self.dataplane = DataPlane(self, listen_address_of(host, port, listen_address),
-                                   contact_address or contact_host, transfer)
+        self.dataplane = DataPlane(
+            self,
+            listen_address_of(host, port, listen_address),
+            contact_address or contact_host,
+            transfer,
+        )
         self.server, self.peers = self.dataplane.listener, self.dataplane.pool
         self.address = self.dataplane.address
         self.name = name or self.address
@@ -121,17 +135,25 @@ class Worker:
         return bytes.fromhex(self.store.redis.hget(meta, "secret").decode())
 
     def info(self) -> dict[str, Any]:
-        return {"address": self.address, "name": self.name, "nthreads": self.nthreads,
-                "memory_limit": self.memory_limit, "resources": self.resources,
-                "host": socket.gethostname(), "pid": os.getpid(), "status": self.status,
-                "started": self.started,
-                "transfer": self.dataplane.mode}
+        return {
+            "address": self.address,
+            "name": self.name,
+            "nthreads": self.nthreads,
+            "memory_limit": self.memory_limit,
+            "resources": self.resources,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "status": self.status,
+            "started": self.started,
+            "transfer": self.dataplane.mode,
+        }
 
     def start(self) -> None:
         self.server.start()
         self._announce()
         targets: list[tuple[str, Callable[[], None]]] = [
-            ("rdist-stream", self._stream_loop), ("rdist-report", self._report_loop),
+            ("rdist-stream", self._stream_loop),
+            ("rdist-report", self._report_loop),
             ("rdist-heartbeat", self._heartbeat_loop),
         ]
         targets += [(f"rdist-exec-{i}", self._execute_loop) for i in range(self.nthreads)]
@@ -166,8 +188,9 @@ class Worker:
     def _rejoin(self) -> None:
         """Our stream is gone: the scheduler declared us dead (e.g. we stalled past the
         heartbeat timeout) and rescheduled our work. Start afresh and join again."""
-        log.warning("worker %s was removed by the scheduler: dropping its state and rejoining",
-                    self.address)
+        log.warning(
+            "worker %s was removed by the scheduler: dropping its state and rejoining", self.address
+        )
         self._start_afresh()
 
     def _start_afresh(self) -> None:
@@ -191,8 +214,13 @@ class Worker:
             moved = handoff.hand_off(self) if self.handoff_on_close else {}
             pipe = self.store.pipeline()
             for peer, peer_keys in moved.items():  # before we leave, so nothing counts as lost
-                pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("add-keys", worker=peer, keys=peer_keys)})
-            pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("worker-leave", address=self.address)})
+                pipe.xadd(
+                    keys.sched,
+                    {PAYLOAD_FIELD: messages.encode("add-keys", worker=peer, keys=peer_keys)},
+                )
+            pipe.xadd(
+                keys.sched, {PAYLOAD_FIELD: messages.encode("worker-leave", address=self.address)}
+            )
             pipe.hdel(keys.workers, self.address)
             pipe.execute()
         except ConnectionErrors:
@@ -232,7 +260,9 @@ class Worker:
                 if reports:
                     self._report(reports)
                 if ack:
-                    reader.pipeline().xack(self.stream, WORKER_GROUP, *ack).xdel(self.stream, *ack).execute()
+                    reader.pipeline().xack(self.stream, WORKER_GROUP, *ack).xdel(
+                        self.stream, *ack
+                    ).execute()
                     self._in_hand.difference_update(ack)
                 reader.close()
                 return
@@ -251,9 +281,15 @@ class Worker:
                     pipe.xdel(self.stream, *due)
 
             try:
-                entries = reader.read_group(self.stream, WORKER_GROUP, self.address,
-                                            BATCH_ENTRIES, BLOCK_MS, before=before,
-                                            pending=read_pending)
+                entries = reader.read_group(
+                    self.stream,
+                    WORKER_GROUP,
+                    self.address,
+                    BATCH_ENTRIES,
+                    BLOCK_MS,
+                    before=before,
+                    pending=read_pending,
+                )
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
                     return
@@ -314,15 +350,22 @@ class Worker:
             self._apply(actions)
 
     def _apply(self, actions: list[list[Any]]) -> None:
-        """Load what the new tasks need from Redis in one round trip, then hand them to the state."""
+        """Load what new tasks need from Redis in one round trip, then hand them to the state."""
         specs = self._load_batch(actions)
         out = Decisions()
         stolen: list[list[Any]] = []
         with self.lock:
             for action in actions:
                 if action[0] == "c":
-                    self.state.compute(action[1], action[2], action[3], out, specs.get(action[1]),
-                                       action[6] if len(action) > 6 else None, action[4])
+                    self.state.compute(
+                        action[1],
+                        action[2],
+                        action[3],
+                        out,
+                        specs.get(action[1]),
+                        action[6] if len(action) > 6 else None,
+                        action[4],
+                    )
                 elif action[0] == "f":
                     for key in action[1]:
                         self.state.free(key, out)
@@ -345,10 +388,23 @@ class Worker:
         # its spec even though its old result is still here when the batch is loaded
         freed = {key for a in actions if a[0] == "f" for key in a[1]}
         with self.lock:
-            needed = [a for a in actions if a[0] == "c" and (a[1] in freed or (
-                a[1] not in self.state.tasks and a[1] not in self.state.have))]
-            small = list({dep for a in actions if a[0] == "c" for dep, info in a[3].items()
-                          if info[2] and dep not in self.state.have})
+            needed = [
+                a
+                for a in actions
+                if a[0] == "c"
+                and (
+                    a[1] in freed or (a[1] not in self.state.tasks and a[1] not in self.state.have)
+                )
+            ]
+            small = list(
+                {
+                    dep
+                    for a in actions
+                    if a[0] == "c"
+                    for dep, info in a[3].items()
+                    if info[2] and dep not in self.state.have
+                }
+            )
         raw: dict[str, bytes | None] = {a[1]: a[5] for a in needed if len(a) > 5 and a[5]}
         new = [a[1] for a in needed if a[1] not in raw]
         if new or small:
@@ -384,7 +440,9 @@ class Worker:
                 specs[key] = RuntimeError(f"task {key!r} has a corrupt spec: {exc}")
         unknown = list({h for _, (h, _, _) in unpacked if h and h not in self.funcs})
         if unknown:
-            for func_hash, raw in zip(unknown, self.store.redis.hmget(self.store.keys.funcs, unknown)):
+            for func_hash, raw in zip(
+                unknown, self.store.redis.hmget(self.store.keys.funcs, unknown)
+            ):
                 self._remember_function(func_hash, raw)
         for key, (func_hash, args_blob, mode) in unpacked:
             func = self.funcs.get(func_hash) if func_hash else None
@@ -426,8 +484,14 @@ class Worker:
         keys = self.store.keys
         try:
             pipe = self.store.pipeline()
-            pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode(
-                "worker-status", address=self.address, status=self.status)})
+            pipe.xadd(
+                keys.sched,
+                {
+                    PAYLOAD_FIELD: messages.encode(
+                        "worker-status", address=self.address, status=self.status
+                    )
+                },
+            )
             pipe.hset(keys.workers, self.address, messages.pack({**self.info(), **self._metrics()}))
             pipe.execute()
         except ConnectionErrors as exc:
@@ -442,7 +506,9 @@ class Worker:
             self.completions.put([["x", k, lost, list(tried)] for k in failed])
         self._enqueue(out.ready)
 
-    def _store_value(self, key: str, value: Any, nbytes: int, frames: list[Any] | None = None) -> None:
+    def _store_value(
+        self, key: str, value: Any, nbytes: int, frames: list[Any] | None = None
+    ) -> None:
         self.data.set(key, value, nbytes, frames)
 
     # -- execution -----------------------------------------------------------------------
@@ -530,8 +596,9 @@ class Worker:
         if self._stream_owner == threading.get_ident():  # seceded on the stream thread
             self._stream_owner = None
             reader = self._reader.clone()
-            thread = threading.Thread(target=self._stream_loop, args=(reader,),
-                                      name="rdist-stream", daemon=True)
+            thread = threading.Thread(
+                target=self._stream_loop, args=(reader,), name="rdist-stream", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         self.ready.release_slot()
@@ -546,8 +613,12 @@ class Worker:
             if self._client is None:
                 from rdist.client.client import Client
 
-                self._client = Client(self.store.url, cluster_name=self.store.keys.cluster,
-                                      set_as_default=False, name=f"worker-{self.name}")
+                self._client = Client(
+                    self.store.url,
+                    cluster_name=self.store.keys.cluster,
+                    set_as_default=False,
+                    name=f"worker-{self.name}",
+                )
                 self._client._on_worker = True
             return self._client
 
@@ -563,7 +634,9 @@ class Worker:
             duration = time.time() - start
             with self.lock:
                 report = self.state.finished(ts.key, stored=False)
-            return self._error_record(ts.key, exc, traceback.format_exc(), duration) if report else []
+            return (
+                self._error_record(ts.key, exc, traceback.format_exc(), duration) if report else []
+            )
         duration = time.time() - start
         self.executed += 1
         try:
@@ -581,7 +654,9 @@ class Worker:
                 return []
         return record
 
-    def _memory_record(self, key: str, value: Any, duration: float) -> tuple[list[Any], list[Any] | None]:
+    def _memory_record(
+        self, key: str, value: Any, duration: float
+    ) -> tuple[list[Any], list[Any] | None]:
         """``["m", key, nbytes, blob-or-None, duration, type]``; blob set for small results.
         Also the serialized frames of a large result, kept for its first transfer or spill."""
         estimate = sizeof(value)
@@ -600,8 +675,15 @@ class Worker:
         return ["m", key, nbytes, blob, duration, type(value).__name__], frames
 
     def _done_record(self, key: str, clients: list[str] | None = None) -> list[Any]:
-        return ["m", key, self.nbytes.get(key, 0), None, 0.0, type(self.data.get(key)).__name__,
-                clients]
+        return [
+            "m",
+            key,
+            self.nbytes.get(key, 0),
+            None,
+            0.0,
+            type(self.data.get(key)).__name__,
+            clients,
+        ]
 
     def _error_record(self, key: str, exc: BaseException, tb: str, duration: float) -> list[Any]:
         try:
@@ -647,8 +729,12 @@ class Worker:
                     inline = blob if in_redis and len(blob) <= INLINE_BYTES else None
                     done.append([key, nbytes, in_redis, inline, duration, type_name])
                     if clients:
-                        info = {"nbytes": nbytes, "redis": in_redis, "who_has": [self.address],
-                                "type": type_name}
+                        info = {
+                            "nbytes": nbytes,
+                            "redis": in_redis,
+                            "who_has": [self.address],
+                            "type": type_name,
+                        }
                         if inline is not None:
                             info["inline"] = inline
                         for client in clients:
@@ -668,23 +754,42 @@ class Worker:
         if not (done or erred or replicated or missing or seceded or stolen):
             return
         keys = self.store.keys
-        runs = taskstream.encode_batch(self.address, threading.current_thread().name, time.time(),
-                                       done, erred) if done or erred else None
-        msg = messages.encode("task-done", worker=self.address, done=done, erred=erred,
-                              replicated=replicated, missing=missing, seceded=seceded,
-                              stolen=stolen)
+        runs = (
+            taskstream.encode_batch(
+                self.address, threading.current_thread().name, time.time(), done, erred
+            )
+            if done or erred
+            else None
+        )
+        msg = messages.encode(
+            "task-done",
+            worker=self.address,
+            done=done,
+            erred=erred,
+            replicated=replicated,
+            missing=missing,
+            seceded=seceded,
+            stolen=stolen,
+        )
+
         def queue(pipe: Any) -> None:
             if results:  # before the notifications: a client may read them at once
                 pipe.hset(keys.results, mapping=results)
             # clients first: they wait on this; the scheduler copes with a client message
             # about a key (release, dependents) arriving before the key's completion
             for client, items in notify.items():
-                pipe.xadd(keys.client_stream(client),
-                          {PAYLOAD_FIELD: messages.encode("notify", items=items)})
+                pipe.xadd(
+                    keys.client_stream(client),
+                    {PAYLOAD_FIELD: messages.encode("notify", items=items)},
+                )
             pipe.xadd(keys.sched, {PAYLOAD_FIELD: msg})
             if runs is not None:  # one entry per batch: the dashboard's task stream
-                pipe.xadd(keys.taskstream, {PAYLOAD_FIELD: runs},
-                          maxlen=taskstream.TASKSTREAM_MAXLEN, approximate=True)
+                pipe.xadd(
+                    keys.taskstream,
+                    {PAYLOAD_FIELD: runs},
+                    maxlen=taskstream.TASKSTREAM_MAXLEN,
+                    approximate=True,
+                )
 
         if into is not None:  # the caller sends it (with its next read)
             queue(into)
@@ -702,11 +807,16 @@ class Worker:
     # -- heartbeats --------------------------------------------------------------------------
     def _metrics(self) -> dict[str, Any]:
         proc = _PROCESS  # one object: cpu_percent(None) measures since its previous call
-        return {"memory": proc.memory_info().rss, "cpu": proc.cpu_percent(None),
-                "executing": sum(1 for t in self.state.tasks.values() if t.state.value == "executing"),
-                "stored": len(self.data), "stored_bytes": self.data.memory_bytes,
-                "spilled_bytes": self.data.spilled_bytes,
-                "executed": self.executed, "last_seen": time.time()}
+        return {
+            "memory": proc.memory_info().rss,
+            "cpu": proc.cpu_percent(None),
+            "executing": sum(1 for t in self.state.tasks.values() if t.state.value == "executing"),
+            "stored": len(self.data),
+            "stored_bytes": self.data.memory_bytes,
+            "spilled_bytes": self.data.spilled_bytes,
+            "executed": self.executed,
+            "last_seen": time.time(),
+        }
 
     def _heartbeat_loop(self) -> None:
         keys = self.store.keys
@@ -717,8 +827,12 @@ class Worker:
                 metrics = self._metrics()
                 pipe = store.pipeline()
                 pipe.hset(keys.workers, self.address, messages.pack({**self.info(), **metrics}))
-                pipe.xadd(keys.heartbeats, {PAYLOAD_FIELD: messages.pack({"worker": self.address, **metrics})},
-                          maxlen=HEARTBEATS_MAXLEN, approximate=True)
+                pipe.xadd(
+                    keys.heartbeats,
+                    {PAYLOAD_FIELD: messages.pack({"worker": self.address, **metrics})},
+                    maxlen=HEARTBEATS_MAXLEN,
+                    approximate=True,
+                )
                 pipe.execute()
             except ConnectionErrors as exc:
                 log.warning("worker %s: heartbeat failed: %s", self.address, exc)
@@ -733,10 +847,14 @@ class Worker:
             reply = {"ok": True, "value": serialize.to_blob(value)}
         except BaseException as exc:
             reply = {"ok": False, "value": serialize.to_blob((exc, traceback.format_exc()))}
-        self.store.redis.xadd(self.store.keys.client_stream(msg["client"]),
-                              {PAYLOAD_FIELD: messages.encode("run-result", id=msg["id"],
-                                                              worker=self.address, **reply)})
-
+        self.store.redis.xadd(
+            self.store.keys.client_stream(msg["client"]),
+            {
+                PAYLOAD_FIELD: messages.encode(
+                    "run-result", id=msg["id"], worker=self.address, **reply
+                )
+            },
+        )
 
 
 def check_message(msg: dict[str, Any]) -> None:
@@ -748,8 +866,11 @@ def check_message(msg: dict[str, Any]) -> None:
         if not isinstance(actions, list) or not all(_valid_action(a) for a in actions):
             raise MalformedMessage(f"batch with malformed actions: {actions!r:.200}")
     elif op == "run":
-        if not (isinstance(msg.get("client"), str) and isinstance(msg.get("id"), str)
-                and isinstance(msg.get("func"), bytes)):
+        if not (
+            isinstance(msg.get("client"), str)
+            and isinstance(msg.get("id"), str)
+            and isinstance(msg.get("func"), bytes)
+        ):
             raise MalformedMessage("run message needs client, id and func")
     elif op in DATA_OPS:
         check_data_message(msg)
@@ -759,9 +880,13 @@ def _valid_action(action: Any) -> bool:
     if not isinstance(action, list) or not action:
         return False
     if action[0] == "c":
-        return (len(action) >= 4 and isinstance(action[1], str) and isinstance(action[2], list)
-                and isinstance(action[3], dict)
-                and all(isinstance(v, list) and len(v) == 3 for v in action[3].values()))
+        return (
+            len(action) >= 4
+            and isinstance(action[1], str)
+            and isinstance(action[2], list)
+            and isinstance(action[3], dict)
+            and all(isinstance(v, list) and len(v) == 3 for v in action[3].values())
+        )
     if action[0] == "f":
         return len(action) == 2 and isinstance(action[1], list)
     if action[0] == "s":
@@ -769,7 +894,9 @@ def _valid_action(action: Any) -> bool:
     return False
 
 
-def run_worker(url: str, cluster: str = "default", nanny_fd: int | None = None, **kwargs: Any) -> None:
+def run_worker(
+    url: str, cluster: str = "default", nanny_fd: int | None = None, **kwargs: Any
+) -> None:
     import signal
 
     from rdist.procs import tune_gc

@@ -16,11 +16,15 @@ def sizeof(obj: Any, _depth: int = 0) -> int:
         items = list(obj)
         if len(items) > 20:  # sample large containers
             sample = items[:: max(1, len(items) // 20)][:20]
-            return sys.getsizeof(obj) + sum(sizeof(x, _depth + 1) for x in sample) * len(items) // len(sample)
+            return sys.getsizeof(obj) + sum(sizeof(x, _depth + 1) for x in sample) * len(
+                items
+            ) // len(sample)
         return sys.getsizeof(obj) + sum(sizeof(x, _depth + 1) for x in items)
     if isinstance(obj, dict) and _depth < 2:
         items = list(obj.items())[:20]
-        per = sum(sizeof(k, _depth + 1) + sizeof(v, _depth + 1) for k, v in items) / max(1, len(items))
+        per = sum(sizeof(k, _depth + 1) + sizeof(v, _depth + 1) for k, v in items) / max(
+            1, len(items)
+        )
         return sys.getsizeof(obj) + int(per * len(obj))
     try:
         memory_usage = getattr(obj, "memory_usage", None)  # pandas

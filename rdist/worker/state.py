@@ -51,9 +51,16 @@ class WorkerState:
         self.fetching: set[str] = set()
         self.waiting_for: dict[str, set[str]] = {}  #: dependency -> tasks waiting for it
 
-    def compute(self, key: str, priority: list[Any], deps: dict[str, list[Any]],
-                out: Decisions, task_spec: Any = None, clients: list[str] | None = None,
-                resources: dict[str, float] | None = None) -> None:
+    def compute(
+        self,
+        key: str,
+        priority: list[Any],
+        deps: dict[str, list[Any]],
+        out: Decisions,
+        task_spec: Any = None,
+        clients: list[str] | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> None:
         ts = self.tasks.get(key)
         if key in self.have:
             out.already_done.append(key)
@@ -63,9 +70,14 @@ class WorkerState:
                 ts.state = WTaskState.EXECUTING  # its running execution counts again
             ts.clients = clients or None
             return
-        ts = WTask(key, tuple(priority), {k: (list(v[0]), int(v[1]), bool(v[2]))
-                                           for k, v in deps.items()}, spec=task_spec,
-                   clients=clients or None, resources=resources or None)
+        ts = WTask(
+            key,
+            tuple(priority),
+            {k: (list(v[0]), int(v[1]), bool(v[2])) for k, v in deps.items()},
+            spec=task_spec,
+            clients=clients or None,
+            resources=resources or None,
+        )
         self.tasks[key] = ts
         for dep, info in ts.deps.items():
             if dep in self.have:

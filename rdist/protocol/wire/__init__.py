@@ -1,0 +1,50 @@
+"""Typed wire records: every stream message and stored record rdist exchanges.
+
+One class per kind of message or record, each with ``encode()`` and a validating
+``decode()``; a :class:`Channel` per stream decodes its entries (and bundles). Anything
+that does not have the shape its reader needs raises one :class:`MalformedMessage` naming
+the stream and the field -- this package is the one place where bad input is recognised.
+
+- :mod:`~rdist.protocol.wire.to_scheduler`: the ``sched`` stream (:data:`SCHEDULER`)
+- :mod:`~rdist.protocol.wire.to_worker`: a worker's stream (:data:`WORKER`)
+- :mod:`~rdist.protocol.wire.to_client`: a client's stream (:data:`CLIENT`)
+- :mod:`~rdist.protocol.wire.records`: hashes (tasks, workers, clients) and the
+  informational streams (heartbeats, events, task stream)
+- :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
+"""
+
+from rdist.protocol.wire.base import (
+    BUNDLE_OP,
+    MAX_MESSAGE_BYTES,
+    Channel,
+    MalformedMessage,
+    Message,
+    Record,
+    bundle,
+    pack,
+    unpack,
+)
+from rdist.protocol.wire.records import *  # noqa: F403
+from rdist.protocol.wire.records import __all__ as _records
+from rdist.protocol.wire.to_client import *  # noqa: F403
+from rdist.protocol.wire.to_client import __all__ as _to_client
+from rdist.protocol.wire.to_scheduler import *  # noqa: F403
+from rdist.protocol.wire.to_scheduler import __all__ as _to_scheduler
+from rdist.protocol.wire.to_worker import *  # noqa: F403
+from rdist.protocol.wire.to_worker import __all__ as _to_worker
+
+__all__ = [  # noqa: PLE0604
+    "BUNDLE_OP",
+    "MAX_MESSAGE_BYTES",
+    "Channel",
+    "MalformedMessage",
+    "Message",
+    "Record",
+    "bundle",
+    "pack",
+    "unpack",
+    *_records,
+    *_to_client,
+    *_to_scheduler,
+    *_to_worker,
+]

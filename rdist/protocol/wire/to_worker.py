@@ -1,0 +1,306 @@
+"""Messages on a worker's stream (``worker:<address>``): from the scheduler, clients, peers.
+
+The scheduler sends one ``batch`` per worker per scheduling round, holding every action of
+that round in order; clients send ``run`` (``client.run``); the data plane's Redis path
+sends ``publish`` / ``load`` requests and their answers (see :mod:`rdist.comm.relay`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from rdist.protocol.wire.base import (
+    BLOB,
+    BOOL,
+    COUNT,
+    NAME,
+    NAMES,
+    PRIORITY,
+    RESOURCES,
+    TEXT,
+    Channel,
+    Codec,
+    DictOf,
+    MalformedMessage,
+    Message,
+    OneOf,
+    Optional,
+    fields,
+    row_spec,
+)
+
+
+class DepInfo(NamedTuple):
+    """Where a task's input is: the workers holding it, its size, whether Redis has it."""
+
+    holders: list[str]
+    nbytes: int
+    in_redis: bool
+
+
+DEP_INFO = row_spec(DepInfo, NAMES, COUNT, BOOL)
+
+
+class Compute(NamedTuple):
+    """Run ``key`` here once its inputs ``deps`` are local."""
+
+    key: str
+    priority: tuple[Any, ...]
+    deps: dict[str, DepInfo]
+    resources: dict[str, float] | None = None
+    #: the task's spec when the scheduler still had it (its first assignment); otherwise
+    #: the worker loads it from the ``specs`` hash
+    spec: bytes | None = None
+    #: clients the worker tells itself when the result is stored (one hop less)
+    clients: list[str] | None = None
+
+
+class Free(NamedTuple):
+    """Forget these keys: drop their data, cancel them if they run."""
+
+    keys: list[str]
+
+
+class Steal(NamedTuple):
+    """Give ``key`` up unless it started (answered in the next report's ``stolen``)."""
+
+    key: str
+
+
+Action = Compute | Free | Steal
+
+_COMPUTE = row_spec(
+    Compute,
+    NAME,
+    PRIORITY,
+    DictOf(NAME, DEP_INFO),
+    Optional(RESOURCES),
+    Optional(BLOB),
+    Optional(NAMES),
+)
+_FREE = row_spec(Free, NAMES)
+_STEAL = row_spec(Steal, NAME)
+_TAGS: dict[str, Any] = {"c": _COMPUTE, "f": _FREE, "s": _STEAL}
+_TAG_OF = {Compute: "c", Free: "f", Steal: "s"}
+
+
+def _fast_compute(row: list[Any]) -> Compute | None:
+    """The common compute action checked without error bookkeeping (None: ask the slow path)."""
+    if len(row) != 7:
+        return None
+    _, key, priority, deps, resources, spec, clients = row
+    if not (
+        type(key) is str
+        and key
+        and len(key) <= 65536
+        and type(priority) is list
+        and len(priority) <= 8
+        and all(type(p) is int and -(1 << 63) <= p < 1 << 63 for p in priority)
+        and type(deps) is dict
+        and (spec is None or type(spec) is bytes)
+        and (
+            clients is None
+            or (type(clients) is list and all(type(c) is str and c for c in clients))
+        )
+        and resources is None
+    ):
+        return None
+    checked = {}
+    for dep, info in deps.items():
+        if not (type(dep) is str and dep and type(info) is list and len(info) == 3):
+            return None
+        holders, nbytes, in_redis = info
+        if not (
+            type(holders) is list
+            and all(type(h) is str and h for h in holders)
+            and type(nbytes) is int
+            and 0 <= nbytes <= 1 << 53
+            and type(in_redis) is bool
+        ):
+            return None
+        checked[dep] = DepInfo(holders, nbytes, in_redis)
+    return Compute(key, tuple(priority), checked, None, spec, clients)
+
+
+class Actions(Codec):
+    """The actions of a batch: rows tagged ``c`` (compute), ``f`` (free), ``s`` (steal)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(plain=False)
+
+    def decode(self, value: Any, field: str) -> list[Action]:
+        if type(value) is not list:
+            raise MalformedMessage(f"expected a list of actions, got {type(value).__name__}", field)
+        out: list[Action] = []
+        for i, row in enumerate(value):
+            if type(row) is not list or not row or type(row[0]) is not str or row[0] not in _TAGS:
+                tag = row[0] if type(row) is list and row else row
+                raise MalformedMessage(
+                    f"an action is a list tagged c, f or s; got {tag!r:.40}", f"{field}[{i}]"
+                )
+            fast = _fast_compute(row) if row[0] == "c" else None
+            out.append(fast if fast is not None else _TAGS[row[0]].decode(row[1:], f"{field}[{i}]"))
+        return out
+
+    def encode(self, value: Any) -> Any:
+        return [[_TAG_OF[type(a)], *_TAGS[_TAG_OF[type(a)]].encode(a)] for a in value]
+
+
+@dataclass(slots=True)
+class Batch(Message):
+    """Everything the scheduler decided for this worker in one round, in order."""
+
+    OP = "batch"
+    actions: list[Action]
+
+
+fields(Batch, {"actions": "a"}, actions=Actions())
+
+
+@dataclass(slots=True)
+class Run(Message):
+    """``client.run``: call a pickled ``(function, args, kwargs)`` here, answer the client."""
+
+    OP = "run"
+    client: str
+    id: str
+    func: bytes
+
+
+fields(Run, client=NAME, id=NAME, func=BLOB)
+
+
+@dataclass(slots=True)
+class Stop(Message):
+    """Leave the cluster (``LocalCluster.scale`` down, ``client.shutdown``)."""
+
+    OP = "stop"
+
+
+fields(Stop)
+
+
+@dataclass(slots=True)
+class RestartWorker(Message):
+    """``client.restart()``: drop every task and all data (under a nanny: a new process)."""
+
+    OP = "restart"
+
+
+fields(RestartWorker)
+
+
+class ReplyTo(NamedTuple):
+    """Who asked: a worker (``w``) or a client (``c``), by address or id."""
+
+    kind: str
+    ident: str
+
+
+REPLY_TO = row_spec(ReplyTo, OneOf("w", "c"), NAME)
+
+
+@dataclass(slots=True)
+class Publish(Message):
+    """Write ``keys`` we hold into Redis under request ``id``, then answer (Redis path)."""
+
+    OP = "publish"
+    id: str
+    keys: list[str]
+    to: ReplyTo
+
+
+@dataclass(slots=True)
+class Load(Message):
+    """Load ``keys`` pushed into Redis under request ``id`` (scatter through Redis)."""
+
+    OP = "load"
+    id: str
+    keys: list[str]
+    to: ReplyTo
+
+
+for _cls in (Publish, Load):
+    fields(_cls, id=NAME, keys=NAMES, to=REPLY_TO)
+
+
+@dataclass(slots=True)
+class GatherKeys(Message):
+    """Copy ``keys`` here from their holders (``replicate``, ``rebalance``), then answer."""
+
+    OP = "gather-keys"
+    id: str
+    keys: dict[str, list[str]]  #: key -> workers holding it
+    to: ReplyTo
+
+
+fields(GatherKeys, id=NAME, keys=DictOf(NAME, NAMES), to=REPLY_TO)
+
+
+# -- answers (to a worker's or a client's stream) ---------------------------------------------
+
+
+@dataclass(slots=True)
+class Published(Message):
+    OP = "published"
+    id: str
+    keys: list[str]
+    missing: list[str]
+    error: str | None = None
+
+
+fields(Published, id=NAME, keys=NAMES, missing=NAMES, error=Optional(TEXT))
+
+
+@dataclass(slots=True)
+class Loaded(Message):
+    OP = "loaded"
+    id: str
+    error: str | None = None
+
+
+fields(Loaded, id=NAME, error=Optional(TEXT))
+
+
+@dataclass(slots=True)
+class Gathered(Message):
+    OP = "gathered"
+    id: str
+    worker: str
+    keys: list[str]
+    missing: list[str]
+
+
+fields(Gathered, id=NAME, worker=NAME, keys=NAMES, missing=NAMES)
+
+#: The data plane's answers, which reach workers and clients alike.
+DATA_REPLIES: tuple[type[Message], ...] = (Published, Loaded, Gathered)
+
+#: Everything a worker's stream may carry.
+WORKER = Channel(
+    "worker", Batch, Run, Stop, RestartWorker, Publish, Load, GatherKeys, *DATA_REPLIES
+)
+
+__all__ = [
+    "DATA_REPLIES",
+    "WORKER",
+    "Action",
+    "Batch",
+    "Compute",
+    "DepInfo",
+    "Free",
+    "GatherKeys",
+    "Gathered",
+    "Load",
+    "Loaded",
+    "Publish",
+    "Published",
+    "ReplyTo",
+    "RestartWorker",
+    "Run",
+    "Steal",
+    "Stop",
+]

@@ -1,0 +1,128 @@
+"""The façade for rdist's streams: sending messages, the capped logs, the dead letters.
+
+Every entry carries one payload field (``m``): an encoded wire message or record. Writes
+take an optional ``pipe`` like the tables' (see :mod:`rdist.store.tables`). Reading the
+inbound streams in batches is :meth:`RedisStore.read_group` / :meth:`RedisStore.read`,
+which own the connections a blocking read needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rdist.protocol.wire import ClusterEvent, Heartbeat, Message
+from rdist.store.keys import PAYLOAD_FIELD
+
+if TYPE_CHECKING:
+    from rdist.store.connection import RedisStore
+
+#: The capped streams keep about this many entries (MAXLEN ~: trimmed in whole nodes).
+EVENTS_MAXLEN = 10_000
+HEARTBEATS_MAXLEN = 1_000
+TASKSTREAM_MAXLEN = 5_000
+DEADLETTER_MAXLEN = 10_000
+#: A dead letter keeps this much of the entry it sets aside (enough to see what it was).
+DEADLETTER_RAW_BYTES = 4_096
+
+
+def _payload(msg: Message | bytes) -> bytes:
+    return msg if isinstance(msg, bytes) else msg.encode()
+
+
+class Streams:
+    """Named sends to every stream of one cluster."""
+
+    __slots__ = ("_store", "keys")
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self.keys = store.keys
+
+    def _target(self, pipe: Any) -> Any:
+        return pipe if pipe is not None else self._store.redis
+
+    def _add(self, stream: str, payload: bytes, pipe: Any, maxlen: int | None = None) -> None:
+        if maxlen is None:
+            self._target(pipe).xadd(stream, {PAYLOAD_FIELD: payload})
+        else:
+            self._target(pipe).xadd(
+                stream, {PAYLOAD_FIELD: payload}, maxlen=maxlen, approximate=True
+            )
+
+    # -- inbound streams -------------------------------------------------------------------
+    def to_scheduler(self, msg: Message | bytes, pipe: Any = None) -> None:
+        self._add(self.keys.sched, _payload(msg), pipe)
+
+    def to_worker(self, address: str, msg: Message | bytes, pipe: Any = None) -> None:
+        self._add(self.keys.worker_stream(address), _payload(msg), pipe)
+
+    def to_client(self, client: str, msg: Message | bytes, pipe: Any = None) -> None:
+        self._add(self.keys.client_stream(client), _payload(msg), pipe)
+
+    def reply(self, kind: str, ident: str, msg: Message | bytes, pipe: Any = None) -> None:
+        """An answer to whoever asked: a worker (``w``) or a client (``c``)."""
+        if kind == "c":
+            self.to_client(ident, msg, pipe)
+        else:
+            self.to_worker(ident, msg, pipe)
+
+    def drop_worker_streams(self, addresses: Iterable[str], pipe: Any = None) -> None:
+        names = [self.keys.worker_stream(a) for a in addresses]
+        if names:
+            self._target(pipe).delete(*names)
+
+    def drop_client_streams(self, clients: Iterable[str], pipe: Any = None) -> None:
+        names = [self.keys.client_stream(c) for c in clients]
+        if names:
+            self._target(pipe).delete(*names)
+
+    def acknowledge(self, stream: str, group: str, ids: list[bytes], pipe: Any = None) -> None:
+        if ids:
+            self._target(pipe).xack(stream, group, *ids)
+
+    def delete_entries(self, stream: str, ids: list[bytes], pipe: Any = None) -> None:
+        if ids:
+            self._target(pipe).xdel(stream, *ids)
+
+    # -- capped logs -----------------------------------------------------------------------
+    def log_event(self, event: ClusterEvent | bytes, pipe: Any = None) -> None:
+        payload = event if isinstance(event, bytes) else event.encode()
+        self._add(self.keys.events, payload, pipe, EVENTS_MAXLEN)
+
+    def heartbeat(self, beat: Heartbeat, pipe: Any = None) -> None:
+        self._add(self.keys.heartbeats, beat.encode(), pipe, HEARTBEATS_MAXLEN)
+
+    def task_runs(self, payload: bytes, pipe: Any = None) -> None:
+        """One task-stream entry (a report's runs, see ``rdist.protocol.taskstream``)."""
+        self._add(self.keys.taskstream, payload, pipe, TASKSTREAM_MAXLEN)
+
+    def dead_letter(
+        self, stream: str, entry_id: bytes | str, raw: Any, reason: str, pipe: Any = None
+    ) -> None:
+        """Set an entry aside with why: its stream, id, the reason and the start of it."""
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            kept = bytes(raw[:DEADLETTER_RAW_BYTES])
+        else:
+            kept = repr(raw)[:DEADLETTER_RAW_BYTES].encode()
+        fields = {"stream": stream, "id": entry_id, "reason": reason[:500], "raw": kept}
+        self._target(pipe).xadd(
+            self.keys.deadletter, fields, maxlen=DEADLETTER_MAXLEN, approximate=True
+        )
+
+    # -- reading back (dashboard, tests) ---------------------------------------------------
+    def newest(self, stream: str, count: int = 1) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        return list(self._store.redis.xrevrange(stream, count=count))
+
+    def before(self, stream: str, upper: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` entries at or before id ``upper`` ("+" for the newest), newest first."""
+        return list(self._store.redis.xrevrange(stream, max=upper, min="-", count=count))
+
+    def follow(
+        self, last_ids: dict[str, Any], count: int, block_ms: int
+    ) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
+        """XREAD several streams after the given ids (the dashboard's live feed)."""
+        return list(self._store.redis.xread(last_ids, count=count, block=block_ms) or [])
+
+    def length(self, stream: str) -> int:
+        return int(self._store.redis.xlen(stream))

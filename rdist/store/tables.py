@@ -1,0 +1,297 @@
+"""One façade per Redis hash: the named operations every role uses on cluster state.
+
+Each class wraps one record kind (``tasks``, ``workers``, ``clients``, ``results``,
+``specs`` with ``funcs``, ``meta``). Writes take an optional ``pipe`` (rq's
+``save(pipeline=None)`` habit): given one, the command is queued on it and sent with the
+rest of the caller's batch; without, it runs at once. Reads decode through the wire
+records; a stored record that does not decode is *skipped* by bulk reads (and logged),
+never handed on half-checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from rdist.protocol.wire import ClientRecord, MalformedMessage, TaskRecord, WorkerRecord
+
+if TYPE_CHECKING:
+    from rdist.store.connection import RedisStore
+
+log = logging.getLogger("rdist.store")
+
+#: HSCAN slice: big enough to be cheap per record, small enough not to hold Redis long.
+SCAN_COUNT = 10_000
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class _Table:
+    """A hash of one cluster, reached through ``store``."""
+
+    __slots__ = ("_store", "name")
+
+    def __init__(self, store: RedisStore, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    def _target(self, pipe: Any) -> Any:
+        return pipe if pipe is not None else self._store.redis
+
+    def count(self) -> int:
+        return int(self._store.redis.hlen(self.name))
+
+
+class Tasks(_Table):
+    """``tasks``: key -> :class:`TaskRecord`, written by the scheduler only."""
+
+    __slots__ = ()
+
+    def put_many(self, records: Mapping[str, bytes], pipe: Any = None) -> None:
+        """Encoded records (the scheduler encodes each changed task once per batch)."""
+        if records:
+            self._target(pipe).hset(self.name, mapping=records)
+
+    def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
+        keys = list(keys)
+        if keys:
+            self._target(pipe).hdel(self.name, *keys)
+
+    def get(self, key: str) -> TaskRecord | None:
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: list[str]) -> dict[str, TaskRecord]:
+        """The records of ``keys`` that exist (and decode)."""
+        if not keys:
+            return {}
+        blobs = self._store.redis.hmget(self.name, keys)
+        return dict(self._decoded(zip(keys, blobs)))
+
+    def scan(
+        self, cursor: int = 0, count: int = 1_000, match: str | None = None
+    ) -> tuple[int, dict[str, TaskRecord]]:
+        """One HSCAN step: the next cursor (0 when done) and the records of this slice."""
+        kwargs: dict[str, Any] = {"count": count}
+        if match is not None:
+            kwargs["match"] = match
+        cursor, chunk = self._store.redis.hscan(self.name, cursor, **kwargs)
+        return int(cursor), dict(self._decoded((_text(k), v) for k, v in chunk.items()))
+
+    def all(self) -> Iterator[tuple[str, TaskRecord | MalformedMessage]]:
+        """Every record, slice by slice; one that does not decode comes as its error, so a
+        scheduler restoring the graph can say which key it skips."""
+        for raw_key, blob in self._store.redis.hscan_iter(self.name, count=SCAN_COUNT):
+            key = _text(raw_key)
+            try:
+                yield key, TaskRecord.decode(blob, self.name)
+            except MalformedMessage as exc:
+                yield key, exc
+
+    def _decoded(self, pairs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, TaskRecord]]:
+        for key, blob in pairs:
+            if blob is None:
+                continue
+            try:
+                yield key, TaskRecord.decode(blob, self.name)
+            except MalformedMessage as exc:
+                log.warning("skipping the corrupt record of task %r: %s", key, exc)
+
+
+class Workers(_Table):
+    """``workers``: address -> :class:`WorkerRecord` (identity and latest metrics)."""
+
+    __slots__ = ()
+
+    def put(self, record: WorkerRecord, pipe: Any = None) -> None:
+        self._target(pipe).hset(self.name, record.address, record.encode())
+
+    def remove(self, addresses: Iterable[str], pipe: Any = None) -> None:
+        addresses = list(addresses)
+        if addresses:
+            self._target(pipe).hdel(self.name, *addresses)
+
+    def exists(self, address: str) -> bool:
+        return bool(self._store.redis.hexists(self.name, address))
+
+    def all(self) -> dict[str, WorkerRecord]:
+        """Every worker whose record decodes, by address."""
+        out = {}
+        for raw, blob in self._store.redis.hgetall(self.name).items():
+            address = _text(raw)
+            try:
+                out[address] = WorkerRecord.decode(blob, self.name)
+            except MalformedMessage as exc:
+                log.warning("skipping the corrupt record of worker %s: %s", address, exc)
+        return out
+
+    def get_many(self, addresses: list[str]) -> dict[str, WorkerRecord]:
+        if not addresses:
+            return {}
+        out = {}
+        for address, blob in zip(addresses, self._store.redis.hmget(self.name, addresses)):
+            if blob is None:
+                continue
+            try:
+                out[address] = WorkerRecord.decode(blob, self.name)
+            except MalformedMessage as exc:
+                log.warning("skipping the corrupt record of worker %s: %s", address, exc)
+        return out
+
+
+class Clients(_Table):
+    """``clients``: client id -> :class:`ClientRecord` (its heartbeat)."""
+
+    __slots__ = ()
+
+    def beat(self, client: str, record: ClientRecord, pipe: Any = None) -> None:
+        self._target(pipe).hset(self.name, client, record.encode())
+
+    def remove(self, clients: Iterable[str], pipe: Any = None) -> None:
+        clients = list(clients)
+        if clients:
+            self._target(pipe).hdel(self.name, *clients)
+
+    def all(self) -> dict[str, ClientRecord]:
+        out = {}
+        for raw, blob in self._store.redis.hgetall(self.name).items():
+            client = _text(raw)
+            try:
+                out[client] = ClientRecord.decode(blob, self.name)
+            except MalformedMessage as exc:
+                log.warning("skipping the corrupt record of client %s: %s", client, exc)
+        return out
+
+
+class Results(_Table):
+    """``results``: key -> serialized small result, or serialized (exception, traceback)."""
+
+    __slots__ = ()
+
+    def put_many(self, blobs: Mapping[str, bytes], pipe: Any = None) -> None:
+        if blobs:
+            self._target(pipe).hset(self.name, mapping=blobs)
+
+    def get_many(self, keys: list[str], pipe: Any = None) -> list[bytes | None]:
+        """The blobs of ``keys`` in order (None where absent). With ``pipe`` the read is
+        queued there and its reply comes with the pipeline's."""
+        if pipe is not None:
+            pipe.hmget(self.name, keys)
+            return []
+        return list(self._store.redis.hmget(self.name, keys)) if keys else []
+
+    def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
+        keys = list(keys)
+        if keys:
+            self._target(pipe).hdel(self.name, *keys)
+
+
+class Specs(_Table):
+    """``specs`` (key -> task spec) and ``funcs`` (hash -> pickled function, once each)."""
+
+    __slots__ = ("funcs",)
+
+    def __init__(self, store: RedisStore, name: str, funcs: str) -> None:
+        super().__init__(store, name)
+        self.funcs = funcs
+
+    def put_many(self, specs: Mapping[str, bytes], pipe: Any = None) -> None:
+        if specs:
+            self._target(pipe).hset(self.name, mapping=specs)
+
+    def get_many(self, keys: list[str], pipe: Any = None) -> list[bytes | None]:
+        """Specs in order, None where absent; queued on ``pipe`` when given (see Results)."""
+        if pipe is not None:
+            pipe.hmget(self.name, keys)
+            return []
+        return list(self._store.redis.hmget(self.name, keys)) if keys else []
+
+    def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
+        keys = list(keys)
+        if keys:
+            self._target(pipe).hdel(self.name, *keys)
+
+    def put_functions(self, funcs: Mapping[bytes, bytes], pipe: Any = None) -> None:
+        if funcs:
+            self._target(pipe).hset(self.funcs, mapping=funcs)
+
+    def get_functions(self, hashes: list[bytes]) -> list[bytes | None]:
+        return list(self._store.redis.hmget(self.funcs, hashes)) if hashes else []
+
+
+class Meta(_Table):
+    """``meta``: the cluster secret (peer authentication), version, scheduler token."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, store: RedisStore, name: str) -> None:
+        super().__init__(store, name)
+        self._secret: bytes | None = None
+
+    def cluster_secret(self) -> bytes:
+        """The per-cluster secret peers authenticate with, made by whoever asks first.
+
+        The only place that reads it: every data connection's HMAC key comes from here."""
+        if self._secret is None:
+            redis = self._store.redis
+            redis.hsetnx(self.name, "secret", secrets.token_hex(32))
+            raw = redis.hget(self.name, "secret")
+            try:
+                self._secret = bytes.fromhex(_text(raw))
+            except (TypeError, ValueError):
+                raise MalformedMessage(
+                    "the cluster secret is not hex", "secret", self.name
+                ) from None
+        return self._secret
+
+    def existing_secret(self) -> bytes | None:
+        """The secret if one was made (a client must not invent one before a scheduler)."""
+        raw = self._store.redis.hget(self.name, "secret")
+        if raw is None:
+            return None
+        try:
+            return bytes.fromhex(_text(raw))
+        except ValueError:
+            raise MalformedMessage("the cluster secret is not hex", "secret", self.name) from None
+
+    def announce_scheduler(self, token: str, version: str, pipe: Any = None) -> None:
+        self._target(pipe).hset(self.name, mapping={"version": version, "scheduler": token})
+
+
+class Transfers:
+    """``transfer:<request>:<key>`` hashes: values moving through Redis in chunks, each with
+    a time to live (the Redis path of the data plane, :mod:`rdist.comm.relay`)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    def pipeline(self) -> Any:
+        return self._store.pipeline()
+
+    def put_chunk(self, request_id: str, key: str, field: str, chunk: Any, pipe: Any) -> None:
+        pipe.hset(self._store.keys.transfer(request_id, key), field, chunk)
+
+    def seal(self, request_id: str, key: str, meta: bytes, ttl: int, pipe: Any) -> None:
+        """The value's header, written after its chunks; the whole hash expires in ``ttl``."""
+        name = self._store.keys.transfer(request_id, key)
+        pipe.hset(name, "m", meta)
+        pipe.expire(name, ttl)
+
+    def keep_alive(self, request_id: str, key: str, ttl: int, pipe: Any) -> None:
+        pipe.expire(self._store.keys.transfer(request_id, key), ttl)
+
+    def take(self, request_id: str, keys: list[str]) -> list[dict[bytes, bytes]]:
+        """Every field of each key's hash, in order; the hashes are deleted as they are read."""
+        names = [self._store.keys.transfer(request_id, k) for k in keys]
+        if not names:
+            return []
+        pipe = self._store.pipeline()
+        for name in names:
+            pipe.hgetall(name)
+        pipe.delete(*names)
+        return list(pipe.execute()[: len(names)])
