@@ -12,7 +12,6 @@ import pytest
 from rdist.protocol import wire
 from rdist.protocol.wire import base
 
-
 DONE = wire.DoneRow("inc-1", 28, True, b"\x01", 0.25, "int")
 COMPUTE = wire.Compute(
     "inc-2", (0, 3, 1), {"inc-1": wire.DepInfo(["tcp://w:1"], 28, True)}, None, b"s", ["c1"]
