@@ -41,6 +41,7 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
     (wire.SCHEDULER, wire.Restart("c1")),
     (wire.SCHEDULER, wire.DropReplicas("c1", {"x": ["tcp://w:1"]})),
     (wire.SCHEDULER, wire.Barrier("c1", "b1")),
+    (wire.SCHEDULER, wire.StoryRequest("c1", "s1", ["a", "b"])),
     (
         wire.SCHEDULER,
         wire.WorkerJoin(
@@ -89,6 +90,12 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
     ),
     (wire.CLIENT, wire.RunResult("r1", "tcp://w:1", True, b"value")),
     (wire.CLIENT, wire.Restarted()),
+    (
+        wire.CLIENT,
+        wire.StoryReply(
+            "s1", "scheduler", [wire.StoryRow("a", "waiting", "processing", "1-0", 2.5)]
+        ),
+    ),
 ]
 
 RECORDS: list[wire.Record] = [

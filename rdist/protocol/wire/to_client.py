@@ -16,13 +16,16 @@ from rdist.protocol.wire.base import (
     NAME,
     NAMES,
     TEXT,
+    TIMESTAMP,
     Channel,
     Codec,
     MalformedMessage,
     Message,
     Optional,
+    Rows,
     Text,
     fields,
+    row_spec,
 )
 from rdist.protocol.wire.to_worker import DATA_REPLIES
 
@@ -216,8 +219,34 @@ class Restarted(Message):
 
 fields(Restarted)
 
+
+class StoryRow(NamedTuple):
+    """One transition of one key, as the scheduler or a worker recorded it."""
+
+    key: str
+    start: str  #: the state before (for a worker: also e.g. "compute" for an event)
+    finish: str
+    stimulus_id: str  #: what caused it: a stream entry id, or a named internal cause
+    time: float  #: epoch seconds
+
+
+STORY_ROW = row_spec(StoryRow, NAME, TEXT, TEXT, TEXT, TIMESTAMP)
+
+
+@dataclass(slots=True)
+class StoryReply(Message):
+    """The answer to a ``story`` request from one ``source`` (``scheduler`` or a worker)."""
+
+    OP = "story-reply"
+    id: str
+    source: str
+    records: list[StoryRow]
+
+
+fields(StoryReply, id=NAME, source=NAME, records=Rows(STORY_ROW))
+
 #: Everything a client's stream may carry.
-CLIENT = Channel("client", Notify, RunResult, Restarted, *DATA_REPLIES)
+CLIENT = Channel("client", Notify, RunResult, Restarted, StoryReply, *DATA_REPLIES)
 
 __all__ = [
     "CLIENT",
@@ -231,5 +260,7 @@ __all__ = [
     "Notify",
     "Restarted",
     "RunResult",
+    "StoryReply",
+    "StoryRow",
     "encode_item",
 ]

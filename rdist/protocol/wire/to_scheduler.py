@@ -208,6 +208,20 @@ class Barrier(Message):
 fields(Barrier, client=NAME, id=NAME)
 
 
+@dataclass(slots=True)
+class StoryRequest(Message):
+    """``client.story(*keys)``: send the transition records of ``keys`` you keep (scheduler
+    and workers alike) to ``client``'s stream as a ``story-reply`` with this ``id``."""
+
+    OP = "story"
+    client: str
+    id: str
+    keys: list[str]
+
+
+fields(StoryRequest, client=NAME, id=NAME, keys=NAMES)
+
+
 # -- from workers ----------------------------------------------------------------------------
 
 
@@ -393,6 +407,7 @@ SCHEDULER = Channel(
     AddKeys,
     WorkerStatus,
     TaskDone,
+    StoryRequest,
 )
 
 __all__ = [
@@ -413,6 +428,7 @@ __all__ = [
     "Scatter",
     "ScatterItem",
     "StolenRow",
+    "StoryRequest",
     "TaskDone",
     "TaskRow",
     "UpdateGraph",
