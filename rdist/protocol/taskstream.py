@@ -9,10 +9,19 @@ showing a failure never needs unpickling user data in the web process.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from rdist.protocol import messages, serialize
+from rdist.protocol import serialize
+from rdist.protocol.wire import (
+    DoneRow,
+    ErredRow,
+    MalformedMessage,
+    TaskRun,
+    TaskStreamBatch,
+    unpack,
+)
+from rdist.protocol.wire.records import TASK_RUN
 
 log = logging.getLogger("rdist.taskstream")
 
@@ -22,31 +31,7 @@ TASKSTREAM_MAXLEN = 5_000
 TRACEBACK_CHARS = 4_000
 MESSAGE_CHARS = 500
 
-
-@dataclass(frozen=True, slots=True)
-class TaskRun:
-    """One execution of one task on one worker."""
-
-    key: str
-    worker: str
-    thread: str  #: name of the reporting thread, "" when the report was batched
-    start: float  #: epoch seconds
-    stop: float
-    status: str  #: "memory" or "erred"
-    error: str = ""  #: "TypeName: message" for erred tasks
-    traceback: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "worker": self.worker,
-            "thread": self.thread,
-            "start": self.start,
-            "stop": self.stop,
-            "status": self.status,
-            "error": self.error,
-            "traceback": self.traceback,
-        }
+__all__ = ["TaskRun", "decode_batch", "encode_batch", "error_summary"]
 
 
 def error_summary(blob: bytes) -> tuple[str, str]:
@@ -64,55 +49,55 @@ def error_summary(blob: bytes) -> tuple[str, str]:
 
 
 def encode_batch(
-    worker: str, thread: str, now: float, done: list[list[Any]], erred: list[list[Any]]
+    worker: str,
+    thread: str,
+    now: float,
+    done: Sequence[DoneRow | list[Any]],
+    erred: Sequence[ErredRow | list[Any]],
 ) -> bytes | None:
     """One stream payload for a report batch, or None if it cannot be made.
 
-    ``done`` items start ``[key, nbytes, in_redis, inline, duration, ...]`` and ``erred``
-    items ``[key, blob, duration]``, as the worker reports them to the scheduler. The stop
-    time is the report time (a batch is reported as soon as its tasks end). ``thread`` is
-    the reporting thread's name, kept only when it is an executor (``rdist-exec-N``), which
-    reports its own task when nothing else is queued. The task stream is for people: if
-    the records ever change shape, it is skipped and logged, never in the way of a report.
+    ``done`` and ``erred`` are the rows of the report (typed, or as plain lists).
+    The stop time is the report time (a batch is reported as soon as its tasks end).
+    ``thread`` is the reporting thread's name, kept only when it is an executor
+    (``rdist-exec-N``), which reports its own task when nothing else is queued. The task
+    stream is for people: if the records cannot be made, it is skipped and logged, never
+    in the way of a report.
     """
     thread = thread if thread.startswith("rdist-exec") else ""
     try:
-        runs: list[list[Any]] = []
-        for item in done:
-            key, duration = item[0], float(item[4])
-            runs.append([key, worker, thread, now - duration, now, "memory", "", ""])
-        for key, blob, duration in erred:
-            text, tb = error_summary(blob)
-            runs.append([key, worker, thread, now - float(duration), now, "erred", text, tb])
-        return messages.pack({"w": worker, "r": runs})
-    except Exception:  # noqa: BLE001 -- see the docstring
+        finished = [DoneRow._make(d) if isinstance(d, list) else d for d in done]
+        failed = [ErredRow._make(e) if isinstance(e, list) else e for e in erred]
+        runs = [TaskRun(d.key, worker, thread, now - d.duration, now, "memory") for d in finished]
+        for e in failed:
+            text, tb = error_summary(e.error)
+            runs.append(TaskRun(e.key, worker, thread, now - e.duration, now, "erred", text, tb))
+        return TaskStreamBatch(worker, runs).encode()
+    except Exception:  # see the docstring
         log.exception("worker %s: cannot make task-stream records; skipping them", worker)
         return None
 
 
 def decode_batch(payload: bytes | None) -> list[TaskRun]:
-    """Entries of a ``taskstream`` payload; malformed ones are skipped (never raise)."""
+    """The runs of a ``taskstream`` payload; a malformed entry yields its good rows only
+    (the dashboard shows what it can: one odd row must not hide a whole report)."""
     if not payload:
         return []
     try:
-        body = messages.unpack(payload)
-        rows = body.get("r", []) if isinstance(body, dict) else []
-        return [_run(row) for row in rows if isinstance(row, list) and len(row) >= 6]
-    except Exception:
+        return TaskStreamBatch.decode(payload, "taskstream").runs
+    except MalformedMessage:
+        pass
+    try:
+        body = unpack(payload, "taskstream")
+    except MalformedMessage:
         return []
+    rows = body.get("r") if isinstance(body, dict) else None
+    return [run for run in map(_run_or_none, rows if isinstance(rows, list) else []) if run]
 
 
-def _run(row: list[Any]) -> TaskRun:
-    key, worker, thread, start, stop, status = row[:6]
-    error = row[6] if len(row) > 6 else ""
-    tb = row[7] if len(row) > 7 else ""
-    return TaskRun(
-        str(key),
-        str(worker),
-        str(thread or ""),
-        float(start),
-        float(stop),
-        str(status),
-        str(error or ""),
-        str(tb or ""),
-    )
+def _run_or_none(row: Any) -> TaskRun | None:
+    try:
+        run: TaskRun = TASK_RUN.decode(row, "r")
+        return run
+    except MalformedMessage:
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from rdist.protocol.taskstream import TASKSTREAM_MAXLEN
 from rdist.protocol.wire import ClusterEvent, Heartbeat, Message
 from rdist.store.keys import PAYLOAD_FIELD
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 #: The capped streams keep about this many entries (MAXLEN ~: trimmed in whole nodes).
 EVENTS_MAXLEN = 10_000
 HEARTBEATS_MAXLEN = 1_000
-TASKSTREAM_MAXLEN = 5_000
 DEADLETTER_MAXLEN = 10_000
 #: A dead letter keeps this much of the entry it sets aside (enough to see what it was).
 DEADLETTER_RAW_BYTES = 4_096

@@ -369,8 +369,11 @@ class RowSpec(Codec):
                 field,
             )
         names = self.names
-        return self.cls._make(
-            [c.decode(v, f"{field}.{names[i]}") for i, (c, v) in enumerate(zip(self.codecs, value))]
+        return self.cls(
+            *[
+                c.decode(v, f"{field}.{names[i]}")
+                for i, (c, v) in enumerate(zip(self.codecs, value))
+            ]
         )
 
     def encode(self, value: Any) -> list[Any]:
