@@ -186,6 +186,7 @@ MODULE_TIERS = {
     "test_scheduler_state": "pure",
     "test_scheduler_state_recovery": "pure",
     "test_scheduling_policy": "pure",
+    "test_store_primitives": "fake",
     "test_web": "fake",
     "test_wire": "pure",
     "test_worker_execution": "pure",

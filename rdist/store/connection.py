@@ -16,6 +16,7 @@ import redis
 from rdist.store import tables
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.rawpipe import RawConnection, RawPipeline
+from rdist.store.primitives import Primitives
 from rdist.store.streams import Streams
 
 #: FakeServers by name, so in-process tests can use ``fakeredis://<name>`` URLs.
@@ -130,6 +131,7 @@ class RedisStore:
         self.meta = tables.Meta(self, keys.meta)
         self.transfers = tables.Transfers(self)
         self.streams = Streams(self)
+        self.primitives = Primitives(self)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

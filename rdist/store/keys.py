@@ -30,6 +30,20 @@ Hashes
               = raw chunks; expires after ``RDIST_TRANSFER_TTL`` s, deleted once read
               (``rdist.comm.relay``)
 
+Coordination primitives (``rdist.store.primitives``; scripts in ``lua/``)
+    sem:<name>:leases|tokens|counter|limit|released
+              a Semaphore (a Lock is one of one lease): sorted set lease id -> expiry ms,
+              hash lease id -> fencing token, the last token, max leases, a release stream
+    multilocks:holders|leases|tokens|counter|released
+              every MultiLock: hash lock name -> lease id, then as a semaphore's
+    queue:<name>, queue:<name>:space
+              a Queue's items (list of encoded values) and its "item taken" stream
+    queues    hash: queue name -> max size (0 unbounded), set by the first creator
+    var:<name>, event:<name> (and :changes)
+              a Variable's encoded value, an Event's flag; a stream of changes each
+    datasets  hash: name -> encoded published value (futures keep their keys alive)
+    Waiters block on the small streams (XREAD BLOCK) after the id a failed step returned.
+
 Strings
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
               (``rdist.store.lease``; renewed by a Lua compare-and-expire)
@@ -118,6 +132,29 @@ class Keys:
 
     def transfer(self, request_id: str, key: str = "") -> str:
         return self._k(f"transfer:{request_id}:{key}")
+
+    # -- coordination primitives -------------------------------------------------------------
+    def semaphore(self, name: str) -> str:
+        return self._k(f"sem:{name}")
+
+    @cached_property
+    def multilocks(self) -> str:
+        return self._k("multilocks")
+
+    def queue(self, name: str) -> str:
+        return self._k(f"queue:{name}")
+
+    @cached_property
+    def queues(self) -> str:
+        return self._k("queues")
+
+    def watched(self, kind: str, name: str) -> str:
+        """A watched value: ``kind`` is ``var`` (Variable) or ``event`` (Event)."""
+        return self._k(f"{kind}:{name}")
+
+    @cached_property
+    def datasets(self) -> str:
+        return self._k("datasets")
 
 
 @lru_cache(maxsize=4096)
