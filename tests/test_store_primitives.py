@@ -198,7 +198,7 @@ def test_a_wait_with_nothing_changing_returns_false_after_its_timeout(store):
     assert 0.15 < time.monotonic() - started < 2.0
 
 
-# -- datasets ---------------------------------------------------------------------------------------
+# -- datasets ----------------------------------------------------------------------------
 
 
 def test_datasets_publish_once_unless_overridden(store):

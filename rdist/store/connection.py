@@ -15,8 +15,8 @@ import redis
 
 from rdist.store import tables
 from rdist.store.keys import PAYLOAD_FIELD, Keys
-from rdist.store.rawpipe import RawConnection, RawPipeline
 from rdist.store.primitives import Primitives
+from rdist.store.rawpipe import RawConnection, RawPipeline
 from rdist.store.streams import Streams
 
 #: FakeServers by name, so in-process tests can use ``fakeredis://<name>`` URLs.
