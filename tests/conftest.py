@@ -173,6 +173,7 @@ MODULE_TIERS = {
     "test_graph_and_keys": "fake",
     "test_memory": "pure",
     "test_multihost": "real",
+    "test_primitives": "fake",
     "test_protocol": "pure",
     "test_public_api": "pure",
     "test_rawpipe": "fake",
