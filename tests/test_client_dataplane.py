@@ -271,10 +271,10 @@ def test_relay_writes_chunks_with_a_ttl_and_deletes_them_once_read() -> None:
 
 
 def test_malformed_data_plane_messages_are_set_aside() -> None:
-    from rdist.protocol.messages import MalformedMessage
-    from rdist.worker.server import check_message
+    from rdist.protocol.wire import WORKER, MalformedMessage, Publish, pack
 
-    check_message({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]})
+    (good,) = WORKER.decode(pack({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]}))
+    assert isinstance(good, Publish) and good.to.kind == "w"
     for bad in [
         {"op": "publish", "id": "r", "keys": "a", "to": ["w", "x"]},
         {"op": "load", "id": "r", "keys": [], "to": ["z", "x"]},
@@ -282,4 +282,4 @@ def test_malformed_data_plane_messages_are_set_aside() -> None:
         {"op": "gather-keys", "id": "r", "keys": ["not", "a", "map"], "to": ["c", "x"]},
     ]:
         with pytest.raises(MalformedMessage):
-            check_message(bad)
+            WORKER.decode(pack(bad))
