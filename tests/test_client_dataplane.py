@@ -273,7 +273,9 @@ def test_relay_writes_chunks_with_a_ttl_and_deletes_them_once_read() -> None:
 def test_malformed_data_plane_messages_are_set_aside() -> None:
     from rdist.protocol.wire import WORKER, MalformedMessage, Publish, pack
 
-    (good,) = WORKER.decode(pack({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]}))
+    (good,) = WORKER.decode(
+        pack({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]})
+    )
     assert isinstance(good, Publish) and good.to.kind == "w"
     for bad in [
         {"op": "publish", "id": "r", "keys": "a", "to": ["w", "x"]},

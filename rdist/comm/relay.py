@@ -162,9 +162,7 @@ class RedisRelay:
         published = _typed(answer, Published)
         return self.read(request_id, [k for k in published.keys if k in keys])
 
-    def publish(
-        self, msg: Publish, frames_of: Callable[[list[str]], dict[str, list[Any]]]
-    ) -> None:
+    def publish(self, msg: Publish, frames_of: Callable[[list[str]], dict[str, list[Any]]]) -> None:
         """Write the requested keys we hold, then answer (also when that failed)."""
         keys, error = msg.keys, None
         try:

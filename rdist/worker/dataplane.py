@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rdist.worker")
 
+
 def listen_address_of(
     host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None
 ) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rdist.protocol import serialize, spec
 from rdist.worker.context import (  # noqa: F401  (the task-side API, re-exported)
@@ -173,7 +173,9 @@ class Executor:
         context.replaced = True
         worker.stream_reader.hand_over_if_mine()
         self.start_thread("rdist-exec-x")
-        executes, reports = worker.handle(Secede(worker.stimulus("secede"), time.time(), context.key))
+        executes, reports = worker.handle(
+            Secede(worker.stimulus("secede"), time.time(), context.key)
+        )
         self.submit(executes)
         worker.reporter.put(reports)
 
@@ -201,7 +203,7 @@ class Executor:
             event.set()
 
 
-def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[object] | None]:
+def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[Any] | None]:
     """The report of a result, and its serialized frames when it is large (kept for its
     first transfer or spill)."""
     estimate = sizeof(value)

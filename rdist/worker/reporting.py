@@ -84,9 +84,13 @@ class Report:
         if in_redis:
             self.results[key] = blob
         inline = blob if in_redis and len(blob) <= INLINE_BYTES else None
-        self.done.append(DoneRow(key, outcome.nbytes, in_redis, inline, outcome.duration, outcome.type_name))
+        self.done.append(
+            DoneRow(key, outcome.nbytes, in_redis, inline, outcome.duration, outcome.type_name)
+        )
         if item.clients:
-            told = KeyInMemory(key, outcome.nbytes, in_redis, [self.address], outcome.type_name, inline)
+            told = KeyInMemory(
+                key, outcome.nbytes, in_redis, [self.address], outcome.type_name, inline
+            )
             for client in item.clients:
                 self.notify.setdefault(client, []).append(told)
 

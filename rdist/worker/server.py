@@ -33,9 +33,9 @@ from rdist.protocol.wire import (
     Heartbeat,
     Run,
     RunResult,
+    Stop,
     StoryReply,
     StoryRequest,
-    Stop,
     WorkerJoin,
     WorkerLeave,
     WorkerRecord,
@@ -182,7 +182,7 @@ class Worker:
 
     def fetched(self, got: list[str], lost: list[str], tried: list[str] | None = None) -> None:
         """A batch of inputs was fetched (``got``, stored already) or could not be."""
-        now, events = time.time(), []
+        now, events = time.time(), list[Event]()
         if got:
             events.append(GatherDepSuccess(self.stimulus("gather-dep"), now, got))
         if lost:

@@ -112,7 +112,13 @@ class StreamReader:
 
             try:
                 entries = reader.read_group(
-                    stream, WORKER_GROUP, worker.address, BATCH_ENTRIES, BLOCK_MS, before, read_pending
+                    stream,
+                    WORKER_GROUP,
+                    worker.address,
+                    BATCH_ENTRIES,
+                    BLOCK_MS,
+                    before,
+                    read_pending,
                 )
             except ConnectionErrors as exc:
                 if worker.stop_event.is_set():
@@ -228,7 +234,7 @@ class StreamReader:
         machine as events, in order."""
         computes = [a for _, a in actions if type(a) is Compute]
         freed = {key for _, a in actions if type(a) is Free for key in a.keys}
-        specs, stored = self.loader.load(computes, freed)  # type: ignore[arg-type]
+        specs, stored = self.loader.load(computes, freed)
         now = time.time()
         events: list[Event] = []
         if stored:
