@@ -13,7 +13,8 @@ import pytest
 
 from rdist import task_context
 from rdist.protocol import serialize
-from rdist.protocol.spec import CALL_WITH_DEPS
+from rdist.protocol.spec import CALL_WITH_DEPS, DepRef
+from rdist.protocol.wire import DepInfo
 from rdist.worker.events import ComputeTask, Event, Execute, ReportError, ReportSuccess, SendReport
 from rdist.worker.execution import INLINE_BUDGET, Executor, Outcome, error_blob
 from rdist.worker.state import WorkerState, WTaskState
@@ -91,6 +92,28 @@ def test_quick_tasks_run_on_the_receiving_thread_in_one_report():
         ("inc-2", ReportSuccess),
     ]
     assert worker.data == {"inc-1": 2, "inc-2": 3}
+
+
+def test_tasks_made_ready_by_an_inline_run_go_to_the_executor_threads():
+    worker, executor, submitted = make()
+    learn_quick(worker, "inc")
+    executes = assign(worker, "inc-1", spec_of(lambda: 1))
+    dependent = ComputeTask(
+        worker.stimulus("c"),
+        0.0,
+        "inc-2",
+        (1,),
+        {"inc-1": DepInfo([], 0, False)},
+        None,
+        None,
+        spec_of(lambda x: x + 1, DepRef("inc-1")),
+    )
+    executes += worker.handle(dependent)[0]
+
+    reports = executor.run_inline(executes)
+
+    assert [r.key for r in reports] == ["inc-1"]
+    assert [e.key for e in submitted] == ["inc-2"]
 
 
 def test_tasks_not_known_to_be_quick_go_to_the_executor_threads():

@@ -137,7 +137,7 @@ def test_task_without_inputs_runs_at_once_with_its_spec(ws):
     out = run(ws, compute("x"))
 
     (ex,) = reported(out, Execute)
-    assert (ex.key, ex.spec, ex.quick) == ("x", SPEC, False)
+    assert (ex.key, ex.spec, ex.inline) == ("x", SPEC, False)
     assert state_of(ws, "x") is WTaskState.EXECUTING and ws.running == 1
 
 
@@ -184,12 +184,26 @@ def test_resource_budget_bounds_tasks_needing_a_declared_resource():
 def test_task_is_quick_once_its_kind_ran_faster_than_a_thread_hand_off(ws):
     run(ws, compute("inc-1"))
     out = run(ws, compute("inc-2"), success("inc-1", duration=0.0001))
-    assert [(i.key, i.quick) for i in reported(out, Execute)] == [("inc-2", True)]
+    assert [(i.key, i.inline) for i in reported(out, Execute)] == [("inc-2", True)]
 
     out = run(ws, compute("slow-1"), success("inc-2", duration=0.0001))
     run(ws, success("slow-1", duration=1.0))
     out = run(ws, compute("slow-2"))
-    assert [(i.key, i.quick) for i in reported(out, Execute)] == [("slow-2", False)]
+    assert [(i.key, i.inline) for i in reported(out, Execute)] == [("slow-2", False)]
+
+
+def test_a_chains_next_link_is_not_run_inline_even_when_quick(ws):
+    run(ws, compute("inc-1"))
+    run(ws, success("inc-1", duration=0.0001))
+    run(ws, compute("inc-2"), compute("inc-3", "inc-2"), compute("inc-4", priority=1))
+
+    out = run(ws, success("inc-2", duration=0.0001))
+
+    # the link made ready by inc-2 goes to an executor; the stream thread reads (and
+    # reports inc-2) meanwhile
+    assert [(i.key, i.inline) for i in reported(out, Execute)] == [("inc-3", False)]
+    out = run(ws, success("inc-3", duration=0.0001))
+    assert [(i.key, i.inline) for i in reported(out, Execute)] == [("inc-4", True)]
 
 
 def test_paused_worker_starts_nothing_until_unpaused(ws):

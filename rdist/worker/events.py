@@ -148,12 +148,14 @@ class Instruction:
 
 @dataclass(slots=True)
 class Execute(Instruction):
-    """Run ``key`` (its thread slot is already counted). ``quick``: its kind is known to
-    take less than a thread hand-off, so the thread that got this may run it itself."""
+    """Run ``key`` (its thread slot is already counted). ``inline``: the thread that got
+    this may run it itself -- its kind is known to take less than a thread hand-off, and it
+    is not a task that a run just made ready (a chain's next link goes to an executor, so
+    the thread that ran the link reads again and reports it: the scheduler waits on that)."""
 
     key: str
     spec: Any
-    quick: bool = False
+    inline: bool = False
 
 
 @dataclass(slots=True)

@@ -112,15 +112,16 @@ class Executor:
                 return
 
     def run_inline(self, executes: list[Execute]) -> list[SendReport]:
-        """On the stream thread: run the quick tasks here (no thread hand-off, one report
-        for all, sent with the next read) for at most :data:`INLINE_BUDGET`; the others,
-        and what is left when the budget is spent, go to the executor threads."""
+        """On the stream thread: run the tasks the machine let run inline here (no thread
+        hand-off, one report for all, sent with the next read) for at most
+        :data:`INLINE_BUDGET`; the others, and what is left when the budget is spent, go
+        to the executor threads."""
         reports: list[SendReport] = []
         pending = deque(executes)
         deadline = time.monotonic() + INLINE_BUDGET
         while pending:
             ex = pending.popleft()
-            if not ex.quick or time.monotonic() >= deadline:
+            if not ex.inline or time.monotonic() >= deadline:
                 self.submit([ex])
                 continue
             more, done, context = self.run(ex)

@@ -22,15 +22,11 @@ import time
 import traceback
 from typing import Any
 
-import psutil
-
 from rdist.client.client import Client
-from rdist.comm import buffers
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
     AddKeys,
-    Heartbeat,
     Run,
     RunResult,
     Stop,
@@ -38,13 +34,12 @@ from rdist.protocol.wire import (
     StoryRequest,
     WorkerJoin,
     WorkerLeave,
-    WorkerRecord,
     WorkerStatus,
 )
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
 from rdist.store.keys import WORKER_GROUP
-from rdist.worker import handoff
+from rdist.worker import handoff, heartbeats
 from rdist.worker.context import bind_worker, get_worker  # noqa: F401  (re-exported)
 from rdist.worker.dataplane import DataPlane, listen_address_of
 from rdist.worker.events import (
@@ -65,14 +60,10 @@ from rdist.worker.events import (
 from rdist.worker.execution import Executor
 from rdist.worker.memory import MemoryFractions, MemoryMonitor, SpillBuffer, return_freed_memory
 from rdist.worker.reporting import Reporter
-from rdist.worker.state import WorkerState, WTaskState
+from rdist.worker.state import WorkerState
 from rdist.worker.stream import StreamReader
 
 log = logging.getLogger("rdist.worker")
-
-HEARTBEAT_SECONDS = 1.0
-
-_PROCESS = psutil.Process()
 
 
 class Worker:
@@ -211,7 +202,7 @@ class Worker:
         self.server.start()
         self._announce()
         self.stream_reader.start(self.reader_store)
-        targets = [("rdist-report", self.reporter.run), ("rdist-heartbeat", self._heartbeat_loop)]
+        targets = [("rdist-report", self.reporter.run), ("rdist-heartbeat", self._heartbeats)]
         if self.memory_limit:
             targets.append(("rdist-memory", lambda: self.monitor.run(self.stop_event)))
         for name, target in targets:
@@ -226,7 +217,7 @@ class Worker:
         self.store.ensure_group(self.stream, WORKER_GROUP, start="0")
         pipe = self.store.pipeline()
         self.store.streams.to_scheduler(self.info(), pipe)
-        self.store.workers.put(self._record(), pipe)
+        self.store.workers.put(heartbeats.record(self), pipe)
         pipe.execute()
 
     def restart(self) -> None:
@@ -301,6 +292,9 @@ class Worker:
         except ConnectionErrors:
             pass
 
+    def _heartbeats(self) -> None:
+        heartbeats.run(self, self.store.clone())
+
     def run_forever(self) -> None:
         self.start()
         self.stop_event.wait()
@@ -320,64 +314,10 @@ class Worker:
         try:
             pipe = self.store.pipeline()
             self.store.streams.to_scheduler(WorkerStatus(self.address, self.status), pipe)
-            self.store.workers.put(self._record(), pipe)
+            self.store.workers.put(heartbeats.record(self), pipe)
             pipe.execute()
         except ConnectionErrors as exc:
             log.warning("worker %s: cannot report status %s: %s", self.address, self.status, exc)
-
-    # -- heartbeats ----------------------------------------------------------------------------
-    def _metrics(self) -> Heartbeat:
-        proc = _PROCESS  # one object: cpu_percent(None) measures since its previous call
-        with self.lock:
-            executing = self.state.count(WTaskState.EXECUTING, WTaskState.LONG_RUNNING)
-        return Heartbeat(
-            self.address,
-            proc.memory_info().rss,
-            proc.cpu_percent(None),
-            executing,
-            len(self.data),
-            self.data.memory_bytes,
-            self.data.spilled_bytes,
-            self.executed,
-            time.time(),
-        )
-
-    def _record(self, beat: Heartbeat | None = None) -> WorkerRecord:
-        info, beat = self.info(), beat or self._metrics()
-        return WorkerRecord(
-            info.address,
-            info.name,
-            info.nthreads,
-            info.memory_limit,
-            info.resources,
-            info.host,
-            info.pid,
-            info.status,
-            info.started,
-            info.transfer,
-            beat.memory,
-            beat.cpu,
-            beat.executing,
-            beat.stored,
-            beat.stored_bytes,
-            beat.spilled_bytes,
-            beat.executed,
-            beat.last_seen,
-        )
-
-    def _heartbeat_loop(self) -> None:
-        store = self.store.clone()
-        while not self.stop_event.wait(HEARTBEAT_SECONDS):
-            buffers.POOL.trim()  # receive buffers idle for a while go back to the system
-            try:
-                beat = self._metrics()
-                pipe = store.pipeline()
-                store.workers.put(self._record(beat), pipe)
-                store.streams.heartbeat(beat, pipe)
-                pipe.execute()
-            except ConnectionErrors as exc:
-                log.warning("worker %s: heartbeat failed: %s", self.address, exc)
-        store.close()
 
     # -- requests on our stream ----------------------------------------------------------------
     def run_function(self, msg: Run) -> None:

@@ -60,7 +60,7 @@ from rdist.worker.events import (
 )
 
 #: Tasks whose kind (key prefix) is known to take less than this may run on the thread
-#: that received them: a thread hand-off costs more than such a task.
+#: that received them (see ``Execute.inline``): a thread hand-off costs more than such a task.
 INLINE_SECONDS = 0.002
 #: Transitions kept for :meth:`WorkerState.story` (a bounded, always-on log).
 LOG_LENGTH = 100_000
@@ -128,14 +128,15 @@ class WorkerState:
         self.running = 0  #: thread slots in use
         self.used: dict[str, float] = {}  #: resources in use
         self.paused = False
-        #: key prefix -> duration of its latest successful run (decides ``quick``)
+        #: key prefix -> duration of its latest successful run (decides ``Execute.inline``)
         self.durations: dict[str, float] = {}
         #: (key, start, finish, stimulus_id, time) of every transition, newest last
-        self.log: deque[tuple[str, str, str, str, float]] = deque(maxlen=log_length)
+        self.log: deque[tuple[str, WTaskState, WTaskState, str, float]] = deque(maxlen=log_length)
         self._ready: list[tuple[tuple[Any, ...], int, WTask]] = []
         self._seq = itertools.count()
         self._rejoining: deque[str] = deque()  #: seceded tasks waiting for a slot, in order
         self._fetch: dict[str, DepInfo] = {}  #: inputs to fetch, sent once per stimulus
+        self._woken: set[str] = set()  #: made ready by a finished task in this stimulus
         self._out: list[Instruction] = []
         self._stimulus = ""
         self._time = 0.0
@@ -147,6 +148,7 @@ class WorkerState:
             self._stimulus, self._time = event.stimulus_id, event.time
             _HANDLERS[type(event)](self, event)
         self._schedule()
+        self._woken.clear()
         if self._fetch:
             out.append(GatherDep(self._stimulus, self._fetch))
             self._fetch = {}
@@ -156,7 +158,7 @@ class WorkerState:
         """The logged transitions of ``keys``, oldest first."""
         wanted = set(keys)
         return [
-            StoryRow(key, str(start), str(finish), sid, t)
+            StoryRow(key, start.value, finish.value, sid, t)
             for key, start, finish, sid, t in self.log
             if key in wanted
         ]
@@ -457,6 +459,8 @@ class WorkerState:
 
     def _unlink_inputs(self, ts: WTask) -> None:
         """``ts`` ran (or is gone): its inputs no longer need to stay for it."""
+        if not ts.dependencies:
+            return
         deps, ts.dependencies = ts.dependencies, set()
         ts.waiting_for_data.clear()
         for dep in deps:
@@ -469,6 +473,7 @@ class WorkerState:
             dts = self.tasks[key]
             dts.waiting_for_data.discard(ts.key)
             if not dts.waiting_for_data and dts.state is TS.WAITING:
+                self._woken.add(key)
                 self._transition(dts, TS.READY)
 
     # -- thread slots and resources ------------------------------------------------------------
@@ -494,7 +499,8 @@ class WorkerState:
                 for name, amount in ts.resources.items():
                     self.used[name] = self.used.get(name, 0.0) + amount
             self._transition(ts, TS.EXECUTING)
-            self._out.append(Execute(self._stimulus, ts.key, ts.spec, self.is_quick(ts.key)))
+            inline = ts.key not in self._woken and self.is_quick(ts.key)
+            self._out.append(Execute(self._stimulus, ts.key, ts.spec, inline))
 
     def _pop_ready(self) -> WTask | None:
         """The highest-priority ready task whose resources are free (stale entries of
@@ -547,7 +553,7 @@ class WorkerState:
         method = _TRANSITIONS.get((start, finish))
         if method is None:
             raise InvalidTransition(f"{ts.key!r}: {start.value} -> {finish.value}")
-        self.log.append((ts.key, start.value, finish.value, self._stimulus, self._time))
+        self.log.append((ts.key, start, finish, self._stimulus, self._time))
         ts.state = finish
         method(self, ts)
 
