@@ -196,6 +196,7 @@ MODULE_TIERS = {
     "test_web": "fake",
     "test_wire": "pure",
     "test_worker_execution": "pure",
+    "test_worker_server": "fake",
     "test_worker_state": "pure",
 }
 TIERS = ("pure", "fake", "real", "cli", "browser", "chaos")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rdist import get_worker
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.worker.memory import MemoryFractions
 from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster, free_port
@@ -210,14 +210,14 @@ def test_spilled_data_still_counts_for_locality_and_comes_back(tmp_path: Any) ->
         assert s == MB / 8 * (float(arrays.index(spilled)) + 4.0)
         wait_until(
             lambda: (
-                messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address)).get(
+                wire.unpack(c.store.redis.hget(c.store.keys.workers, small.address), "test").get(
                     "spilled_bytes", 0
                 )
                 > 0
             ),
             5,
         )
-        record = messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address))
+        record = wire.unpack(c.store.redis.hget(c.store.keys.workers, small.address), "test")
         assert record["stored_bytes"] <= 2 * MB + 10_000
     assert not list(tmp_path.iterdir()) or not any(p.iterdir() for p in tmp_path.iterdir())
 
