@@ -253,6 +253,13 @@ def test_erred_input_is_kept_for_waiting_dependents_and_can_be_computed_again(ws
     assert executed(run(ws, success("a"))) == ["b"]
 
 
+def test_spec_is_loaded_for_new_erred_and_in_flight_keys_only(ws):
+    run(ws, compute("a"), compute("b", "a"), compute("c", where={"x": held_by_peer()}))
+    run(ws, failure("a"))
+
+    assert [k for k in ("a", "b", "x", "new") if ws.wants_spec(k)] == ["a", "x", "new"]
+
+
 def test_erred_input_goes_once_the_scheduler_frees_its_dependents(ws):
     run(ws, compute("a"), compute("b", "a"))
     run(ws, failure("a"))

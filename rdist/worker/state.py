@@ -165,10 +165,10 @@ class WorkerState:
 
     # read-only questions the shell asks while it loads a batch
     def wants_spec(self, key: str) -> bool:
-        """Whether a compute action for ``key`` needs its spec loaded (it makes a new task,
-        or one whose input fetch may fail and which then runs here)."""
+        """Whether a compute action for ``key`` needs its spec loaded: it makes a new task,
+        runs an erred one again, or may run an input in flight (if its fetch fails)."""
         ts = self.tasks.get(key)
-        return ts is None or ts.state is TS.FLIGHT
+        return ts is None or ts.state is TS.FLIGHT or ts.state is TS.ERROR
 
     def has_data(self, key: str) -> bool:
         ts = self.tasks.get(key)
