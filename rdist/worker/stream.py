@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rdist.protocol.wire import (
@@ -59,6 +60,19 @@ Entry = tuple[bytes, "bytes | None"]
 Handled = tuple[list[Execute], list[SendReport]]
 
 
+@dataclass(slots=True)
+class _Loop:
+    """What one reading thread carries from one read to the next."""
+
+    reader: RedisStore  #: its own connection (blocking reads need one)
+    pending_due: float  #: when to read our own pending entries again
+    read_pending: bool = False
+    ack: list[bytes] = field(default_factory=list)  #: handled, acknowledged with the next read
+    #: reports of the tasks run on this thread, sent with the next read
+    reports: list[SendReport] = field(default_factory=list)
+    deletes: BatchedDeletes = field(default_factory=BatchedDeletes)
+
+
 def _stimulus_of(entry_id: bytes | str) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
@@ -85,91 +99,102 @@ class StreamReader:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, reader: RedisStore) -> None:
+        """Read, handle, run what may run here; until the worker stops or another thread
+        takes over (a task run here seceded)."""
         worker = self.worker
-        stream, streams = worker.stream, worker.store.streams
-        guard = EmptyReadGuard(worker.stop_event)
-        ack: list[bytes] = []
-        reports: list[SendReport] = []  #: of tasks run on this thread, sent with the next read
         me = self.owner = threading.get_ident()
         bind_worker(worker)  # quick tasks run on this thread too
-        read_pending, pending_due = False, time.monotonic() + PENDING_CHECK_SECONDS
-        deletes = BatchedDeletes()  #: handled (acknowledged) entries of our stream
+        loop = _Loop(reader, time.monotonic() + PENDING_CHECK_SECONDS)
+        guard = EmptyReadGuard(worker.stop_event)
         while not worker.stop_event.is_set():
-            if self.owner != me:  # a task run here seceded: another thread reads now
-                self._leave(reader, ack, reports)
+            if self.owner != me:
+                self._leave(loop)
                 return
             started = time.monotonic()
-            if started >= pending_due:
-                read_pending, pending_due = True, started + PENDING_CHECK_SECONDS
-
-            def before(pipe: Any, ids: list[bytes] = ack, done: list[SendReport] = reports) -> None:
-                if done:
-                    worker.reporter.report(done, into=pipe)
-                if ids:
-                    streams.acknowledge(stream, WORKER_GROUP, ids, pipe)
-                    deletes.add(ids)
-                streams.delete_entries(stream, deletes.take_due(), pipe)
-
-            try:
-                entries = reader.read_group(
-                    stream,
-                    WORKER_GROUP,
-                    worker.address,
-                    BATCH_ENTRIES,
-                    BLOCK_MS,
-                    before,
-                    read_pending,
-                )
-            except ConnectionErrors as exc:
-                if worker.stop_event.is_set():
-                    return
-                log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
-                worker.stop_event.wait(RETRY_SECONDS)
-                read_pending = True  # the failed read may have been served: see above
-                continue
-            except ResponseError as exc:
-                if worker.stop_event.is_set():
-                    return
-                if "NOGROUP" not in str(exc):
-                    raise
-                worker.rejoin_cluster()
-                continue
-            if worker.stop_event.is_set():  # woken by close(): what was read stays unread
-                return
-            self.in_hand.difference_update(ack)  # acknowledged by this round trip
-            if read_pending:
-                read_pending = False
-                entries = [e for e in entries if e[0] not in self.in_hand]
+            entries = self._read(loop, started)
+            if entries is None or worker.stop_event.is_set():
+                continue  # not read (Redis away, or we rejoined), or woken by close()
             guard.after_read(bool(entries), started, BLOCK_MS)
-            ack = [entry_id for entry_id, _ in entries]
-            self.in_hand.update(ack)
-            reports = []
-            if not entries:
-                continue
-            try:
-                executes, reports = self.handle_entries(entries)
-            except ConnectionErrors as exc:
-                # a batch loads its specs and inputs before it changes anything: left
-                # pending, it comes back with the next read of our pending entries
-                log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
-                self.in_hand.difference_update(ack)
-                ack, read_pending = [], True
-                worker.stop_event.wait(RETRY_SECONDS)
-                continue
-            reports += worker.executor.run_inline(executes)
+            if entries:
+                self._handle_read(loop, entries)
 
-    def _leave(self, reader: RedisStore, ack: list[bytes], reports: list[SendReport]) -> None:
+    def _read(self, loop: _Loop, started: float) -> list[Entry] | None:
+        """One round trip: the acknowledgements and reports of the previous read go out,
+        the next entries come in (our own pending ones every so often)."""
         worker = self.worker
-        if reports:
-            worker.reporter.report(reports)
-        if ack:
+        stream, streams = worker.stream, worker.store.streams
+        if started >= loop.pending_due:
+            loop.read_pending, loop.pending_due = True, started + PENDING_CHECK_SECONDS
+        ids, done = loop.ack, loop.reports
+
+        def before(pipe: Any) -> None:
+            if done:
+                worker.reporter.report(done, into=pipe)
+            if ids:
+                streams.acknowledge(stream, WORKER_GROUP, ids, pipe)
+                loop.deletes.add(ids)
+            streams.delete_entries(stream, loop.deletes.take_due(), pipe)
+
+        try:
+            entries = loop.reader.read_group(
+                stream,
+                WORKER_GROUP,
+                worker.address,
+                BATCH_ENTRIES,
+                BLOCK_MS,
+                before,
+                loop.read_pending,
+            )
+        except ConnectionErrors as exc:
+            if not worker.stop_event.is_set():
+                log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
+                worker.stop_event.wait(RETRY_SECONDS)
+            loop.read_pending = True  # the failed read may have been served: see above
+            return None
+        except ResponseError as exc:
+            if worker.stop_event.is_set():
+                return None
+            if "NOGROUP" not in str(exc):
+                raise
+            worker.rejoin_cluster()  # the scheduler declared us dead
+            return None
+        self.in_hand.difference_update(ids)  # acknowledged by this round trip
+        if loop.read_pending:
+            loop.read_pending = False
+            entries = [e for e in entries if e[0] not in self.in_hand]
+        loop.ack = [entry_id for entry_id, _ in entries]
+        loop.reports = []
+        self.in_hand.update(loop.ack)
+        return entries
+
+    def _handle_read(self, loop: _Loop, entries: list[Entry]) -> None:
+        worker = self.worker
+        try:
+            executes, loop.reports = self.handle_entries(entries)
+        except ConnectionErrors as exc:
+            # a batch loads its specs and inputs before it changes anything: left pending,
+            # it comes back with the next read of our pending entries
+            log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
+            self.in_hand.difference_update(loop.ack)
+            loop.ack, loop.read_pending = [], True
+            worker.stop_event.wait(RETRY_SECONDS)
+            return
+        loop.reports += worker.executor.run_inline(executes)
+
+    def _leave(self, loop: _Loop) -> None:
+        """Another thread reads now: send what this one still holds, then close its
+        connection."""
+        worker = self.worker
+        if loop.reports:
+            worker.reporter.report(loop.reports)
+        if loop.ack:
             streams = worker.store.streams
-            pipe = reader.pipeline()
-            streams.acknowledge(worker.stream, WORKER_GROUP, ack, pipe)
-            streams.delete_entries(worker.stream, ack, pipe)
+            pipe = loop.reader.pipeline()
+            streams.acknowledge(worker.stream, WORKER_GROUP, loop.ack, pipe)
+            streams.delete_entries(worker.stream, loop.ack, pipe)
             pipe.execute()
-            self.in_hand.difference_update(ack)
-        reader.close()
+            self.in_hand.difference_update(loop.ack)
+        loop.reader.close()
 
     # -- entries -------------------------------------------------------------------------------
     def handle_entries(self, entries: list[Entry]) -> Handled:
