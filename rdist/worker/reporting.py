@@ -88,11 +88,12 @@ class Report:
             DoneRow(key, outcome.nbytes, in_redis, inline, outcome.duration, outcome.type_name)
         )
         if item.clients:
-            told = KeyInMemory(
-                key, outcome.nbytes, in_redis, [self.address], outcome.type_name, inline
+            self._tell(
+                item.clients,
+                KeyInMemory(
+                    key, outcome.nbytes, in_redis, [self.address], outcome.type_name, inline
+                ),
             )
-            for client in item.clients:
-                self.notify.setdefault(client, []).append(told)
 
     def _in_memory(self, item: ReportInMemory) -> None:
         data = self._worker.data
@@ -100,9 +101,12 @@ class Report:
         nbytes, type_name = data.nbytes.get(key, 0), type(data.get(key)).__name__
         self.done.append(DoneRow(key, nbytes, False, None, 0.0, type_name))
         if item.clients:
-            told = KeyInMemory(key, nbytes, False, [self.address], type_name, None)
-            for client in item.clients:
-                self.notify.setdefault(client, []).append(told)
+            self._tell(item.clients, KeyInMemory(key, nbytes, False, [self.address], type_name))
+
+    def _tell(self, clients: list[str], item: KeyInMemory) -> None:
+        """Clients waiting on a key hear of it from us directly: one hop less."""
+        for client in clients:
+            self.notify.setdefault(client, []).append(item)
 
     def queue_on(self, pipe: Any, replicated: list[str]) -> bool:
         """Queue the writes on ``pipe``; False when there is nothing to say."""
