@@ -167,7 +167,7 @@ class GatherDep(Instruction):
 
 @dataclass(slots=True)
 class ReleaseData(Instruction):
-    """Drop the stored values of ``keys``."""
+    """Drop the stored values of ``keys`` (one instruction per stimulus)."""
 
     keys: list[str]
 

@@ -137,6 +137,7 @@ class WorkerState:
         self._rejoining: deque[str] = deque()  #: seceded tasks waiting for a slot, in order
         self._fetch: dict[str, DepInfo] = {}  #: inputs to fetch, sent once per stimulus
         self._woken: set[str] = set()  #: made ready by a finished task in this stimulus
+        self._drop: list[str] = []  #: values to drop, sent once per stimulus
         self._out: list[Instruction] = []
         self._stimulus = ""
         self._time = 0.0
@@ -152,6 +153,9 @@ class WorkerState:
         if self._fetch:
             out.append(GatherDep(self._stimulus, self._fetch))
             self._fetch = {}
+        if self._drop:
+            out.append(ReleaseData(self._stimulus, self._drop))
+            self._drop = []
         return out
 
     def story(self, *keys: str) -> list[StoryRow]:
@@ -209,7 +213,7 @@ class WorkerState:
         for key in self._rejoining:
             waiting = self.tasks.get(key)
             assert waiting is None or not waiting.holds_slot, key
-        assert not self._fetch
+        assert not self._fetch and not self._drop
 
     def _validate_task(self, ts: WTask, queued: set[int]) -> None:
         key, state = ts.key, ts.state
@@ -292,9 +296,7 @@ class WorkerState:
 
     def _on_gathered(self, ev: GatherDepSuccess) -> None:
         arrived = self._arrive([k for k in ev.keys if self._in_flight(k)])
-        orphans = [k for k in ev.keys if k not in self.tasks]
-        if orphans:  # nobody needs them any more
-            self._out.append(ReleaseData(self._stimulus, orphans))
+        self._drop += [k for k in ev.keys if k not in self.tasks]  # nobody needs them now
         if arrived:
             self._out.append(ReportReplicas(self._stimulus, arrived))
 
@@ -319,11 +321,11 @@ class WorkerState:
     def _on_success(self, ev: ExecuteSuccess) -> None:
         ts = self.tasks.get(ev.key)
         if ts is None or ts.state not in RUNNING:  # abandoned (e.g. by a reset)
-            self._out.append(ReleaseData(self._stimulus, [ev.key]))
+            self._drop.append(ev.key)
             return
         self.durations[ev.key.rpartition("-")[0]] = ev.duration
         if ts.state is TS.CANCELLED:
-            self._out.append(ReleaseData(self._stimulus, [ev.key]))
+            self._drop.append(ev.key)
             self._transition(ts, TS.FORGOTTEN)
             return
         if ts.assigned:
@@ -572,7 +574,7 @@ class WorkerState:
         self._unlink_inputs(ts)
 
     def _t_memory_forgotten(self, ts: WTask) -> None:
-        self._out.append(ReleaseData(self._stimulus, [ts.key]))
+        self._drop.append(ts.key)
         self._t_forgotten(ts)
 
     def _t_running_forgotten(self, ts: WTask) -> None:
