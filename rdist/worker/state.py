@@ -385,6 +385,9 @@ class WorkerState:
     # -- decisions -----------------------------------------------------------------------------
     def _place(self, ts: WTask) -> None:
         """Link a task to be computed here to its inputs; fetch those nobody makes here."""
+        if not ts.deps:
+            self._transition(ts, TS.READY)
+            return
         for dep, info in ts.deps.items():
             dts = self.tasks.get(dep)
             if dts is None:
@@ -546,8 +549,11 @@ class WorkerState:
 
     def _ended(self, ts: WTask) -> None:
         """Its thread finished running it."""
-        self._give_back_slot(ts)
-        self._give_back_resources(ts)
+        if ts.holds_slot:
+            ts.holds_slot = False
+            self.running -= 1
+        if ts.holds_resources:
+            self._give_back_resources(ts)
 
     # -- transitions ---------------------------------------------------------------------------
     def _transition(self, ts: WTask, finish: WTaskState) -> None:
@@ -571,7 +577,8 @@ class WorkerState:
 
     def _t_forgotten(self, ts: WTask) -> None:
         del self.tasks[ts.key]
-        self._unlink_inputs(ts)
+        if ts.dependencies:
+            self._unlink_inputs(ts)
 
     def _t_memory_forgotten(self, ts: WTask) -> None:
         self._drop.append(ts.key)
@@ -584,13 +591,18 @@ class WorkerState:
     def _t_arrived(self, ts: WTask) -> None:
         """Its value is here (computed or fetched): what waited for it may run."""
         ts.where = None
-        self._wake_dependents(ts)
+        if ts.dependents:
+            self._wake_dependents(ts)
 
     def _t_ran(self, ts: WTask) -> None:
+        # the hot path of every task: helpers only where there is something to do
         self._ended(ts)
-        self._unlink_inputs(ts)
-        self._t_arrived(ts)
-        self._release_if_unneeded(ts)
+        if ts.dependencies:
+            self._unlink_inputs(ts)
+        if ts.dependents:
+            self._wake_dependents(ts)
+        elif not ts.wanted:
+            self._release_if_unneeded(ts)
 
     def _t_erred(self, ts: WTask) -> None:
         """Reported already; kept only while tasks here wait for it (the scheduler errs or
