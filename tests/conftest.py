@@ -42,11 +42,18 @@ class FakeCluster:
         return worker
 
     def close(self) -> None:
-        for worker in self.workers:
-            worker.close()
-        self.scheduler.stop()
-        self._thread.join(timeout=5)
-        drop_fake_server(self.url[len("fakeredis://") :])
+        """Check every live worker's state machine, then stop everything."""
+        try:
+            for worker in self.workers:
+                if not worker.stop_event.is_set():
+                    with worker.lock:
+                        worker.state.validate_state()
+        finally:
+            for worker in self.workers:
+                worker.close()
+            self.scheduler.stop()
+            self._thread.join(timeout=5)
+            drop_fake_server(self.url[len("fakeredis://") :])
 
 
 @contextmanager
@@ -191,6 +198,7 @@ MODULE_TIERS = {
     "test_web": "fake",
     "test_wire": "pure",
     "test_worker_execution": "pure",
+    "test_worker_server": "fake",
     "test_worker_state": "pure",
 }
 TIERS = ("pure", "fake", "real", "cli", "browser", "chaos")

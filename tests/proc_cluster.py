@@ -179,7 +179,7 @@ def worker_view(keys: list[str]) -> dict[str, object]:
         for key in keys:
             ts = w.state.tasks.get(key)
             if ts is not None:
-                out[key] = (ts.state.value, sorted(ts.missing)[:3])
+                out[key] = (ts.state.value, sorted(ts.waiting_for_data)[:3])
             elif key in w.state.have:
                 out[key] = "have"
             else:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rdist import get_worker
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.worker.memory import MemoryFractions
 from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster, free_port
@@ -210,14 +210,14 @@ def test_spilled_data_still_counts_for_locality_and_comes_back(tmp_path: Any) ->
         assert s == MB / 8 * (float(arrays.index(spilled)) + 4.0)
         wait_until(
             lambda: (
-                messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address)).get(
+                wire.unpack(c.store.redis.hget(c.store.keys.workers, small.address), "test").get(
                     "spilled_bytes", 0
                 )
                 > 0
             ),
             5,
         )
-        record = messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address))
+        record = wire.unpack(c.store.redis.hget(c.store.keys.workers, small.address), "test")
         assert record["stored_bytes"] <= 2 * MB + 10_000
     assert not list(tmp_path.iterdir()) or not any(p.iterdir() for p in tmp_path.iterdir())
 
@@ -271,10 +271,12 @@ def test_relay_writes_chunks_with_a_ttl_and_deletes_them_once_read() -> None:
 
 
 def test_malformed_data_plane_messages_are_set_aside() -> None:
-    from rdist.protocol.messages import MalformedMessage
-    from rdist.worker.server import check_message
+    from rdist.protocol.wire import WORKER, MalformedMessage, Publish, pack
 
-    check_message({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]})
+    (good,) = WORKER.decode(
+        pack({"op": "publish", "id": "r", "keys": ["a"], "to": ["w", "tcp://x:1"]})
+    )
+    assert isinstance(good, Publish) and good.to.kind == "w"
     for bad in [
         {"op": "publish", "id": "r", "keys": "a", "to": ["w", "x"]},
         {"op": "load", "id": "r", "keys": [], "to": ["z", "x"]},
@@ -282,4 +284,4 @@ def test_malformed_data_plane_messages_are_set_aside() -> None:
         {"op": "gather-keys", "id": "r", "keys": ["not", "a", "map"], "to": ["c", "x"]},
     ]:
         with pytest.raises(MalformedMessage):
-            check_message(bad)
+            WORKER.decode(pack(bad))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from rdist import Client, KilledWorker, LocalCluster, get_worker
-from rdist.protocol import messages
+from rdist.protocol import wire
 from tests.client_helpers import wait_until
 from tests.conftest import free_port
 
@@ -60,7 +60,7 @@ def sleep_then_where(seconds: float) -> str:
 
 def workers_hash(c: Client) -> dict[str, dict[str, Any]]:
     return {
-        a.decode(): messages.unpack(v)
+        a.decode(): wire.unpack(v, "test")
         for a, v in c.store.redis.hgetall(c.store.keys.workers).items()
     }
 
@@ -69,7 +69,7 @@ def events(c: Client, op: str) -> list[dict[str, Any]]:
     out = []
     for _, fields in c.store.redis.xrange(c.store.keys.events):
         try:
-            msg = messages.unpack(fields[b"m"])
+            msg = wire.unpack(fields[b"m"], "test")
         except Exception:
             continue
         if msg.get("op") == op:

@@ -231,19 +231,18 @@ def test_events_page_back_through_history_without_gaps() -> None:
 
 # -- the task stream ----------------------------------------------------------------------------
 def test_each_report_batch_is_one_task_stream_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rdist.worker.server import Worker
+    from rdist.worker.reporting import Report
 
-    calls: list[int] = []  # task records per report call that carried any
-    original = Worker._report
+    calls: list[int] = []  # task records per report that carried any
+    original = Report.queue_on
 
-    def counting(self: Worker, batch: list[list[Any]]) -> None:
-        flat = [r for g in batch for r in (g if g and isinstance(g[0], list) else [g])]
-        tasks = sum(1 for r in flat if r and r[0] in ("m", "e"))
+    def counting(self: Report, pipe: Any, replicated: list[str]) -> bool:
+        tasks = len(self.done) + len(self.erred)
         if tasks:
             calls.append(tasks)
-        original(self, batch)
+        return original(self, pipe, replicated)
 
-    monkeypatch.setattr(Worker, "_report", counting)
+    monkeypatch.setattr(Report, "queue_on", counting)
     with fake_cluster(n_workers=2) as (client, cluster):
         futures = client.map(slow_inc, range(40))
         client.gather(futures)

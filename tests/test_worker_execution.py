@@ -1,137 +1,208 @@
-"""The worker's execution budget (ReadyQueue) and its bookkeeping for steals and
-co-assigned tasks, without threads or Redis."""
+"""The worker's execution shell (:class:`rdist.worker.execution.Executor`) around a real
+state machine, without Redis or executor threads: what runs on the receiving thread, what
+is handed to executor threads, what a task sees of itself while it runs."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+from typing import Any
 
-from rdist.worker.execution import ReadyQueue
-from rdist.worker.state import Decisions, WorkerState, WTask, WTaskState
+import pytest
 
-
-def wtask(key: str, priority: int = 0, resources: dict[str, float] | None = None) -> WTask:
-    return WTask(key, (priority,), {}, state=WTaskState.READY, resources=resources)
-
-
-def test_ready_queue_hands_out_at_most_nthreads_tasks_highest_priority_first():
-    q = ReadyQueue(nthreads=2)
-    q.put([wtask("low", 5), wtask("high", 1), wtask("mid", 3)])
-
-    first, second = q.try_get(), q.try_get()
-
-    assert (first.key, second.key) == ("high", "mid")
-    assert q.try_get() is None  # both threads busy
-    q.done(first)
-    assert q.try_get().key == "low"
+from rdist import task_context
+from rdist.protocol import serialize
+from rdist.protocol.spec import CALL_WITH_DEPS, DepRef
+from rdist.protocol.wire import DepInfo
+from rdist.worker.events import ComputeTask, Event, Execute, ReportError, ReportSuccess, SendReport
+from rdist.worker.execution import INLINE_BUDGET, Executor, Outcome, error_blob
+from rdist.worker.state import WorkerState, WTaskState
 
 
-def test_ready_queue_bounds_tasks_by_the_resources_the_worker_declared():
-    q = ReadyQueue(nthreads=4, resources={"GPU": 1})
-    q.put([wtask("gpu-a", 1, {"GPU": 1}), wtask("gpu-b", 2, {"GPU": 1}), wtask("cpu", 3)])
+class StubWorker:
+    """What the executor needs of a worker: a state machine, data, a reporter's queue."""
 
-    got = [q.try_get(), q.try_get()]
+    def __init__(self, nthreads: int = 1) -> None:
+        self.state = WorkerState(nthreads)
+        self.data: dict[str, Any] = {}
+        self.executed = 0
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.reported: list[SendReport] = []
+        self._ids = itertools.count()
+        self.reporter = self
 
-    assert [t.key for t in got] == ["gpu-a", "cpu"]  # gpu-b waits for the GPU
-    assert q.try_get() is None
-    q.done(got[0])
-    assert q.try_get().key == "gpu-b"
+    # the worker's side
+    def stimulus(self, cause: str) -> str:
+        return f"{cause}-{next(self._ids)}"
 
+    def handle(self, *events: Event) -> tuple[list[Execute], list[SendReport]]:
+        out = self.state.handle_stimulus(*events)
+        self.state.validate_state()
+        return [i for i in out if isinstance(i, Execute)], [
+            i for i in out if isinstance(i, SendReport)
+        ]
 
-def test_seceded_task_gives_its_slot_back_and_rejoin_takes_one_again():
-    q = ReadyQueue(nthreads=1)
-    q.put([wtask("parent"), wtask("child", 1)])
-    parent = q.try_get()
-    assert q.try_get() is None
-
-    q.release_slot()  # secede()
-    child = q.try_get()
-    assert child.key == "child"
-    q.done(child)
-    q.acquire_slot()  # rejoin(): free again now
-    q.done(parent)
-
-    assert q.running == 0
-
-
-def test_only_the_fast_task_at_the_head_is_taken_inline():
-    q = ReadyQueue(nthreads=1)
-    q.put([wtask("slow", 1), wtask("fast", 2)])
-
-    assert q.try_get(lambda t: t.key.startswith("fast")) is None
-    assert q.try_get(lambda t: t.key.startswith("slow")).key == "slow"
+    # the reporter's side
+    def put(self, items: list[SendReport]) -> None:
+        self.reported += items
 
 
-def _getter(q: ReadyQueue) -> tuple[threading.Thread, list[WTask | None]]:
-    got: list[WTask | None] = []
-    thread = threading.Thread(target=lambda: got.append(q.get()), daemon=True)
-    thread.start()
-    return thread, got
+class Data(dict):
+    """``SpillBuffer.set`` as a dict."""
+
+    def set(self, key: str, value: Any, nbytes: int, frames: Any = None) -> None:
+        self[key] = value
 
 
-def test_a_task_queued_without_waking_stays_for_the_thread_that_queued_it():
-    q = ReadyQueue(nthreads=1)
-    thread, got = _getter(q)  # an idle executor thread
-
-    q.put([wtask("quick")], wake=False)
-    thread.join(0.1)
-    assert thread.is_alive() and not got  # not woken: the stream thread runs it itself
-    assert q.try_get().key == "quick"
-    q.close()
+def spec_of(func: Any, *args: Any) -> tuple[Any, bytes, int]:
+    return (func, serialize.to_blob((list(args), {})), CALL_WITH_DEPS)
 
 
-def test_wake_hands_what_was_left_to_the_executor_threads():
-    q = ReadyQueue(nthreads=1)
-    thread, got = _getter(q)
-
-    q.put([wtask("left")], wake=False)
-    q.wake()
-    thread.join(5)
-
-    assert [t.key for t in got] == ["left"]
+def make(nthreads: int = 1) -> tuple[StubWorker, Executor, list[Execute]]:
+    worker = StubWorker(nthreads)
+    worker.data = Data()
+    executor = Executor(worker)  # type: ignore[arg-type]
+    submitted: list[Execute] = []
+    executor.submit = submitted.extend  # type: ignore[method-assign]
+    return worker, executor, submitted
 
 
-def test_a_finished_task_wakes_a_thread_only_when_there_is_work_for_it():
-    class CountingCondition(threading.Condition):
-        wakes = 0
-
-        def notify_all(self) -> None:
-            CountingCondition.wakes += 1
-            super().notify_all()
-
-    q = ReadyQueue(nthreads=1)
-    q._cv = CountingCondition(threading.Lock())
-    q.put([wtask("one")])
-    q.done(q.try_get())
-    assert CountingCondition.wakes == 0  # nothing queued, nobody rejoining: no wake-up
-
-    q.put([wtask("two"), wtask("three")])
-    q.done(q.try_get())
-    assert CountingCondition.wakes == 1
+def assign(worker: StubWorker, key: str, spec: Any, priority: int = 0) -> list[Execute]:
+    event = ComputeTask(worker.stimulus("c"), 0.0, key, (priority,), {}, None, None, spec)
+    return worker.handle(event)[0]
 
 
-def test_worker_gives_up_a_task_it_has_not_started_but_not_one_it_runs():
-    state, out = WorkerState(), Decisions()
-    state.compute("queued", [0], {}, out)
-    state.compute("running", [0], {}, out)
-    assert state.start(state.tasks["running"])
-
-    assert state.steal("queued") is True
-    assert state.steal("running") is False
-    assert state.steal("unknown") is False
-    assert "queued" not in state.tasks
-    state.validate_state()
+def learn_quick(worker: StubWorker, prefix: str) -> None:
+    worker.state.durations[prefix] = 0.0001
 
 
-def test_co_assigned_task_waits_for_an_input_computed_here_instead_of_fetching_it():
-    state, out = WorkerState(), Decisions()
-    state.compute("a", [0], {}, out)
-    state.compute("b", [1], {"a": [[], 0, False]}, out)
+def test_quick_tasks_run_on_the_receiving_thread_in_one_report():
+    worker, executor, submitted = make()
+    learn_quick(worker, "inc")
+    executes = assign(worker, "inc-1", spec_of(lambda x: x + 1, 1))
+    executes += assign(worker, "inc-2", spec_of(lambda x: x + 1, 2), priority=1)
 
-    assert out.fetch == {}  # nothing to fetch: "a" is computed here
-    assert state.tasks["b"].state is WTaskState.FETCHING
-    assert state.start(state.tasks["a"]) and state.finished("a", stored=True)
-    woken = Decisions()
-    state.fetched(["a"], woken)
+    reports = executor.run_inline(executes)
 
-    assert [t.key for t in woken.ready] == ["b"]
-    state.validate_state()
+    assert submitted == []  # no executor thread woken
+    assert [(r.key, type(r)) for r in reports] == [
+        ("inc-1", ReportSuccess),
+        ("inc-2", ReportSuccess),
+    ]
+    assert worker.data == {"inc-1": 2, "inc-2": 3}
+
+
+def test_tasks_made_ready_by_an_inline_run_go_to_the_executor_threads():
+    worker, executor, submitted = make()
+    learn_quick(worker, "inc")
+    executes = assign(worker, "inc-1", spec_of(lambda: 1))
+    dependent = ComputeTask(
+        worker.stimulus("c"),
+        0.0,
+        "inc-2",
+        (1,),
+        {"inc-1": DepInfo([], 0, False)},
+        None,
+        None,
+        spec_of(lambda x: x + 1, DepRef("inc-1")),
+    )
+    executes += worker.handle(dependent)[0]
+
+    reports = executor.run_inline(executes)
+
+    assert [r.key for r in reports] == ["inc-1"]
+    assert [e.key for e in submitted] == ["inc-2"]
+
+
+def test_tasks_not_known_to_be_quick_go_to_the_executor_threads():
+    worker, executor, submitted = make()
+    executes = assign(worker, "slow-1", spec_of(time.sleep, 0))
+
+    reports = executor.run_inline(executes)
+
+    assert reports == [] and [e.key for e in submitted] == ["slow-1"]
+    assert worker.state.tasks["slow-1"].state is WTaskState.EXECUTING  # its slot is counted
+
+
+def test_quick_tasks_left_when_the_inline_budget_is_spent_go_to_the_executor_threads():
+    worker, executor, submitted = make()
+    learn_quick(worker, "nap")
+    executes = assign(worker, "nap-1", spec_of(time.sleep, INLINE_BUDGET * 2))
+    executes += assign(worker, "nap-2", spec_of(time.sleep, 0), priority=1)
+
+    reports = executor.run_inline(executes)
+
+    assert [r.key for r in reports] == ["nap-1"]
+    assert [e.key for e in submitted] == ["nap-2"]
+
+
+def test_a_running_task_is_the_current_running_task_and_only_while_it_runs():
+    worker, executor, _ = make()
+    seen: list[Any] = []
+
+    def look() -> str:
+        context = task_context.current()
+        seen.append(context)
+        return context.key
+
+    (ex,) = assign(worker, "look-1", spec_of(look))
+    executor.run(ex)
+
+    assert worker.data["look-1"] == "look-1"
+    assert seen[0].seceded is False and callable(seen[0].secede) and callable(seen[0].rejoin)
+    assert task_context.current() is None
+
+
+def test_a_raising_task_reports_its_error_and_the_stub_worker_carries_on():
+    worker, executor, _ = make()
+
+    (ex,) = assign(worker, "bad-1", spec_of(lambda: 1 / 0))
+    executes, reports, _ = executor.run(ex)
+
+    (report,) = reports
+    assert isinstance(report, ReportError)
+    exc, tb = serialize.from_blob(report.error)
+    assert isinstance(exc, ZeroDivisionError) and "ZeroDivisionError" in tb
+    assert "bad-1" not in worker.data and worker.state.running == 0
+
+
+def test_a_spec_that_could_not_be_loaded_errs_the_task_with_that_reason():
+    worker, executor, _ = make()
+
+    (ex,) = assign(worker, "x", RuntimeError("task 'x' has no spec in Redis"))
+    _, (report,), _ = executor.run(ex)
+
+    exc, _ = serialize.from_blob(report.error)
+    assert isinstance(exc, RuntimeError) and "no spec" in str(exc)
+
+
+def test_small_results_travel_as_blobs_and_large_ones_stay_here():
+    worker, executor, _ = make(nthreads=2)
+    small = assign(worker, "small", spec_of(lambda: 7))[0]
+    large = assign(worker, "large", spec_of(lambda: b"x" * 200_000))[0]
+
+    (small_report,) = executor.run(small)[1]
+    (large_report,) = executor.run(large)[1]
+
+    assert isinstance(small_report.row, Outcome) and small_report.row.blob is not None
+    assert serialize.from_blob(small_report.row.blob) == 7
+    assert large_report.row.blob is None and large_report.row.nbytes >= 200_000
+
+
+def test_an_unpicklable_exception_is_sent_as_a_stand_in():
+    class Unpicklable(Exception):
+        def __reduce__(self) -> Any:
+            raise TypeError("no")
+
+    exc, _ = serialize.from_blob(error_blob(Unpicklable("boom"), "tb"))
+
+    assert isinstance(exc, RuntimeError) and "Unpicklable: boom" in str(exc)
+
+
+def test_secede_outside_a_task_says_where_it_works():
+    from rdist.worker.execution import secede
+
+    with pytest.raises(ValueError, match="inside a task"):
+        secede()

@@ -15,17 +15,28 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from rdist.comm.core import listen, split_address
 from rdist.comm.pool import ConnectionPool
-from rdist.comm.relay import RELAY_OPS, RedisRelay, Replies, check_relay_message
+from rdist.comm.relay import RedisRelay, Replies
 from rdist.comm.tcp import format_address, parse_address
 from rdist.comm.transfer import MAX_INCOMING, DataServer, Gatherer, plan_batches, transfer_mode
-from rdist.protocol import messages, serialize
-from rdist.protocol.messages import MalformedMessage
-from rdist.store.keys import PAYLOAD_FIELD
+from rdist.protocol import serialize
+from rdist.protocol.wire import (
+    DepInfo,
+    Gathered,
+    GatherKeys,
+    Load,
+    Loaded,
+    Message,
+    Publish,
+    Published,
+    TaskDone,
+)
+from rdist.worker.events import DataArrived
 from rdist.worker.memory import CACHE_KEEP_BYTES
 from rdist.worker.sizeof import sizeof
 
@@ -33,8 +44,6 @@ if TYPE_CHECKING:
     from rdist.worker.server import Worker
 
 log = logging.getLogger("rdist.worker")
-
-DATA_OPS = RELAY_OPS | {"gather-keys"}
 
 
 def listen_address_of(
@@ -65,22 +74,6 @@ def advertised_address(bound: str, contact: str | None = None) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     return format_address(host, port)
-
-
-def check_data_message(msg: dict[str, Any]) -> None:
-    op = msg["op"]
-    if op in RELAY_OPS and not check_relay_message(msg):
-        raise MalformedMessage(f"{op} message without the fields it needs: {msg!r:.200}")
-    if op == "gather-keys":
-        keys, to = msg.get("keys"), msg.get("to")
-        if not (
-            isinstance(msg.get("id"), str)
-            and isinstance(keys, dict)
-            and all(isinstance(v, list) for v in keys.values())
-            and isinstance(to, list)
-            and len(to) == 2
-        ):
-            raise MalformedMessage(f"gather-keys message without id, keys or to: {msg!r:.200}")
 
 
 class DataPlane:
@@ -126,18 +119,22 @@ class DataPlane:
         """Data pushed to us (scatter, a leaving peer's hand-off): we hold it from now on."""
         for key, frames in items.items():
             self._store(key, frames)
-        with self.worker.lock:
-            self.worker.state.have.update(items)
+        self._arrived(list(items))
+
+    def _arrived(self, keys: list[str]) -> None:
+        if keys:
+            worker = self.worker
+            worker.dispatch(DataArrived(worker.stimulus("data-arrived"), time.time(), keys))
 
     # -- fetching dependencies ---------------------------------------------------------------
-    def fetch(self, wanted: dict[str, tuple[list[str], int, bool]]) -> None:
+    def fetch(self, wanted: dict[str, DepInfo]) -> None:
         """Fetch ``wanted`` in batches, in threads; the worker hears of each batch."""
-        batches = plan_batches({k: (h, n) for k, (h, n, _) in wanted.items()}, self.address)
+        batches = plan_batches({k: (d.holders, d.nbytes) for k, d in wanted.items()}, self.address)
         for peer, keys in batches:
             if not peer:  # nobody else holds it
-                self.worker._fetched([], keys)
+                self.worker.fetched([], keys)
                 continue
-            self.fetchers.submit(self._fetch_batch, keys, {k: wanted[k][0] for k in keys})
+            self.fetchers.submit(self._fetch_batch, keys, {k: wanted[k].holders for k in keys})
 
     def _fetch_batch(self, keys: list[str], holders: dict[str, list[str]]) -> None:
         try:
@@ -157,22 +154,21 @@ class DataPlane:
                 missing.append(key)
                 continue
             got.append(key)
-        with self.worker.lock:
-            self.worker.replicas.extend(got)
         tried = sorted({h for k in missing for h in holders.get(k, ())})
-        self.worker._fetched(got, missing, tried)  # the scheduler strikes off those holders
+        self.worker.fetched(got, missing, tried)  # the scheduler strikes off those holders
 
     # -- stream messages ---------------------------------------------------------------------
-    def handle_message(self, msg: dict[str, Any]) -> None:
-        op = msg["op"]
-        if op in ("published", "loaded"):
+    def handle_message(self, msg: Message) -> None:
+        if isinstance(msg, (Published, Loaded)):
             self.replies.resolve(msg)
-        elif op == "publish":
+        elif isinstance(msg, Publish):
             self.background.submit(self._guard, self.relay.publish, msg, self.worker.data.frames_of)
-        elif op == "load":
+        elif isinstance(msg, Load):
             self.background.submit(self._guard, self.relay.load, msg, self._put)
-        elif op == "gather-keys":  # waits on peers: not on the threads that answer peers
+        elif isinstance(msg, GatherKeys):  # waits on peers: not on the threads that answer peers
             self.fetchers.submit(self._guard, self._gather_keys, msg)
+        else:
+            log.warning("worker %s: ignoring an unexpected %s", self.worker.address, msg.OP)
 
     def _guard(self, fn: Any, *args: Any) -> None:
         try:
@@ -180,35 +176,19 @@ class DataPlane:
         except Exception:
             log.exception("worker %s: data request failed", self.worker.address)
 
-    def _gather_keys(self, msg: dict[str, Any]) -> None:
+    def _gather_keys(self, msg: GatherKeys) -> None:
         """Copy keys here from their holders, tell the scheduler, then answer the client."""
         data = self.worker.data
-        wanted = {k: list(h) for k, h in msg["keys"].items() if k not in data}
+        wanted = {k: list(h) for k, h in msg.keys.items() if k not in data}
         found, missing = self.gatherer.fetch(list(wanted), wanted) if wanted else ({}, [])
         for key, frames in found.items():
             self._store(key, frames)
-        held = [k for k in msg["keys"] if k in found or k in data]
-        with self.worker.lock:
-            self.worker.state.have.update(found)
+        held = [k for k in msg.keys if k in found or k in data]
+        self._arrived(list(found))
         store = self.worker.store
         pipe = store.pipeline()
         if held:
-            pipe.xadd(
-                store.keys.sched,
-                {
-                    PAYLOAD_FIELD: messages.encode(
-                        "task-done", worker=self.address, done=[], erred=[], replicated=held
-                    )
-                },
-            )
-        kind, ident = msg["to"]
-        stream = store.keys.client_stream(ident) if kind == "c" else store.keys.worker_stream(ident)
-        pipe.xadd(
-            stream,
-            {
-                PAYLOAD_FIELD: messages.encode(
-                    "gathered", id=msg["id"], worker=self.address, keys=held, missing=missing
-                )
-            },
-        )
+            store.streams.to_scheduler(TaskDone(self.address, replicated=held), pipe)
+        answer = Gathered(msg.id, self.address, held, missing)
+        store.streams.reply(msg.to.kind, msg.to.ident, answer, pipe)
         pipe.execute()

@@ -1,227 +1,232 @@
-"""Which ready task runs next, on which thread: the worker's execution budget.
+"""Running tasks: the executor threads, quick tasks on the stream thread, specs to values.
 
-A worker runs at most ``nthreads`` tasks at once, and at most as many tasks needing a
-resource as it declared of it (``--resources GPU=2``). :class:`ReadyQueue` hands ready tasks
-to threads, highest priority first, within both budgets.
+Which task runs when is the state machine's decision (:mod:`rdist.worker.state`): it emits
+an :class:`~rdist.worker.events.Execute` only for a task holding a thread slot. Here those
+are carried out -- by an executor thread, or by the thread that got the instruction when
+the task is known to be quick -- and their outcome goes back to the machine as an event.
 
-Long-running tasks (:func:`secede`) give their slot back: the worker starts a replacement
-thread and tells the scheduler, so a task waiting on subtasks never holds the thread those
-subtasks need -- not even on a one-thread worker. :func:`rejoin` takes a slot again.
+Long-running tasks (:func:`secede`) give their slot back: a replacement thread starts, so a
+task waiting on subtasks never holds the thread those need, even on a one-thread worker;
+:func:`rejoin` waits until the machine grants a slot again.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+import time
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rdist.worker.state import WTask
+from rdist.protocol import serialize, spec
+from rdist.worker.context import (  # noqa: F401  (the task-side API, re-exported)
+    TaskContext,
+    bind_worker,
+    current,
+    get_client,
+    rejoin,
+    secede,
+    secede_before_waiting,
+    set_current,
+    worker_client,
+)
+from rdist.worker.events import (
+    Execute,
+    ExecuteFailure,
+    ExecuteSuccess,
+    RejoinRequest,
+    Secede,
+    SendReport,
+)
+from rdist.worker.sizeof import sizeof
+from rdist.worker.state import INLINE_SECONDS  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    from rdist.client.client import Client
     from rdist.worker.server import Worker
 
-#: Tasks whose prefix is known to take less than this run on the thread that received
-#: them when a slot is free: a thread hand-off costs more than such a task.
-INLINE_SECONDS = 0.002
+#: Results up to this size (serialized) are also stored in Redis.
+REDIS_RESULT_BYTES = 64 * 1024
 #: The stream thread runs quick tasks for at most this long before reading again: its
 #: reports ride that read, and a worker dying with finished, unreported work makes the
 #: scheduler run that work again (and count it against those tasks' allowed failures).
 INLINE_BUDGET = 0.005
 
-_local = threading.local()
+
+class Outcome(NamedTuple):
+    """What a successful run left, for its report."""
+
+    nbytes: int
+    blob: bytes | None  #: the serialized value, when small enough to store in Redis
+    duration: float
+    type_name: str
 
 
-class ReadyQueue:
-    """Ready tasks, handed out within the thread and resource budgets of the worker."""
+Ran = tuple[list[Execute], list[SendReport], TaskContext]
 
-    def __init__(self, nthreads: int, resources: dict[str, float] | None = None) -> None:
-        self.nthreads = nthreads
-        self.resources = dict(resources or {})
-        self.used: dict[str, float] = {}
-        self.running = 0  #: tasks holding a slot (seceded ones do not)
-        self._heap: list[tuple[tuple[Any, ...], int, WTask]] = []
-        self._seq = itertools.count()
-        self._cv = threading.Condition(threading.Lock())
-        self._closed = False
-        self._slot_waiters = 0  #: threads in acquire_slot (rejoin)
 
-    def __len__(self) -> int:
-        return len(self._heap)
+class Executor:
+    """The worker's executor threads and the runs of single tasks."""
 
-    def put(self, tasks: list[WTask], wake: bool = True) -> None:
-        """Queue ``tasks``; ``wake=False`` when the calling thread runs them itself next
-        (waking an idle executor thread costs more than a quick task), and then calls
-        :meth:`wake` for whatever it left."""
-        if not tasks:
-            return
-        with self._cv:
-            for ts in tasks:
-                heapq.heappush(self._heap, (ts.priority, next(self._seq), ts))
-            if wake:
-                self._cv.notify(len(tasks))
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
+        self._rejoins: dict[str, threading.Event] = {}  #: seceded tasks waiting for a slot
+        self._lock = threading.Lock()
 
-    def wake(self) -> None:
-        """Executor threads take over the tasks queued without waking them."""
-        with self._cv:
-            if self._heap:
-                self._cv.notify(len(self._heap))
+    def start_thread(self, name: str) -> None:
+        thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        thread.start()
+        self.worker.threads.append(thread)
 
-    def get(self) -> WTask | None:
-        """Block until a task may run; None once closed."""
-        with self._cv:
-            while True:
-                if self._closed:
-                    return None
-                ts = self._take()
-                if ts is not None:
-                    return ts
-                self._cv.wait()
-
-    def try_get(self, fast: Any = None) -> WTask | None:
-        """A task that may run now (and satisfies ``fast(ts)`` when given), or None."""
-        with self._cv:
-            if self._heap and fast is not None and not fast(self._heap[0][2]):
-                return None
-            return self._take()
-
-    def _take(self) -> WTask | None:
-        if self.running >= self.nthreads:
-            return None
-        blocked = []
-        found = None
-        while self._heap:
-            item = heapq.heappop(self._heap)
-            if self._fits(item[2]):
-                found = item[2]
-                break
-            blocked.append(item)
-        for item in blocked:  # waiting for a resource another task holds
-            heapq.heappush(self._heap, item)
-        if found is not None:
-            self.running += 1
-            for name, amount in (found.resources or {}).items():
-                self.used[name] = self.used.get(name, 0) + amount
-        return found
-
-    def _fits(self, ts: WTask) -> bool:
-        return all(
-            self.used.get(n, 0) + a <= self.resources.get(n, 0)
-            for n, a in (ts.resources or {}).items()
-        )
-
-    def done(self, ts: WTask, seceded: bool = False) -> None:
-        """``ts`` ended; its slot (unless it seceded) and resources are free again."""
-        with self._cv:
-            if not seceded:
-                self.running -= 1
-            for name, amount in (ts.resources or {}).items():
-                self.used[name] = self.used.get(name, 0) - amount
-            self._notify_freed()
-
-    def release_slot(self) -> None:
-        with self._cv:
-            self.running -= 1
-            self._notify_freed()
-
-    def _notify_freed(self) -> None:
-        # only when somebody can use it: a needless wake of every idle executor thread
-        # per task costs more than a quick task
-        if self._heap or self._slot_waiters:
-            self._cv.notify_all()
-
-    def acquire_slot(self) -> None:
-        with self._cv:
-            self._slot_waiters += 1
-            try:
-                while self.running >= self.nthreads and not self._closed:
-                    self._cv.wait()
-            finally:
-                self._slot_waiters -= 1
-            self.running += 1
+    def submit(self, executes: list[Execute]) -> None:
+        """Hand instructions to the executor threads."""
+        for ex in executes:
+            self._queue.put(ex)
 
     def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
+        for _ in range(len(self.worker.threads) + 1):
+            self._queue.put(None)
+        with self._lock:
+            for event in self._rejoins.values():
+                event.set()
+
+    def _loop(self) -> None:
+        worker = self.worker
+        bind_worker(worker)
+        while True:
+            ex = self._queue.get()
+            while ex is not None and not worker.stop_event.is_set():
+                executes, reports, context = self.run(ex)
+                ex = executes.pop(0) if executes else None  # the next runs here: no hand-off
+                self.submit(executes)
+                if ex is None and self._queue.empty() and worker.reporter.idle():
+                    worker.reporter.report(reports)  # nothing to batch with: skip a hop
+                else:
+                    worker.reporter.put(reports)
+                if context.replaced:  # it seceded: a replacement thread took our place
+                    if ex is not None:
+                        self.submit([ex])
+                    return
+            if worker.stop_event.is_set():
+                return
+
+    def run_inline(self, executes: list[Execute]) -> list[SendReport]:
+        """On the stream thread: run the tasks the machine let run inline here (no thread
+        hand-off, one report for all, sent with the next read) for at most
+        :data:`INLINE_BUDGET`; the others, and what is left when the budget is spent, go
+        to the executor threads."""
+        reports: list[SendReport] = []
+        pending = deque(executes)
+        deadline = time.monotonic() + INLINE_BUDGET
+        while pending:
+            ex = pending.popleft()
+            if not ex.inline or time.monotonic() >= deadline:
+                self.submit([ex])
+                continue
+            more, done, context = self.run(ex)
+            reports += done
+            pending.extend(more)
+            if context.replaced:  # it seceded: this thread must go back to reading
+                self.submit(list(pending))
+                break
+        return reports
+
+    def run(self, ex: Execute) -> Ran:
+        """Run one task and tell the state machine how it went."""
+        context = TaskContext(self, ex.key)
+        set_current(context)
+        try:
+            event = self._execute(ex)
+        finally:
+            set_current(None)
+        executes, reports = self.worker.handle(event)
+        return executes, reports, context
+
+    def _execute(self, ex: Execute) -> ExecuteSuccess | ExecuteFailure:
+        worker = self.worker
+        start = time.time()
+        try:
+            if isinstance(ex.spec, Exception):
+                raise ex.spec
+            func, args_blob, mode = ex.spec
+            value = spec.run_spec(func, args_blob, mode, worker.data)
+        except BaseException as exc:  # the task's failure is data, not ours
+            now = time.time()
+            blob = error_blob(exc, traceback.format_exc())
+            return ExecuteFailure(worker.stimulus("task-erred"), now, ex.key, now - start, blob)
+        now = time.time()
+        worker.executed += 1
+        try:
+            outcome, frames = _outcome(ex.key, value, now - start)
+        except serialize.SerializationError as exc:
+            error = TypeError(f"result of task {ex.key!r} cannot be serialized: {exc}")
+            blob = error_blob(error, "")
+            return ExecuteFailure(worker.stimulus("task-erred"), now, ex.key, now - start, blob)
+        worker.data.set(ex.key, value, outcome.nbytes, frames)  # may spill: not under the lock
+        return ExecuteSuccess(worker.stimulus("task-finished"), now, ex.key, now - start, outcome)
+
+    # -- secede / rejoin -----------------------------------------------------------------------
+    def seceded(self, context: TaskContext) -> None:
+        """``secede()`` in a task: a replacement thread starts (for the stream too, when the
+        task runs on the stream thread) and the machine frees the task's slot."""
+        worker = self.worker
+        context.replaced = True
+        worker.stream_reader.hand_over_if_mine()
+        self.start_thread("rdist-exec-x")
+        executes, reports = worker.handle(
+            Secede(worker.stimulus("secede"), time.time(), context.key)
+        )
+        self.submit(executes)
+        worker.reporter.put(reports)
+
+    def rejoin(self, context: TaskContext) -> None:
+        """Block until the machine grants the seceded task a slot again."""
+        worker = self.worker
+        granted = threading.Event()
+        with self._lock:
+            self._rejoins[context.key] = granted
+        try:
+            event = RejoinRequest(worker.stimulus("rejoin"), time.time(), context.key)
+            executes, reports = worker.handle(event)
+            self.submit(executes)
+            worker.reporter.put(reports)
+            while not granted.wait(1.0) and not worker.stop_event.is_set():
+                pass
+        finally:
+            with self._lock:
+                self._rejoins.pop(context.key, None)
+
+    def granted(self, key: str) -> None:
+        with self._lock:
+            event = self._rejoins.get(key)
+        if event is not None:
+            event.set()
 
 
-# -- inside a task -------------------------------------------------------------------------
+def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[Any] | None]:
+    """The report of a result, and its serialized frames when it is large (kept for its
+    first transfer or spill)."""
+    estimate = sizeof(value)
+    blob = None
+    if estimate <= REDIS_RESULT_BYTES:
+        blob = serialize.to_blob(value)
+        if len(blob) > REDIS_RESULT_BYTES:
+            blob = None
+    frames = None
+    if blob is None:
+        # Large results stay in memory, yet must be transferable: fail now (erring the
+        # task) rather than at the first fetch. The frames are kept, so this is the only
+        # pickling (buffers stay out of band: for arrays they are views, free).
+        frames = serialize.dumps(value)
+    nbytes = len(blob) if blob is not None else estimate
+    return Outcome(nbytes, blob, duration, type(value).__name__), frames
 
 
-class TaskContext:
-    """What the thread running a task knows about it."""
-
-    __slots__ = ("worker", "task", "seceded", "replaced")
-
-    def __init__(self, worker: Worker, task: WTask) -> None:
-        self.worker = worker
-        self.task = task
-        self.seceded = False  #: holds no slot now
-        self.replaced = False  #: seceded once: another thread took this one's place
-
-
-def current() -> TaskContext | None:
-    return getattr(_local, "context", None)
-
-
-def set_current(context: TaskContext | None) -> None:
-    _local.context = context
-
-
-def secede() -> None:
-    """Leave the worker's thread budget (as ``distributed.secede``): for a task that will
-    wait on other tasks. The worker starts another thread and tells the scheduler."""
-    context = current()
-    if context is None:
-        raise ValueError("secede() works only inside a task running on a worker")
-    if context.seceded:
-        return
-    context.seceded = True
-    context.worker._seceded(context.task)
-
-
-def rejoin() -> None:
-    """Take a thread slot again after :func:`secede`, waiting for one to be free."""
-    context = current()
-    if context is None or not context.seceded:
-        return
-    context.worker.ready.acquire_slot()
-    context.seceded = False
-
-
-def get_client(timeout: float | None = None) -> Client:
-    """The client of the worker running this task (created once per worker); outside a
-    task, the default client."""
-    context = current()
-    if context is None:
-        from rdist.client.client import default_client
-
-        return default_client()
-    client: Client = context.worker.task_client()
-    return client
-
-
-@contextmanager
-def worker_client(timeout: float | None = None, separate_thread: bool = True) -> Iterator[Client]:
-    """``with worker_client() as c:`` -- submit and wait on subtasks from inside a task,
-    with the task seceded meanwhile."""
-    client = get_client(timeout)
-    if separate_thread:
-        secede()
+def error_blob(exc: BaseException, tb: str) -> bytes:
+    """The serialized ``(exception, traceback)`` of a failure (a stand-in exception when
+    the real one cannot be pickled)."""
     try:
-        yield client
-    finally:
-        if separate_thread:
-            rejoin()
-
-
-def secede_before_waiting() -> None:
-    """Called by a worker's own client before it blocks: a task waiting on futures gives
-    its thread up, so the tasks it waits for can run even on a one-thread worker."""
-    context = current()
-    if context is not None and not context.seceded:
-        secede()
+        return serialize.to_blob((exc, tb))
+    except serialize.SerializationError:
+        return serialize.to_blob((RuntimeError(f"{type(exc).__name__}: {exc}"), tb))

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from rdist.protocol import messages
+from rdist.comm.transfer import encode_items
 
 if TYPE_CHECKING:
     from rdist.worker.server import Worker
@@ -27,36 +27,22 @@ def unique_keys(worker: Worker) -> list[str]:
     keys = list(worker.data.keys())
     if not keys:
         return []
-    store = worker.store
-    records = store.redis.hmget(store.keys.tasks, keys)
-    out = []
-    for key, blob in zip(keys, records):
-        if blob is None:
-            continue
-        record = messages.unpack(blob)
-        if (
-            record.get("s") == "memory"
-            and not record.get("r")
-            and record.get("wh") == [worker.address]
-        ):
-            out.append(key)
-    return out
+    records = worker.store.tasks.get_many(keys)
+    return [
+        key
+        for key, record in records.items()
+        if record.state == "memory" and not record.in_redis and record.who_has == [worker.address]
+    ]
 
 
 def peers(worker: Worker) -> list[str]:
-    store = worker.store
-    out = []
-    for address, blob in store.redis.hgetall(store.keys.workers).items():
-        name = address.decode()
-        if name != worker.address and messages.unpack(blob).get("status", "running") == "running":
-            out.append(name)
-    return sorted(out)
+    """Running workers other than this one, by address."""
+    records = worker.store.workers.all()
+    return sorted(a for a, r in records.items() if a != worker.address and r.status == "running")
 
 
 def hand_off(worker: Worker, budget: float = BUDGET_SECONDS) -> dict[str, list[str]]:
     """Copy unique results to peers (round robin); returns peer -> keys it now holds."""
-    from rdist.worker.server import encode_items
-
     deadline = time.monotonic() + budget
     keys, targets = unique_keys(worker), peers(worker)
     moved: dict[str, list[str]] = {}

@@ -30,10 +30,9 @@ import time
 from typing import Any
 
 from rdist.procs import die_with_parent
-from rdist.protocol import messages
+from rdist.protocol.wire import WorkerLost
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
-from rdist.store.keys import PAYLOAD_FIELD
 
 log = logging.getLogger("rdist.nanny")
 
@@ -192,12 +191,11 @@ class Nanny:
     def report_lost(self, address: str) -> None:
         """On the dead worker's behalf: the scheduler reschedules its work at once."""
         store = connect(self.url, self.cluster)
-        keys = store.keys
         try:
             pipe = store.pipeline()
-            pipe.xadd(keys.sched, {PAYLOAD_FIELD: messages.encode("worker-lost", address=address)})
-            pipe.hdel(keys.workers, address)
-            pipe.delete(keys.worker_stream(address))
+            store.streams.to_scheduler(WorkerLost(address), pipe)
+            store.workers.remove([address], pipe)
+            store.streams.drop_worker_streams([address], pipe)
             pipe.execute()
         except ConnectionErrors as exc:
             log.warning(

@@ -29,6 +29,7 @@ from rdist.protocol.wire.base import (
     fields,
     row_spec,
 )
+from rdist.protocol.wire.to_scheduler import StoryRequest
 
 
 class DepInfo(NamedTuple):
@@ -279,9 +280,18 @@ fields(Gathered, id=NAME, worker=NAME, keys=NAMES, missing=NAMES)
 #: The data plane's answers, which reach workers and clients alike.
 DATA_REPLIES: tuple[type[Message], ...] = (Published, Loaded, Gathered)
 
-#: Everything a worker's stream may carry.
+#: Everything a worker's stream may carry (``story``: a client asks every worker too).
 WORKER = Channel(
-    "worker", Batch, Run, Stop, RestartWorker, Publish, Load, GatherKeys, *DATA_REPLIES
+    "worker",
+    Batch,
+    Run,
+    Stop,
+    RestartWorker,
+    Publish,
+    Load,
+    GatherKeys,
+    StoryRequest,
+    *DATA_REPLIES,
 )
 
 __all__ = [

@@ -1,0 +1,274 @@
+"""Reading the worker's stream: batches of entries, decoded through ``wire.WORKER``.
+
+One thread reads at a time (:attr:`StreamReader.owner`). Each read first sends, on the
+same round trip, the acknowledgements of the entries handled since the previous read and
+the report of the quick tasks run meanwhile. An entry that does not decode, or whose
+handler raises, goes to the dead-letter stream with its reason; no input stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rdist.protocol.wire import (
+    WORKER,
+    Action,
+    Batch,
+    Compute,
+    Free,
+    MalformedMessage,
+    Message,
+    RestartWorker,
+    Run,
+    Stop,
+    StoryRequest,
+)
+from rdist.store import RedisStore
+from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard, ResponseError
+from rdist.store.keys import WORKER_GROUP
+from rdist.worker.context import bind_worker
+from rdist.worker.events import (
+    ComputeTask,
+    DataArrived,
+    Event,
+    Execute,
+    FreeKeys,
+    SendReport,
+    StealRequest,
+)
+from rdist.worker.specs import SpecLoader
+
+if TYPE_CHECKING:
+    from rdist.worker.server import Worker
+
+log = logging.getLogger("rdist.worker")
+
+BATCH_ENTRIES = 100
+BLOCK_MS = 500
+#: How often the loop also reads its own pending (delivered, unacknowledged) entries: a
+#: read whose reply was lost (Redis restarting as it answered; the client may retry it
+#: without telling us) delivered entries that never come from ">" again.
+PENDING_CHECK_SECONDS = 2.0
+#: Pause after Redis became unavailable, before the next attempt.
+RETRY_SECONDS = 0.5
+
+Entry = tuple[bytes, "bytes | None"]
+Handled = tuple[list[Execute], list[SendReport]]
+
+
+@dataclass(slots=True)
+class _Loop:
+    """What one reading thread carries from one read to the next."""
+
+    reader: RedisStore  #: its own connection (blocking reads need one)
+    pending_due: float  #: when to read our own pending entries again
+    read_pending: bool = False
+    ack: list[bytes] = field(default_factory=list)  #: handled, acknowledged with the next read
+    #: reports of the tasks run on this thread, sent with the next read
+    reports: list[SendReport] = field(default_factory=list)
+    deletes: BatchedDeletes = field(default_factory=BatchedDeletes)
+
+
+def _stimulus_of(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+class StreamReader:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.owner: int | None = None  #: the thread reading now
+        #: entries handled but not acknowledged yet (by a reader that handed over, too):
+        #: in our pending list, yet not lost
+        self.in_hand: set[bytes] = set()
+        self.loader = SpecLoader(worker)
+
+    def start(self, reader: RedisStore) -> None:
+        thread = threading.Thread(target=self.run, args=(reader,), name="rdist-stream", daemon=True)
+        thread.start()
+        self.worker.threads.append(thread)
+
+    def hand_over_if_mine(self) -> None:
+        """A task run on the stream thread seceded: another thread reads from now on."""
+        if self.owner == threading.get_ident():
+            self.owner = None
+            self.start(self.worker.reader_store.clone())
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, reader: RedisStore) -> None:
+        """Read, handle, run what may run here; until the worker stops or another thread
+        takes over (a task run here seceded)."""
+        worker = self.worker
+        me = self.owner = threading.get_ident()
+        bind_worker(worker)  # quick tasks run on this thread too
+        loop = _Loop(reader, time.monotonic() + PENDING_CHECK_SECONDS)
+        guard = EmptyReadGuard(worker.stop_event)
+        while not worker.stop_event.is_set():
+            if self.owner != me:
+                self._leave(loop)
+                return
+            started = time.monotonic()
+            entries = self._read(loop, started)
+            if entries is None or worker.stop_event.is_set():
+                continue  # not read (Redis away, or we rejoined), or woken by close()
+            guard.after_read(bool(entries), started, BLOCK_MS)
+            if entries:
+                self._handle_read(loop, entries)
+
+    def _read(self, loop: _Loop, started: float) -> list[Entry] | None:
+        """One round trip: the acknowledgements and reports of the previous read go out,
+        the next entries come in (our own pending ones every so often)."""
+        worker = self.worker
+        stream, streams = worker.stream, worker.store.streams
+        if started >= loop.pending_due:
+            loop.read_pending, loop.pending_due = True, started + PENDING_CHECK_SECONDS
+        ids, done = loop.ack, loop.reports
+
+        def before(pipe: Any) -> None:
+            if done:
+                worker.reporter.report(done, into=pipe)
+            if ids:
+                streams.acknowledge(stream, WORKER_GROUP, ids, pipe)
+                loop.deletes.add(ids)
+            streams.delete_entries(stream, loop.deletes.take_due(), pipe)
+
+        try:
+            entries = loop.reader.read_group(
+                stream,
+                WORKER_GROUP,
+                worker.address,
+                BATCH_ENTRIES,
+                BLOCK_MS,
+                before,
+                loop.read_pending,
+            )
+        except ConnectionErrors as exc:
+            if not worker.stop_event.is_set():
+                log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
+                worker.stop_event.wait(RETRY_SECONDS)
+            loop.read_pending = True  # the failed read may have been served: see above
+            return None
+        except ResponseError as exc:
+            if worker.stop_event.is_set():
+                return None
+            if "NOGROUP" not in str(exc):
+                raise
+            worker.rejoin_cluster()  # the scheduler declared us dead
+            return None
+        self.in_hand.difference_update(ids)  # acknowledged by this round trip
+        if loop.read_pending:
+            loop.read_pending = False
+            entries = [e for e in entries if e[0] not in self.in_hand]
+        loop.ack = [entry_id for entry_id, _ in entries]
+        loop.reports = []
+        self.in_hand.update(loop.ack)
+        return entries
+
+    def _handle_read(self, loop: _Loop, entries: list[Entry]) -> None:
+        worker = self.worker
+        try:
+            executes, loop.reports = self.handle_entries(entries)
+        except ConnectionErrors as exc:
+            # a batch loads its specs and inputs before it changes anything: left pending,
+            # it comes back with the next read of our pending entries
+            log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
+            self.in_hand.difference_update(loop.ack)
+            loop.ack, loop.read_pending = [], True
+            worker.stop_event.wait(RETRY_SECONDS)
+            return
+        loop.reports += worker.executor.run_inline(executes)
+
+    def _leave(self, loop: _Loop) -> None:
+        """Another thread reads now: send what this one still holds, then close its
+        connection."""
+        worker = self.worker
+        if loop.reports:
+            worker.reporter.report(loop.reports)
+        if loop.ack:
+            streams = worker.store.streams
+            pipe = loop.reader.pipeline()
+            streams.acknowledge(worker.stream, WORKER_GROUP, loop.ack, pipe)
+            streams.delete_entries(worker.stream, loop.ack, pipe)
+            pipe.execute()
+            self.in_hand.difference_update(loop.ack)
+        loop.reader.close()
+
+    # -- entries -------------------------------------------------------------------------------
+    def handle_entries(self, entries: list[Entry]) -> Handled:
+        """Decode and dispatch one read; the actions of all its batches are applied together
+        (one spec load); returns the tasks to run and the report items."""
+        actions: list[tuple[str, Action]] = []
+        sources: list[Entry] = []  #: entries whose actions are applied below
+        for entry_id, payload in entries:
+            try:
+                messages = WORKER.decode(payload, self.worker.stream)
+            except MalformedMessage as exc:
+                self._dead_letter(entry_id, payload, str(exc))
+                continue
+            sid = _stimulus_of(entry_id)
+            for msg in messages:
+                if isinstance(msg, Batch):
+                    actions += [(sid, action) for action in msg.actions]
+                    sources.append((entry_id, payload))
+                else:
+                    self._handle_guarded(entry_id, payload, msg)
+        if not actions:
+            return [], []
+        try:
+            return self._apply(actions)
+        except ConnectionErrors:
+            raise
+        except Exception as exc:  # a bug: the loop lives on, the entries are set aside
+            log.exception("worker %s: handling a batch failed", self.worker.address)
+            for entry_id, payload in sources:
+                self._dead_letter(entry_id, payload, f"handler raised {type(exc).__name__}: {exc}")
+            return [], []
+
+    def _handle_guarded(self, entry_id: bytes, payload: Any, msg: Message) -> None:
+        try:
+            self._handle(msg)
+        except ConnectionErrors:
+            raise
+        except Exception as exc:
+            log.exception("worker %s: handling %s failed", self.worker.address, msg.OP)
+            self._dead_letter(entry_id, payload, f"handler raised {type(exc).__name__}: {exc}")
+
+    def _handle(self, msg: Message) -> None:
+        worker = self.worker
+        if isinstance(msg, Run):
+            threading.Thread(target=worker.run_function, args=(msg,), daemon=True).start()
+        elif isinstance(msg, Stop):
+            threading.Thread(target=worker.close, daemon=True).start()
+        elif isinstance(msg, RestartWorker):
+            worker.restart()
+        elif isinstance(msg, StoryRequest):
+            worker.tell_story(msg)
+        else:
+            worker.dataplane.handle_message(msg)
+
+    def _dead_letter(self, entry_id: bytes, payload: Any, reason: str) -> None:
+        worker = self.worker
+        log.error("worker %s: setting aside entry %s: %s", worker.address, entry_id, reason)
+        worker.store.streams.dead_letter(worker.stream, entry_id, payload, reason)
+
+    def _apply(self, actions: list[tuple[str, Action]]) -> Handled:
+        """Load what new tasks need in one round trip, then hand the actions to the state
+        machine as events, in order."""
+        computes = [a for _, a in actions if type(a) is Compute]
+        freed = {key for _, a in actions if type(a) is Free for key in a.keys}
+        specs, stored = self.loader.load(computes, freed)
+        now = time.time()
+        events: list[Event] = []
+        if stored:
+            events.append(DataArrived(actions[0][0], now, stored, replica=True))
+        for sid, action in actions:
+            if isinstance(action, Compute):
+                events.append(ComputeTask.from_wire(action, specs.get(action.key), sid, now))
+            elif isinstance(action, Free):
+                events.append(FreeKeys(sid, now, action.keys))
+            else:
+                events.append(StealRequest(sid, now, action.key))
+        return self.worker.handle(*events)
