@@ -1,0 +1,52 @@
+"""How the scheduling keywords of ``submit``, ``map``, ``get`` and ``compute`` become the
+metadata each task row carries (``wire.TaskRow``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rdist.protocol import wire
+
+
+def worker_list(workers: Any) -> list[str] | None:
+    """``workers=`` as given by a user (one address or name, or several) as a list."""
+    if workers is None:
+        return None
+    if isinstance(workers, str):
+        return [workers]
+    return [str(w) for w in workers] or None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """The scheduling metadata shared by the tasks of one call."""
+
+    workers: list[str] | None = None  #: restriction to these addresses or names
+    priority: int = 0
+    loose: bool = False  #: allow_other_workers: the restriction is a preference
+    retries: int = 0
+    resources: dict[str, float] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        workers: Any = None,
+        resources: dict[str, float] | None = None,
+        retries: int | None = None,
+        priority: int = 0,
+        allow_other_workers: bool = False,
+    ) -> TaskOptions:
+        """From the keywords of a user call."""
+        return cls(
+            worker_list(workers),
+            int(priority or 0),
+            bool(allow_other_workers),
+            retries or 0,
+            resources,
+        )
+
+    def row(self, key: str, deps: list[str]) -> wire.TaskRow:
+        return wire.TaskRow(
+            key, deps, self.priority, self.workers, self.loose, self.retries, self.resources
+        )
