@@ -417,3 +417,48 @@ def test_a_client_without_an_address_starts_the_registered_cluster_and_closes_it
     [cluster] = made
     assert cluster.kwargs == {"n_workers": 3} and cluster.closed
     assert client.redis_url == cluster.redis_url and client.cluster_name == "own"
+
+
+# -- what goes on the wire --------------------------------------------------------------------
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def sent_maps(store: RedisStore) -> list[dict[str, Any]]:
+    """Every message on the scheduler's stream as its plain msgpack map, bundles opened."""
+    out = []
+    for payload in entries(store, store.keys.sched):
+        body = wire.unpack(payload, "sched")
+        parts = body["msgs"] if body.get("op") == wire.BUNDLE_OP else [payload]
+        out += [wire.unpack(p, "sched") for p in parts]
+    return out
+
+
+def test_what_a_client_sends_keeps_its_wire_format(store: RedisStore) -> None:
+    from rdist import Client
+
+    client = Client(store.url, cluster_name="rooms", set_as_default=False)
+    try:
+        future = client.submit(inc, 1, key="k", priority=3, retries=2)
+        spec = sent_maps(store)[-1]["specs"]["k"]
+        future.release()
+        client._sender.flush()
+    finally:
+        client.close()
+
+    assert sent_maps(store) == [
+        {"op": "client-join", "client": client.id},
+        {
+            "op": "update-graph",
+            "client": client.id,
+            "tasks": [["k", [], 3, None, False, 2, None]],
+            "wanted": ["k"],
+            "faf": [],
+            "specs": {"k": spec},
+        },
+        {"op": "release-keys", "client": client.id, "keys": ["k"]},
+        {"op": "client-leave", "client": client.id},
+    ]
+    assert store.redis.hlen(store.keys.funcs) == 1
