@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rdist import get_worker
+from rdist.protocol import messages
 from rdist.worker.memory import MemoryFractions
 from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster, free_port
@@ -208,11 +209,16 @@ def test_spilled_data_still_counts_for_locality_and_comes_back(tmp_path: Any) ->
         assert where == small.address  # it holds all the input bytes, on disk or not
         assert s == MB / 8 * (float(arrays.index(spilled)) + 4.0)
         wait_until(
-            lambda: c.store.workers.get_many([small.address])[small.address].spilled_bytes > 0,
+            lambda: (
+                messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address)).get(
+                    "spilled_bytes", 0
+                )
+                > 0
+            ),
             5,
         )
-        record = c.store.workers.get_many([small.address])[small.address]
-        assert record.stored_bytes <= 2 * MB + 10_000
+        record = messages.unpack(c.store.redis.hget(c.store.keys.workers, small.address))
+        assert record["stored_bytes"] <= 2 * MB + 10_000
     assert not list(tmp_path.iterdir()) or not any(p.iterdir() for p in tmp_path.iterdir())
 
 
