@@ -224,7 +224,7 @@ class Introspection:
         if on_error not in ("raise", "ignore"):
             raise ValueError(f"on_error must be 'raise' or 'ignore', not {on_error!r}")
         keys = [story_key(k) for k in keys_or_stimuli]
-        workers = sorted(self._store.workers.all())
+        workers = sorted(self.workers())  # a closing worker is not asked: it may not answer
         expected = [SCHEDULER_SOURCE, *workers]
         request_id = self._answers.expect(len(expected))
         request = wire.StoryRequest(self._client_id, request_id, keys).encode()
