@@ -3,6 +3,7 @@ metadata each task row carries (``wire.TaskRow``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,9 @@ class TaskOptions:
             resources,
         )
 
-    def row(self, key: str, deps: list[str]) -> wire.TaskRow:
-        return wire.TaskRow(
-            key, deps, self.priority, self.workers, self.loose, self.retries, self.resources
-        )
+    def rows(self, tasks: Iterable[tuple[str, Any, list[str]]]) -> list[wire.TaskRow]:
+        """The rows of ``(key, spec, deps)`` tasks that share these options (a map of
+        thousands: the shared part is made once)."""
+        make = wire.TaskRow._make
+        shared = (self.priority, self.workers, self.loose, self.retries, self.resources)
+        return [make((key, deps) + shared) for key, _, deps in tasks]

@@ -133,10 +133,9 @@ class Submitter:
         new_funcs = {h: b for h, b in funcs.items() if h and h not in self._sent_funcs}
         self._sent_funcs.update(new_funcs)
         self._ledger.restart_cancelled(futures)
-        row = options.row
         msg = wire.UpdateGraph(
             self._client_id,
-            tasks=[row(k, deps) for k, _, deps in tasks],
+            tasks=options.rows(tasks),
             wanted=[f.key for f in futures],
             specs={k: s for k, s, _ in tasks},
         )
