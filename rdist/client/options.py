@@ -38,7 +38,9 @@ class TaskOptions:
         priority: int = 0,
         allow_other_workers: bool = False,
     ) -> TaskOptions:
-        """From the keywords of a user call."""
+        """From the keywords of a user call (most calls give none: they share one)."""
+        if workers is None and resources is None and not retries and not priority:
+            return _LOOSE if allow_other_workers else _DEFAULT
         return cls(
             worker_list(workers),
             int(priority or 0),
@@ -53,3 +55,7 @@ class TaskOptions:
         make = wire.TaskRow._make
         shared = (self.priority, self.workers, self.loose, self.retries, self.resources)
         return [make((key, deps) + shared) for key, _, deps in tasks]
+
+
+_DEFAULT = TaskOptions()
+_LOOSE = TaskOptions(loose=True)
