@@ -1,4 +1,10 @@
-"""LocalCluster: Redis (embedded unless given), a scheduler and workers on this machine."""
+"""LocalCluster: Redis (embedded unless given), a scheduler and workers on this machine.
+
+This module sits above the scheduler, the workers, the dashboard and the client, and
+nothing below imports it. ``Client()`` without an address starts a ``LocalCluster``
+through :mod:`rdist.client.local_cluster`, where this module registers it when imported
+(``import rdist`` imports it).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,9 @@ from typing import Any
 
 import psutil
 
+from rdist.client import local_cluster
 from rdist.embedded import EmbeddedRedis
 from rdist.procs import die_with_parent
-from rdist.protocol import messages
 from rdist.store import connect
 
 log = logging.getLogger("rdist.cluster")
@@ -203,11 +209,7 @@ class LocalCluster:
         """name -> address of the running workers, from the ``workers`` hash."""
         store = connect(self.redis_url, self.cluster_name)
         try:
-            out = {}
-            for address, blob in store.redis.hgetall(store.keys.workers).items():
-                record = messages.unpack(blob)
-                out[record.get("name", "")] = address.decode()
-            return out
+            return {record.name: address for address, record in store.workers.all().items()}
         finally:
             store.close()
 
@@ -279,3 +281,6 @@ class LocalCluster:
 
     def __repr__(self) -> str:
         return f"LocalCluster({self.redis_url!r}, workers={len(self._workers)})"
+
+
+local_cluster.register(LocalCluster)

@@ -11,6 +11,7 @@ import pytest
 
 from rdist.client import inbox as inbox_module
 from rdist.client.inbox import Inbox, entry_seq
+from rdist.protocol import wire
 from rdist.store import RedisStore, connect
 from rdist.store.connection import drop_fake_server
 from rdist.store.keys import PAYLOAD_FIELD
@@ -40,9 +41,9 @@ def store() -> Iterator[RedisStore]:
 def make_inbox(store: RedisStore, rec: Recorder, stop: threading.Event) -> Inbox:
     return Inbox(
         store,
-        store.keys.client_stream("c1"),
+        "c1",
         rec.handle,
-        lambda: ("c1", b"beat"),
+        lambda: wire.ClientRecord("c1", time.time()),
         stop,
         idle=rec.on_idle,
     )

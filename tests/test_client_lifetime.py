@@ -227,8 +227,7 @@ def test_a_client_that_stops_heartbeating_is_dropped_and_its_keys_released(monke
 
         # when the client dies without saying goodbye (its threads stop, nothing is sent)
         lost._stop.set()
-        with lost._outbox_cv:
-            lost._outbox_cv.notify_all()
+        lost._sender.wake()
         for thread in lost._threads:
             thread.join(timeout=2)
 

@@ -92,9 +92,9 @@ def test_annotations_become_task_restrictions_and_retries(c):
     future = c.compute(x.sum(), optimize_graph=False)
 
     assert future.result(timeout=30) == 200
-    records = c._task_records(None)
+    records = dict(c.store.tasks.all())
     annotated = [r for k, r in records.items() if k.startswith("('add")]
-    assert annotated and all(r.get("w") == [address] and r.get("rt") == 2 for r in annotated)
+    assert annotated and all(r.restrictions == [address] and r.retries == 2 for r in annotated)
 
 
 def test_priorities_follow_dask_order(c):
@@ -143,7 +143,7 @@ def test_dataframe_shuffle_uses_tasks_and_matches(c, dd, pd):
     future = c.compute(shuffled)
     result = future.result(timeout=60)
 
-    task_keys = [k for k in c._task_records(None) if "shuffle" in k]
+    task_keys = [k for k, _ in c.store.tasks.all() if "shuffle" in k]
     assert any("taskshuffle" in k for k in task_keys)
     assert not any("diskshuffle" in k or "p2p" in k for k in task_keys)
 

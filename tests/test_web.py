@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from rdist.config import ConfigError, load_config
-from rdist.protocol import messages, serialize, taskstream
+from rdist.protocol import serialize, taskstream, wire
 from rdist.store import RedisStore, connect
 from rdist.store.connection import drop_fake_server
 from rdist.store.keys import PAYLOAD_FIELD
@@ -60,7 +60,10 @@ def app_for(store: RedisStore, **dashboard: Any) -> Flask:
 
 
 def put_tasks(store: RedisStore, records: dict[str, dict[str, Any]]) -> None:
-    store.redis.hset(store.keys.tasks, mapping={k: messages.pack(v) for k, v in records.items()})
+    """Task records as the scheduler stores them (short field names; priority always there)."""
+    store.redis.hset(
+        store.keys.tasks, mapping={k: wire.pack({"p": [0], **v}) for k, v in records.items()}
+    )
 
 
 # -- task groups -----------------------------------------------------------------------------
@@ -209,9 +212,7 @@ def test_census_sweeps_in_slices_and_caps_groups(monkeypatch: pytest.MonkeyPatch
 def test_events_page_back_through_history_without_gaps() -> None:
     with fake_store() as store:
         for i in range(250):
-            store.redis.xadd(
-                store.keys.events, {PAYLOAD_FIELD: messages.encode("worker-joined", worker=f"w{i}")}
-            )
+            store.streams.log_event(wire.ClusterEvent("worker-joined", {"worker": f"w{i}"}))
         web = app_for(store).test_client()
         ids: list[str] = []
         before = ""
@@ -275,9 +276,9 @@ def test_error_summaries_are_plain_text() -> None:
 def test_malformed_task_stream_entries_are_skipped() -> None:
     assert taskstream.decode_batch(b"\xc1 not msgpack") == []
     assert (
-        taskstream.decode_batch(
-            messages.pack({"r": [["k"], "junk", ["k", "w", "", 1, 2, "memory"]]})
-        )[0].key
+        taskstream.decode_batch(wire.pack({"r": [["k"], "junk", ["k", "w", "", 1, 2, "memory"]]}))[
+            0
+        ].key
         == "k"
     )
 
@@ -294,8 +295,9 @@ def test_metrics_are_valid_prometheus_text() -> None:
         store.redis.hset(
             store.keys.workers,
             "tcp://h:1",
-            messages.pack(
+            wire.pack(
                 {
+                    "address": "tcp://h:1",
                     "name": 'odd "name"\\',
                     "nthreads": 2,
                     "memory": 1000,
@@ -461,9 +463,7 @@ def test_live_feed_skips_malformed_entries_and_goes_on() -> None:
             time.sleep(0.3)
             store.redis.xadd(store.keys.taskstream, {PAYLOAD_FIELD: b"\xc1garbage"})
             store.redis.xadd(store.keys.events, {b"other": b"no payload"})
-            store.redis.xadd(
-                store.keys.events, {PAYLOAD_FIELD: messages.encode("worker-left", worker="w9")}
-            )
+            store.streams.log_event(wire.ClusterEvent("worker-left", {"worker": "w9"}))
             seen: list[dict[str, Any]] = []
 
             def got_the_good_one() -> bool:

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rdist.client import graph
-from rdist.protocol import spec
+from rdist.client.options import worker_list
+from rdist.protocol import spec, wire
 
 if TYPE_CHECKING:
-    from rdist.client.client import Client
     from rdist.client.future import Future
+    from rdist.client.submit import Submitter
 
 ANNOTATIONS = ("retries", "resources", "priority", "workers", "allow_other_workers")
 
@@ -74,14 +75,15 @@ def graph_order(dsk: Mapping[Hashable, Any]) -> dict[Hashable, int]:
         try:
             import dask.order
 
-            return {k: int(v) for k, v in dask.order.order(dsk).items()}
+            order: Any = dask.order.order  # typed for dask's own Key, any hashable works
+            return {k: int(v) for k, v in order(dsk).items()}
         except Exception:  # a graph dask cannot order (e.g. futures as values)
             pass
     return {k: i for i, k in enumerate(dsk)}
 
 
 def submit_graph(
-    client: Client,
+    submitter: Submitter,
     dsk: Any,
     wanted: list[Hashable],
     *,
@@ -92,9 +94,6 @@ def submit_graph(
     allow_other_workers: bool = False,
 ) -> dict[str, Future]:
     """Send graph ``dsk`` in one message; returns futures for the ``wanted`` keys."""
-    from rdist.client.client import _worker_list
-    from rdist.client.future import Future
-
     dsk, annotations = materialize(dsk)
     known = {graph.key_name(k) for k in dsk}
     unknown = [k for k in wanted if graph.key_name(k) not in known]
@@ -105,38 +104,32 @@ def submit_graph(
     by_name = {graph.key_name(k): k for k in dsk}
     order = graph_order(dsk) if len(nodes) > 1 else {}
     nodes.sort(key=lambda n: order.get(by_name.get(n[0]), 0))
-    rows, specs = [], {}
+    rows: list[wire.TaskRow] = []
+    specs: dict[str, bytes] = {}
     for key, blob, deps in nodes:
         original = by_name.get(key, key)
         note = {
             kind: values[original] for kind, values in annotations.items() if original in values
         }
-        restrict = _worker_list(note.get("workers", defaults.get("workers", workers)))
+
+        def option(name: str, given: Any, note: dict[str, Any] = note) -> Any:
+            """A per-task annotation, else a global one, else the call's keyword."""
+            return note.get(name, defaults.get(name, given))
+
         rows.append(
-            [
+            wire.TaskRow(
                 key,
                 deps,
-                int(note.get("priority", defaults.get("priority", priority)) or 0),
-                restrict,
-                bool(
-                    note.get(
-                        "allow_other_workers",
-                        defaults.get("allow_other_workers", allow_other_workers),
-                    )
-                ),
-                int(note.get("retries", defaults.get("retries", retries)) or 0),
-                note.get("resources", defaults.get("resources", resources)),
-            ]
+                int(option("priority", priority) or 0),
+                worker_list(option("workers", workers)),
+                bool(option("allow_other_workers", allow_other_workers)),
+                int(option("retries", retries) or 0),
+                option("resources", resources),
+            )
         )
         specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE)
     names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
-    futures = {k: Future(k, client) for k in names}
-    client._post(
-        "update-graph",
-        {"client": client.id, "tasks": rows, "wanted": names, "specs": specs, "funcs": {}},
-        direct=True,
-    )
-    return futures
+    return submitter.send_graph(rows, specs, names)
 
 
 def _global_annotations() -> dict[str, Any]:
@@ -152,10 +145,13 @@ def _finalized(collections: list[Any], optimize_graph: bool) -> Any:
     from dask.base import collections_to_expr
 
     with task_shuffle():
-        return FinalizeCompute(collections_to_expr(collections, optimize_graph)).optimize()
+        expr = collections_to_expr(collections, optimize_graph)
+        return FinalizeCompute(expr).optimize()  # type: ignore[no-untyped-call]
 
 
-def compute(client: Client, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
+def compute(
+    submitter: Submitter, collections: Any, optimize_graph: bool = True, **kwargs: Any
+) -> Any:
     """One future per collection (or per element of a list of them), for its final value."""
     single = not isinstance(collections, (list, tuple))
     items = [collections] if single else list(collections)
@@ -166,15 +162,17 @@ def compute(client: Client, collections: Any, optimize_graph: bool = True, **kwa
             continue
         expr = _finalized([item], optimize_graph)
         keys = _flatten(expr.__dask_keys__())
-        futures = submit_graph(client, expr, keys, **kwargs)
+        futures = submit_graph(submitter, expr, keys, **kwargs)
         out.append(futures[graph.key_name(keys[0])])
     if single:
         return out[0]
     return type(collections)(out) if isinstance(collections, tuple) else out
 
 
-def persist(client: Client, collections: Any, optimize_graph: bool = True, **kwargs: Any) -> Any:
-    """The collection(s) again, each backed by futures held by ``client``."""
+def persist(
+    submitter: Submitter, collections: Any, optimize_graph: bool = True, **kwargs: Any
+) -> Any:
+    """The collection(s) again, each backed by futures held by the submitter's client."""
     from dask.base import collections_to_expr
 
     single = not isinstance(collections, (list, tuple))
@@ -186,9 +184,9 @@ def persist(client: Client, collections: Any, optimize_graph: bool = True, **kwa
             continue
         with task_shuffle():
             expr = collections_to_expr([item], optimize_graph).optimize()
-        (keys,) = expr.__dask_keys__()
+        (keys,) = expr.__dask_keys__()  # type: ignore[no-untyped-call]
         flat = _flatten(keys)
-        futures = submit_graph(client, expr, flat, **kwargs)
+        futures = submit_graph(submitter, expr, flat, **kwargs)
         rebuild, args = item.__dask_postpersist__()
         out.append(rebuild({k: futures[graph.key_name(k)] for k in flat}, *args))
     if single:
@@ -200,3 +198,15 @@ def _flatten(keys: Any) -> list[Hashable]:
     if isinstance(keys, list):
         return [k for item in keys for k in _flatten(item)]
     return [keys]
+
+
+def flatten_keys(keys: Any) -> list[Hashable]:
+    """The keys of a nested list of keys (``client.get``'s ``keys``), in order."""
+    return _flatten(keys)
+
+
+def shape_like(keys: Any, by_key: Mapping[str, Any]) -> Any:
+    """The values of ``keys`` in the nesting of ``keys``."""
+    if isinstance(keys, list):
+        return [shape_like(k, by_key) for k in keys]
+    return by_key[graph.key_name(keys)]

@@ -18,22 +18,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from rdist.client.answers import Answers
+from rdist.client.introspection import task_records
+from rdist.client.options import worker_list
+from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
 from rdist.comm.transfer import Gatherer, frames_nbytes, transfer_mode
-from rdist.protocol import messages, serialize
-from rdist.store.keys import PAYLOAD_FIELD
+from rdist.protocol import serialize, wire
+from rdist.store import RedisStore
 
 if TYPE_CHECKING:
-    from rdist.client.client import Client
+    from rdist.client.sender import Sender
 
 log = logging.getLogger("rdist.client")
 
 #: Values up to this size (serialized) are also stored in Redis by scatter.
 SMALL_BYTES = 64 * 1024
-DATA_REPLY_OPS = frozenset({"published", "loaded", "gathered", "barrier"})
 #: How long replicate / rebalance wait for one worker to copy its batch.
 COPY_TIMEOUT = 300.0
 
@@ -47,21 +50,51 @@ def token(frames: list[Any]) -> str:
 
 
 class ClientData:
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    """One client's data plane: fetching, scattering, copying between workers."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        client_id: str,
+        sender: Sender,
+        answers: Answers,
+        workers: Callable[[], dict[str, wire.WorkerRecord]],
+        timeout: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.client_id = client_id
+        self._sender = sender
+        self._answers = answers
+        self._workers = workers
+        self._timeout = timeout
         self.mode = transfer_mode()
-        self.replies = Replies()
+        #: answers to the Redis relay's requests (``published``, ``loaded``)
+        self.relay_replies = Replies()
         self._gatherer: Gatherer | None = None
+        self._peers: ConnectionPool | None = None
 
     @property
     def gatherer(self) -> Gatherer:
         if self._gatherer is None or self._gatherer.mode != self.mode:
-            relay = RedisRelay(self.client.store, ("c", self.client.id), self.replies)
-            self._gatherer = Gatherer(self.client._peer_pool(), self.mode, relay)
+            relay = RedisRelay(self.store, ("c", self.client_id), self.relay_replies)
+            self._gatherer = Gatherer(self._peer_pool(), self.mode, relay)
         return self._gatherer
 
-    def on_message(self, msg: dict[str, Any]) -> None:
-        self.replies.resolve(msg)
+    def _peer_pool(self) -> ConnectionPool:
+        if self._peers is None:
+            secret = self.store.meta.existing_secret()
+            if secret is None:
+                raise RuntimeError("cluster secret missing from Redis: is a scheduler running?")
+            self._peers = ConnectionPool(secret)
+        return self._peers
+
+    def on_relay_reply(self, msg: wire.Message) -> None:
+        """A ``published`` or ``loaded`` answer, for the relay request waiting on it."""
+        self.relay_replies.resolve(msg.to_wire())
+
+    def close(self) -> None:
+        if self._peers is not None:
+            self._peers.close()
 
     # -- results and scatter ---------------------------------------------------------------
     def fetch(
@@ -71,9 +104,9 @@ class ClientData:
         rebalance, a hand-off) are asked of the holders the scheduler records now."""
         found, missing = self.gatherer.fetch(keys, holders)
         if missing:
-            records = self.client._task_records(missing)
+            records = self.store.tasks.get_many(missing)
             moved = {
-                k: [w for w in records[k].get("wh") or () if w not in holders.get(k, ())]
+                k: [w for w in records[k].who_has if w not in holders.get(k, ())]
                 for k in missing
                 if k in records
             }
@@ -86,8 +119,8 @@ class ClientData:
 
     def scatter(
         self, items: list[tuple[str | None, Any]], targets: list[str], broadcast: bool, hash: bool
-    ) -> list[tuple[str, list[str], int, bytes | None]]:
-        """Put values on workers; ``[(key, holders, nbytes, small blob or None)]``."""
+    ) -> list[wire.KeyInMemory]:
+        """Put values on workers (small ones in Redis too); where each one is now."""
         keyed = []
         for key, value in items:
             frames = serialize.dumps(value)
@@ -103,33 +136,35 @@ class ClientData:
                     blob if blob is not None and len(blob) <= SMALL_BYTES else None,
                 )
             )
-        out: list[tuple[str, list[str], int, bytes | None]] = []
+        placed: list[wire.KeyInMemory] = []
+        small: dict[str, bytes] = {}
         per_worker: dict[str, dict[str, list[Any]]] = {}
         for i, (key, frames, nbytes, blob) in enumerate(keyed):
             holders = list(targets) if broadcast else [targets[i % len(targets)]]
             for address in holders:
                 per_worker.setdefault(address, {})[key] = frames
-            out.append((key, holders, nbytes, blob))
+            if blob is not None:
+                small[key] = blob
+            placed.append(wire.KeyInMemory(key, nbytes, blob is not None, holders))
         for address, batch in per_worker.items():
             self.gatherer.put(address, batch)
-        return out
+        self.store.results.put_many(small)
+        return placed
 
     # -- replicate and rebalance -----------------------------------------------------------
     def _holdings(self, keys: list[str] | None) -> tuple[dict[str, list[str]], dict[str, int]]:
         """who_has and nbytes of the keys in memory, from the scheduler's records (after a
         barrier: a client may hear of a result before the scheduler recorded it)."""
         self.barrier()
-        records = self.client._task_records(keys)
-        who_has = {k: list(r.get("wh") or []) for k, r in records.items() if r.get("s") == "memory"}
-        nbytes = {k: int(records[k].get("nb", 0)) for k in who_has}
+        records = task_records(self.store, keys)
+        who_has = {k: list(r.who_has) for k, r in records.items() if r.state == "memory"}
+        nbytes = {k: records[k].nbytes for k in who_has}
         return who_has, nbytes
 
     def _pool(self, workers: Any) -> list[str]:
-        from rdist.client.client import _worker_list
-
-        info = self.client._workers_info()
-        wanted = _worker_list(workers)
-        pool = [a for a, w in info.items() if not wanted or a in wanted or w.get("name") in wanted]
+        info = self._workers()
+        wanted = worker_list(workers)
+        pool = [a for a, w in info.items() if not wanted or a in wanted or w.name in wanted]
         if wanted and not pool:
             raise ValueError(f"no worker matches {wanted}; known workers: {sorted(info)}")
         return sorted(pool)
@@ -178,42 +213,35 @@ class ClientData:
 
     def _copy(self, copies: dict[str, dict[str, list[str]]]) -> set[tuple[str, str]]:
         """Ask each target to copy its keys; returns ``{(key, source)}`` of the copies made."""
-        store = self.client.store
+        store = self.store
         requests = {}
         pipe = store.pipeline()
+        reply_to = wire.ReplyTo("c", self.client_id)
         for target, wanted in copies.items():
-            request_id = uuid.uuid4().hex
-            self.replies.expect(request_id)
+            request_id = self._answers.expect()
             requests[request_id] = (target, wanted)
-            pipe.xadd(
-                store.keys.worker_stream(target),
-                {
-                    PAYLOAD_FIELD: messages.encode(
-                        "gather-keys", id=request_id, keys=wanted, to=["c", self.client.id]
-                    )
-                },
-            )
+            store.streams.to_worker(target, wire.GatherKeys(request_id, wanted, reply_to), pipe)
         if requests:
             pipe.execute()
         done: set[tuple[str, str]] = set()
         for request_id, (target, wanted) in requests.items():
-            alive = lambda t=target: bool(store.redis.hexists(store.keys.workers, t))  # noqa: E731
+            alive = lambda t=target: store.workers.exists(t)  # noqa: E731
             try:
-                answer = self.replies.wait(request_id, COPY_TIMEOUT, alive)
+                answer: wire.Gathered = self._answers.one(request_id, COPY_TIMEOUT, alive)
             except (TimeoutError, ConnectionError) as exc:
                 log.warning(
                     "client %s: %s did not copy %d keys: %s",
-                    self.client.id,
+                    self.client_id,
                     target,
                     len(wanted),
                     exc,
                 )
                 continue
-            if answer.get("missing"):
+            if answer.missing:
                 log.warning(
-                    "client %s: %s could not copy %s", self.client.id, target, answer["missing"]
+                    "client %s: %s could not copy %s", self.client_id, target, answer.missing
                 )
-            done.update((k, s) for k in answer.get("keys", ()) for s in wanted.get(k, ()))
+            done.update((k, s) for k in answer.keys for s in wanted.get(k, ()))
         return done
 
     def _finish(self, drops: dict[str, list[str]]) -> None:
@@ -221,15 +249,14 @@ class ClientData:
         scheduler has recorded everything sent so far."""
         drops = {k: v for k, v in drops.items() if v}
         if drops:
-            self.client._post("drop-replicas", {"client": self.client.id, "keys": drops})
+            self._sender.post(wire.DropReplicas(self.client_id, drops))
         self.barrier()
 
     def barrier(self, timeout: float | None = None) -> None:
         """Return once the scheduler has handled (and recorded) all we sent before."""
-        request_id = uuid.uuid4().hex
-        self.replies.expect(request_id)
-        self.client._post("barrier", {"client": self.client.id, "id": request_id})
-        self.replies.wait(request_id, timeout or self.client.timeout)
+        request_id = self._answers.expect()
+        self._sender.post(wire.Barrier(self.client_id, request_id))
+        self._answers.one(request_id, timeout or self._timeout())
 
 
 def _bytes_per_worker(

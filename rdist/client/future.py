@@ -1,4 +1,10 @@
-"""Futures and the helpers that wait on them (``wait``, ``as_completed``)."""
+"""Futures and the helpers that wait on them (``wait``, ``as_completed``).
+
+A :class:`Future` knows its key, its client (``future.client``, as in dask) and the
+:class:`FutureHost` the client hands it: the few operations a future needs of its client
+-- counting references, waiting, fetching the value -- behind one named interface, so a
+future never reaches into the client itself (the client's ``Ledger`` implements it).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rdist.client import inbox
 from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
+from rdist.protocol import wire
 
 if TYPE_CHECKING:
     from rdist.client.client import Client
@@ -22,6 +28,9 @@ PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "can
 #: How often result() waits for a recomputation after a holder of the data vanished.
 FETCH_ATTEMPTS = 5
 
+#: What the client was told of a settled key: where its value is, or how it failed
+#: (None for a cancelled or lost key, whose status says it all).
+Outcome = wire.KeyInMemory | wire.KeyErred | None
 
 _EVENT_LOCK = threading.Lock()
 
@@ -29,12 +38,12 @@ _EVENT_LOCK = threading.Lock()
 class FutureState:
     """What one client knows about one key; shared by every Future of that key."""
 
-    __slots__ = ("key", "status", "info", "_event", "_done", "callbacks", "_exception")
+    __slots__ = ("key", "status", "outcome", "_event", "_done", "callbacks", "_exception")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = PENDING
-        self.info: dict[str, Any] = {}
+        self.outcome: Outcome = None
         #: made only when somebody waits: most futures of a big map are never waited on
         #: one by one, and an Event costs more than the rest of a future together
         self._event: threading.Event | None = None
@@ -57,10 +66,10 @@ class FutureState:
     def done(self) -> bool:
         return self._done
 
-    def settle(self, status: str, info: dict[str, Any]) -> list[Callable[[], None]]:
+    def settle(self, status: str, outcome: Outcome) -> list[Callable[[], None]]:
         """Record the outcome; returns the callbacks to fire (each fires once)."""
         self.status = status
-        self.info = info
+        self.outcome = outcome
         self._exception = None
         self._done = True
         if self._event is not None:
@@ -70,44 +79,80 @@ class FutureState:
 
     def reset(self) -> None:
         self.status = PENDING
-        self.info = {}
+        self.outcome = None
         self._exception = None
         self._done = False
         if self._event is not None:
             self._event.clear()
 
+    def where(self) -> wire.KeyInMemory | None:
+        """Where the value is, when the key is finished."""
+        outcome = self.outcome
+        return outcome if isinstance(outcome, wire.KeyInMemory) else None
+
     def exception_and_traceback(self) -> tuple[BaseException, str]:
         if self._exception is None:
-            self._exception = _rebuild_exception(self.key, self.info)
+            outcome = self.outcome
+            erred = outcome if isinstance(outcome, wire.KeyErred) else None
+            self._exception = _rebuild_exception(self.key, erred)
         return self._exception
 
 
-def _rebuild_exception(key: str, info: dict[str, Any]) -> tuple[BaseException, str]:
+def _rebuild_exception(key: str, erred: wire.KeyErred | None) -> tuple[BaseException, str]:
     from rdist.protocol import serialize
 
-    if "error" in info:
+    if erred is not None and erred.error is not None:
         try:
-            exc, tb = serialize.from_blob(info["error"])
+            exc, tb = serialize.from_blob(erred.error)
             return exc, tb
         except Exception as err:  # the exception class may not exist here
             return RuntimeError(f"task {key!r} failed; its exception cannot be loaded: {err}"), ""
-    text = info.get("error_text") or f"task {key!r} failed"
-    if info.get("kind") == "killed-worker":
-        killed = KilledWorker(info.get("blame") or key)
+    text = (erred.error_text if erred is not None else None) or f"task {key!r} failed"
+    if erred is not None and erred.kind == wire.KILLED_WORKER:
+        killed = KilledWorker(erred.blame or key)
         killed.args = (text,)
         return killed, ""
     return RuntimeError(text), ""
 
 
+class FutureHost(Protocol):
+    """What a Future asks of the client that holds it -- all it asks."""
+
+    def register(self, key: str) -> FutureState:
+        """The shared state of ``key``, one more reference to it counted."""
+
+    def release(self, key: str) -> None:
+        """One reference fewer; the last one tells the scheduler the key is not wanted."""
+
+    def wait(self, state: FutureState, timeout: float | None) -> bool:
+        """Block until ``state`` is done (False: ``timeout`` passed first)."""
+
+    def wait_all(self, states: list[FutureState], timeout: float | None) -> bool:
+        """Block until all are done, woken once at the end."""
+
+    def when_done(self, state: FutureState, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once ``state`` is done (at once when it is)."""
+
+    def values(self, futures: list[Future]) -> dict[str, Any]:
+        """The values of finished futures by key; DataUnavailable if a holder is gone."""
+
+    def await_recovery(self, futures: list[Future], outcomes: dict[str, Outcome]) -> None:
+        """Their data could not be fetched: wait for the scheduler to recompute them."""
+
+    def fire_and_forget(self, keys: list[str]) -> None:
+        """Have the cluster run ``keys`` even when no future of them remains."""
+
+
 class Future:
     """A remote computation's result, as ``distributed.Future``."""
 
-    __slots__ = ("key", "client", "_state", "__weakref__")
+    __slots__ = ("key", "client", "_host", "_state", "__weakref__")
 
     def __init__(self, key: str, client: Client, _state: FutureState | None = None) -> None:
         self.key = key
         self.client = client
-        self._state = _state or client._register(key)
+        self._host: FutureHost = client.ledger
+        self._state = _state or self._host.register(key)
 
     # -- status ----------------------------------------------------------------------------
     @property
@@ -122,21 +167,7 @@ class Future:
 
     # -- results ---------------------------------------------------------------------------
     def _wait(self, timeout: float | None) -> None:
-        if self.client is not None and self.client._on_worker and not self._state.done():
-            from rdist.worker.execution import secede_before_waiting
-
-            secede_before_waiting()  # a task waiting on subtasks gives its thread up
-        if not self._state.done() and self.client is not None:
-            started = time.monotonic()
-            budget = (
-                inbox.READ_WHILE_WAITING
-                if timeout is None
-                else min(timeout, inbox.READ_WHILE_WAITING)
-            )
-            self.client._read_while_waiting(self._state, budget)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - started))
-        if not self._state.event.wait(timeout):
+        if not self._host.wait(self._state, timeout):
             raise TimeoutError(f"future {self.key!r} not done after {timeout} s")
 
     def result(self, timeout: float | None = None) -> Any:
@@ -151,11 +182,11 @@ class Future:
                 raise CancelledError(self.key)
             if status == LOST:
                 raise CancelledError(f"{self.key} was lost (its client or data is gone)")
-            info = self._state.info
+            outcome = self._state.outcome
             try:
-                return self.client._fetch_values([self])[self.key]
+                return self._host.values([self])[self.key]
             except DataUnavailable:  # its worker died: wait for the recomputed result
-                self.client._await_recovery([self], {self.key: info})
+                self._host.await_recovery([self], {self.key: outcome})
         raise DataUnavailable([self.key])
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -182,7 +213,7 @@ class Future:
             except Exception:
                 log.exception("done callback of %s failed", self.key)
 
-        self.client._add_callback(self._state, call)
+        self._host.when_done(self._state, call)
 
     def cancel(self, force: bool = False) -> None:
         self.client.cancel([self], force=force)
@@ -191,14 +222,14 @@ class Future:
         self.client.retry([self])
 
     def release(self) -> None:
-        self.client._release_ref(self.key)
+        if self.client is not None:
+            self._host.release(self.key)
         self.client = None  # type: ignore[assignment]
 
     def __del__(self) -> None:
-        client = getattr(self, "client", None)
-        if client is not None:
+        if getattr(self, "client", None) is not None:
             try:
-                client._release_ref(self.key)
+                self._host.release(self.key)
             except Exception:  # interpreter shutdown
                 pass
 
@@ -210,10 +241,14 @@ class Future:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
 
-            def wake() -> None:
-                loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+            def settle() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
 
-            self.client._add_callback(self._state, wake)
+            def wake() -> None:
+                loop.call_soon_threadsafe(settle)
+
+            self._host.when_done(self._state, wake)
             await waiter
         return await asyncio.get_running_loop().run_in_executor(None, self.result)
 
@@ -277,8 +312,9 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETE
             f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"
         )
     deadline = None if timeout is None else time.monotonic() + timeout
-    if return_when == "ALL_COMPLETED" and futures and len({id(f.client) for f in futures}) == 1:
-        if not futures[0].client._wait_all(futures, timeout):  # one wake-up for them all
+    if return_when == "ALL_COMPLETED" and futures and len({id(f._host) for f in futures}) == 1:
+        states = [f._state for f in futures]
+        if not futures[0]._host.wait_all(states, timeout):  # one wake-up for them all
             raise TimeoutError(
                 f"{sum(not g.done() for g in futures)} of {len(futures)} futures "
                 f"not done after {timeout} s"
@@ -294,7 +330,7 @@ def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETE
     elif futures and not any(f.done() for f in futures):
         woken = threading.Event()
         for f in futures:
-            f.client._add_callback(f._state, woken.set)
+            f._host.when_done(f._state, woken.set)
         if not woken.wait(timeout):
             raise TimeoutError(f"none of {len(futures)} futures done after {timeout} s")
     done = {f for f in futures if f.done()}
@@ -323,7 +359,7 @@ class as_completed:
     def add(self, future: Future) -> None:
         with self._lock:
             self._pending += 1
-        future.client._add_callback(future._state, lambda: self._queue.put(future))
+        future._host.when_done(future._state, lambda: self._queue.put(future))
 
     def update(self, futures: Iterable[Future]) -> None:
         for f in futures:
@@ -387,8 +423,8 @@ class as_completed:
 def fire_and_forget(obj: Any) -> None:
     """Run these futures' tasks to completion even when no future for them remains."""
     futures = futures_of(obj) if not isinstance(obj, Future) else [obj]
-    by_client: dict[int, tuple[Any, list[str]]] = {}
+    by_host: dict[int, tuple[FutureHost, list[str]]] = {}
     for f in futures:
-        by_client.setdefault(id(f.client), (f.client, []))[1].append(f.key)
-    for client, keys in by_client.values():
-        client._fire_and_forget(keys)
+        by_host.setdefault(id(f._host), (f._host, []))[1].append(f.key)
+    for host, keys in by_host.values():
+        host.fire_and_forget(keys)

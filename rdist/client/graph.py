@@ -61,7 +61,8 @@ def _which_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 def _replace_futures(obj: Any, future_type: type) -> Any:
     kind = type(obj)
     if isinstance(obj, future_type):
-        return DepRef(obj.key)
+        key: str = getattr(obj, "key")  # noqa: B009  (``future_type`` is only known as a type)
+        return DepRef(key)
     if kind in (list, tuple, set, frozenset):
         return kind(_replace_futures(x, future_type) for x in obj)
     if kind is dict:

@@ -7,7 +7,9 @@ idle cores waking a sleeping thread costs more than a quick task.  While such re
 (and shortly after), the listener keeps off the stream, so one entry wakes one thread.
 
 Whoever reads, each entry is handled once and in stream order: a cursor (the newest entry
-handled) decides, under one lock.
+handled) decides, under one lock. What an entry means is the handler's business (the
+client's listener decodes it through ``wire.CLIENT``); here entries are only read, handed
+on and deleted, and the client's heartbeat rides along with the reads.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.store import RedisStore
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
-from rdist.store.keys import PAYLOAD_FIELD
 
 log = logging.getLogger("rdist.client")
 
@@ -49,16 +50,17 @@ class Inbox:
     def __init__(
         self,
         store: RedisStore,
-        stream: str,
+        client_id: str,
         handle: Callable[[bytes, bytes | None], None],
-        heartbeat: Callable[[], tuple[str, bytes]],
+        heartbeat: Callable[[], wire.ClientRecord],
         stop: threading.Event,
         idle: Callable[[], None],
     ) -> None:
         self._store = store
-        self._stream = stream
+        self._client_id = client_id
+        self._stream = store.keys.client_stream(client_id)
         self._handle = handle
-        self._heartbeat = heartbeat  #: -> (field, value) of our entry in the clients hash
+        self._heartbeat = heartbeat  #: our record in the clients hash, as of now
         self._stop = stop
         self._idle = idle  #: called by the listener before each read or pause
         self._listen_reader = store.clone()
@@ -79,13 +81,11 @@ class Inbox:
         """Deletions (when due) and a heartbeat (when due) ride with whichever read goes next."""
         with self._handle_lock:
             due = self._deletes.take_due()
-        if due:
-            pipe.xdel(self._stream, *due)
+        self._store.streams.delete_entries(self._stream, due, pipe=pipe)
         now = time.monotonic()
         if now >= self._next_beat:
             self._next_beat = now + HEARTBEAT_SECONDS
-            field, value = self._heartbeat()
-            pipe.hset(self._store.keys.clients, field, value)
+            self._store.clients.beat(self._client_id, self._heartbeat(), pipe=pipe)
 
     def _handle_entries(self, entries: list[Entry]) -> None:
         with self._handle_lock:
@@ -144,7 +144,7 @@ class Inbox:
 
     def wake(self) -> None:
         """Make a blocked read return (closing)."""
-        self._store.redis.xadd(self._stream, {PAYLOAD_FIELD: messages.encode("notify", items=[])})
+        self._store.streams.to_client(self._client_id, wire.Notify([]))
 
     def close(self) -> None:
         self._listen_reader.close()

@@ -114,9 +114,12 @@ class Streams:
     def newest(self, stream: str, count: int = 1) -> list[tuple[bytes, dict[bytes, bytes]]]:
         return list(self._store.redis.xrevrange(stream, count=count))
 
-    def before(self, stream: str, upper: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to ``count`` entries at or before id ``upper`` ("+" for the newest), newest first."""
-        return list(self._store.redis.xrevrange(stream, max=upper, min="-", count=count))
+    def before(
+        self, stream: str, upper: str, count: int, lower: str = "-"
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` entries at or before id ``upper`` ("+" for the newest) and at or
+        after ``lower`` ("-" for the oldest), newest first."""
+        return list(self._store.redis.xrevrange(stream, max=upper, min=lower, count=count))
 
     def follow(
         self, last_ids: dict[str, Any], count: int, block_ms: int

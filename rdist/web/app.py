@@ -239,7 +239,7 @@ def login() -> Any:
 def health() -> tuple[Response, int]:
     """Liveness for load balancers: open without a token, and it says nothing sensitive."""
     try:
-        _dashboard().store.redis.ping()
+        _dashboard().store.ping()
     except ConnectionErrors as exc:
         return jsonify(status="unavailable", redis=f"unreachable: {type(exc).__name__}"), 503
     return jsonify(status="ok", redis="ok"), 200
@@ -250,7 +250,7 @@ def metrics_view() -> Response:
     dash = _dashboard()
     census = dash.census.snapshot(dash.store, max_age=dash.interval)
     try:
-        info = dash.store.redis.info("memory")
+        info = dash.store.memory_info()
     except Exception:  # fakeredis and restricted Redis services may refuse INFO
         info = None
     text = metrics.render(census, queries.workers(dash.store), queries.task_rate(dash.store), info)

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.store import RedisStore
 from rdist.web.queries import STATES, key_group
 
@@ -32,17 +32,17 @@ class Counts:
     memory_bytes: int = 0
     scanned: int = 0
 
-    def add(self, key: str, record: dict[str, Any]) -> None:
-        state = str(record.get("s", "?"))
+    def add(self, key: str, record: wire.TaskRecord) -> None:
+        state = record.state
         self.by_state[state] += 1
         group = key_group(key)
         if group not in self.groups and len(self.groups) >= MAX_GROUPS:
             group = OTHER_GROUP
         self.groups[group][state] += 1
-        if state == "processing" and record.get("on"):
-            self.processing[str(record["on"])] += 1
+        if state == "processing" and record.processing_on:
+            self.processing[record.processing_on] += 1
         if state == "memory":
-            self.memory_bytes += int(record.get("nb") or 0)
+            self.memory_bytes += record.nbytes
         self.scanned += 1
 
     def to_json(self) -> dict[str, Any]:
@@ -74,24 +74,16 @@ class TaskCensus:
         with self._lock:
             scanned = 0
             while scanned < budget:
-                self._cursor, chunk = store.redis.hscan(store.keys.tasks, self._cursor, count=SLICE)
-                for raw_key, blob in chunk.items():
-                    self._count(raw_key, blob)
+                # records that do not decode are skipped (and logged) by the façade
+                self._cursor, chunk = store.tasks.scan(self._cursor, count=SLICE)
+                for key, record in chunk.items():
+                    self._partial.add(key, record)
                 scanned += max(len(chunk), 1)
                 if self._cursor == 0:
                     self._done, self._partial = self._partial, Counts()
                     self.completed_at = time.time()
                     return True
             return False
-
-    def _count(self, raw_key: bytes, blob: bytes) -> None:
-        try:
-            record = messages.unpack(blob)
-        except Exception:
-            return
-        if isinstance(record, dict):
-            key = raw_key.decode(errors="replace") if isinstance(raw_key, bytes) else str(raw_key)
-            self._partial.add(key, record)
 
     def snapshot(
         self, store: RedisStore, max_age: float = 1.0, budget: int = 20_000

@@ -41,7 +41,7 @@ def status_snapshot(store: RedisStore, census: TaskCensus, max_age: float = 1.0)
         "time": time.time(),
         "cluster": store.keys.cluster,
         "tasks": census.snapshot(store, max_age=max_age),
-        "task_count": int(store.redis.hlen(store.keys.tasks)),  # exact now; the census lags
+        "task_count": store.tasks.count(),  # exact now; the census lags
         "workers": queries.worker_summary(infos),
         "worker_list": compact,
         "rate": queries.task_rate(store),
@@ -131,14 +131,14 @@ class LiveFeed:
         """Start after what exists now: history comes from the API, the feed sends what is new."""
         ids = {}
         for stream in (reader.keys.taskstream, reader.keys.events):
-            newest = reader.redis.xrevrange(stream, count=1)
+            newest = reader.streams.newest(stream, 1)
             ids[stream] = queries.as_text(newest[0][0]) if newest else "0-0"
         return ids
 
     def _read(self, reader: RedisStore, last: dict[str, str], wait: float) -> None:
         block_ms = max(1, int(wait * 1000))
         started = time.monotonic()
-        reply = reader.redis.xread(last, count=READ_COUNT, block=block_ms)
+        reply = reader.streams.follow(last, READ_COUNT, block_ms)
         for stream, entries in _streams(reply):
             for entry_id, fields in entries:
                 last[stream] = queries.as_text(entry_id)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.protocol.taskstream import TaskRun, decode_batch
 from rdist.store import RedisStore
 from rdist.store.keys import PAYLOAD_FIELD
@@ -61,27 +61,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _unpack(blob: bytes | None) -> dict[str, Any]:
-    if blob is None:
-        return {}
-    try:
-        record = messages.unpack(blob)
-    except Exception:
-        return {}
-    return jsonable(record) if isinstance(record, dict) else {}
-
-
 # -- workers ---------------------------------------------------------------------------------
 def workers(store: RedisStore, now: float | None = None) -> list[dict[str, Any]]:
     """Every registered worker with its latest metrics (the hash has one entry per worker)."""
     now = time.time() if now is None else now
     out = []
-    for address, blob in store.redis.hgetall(store.keys.workers).items():
-        info = _unpack(blob)
-        info["address"] = address.decode() if isinstance(address, bytes) else address
-        info.setdefault("name", info["address"])
-        last = info.get("last_seen")
-        info["age"] = round(now - last, 3) if isinstance(last, (int, float)) else None
+    for address, record in store.workers.all().items():  # corrupt records are skipped
+        info: dict[str, Any] = jsonable(record.to_wire())
+        info["address"] = address
+        info["name"] = record.name or address
+        info["age"] = round(now - record.last_seen, 3) if record.last_seen else None
         out.append(info)
     out.sort(key=lambda w: str(w.get("name", "")))
     return out
@@ -109,16 +98,16 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-def _task_row(key: str, record: dict[str, Any]) -> dict[str, Any]:
-    holders = record.get("wh") or []
+def _task_row(key: str, record: wire.TaskRecord) -> dict[str, Any]:
+    holders = record.who_has
     return {
         "key": key,
-        "state": record.get("s", "?"),
+        "state": record.state,
         "group": key_group(key),
-        "worker": record.get("on") or (holders[0] if holders else None),
-        "nbytes": record.get("nb", 0),
-        "type": record.get("t", ""),
-        "dependencies": len(record.get("d") or ()),
+        "worker": record.processing_on or (holders[0] if holders else None),
+        "nbytes": record.nbytes,
+        "type": record.type_name,
+        "dependencies": len(record.deps),
     }
 
 
@@ -135,7 +124,6 @@ def tasks_page(
     records, so a rare state on a huge cluster returns a short page with a cursor to go on.
     """
     limit = max(1, min(limit, MAX_PAGE))
-    key = store.keys.tasks
     filtered = bool(state or query)
     match = f"*{_glob_escape(query)}*" if query else None
     rows: list[dict[str, Any]] = []
@@ -143,18 +131,17 @@ def tasks_page(
     while True:
         # A page may hold a few more rows than asked: HSCAN hands out whole chunks, and
         # cutting one would lose the rest (the cursor is already past them).
-        cursor, chunk = store.redis.hscan(
-            key, cursor, match=match, count=SCAN_CHUNK if filtered else limit
+        cursor, chunk = store.tasks.scan(
+            cursor, count=SCAN_CHUNK if filtered else limit, match=match
         )
-        for raw_key, blob in chunk.items():
-            record = _unpack(blob)
-            if state and record.get("s") != state:
+        for task_key, record in chunk.items():
+            if state and record.state != state:
                 continue
-            rows.append(_task_row(as_text(raw_key), record))
+            rows.append(_task_row(task_key, record))
         scanned += SCAN_CHUNK if filtered else limit
         if cursor == 0 or len(rows) >= limit or scanned >= MAX_SCANNED_PER_PAGE:
             break
-    return {"tasks": rows, "cursor": int(cursor), "total": int(store.redis.hlen(key))}
+    return {"tasks": rows, "cursor": int(cursor), "total": store.tasks.count()}
 
 
 def as_text(value: Any) -> str:
@@ -163,27 +150,28 @@ def as_text(value: Any) -> str:
 
 def task_detail(store: RedisStore, key: str) -> dict[str, Any] | None:
     """Everything the dashboard knows about one key, or None when the scheduler forgot it."""
-    record = _unpack(store.redis.hget(store.keys.tasks, key))
+    record = store.tasks.get(key)
     runs = task_runs(store, key)
-    if not record and not runs:
+    if record is None and not runs:
         return None
-    deps = list(record.get("d") or ())
+    deps = record.deps if record is not None else []
     shown = deps[:MAX_DEPENDENCIES_SHOWN]
-    states = store.redis.hmget(store.keys.tasks, shown) if shown else []
+    dep_records = store.tasks.get_many(shown)
     erred = next((r for r in runs if r.status == "erred"), None)
     return {
         "key": key,
         "group": key_group(key),
-        "state": record.get("s", "forgotten"),
-        "priority": record.get("p"),
-        "worker": record.get("on"),
-        "who_has": record.get("wh") or [],
-        "who_wants": record.get("ww") or [],
-        "nbytes": record.get("nb", 0),
-        "in_redis": bool(record.get("r")),
-        "type": record.get("t", ""),
+        "state": record.state if record is not None else "forgotten",
+        "priority": list(record.priority) if record is not None else None,
+        "worker": record.processing_on if record is not None else None,
+        "who_has": record.who_has if record is not None else [],
+        "who_wants": record.who_wants if record is not None else [],
+        "nbytes": record.nbytes if record is not None else 0,
+        "in_redis": record.in_redis if record is not None else False,
+        "type": record.type_name if record is not None else "",
         "dependencies": [
-            {"key": d, "state": _unpack(b).get("s", "forgotten")} for d, b in zip(shown, states)
+            {"key": d, "state": r.state if (r := dep_records.get(d)) else "forgotten"}
+            for d in shown
         ],
         "more_dependencies": max(0, len(deps) - len(shown)),
         "runs": [r.to_json() for r in runs],
@@ -207,11 +195,8 @@ def _stream_back(
     upper: str = "+"
     seen = 0
     while seen < max_entries:
-        chunk = store.redis.xrevrange(
-            stream,
-            max=upper,
-            min=str(since_ms) if since_ms else "-",
-            count=min(500, max_entries - seen),
+        chunk = store.streams.before(
+            stream, upper, min(500, max_entries - seen), lower=str(since_ms) if since_ms else "-"
         )
         if not chunk:
             return
@@ -259,10 +244,14 @@ def task_rate(store: RedisStore, window: float = 10.0, now: float | None = None)
 
 # -- events ------------------------------------------------------------------------------------
 def decode_event(entry_id: str, payload: bytes | None) -> dict[str, Any]:
-    body = _unpack(payload)
-    op = str(body.pop("op", "unknown"))
+    """One ``events`` entry as JSON; one that does not decode shows as ``unknown``."""
+    try:
+        event = wire.ClusterEvent.decode(payload)
+        op, info = event.kind, jsonable(event.info)
+    except wire.MalformedMessage:
+        op, info = "unknown", {}
     ms = int(entry_id.partition("-")[0] or 0)
-    return {"id": entry_id, "time": ms / 1000, "op": op, "info": body}
+    return {"id": entry_id, "time": ms / 1000, "op": op, "info": info}
 
 
 def events_page(store: RedisStore, before: str | None = None, limit: int = 100) -> dict[str, Any]:
@@ -271,6 +260,6 @@ def events_page(store: RedisStore, before: str | None = None, limit: int = 100) 
     upper = _before(before) if before else "+"
     if upper == "":
         return {"events": [], "next": None}
-    chunk = store.redis.xrevrange(store.keys.events, max=upper, min="-", count=limit)
+    chunk = store.streams.before(store.keys.events, upper, limit)
     events = [decode_event(as_text(i), f.get(PAYLOAD_FIELD)) for i, f in chunk]
     return {"events": events, "next": events[-1]["id"] if len(events) == limit else None}

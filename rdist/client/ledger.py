@@ -1,0 +1,249 @@
+"""The client's ledger: one :class:`FutureState` per key it holds, and who counts on it.
+
+It counts the Futures of each key (the last one dropped tells the scheduler the key is no
+longer wanted), settles states as notifications arrive, and does all the waiting on them.
+It is the :class:`~rdist.client.future.FutureHost` every Future of the client talks to.
+
+Waiting inside a task gives the task's thread up first (``secede``): a task waiting on
+the tasks it submitted must not hold the thread they need, even on a one-thread worker.
+The running task is found through :mod:`rdist.task_context`, so the client never
+imports the worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from rdist import task_context
+from rdist.client import inbox
+from rdist.client.future import (
+    CANCELLED,
+    ERROR,
+    FINISHED,
+    PENDING,
+    FutureState,
+    Outcome,
+)
+from rdist.protocol import wire
+
+if TYPE_CHECKING:
+    from rdist.client.future import Future
+    from rdist.client.sender import Sender
+
+#: ``read_while_waiting(done, budget)``: read the client's stream on this thread a while
+ReadWhileWaiting = Callable[[Callable[[], bool], float], None]
+
+
+def give_thread_up_if_in_task() -> None:
+    """Inside a task that has not seceded yet, secede before blocking."""
+    task = task_context.current()
+    if task is not None and not task.seceded:
+        task.secede()
+
+
+class Ledger:
+    """Futures' states and reference counts of one client; thread-safe."""
+
+    def __init__(
+        self,
+        client_id: str,
+        sender: Sender,
+        read_while_waiting: ReadWhileWaiting,
+        fetch: Callable[[list[Future]], dict[str, Any]],
+        running: Callable[[], bool],
+    ) -> None:
+        self._client_id = client_id
+        self._sender = sender
+        self._read_while_waiting = read_while_waiting
+        self._fetch = fetch
+        self._running = running
+        self._states: dict[str, FutureState] = {}
+        self._refs: dict[str, int] = {}
+        self.lock = threading.RLock()  #: guards every state; callbacks run outside it
+        self._cancel_waiters: list[tuple[set[str], threading.Event]] = []
+
+    # -- references ------------------------------------------------------------------------
+    def register(self, key: str) -> FutureState:
+        with self.lock:
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = FutureState(key)
+            self._refs[key] = self._refs.get(key, 0) + 1
+            return state
+
+    def release(self, key: str) -> None:
+        with self.lock:
+            count = self._refs.get(key, 0) - 1
+            if count > 0:
+                self._refs[key] = count
+                return
+            self._refs.pop(key, None)
+            self._states.pop(key, None)
+        if self._running():
+            self._sender.post(wire.ReleaseKeys(self._client_id, [key]), lazy=True)
+
+    def keys(self) -> list[str]:
+        """Every key the client holds a future of."""
+        with self.lock:
+            return list(self._states)
+
+    def told_who_has(self) -> dict[str, list[str]]:
+        """Holders the client was told of (completions, scatter placements), by key: they
+        answer for keys the scheduler has not recorded yet."""
+        with self.lock:
+            return {
+                k: list(where.who_has)
+                for k, s in self._states.items()
+                if s.status == FINISHED and (where := s.where()) is not None
+            }
+
+    # -- waiting ---------------------------------------------------------------------------
+    def wait(self, state: FutureState, timeout: float | None) -> bool:
+        if state.done():
+            return True
+        give_thread_up_if_in_task()
+        started = time.monotonic()
+        budget = inbox.READ_WHILE_WAITING
+        if timeout is not None:
+            budget = min(timeout, budget)
+        # a quick result reaches this thread without a hand-off from the listener
+        self._read_while_waiting(state.done, budget)
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+        return state.event.wait(timeout)
+
+    def wait_all(self, states: list[FutureState], timeout: float | None) -> bool:
+        """Woken once at the end, not once per future: a thread hand-off per key would
+        cost more than the rest of gathering it."""
+        pending = [s for s in states if not s.done()]
+        if not pending:
+            return True
+        give_thread_up_if_in_task()
+        remaining = [len(pending)]
+        lock, all_done = threading.Lock(), threading.Event()
+
+        def one_done() -> None:
+            with lock:
+                remaining[0] -= 1
+                if not remaining[0]:
+                    all_done.set()
+
+        for state in pending:
+            self.when_done(state, one_done)
+        return all_done.wait(timeout)
+
+    def when_done(self, state: FutureState, fn: Callable[[], None]) -> None:
+        with self.lock:
+            if not state.done():
+                state.callbacks.append(fn)
+                return
+        fn()
+
+    # -- values ----------------------------------------------------------------------------
+    def values(self, futures: list[Future]) -> dict[str, Any]:
+        return self._fetch(futures)
+
+    def await_recovery(self, futures: list[Future], outcomes: dict[str, Outcome]) -> None:
+        """Make them pending again (unless a newer notification already arrived), so
+        callers wait for the scheduler to recompute what a dead holder took along."""
+        with self.lock:
+            for f in futures:
+                state = f._state
+                if state.status == FINISHED and state.outcome is outcomes.get(f.key):
+                    state.reset()
+
+    def fire_and_forget(self, keys: list[str]) -> None:
+        self._sender.post(wire.UpdateGraph(self._client_id, fire_and_forget=keys))
+
+    # -- what the scheduler and workers tell ------------------------------------------------
+    def settle(self, items: Iterable[wire.Item]) -> None:
+        """Apply one notification's items (barriers are not the ledger's: skipped)."""
+        callbacks: list[Callable[[], None]] = []
+        cancelled: set[str] = set()
+        with self.lock:
+            for item in items:
+                kind = type(item)
+                if kind is wire.BarrierReached:
+                    continue
+                key = item.key  # type: ignore[union-attr]
+                if kind is wire.KeyCancelled:
+                    cancelled.add(key)
+                state = self._states.get(key)
+                if state is None:
+                    continue
+                if kind is wire.KeyInMemory:
+                    if state.status != CANCELLED:
+                        callbacks.extend(state.settle(FINISHED, item))  # type: ignore[arg-type]
+                elif kind is wire.KeyErred:
+                    callbacks.extend(state.settle(ERROR, item))  # type: ignore[arg-type]
+                elif kind is wire.KeyCancelled:
+                    callbacks.extend(state.settle(CANCELLED, None))
+                elif state.status == FINISHED:  # KeyLost: pending until recomputed
+                    state.reset()
+            if cancelled:
+                self._confirm_cancelled(cancelled)
+        for fn in callbacks:
+            fn()
+
+    def finish(self, state: FutureState, where: wire.KeyInMemory) -> None:
+        """Settle a key the client placed itself (scatter)."""
+        with self.lock:
+            callbacks = state.settle(FINISHED, where)
+        for fn in callbacks:
+            fn()
+
+    # -- cancel, retry, restart --------------------------------------------------------------
+    def cancel(self, futures: list[Future], keys: list[str], force: bool, timeout: float) -> None:
+        """Cancel at once here, tell the scheduler, and wait until it confirms every key."""
+        event = threading.Event()
+        waiter = (set(keys), event)
+        callbacks: list[Callable[[], None]] = []
+        with self.lock:
+            self._cancel_waiters.append(waiter)
+            for f in futures:
+                if f._state.status == PENDING:
+                    callbacks.extend(f._state.settle(CANCELLED, None))
+        for fn in callbacks:
+            fn()
+        self._sender.post(wire.Cancel(self._client_id, keys, force))
+        event.wait(timeout)
+        with self.lock:
+            self._cancel_waiters.remove(waiter)
+
+    def _confirm_cancelled(self, cancelled: set[str]) -> None:
+        for keys, event in self._cancel_waiters:
+            keys.difference_update(cancelled)
+            if not keys:
+                event.set()
+
+    def cancel_everything(self) -> None:
+        """The scheduler cancelled every future of every client (a restart): make sure
+        none of ours is left pending or finished."""
+        callbacks: list[Callable[[], None]] = []
+        with self.lock:
+            for state in self._states.values():
+                if state.status in (PENDING, FINISHED):
+                    callbacks.extend(state.settle(CANCELLED, None))
+        for fn in callbacks:
+            fn()
+
+    def retry(self, futures: list[Future]) -> None:
+        """Erred futures pending again, and the scheduler asked to run them once more."""
+        keys = []
+        with self.lock:
+            for f in futures:
+                if f._state.status == ERROR:
+                    keys.append(f.key)
+                    f._state.reset()
+        if keys:
+            self._sender.post(wire.Retry(self._client_id, keys))
+
+    def restart_cancelled(self, submitted: Iterable[Future]) -> None:
+        """A cancelled key submitted again starts over."""
+        with self.lock:
+            for f in submitted:
+                if f._state.status == CANCELLED:
+                    f._state.reset()

@@ -1,0 +1,178 @@
+"""The client's outbox: everything it tells the scheduler, batched into few round trips.
+
+A message is posted as a wire record (``wire.UpdateGraph``, ``wire.ReleaseKeys``, ...).
+Whoever sends drains the whole outbox into one pipeline: the pickled functions first (one
+HSET of the ``funcs`` hash), then the messages in order, consecutive graph updates and
+consecutive releases merged into one message each, and several messages bundled into one
+stream entry so the scheduler reads them in one batch.
+
+Who sends: a submission (``direct``) sends on the calling thread when nobody else is
+sending -- one thread hop less on the submit path; otherwise the sender thread
+(:meth:`Sender.run`) takes it. A release (``lazy``) wakes nobody while a thread waits on a
+result: the next submission or the idle listener takes it along within milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from rdist.protocol import wire
+from rdist.store import RedisStore
+from rdist.store.connection import ConnectionErrors
+
+log = logging.getLogger("rdist.client")
+
+RELEASE_DELAY = 0.005  #: seconds a lone release waits for a submission to travel with
+#: Messages sent together go in one stream entry up to this size; a big graph is better
+#: read (and written out by the scheduler) in slices of its own.
+BUNDLE_BYTES = 1 << 20
+#: A send that finds Redis unreachable is tried again this often, backing off.
+SEND_ATTEMPTS = 60
+
+#: A posted message and the functions (hash -> pickled) it needs stored before it.
+Outgoing = tuple[wire.Message, Mapping[bytes, bytes] | None]
+
+
+def _absorb(into: wire.Message, msg: wire.Message) -> bool:
+    """Merge ``msg`` into the message before it, if both are of a mergeable kind."""
+    if type(into) is not type(msg):
+        return False
+    if isinstance(into, wire.UpdateGraph) and isinstance(msg, wire.UpdateGraph):
+        into.tasks.extend(msg.tasks)
+        into.wanted.extend(msg.wanted)
+        into.fire_and_forget.extend(msg.fire_and_forget)
+        into.specs.update(msg.specs)
+        return True
+    if isinstance(into, wire.ReleaseKeys) and isinstance(msg, wire.ReleaseKeys):
+        into.keys.extend(msg.keys)
+        return True
+    return False
+
+
+def encode_outbox(items: list[Outgoing]) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """The functions to store and the stream entries to add for a drained outbox (pure).
+
+    Consecutive graph updates (and consecutive releases) become one message; several
+    messages small enough together become one bundle entry."""
+    funcs: dict[bytes, bytes] = {}
+    encoded: list[bytes] = []
+    merged: wire.Message | None = None
+    for msg, needs in items:
+        if needs:
+            funcs.update(needs)
+        if merged is not None and _absorb(merged, msg):
+            continue
+        if merged is not None:
+            encoded.append(merged.encode())
+        merged = msg
+    if merged is not None:
+        encoded.append(merged.encode())
+    if len(encoded) > 1 and sum(map(len, encoded)) <= BUNDLE_BYTES:
+        encoded = [wire.bundle(encoded)]  # one entry: the scheduler sees them in one batch
+    return funcs, encoded
+
+
+class Sender:
+    """The outbox of one client and the thread that empties it."""
+
+    def __init__(self, store: RedisStore, client_id: str, stop: threading.Event) -> None:
+        self._store = store
+        self._client_id = client_id
+        self._stop = stop
+        self._outbox: deque[Outgoing] = deque()
+        self._ready = threading.Condition(threading.RLock())
+        self._sending = threading.Lock()  #: held while a batch is drained and sent (keeps order)
+        #: whether a thread waiting on a result reads the client's stream now: lazy posts
+        #: then wait for whoever goes next (set by the client once its inbox exists)
+        self.waiter_reads: Callable[[], bool] = lambda: False
+
+    def post(
+        self,
+        msg: wire.Message,
+        funcs: Mapping[bytes, bytes] | None = None,
+        direct: bool = False,
+        lazy: bool = False,
+    ) -> None:
+        """Queue ``msg`` (with the functions it needs stored first); see the module doc for
+        ``direct`` and ``lazy``."""
+        with self._ready:
+            self._outbox.append((msg, funcs))
+            if not (direct and self._sending.acquire(blocking=False)):
+                if not (lazy and self.waiter_reads()):
+                    self._ready.notify()
+                return
+            items = list(self._outbox)
+            self._outbox.clear()
+        try:
+            self._send(items)
+        finally:
+            self._sending.release()
+
+    def flush(self) -> None:
+        """Send everything queued, waiting for a send in progress to finish first."""
+        with self._sending:
+            items = self._drain()
+            if items:
+                self._send(items)
+
+    def flush_if_free(self) -> None:
+        """Send what waits in the outbox unless another thread is sending."""
+        if self._outbox and self._sending.acquire(blocking=False):
+            try:
+                items = self._drain()
+                if items:
+                    self._send(items)
+            finally:
+                self._sending.release()
+
+    def wake(self) -> None:
+        """Make the sender thread look again (closing: it returns once the outbox is empty)."""
+        with self._ready:
+            self._ready.notify_all()
+
+    def run(self) -> None:
+        """The sender thread: sleeps until something is posted, until the client stops."""
+        while True:
+            with self._ready:
+                while not self._outbox and not self._stop.is_set():
+                    self._ready.wait()
+                if not self._outbox:
+                    return
+                if self._only_releases() and not self._stop.is_set():
+                    # releases are never urgent: let the next submission carry them rather
+                    # than contend with it for the connection
+                    self._ready.wait(RELEASE_DELAY)
+            self.flush()
+
+    def _only_releases(self) -> bool:
+        return all(isinstance(msg, wire.ReleaseKeys) for msg, _ in self._outbox)
+
+    def _drain(self) -> list[Outgoing]:
+        with self._ready:
+            items = list(self._outbox)
+            self._outbox.clear()
+        return items
+
+    def _send(self, items: list[Outgoing]) -> None:
+        """One pipeline: the functions first, then the messages in order."""
+        funcs, entries = encode_outbox(items)
+        store = self._store
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                pipe = store.raw_pipeline()
+                store.specs.put_functions(funcs, pipe=pipe)
+                for entry in entries:
+                    store.streams.to_scheduler(entry, pipe=pipe)
+                pipe.execute()
+                return
+            except ConnectionErrors as exc:
+                log.warning("client %s: redis unavailable (%s); retrying", self._client_id, exc)
+                self._stop.wait(min(2.0, 0.1 * (attempt + 1)))
+        log.error(
+            "client %s: gave up sending %d messages: redis stayed unreachable",
+            self._client_id,
+            len(items),
+        )
