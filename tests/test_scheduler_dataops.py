@@ -96,7 +96,7 @@ def test_dropping_a_replica_frees_it_and_updates_the_record(state: SchedulerStat
     assert freed(out) == [(W1, "x")]
     assert state.tasks["x"].who_has == {W2} and "x" not in state.workers[W1].has_what
     records = [i.record for i in of_type(out, PersistTask) if i.key == "x"]
-    assert records and records[-1]["wh"] == [W2]
+    assert records and records[-1].who_has == [W2]
 
 
 def test_the_last_copy_is_never_dropped(state: SchedulerState) -> None:
@@ -127,4 +127,4 @@ def test_a_departed_worker_leaves_the_stored_who_has(state: SchedulerState) -> N
     out = state.handle(left(W1))
 
     records = [i.record for i in of_type(out, PersistTask) if i.key == "x"]
-    assert records and records[-1]["wh"] == [W2]
+    assert records and records[-1].who_has == [W2]

@@ -1,0 +1,94 @@
+"""Instructions of one batch -> the fewest Redis writes, through the store's façades.
+
+The state machine may say many things to one worker or client in a batch; they go out as
+one ``batch`` message per worker and one ``notify`` message per client, after the task
+records and specs they may need, all queued on the caller's pipeline (one round trip for
+the whole batch). Every message is a wire record, so what lands on a stream is exactly
+what its reader decodes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from rdist.protocol import wire
+from rdist.scheduler import events as ev
+from rdist.store import RedisStore
+
+
+class Outbox:
+    """Instructions of one batch, grouped by destination."""
+
+    def __init__(self) -> None:
+        self.worker_actions: dict[str, list[wire.Action]] = defaultdict(list)
+        self.client_items: dict[str, list[wire.Item]] = defaultdict(list)
+        #: messages of their own for a client, after its notifications (story replies)
+        self.client_messages: list[tuple[str, wire.Message]] = []
+        self.records: dict[str, bytes] = {}  #: encoded task records, by key
+        self.specs: dict[str, bytes] = {}
+        self.restarts: list[ev.RestartWorkers] = []
+        self.forget: list[str] = []
+        self.drop_results: list[str] = []
+        self.log: list[wire.ClusterEvent] = []
+
+    def add(self, instructions: list[ev.Instruction]) -> None:
+        for ins in instructions:
+            match ins:
+                case ev.PersistTask():
+                    self.records[ins.key] = ins.record.encode()
+                case ev.Compute():
+                    self._compute(ins)
+                case ev.Notify():
+                    self.client_items[ins.client].append(ins.item)
+                case ev.FreeKeys():
+                    self.worker_actions[ins.worker].append(wire.Free(ins.keys))
+                case ev.StoreSpec():
+                    self.specs[ins.key] = ins.spec
+                case ev.ForgetTask():
+                    self.records.pop(ins.key, None)
+                    self.specs.pop(ins.key, None)
+                    self.forget.append(ins.key)
+                case ev.DropResult():
+                    self.drop_results.append(ins.key)
+                case ev.StealRequest():
+                    self.worker_actions[ins.worker].append(wire.Steal(ins.key))
+                case ev.LogEvent():
+                    self.log.append(wire.ClusterEvent(ins.kind, ins.info))
+                case ev.RestartWorkers():
+                    self.restarts.append(ins)
+                case ev.SendStory():
+                    reply = wire.StoryReply(ins.id, "scheduler", ins.records)
+                    self.client_messages.append((ins.client, reply))
+                case _:
+                    raise TypeError(f"the outbox cannot send {type(ins).__name__}")
+
+    def _compute(self, ins: ev.Compute) -> None:
+        # a spec submitted in this very batch travels with the task: the worker then
+        # needs no round trip to load it
+        spec = ins.spec or self.specs.get(ins.key)
+        action = wire.Compute(ins.key, ins.priority, ins.deps, ins.resources, spec, ins.clients)
+        self.worker_actions[ins.worker].append(action)
+
+    def write(self, pipe: Any, store: RedisStore) -> None:
+        """Queue every write on ``pipe``: records and specs before the messages needing them."""
+        if self.forget:
+            store.tasks.delete(self.forget, pipe)
+            store.specs.delete(self.forget, pipe)
+            store.results.delete(self.forget, pipe)
+        store.results.delete(self.drop_results, pipe)
+        store.specs.put_many(self.specs, pipe)
+        store.tasks.put_many(self.records, pipe)
+        streams = store.streams
+        for worker, actions in self.worker_actions.items():
+            streams.to_worker(worker, wire.Batch(actions), pipe)
+        for client, items in self.client_items.items():
+            streams.to_client(client, wire.Notify(items), pipe)
+        for client, message in self.client_messages:
+            streams.to_client(client, message, pipe)
+        for restart in self.restarts:  # after the cancellations above reached the clients
+            for worker in restart.workers:
+                streams.to_worker(worker, wire.RestartWorker(), pipe)
+            streams.to_client(restart.client, wire.Restarted(), pipe)
+        for event in self.log:
+            streams.log_event(event, pipe)
