@@ -17,6 +17,10 @@ from rdist.protocol import wire
 
 
 class TaskState(str, Enum):
+    #: hashed as the string it equals (Enum's own ``__hash__`` is Python code, and every
+    #: transition looks a pair of states up in the table)
+    __hash__ = str.__hash__
+
     RELEASED = "released"
     WAITING = "waiting"  #: some dependency is not in memory yet
     QUEUED = "queued"  #: ready, held at the scheduler until a worker has room
@@ -166,11 +170,11 @@ def task_record(ts: Task) -> wire.TaskRecord:
     return wire.TaskRecord(
         _STATE_NAMES[ts.state],
         ts.priority,
-        sorted(ts.dependencies),
-        sorted(ts.who_has),
+        sorted(ts.dependencies) if ts.dependencies else [],
+        sorted(ts.who_has) if ts.who_has else [],
         ts.nbytes,
         ts.in_redis,
-        sorted(ts.who_wants),
+        sorted(ts.who_wants) if ts.who_wants else [],
         ts.processing_on,
         ts.type_name,
         sorted(ts.restrictions) if ts.restrictions else None,

@@ -36,7 +36,7 @@ class Outbox:
         for ins in instructions:
             match ins:
                 case ev.PersistTask():
-                    self.records[ins.key] = ins.record.encode()
+                    self.records[ins.key] = wire.pack(ins.record.to_wire())
                 case ev.Compute():
                     self._compute(ins)
                 case ev.Notify():
@@ -72,18 +72,27 @@ class Outbox:
 
     def write(self, pipe: Any, store: RedisStore) -> None:
         """Queue every write on ``pipe``: records and specs before the messages needing them."""
+        # (each write is looked at first: most batches have only a few kinds of them)
         if self.forget:
             store.tasks.delete(self.forget, pipe)
             store.specs.delete(self.forget, pipe)
             store.results.delete(self.forget, pipe)
-        store.results.delete(self.drop_results, pipe)
-        store.specs.put_many(self.specs, pipe)
-        store.tasks.put_many(self.records, pipe)
+        if self.drop_results:
+            store.results.delete(self.drop_results, pipe)
+        if self.specs:
+            store.specs.put_many(self.specs, pipe)
+        if self.records:
+            store.tasks.put_many(self.records, pipe)
         streams = store.streams
         for worker, actions in self.worker_actions.items():
             streams.to_worker(worker, wire.Batch(actions), pipe)
         for client, items in self.client_items.items():
             streams.to_client(client, wire.Notify(items), pipe)
+        if self.client_messages or self.restarts or self.log:
+            self._write_rare(pipe, store)
+
+    def _write_rare(self, pipe: Any, store: RedisStore) -> None:
+        streams = store.streams
         for client, message in self.client_messages:
             streams.to_client(client, message, pipe)
         for restart in self.restarts:  # after the cancellations above reached the clients

@@ -290,7 +290,9 @@ class SchedulerServer:
                 store.streams.dead_letter(stream, entry_id, payload or b"", reason, pipe)
             store.streams.acknowledge(stream, SCHEDULER_GROUP, ids, pipe)
             self._deletes.add(ids)
-            store.streams.delete_entries(stream, self._deletes.take_due(), pipe)
+            due = self._deletes.take_due()
+            if due:
+                store.streams.delete_entries(stream, due, pipe)
 
         return write
 
