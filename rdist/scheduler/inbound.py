@@ -22,7 +22,8 @@ def decode_entry(entry_id: bytes, payload: bytes | None, now: float, stream: str
     messages = wire.SCHEDULER.decode(payload, stream)
     stimulus = entry_id.decode()
     if len(messages) == 1:
-        return events_of(messages[0], stimulus, now)
+        (only,) = messages
+        return events_of(only, stimulus, now)
     return [e for n, msg in enumerate(messages) for e in events_of(msg, f"{stimulus}.{n}", now)]
 
 

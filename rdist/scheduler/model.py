@@ -17,10 +17,6 @@ from rdist.protocol import wire
 
 
 class TaskState(str, Enum):
-    #: hashed as the string it equals (Enum's own ``__hash__`` is Python code, and every
-    #: transition looks a pair of states up in the table)
-    __hash__ = str.__hash__
-
     RELEASED = "released"
     WAITING = "waiting"  #: some dependency is not in memory yet
     QUEUED = "queued"  #: ready, held at the scheduler until a worker has room

@@ -10,7 +10,8 @@ what its reader decodes.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
@@ -33,35 +34,13 @@ class Outbox:
         self.log: list[wire.ClusterEvent] = []
 
     def add(self, instructions: list[ev.Instruction]) -> None:
+        dispatch = self._dispatch
         for ins in instructions:
-            match ins:
-                case ev.PersistTask():
-                    self.records[ins.key] = wire.pack(ins.record.to_wire())
-                case ev.Compute():
-                    self._compute(ins)
-                case ev.Notify():
-                    self.client_items[ins.client].append(ins.item)
-                case ev.FreeKeys():
-                    self.worker_actions[ins.worker].append(wire.Free(ins.keys))
-                case ev.StoreSpec():
-                    self.specs[ins.key] = ins.spec
-                case ev.ForgetTask():
-                    self.records.pop(ins.key, None)
-                    self.specs.pop(ins.key, None)
-                    self.forget.append(ins.key)
-                case ev.DropResult():
-                    self.drop_results.append(ins.key)
-                case ev.StealRequest():
-                    self.worker_actions[ins.worker].append(wire.Steal(ins.key))
-                case ev.LogEvent():
-                    self.log.append(wire.ClusterEvent(ins.kind, ins.info))
-                case ev.RestartWorkers():
-                    self.restarts.append(ins)
-                case ev.SendStory():
-                    reply = wire.StoryReply(ins.id, "scheduler", ins.records)
-                    self.client_messages.append((ins.client, reply))
-                case _:
-                    raise TypeError(f"the outbox cannot send {type(ins).__name__}")
+            dispatch[type(ins)](self, ins)
+
+    # -- one method per kind of instruction (see _dispatch below) ---------------------------
+    def _persist(self, ins: ev.PersistTask) -> None:
+        self.records[ins.key] = wire.pack(ins.record.to_wire())
 
     def _compute(self, ins: ev.Compute) -> None:
         # a spec submitted in this very batch travels with the task: the worker then
@@ -69,6 +48,40 @@ class Outbox:
         spec = ins.spec or self.specs.get(ins.key)
         action = wire.Compute(ins.key, ins.priority, ins.deps, ins.resources, spec, ins.clients)
         self.worker_actions[ins.worker].append(action)
+
+    def _notify(self, ins: ev.Notify) -> None:
+        self.client_items[ins.client].append(ins.item)
+
+    def _free(self, ins: ev.FreeKeys) -> None:
+        self.worker_actions[ins.worker].append(wire.Free(ins.keys))
+
+    def _steal(self, ins: ev.StealRequest) -> None:
+        self.worker_actions[ins.worker].append(wire.Steal(ins.key))
+
+    def _store_spec(self, ins: ev.StoreSpec) -> None:
+        self.specs[ins.key] = ins.spec
+
+    def _forget(self, ins: ev.ForgetTask) -> None:
+        self.records.pop(ins.key, None)
+        self.specs.pop(ins.key, None)
+        self.forget.append(ins.key)
+
+    def _drop_result(self, ins: ev.DropResult) -> None:
+        self.drop_results.append(ins.key)
+
+    def _log(self, ins: ev.LogEvent) -> None:
+        self.log.append(wire.ClusterEvent(ins.kind, ins.info))
+
+    def _restart(self, ins: ev.RestartWorkers) -> None:
+        self.restarts.append(ins)
+
+    def _story(self, ins: ev.SendStory) -> None:
+        reply = wire.StoryReply(ins.id, "scheduler", ins.records)
+        self.client_messages.append((ins.client, reply))
+
+    #: instruction type -> the method collecting it (a type missing here is a KeyError: a
+    #: new instruction must say how it is sent)
+    _dispatch: ClassVar[dict[type[ev.Instruction], Callable[[Outbox, Any], None]]] = {}
 
     def write(self, pipe: Any, store: RedisStore) -> None:
         """Queue every write on ``pipe``: records and specs before the messages needing them."""
@@ -101,3 +114,18 @@ class Outbox:
             streams.to_client(restart.client, wire.Restarted(), pipe)
         for event in self.log:
             streams.log_event(event, pipe)
+
+
+Outbox._dispatch = {
+    ev.PersistTask: Outbox._persist,
+    ev.Compute: Outbox._compute,
+    ev.Notify: Outbox._notify,
+    ev.FreeKeys: Outbox._free,
+    ev.StealRequest: Outbox._steal,
+    ev.StoreSpec: Outbox._store_spec,
+    ev.ForgetTask: Outbox._forget,
+    ev.DropResult: Outbox._drop_result,
+    ev.LogEvent: Outbox._log,
+    ev.RestartWorkers: Outbox._restart,
+    ev.SendStory: Outbox._story,
+}
