@@ -90,7 +90,7 @@ class SchedulerServer:
 
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
-        self.store.meta.cluster_secret()  # made now if no one made it before
+        self.store.meta.make_secret()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
 
     def run(self) -> None:
@@ -231,9 +231,12 @@ class SchedulerServer:
             log.warning(
                 "worker %s sent no heartbeat for over %g s: removing it", address, self.worker_ttl
             )
-            outbox.add(
-                self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True))
-            )
+            try:
+                outbox.add(
+                    self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True))
+                )
+            except Exception:  # a bug must not stop the cluster
+                log.exception("failed to reschedule the work of lost worker %s", address)
 
         def write(pipe: Any) -> None:
             if pending is not None:
