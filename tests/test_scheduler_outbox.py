@@ -74,7 +74,7 @@ def test_the_outbox_writes_the_same_bytes_as_before():
             ev.Notify("c2", wire.KeyCancelled("z")),
             ev.Notify("c2", wire.KeyLost("q")),
             ev.Notify("c2", wire.BarrierReached("b1")),
-            ev.PersistTask("x", record),
+            ev.PersistTasks({"x": record}),
             ev.ForgetTask("gone"),
             ev.DropResult("small"),
             ev.LogEvent("worker-joined", {"worker": W1, "name": "n1"}),

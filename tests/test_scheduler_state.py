@@ -25,7 +25,7 @@ from rdist.scheduler.events import (
     KeysCancelled,
     KeysReleased,
     Notify,
-    PersistTask,
+    PersistTasks,
     RetryRequested,
     TaskErred,
     TasksFinished,
@@ -209,10 +209,11 @@ def test_state_changes_are_persisted_for_the_tasks_hash(state):
 
     out = state.handle(submit(A, task("x")))
 
-    (persist,) = of_type(out, PersistTask)
-    assert persist.key == "x"
-    assert persist.record.state == "processing" and persist.record.processing_on == W1
-    assert persist.record.who_wants == [A]
+    (persist,) = of_type(out, PersistTasks)
+    assert list(persist.records) == ["x"]
+    record = persist.records["x"]
+    assert record.state == "processing" and record.processing_on == W1
+    assert record.who_wants == [A]
 
 
 # -- refcounting and lifetime ------------------------------------------------------------
@@ -932,7 +933,7 @@ def test_duplicate_task_finished_changes_nothing(state):
 
     out = state.handle(finished(W1, "a"))
 
-    assert all(isinstance(i, PersistTask) for i in out), out  # at most a rewrite, no action
+    assert all(isinstance(i, PersistTasks) for i in out), out  # at most a rewrite, no action
     assert {k: (t.state, set(t.who_has), t.nbytes) for k, t in state.tasks.items()} == before
 
 

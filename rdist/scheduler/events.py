@@ -250,11 +250,11 @@ class Notify(Instruction):
 
 
 @dataclass(slots=True)
-class PersistTask(Instruction):
-    """Write the task's record (once per batch, however often the task changed in it)."""
+class PersistTasks(Instruction):
+    """Write these tasks' records: each task changed since the last flush, once however
+    often it changed (the server flushes once per batch)."""
 
-    key: str
-    record: wire.TaskRecord
+    records: dict[str, wire.TaskRecord]
 
 
 @dataclass(slots=True)

@@ -39,8 +39,10 @@ class Outbox:
             dispatch[type(ins)](self, ins)
 
     # -- one method per kind of instruction (see _dispatch below) ---------------------------
-    def _persist(self, ins: ev.PersistTask) -> None:
-        self.records[ins.key] = wire.pack(ins.record.to_wire())
+    def _persist(self, ins: ev.PersistTasks) -> None:
+        records, pack = self.records, wire.pack
+        for key, record in ins.records.items():
+            records[key] = pack(record.to_wire())
 
     def _compute(self, ins: ev.Compute) -> None:
         # a spec submitted in this very batch travels with the task: the worker then
@@ -117,7 +119,7 @@ class Outbox:
 
 
 Outbox._dispatch = {
-    ev.PersistTask: Outbox._persist,
+    ev.PersistTasks: Outbox._persist,
     ev.Compute: Outbox._compute,
     ev.Notify: Outbox._notify,
     ev.FreeKeys: Outbox._free,

@@ -190,12 +190,15 @@ class SchedulerState:
             self.transition(ts, TS.FORGOTTEN)
 
     def _flush_dirty(self) -> None:
+        if not self._dirty:
+            return
         tasks = self.tasks
-        for key in self._dirty:
-            ts = tasks.get(key)
-            if ts is not None:
-                self._out.append(ev.PersistTask(key, task_record(ts)))
+        records = {
+            key: task_record(ts) for key in self._dirty if (ts := tasks.get(key)) is not None
+        }
         self._dirty.clear()
+        if records:
+            self._out.append(ev.PersistTasks(records))
 
     # -- introspection -------------------------------------------------------------------
     def story(self, *keys_or_stimuli: str) -> list[wire.StoryRow]:

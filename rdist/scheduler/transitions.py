@@ -49,7 +49,8 @@ def released_waiting(s: Scheduling, ts: Task) -> None:
         placement.ready(s, ts)
     elif s.coassign:
         coassign.waiting(s, ts)
-    s.waking.drain(lambda key: _wake(s, key))
+    if s.waking.heap:
+        s.waking.drain(lambda key: _wake(s, key))
 
 
 def _wake(s: Scheduling, key: str) -> None:
