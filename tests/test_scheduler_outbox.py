@@ -222,3 +222,50 @@ def test_a_malformed_entry_is_refused_naming_the_field(payload, field):
         decode_entry(b"1-0", payload, 0.0, "rdist:{x}:sched")
 
     assert info.value.field == field and info.value.where == "rdist:{x}:sched"
+
+
+# -- the hot messages' whole-message decoders agree with the field by field path -------------
+
+_VALID = [
+    {"op": "update-graph", "client": "c1", "tasks": [["x", ["d"], 2, None, False, 0, None]]},
+    {"op": "update-graph", "client": "c1", "tasks": [], "wanted": ["x"], "faf": None},
+    {"op": "update-graph", "client": "c", "wanted": [], "specs": {"x": b"s"}, "funcs": {}},
+    {"op": "task-done", "worker": "tcp://w:1", "done": [["x", 8, True, b"v", 0.5, "int"]]},
+    {"op": "task-done", "worker": "tcp://w:1", "done": [], "erred": [], "stolen": None},
+    {"op": "task-done", "worker": "tcp://w:1", "erred": [["x", b"e", 0.1]]},
+    {"op": "release-keys", "client": "c1", "keys": ["a", "b"]},
+]
+_ODD = ["", 0, 1, -1, 2.5, True, None, b"raw", "text", [], [1], ["ok", ""], {}, {"k": 1}, ()]
+
+
+def _variants() -> list[dict[str, Any]]:
+    """Every valid body, and each with one field replaced by an odd value (or dropped)."""
+    out = []
+    for body in _VALID:
+        out.append(body)
+        for field in [f for f in body if f != "op"] + ["wanted", "specs", "done", "seceded"]:
+            out.append({k: v for k, v in body.items() if k != field})
+            out.extend({**body, field: odd} for odd in _ODD)
+    return out
+
+
+def _slow(body: dict[str, Any]) -> Any:
+    cls = wire.SCHEDULER.ops[body["op"]]
+    fast, cls.FIELDS.fast = cls.FIELDS.fast, None
+    try:
+        return wire.SCHEDULER._one(body, "sched", "")
+    except wire.MalformedMessage as exc:
+        return ("refused", exc.field)
+    finally:
+        cls.FIELDS.fast = fast
+
+
+@pytest.mark.parametrize("body", _variants(), ids=lambda b: b.get("op", "?"))
+def test_a_hot_message_decodes_the_same_whole_or_field_by_field(body):
+    assert wire.SCHEDULER.ops[body["op"]].FIELDS.fast is not None
+    try:
+        quick = wire.SCHEDULER._one(body, "sched", "")
+    except wire.MalformedMessage as exc:
+        quick = ("refused", exc.field)
+
+    assert quick == _slow(body)

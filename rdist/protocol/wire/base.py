@@ -440,7 +440,16 @@ class Fields:
     """The codecs of a map-shaped record, checked against its dataclass fields once, at
     import: a field without a codec (or a codec without a field) is a bug in this package."""
 
-    __slots__ = ("codecs", "required", "defaults", "wire_names", "plain", "sparse", "_plan")
+    __slots__ = (
+        "codecs",
+        "required",
+        "defaults",
+        "wire_names",
+        "plain",
+        "sparse",
+        "fast",
+        "_plan",
+    )
 
     def __init__(
         self,
@@ -466,6 +475,10 @@ class Fields:
         self.sparse = sparse
         if sparse and any(make() for make in self.defaults.values()):
             raise TypeError(f"{cls.__name__}: a sparse record needs empty defaults")
+        #: decodes the common shape of the message without error bookkeeping, or returns
+        #: None when it cannot vouch for it (the field by field path then says why); set
+        #: by the module defining the record, for the messages of the hot paths
+        self.fast: Callable[[Mapping[Any, Any]], Any] | None = None
         #: per field: (name, wire name, codec, default maker or None, None means "not given")
         self._plan = [
             (
@@ -479,6 +492,10 @@ class Fields:
         ]
 
     def decode(self, cls: type[Any], msg: Mapping[Any, Any], where: str) -> Any:
+        if self.fast is not None:
+            quick = self.fast(msg)
+            if quick is not None:
+                return quick
         values: dict[str, Any] = {}
         get = msg.get
         for name, wire, codec, default, none_is_default in self._plan:
