@@ -21,7 +21,7 @@ from rdist.scheduler.outbox import Outbox
 from rdist.store.connection import RedisStore
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 
-W1, W2 = "tcp://10.0.0.1:1", "tcp://10.0.0.2:1"
+W1, W2, W3 = "tcp://10.0.0.1:1", "tcp://10.0.0.2:1", "tcp://10.0.0.3:1"
 KEYS = Keys("outbox")
 
 
@@ -78,7 +78,7 @@ def test_the_outbox_writes_the_same_bytes_as_before():
             ev.ForgetTask("gone"),
             ev.DropResult("small"),
             ev.LogEvent("worker-joined", {"worker": W1, "name": "n1"}),
-            ev.RestartWorkers([W1], "c1"),
+            ev.RestartWorkers([W3], "c1"),
         ]
     )
 
@@ -122,9 +122,30 @@ def test_the_outbox_writes_the_same_bytes_as_before():
             ),
             None,
         ),
-        ("xadd", KEYS.worker_stream(W1), old_message("restart"), None),
+        ("xadd", KEYS.worker_stream(W3), old_message("restart"), None),
         ("xadd", KEYS.client_stream("c1"), old_message("restarted"), None),
         ("xadd", KEYS.events, old_message("worker-joined", worker=W1, name="n1"), 10_000),
+    ]
+
+
+def test_a_restarted_worker_gets_only_the_restart_and_a_forgotten_result_one_delete():
+    out = written(
+        [
+            ev.FreeKeys(W1, ["a"]),  # what releasing every task for the restart says
+            ev.FreeKeys(W2, ["b"]),
+            ev.DropResult("a"),
+            ev.ForgetTask("a"),
+            ev.RestartWorkers([W1], "c1"),
+        ]
+    )
+
+    assert out == [
+        ("hdel", KEYS.tasks, ["a"]),
+        ("hdel", KEYS.specs, ["a"]),
+        ("hdel", KEYS.results, ["a"]),
+        ("xadd", KEYS.worker_stream(W2), old_message("batch", a=[["f", ["b"]]]), None),
+        ("xadd", KEYS.worker_stream(W1), old_message("restart"), None),
+        ("xadd", KEYS.client_stream("c1"), old_message("restarted"), None),
     ]
 
 

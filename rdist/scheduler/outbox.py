@@ -75,6 +75,10 @@ class Outbox:
         self.log.append(wire.ClusterEvent(ins.kind, ins.info))
 
     def _restart(self, ins: ev.RestartWorkers) -> None:
+        # what those workers were told before in this batch is moot: they drop everything
+        # (and the release of every task on the way here told them to free it all)
+        for worker in ins.workers:
+            self.worker_actions.pop(worker, None)
         self.restarts.append(ins)
 
     def _story(self, ins: ev.SendStory) -> None:
@@ -88,12 +92,16 @@ class Outbox:
     def write(self, pipe: Any, store: RedisStore) -> None:
         """Queue every write on ``pipe``: records and specs before the messages needing them."""
         # (each write is looked at first: most batches have only a few kinds of them)
+        drops = self.drop_results
         if self.forget:
             store.tasks.delete(self.forget, pipe)
             store.specs.delete(self.forget, pipe)
             store.results.delete(self.forget, pipe)
-        if self.drop_results:
-            store.results.delete(self.drop_results, pipe)
+            if drops:  # (a forgotten key's result went with it)
+                forgotten = set(self.forget)
+                drops = [key for key in drops if key not in forgotten]
+        if drops:
+            store.results.delete(drops, pipe)
         if self.specs:
             store.specs.put_many(self.specs, pipe)
         if self.records:
