@@ -36,7 +36,14 @@ class Outbox:
     def add(self, instructions: list[ev.Instruction]) -> None:
         dispatch = self._dispatch
         for ins in instructions:
-            dispatch[type(ins)](self, ins)
+            if type(ins) is ev.Compute:  # (the most frequent, collected without a call)
+                spec = ins.spec or self.specs.get(ins.key)
+                action = wire.Compute(
+                    ins.key, ins.priority, ins.deps, ins.resources, spec, ins.clients
+                )
+                self.worker_actions[ins.worker].append(action)
+            else:
+                dispatch[type(ins)](self, ins)
 
     # -- one method per kind of instruction (see _dispatch below) ---------------------------
     def _persist(self, ins: ev.PersistTasks) -> None:
