@@ -28,7 +28,6 @@ class FakeCluster:
         self.cluster_name = "test"
         self.redis_url = self.url
         self.scheduler = SchedulerServer.from_url(self.url, self.cluster_name)
-        self.scheduler.state.keep_log = True
         self._thread = threading.Thread(target=self.scheduler.run, daemon=True)
         self._thread.start()
         self.workers: list[Worker] = []
@@ -193,9 +192,12 @@ MODULE_TIERS = {
     "test_redis_restart_pending": "real",
     "test_resilience": "real",
     "test_scheduler_dataops": "pure",
+    "test_scheduler_outbox": "pure",
+    "test_scheduler_server": "fake",
     "test_scheduler_server_pending": "fake",
     "test_scheduler_state": "pure",
     "test_scheduler_state_recovery": "pure",
+    "test_scheduler_transitions": "pure",
     "test_scheduling_policy": "pure",
     "test_store_primitives": "fake",
     "test_web": "fake",

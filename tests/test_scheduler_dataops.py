@@ -7,7 +7,7 @@ from rdist.scheduler.events import (
     DataReplicated,
     DropReplicas,
     Notify,
-    PersistTask,
+    PersistTasks,
     WorkerStatusChanged,
 )
 from rdist.scheduler.state import SchedulerState
@@ -95,8 +95,8 @@ def test_dropping_a_replica_frees_it_and_updates_the_record(state: SchedulerStat
 
     assert freed(out) == [(W1, "x")]
     assert state.tasks["x"].who_has == {W2} and "x" not in state.workers[W1].has_what
-    records = [i.record for i in of_type(out, PersistTask) if i.key == "x"]
-    assert records and records[-1]["wh"] == [W2]
+    records = [i.records["x"] for i in of_type(out, PersistTasks) if "x" in i.records]
+    assert records and records[-1].who_has == [W2]
 
 
 def test_the_last_copy_is_never_dropped(state: SchedulerState) -> None:
@@ -126,5 +126,5 @@ def test_a_departed_worker_leaves_the_stored_who_has(state: SchedulerState) -> N
 
     out = state.handle(left(W1))
 
-    records = [i.record for i in of_type(out, PersistTask) if i.key == "x"]
-    assert records and records[-1]["wh"] == [W2]
+    records = [i.records["x"] for i in of_type(out, PersistTasks) if "x" in i.records]
+    assert records and records[-1].who_has == [W2]

@@ -6,7 +6,7 @@ stays pending for the consumer and never comes from ">" again; the loop must loo
 
 from __future__ import annotations
 
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.scheduler import server as scheduler_server
 from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
 from tests.client_helpers import wait_until
@@ -22,7 +22,7 @@ def test_an_entry_delivered_but_never_received_is_still_handled():
         pipe = redis.pipeline(transaction=True)
         pipe.xadd(
             keys.sched,
-            {PAYLOAD_FIELD: messages.encode("worker-status", address=address, status="paused")},
+            {PAYLOAD_FIELD: wire.WorkerStatus(address, "paused").encode()},
         )
         pipe.xreadgroup(SCHEDULER_GROUP, cluster.scheduler.consumer, {keys.sched: ">"}, count=1)
         _, delivered = pipe.execute()

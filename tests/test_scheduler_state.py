@@ -1,7 +1,7 @@
 """The scheduler's pure state machine: events in, instructions out, no Redis.
 
 Every test drives :class:`SchedulerState` only through events (except the one that calls
-``_transition`` directly) and ends with ``validate_state()`` through the ``state`` fixture.
+``transition`` directly) and ends with ``validate_state()`` through the ``state`` fixture.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rdist.scheduler.events import (
     KeysCancelled,
     KeysReleased,
     Notify,
-    PersistTask,
+    PersistTasks,
     RetryRequested,
     TaskErred,
     TasksFinished,
@@ -135,7 +135,6 @@ def state() -> Iterator[SchedulerState]:
     """The core alone: notifications from the scheduler (``direct_notify`` off) and no
     co-assignment (tests/test_scheduling_policy.py covers both)."""
     s = SchedulerState(direct_notify=False, coassign=False)
-    s.keep_log = True
     yield s
     s.validate_state()
 
@@ -210,10 +209,11 @@ def test_state_changes_are_persisted_for_the_tasks_hash(state):
 
     out = state.handle(submit(A, task("x")))
 
-    (persist,) = of_type(out, PersistTask)
-    assert persist.key == "x"
-    assert persist.record["s"] == "processing" and persist.record["on"] == W1
-    assert persist.record["ww"] == [A]
+    (persist,) = of_type(out, PersistTasks)
+    assert list(persist.records) == ["x"]
+    record = persist.records["x"]
+    assert record.state == "processing" and record.processing_on == W1
+    assert record.who_wants == [A]
 
 
 # -- refcounting and lifetime ------------------------------------------------------------
@@ -933,7 +933,7 @@ def test_duplicate_task_finished_changes_nothing(state):
 
     out = state.handle(finished(W1, "a"))
 
-    assert all(isinstance(i, PersistTask) for i in out), out  # at most a rewrite, no action
+    assert all(isinstance(i, PersistTasks) for i in out), out  # at most a rewrite, no action
     assert {k: (t.state, set(t.who_has), t.nbytes) for k, t in state.tasks.items()} == before
 
 
@@ -965,7 +965,7 @@ def test_illegal_transition_raises_and_leaves_the_task_as_it_was(state):
     assert ts.state is TaskState.WAITING
 
     with pytest.raises(InvalidTransition, match="'b': waiting -> memory"):
-        state._transition(ts, TaskState.MEMORY)
+        state.transition(ts, TaskState.MEMORY)
 
     assert ts.state is TaskState.WAITING
 
@@ -977,11 +977,11 @@ def test_story_records_the_transitions_of_a_key_with_their_stimulus(state):
 
     story = state.story("x")
 
-    assert [(start, finish) for _, start, finish, _ in story] == [
+    assert [(row.start, row.finish) for row in story] == [
         ("released", "waiting"),
         ("waiting", "processing"),
     ]
-    assert {stimulus for *_, stimulus in story} == {event.stimulus_id}
+    assert {row.stimulus_id for row in story} == {event.stimulus_id}
 
 
 # -- scale -------------------------------------------------------------------------------
@@ -995,7 +995,6 @@ def _chain() -> list[TaskSpecMeta]:
 
 
 def test_long_chain_can_be_submitted_and_forgotten_without_recursion_error(state):
-    state.keep_log = False
     state.handle(joined(W1))
     out = state.handle(submit(A, *_chain(), wanted=[f"link-{CHAIN - 1}"]))
     assert computed_keys(out) == ["link-0"]
@@ -1007,7 +1006,6 @@ def test_long_chain_can_be_submitted_and_forgotten_without_recursion_error(state
 
 
 def test_long_computed_chain_can_be_released_without_recursion_error(state):
-    state.keep_log = False
     state.handle(joined(W1))
     state.handle(submit(A, *_chain(), wanted=[f"link-{CHAIN - 1}"]))
     for i in range(CHAIN):
@@ -1021,7 +1019,6 @@ def test_long_computed_chain_can_be_released_without_recursion_error(state):
 
 
 def test_long_chain_errs_all_the_way_down_without_recursion_error(state):
-    state.keep_log = False
     state.handle(joined(W1))
     state.handle(submit(A, *_chain(), wanted=[f"link-{CHAIN - 1}"]))
 
@@ -1072,7 +1069,6 @@ class _RandomDriver:
 
         self.rng = random.Random(seed)
         self.state = SchedulerState()
-        self.state.keep_log = True
         self.counter = 0
         self.log: list[Any] = []
 

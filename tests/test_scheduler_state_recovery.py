@@ -3,9 +3,11 @@ predecessor left must not strand a task on a worker -- the chaos suite's hangs."
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
+from rdist.protocol.wire import WorkerRecord
 from rdist.scheduler import stealing
 from rdist.scheduler.events import (
     Compute,
@@ -51,12 +53,9 @@ def restarted(
     """A new scheduler restored from ``old``'s records, with ``live`` workers heartbeating."""
     records = {k: task_record(ts) for k, ts in old.tasks.items()}
     for key, changes in (edit or {}).items():
-        records[key].update(changes)
+        records[key] = dataclasses.replace(records[key], **changes)
     new = SchedulerState()
-    new.keep_log = True
-    out = new.handle(
-        StateRestored(sid(), t, records, {a: {"name": a, "nthreads": 1} for a in live}, {})
-    )
+    out = new.handle(StateRestored(sid(), t, records, {a: WorkerRecord(a, a, 1) for a in live}, {}))
     return new, out
 
 
@@ -85,7 +84,7 @@ def test_restore_sends_back_a_co_assigned_task_whose_input_died_with_another_wor
     old = SchedulerState()
     old.handle(joined(W1))
     old.handle(graph(task("a"), task("b", "a")))
-    new, out = restarted(old, [W1, W2], edit={"a": {"on": DEAD}})
+    new, out = restarted(old, [W1, W2], edit={"a": {"processing_on": DEAD}})
 
     # a is recomputed; b may only wait for it where a runs, or at the scheduler
     a, b = new.tasks["a"], new.tasks["b"]

@@ -66,7 +66,6 @@ def steals(out: list[Instruction]) -> list[tuple[str, str]]:
 @pytest.fixture
 def state() -> Iterator[SchedulerState]:
     s = SchedulerState()
-    s.keep_log = True
     yield s
     s.validate_state()
 

@@ -10,72 +10,68 @@ rather than fetch (holders ``[]``). Safety rules, so nothing waits for data neve
   pending; tasks with co-assigned dependents are never stolen;
 - an input that stops processing without a result sends its co-assigned dependents back
   to waiting at the scheduler (:func:`undo`); one that errs errs them and frees them on the
-  worker (``SchedulerState._enter_erred``).
+  worker (``transitions.to_erred``).
 
-Pure functions over a ``SchedulerState`` (its transitions do the bookkeeping).
+Functions over the state's internal interface (its transitions do the bookkeeping).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rdist.scheduler.state import SchedulerState, Task, WorkerInfo
+from rdist.scheduler.interface import Scheduling
+from rdist.scheduler.model import MAX_IN_FLIGHT_PER_THREAD, TS, Task, WorkerInfo
 
 
-def allowed(state: SchedulerState, ts: Task, ws: WorkerInfo) -> bool:
-    from rdist.scheduler.state import MAX_IN_FLIGHT_PER_THREAD, TS
-
+def allowed(s: Scheduling, ts: Task, ws: WorkerInfo) -> bool:
     if ts.restrictions or ts.resources or ts.broken is not None or not ts.waiting_on:
         return False
     if len(ws.processing) >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
         return False
     for key in ts.waiting_on:
-        dep = state.tasks[key]
+        dep = s.tasks[key]
         if (
             dep.state is not TS.PROCESSING
             or dep.processing_on != ws.address
             or dep.retries
             or key in ws.long_running
-            or key in state.stealing
+            or key in s.stealing
         ):
             return False
     return True
 
 
-def waiting(state: SchedulerState, ts: Task) -> None:
+def waiting(s: Scheduling, ts: Task) -> None:
     """``ts`` just started waiting: co-assign it if its inputs are all on one worker."""
-    from rdist.scheduler.state import TS
-
-    dep = state.tasks[next(iter(ts.waiting_on))]
-    ws = state.workers.get(dep.processing_on or "")
-    if ws is not None and allowed(state, ts, ws):
-        state._transition(ts, TS.PROCESSING, worker=ws)
+    dep = s.tasks[next(iter(ts.waiting_on))]
+    ws = s.workers.get(dep.processing_on or "")
+    if ws is not None and allowed(s, ts, ws):
+        s.transition(ts, TS.PROCESSING, worker=ws)
 
 
-def dependents(state: SchedulerState, ts: Task, ws: WorkerInfo) -> None:
+def dependents(s: Scheduling, ts: Task, ws: WorkerInfo) -> None:
     """``ts`` was assigned to ``ws``: its waiting dependents that may follow it go too --
     iteratively, so a chain of a million is not walked by recursion."""
-    from rdist.scheduler.state import TS
 
     def follow(t: Task) -> None:
         for key in t.dependents:
-            d = state.tasks.get(key)
-            if d is not None and d.state is TS.WAITING and allowed(state, d, ws):
-                state._transition(d, TS.PROCESSING, worker=ws)
+            d = s.tasks.get(key)
+            if d is not None and d.state is TS.WAITING and allowed(s, d, ws):
+                s.transition(d, TS.PROCESSING, worker=ws)
 
-    state.coassigning.run(ts, follow)
+    s.coassigning.run(ts, follow)
 
 
-def undo(state: SchedulerState, ts: Task) -> None:
+def undo(s: Scheduling, ts: Task) -> None:
     """``ts`` stopped processing without a result: dependents co-assigned to wait for it
     on its worker wait at the scheduler again."""
-    from rdist.scheduler.state import TS
-
     for key in list(ts.dependents):
-        d = state.tasks.get(key)
+        d = s.tasks.get(key)
         if d is not None and d.state is TS.PROCESSING and ts.key in d.waiting_on:
-            state._transition(d, TS.RELEASED)
-            moved_on = d.state is not TS.RELEASED  # type: ignore[comparison-overlap]
-            if not moved_on and state._needed(d):  # (the cascade may have moved it already)
-                state._transition(d, TS.WAITING)
+            s.transition(d, TS.RELEASED)
+            if _still_released(d) and s.needed(d):  # (the cascade may have moved it already)
+                s.transition(d, TS.WAITING)
+
+
+def _still_released(ts: Task) -> bool:
+    """(A function, so that mypy does not assume ``ts.state`` kept its narrowed value
+    across the transition above.)"""
+    return ts.state is TS.RELEASED

@@ -1,8 +1,12 @@
-"""Scheduler handlers for worker status and data placement (pure, like the state machine).
+"""Data operations: where copies of results are, and which workers take work.
 
+- ``DataScattered``: a client pushed data to workers itself (``client.scatter``): the keys
+  are in memory without having run.
+- ``DataReplicated``: a worker now holds more keys (inputs it fetched, data a leaving
+  peer handed over); a key released meanwhile is freed there at once.
 - ``WorkerStatusChanged``: a worker past its memory *pause* fraction is ``paused``: it gets
-  no new tasks (``SchedulerState._has_room`` says no) until it reports ``running`` again,
-  when the queued tasks flow to it as usual.
+  no new tasks (``placement.has_room`` says no) until it reports ``running`` again, when
+  the queued tasks flow to it as usual.
 - ``DropReplicas``: forget extra copies (``client.replicate`` with fewer copies wanted,
   ``client.rebalance`` after a move) and tell those workers to free them -- never the last
   copy of a key that is not also stored in Redis.
@@ -12,41 +16,73 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from rdist.protocol import wire
 from rdist.scheduler import events as ev
-
-if TYPE_CHECKING:
-    from rdist.scheduler.state import SchedulerState
+from rdist.scheduler.interface import Scheduling
+from rdist.scheduler.model import TS, Task, key_prefix
 
 WORKER_STATUSES = ("running", "paused")
 
 
-def on_worker_status(state: SchedulerState, e: ev.WorkerStatusChanged) -> None:
-    ws = state.workers.get(e.address)
+def on_scattered(s: Scheduling, e: ev.DataScattered) -> None:
+    s.clients.setdefault(e.client, set())
+    for key, holders, nbytes, in_redis in e.items:
+        ts = s.tasks.get(key)
+        if ts is None:
+            ts = Task(key=key, prefix=key_prefix(key), priority=(0, next(s.generation), 0))
+            s.tasks[key] = ts
+        ts.nbytes, ts.in_redis = nbytes, in_redis
+        for address in holders:
+            ws = s.workers.get(address)
+            if ws is not None:
+                ts.who_has.add(address)
+                ws.has_what.add(key)
+        s.want(e.client, key)
+        if ts.state is TS.RELEASED:
+            s.transition(ts, TS.MEMORY)
+        s.mark(ts)
+
+
+def on_replicated(s: Scheduling, e: ev.DataReplicated) -> None:
+    ws = s.workers.get(e.worker)
+    if ws is None:
+        return
+    stale = []
+    for key in e.keys:
+        ts = s.tasks.get(key)
+        if ts is not None and ts.state is TS.MEMORY:
+            ts.who_has.add(e.worker)
+            ws.has_what.add(key)
+            s.mark(ts)
+        else:
+            stale.append(key)  # released meanwhile: the copy must not linger
+    if stale:
+        s.emit(ev.FreeKeys(e.worker, stale))
+
+
+def on_worker_status(s: Scheduling, e: ev.WorkerStatusChanged) -> None:
+    ws = s.workers.get(e.address)
     if ws is None or e.status not in WORKER_STATUSES or ws.status == e.status:
         return
     ws.status = e.status
-    state._emit(ev.LogEvent(f"worker-{e.status}", {"worker": e.address}))
+    s.emit(ev.LogEvent(f"worker-{e.status}", {"worker": e.address}))
 
 
-def on_drop_replicas(state: SchedulerState, e: ev.DropReplicas) -> None:
-    from rdist.scheduler.state import TS
-
+def on_drop_replicas(s: Scheduling, e: ev.DropReplicas) -> None:
     for key, addresses in e.keys.items():
-        ts = state.tasks.get(key)
+        ts = s.tasks.get(key)
         if ts is None or ts.state is not TS.MEMORY:
             continue
         for address in addresses:
             if address not in ts.who_has or (len(ts.who_has) == 1 and not ts.in_redis):
                 continue
             ts.who_has.discard(address)
-            ws = state.workers.get(address)
+            ws = s.workers.get(address)
             if ws is not None:
                 ws.has_what.discard(key)
-                state._emit(ev.FreeKeys(address, [key]))
-            state._mark(ts)
+                s.emit(ev.FreeKeys(address, [key]))
+            s.mark(ts)
 
 
-def on_barrier(state: SchedulerState, e: ev.Barrier) -> None:
-    state._emit(ev.Notify(e.client, "", "barrier", {"id": e.id}))
+def on_barrier(s: Scheduling, e: ev.Barrier) -> None:
+    s.emit(ev.Notify(e.client, wire.BarrierReached(e.id)))

@@ -1,7 +1,12 @@
 """Events the scheduler state machine consumes and instructions it emits.
 
 Events carry everything a decision needs, including the time; instructions say what the
-server must write. Both are small slotted dataclasses.
+server must write. Both are small slotted dataclasses. Where a message from the wire
+already holds one row per task (a graph's tasks, a report's finished tasks), the event
+carries those rows as they were decoded (:class:`~rdist.protocol.wire.TaskRow`,
+:class:`~rdist.protocol.wire.DoneRow`): nothing is allocated twice per task on the hot path.
+Likewise instructions carry the wire items the server sends (notification items, task
+records), built once by the state machine.
 """
 
 from __future__ import annotations
@@ -9,19 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rdist.protocol import wire
 
-@dataclass(slots=True)
-class TaskSpecMeta:
-    """Scheduling metadata of one submitted task (never the pickled spec itself)."""
-
-    key: str
-    deps: list[str] = field(default_factory=list)
-    priority: int = 0  #: user priority: higher runs first
-    workers: list[str] | None = None  #: restriction to these addresses or names
-    loose: bool = False  #: allow_other_workers
-    retries: int = 0
-    resources: dict[str, float] | None = None
-    spec: bytes | None = None  #: opaque serialized spec, stored when the task is new
+#: Scheduling metadata of one submitted task (its spec travels in ``GraphSubmitted.specs``).
+TaskSpecMeta = wire.TaskRow
+#: One task a worker ran and stored.
+FinishedTask = wire.DoneRow
 
 
 @dataclass(slots=True)
@@ -36,6 +34,8 @@ class GraphSubmitted(Event):
     tasks: list[TaskSpecMeta]
     wanted: list[str]  #: keys the client holds futures for
     fire_and_forget: list[str] = field(default_factory=list)
+    #: opaque serialized specs of the tasks, by key (stored when the task is new)
+    specs: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -95,19 +95,9 @@ class RestartRequested(Event):
 class StateRestored(Event):
     """A (new) scheduler rebuilds its state from the records it finds in Redis."""
 
-    tasks: dict[str, dict[str, Any]]  #: key -> task record (``state.task_record``)
-    workers: dict[str, dict[str, Any]]  #: address -> worker record of live workers
+    tasks: dict[str, wire.TaskRecord]  #: key -> task record (``model.task_record``)
+    workers: dict[str, wire.WorkerRecord]  #: address -> worker record of live workers
     errors: dict[str, bytes]  #: erred key -> its stored (exception, traceback) blob
-
-
-@dataclass(slots=True)
-class FinishedTask:
-    key: str
-    nbytes: int
-    in_redis: bool
-    inline: bytes | None
-    duration: float
-    type_name: str = ""
 
 
 @dataclass(slots=True)
@@ -127,7 +117,7 @@ class TaskErred(Event):
 @dataclass(slots=True)
 class DataScattered(Event):
     client: str
-    items: list[tuple[str, list[str], int, bool]]  #: (key, worker addresses, nbytes, in_redis)
+    items: list[wire.ScatterItem]  #: (key, worker addresses, nbytes, in_redis)
 
 
 @dataclass(slots=True)
@@ -189,6 +179,15 @@ class Barrier(Event):
     id: str
 
 
+@dataclass(slots=True)
+class StoryRequested(Event):
+    """``client.story(*keys)``: answer ``client`` with the transitions kept for ``keys``."""
+
+    client: str
+    id: str
+    keys: list[str]
+
+
 # -- instructions ------------------------------------------------------------------------
 
 
@@ -203,7 +202,7 @@ class Compute(Instruction):
     key: str
     priority: tuple[Any, ...]
     #: dependency key -> (holders, nbytes, in_redis)
-    deps: dict[str, tuple[list[str], int, bool]]
+    deps: dict[str, wire.DepInfo]
     resources: dict[str, float] | None = None
     #: clients wanting the key: the worker notifies them directly when it finishes
     clients: list[str] | None = None
@@ -226,18 +225,36 @@ class FreeKeys(Instruction):
 
 @dataclass(slots=True)
 class Notify(Instruction):
-    """Tell a client about a key it wants: ``status`` is memory, erred, cancelled or lost."""
+    """Tell a client about a key it wants (in memory, erred, cancelled, lost) or answer its
+    barrier: one item of the ``notify`` message its stream gets this batch."""
 
     client: str
-    key: str
-    status: str
-    info: dict[str, Any]
+    item: wire.Item
+
+    @property
+    def key(self) -> str:
+        """The key the item is about (``""`` for a barrier's answer)."""
+        return "" if isinstance(self.item, wire.BarrierReached) else self.item.key
+
+    @property
+    def status(self) -> str:
+        """``memory``, ``erred``, ``cancelled``, ``lost`` or ``barrier``, as on the wire."""
+        _, status, _ = wire.encode_item(self.item)
+        return str(status)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The item's info map, as on the wire."""
+        _, _, info = wire.encode_item(self.item)
+        return dict(info)
 
 
 @dataclass(slots=True)
-class PersistTask(Instruction):
-    key: str
-    record: dict[str, Any]
+class PersistTasks(Instruction):
+    """Write these tasks' records: each task changed since the last flush, once however
+    often it changed (the server flushes once per batch)."""
+
+    records: dict[str, wire.TaskRecord]
 
 
 @dataclass(slots=True)
@@ -277,3 +294,12 @@ class LogEvent(Instruction):
 
     kind: str
     info: dict[str, Any]
+
+
+@dataclass(slots=True)
+class SendStory(Instruction):
+    """The answer to a :class:`StoryRequested`: the scheduler's transition records."""
+
+    client: str
+    id: str
+    records: list[wire.StoryRow]

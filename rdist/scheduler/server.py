@@ -1,9 +1,11 @@
 """The scheduler process: a thin shell around :class:`SchedulerState`.
 
-One loop: read a batch from the ``sched`` stream, turn entries into events, let the state
-machine decide, then send every consequence of the batch -- task records, one message per
-worker, one per client, the acknowledgement -- in one pipeline, together with the next
-blocking read.
+One loop: read a batch from the ``sched`` stream, turn entries into events
+(:mod:`~rdist.scheduler.inbound`), let the state machine decide, then send every
+consequence of the batch -- task records, one message per worker, one per client, the
+acknowledgement (:mod:`~rdist.scheduler.outbox`) -- in one pipeline, together with the
+next blocking read. An entry that does not decode, or whose handling raises, is set aside
+on the dead-letter stream with its reason; the loop goes on.
 """
 
 from __future__ import annotations
@@ -11,21 +13,21 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import secrets
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from rdist.protocol import messages
-from rdist.protocol.messages import MalformedMessage
+from rdist.protocol import wire
 from rdist.scheduler import events as ev
+from rdist.scheduler.inbound import decode_entry
+from rdist.scheduler.outbox import Outbox
+from rdist.scheduler.restore import read_state
 from rdist.scheduler.state import SchedulerState
 from rdist.store import RedisStore, connect
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
-from rdist.store.keys import PAYLOAD_FIELD, SCHEDULER_GROUP
+from rdist.store.keys import SCHEDULER_GROUP
 from rdist.store.lease import Lease
 
 log = logging.getLogger("rdist.scheduler")
@@ -37,7 +39,6 @@ BATCH_ENTRIES = 500
 LARGE_BATCH_BYTES = 4 << 20
 FEW_ENTRIES = 4
 BLOCK_MS = 500
-EVENTS_MAXLEN = 10_000
 #: A client whose heartbeat (``clients`` hash, every few seconds) is older than this is
 #: considered lost: the scheduler drops it and releases every key it held.
 CLIENT_TTL_SECONDS = 30.0
@@ -48,207 +49,8 @@ LEASE_TTL_MS = 2000
 #: Each batch is acknowledged in the round trip of the next read, so at a read the pending
 #: list holds only entries whose delivery was lost with a reply: cheap to look, rare to find.
 PENDING_CHECK_SECONDS = 2.0
-
-
-def _tasks(msg: dict[str, Any]) -> list[ev.TaskSpecMeta]:
-    out = []
-    specs = msg.get("specs") or {}
-    for key, deps, priority, workers, loose, retries, resources in msg["tasks"]:
-        out.append(
-            ev.TaskSpecMeta(
-                str(key),
-                list(deps or ()),
-                int(priority or 0),
-                list(workers) if workers else None,
-                bool(loose),
-                int(retries or 0),
-                resources or None,
-                specs.get(key),
-            )
-        )
-    return out
-
-
-def _finished(msg: dict[str, Any]) -> list[ev.FinishedTask]:
-    return [
-        ev.FinishedTask(str(k), int(nb), bool(r), inline, float(d), str(t or ""))
-        for k, nb, r, inline, d, t in msg.get("done", ())
-    ]
-
-
+VERSION = "1"  #: of the cluster's Redis layout, announced in ``meta``
 _Write = Callable[[Any], None]  #: writes of one batch, queued on a pipeline
-_Decoder = Callable[[dict[str, Any], str, float], list[ev.Event]]
-
-DECODERS: dict[str, _Decoder] = {
-    "update-graph": lambda m, s, t: [
-        ev.GraphSubmitted(
-            s, t, m["client"], _tasks(m), list(m.get("wanted", ())), list(m.get("faf", ()))
-        )
-    ],
-    "release-keys": lambda m, s, t: [ev.KeysReleased(s, t, m["client"], list(m["keys"]))],
-    "cancel": lambda m, s, t: [
-        ev.KeysCancelled(s, t, m["client"], list(m["keys"]), bool(m.get("force")))
-    ],
-    "retry": lambda m, s, t: [ev.RetryRequested(s, t, m["client"], list(m["keys"]))],
-    "client-join": lambda m, s, t: [ev.ClientJoined(s, t, m["client"])],
-    "client-leave": lambda m, s, t: [ev.ClientLeft(s, t, m["client"])],
-    "scatter": lambda m, s, t: [
-        ev.DataScattered(
-            s, t, m["client"], [(str(k), list(w), int(n), bool(r)) for k, w, n, r in m["items"]]
-        )
-    ],
-    "worker-join": lambda m, s, t: [
-        ev.WorkerJoined(
-            s,
-            t,
-            m["address"],
-            m.get("name", ""),
-            int(m["nthreads"]),
-            int(m.get("memory_limit", 0)),
-            m.get("resources"),
-        )
-    ],
-    "worker-leave": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"])],
-    "worker-lost": lambda m, s, t: [ev.WorkerLeft(s, t, m["address"], lost=True)],
-    "restart": lambda m, s, t: [ev.RestartRequested(s, t, m["client"])],
-    "add-keys": lambda m, s, t: [ev.DataReplicated(s, t, m["worker"], list(m["keys"]))],
-    "worker-status": lambda m, s, t: [
-        ev.WorkerStatusChanged(s, t, str(m["address"]), str(m["status"]))
-    ],
-    "drop-replicas": lambda m, s, t: [
-        ev.DropReplicas(
-            s,
-            t,
-            str(m["client"]),
-            {str(k): [str(w) for w in v] for k, v in dict(m["keys"]).items()},
-        )
-    ],
-    "barrier": lambda m, s, t: [ev.Barrier(s, t, str(m["client"]), str(m["id"]))],
-    "task-done": lambda m, s, t: _task_done(m, s, t),
-}
-
-
-def _task_done(m: dict[str, Any], s: str, t: float) -> list[ev.Event]:
-    out: list[ev.Event] = []
-    worker = m["worker"]
-    if m.get("done"):
-        out.append(ev.TasksFinished(s, t, worker, _finished(m)))
-    for key, error, duration in m.get("erred", ()):
-        out.append(ev.TaskErred(s, t, worker, str(key), bytes(error), float(duration)))
-    if m.get("replicated"):
-        out.append(ev.DataReplicated(s, t, worker, list(m["replicated"])))
-    for key, deps, tried in m.get("missing", ()):
-        out.append(ev.MissingData(s, t, worker, str(key), list(deps), list(tried)))
-    for key in m.get("seceded", ()):
-        out.append(ev.TaskSeceded(s, t, worker, str(key)))
-    for key, ok in m.get("stolen", ()):
-        out.append(ev.StealResponse(s, t, worker, str(key), bool(ok)))
-    return out
-
-
-KNOWN_OPS = frozenset(DECODERS)
-#: several messages sent together in one entry (see ``messages.bundle``)
-ENTRY_OPS = KNOWN_OPS | {messages.BUNDLE_OP}
-
-
-def decode_entry(entry_id: bytes, payload: bytes | None, now: float) -> list[ev.Event]:
-    """Stream entry -> events; raises MalformedMessage for anything unexpected (in a
-    bundle, one bad message sets the whole entry aside)."""
-    msg = messages.decode(payload, ENTRY_OPS)
-    stream_id = entry_id.decode()
-    if msg["op"] != messages.BUNDLE_OP:
-        return _events(msg, stream_id, now)
-    parts = messages.unbundle(msg, KNOWN_OPS)
-    return [e for n, part in enumerate(parts) for e in _events(part, f"{stream_id}.{n}", now)]
-
-
-def _events(msg: dict[str, Any], stimulus: str, now: float) -> list[ev.Event]:
-    try:
-        return DECODERS[msg["op"]](msg, stimulus, now)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedMessage(f"bad {msg['op']} message: {exc!r}") from None
-
-
-class Outbox:
-    """Instructions of one batch, grouped into the fewest Redis commands."""
-
-    def __init__(self) -> None:
-        self.worker_actions: dict[str, list[list[Any]]] = defaultdict(list)
-        self.client_items: dict[str, list[list[Any]]] = defaultdict(list)
-        self.records: dict[str, bytes] = {}
-        self.specs: dict[str, bytes] = {}
-        self.restarts: list[ev.RestartWorkers] = []
-        self.forget: list[str] = []
-        self.drop_results: list[str] = []
-        self.log: list[bytes] = []
-
-    def add(self, instructions: list[ev.Instruction]) -> None:
-        for ins in instructions:
-            kind = type(ins)
-            if kind is ev.Compute:
-                deps = {k: [h, n, r] for k, (h, n, r) in ins.deps.items()}  # type: ignore[attr-defined]
-                # a spec submitted in this very batch travels with the task: the worker
-                # then needs no round trip to load it
-                self.worker_actions[ins.worker].append(  # type: ignore[attr-defined]
-                    [
-                        "c",
-                        ins.key,
-                        ins.priority,
-                        deps,
-                        ins.resources,  # type: ignore[attr-defined]
-                        ins.spec or self.specs.get(ins.key),
-                        ins.clients,
-                    ]
-                )  # type: ignore[attr-defined]
-            elif kind is ev.FreeKeys:
-                self.worker_actions[ins.worker].append(["f", ins.keys])  # type: ignore[attr-defined]
-            elif kind is ev.StealRequest:
-                self.worker_actions[ins.worker].append(["s", ins.key])  # type: ignore[attr-defined]
-            elif kind is ev.Notify:
-                self.client_items[ins.client].append([ins.key, ins.status, ins.info])  # type: ignore[attr-defined]
-            elif kind is ev.PersistTask:
-                self.records[ins.key] = messages.pack(ins.record)  # type: ignore[attr-defined]
-            elif kind is ev.StoreSpec:
-                self.specs[ins.key] = ins.spec  # type: ignore[attr-defined]
-            elif kind is ev.ForgetTask:
-                self.records.pop(ins.key, None)  # type: ignore[attr-defined]
-                self.specs.pop(ins.key, None)  # type: ignore[attr-defined]
-                self.forget.append(ins.key)  # type: ignore[attr-defined]
-            elif kind is ev.RestartWorkers:
-                self.restarts.append(ins)  # type: ignore[arg-type]
-            elif kind is ev.DropResult:
-                self.drop_results.append(ins.key)  # type: ignore[attr-defined]
-            elif kind is ev.LogEvent:
-                self.log.append(messages.encode(ins.kind, **ins.info))  # type: ignore[attr-defined]
-
-    def write(self, pipe: Any, store: RedisStore) -> None:
-        keys = store.keys
-        if self.forget:
-            pipe.hdel(keys.tasks, *self.forget)
-            pipe.hdel(keys.specs, *self.forget)
-            pipe.hdel(keys.results, *self.forget)
-        if self.drop_results:
-            pipe.hdel(keys.results, *self.drop_results)
-        if self.specs:  # before the worker messages that will need them
-            pipe.hset(keys.specs, mapping=self.specs)
-        if self.records:
-            pipe.hset(keys.tasks, mapping=self.records)
-        for worker, actions in self.worker_actions.items():
-            pipe.xadd(
-                keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("batch", a=actions)}
-            )
-        for client, items in self.client_items.items():
-            pipe.xadd(
-                keys.client_stream(client), {PAYLOAD_FIELD: messages.encode("notify", items=items)}
-            )
-        for restart in self.restarts:  # after the cancellations above reached the clients
-            for worker in restart.workers:
-                pipe.xadd(keys.worker_stream(worker), {PAYLOAD_FIELD: messages.encode("restart")})
-            pipe.xadd(
-                keys.client_stream(restart.client), {PAYLOAD_FIELD: messages.encode("restarted")}
-            )
-        for entry in self.log:
-            pipe.xadd(keys.events, {PAYLOAD_FIELD: entry}, maxlen=EVENTS_MAXLEN, approximate=True)
 
 
 class SchedulerServer:
@@ -287,10 +89,9 @@ class SchedulerServer:
         return cls(connect(url, cluster))
 
     def prepare(self) -> None:
-        keys = self.store.keys
-        self.store.ensure_group(keys.sched, SCHEDULER_GROUP, start="0")
-        self.store.redis.hsetnx(keys.meta, "secret", secrets.token_hex(32))
-        self.store.redis.hset(keys.meta, mapping={"version": "1", "scheduler": self.lease.token})
+        self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
+        self.store.meta.make_secret()
+        self.store.meta.announce_scheduler(self.lease.token, VERSION)
 
     def run(self) -> None:
         """Wait for the lease (standby), lead until it is lost or :meth:`stop`; repeat."""
@@ -344,35 +145,22 @@ class SchedulerServer:
 
     def _restore(self) -> None:
         """Rebuild the state from Redis: records, live workers, stored errors."""
-        keys, redis = self.store.keys, self.store.redis
         self.state = SchedulerState()
-        records = {
-            k.decode(): messages.unpack(v) for k, v in redis.hscan_iter(keys.tasks, count=10_000)
-        }
-        now = time.time()
-        workers = {}
-        for address, blob in redis.hgetall(keys.workers).items():
-            info = messages.unpack(blob)
-            if now - float(info.get("last_seen", 0)) <= self.worker_ttl:
-                workers[address.decode()] = info
-        blamed = sorted(
-            {str(r["b"]) for r in records.values() if r.get("s") == "erred" and r.get("b")}
-        )
-        errors = dict(zip(blamed, redis.hmget(keys.results, blamed))) if blamed else {}
-        errors = {k: v for k, v in errors.items() if v is not None}
-        if not records and not workers:
+        event = read_state(self.store, self.worker_ttl, time.time())
+        if event is None:
             return
-        event = ev.StateRestored(f"restore-{now}", now, records, workers, errors)
         outbox = Outbox()
         outbox.add(self.state.handle(event))
         pipe = self.store.pipeline()
         outbox.write(pipe, self.store)
         pipe.execute()
-        log.info("restored %d tasks and %d workers from redis", len(records), len(workers))
+        log.info(
+            "restored %d tasks and %d workers from redis", len(event.tasks), len(event.workers)
+        )
 
     def _serve(self) -> None:
         guard = EmptyReadGuard(self.stop_event)
-        pending_write: Callable[[Any], None] | None = None
+        pending_write: _Write | None = None
         read_pending = True  # first drain what an earlier scheduler left unacknowledged
         next_pending_check = time.monotonic() + PENDING_CHECK_SECONDS
         while not self.stop_event.is_set() and self.is_leader.is_set():
@@ -427,13 +215,13 @@ class SchedulerServer:
             return pending
         self._last_worker_check = now
         try:
-            beats = self.store.redis.hgetall(self.store.keys.workers)
+            beats = self.store.workers.all()
         except ConnectionErrors:
             return pending
         lost = []
         for address in list(self.state.workers):
-            blob = beats.get(address.encode())
-            last_seen = float(messages.unpack(blob).get("last_seen", 0)) if blob else 0.0
+            record = beats.get(address)
+            last_seen = record.last_seen if record is not None else 0.0
             if now - last_seen > self.worker_ttl:
                 lost.append(address)
         if not lost:
@@ -443,25 +231,28 @@ class SchedulerServer:
             log.warning(
                 "worker %s sent no heartbeat for over %g s: removing it", address, self.worker_ttl
             )
-            outbox.add(
-                self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True))
-            )
-        keys = self.store.keys
+            try:
+                outbox.add(
+                    self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True))
+                )
+            except Exception:  # a bug must not stop the cluster
+                log.exception("failed to reschedule the work of lost worker %s", address)
 
         def write(pipe: Any) -> None:
             if pending is not None:
                 pending(pipe)
             outbox.write(pipe, self.store)
-            pipe.hdel(keys.workers, *lost)
-            pipe.delete(*(keys.worker_stream(a) for a in lost))
+            self.store.workers.remove(lost, pipe)
+            self.store.streams.drop_worker_streams(lost, pipe)
 
         return write
 
-    def process(self, entries: list[tuple[bytes, bytes | None]]) -> Callable[[Any], None]:
+    def process(self, entries: list[tuple[bytes, bytes | None]]) -> _Write:
         """Decide on one batch; returns the writes to send (before the next read)."""
         size = sum(len(payload or b"") for _, payload in entries)
         self._batch_entries = FEW_ENTRIES if size > LARGE_BATCH_BYTES else BATCH_ENTRIES
         now = time.time()
+        stream = self.store.keys.sched
         outbox = Outbox()
         bad: list[tuple[bytes, bytes | None, str]] = []
         done_bytes, first = 0, 0
@@ -475,8 +266,8 @@ class SchedulerServer:
                 pipe.execute()
                 outbox, bad, done_bytes, first = Outbox(), [], len(payload or b""), n
             try:
-                events = decode_entry(entry_id, payload, now)
-            except MalformedMessage as exc:
+                events = decode_entry(entry_id, payload, now, stream)
+            except wire.MalformedMessage as exc:
                 log.error("setting aside malformed entry %s: %s", entry_id, exc)
                 bad.append((entry_id, payload, str(exc)))
                 continue
@@ -492,28 +283,19 @@ class SchedulerServer:
 
     def _batch_writes(
         self, outbox: Outbox, bad: list[tuple[bytes, bytes | None, str]], ids: list[bytes]
-    ) -> Callable[[Any], None]:
-        keys = self.store.keys
+    ) -> _Write:
+        store = self.store
+        stream = store.keys.sched
 
         def write(pipe: Any) -> None:
-            outbox.write(pipe, self.store)
+            outbox.write(pipe, store)
             for entry_id, payload, reason in bad:
-                pipe.xadd(
-                    keys.deadletter,
-                    {
-                        "stream": keys.sched,
-                        "id": entry_id,
-                        "reason": reason[:500],
-                        "raw": (payload or b"")[:4096],
-                    },
-                    maxlen=10_000,
-                    approximate=True,
-                )
-            pipe.xack(keys.sched, SCHEDULER_GROUP, *ids)
+                store.streams.dead_letter(stream, entry_id, payload or b"", reason, pipe)
+            store.streams.acknowledge(stream, SCHEDULER_GROUP, ids, pipe)
             self._deletes.add(ids)
             due = self._deletes.take_due()
             if due:
-                pipe.xdel(keys.sched, *due)
+                store.streams.delete_entries(stream, due, pipe)
 
         return write
 
@@ -524,19 +306,14 @@ class SchedulerServer:
             return []
         self._last_client_check = now
         try:
-            beats = self.store.redis.hgetall(self.store.keys.clients)
+            beats = self.store.clients.all()  # (a record that does not decode is skipped)
         except ConnectionErrors:
             return []
-        lost: list[str] = []
-        for raw_id, blob in beats.items():
-            client = raw_id.decode()
-            try:
-                last_seen = float(messages.unpack(blob)["last_seen"])
-            except Exception:
-                continue
-            if client in self.state.clients and now - last_seen > self.client_ttl:
-                lost.append(client)
-        return lost
+        return [
+            client
+            for client, record in beats.items()
+            if client in self.state.clients and now - record.last_seen > self.client_ttl
+        ]
 
     def _drop_lost_clients(self, pending: _Write | None) -> _Write | None:
         """Release what lost clients held; the writes join ``pending`` (kept in order)."""
@@ -555,14 +332,13 @@ class SchedulerServer:
                 outbox.add(self.state.handle(ev.ClientLeft(f"client-lost-{now}", now, client)))
             except Exception:  # a bug must not stop the cluster
                 log.exception("failed to release the keys of lost client %s", client)
-        keys = self.store.keys
 
         def write(pipe: Any) -> None:
             if pending is not None:
                 pending(pipe)
             outbox.write(pipe, self.store)
-            pipe.hdel(keys.clients, *lost)
-            pipe.delete(*(keys.client_stream(client) for client in lost))
+            self.store.clients.remove(lost, pipe)
+            self.store.streams.drop_client_streams(lost, pipe)
 
         return write
 

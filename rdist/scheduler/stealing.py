@@ -5,18 +5,16 @@ threads) may move when another allowed worker sits idle and nothing is queued at
 scheduler for it. The move is a handshake, so that a task is never run twice: the scheduler
 asks the victim (:class:`~rdist.scheduler.events.StealRequest`); the victim drops the task
 only if it has not started it and answers (:class:`~rdist.scheduler.events.StealResponse`);
-only a confirmed steal reassigns the task. Pure functions over a ``SchedulerState``.
+only a confirmed steal reassigns the task (the table's ``processing -> processing``).
+Functions over the state's internal interface.
 """
 
 from __future__ import annotations
 
-import heapq
-from typing import TYPE_CHECKING
-
 from rdist.scheduler import events as ev
-
-if TYPE_CHECKING:
-    from rdist.scheduler.state import SchedulerState, Task, WorkerInfo
+from rdist.scheduler import placement
+from rdist.scheduler.interface import Scheduling
+from rdist.scheduler.model import TS, Task, WorkerInfo
 
 #: A task must have waited this long on its worker before it is worth moving.
 STEAL_AFTER_SECONDS = 0.05
@@ -33,7 +31,7 @@ def free_threads(ws: WorkerInfo) -> int:
     return ws.nthreads - (len(ws.processing) - len(ws.long_running))
 
 
-def balance(state: SchedulerState, now: float) -> None:
+def balance(state: Scheduling, now: float) -> None:
     """Ask busy workers to give up tasks they have not started, for idle workers."""
     if not state.workers or now < state.last_balance + BALANCE_INTERVAL:
         return
@@ -43,7 +41,7 @@ def balance(state: SchedulerState, now: float) -> None:
         incoming[to] = incoming.get(to, 0) + 1
     idle = {w.address: free_threads(w) - incoming.get(w.address, 0) for w in state.workers.values()}
     idle = {a: n for a, n in idle.items() if n > 0}
-    if not idle or has_queued_work(state):
+    if not idle or placement.has_queued_work(state):
         return
     victims = [w for w in state.workers.values() if free_threads(w) < 0]
     victims.sort(key=lambda w: free_threads(w))
@@ -65,7 +63,7 @@ def balance(state: SchedulerState, now: float) -> None:
         for ts in movable[:surplus]:
             if (
                 now - ts.processing_since < STEAL_AFTER_SECONDS
-                or state._estimate(ts) < MIN_DURATION
+                or placement.estimate(state, ts) < MIN_DURATION
             ):
                 continue
             thief = _thief(state, ts, victim, idle)
@@ -75,25 +73,12 @@ def balance(state: SchedulerState, now: float) -> None:
             if not idle[thief]:
                 del idle[thief]
             state.stealing[ts.key] = (victim.address, thief)
-            state._emit(ev.StealRequest(victim.address, ts.key))
+            state.emit(ev.StealRequest(victim.address, ts.key))
             if not idle:
                 return
 
 
-def has_queued_work(state: SchedulerState) -> bool:
-    """Tasks wait at the scheduler (those go to idle workers before any steal)."""
-    from rdist.scheduler.state import TaskState
-
-    while state.queued:
-        priority, key = state.queued[0]
-        ts = state.tasks.get(key)
-        if ts is not None and ts.state is TaskState.QUEUED and ts.priority == priority:
-            return True
-        heapq.heappop(state.queued)
-    return bool(state.queued_restricted)
-
-
-def _has_coassigned(state: SchedulerState, ts: Task) -> bool:
+def _has_coassigned(state: Scheduling, ts: Task) -> bool:
     """Dependents wait for ``ts`` on its worker: it must stay there."""
     return any(
         ts.key in d.waiting_on
@@ -102,11 +87,11 @@ def _has_coassigned(state: SchedulerState, ts: Task) -> bool:
     )
 
 
-def _thief(state: SchedulerState, ts: Task, victim: WorkerInfo, idle: dict[str, int]) -> str | None:
+def _thief(state: Scheduling, ts: Task, victim: WorkerInfo, idle: dict[str, int]) -> str | None:
     best, best_free = None, 0
-    for ws in state._candidates(ts):
+    for ws in placement.candidates(state, ts):
         free = idle.get(ws.address, 0)
-        if ws is victim or free <= best_free or not state._resources_free(ws, ts):
+        if ws is victim or free <= best_free or not placement.resources_free(ws, ts):
             continue
         if _moved_bytes(state, ts, ws) > MAX_MOVED_BYTES:
             continue
@@ -114,7 +99,7 @@ def _thief(state: SchedulerState, ts: Task, victim: WorkerInfo, idle: dict[str, 
     return best
 
 
-def _moved_bytes(state: SchedulerState, ts: Task, thief: WorkerInfo) -> int:
+def _moved_bytes(state: Scheduling, ts: Task, thief: WorkerInfo) -> int:
     total = 0
     for key in ts.dependencies:
         dep = state.tasks.get(key)
@@ -123,13 +108,11 @@ def _moved_bytes(state: SchedulerState, ts: Task, thief: WorkerInfo) -> int:
     return total
 
 
-def answered(state: SchedulerState, e: ev.StealResponse) -> None:
+def answered(state: Scheduling, e: ev.StealResponse) -> None:
     """The victim answered: move the task if it gave it up."""
-    from rdist.scheduler.state import TaskState
-
     pending = state.stealing.pop(e.key, None)
     ts = state.tasks.get(e.key)
-    if ts is None or not e.ok or ts.state is not TaskState.PROCESSING:
+    if ts is None or not e.ok or ts.state is not TS.PROCESSING:
         return
     if pending is None:
         if ts.processing_on == e.worker:
@@ -139,18 +122,26 @@ def answered(state: SchedulerState, e: ev.StealResponse) -> None:
     if ts.processing_on != victim or victim != e.worker:
         return
     target = state.workers.get(thief)
-    if target is None or target not in state._candidates(ts) or not state._has_room(target, ts):
-        roomy = [w for w in state._candidates(ts) if w.address != victim and state._has_room(w, ts)]
+    if (
+        target is None
+        or target not in placement.candidates(state, ts)
+        or not placement.has_room(state, target, ts)
+    ):
+        roomy = [
+            w
+            for w in placement.candidates(state, ts)
+            if w.address != victim and placement.has_room(state, w, ts)
+        ]
         target = min(roomy, key=lambda w: len(w.processing) / w.nthreads) if roomy else None
     if target is None:
         target = state.workers[victim]  # nobody has room any more: give it back
-    state._move_processing(ts, target)
+    state.transition(ts, TS.PROCESSING, worker=target)
 
 
-def _gave_up_unasked(state: SchedulerState, ts: Task) -> None:
+def _gave_up_unasked(state: Scheduling, ts: Task) -> None:
     """The worker ``ts`` is assigned to dropped it for a steal request this scheduler does
     not know about: one sent by a predecessor that died before reading the answer, or one
     overtaken by a release and a new assignment to the same worker. Either way the worker
     may no longer hold the task, and nothing else would ever run it: assign it to the same
     worker again (a worker that still holds it ignores the repeat, so it never runs twice)."""
-    state._move_processing(ts, state.workers[ts.processing_on or ""])
+    state.transition(ts, TS.PROCESSING, worker=state.workers[ts.processing_on or ""])

@@ -247,6 +247,11 @@ class Meta(_Table):
                 ) from None
         return self._secret
 
+    def make_secret(self, pipe: Any = None) -> None:
+        """Make the cluster secret unless one exists (the scheduler does at the start of
+        every leadership: Redis may have come back empty)."""
+        self._target(pipe).hsetnx(self.name, "secret", secrets.token_hex(32))
+
     def existing_secret(self) -> bytes | None:
         """The secret if one was made (a client must not invent one before a scheduler)."""
         raw = self._store.redis.hget(self.name, "secret")

@@ -233,13 +233,33 @@ class ListOf(Codec):
         if self.max_items is not None and len(value) > self.max_items:
             raise MalformedMessage(f"{len(value)} items (at most {self.max_items})", field)
         item = self.item
-        return [item.decode(x, f"{field}[{i}]") for i, x in enumerate(value)]
+        if type(item) is Text and _all_text(value, item):
+            return list(value)  # (the common list of keys, checked without a call per key)
+        try:  # the path of an item is spelled out only for the one that is refused
+            return [item.decode(x, field) for x in value]
+        except MalformedMessage:
+            return [item.decode(x, f"{field}[{i}]") for i, x in enumerate(value)]
 
     def encode(self, value: Any) -> Any:
         if self.plain:
             return value
         item = self.item
         return [item.encode(x) for x in value]
+
+
+def _all_text(values: Any, codec: Text) -> bool:
+    most, empty = codec.max_chars, codec.empty
+    for x in values:  # (a loop: no generator to make for the many short lists)
+        if type(x) is not str or len(x) > most or not (empty or x):
+            return False
+    return True
+
+
+def _all_bytes(values: Any) -> bool:
+    for x in values:
+        if type(x) is not bytes:
+            return False
+    return True
 
 
 class DictOf(Codec):
@@ -256,10 +276,16 @@ class DictOf(Codec):
         if type(value) is not dict:
             raise _refuse("a map", value, field)
         kc, vc = self.key, self.value
-        return {
-            kc.decode(k, f"{field}.<key>"): vc.decode(v, f"{field}[{k!r:.40}]")
-            for k, v in value.items()
-        }
+        if type(kc) is Text and type(vc) is Blob and _all_text(value, kc):
+            if _all_bytes(value.values()):
+                return value  # (the common map of keys to specs, checked without calls)
+        try:  # the path of an entry is spelled out only for the one that is refused
+            return {kc.decode(k, field): vc.decode(v, field) for k, v in value.items()}
+        except MalformedMessage:
+            return {
+                kc.decode(k, f"{field}.<key>"): vc.decode(v, f"{field}[{k!r:.40}]")
+                for k, v in value.items()
+            }
 
     def encode(self, value: Any) -> Any:
         if self.plain:
@@ -414,7 +440,16 @@ class Fields:
     """The codecs of a map-shaped record, checked against its dataclass fields once, at
     import: a field without a codec (or a codec without a field) is a bug in this package."""
 
-    __slots__ = ("codecs", "required", "defaults", "wire_names", "plain", "sparse")
+    __slots__ = (
+        "codecs",
+        "required",
+        "defaults",
+        "wire_names",
+        "plain",
+        "sparse",
+        "fast",
+        "_plan",
+    )
 
     def __init__(
         self,
@@ -440,22 +475,38 @@ class Fields:
         self.sparse = sparse
         if sparse and any(make() for make in self.defaults.values()):
             raise TypeError(f"{cls.__name__}: a sparse record needs empty defaults")
+        #: decodes the common shape of the message without error bookkeeping, or returns
+        #: None when it cannot vouch for it (the field by field path then says why); set
+        #: by the module defining the record, for the messages of the hot paths
+        self.fast: Callable[[Mapping[Any, Any]], Any] | None = None
+        #: per field: (name, wire name, codec, default maker or None, None means "not given")
+        self._plan = [
+            (
+                name,
+                self.wire_names[name],
+                codec,
+                self.defaults.get(name),
+                name in self.defaults and not isinstance(codec, Optional),
+            )
+            for name, codec in self.codecs.items()
+        ]
 
     def decode(self, cls: type[Any], msg: Mapping[Any, Any], where: str) -> Any:
+        if self.fast is not None:
+            quick = self.fast(msg)
+            if quick is not None:
+                return quick
         values: dict[str, Any] = {}
-        for name, codec in self.codecs.items():
-            wire = self.wire_names[name]
-            if wire in msg:
-                raw = msg[wire]
+        get = msg.get
+        for name, wire, codec, default, none_is_default in self._plan:
+            raw = get(wire, _ABSENT)
+            if raw is _ABSENT or (raw is None and none_is_default):
                 # a field sent as None means "not given" wherever it has a default
-                if raw is None and name in self.defaults and not isinstance(codec, Optional):
-                    values[name] = self.defaults[name]()
-                    continue
-                values[name] = codec.decode(raw, wire)
-            elif name in self.defaults:
-                values[name] = self.defaults[name]()
+                if default is None:
+                    raise MalformedMessage("missing", wire, where)
+                values[name] = default()
             else:
-                raise MalformedMessage("missing", wire, where)
+                values[name] = codec.decode(raw, wire)
         return cls(**values)
 
     def encode(self, record: Any) -> dict[str, Any]:
@@ -470,6 +521,9 @@ class Fields:
         if self.plain:
             return {names[n]: getattr(record, n) for n in self.codecs}
         return {names[n]: c.encode(getattr(record, n)) for n, c in self.codecs.items()}
+
+
+_ABSENT = object()  #: a field the message does not have
 
 
 def _no_default(f: dataclasses.Field[Any]) -> bool:

@@ -104,6 +104,58 @@ fields(
 )
 
 
+# -- the hot messages decoded whole (None: let the field by field path decide) --------------
+
+
+def _name(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= 65536
+
+
+def _names(value: Any) -> bool:
+    """A list of names, or a field left out (None)."""
+    if value is None:
+        return True
+    if type(value) is not list:
+        return False
+    for item in value:
+        if type(item) is not str or not item or len(item) > 65536:
+            return False
+    return True
+
+
+def _fast_update_graph(body: Any) -> UpdateGraph | None:
+    client, rows, wanted = body.get("client"), body.get("tasks"), body.get("wanted")
+    faf, specs = body.get("faf"), body.get("specs")
+    if not (_name(client) and _names(wanted) and _names(faf)):
+        return None
+    if specs is not None:
+        if type(specs) is not dict:
+            return None
+        for key, spec in specs.items():
+            if type(spec) is not bytes or not _name(key):
+                return None
+    tasks = []
+    if rows is not None:
+        if type(rows) is not list:
+            return None
+        for row in rows:
+            decoded = _fast_task_row(row)
+            if decoded is None:
+                return None
+            tasks.append(decoded)
+    return UpdateGraph(client, tasks, wanted or [], faf or [], specs or {})
+
+
+def _fast_release_keys(body: Any) -> ReleaseKeys | None:
+    client, keys = body.get("client"), body.get("keys")
+    if _name(client) and keys is not None and _names(keys):
+        return ReleaseKeys(client, keys)
+    return None
+
+
+UpdateGraph.FIELDS.fast = _fast_update_graph
+
+
 @dataclass(slots=True)
 class ReleaseKeys(Message):
     OP = "release-keys"
@@ -112,6 +164,7 @@ class ReleaseKeys(Message):
 
 
 fields(ReleaseKeys, client=NAME, keys=NAMES)
+ReleaseKeys.FIELDS.fast = _fast_release_keys
 
 
 @dataclass(slots=True)
@@ -386,6 +439,30 @@ fields(
     seceded=NAMES,
     stolen=Rows(STOLEN_ROW),
 )
+
+
+def _fast_task_done(body: Any) -> TaskDone | None:
+    """The common report: tasks done, nothing else (the rest goes field by field)."""
+    worker, rows = body.get("worker"), body.get("done")
+    if not _name(worker):
+        return None
+    for name in ("erred", "replicated", "missing", "seceded", "stolen"):
+        other = body.get(name)
+        if other is not None and (type(other) is not list or other):
+            return None
+    done = []
+    if rows is not None:
+        if type(rows) is not list:
+            return None
+        for row in rows:
+            decoded = _fast_done_row(row)
+            if decoded is None:
+                return None
+            done.append(decoded)
+    return TaskDone(worker, done)
+
+
+TaskDone.FIELDS.fast = _fast_task_done
 
 
 #: Everything the ``sched`` stream may carry.

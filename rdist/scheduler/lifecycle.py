@@ -1,0 +1,160 @@
+"""A task's ordinary life, as clients and workers drive it: clients join and leave, submit
+graphs, release and cancel keys; workers report tasks finished.
+
+Lifetime: a task is *needed* while a client wants it or while a dependent still waits on
+it. A task that is no longer needed is released; a released task is forgotten once no
+dependent remembers it (so lineage survives for recomputation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rdist.protocol import wire
+from rdist.scheduler import events as ev
+from rdist.scheduler import placement
+from rdist.scheduler.interface import Scheduling
+from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, key_prefix
+
+# -- clients --------------------------------------------------------------------------------
+
+
+def on_client_joined(s: Scheduling, e: ev.ClientJoined) -> None:
+    s.clients.setdefault(e.client, set())
+
+
+def on_client_left(s: Scheduling, e: ev.ClientLeft) -> None:
+    keys = s.clients.pop(e.client, set())
+    s.unwant(e.client, keys)
+
+
+# -- graphs -----------------------------------------------------------------------------------
+
+
+def on_graph(s: Scheduling, e: ev.GraphSubmitted) -> None:
+    s.clients.setdefault(e.client, set())
+    generation = next(s.generation)
+    new: list[Task] = []
+    for index, meta in enumerate(e.tasks):
+        if meta.key not in s.tasks:
+            priority = (-meta.priority, generation, index)
+            new.append(_new_task(s, meta, priority, e.specs.get(meta.key)))
+    for ts in new:
+        _link_dependencies(s, ts)
+    for key in e.wanted:
+        s.want(e.client, key)
+    for key in e.fire_and_forget:
+        s.want(FIRE_AND_FORGET, key)
+    # new tasks, and released ones kept only for lineage that are wanted again
+    revived = [s.tasks[m.key] for m in e.tasks] + [
+        s.tasks[k] for k in (*e.wanted, *e.fire_and_forget) if k in s.tasks
+    ]
+    finished_before = {ts.key for ts in revived if ts.state in (TS.MEMORY, TS.ERRED)}
+    for ts in revived:
+        if ts.state is TS.RELEASED and s.needed(ts):
+            s.transition(ts, TS.WAITING)
+    # keys wanted that were already finished get an answer straight away (those that
+    # finished just now, e.g. erred on a failed dependency, were notified on the way)
+    for key in e.wanted:
+        known = s.tasks.get(key)
+        if key in finished_before and known is not None:
+            s.notify(e.client, known)
+    for key in e.fire_and_forget:
+        known = s.tasks.get(key)
+        if known is not None and known.state in (TS.MEMORY, TS.ERRED):
+            s.unwant(FIRE_AND_FORGET, [key])
+
+
+def _new_task(
+    s: Scheduling, meta: ev.TaskSpecMeta, priority: tuple[Any, ...], spec: bytes | None
+) -> Task:
+    ts = Task(
+        key=meta.key,
+        prefix=key_prefix(meta.key),
+        priority=priority,
+        restrictions=set(meta.workers) if meta.workers else None,
+        loose=meta.loose,
+        retries=meta.retries,
+        resources=meta.resources or None,
+    )
+    ts.dependencies = set(meta.deps)
+    s.tasks[meta.key] = ts
+    if spec is not None:
+        s.emit(ev.StoreSpec(meta.key, spec))
+        ts.spec = spec  # travels with the first assignment, then only in Redis
+    return ts
+
+
+def _link_dependencies(s: Scheduling, ts: Task) -> None:
+    for dep_key in ts.dependencies:
+        dep = s.tasks.get(dep_key)
+        if dep is None:
+            # a dependency nobody holds any more: fail loudly rather than wait forever
+            ts.broken = f"dependency {dep_key!r} of {ts.key!r} is unknown (released?)"
+            continue
+        dep.dependents.add(ts.key)
+
+
+# -- releasing and cancelling -----------------------------------------------------------------
+
+
+def on_released(s: Scheduling, e: ev.KeysReleased) -> None:
+    wanted = s.clients.get(e.client)
+    if wanted is None:
+        return
+    keys = [k for k in e.keys if k in wanted]
+    wanted.difference_update(keys)
+    s.unwant(e.client, keys, already_removed=True)
+
+
+def on_cancelled(s: Scheduling, e: ev.KeysCancelled) -> None:
+    unknown = [key for key in e.keys if key not in s.tasks]
+    for ts in _with_dependents(s, e.keys):
+        clients = set(ts.who_wants) if e.force else ({e.client} & ts.who_wants)
+        for client in clients:
+            if client != FIRE_AND_FORGET:
+                s.emit(ev.Notify(client, wire.KeyCancelled(ts.key)))
+            s.clients.get(client, set()).discard(ts.key)
+            s.unwant(client, [ts.key], already_removed=True)
+    for key in unknown:  # not the keys just forgotten above: they were notified
+        s.emit(ev.Notify(e.client, wire.KeyCancelled(key)))
+
+
+def _with_dependents(s: Scheduling, keys: Iterable[str]) -> list[Task]:
+    """The tasks and all their unfinished dependents, transitively."""
+    seen: dict[str, Task] = {}
+    stack = [s.tasks[k] for k in keys if k in s.tasks]
+    while stack:
+        ts = stack.pop()
+        if ts.key in seen:
+            continue
+        seen[ts.key] = ts
+        for d in ts.dependents:
+            dts = s.tasks.get(d)
+            if dts is not None and dts.state not in (TS.MEMORY, TS.ERRED):
+                stack.append(dts)
+    return list(seen.values())
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def on_finished(s: Scheduling, e: ev.TasksFinished) -> None:
+    ws = s.workers.get(e.worker)
+    for item in e.tasks:
+        ts = s.tasks.get(item.key)
+        placement.learn_duration(s, item.key, item.duration)
+        if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
+            if ts is not None and ts.state is TS.MEMORY and ws is not None:
+                # a duplicate or late completion: the data is valid, keep it as a replica
+                ts.who_has.add(e.worker)
+                ws.has_what.add(ts.key)
+                s.mark(ts)
+            elif ws is not None:
+                s.emit(ev.FreeKeys(e.worker, [item.key]))
+            continue
+        ts.nbytes = item.nbytes
+        ts.in_redis = item.in_redis
+        ts.type_name = item.type_name
+        s.transition(ts, TS.MEMORY, worker=e.worker, inline=item.inline)

@@ -1,0 +1,184 @@
+"""The scheduler's vocabulary: task states, the task and worker records it keeps in memory,
+the constants of its policy, and the form a task is stored in (:func:`task_record`).
+
+The bottom of the scheduler's import graph: nothing here imports another module of the
+scheduler, so every room (transitions, placement, failures, ...) can import it at the top.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from rdist.protocol import wire
+
+
+class TaskState(str, Enum):
+    RELEASED = "released"
+    WAITING = "waiting"  #: some dependency is not in memory yet
+    QUEUED = "queued"  #: ready, held at the scheduler until a worker has room
+    NO_WORKER = "no-worker"  #: ready, but no allowed worker exists
+    PROCESSING = "processing"  #: assigned to a worker
+    MEMORY = "memory"
+    ERRED = "erred"
+    FORGOTTEN = "forgotten"
+
+
+TS = TaskState
+FIRE_AND_FORGET = "fire-and-forget"  #: pseudo-client that wants fire_and_forget keys
+#: Estimated duration of a task of an unseen kind (as dask): keeps it at one per thread.
+DEFAULT_DURATION = 0.5
+#: A worker may hold this much estimated work per thread beyond one task per thread.
+TARGET_SECONDS_PER_THREAD = 0.05
+MAX_IN_FLIGHT_PER_THREAD = 1000
+#: Dependencies this large pin a task to the worker holding them, even when busy.
+LOCALITY_BYTES = 1 << 20
+#: Transitions the scheduler remembers for ``story`` (always on: one small tuple each, the
+#: oldest dropped first), about the last 20,000 tasks' lives.
+TRANSITION_LOG_LENGTH = 100_000
+
+
+class InvalidTransition(RuntimeError):
+    """A task was asked to go from one state to another the transition table does not know."""
+
+
+Item = TypeVar("Item")
+
+
+class Worklist(Generic[Item]):
+    """Work pushed while the list is being drained joins the running loop, so a cascade (a
+    released or forgotten chain of a million tasks) is walked iteratively, not by recursion."""
+
+    __slots__ = ("items", "busy")
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.busy = False
+
+    def run(self, item: Item, step: Callable[[Item], None]) -> None:
+        self.items.append(item)
+        if self.busy:
+            return
+        self.busy = True
+        try:
+            while self.items:
+                step(self.items.pop())
+        finally:
+            self.busy = False
+
+
+class PriorityWorklist:
+    """Keys pushed while the list is drained join the running loop, highest priority (the
+    smallest tuple) first: released dependencies wake in the order they will run."""
+
+    __slots__ = ("heap", "busy")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[tuple[Any, ...], str]] = []
+        self.busy = False
+
+    def push(self, priority: tuple[Any, ...], key: str) -> None:
+        heapq.heappush(self.heap, (priority, key))
+
+    def drain(self, step: Callable[[str], None]) -> None:
+        """``step`` each pushed key in priority order (at once, unless already draining)."""
+        if self.busy:
+            return
+        self.busy = True
+        try:
+            while self.heap:
+                _, key = heapq.heappop(self.heap)
+                step(key)
+        finally:
+            self.busy = False
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    key: str
+    prefix: str
+    state: TS = TS.RELEASED  #: changed only by the transition table (``transitions.py``)
+    dependencies: set[str] = field(default_factory=set)
+    dependents: set[str] = field(default_factory=set)
+    waiting_on: set[str] = field(default_factory=set)  #: dependencies not yet in memory
+    waiters: set[str] = field(default_factory=set)  #: dependents that still need our data
+    who_wants: set[str] = field(default_factory=set)  #: client ids
+    who_has: set[str] = field(default_factory=set)  #: worker addresses
+    in_redis: bool = False  #: the (small) result is stored in Redis
+    nbytes: int = 0
+    type_name: str = ""
+    priority: tuple[Any, ...] = ()
+    restrictions: set[str] | None = None
+    loose: bool = False
+    retries: int = 0
+    resources: dict[str, float] | None = None
+    processing_on: str | None = None
+    occupancy: float = 0.0  #: estimated duration added to the worker's occupancy
+    error: bytes | None = None  #: opaque serialized error from the worker
+    error_text: str | None = None  #: scheduler-made error (no pickles here)
+    blame: str | None = None  #: the key whose failure erred this one
+    broken: str | None = None  #: why this task can never run (e.g. a missing dependency)
+    #: clients the worker running this task notifies itself (fewer hops on the result path)
+    notified: tuple[str, ...] = ()
+    processing_since: float = 0.0  #: event time of the assignment (stealing waits a while)
+    #: the opaque spec until the first assignment carries it (saves the worker a round
+    #: trip to Redis); later assignments (retries, steals) load it from Redis
+    spec: bytes | None = None
+    error_kind: str | None = None  #: "killed-worker" when workers died running it
+    suspicious: int = 0  #: workers that died while running this task
+
+
+@dataclass(slots=True, eq=False)
+class WorkerInfo:
+    address: str
+    name: str
+    nthreads: int
+    memory_limit: int = 0
+    resources: dict[str, float] = field(default_factory=dict)
+    processing: set[str] = field(default_factory=set)
+    has_what: set[str] = field(default_factory=set)
+    occupancy: float = 0.0  #: estimated seconds of work assigned
+    used_resources: dict[str, float] = field(default_factory=dict)
+    long_running: set[str] = field(default_factory=set)  #: seceded: hold no thread
+    status: str = "running"  #: "paused" while its memory is high: it gets no new tasks
+
+
+def key_prefix(key: str) -> str:
+    """``inc-3f2a...`` -> ``inc``: tasks of one prefix share a duration estimate."""
+    head, sep, _ = key.rpartition("-")
+    return head if sep else key
+
+
+def load(ws: WorkerInfo) -> float:
+    """Tasks per thread on ``ws`` (seceded ones hold no thread)."""
+    return (len(ws.processing) - len(ws.long_running)) / ws.nthreads
+
+
+_STATE_NAMES = {s: s.value for s in TaskState}
+
+
+def task_record(ts: Task) -> wire.TaskRecord:
+    """What is stored in the ``tasks`` hash: enough to answer who_has and to rebuild."""
+    erred = ts.state is TS.ERRED
+    return wire.TaskRecord(
+        _STATE_NAMES[ts.state],
+        ts.priority,
+        sorted(ts.dependencies) if ts.dependencies else [],
+        sorted(ts.who_has) if ts.who_has else [],
+        ts.nbytes,
+        ts.in_redis,
+        sorted(ts.who_wants) if ts.who_wants else [],
+        ts.processing_on,
+        ts.type_name,
+        sorted(ts.restrictions) if ts.restrictions else None,
+        ts.loose,
+        ts.retries,
+        ts.resources or None,
+        ts.blame if erred else None,
+        ts.error_text if erred else None,
+        ts.error_kind if erred else None,
+        ts.suspicious,
+    )

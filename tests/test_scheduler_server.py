@@ -1,0 +1,98 @@
+"""The scheduler's shell over fakeredis: bad entries are set aside and the loop goes on, a
+restore skips what it cannot read, and a story request is answered on the client's stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from rdist.protocol import wire
+from rdist.scheduler import events as ev
+from rdist.scheduler import state as state_module
+from rdist.scheduler.server import SchedulerServer
+from rdist.store import connect
+from rdist.store.connection import drop_fake_server
+from rdist.store.keys import PAYLOAD_FIELD
+from tests.client_helpers import wait_until
+from tests.conftest import fake_cluster
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def dead_letters(store: Any) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in store.redis.xrange(store.keys.deadletter)]
+
+
+def test_malformed_and_failing_entries_are_dead_lettered_and_the_loop_goes_on(monkeypatch):
+    def broken_handler(state: Any, event: Any) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    monkeypatch.setitem(state_module._HANDLERS, ev.Barrier, broken_handler)
+    with fake_cluster(n_workers=1) as (c, cluster):
+        streams = c.store.streams
+        streams.to_scheduler(b"\xc1 not msgpack")
+        streams.to_scheduler(wire.pack({"op": "release-keys", "client": "c", "keys": [7]}))
+        streams.to_scheduler(wire.Barrier("nobody", "b-1"))
+
+        assert c.submit(inc, 1).result(timeout=10) == 2  # the loop is alive
+        wait_until(lambda: len(dead_letters(c.store)) == 3, what="three dead letters")
+
+        reasons = [fields[b"reason"].decode() for fields in dead_letters(c.store)]
+        assert "not msgpack" in reasons[0]
+        assert "release-keys" in reasons[1] and "keys[0]" in reasons[1]
+        assert "handler error" in reasons[2] and "a bug in a handler" in reasons[2]
+        assert all(f[b"stream"] == c.store.keys.sched.encode() for f in dead_letters(c.store))
+        assert cluster.scheduler.is_leader.is_set()
+
+
+def test_restore_skips_a_corrupt_task_record_and_keeps_the_rest(caplog):
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    store = connect(url, "restore")
+    try:
+        good = wire.TaskRecord("memory", (0, 1, 0), in_redis=True, who_wants=["c1"])
+        child = wire.TaskRecord("waiting", (0, 1, 1), deps=["bad"], who_wants=["c1"])
+        store.tasks.put_many({"good": good.encode(), "child": child.encode(), "bad": b"\xc1"})
+        server = SchedulerServer(connect(url, "restore"))
+
+        with caplog.at_level(logging.ERROR, logger="rdist.scheduler"):
+            server._restore()
+
+        state = server.state
+        assert "bad" not in state.tasks
+        assert state.tasks["good"].state.value == "memory"
+        # the dependent of the unreadable record errs naming it, rather than wait forever
+        assert state.tasks["child"].state.value == "erred"
+        assert "'bad'" in (state.tasks["child"].error_text or "")
+        assert any("'bad'" in r.getMessage() for r in caplog.records)
+        record = store.tasks.get("child")
+        assert record is not None and record.state == "erred"
+        state.validate_state()
+    finally:
+        store.close()
+        drop_fake_server(url[len("fakeredis://") :])
+
+
+def test_a_story_request_is_answered_with_the_schedulers_transitions():
+    with fake_cluster(n_workers=1) as (c, _):
+        future = c.submit(inc, 41)
+        assert future.result(timeout=10) == 42
+
+        c.store.streams.to_scheduler(wire.StoryRequest("story-reader", "q-1", [future.key]))
+
+        stream = c.store.keys.client_stream("story-reader")
+        wait_until(lambda: c.store.streams.length(stream) == 1, what="the story reply")
+        [(_, fields)] = c.store.streams.newest(stream)
+        reply = wire.CLIENT.decode_one(fields[PAYLOAD_FIELD])
+        assert isinstance(reply, wire.StoryReply)
+        assert (reply.id, reply.source) == ("q-1", "scheduler")
+        pairs = [(r.start, r.finish) for r in reply.records]
+        assert pairs[:3] == [
+            ("released", "waiting"),
+            ("waiting", "processing"),
+            ("processing", "memory"),
+        ]
+        assert {r.key for r in reply.records} == {future.key}
