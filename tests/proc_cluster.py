@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rdist.embedded import EmbeddedRedis
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ class ProcCluster:
         store = connect(self.url, self.cluster)
         try:
             return {
-                messages.unpack(v).get("name", ""): k.decode()
+                wire.unpack(v, "workers").get("name", ""): k.decode()
                 for k, v in store.redis.hgetall(store.keys.workers).items()
             }
         finally:
@@ -205,7 +205,7 @@ def stream_view(store: Any, stream: str, group: str) -> dict[str, object]:
         body: Any = None
         if entry:
             try:
-                msg = messages.unpack(entry[0][1][b"m"])
+                msg = wire.unpack(entry[0][1][b"m"], stream)
                 body = {
                     "op": msg.get("op"),
                     "actions": [[a[0], a[1]] for a in msg.get("a", ())][:10],

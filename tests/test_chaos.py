@@ -137,14 +137,16 @@ def _stuck(procs: ProcCluster) -> str:
     unfinished tasks (for the failure message)."""
     from collections import Counter
 
-    from rdist.protocol import messages
+    from rdist.protocol import wire
     from rdist.store import connect
     from tests.proc_cluster import stream_view
 
     store = connect(procs.url, procs.cluster)
     try:
         keys, redis = store.keys, store.redis
-        records = {k.decode(): messages.unpack(v) for k, v in redis.hgetall(keys.tasks).items()}
+        records = {
+            k.decode(): wire.unpack(v, "tasks") for k, v in redis.hgetall(keys.tasks).items()
+        }
         states = Counter(r["s"] for r in records.values())
         unfinished = {k: r for k, r in records.items() if r["s"] not in ("memory", "released")}
         live = procs.live_workers()

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from rdist.protocol import messages, serialize, spec
+from rdist.protocol import serialize, spec
 from rdist.protocol.serialize import SerializationError
 from rdist.protocol.spec import DepRef
 
@@ -197,73 +197,6 @@ def test_object_failing_on_load_raises_serialization_error():
 
     with pytest.raises(SerializationError, match="cannot be rebuilt"):
         serialize.from_blob(blob)
-
-
-# -- messages ----------------------------------------------------------------------------
-
-OPS = frozenset({"update-graph", "task-done"})
-
-
-def test_message_round_trips_with_its_op_and_fields():
-    payload = messages.encode(
-        "task-done", worker="tcp://w", keys=["a", "b"], blob=b"\x00\xff", sizes={1: 2}
-    )
-
-    msg = messages.decode(payload, OPS)
-
-    assert msg == {
-        "op": "task-done",
-        "worker": "tcp://w",
-        "keys": ["a", "b"],
-        "blob": b"\x00\xff",
-        "sizes": {1: 2},
-    }
-
-
-def test_missing_payload_is_malformed():
-    with pytest.raises(messages.MalformedMessage, match="no 'm' field"):
-        messages.decode(None, OPS)
-
-
-def test_non_msgpack_payload_is_malformed():
-    with pytest.raises(messages.MalformedMessage, match="not msgpack"):
-        messages.decode(b"\xc1\xc1", OPS)
-
-
-def test_truncated_msgpack_payload_is_malformed():
-    payload = messages.encode("task-done", keys=["a" * 100])
-
-    with pytest.raises(messages.MalformedMessage):
-        messages.decode(payload[:-5], OPS)
-
-
-def test_msgpack_that_is_not_a_map_is_malformed():
-    with pytest.raises(messages.MalformedMessage, match="expected a map, got list"):
-        messages.decode(msgpack.packb(["op", "task-done"]), OPS)
-
-
-@pytest.mark.parametrize("fields", [{"op": "drop-database"}, {"no": "op"}, {"op": 7}])
-def test_unknown_or_missing_op_is_malformed(fields):
-    with pytest.raises(messages.MalformedMessage, match="unknown op"):
-        messages.decode(msgpack.packb(fields), OPS)
-
-
-def test_oversize_message_is_malformed_before_it_is_parsed(monkeypatch):
-    payload = messages.encode("task-done", keys=["k"] * 100)
-    monkeypatch.setattr(messages, "MAX_MESSAGE_BYTES", len(payload) - 1)
-
-    with pytest.raises(messages.MalformedMessage, match="exceeds"):
-        messages.decode(payload, OPS)
-
-
-def test_malformed_message_is_a_value_error():
-    assert issubclass(messages.MalformedMessage, ValueError)
-
-
-def test_records_round_trip_through_pack_and_unpack():
-    record = {"s": "memory", "p": [0, 1, 2], "wh": ["tcp://a"], 3: b"raw"}
-
-    assert messages.unpack(messages.pack(record)) == record
 
 
 # -- spec --------------------------------------------------------------------------------

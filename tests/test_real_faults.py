@@ -28,7 +28,7 @@ from rdist.comm.tcp import (
     local_sockets_enabled,
     parse_address,
 )
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.store import RedisStore, connect
 from rdist.store.keys import PAYLOAD_FIELD
 from tests.client_helpers import wait_until
@@ -122,7 +122,7 @@ MALFORMED = [
     {PAYLOAD_FIELD: b"\xc1 definitely not msgpack"},
     {b"unexpected-field": b"no payload at all"},
     {PAYLOAD_FIELD: msgpack.packb([1, 2, 3])},
-    {PAYLOAD_FIELD: messages.encode("no-such-op", x=1)},
+    {PAYLOAD_FIELD: wire.pack({"op": "no-such-op", "x": 1})},
 ]
 
 
@@ -131,8 +131,8 @@ def test_malformed_scheduler_entries_go_to_deadletter_and_cluster_keeps_working(
 ) -> None:
     assert client.submit(inc, 1).result(timeout=20) == 2
     bad = MALFORMED + [
-        {PAYLOAD_FIELD: messages.encode("task-done")},  # known op, missing fields
-        {PAYLOAD_FIELD: messages.encode("update-graph", client="x", tasks=[["k"]])},
+        {PAYLOAD_FIELD: wire.pack({"op": "task-done"})},  # known op, missing fields
+        {PAYLOAD_FIELD: wire.pack({"op": "update-graph", "client": "x", "tasks": [["k"]]})},
     ]
     ids = [store.redis.xadd(store.keys.sched, fields) for fields in bad]
 
@@ -151,10 +151,10 @@ def test_malformed_worker_entries_go_to_deadletter_and_worker_keeps_working(
     address = sorted(client.scheduler_info()["workers"])[0]
     stream = store.keys.worker_stream(address)
     bad = MALFORMED + [
-        {PAYLOAD_FIELD: messages.encode("batch")},  # known op, missing its actions
-        {PAYLOAD_FIELD: messages.encode("batch", a="not a list of actions")},
-        {PAYLOAD_FIELD: messages.encode("batch", a=[["c"], ["zz", 1]])},
-        {PAYLOAD_FIELD: messages.encode("run", client="nobody")},
+        {PAYLOAD_FIELD: wire.pack({"op": "batch"})},  # known op, missing its actions
+        {PAYLOAD_FIELD: wire.pack({"op": "batch", "a": "not a list of actions"})},
+        {PAYLOAD_FIELD: wire.pack({"op": "batch", "a": [["c"], ["zz", 1]]})},
+        {PAYLOAD_FIELD: wire.pack({"op": "run", "client": "nobody"})},
     ]
     ids = [store.redis.xadd(stream, fields) for fields in bad]
 

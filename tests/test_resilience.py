@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from rdist import Client, KilledWorker
-from rdist.protocol import messages
+from rdist.protocol import wire
 from rdist.store import connect
 from tests import resilience_tasks as rt
 from tests.proc_cluster import ROOT, ProcCluster
@@ -51,7 +51,7 @@ def _worker_running(procs: ProcCluster, key: str, timeout: float = 10) -> str:
         while time.monotonic() < deadline:
             blob = store.redis.hget(store.keys.tasks, key)
             if blob is not None:
-                record = messages.unpack(blob)
+                record = wire.unpack(blob, "tasks")
                 if record.get("s") == "processing":
                     names = {a: n for n, a in procs.live_workers().items()}
                     return names[record["on"]]

@@ -88,9 +88,9 @@ class ClientData:
             self._peers = ConnectionPool(secret)
         return self._peers
 
-    def on_relay_reply(self, msg: wire.Message) -> None:
+    def on_relay_reply(self, msg: wire.Published | wire.Loaded) -> None:
         """A ``published`` or ``loaded`` answer, for the relay request waiting on it."""
-        self.relay_replies.resolve(msg.to_wire())
+        self.relay_replies.resolve(msg)
 
     def close(self) -> None:
         if self._peers is not None:

@@ -31,7 +31,7 @@ class Listener:
         client_id: str,
         ledger: Ledger,
         answers: Answers,
-        relay_reply: Callable[[wire.Message], None],
+        relay_reply: Callable[[wire.Published | wire.Loaded], None],
         restarted: threading.Event,
     ) -> None:
         self._store = store
@@ -60,14 +60,13 @@ class Listener:
                 )
 
     def dispatch(self, msg: wire.Message) -> None:
-        kind = type(msg)
-        if kind is wire.Notify:
-            self._notify(msg)  # type: ignore[arg-type]
-        elif kind is wire.RunResult or kind is wire.StoryReply or kind is wire.Gathered:
-            self._answers.resolve(msg.id, msg)  # type: ignore[attr-defined]
-        elif kind is wire.Restarted:
+        if isinstance(msg, wire.Notify):
+            self._notify(msg)
+        elif isinstance(msg, (wire.RunResult, wire.StoryReply, wire.Gathered)):
+            self._answers.resolve(msg.id, msg)
+        elif isinstance(msg, wire.Restarted):
             self._restarted.set()
-        elif kind is wire.Published or kind is wire.Loaded:
+        elif isinstance(msg, (wire.Published, wire.Loaded)):
             self._relay_reply(msg)
         else:  # a message of the client channel that no client request asks for
             log.warning("client %s: ignoring unexpected %s", self._client_id, msg.OP)

@@ -65,10 +65,9 @@ class Replies:
         with self._lock:
             self._waiting[request_id] = (threading.Event(), [])
 
-    def resolve(self, msg: Any) -> bool:
-        request_id = msg.get("id") if isinstance(msg, dict) else getattr(msg, "id", None)
+    def resolve(self, msg: Published | Loaded) -> bool:
         with self._lock:
-            waiter = self._waiting.get(str(request_id))
+            waiter = self._waiting.get(msg.id)
         if waiter is None:
             return False
         waiter[1].append(msg)
@@ -94,10 +93,9 @@ class Replies:
 
 
 def _typed(answer: Any, cls: type[M]) -> M:
-    """The answer as its wire record (a reader that does not decode yet resolves maps)."""
-    if isinstance(answer, cls):
-        return answer
-    return cls.from_wire(answer, "relay answer")
+    if not isinstance(answer, cls):
+        raise TypeError(f"expected a {cls.__name__} answer, got {type(answer).__name__}")
+    return answer
 
 
 class RedisRelay:

@@ -3,7 +3,7 @@
 All keys of one cluster share the prefix ``rdist:{<cluster>}:`` -- the braces are a Redis
 Cluster hash tag, so multi-key pipelines and scripts stay on one slot.
 
-Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.messages``)
+Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``)
     sched               inbound to the scheduler; consumer group ``scheduler``
     worker:<address>    inbound to one worker; consumer group ``worker``
     client:<id>         inbound to one client (read with plain XREAD by its one reader)
@@ -148,9 +148,11 @@ class Keys:
     def queues(self) -> str:
         return self._k("queues")
 
-    def watched(self, kind: str, name: str) -> str:
-        """A watched value: ``kind`` is ``var`` (Variable) or ``event`` (Event)."""
-        return self._k(f"{kind}:{name}")
+    def variable(self, name: str) -> str:
+        return self._k(f"var:{name}")
+
+    def event(self, name: str) -> str:
+        return self._k(f"event:{name}")
 
     @cached_property
     def datasets(self) -> str:

@@ -262,7 +262,7 @@ class Primitives:
 
     # -- watched values: variables and events ----------------------------------------------
     def _value_keys(self, kind: str, name: str) -> list[str]:
-        k = self._keys.watched(kind, name)
+        k = self._keys.variable(name) if kind == "var" else self._keys.event(name)
         return [k, k + ":changes"]
 
     def value_changes(self, kind: str, name: str) -> str:

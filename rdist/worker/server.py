@@ -346,7 +346,6 @@ class Worker:
                     set_as_default=False,
                     name=f"worker-{self.name}",
                 )
-                self._client._on_worker = True
             return self._client
 
 
