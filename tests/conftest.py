@@ -177,6 +177,7 @@ MODULE_TIERS = {
     "test_comm": "pure",
     "test_config": "pure",
     "test_dask_collections": "fake",
+    "test_default_client": "fake",
     "test_deploy": "pure",
     "test_graph_and_keys": "fake",
     "test_import_layers": "pure",

@@ -241,3 +241,12 @@ def test_embedded_default_cluster_cleans_up_redis(subprocess_pythonpath: None) -
 
     assert process.poll() is not None, "embedded redis-server still running after close"
     assert not os.path.exists(socket_dir)
+
+
+def test_plain_dask_compute_runs_in_the_worker_processes(client: Client) -> None:
+    dask = pytest.importorskip("dask")
+    worker_pids = set(client.run(os.getpid).values())
+    task = dask.delayed(os.getpid)(dask_key_name="whose-pid")
+    assert task.compute() in worker_pids
+    (pid,) = dask.compute(dask.delayed(os.getpid)(dask_key_name="whose-pid-2"))
+    assert pid in worker_pids and os.getpid() not in worker_pids

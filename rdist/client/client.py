@@ -25,12 +25,12 @@ import os
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from rdist.client import collections as dask_collections
-from rdist.client import local_cluster
+from rdist.client import default, local_cluster
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
 from rdist.client.future import ERROR, FINISHED, Future, futures_of, wait
@@ -48,15 +48,6 @@ from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
 
 log = logging.getLogger("rdist.client")
-
-_default_client: weakref.ref[Client] | None = None
-
-
-def default_client() -> Client:
-    client = _default_client() if _default_client is not None else None
-    if client is None or client.status != "running":
-        raise ValueError("No client found: create a Client first")
-    return client
 
 
 def _futures(obj: Any) -> list[Future]:
@@ -103,8 +94,7 @@ class Client:
         for thread in self._threads:
             thread.start()
         if set_as_default:
-            global _default_client
-            _default_client = weakref.ref(self)
+            default.promote(self)
         dask_collections.prefer_task_shuffle()
 
     def _compose(self) -> None:
@@ -147,6 +137,23 @@ class Client:
         return wire.ClientRecord(self.name, time.time())
 
     # -- lifetime --------------------------------------------------------------------------
+    #: this client's methods block (dask asks before it uses a client as its scheduler)
+    asynchronous = False
+
+    @classmethod
+    def current(cls, allow_global: bool = True) -> Client:
+        """The client of an ``as_current()`` block, else (``allow_global``) the default one;
+        ``ValueError`` when there is none."""
+        client = default.current(allow_global)
+        if client is None:
+            raise ValueError("No client found: create one with rdist.Client(...)")
+        return client
+
+    def as_current(self) -> AbstractContextManager[Client]:
+        """``with client.as_current():`` -- this client is ``Client.current()`` (and the one
+        ``default_client()`` returns) in the block, in this thread or asyncio task."""
+        return default.as_current(self)
+
     def __enter__(self) -> Client:
         return self
 
@@ -160,6 +167,7 @@ class Client:
         self.status = "closing"
         self._sender.flush()
         self.status = "closed"
+        default.forget(self)
         self._stop.set()
         self._sender.wake()
         try:  # wake the listener from its blocking read so close() returns at once

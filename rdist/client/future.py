@@ -280,7 +280,8 @@ _ATOMS = (int, float, str, bytes, bool, type(None))
 
 
 def futures_of(obj: Any) -> list[Future]:
-    """Every Future inside nested lists, tuples, sets and dicts, in order."""
+    """Every Future inside nested lists, tuples, sets and dicts, and inside the graphs of
+    dask collections (a persisted one is backed by futures), in order."""
     if (
         type(obj) is tuple
         and len(obj) == 2
@@ -299,7 +300,14 @@ def futures_of(obj: Any) -> list[Future]:
             stack.extend(reversed(list(x)))
         elif isinstance(x, dict):
             stack.extend(reversed(list(x.values())))
+        elif hasattr(x, "__dask_graph__") and callable(x.__dask_graph__):
+            stack.extend(reversed([_node_value(v) for v in x.__dask_graph__().values()]))
     return out
+
+
+def _node_value(value: Any) -> Any:
+    """A graph entry's value: a future sits in a ``DataNode`` once dask has seen it."""
+    return value.value if type(value).__name__ == "DataNode" else value
 
 
 def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rdist import task_context
-from rdist.client.client import default_client
+from rdist.client.default import default_client
 from rdist.store.primitives import Primitives
 
 

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rdist import task_context
-from rdist.client.client import Client, default_client
+from rdist.client.client import Client
+from rdist.client.default import default_client
 
 if TYPE_CHECKING:
     from rdist.worker.execution import Executor
