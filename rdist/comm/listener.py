@@ -220,7 +220,11 @@ class TCPListener(Listener):
         if self.tls and not local:
             assert self.security is not None
             sock = _secure(sock, self.security, True, deadline)
-        keys = server_handshake(sock, self.secret, deadline)
+        try:
+            keys = server_handshake(sock, self.secret, deadline)
+        except BaseException:
+            sock.close()  # the TLS socket, when there is one (it took over the descriptor)
+            raise
         sock.settimeout(None)
         return sock, None if (local or self.tls) else keys
 

@@ -305,8 +305,12 @@ def _secure(
     tls = security.context(server_side).wrap_socket(
         sock, server_side=server_side, do_handshake_on_connect=False
     )
-    deadline.arm(tls)
-    tls.do_handshake()  # its timeout bounds the whole TLS handshake
+    try:
+        deadline.arm(tls)
+        tls.do_handshake()  # its timeout bounds the whole TLS handshake
+    except BaseException:
+        tls.close()  # it owns the descriptor now
+        raise
     return tls
 
 
