@@ -188,6 +188,7 @@ MODULE_TIERS = {
     "test_public_api": "pure",
     "test_rawpipe": "fake",
     "test_real_cluster": "real",
+    "test_real_comm_security": "real",
     "test_real_dataplane": "real",
     "test_real_faults": "real",
     "test_redis_restart_pending": "real",
