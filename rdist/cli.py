@@ -40,6 +40,29 @@ cluster_option = click.option(
 log_option = click.option("--log-level", default="info", show_default=True)
 
 
+def tls_options(command: Any) -> Any:
+    """``--tls-cert/--tls-key/--tls-ca``: TLS for the data plane (rdist.comm.security)."""
+    for flag, what in (
+        ("--tls-ca", "CA certificate every member's certificate is signed by [$RDIST_TLS_CA]"),
+        ("--tls-key", "private key of --tls-cert, unless in that file [$RDIST_TLS_KEY]"),
+        ("--tls-cert", "certificate (PEM) of this process: data over TLS [$RDIST_TLS_CERT]"),
+    ):
+        command = click.option(flag, default=None, help=what)(command)
+    return command
+
+
+def _security(cert: str | None, key: str | None, ca: str | None) -> Any:
+    """The data plane's TLS settings: these flags over the environment and config file."""
+    from rdist.comm.security import Security
+    from rdist.config import ConfigError, load_config
+
+    try:
+        config = load_config({"tls.cert": cert, "tls.key": key, "tls.ca": ca})
+        return Security.from_config(config).check()
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.group()
 @click.version_option(package_name="rdist")
 def main() -> None:
@@ -132,6 +155,7 @@ def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
 )
 @click.option("--nanny-fd", type=int, default=None, hidden=True)
 @click.option("--resources", default="", help='e.g. "GPU=2,MEM=1e9"')
+@tls_options
 @log_option
 def worker(
     redis_url: str | None,
@@ -153,6 +177,9 @@ def worker(
     nanny: bool,
     nanny_fd: int | None,
     resources: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
     log_level: str,
 ) -> None:
     """Run a worker (under a nanny unless --no-nanny)."""
@@ -171,6 +198,7 @@ def worker(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     limit = parse_memory(memory_limit, 1)
+    security = _security(tls_cert, tls_key, tls_ca)
     if nanny:
         from rdist.worker.nanny import Nanny
 
@@ -208,6 +236,9 @@ def worker(
             ("--listen-address", listen_address),
             ("--contact-address", contact_address),
             ("--contact-host", contact_host),
+            ("--tls-cert", tls_cert),
+            ("--tls-key", tls_key),
+            ("--tls-ca", tls_ca),
         ):
             if value:
                 args += [flag, value]
@@ -230,6 +261,7 @@ def worker(
         spill_directory=spill_directory,
         transfer=transfer,
         resources=parse_resources(resources),
+        security=security,
     )
 
 

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "scheduler": {"worker_ttl": 30.0, "allowed_failures": 3},
     "worker": {"nthreads": 1, "host": "127.0.0.1", "memory_limit": "0", "resources": ""},
     "dashboard": {"host": "127.0.0.1", "port": 8787, "token": None, "interval": 1.0},
+    # TLS for the data plane (rdist.comm.security): PEM files; no cert, no TLS
+    "tls": {"cert": None, "key": None, "ca": None},
 }
 
 #: Environment variables that are not of the ``RDIST_<SECTION>__<KEY>`` form, lowest first.
@@ -46,6 +48,9 @@ ENV_ALIASES: list[tuple[str, str]] = [
     ("RDIST_REDIS_SSL_CERT_REQS", "redis.ssl_cert_reqs"),
     ("PORT", "dashboard.port"),
     ("RDIST_DASHBOARD_TOKEN", "dashboard.token"),
+    ("RDIST_TLS_CERT", "tls.cert"),
+    ("RDIST_TLS_KEY", "tls.key"),
+    ("RDIST_TLS_CA", "tls.ca"),
 ]
 SECRETS = frozenset({"dashboard.token"})
 SSL_CERT_REQS = ("required", "optional", "none")

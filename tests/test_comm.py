@@ -18,7 +18,7 @@ import pytest
 from rdist.comm import buffers
 from rdist.comm.core import AuthenticationError, connect, listen
 from rdist.comm.pool import ConnectionPool
-from rdist.comm.tcp import TCPComm, local_name, sendmsg_all
+from rdist.comm.tcp import MAGIC, NONCE, TCPComm, local_name, sendmsg_all
 from rdist.comm.transfer import (
     DataServer,
     Gatherer,
@@ -413,7 +413,7 @@ def test_an_unauthenticated_bare_pickle_never_reaches_the_handler(tmp_path: Path
     try:
         host, port = h.address[len("tcp://") :].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=5) as sock:
-            sock.recv(38)
+            sock.recv(len(MAGIC) + NONCE, socket.MSG_WAITALL)
             sock.sendall(pickle.dumps(Evil()) * 10)
             sock.settimeout(5)
             try:

@@ -375,6 +375,39 @@ def test_login_form_posts_the_token_and_returns_to_the_page() -> None:
         assert away.headers["Location"] == "/"  # never redirects off the dashboard
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/",
+        "/\t/evil.example",  # browsers drop the tab: //evil.example
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "/\\evil.example",  # browsers read \ as /
+        "/\\/evil.example",
+        "\\\\evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "evil.example",
+        " //evil.example",
+        "/tasks\x00/x",
+        "/\x7f/evil.example",
+    ],
+)
+def test_login_never_redirects_off_the_dashboard(target: str) -> None:
+    with fake_store() as store:
+        web = app_for(store, host="0.0.0.0", token="s3cret").test_client()
+        response = web.post("/login", data={"token": "s3cret", "next": target})
+        assert response.status_code == 302 and response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("target", ["/", "/tasks?key=x", "/workers#w1", "/a/b?c=%2F%2Fd"])
+def test_login_returns_to_a_same_site_path(target: str) -> None:
+    with fake_store() as store:
+        web = app_for(store, host="0.0.0.0", token="s3cret").test_client()
+        response = web.post("/login", data={"token": "s3cret", "next": target})
+        assert response.headers["Location"] == target
+
+
 def test_socket_connection_needs_the_token_too() -> None:
     with fake_store() as store:
         app = app_for(store, host="0.0.0.0", token="s3cret")

@@ -26,6 +26,7 @@ from rdist.client.introspection import task_records
 from rdist.client.options import worker_list
 from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
+from rdist.comm.security import Security
 from rdist.comm.transfer import Gatherer, frames_nbytes, transfer_mode
 from rdist.protocol import serialize, wire
 from rdist.store import RedisStore
@@ -85,7 +86,8 @@ class ClientData:
             secret = self.store.meta.existing_secret()
             if secret is None:
                 raise RuntimeError("cluster secret missing from Redis: is a scheduler running?")
-            self._peers = ConnectionPool(secret)
+            # TLS settings from the configuration (RDIST_TLS_CERT, ...), as the workers'
+            self._peers = ConnectionPool(secret, security=Security.from_config().check())
         return self._peers
 
     def on_relay_reply(self, msg: wire.Published | wire.Loaded) -> None:

@@ -2,7 +2,8 @@
 
 A :class:`Comm` carries request/response messages between two authenticated ends: a
 msgpack header (a map) plus a list of raw frames (bytes-like buffers). Transports register
-a URL scheme: ``tcp://host:port`` (sockets, :mod:`rdist.comm.tcp`) and ``inproc://name``
+a URL scheme: ``tcp://host:port`` and ``tls://host:port`` (sockets, :mod:`rdist.comm.tcp`;
+TLS when a :class:`~rdist.comm.security.Security` is configured) and ``inproc://name``
 (queues in one process, :mod:`rdist.comm.inproc`, so tests run without sockets -- the idea
 of dask's ``comm/inproc``).
 
@@ -16,9 +17,12 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rdist.comm.buffers import LARGE_FRAME, host_buffer  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from rdist.comm.security import Security
 
 log = logging.getLogger("rdist.comm")
 
@@ -71,9 +75,13 @@ class Listener(ABC):
 
 
 class Backend(Protocol):
-    def connect(self, location: str, secret: bytes, timeout: float) -> Comm: ...
+    def connect(
+        self, location: str, secret: bytes, timeout: float, security: Security | None = None
+    ) -> Comm: ...
 
-    def listen(self, location: str, secret: bytes, handler: Handler) -> Listener: ...
+    def listen(
+        self, location: str, secret: bytes, handler: Handler, security: Security | None = None
+    ) -> Listener: ...
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -98,15 +106,20 @@ def _backend(scheme: str) -> Backend:
         raise ValueError(f"unknown transport {scheme!r}; known: {sorted(_BACKENDS)}") from None
 
 
-def connect(address: str, secret: bytes, timeout: float = 10.0) -> Comm:
-    """An authenticated comm to ``address``; raises ConnectionError (or OSError) on failure."""
+def connect(
+    address: str, secret: bytes, timeout: float = 10.0, security: Security | None = None
+) -> Comm:
+    """An authenticated comm to ``address``; raises ConnectionError (or OSError) on failure
+    (:class:`~rdist.comm.handshake.PeerBusy`, a ConnectionError, when it is at its cap)."""
     scheme, location = split_address(address)
-    return _backend(scheme).connect(location, secret, timeout)
+    return _backend(scheme).connect(location, secret, timeout, security)
 
 
-def listen(address: str, secret: bytes, handler: Handler) -> Listener:
+def listen(
+    address: str, secret: bytes, handler: Handler, security: Security | None = None
+) -> Listener:
     scheme, location = split_address(address)
-    return _backend(scheme).listen(location, secret, handler)
+    return _backend(scheme).listen(location, secret, handler, security)
 
 
 def serve(comm: Comm, handler: Handler, closing: threading.Event, peer: Any) -> None:

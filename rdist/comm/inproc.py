@@ -14,7 +14,7 @@ import logging
 import os
 import queue
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -30,6 +30,9 @@ from rdist.comm.core import (
     register_backend,
     serve,
 )
+
+if TYPE_CHECKING:
+    from rdist.comm.security import Security
 
 log = logging.getLogger("rdist.comm")
 
@@ -125,14 +128,20 @@ class InprocListener(Listener):
 
 
 class _Backend:
-    def connect(self, location: str, secret: bytes, timeout: float) -> Comm:
+    """Security settings do not apply: both ends are this process."""
+
+    def connect(
+        self, location: str, secret: bytes, timeout: float, security: Security | None = None
+    ) -> Comm:
         with _LOCK:
             listener = _LISTENERS.get(f"inproc://{location}")
         if listener is None:
             raise ConnectionRefusedError(f"nobody listens on inproc://{location}")
         return listener.accept(secret)
 
-    def listen(self, location: str, secret: bytes, handler: Handler) -> Listener:
+    def listen(
+        self, location: str, secret: bytes, handler: Handler, security: Security | None = None
+    ) -> Listener:
         name = location or f"{os.getpid()}/{next(_COUNTER)}"
         return InprocListener(name, secret, handler)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdist.comm.core import Comm, Frames, Message, connect
+
+if TYPE_CHECKING:
+    from rdist.comm.security import Security
 
 #: Concurrent requests (hence connections) to one peer.
 MAX_PER_PEER = 4
@@ -16,13 +19,20 @@ class ConnectionPool:
 
     A comm that fails is dropped; when it was an idle one (the peer may have closed it
     meanwhile) the request is tried once more on a fresh comm. A fresh comm that fails
-    raises at once, so an unreachable peer costs one connection attempt, not two.
+    raises at once, so an unreachable peer costs one connection attempt, not two (and a
+    peer at its connection cap raises :class:`~rdist.comm.handshake.PeerBusy`).
+    ``security`` (TLS settings) applies to every connection.
     """
 
     def __init__(
-        self, secret: bytes, timeout: float = 10.0, max_per_peer: int = MAX_PER_PEER
+        self,
+        secret: bytes,
+        timeout: float = 10.0,
+        max_per_peer: int = MAX_PER_PEER,
+        security: Security | None = None,
     ) -> None:
         self.secret = secret
+        self.security = security
         self.timeout = timeout
         self.max_per_peer = max_per_peer
         self._idle: dict[str, list[Comm]] = {}
@@ -58,7 +68,7 @@ class ConnectionPool:
             idle = self._idle.get(address)
             if idle:
                 return idle.pop(), True
-        return connect(address, self.secret, self.timeout), False
+        return connect(address, self.secret, self.timeout, self.security), False
 
     def _give(self, address: str, comm: Comm) -> None:
         with self._lock:

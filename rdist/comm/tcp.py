@@ -1,33 +1,39 @@
-"""Authenticated TCP connections for the data plane (``tcp://host:port``).
+"""Authenticated TCP (and TLS) connections for the data plane: ``tcp://`` / ``tls://host:port``.
 
-Handshake (fixed sizes, so nothing is parsed before the peer has proven it knows the
-cluster secret)::
-
-    server -> client   b"RDIST1" + server_nonce(32)
-    client -> server   client_nonce(32) + HMAC(secret, b"c" + server_nonce + client_nonce)
-    server -> client   HMAC(secret, b"s" + client_nonce + server_nonce)
-
-On Linux a data server also listens on an abstract unix socket named after its
-advertised address (:func:`local_name`); a client first tries that name and falls back to
-TCP, so peers on one host skip the TCP stack (about 1.5x the loopback throughput here).
-``RDIST_UNIX_SOCKETS=0`` turns this off. The handshake is the same on both.
+Connecting (:class:`Connection`): a peer on this host is first tried on its local unix
+socket (:mod:`rdist.comm.local`, same user only), then TCP; the server greets, TLS runs on
+``tls://`` addresses (:mod:`rdist.comm.security`), then the cluster-secret handshake
+(:mod:`rdist.comm.handshake`), all within one deadline. Serving: :mod:`rdist.comm.listener`.
 
 Messages: 4-byte little-endian header length, a msgpack map with ``lengths`` (frame sizes),
 then the raw frames. Sending gathers the length, header and frames into ``sendmsg`` calls
 straight from the callers' buffers (numpy arrays are never copied); receiving reads small
 pieces through one 64 KiB buffer (few system calls) and large frames with ``recv_into``
 straight into preallocated huge-page memory (:func:`rdist.comm.buffers.host_buffer`).
+
+On plain TCP every message is also authenticated, because nothing else binds it to the
+handshake: a relay could forward the handshake and then alter or inject messages (a
+pickle that runs in the client). Each message carries two HMAC-SHA256 tags under the
+connection's key for its direction (:class:`~rdist.comm.handshake.SessionKeys`), chained by
+a message counter so nothing can be replayed, dropped or reordered either::
+
+    length(4) + header + tag(counter, length, header)  + frames + tag(... and the frames)
+
+The first tag is checked before the header is parsed, the second before the message is
+handed to anybody (nothing is unpickled before it); a failing tag closes the connection.
+Large frames are hashed in chunks as they are sent and received, so both ends hash while
+the other is still moving bytes. TLS (integrity of its own) and same-user unix sockets
+(the kernel vouches for both ends) carry no tags.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-import os
 import socket
-import sys
+import ssl
 import threading
+import time
 from typing import Any
 
 import msgpack
@@ -42,71 +48,45 @@ from rdist.comm.core import (
     Message,
     as_views,
     register_backend,
-    serve,
 )
+from rdist.comm.handshake import (
+    DIGEST,
+    NONCE,
+    WELCOME,
+    Deadline,
+    PeerBusy,
+    SessionKeys,
+    client_handshake,
+    read_greeting,
+)
+from rdist.comm.local import connect_local, local_name, local_sockets_enabled
+from rdist.comm.security import Security
 
 log = logging.getLogger("rdist.comm")
 
-MAGIC = b"RDIST1"
-NONCE = 32
-DIGEST = 32
+#: The greeting of a server that admits us (a refusal has the same length).
+MAGIC = WELCOME
 MAX_HEADER = 64 * 1024 * 1024
-HANDSHAKE_SECONDS = 10.0
 #: Messages up to this size are joined and written with one ``sendall``.
 _SMALL = 64 * 1024
 _READ_BUFFER = 64 * 1024
 #: Buffers per ``sendmsg`` call (the kernel's IOV_MAX is 1024).
 _IOV_MAX = 512
+#: Bytes hashed per step on authenticated connections (hot in the cache when hashed).
+_MAC_CHUNK = 1 << 20
+TLS_SCHEMES = ("tls",)
 
 __all__ = [
     "AuthenticationError",
     "Connection",
     "MAGIC",
     "NONCE",
-    "Server",
+    "PeerBusy",
     "TCPComm",
-    "TCPListener",
+    "local_name",
+    "local_sockets_enabled",
     "parse_address",
 ]
-
-
-def _mac(secret: bytes, *parts: bytes) -> bytes:
-    return hmac.new(secret, b"".join(parts), hashlib.sha256).digest()
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytearray:
-    """Exactly ``n`` bytes from an unbuffered socket (handshakes only)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
-            raise ConnectionError("connection closed by peer")
-        got += k
-    return buf
-
-
-def client_handshake(sock: socket.socket, secret: bytes) -> None:
-    hello = bytes(recv_exact(sock, len(MAGIC) + NONCE))
-    if not hello.startswith(MAGIC):
-        raise AuthenticationError("peer is not an rdist data server")
-    server_nonce = hello[len(MAGIC) :]
-    client_nonce = os.urandom(NONCE)
-    sock.sendall(client_nonce + _mac(secret, b"c", server_nonce, client_nonce))
-    proof = bytes(recv_exact(sock, DIGEST))
-    if not hmac.compare_digest(proof, _mac(secret, b"s", client_nonce, server_nonce)):
-        raise AuthenticationError("data server failed to prove it knows the cluster secret")
-
-
-def server_handshake(sock: socket.socket, secret: bytes) -> None:
-    server_nonce = os.urandom(NONCE)
-    sock.sendall(MAGIC + server_nonce)
-    answer = bytes(recv_exact(sock, NONCE + DIGEST))
-    client_nonce, mac = answer[:NONCE], answer[NONCE:]
-    if not hmac.compare_digest(mac, _mac(secret, b"c", server_nonce, client_nonce)):
-        raise AuthenticationError("peer failed the cluster-secret challenge")
-    sock.sendall(_mac(secret, b"s", client_nonce, server_nonce))
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -115,31 +95,8 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def format_address(host: str, port: int) -> str:
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-
-
-def local_sockets_enabled() -> bool:
-    return sys.platform.startswith("linux") and os.environ.get("RDIST_UNIX_SOCKETS", "1") != "0"
-
-
-def local_name(address: str) -> str:
-    """The abstract unix socket (Linux) of the data server advertising ``address``."""
-    digest = hashlib.sha256(address.encode()).hexdigest()[:32]
-    return f"\0rdist-{digest}"
-
-
-def _connect_local(address: str, timeout: float) -> socket.socket | None:
-    if not local_sockets_enabled():
-        return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(local_name(address))
-    except OSError:
-        sock.close()
-        return None
-    return sock
+def format_address(host: str, port: int, scheme: str = "tcp") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def sendmsg_all(sock: socket.socket, views: list[memoryview]) -> None:
@@ -158,26 +115,89 @@ def sendmsg_all(sock: socket.socket, views: list[memoryview]) -> None:
                 sent = 0
 
 
-class TCPComm(Comm):
-    """A connected, already authenticated socket."""
+def _chunks(views: list[memoryview], size: int) -> list[list[memoryview]]:
+    """``views`` cut into consecutive groups of about ``size`` bytes (large views split)."""
+    groups: list[list[memoryview]] = [[]]
+    filled = 0
+    for view in views:
+        for start in range(0, view.nbytes, size):
+            part = view[start : start + size]
+            if filled and filled + part.nbytes > size:
+                groups.append([])
+                filled = 0
+            groups[-1].append(part)
+            filled += part.nbytes
+    return [g for g in groups if g]
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+
+class MessageAuth:
+    """HMAC-SHA256 of the messages of one direction, keyed per connection, counted."""
+
+    def __init__(self, key: bytes) -> None:
+        self._keyed = hmac.new(key, digestmod="sha256")
+        self._counter = 0
+
+    def next(self) -> Any:
+        """A MAC for the next message, already fed its number."""
+        mac = self._keyed.copy()
+        mac.update(self._counter.to_bytes(8, "little"))
+        self._counter += 1
+        return mac
+
+
+class TCPComm(Comm):
+    """A connected, already authenticated socket; ``keys`` given: every message tagged."""
+
+    def __init__(self, sock: socket.socket, peer: str, keys: SessionKeys | None = None) -> None:
         self.sock = sock
         self.peer = peer
         self._buf = bytearray(_READ_BUFFER)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
         self._closed = False
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._out = MessageAuth(keys.send) if keys else None
+        self._in = MessageAuth(keys.recv) if keys else None
+        #: since when we wait for the next request (monotonic); None while one is under way
+        self.idle_since: float | None = None
+
+    @property
+    def authenticated_messages(self) -> bool:
+        return self._out is not None
 
     # -- writing ---------------------------------------------------------------------------
+    def _write(self, views: list[memoryview]) -> None:
+        if self._tls:  # SSL sockets have no sendmsg
+            for view in views:
+                self.sock.sendall(view)
+        else:
+            sendmsg_all(self.sock, views)
+
     def send(self, header: dict[str, Any], frames: Frames = ()) -> None:
         views = as_views(frames)
         head = msgpack.packb({**header, "lengths": [v.nbytes for v in views]}, use_bin_type=True)
         prefix = len(head).to_bytes(4, "little") + head
-        if sum(v.nbytes for v in views) <= _SMALL:
-            self.sock.sendall(b"".join([prefix, *views]))
-        else:
-            sendmsg_all(self.sock, [memoryview(prefix), *views])
+        small = sum(v.nbytes for v in views) <= _SMALL
+        if self._out is None:
+            if small:
+                self.sock.sendall(b"".join([prefix, *views]))
+            else:
+                self._write([memoryview(prefix), *views])
+            return
+        mac = self._out.next()
+        mac.update(prefix)
+        head_tag = mac.copy().digest()
+        if small:
+            for view in views:
+                mac.update(view)
+            self.sock.sendall(b"".join([prefix, head_tag, *views, mac.digest()]))
+            return
+        self._write([memoryview(prefix), memoryview(head_tag)])
+        for group in _chunks(views, _MAC_CHUNK):  # the peer hashes one while we hash the next
+            self._write(group)
+            for part in group:
+                mac.update(part)
+        self.sock.sendall(mac.digest())
 
     # -- reading ---------------------------------------------------------------------------
     def _fill(self) -> int:
@@ -211,11 +231,30 @@ class TCPComm(Comm):
         self._read_into(memoryview(out))
         return out
 
+    def _check(self, mac: Any, what: str) -> None:
+        if not hmac.compare_digest(bytes(self._read(DIGEST)), mac.digest()):
+            log.warning("refused a forged or altered message (%s) from %s", what, self.peer)
+            self.close()
+            raise AuthenticationError(
+                f"a message from {self.peer} failed its integrity check ({what}): "
+                "someone between us altered or injected it"
+            )
+
     def recv(self) -> Message:
-        n = int.from_bytes(self._read(4), "little")
+        self.idle_since = time.monotonic()
+        size = self._read(4)
+        self.idle_since = None
+        n = int.from_bytes(size, "little")
         if n > MAX_HEADER:
             raise ConnectionError(f"header of {n} bytes exceeds {MAX_HEADER}")
-        header = msgpack.unpackb(self._read(n), raw=False, strict_map_key=False)
+        head = self._read(n)
+        mac = None
+        if self._in is not None:
+            mac = self._in.next()
+            mac.update(size)
+            mac.update(head)
+            self._check(mac.copy(), "header")
+        header = msgpack.unpackb(head, raw=False, strict_map_key=False)
         lengths = header.get("lengths", ()) if isinstance(header, dict) else None
         if not isinstance(lengths, (list, tuple)) or not all(
             isinstance(x, int) and x >= 0 for x in lengths
@@ -224,8 +263,17 @@ class TCPComm(Comm):
         frames = []
         for length in lengths:
             buf = host_buffer(length)
-            self._read_into(memoryview(buf).cast("B"))
+            view = memoryview(buf).cast("B")
+            if mac is None:
+                self._read_into(view)
+            else:
+                for start in range(0, length, _MAC_CHUNK):
+                    part = view[start : start + _MAC_CHUNK]
+                    self._read_into(part)
+                    mac.update(part)
             frames.append(buf)
+        if mac is not None:
+            self._check(mac, "frames")
         return header, frames
 
     def close(self) -> None:
@@ -240,23 +288,77 @@ class TCPComm(Comm):
         return self._closed
 
 
-class Connection(TCPComm):
-    """A client connection: connects, proves it knows the secret, checks the server does."""
+def _open(address: str, deadline: Deadline) -> tuple[socket.socket, bool]:
+    """A connected socket to ``address``: ``(socket, is_local)``."""
+    sock = connect_local(address, deadline.remaining())
+    if sock is not None:
+        return sock, True
+    sock = socket.create_connection(parse_address(address), timeout=deadline.remaining())
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, False
 
-    def __init__(self, address: str, secret: bytes, timeout: float = 30.0) -> None:
+
+def _secure(
+    sock: socket.socket, security: Security, server_side: bool, deadline: Deadline
+) -> ssl.SSLSocket:
+    """TLS over ``sock`` (mutual verification), the handshake within ``deadline``."""
+    tls = security.context(server_side).wrap_socket(
+        sock, server_side=server_side, do_handshake_on_connect=False
+    )
+    try:
+        deadline.arm(tls)
+        tls.do_handshake()  # its timeout bounds the whole TLS handshake
+    except BaseException:
+        tls.close()  # it owns the descriptor now
+        raise
+    return tls
+
+
+def check_scheme(address: str, security: Security | None) -> bool:
+    """Whether ``address`` is reached over TLS; refuses what our settings cannot do."""
+    scheme = address.partition("://")[0] if "://" in address else "tcp"
+    enabled = security is not None and security.enabled
+    if scheme in TLS_SCHEMES and not enabled:
+        raise AuthenticationError(
+            f"{address} speaks TLS: set RDIST_TLS_CERT, RDIST_TLS_KEY and RDIST_TLS_CA "
+            "(a certificate of the cluster's CA) to reach it"
+        )
+    if scheme not in TLS_SCHEMES and enabled:
+        raise AuthenticationError(
+            f"{address} is a plain TCP address, and this process uses TLS for the data "
+            "plane: start that worker with --tls-cert/--tls-key/--tls-ca too"
+        )
+    return scheme in TLS_SCHEMES
+
+
+class Connection(TCPComm):
+    """A client connection: connects, proves it knows the secret, checks the server does.
+
+    Raises :class:`~rdist.comm.handshake.PeerBusy` when the server is at its connection
+    cap, AuthenticationError for a server (or relay) without the secret or certificate."""
+
+    def __init__(
+        self,
+        address: str,
+        secret: bytes,
+        timeout: float = 30.0,
+        security: Security | None = None,
+    ) -> None:
         self.address = address
-        sock = _connect_local(address, timeout)
-        if sock is None:
-            sock = socket.create_connection(parse_address(address), timeout=timeout)
+        tls = check_scheme(address, security)
+        deadline = Deadline(timeout)
+        sock, local = _open(address, deadline)
         try:
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client_handshake(sock, secret)
+            read_greeting(sock, deadline)
+            if tls and not local:
+                assert security is not None
+                sock = _secure(sock, security, False, deadline)
+            keys = client_handshake(sock, secret, deadline)
         except BaseException:
             sock.close()  # a failed handshake must not leak the socket
             raise
         sock.settimeout(None)
-        super().__init__(sock, address)
+        super().__init__(sock, address, None if (local or tls) else keys)
         self.lock = threading.Lock()
 
     def request(self, header: dict[str, Any], frames: Frames = ()) -> Message:
@@ -264,111 +366,23 @@ class Connection(TCPComm):
             return super().request(header, frames)
 
 
-class TCPListener(Listener):
-    """Accepts authenticated connections; one thread per connection answers its requests."""
-
-    def __init__(self, host: str, port: int, secret: bytes, handler: Handler) -> None:
-        self.secret = secret
-        self.handler = handler
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.create_server((host, port), family=family, reuse_port=False)
-        self.host, self.port = self.listener.getsockname()[:2]
-        self.address = format_address(self.host, self.port)
-        self._closing = threading.Event()
-        self._socks: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._local: socket.socket | None = None
-        self._thread = threading.Thread(
-            target=self._accept_loop, args=(self.listener,), name="rdist-data-accept", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def add_local_alias(self, address: str) -> None:
-        """Also accept peers of this host on the abstract unix socket of ``address``."""
-        if not local_sockets_enabled() or self._local is not None:
-            return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(local_name(address))
-            sock.listen(128)
-        except OSError as exc:  # taken (should not happen) or not supported: TCP only
-            log.info("no local socket for %s: %s", address, exc)
-            sock.close()
-            return
-        self._local = sock
-        threading.Thread(
-            target=self._accept_loop, args=(sock,), name="rdist-data-accept-local", daemon=True
-        ).start()
-
-    def _accept_loop(self, listener: socket.socket) -> None:
-        while not self._closing.is_set():
-            try:
-                sock, peer = listener.accept()
-            except OSError:
-                return
-            threading.Thread(
-                target=self._serve, args=(sock, peer), daemon=True, name="rdist-data-conn"
-            ).start()
-
-    def _serve(self, sock: socket.socket, peer: Any) -> None:
-        with self._lock:
-            self._socks.add(sock)
-        try:
-            if sock.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(HANDSHAKE_SECONDS)
-            server_handshake(sock, self.secret)
-            sock.settimeout(None)
-        except AuthenticationError as exc:
-            log.warning("refused data connection from %s: %s", peer, exc)
-            self._forget(sock)
-            return
-        except (ConnectionError, OSError) as exc:
-            log.info("data connection from %s ended during the handshake: %s", peer, exc)
-            self._forget(sock)
-            return
-        try:
-            serve(TCPComm(sock, f"{peer}"), self.handler, self._closing, peer)
-        finally:
-            self._forget(sock)
-
-    def _forget(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socks.discard(sock)
-        sock.close()
-
-    def close(self) -> None:
-        self._closing.set()
-        for listener in (self.listener, self._local):
-            if listener is None:
-                continue
-            try:
-                listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            listener.close()
-        with self._lock:
-            socks = list(self._socks)
-        for sock in socks:  # wake connection threads blocked in recv
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-#: The historical name of the listener.
-Server = TCPListener
-
-
 class _Backend:
-    def connect(self, location: str, secret: bytes, timeout: float) -> Comm:
-        return Connection(f"tcp://{location}", secret, timeout)
+    def __init__(self, scheme: str) -> None:
+        self.scheme = scheme
 
-    def listen(self, location: str, secret: bytes, handler: Handler) -> Listener:
+    def connect(
+        self, location: str, secret: bytes, timeout: float, security: Security | None = None
+    ) -> Comm:
+        return Connection(f"{self.scheme}://{location}", secret, timeout, security)
+
+    def listen(
+        self, location: str, secret: bytes, handler: Handler, security: Security | None = None
+    ) -> Listener:
+        from rdist.comm.listener import TCPListener
+
         host, port = parse_address(location) if location else ("127.0.0.1", 0)
-        return TCPListener(host, port, secret, handler)
+        return TCPListener(host, port, secret, handler, security, scheme=self.scheme)
 
 
-register_backend("tcp", _Backend())
+register_backend("tcp", _Backend("tcp"))
+register_backend("tls", _Backend("tls"))

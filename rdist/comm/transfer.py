@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rdist.comm.handshake import PeerBusy
 from rdist.comm.pool import ConnectionPool
 from rdist.protocol import serialize
 
@@ -294,6 +295,9 @@ class Gatherer:
             header, frames = self.pool.request(
                 peer, {"op": "get", "keys": keys, "compress": not is_local(peer)}
             )
+        except PeerBusy:  # at its connection cap: like a "busy" answer, not unreachable
+            self.busy_answers += 1
+            return BUSY, {}
         except (ConnectionError, OSError) as exc:
             if self.mode == "auto" and self.relay is not None:
                 log.warning(
@@ -337,13 +341,27 @@ class Gatherer:
             return
         header, frames = encode_frame_items(items.items(), compress=not is_local(address))
         try:
-            self.pool.request(address, {**header, "op": "put"}, frames)
+            self._put_when_admitted(address, {**header, "op": "put"}, frames)
         except (ConnectionError, OSError) as exc:
             if self.mode != "auto" or self.relay is None:
                 raise
             log.warning("cannot reach %s (%s): sending data through Redis", address, exc)
             self.unreachable[address] = time.monotonic() + UNREACHABLE_SECONDS
             self._put_via_redis(address, items)
+
+    def _put_when_admitted(self, address: str, header: dict[str, Any], frames: list[Any]) -> None:
+        """One ``put``, asked again with backoff while the peer is at its connection cap."""
+        backoff = Backoff()
+        deadline = time.monotonic() + self.busy_give_up
+        while True:
+            try:
+                self.pool.request(address, header, frames)
+                return
+            except PeerBusy:
+                self.busy_answers += 1
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(backoff.next())
 
     def _put_via_redis(self, address: str, items: dict[str, list[Any]]) -> None:
         if self.relay is None:

@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -150,6 +150,22 @@ def _require_token() -> Any:
     return None
 
 
+def same_site_path(target: str | None) -> str:
+    r"""``target`` when it is a path on this dashboard, else ``"/"``: the only places a
+    login may send the browser back to. Browsers drop tabs and newlines anywhere in a URL
+    and read ``\`` as ``/``, so ``/\t/evil.example`` and ``/\evil.example`` are
+    ``//evil.example`` to them -- another host. Hence: one leading slash, then no second
+    slash or backslash, no control character anywhere, no scheme or host."""
+    if not target or not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return "/"
+    if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
 def _login_page(next_path: str, failed: bool) -> Response:
     html = render_template("login.html", pages=PAGES, failed=failed, next_path=next_path)
     return Response(html, 401)
@@ -157,7 +173,7 @@ def _login_page(next_path: str, failed: bool) -> Response:
 
 def _logged_in(next_path: str) -> Any:
     """Redirect with the session cookie. Secure behind an HTTPS proxy too (Heroku's router)."""
-    response = redirect(next_path)
+    response = redirect(same_site_path(next_path))
     https = request.is_secure or request.headers.get("X-Forwarded-Proto", "") == "https"
     response.set_cookie(
         COOKIE, _dashboard().session_value(), httponly=True, samesite="Strict", secure=https
@@ -227,9 +243,7 @@ pages.add_url_rule("/events", view_func=_page("events.html", "pages.events"))
 def login() -> Any:
     """The login form posts here, so the token never appears in a URL or an access log."""
     dash = _dashboard()
-    next_path = request.form.get("next") or "/"
-    if not next_path.startswith("/") or next_path.startswith("//"):
-        next_path = "/"  # only ever back into this dashboard
+    next_path = same_site_path(request.form.get("next"))  # only ever back into this dashboard
     if not dash.authorized(request.form.get("token"), None):
         return _login_page(next_path, failed=True)
     return _logged_in(next_path)

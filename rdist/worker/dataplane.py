@@ -1,7 +1,7 @@
 """A worker's side of the data plane: serving its data, fetching what its tasks need.
 
-- Serving: a listener (``tcp://`` or ``inproc://``) answers ``get``/``put`` requests from
-  the worker's :class:`~rdist.worker.memory.SpillBuffer`, at most
+- Serving: a listener (``tcp://``, ``tls://`` with TLS settings, or ``inproc://``) answers
+  ``get``/``put`` requests from the worker's :class:`~rdist.worker.memory.SpillBuffer`, at most
   :data:`~rdist.comm.transfer.MAX_OUTGOING` transfers at once ("busy" beyond).
 - Fetching: the dependencies of new tasks are planned into batches per peer (at most
   :data:`~rdist.comm.transfer.BATCH_BYTES` each) and fetched by a few threads, so the first
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from rdist.comm.core import listen, split_address
 from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
-from rdist.comm.tcp import format_address, parse_address
+from rdist.comm.security import Security
+from rdist.comm.tcp import TLS_SCHEMES, format_address, parse_address
 from rdist.comm.transfer import MAX_INCOMING, DataServer, Gatherer, plan_batches, transfer_mode
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
@@ -54,11 +55,17 @@ def listen_address_of(
     return format_address(host, port)
 
 
+def secured_address(address: str, security: Security) -> str:
+    """``tcp://`` becomes ``tls://`` when TLS is configured (other schemes stay)."""
+    scheme, location = split_address(address)
+    return f"tls://{location}" if security.enabled and scheme == "tcp" else address
+
+
 def advertised_address(bound: str, contact: str | None = None) -> str:
     """The address peers should use: ``contact`` (a host, ``host:port`` or URL; a missing or
     zero port means the bound one), else the bound address with a wildcard host replaced."""
     scheme, _ = split_address(bound)
-    if scheme != "tcp":
+    if scheme != "tcp" and scheme not in TLS_SCHEMES:
         return bound
     host, port = parse_address(bound)
     if contact:
@@ -70,10 +77,10 @@ def advertised_address(bound: str, contact: str | None = None) -> str:
             chost, cport = location.split(":")[0], int(location.split(":")[1])
         else:  # a host name, an IPv4 address or a bare IPv6 address
             chost, cport = location, 0
-        return format_address(chost or host, cport or port)
+        return format_address(chost or host, cport or port, scheme)
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
-    return format_address(host, port)
+    return format_address(host, port, scheme)
 
 
 class DataPlane:
@@ -83,16 +90,24 @@ class DataPlane:
         listen_address: str,
         contact_address: str | None = None,
         mode: str | None = None,
+        security: Security | None = None,
     ) -> None:
         self.worker = worker
         self.mode = transfer_mode(mode)
+        #: TLS settings (from the configuration unless given): peers and we speak TLS
+        self.security = (security or Security.from_config()).check()
         self.server = DataServer(worker.data.frames_of, worker.data.size_of, self._put)
-        self.listener = listen(listen_address, worker.secret, self.server.handle)
+        self.listener = listen(
+            secured_address(listen_address, self.security),
+            worker.secret,
+            self.server.handle,
+            self.security,
+        )
         self.address = advertised_address(self.listener.address, contact_address)
         add_local_alias = getattr(self.listener, "add_local_alias", None)
         if add_local_alias is not None:  # peers on this host skip the TCP stack
             add_local_alias(self.address)
-        self.pool = ConnectionPool(worker.secret)
+        self.pool = ConnectionPool(worker.secret, security=self.security)
         self.replies = Replies()
         self.relay = RedisRelay(worker.store, ("w", self.address), self.replies)
         self.gatherer = Gatherer(self.pool, self.mode, self.relay, me=self.address)

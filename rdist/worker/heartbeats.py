@@ -1,9 +1,19 @@
 """A worker's heartbeats: its record in the ``workers`` hash (identity and latest metrics)
-rewritten, and a sample on the capped ``heartbeats`` stream, every second."""
+rewritten, and a sample on the capped ``heartbeats`` stream, every second.
+
+A heartbeat must go on when the process has no descriptor to spare (a task leaking files,
+a flood of connections): a worker that stops beating is declared dead and its work
+rescheduled, though it is alive. So it needs no new descriptor once started: its Redis
+connection is opened at start and kept, memory is read from ``/proc/self/statm`` opened
+once (:class:`ProcessMetrics`; psutil opens the file anew on every call), CPU comes from
+``os.times()``, and no failure ends the loop -- it is logged and the next beat tries again.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -21,9 +31,56 @@ if TYPE_CHECKING:
 log = logging.getLogger("rdist.worker")
 
 HEARTBEAT_SECONDS = 1.0
+#: While beats keep failing, one log line per this many failures.
+LOG_EVERY = 30
 
-#: One object: ``cpu_percent(None)`` measures since its previous call.
-_PROCESS = psutil.Process()
+
+class ProcessMetrics:
+    """Resident memory and CPU use of this process, without opening a file per sample."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._statm: int | None = None
+        self._pid = 0
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._wall, self._cpu = time.monotonic(), _cpu_seconds()
+
+    def rss(self) -> int:
+        with self._lock:
+            fd = self._statm_fd()
+            if fd is not None:
+                try:
+                    return int(os.pread(fd, 128, 0).split()[1]) * self._page
+                except (OSError, ValueError, IndexError):
+                    pass
+        return int(psutil.Process().memory_info().rss)  # not Linux: psutil (opens a file)
+
+    def _statm_fd(self) -> int | None:
+        """``/proc/self/statm``, opened once per process (a forked child opens its own)."""
+        if self._pid != os.getpid():
+            self._pid, self._statm = os.getpid(), None
+            try:
+                self._statm = os.open(f"/proc/{self._pid}/statm", os.O_RDONLY)
+            except OSError:
+                pass
+        return self._statm
+
+    def cpu_percent(self) -> float:
+        """CPU use since the previous call, in percent of one core (as psutil's)."""
+        with self._lock:
+            wall, cpu = time.monotonic(), _cpu_seconds()
+            elapsed = wall - self._wall
+            percent = 100.0 * (cpu - self._cpu) / elapsed if elapsed > 0 else 0.0
+            self._wall, self._cpu = wall, cpu
+        return round(percent, 1)
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+PROCESS = ProcessMetrics()
 
 
 def metrics(worker: Worker) -> Heartbeat:
@@ -32,8 +89,8 @@ def metrics(worker: Worker) -> Heartbeat:
     data = worker.data
     return Heartbeat(
         worker.address,
-        _PROCESS.memory_info().rss,
-        _PROCESS.cpu_percent(None),
+        PROCESS.rss(),
+        PROCESS.cpu_percent(),
         executing,
         len(data),
         data.memory_bytes,
@@ -68,16 +125,36 @@ def record(worker: Worker, beat: Heartbeat | None = None) -> WorkerRecord:
     )
 
 
+def beat(worker: Worker, store: RedisStore) -> None:
+    """One heartbeat: the record and a sample, in one round trip."""
+    buffers.POOL.trim()  # receive buffers idle for a while go back to the system
+    sample = metrics(worker)
+    pipe = store.pipeline()
+    store.workers.put(record(worker, sample), pipe)
+    store.streams.heartbeat(sample, pipe)
+    pipe.execute()
+
+
 def run(worker: Worker, store: RedisStore) -> None:
-    """Beat until the worker stops (on a connection of its own)."""
+    """Beat until the worker stops, on a connection of its own opened now and kept."""
+    try:
+        store.ping()
+        PROCESS.rss()  # opens /proc/self/statm while descriptors are to be had
+    except ConnectionErrors as exc:
+        log.warning("worker %s: heartbeat cannot reach Redis yet: %s", worker.address, exc)
+    failures = 0
     while not worker.stop_event.wait(HEARTBEAT_SECONDS):
-        buffers.POOL.trim()  # receive buffers idle for a while go back to the system
         try:
-            beat = metrics(worker)
-            pipe = store.pipeline()
-            store.workers.put(record(worker, beat), pipe)
-            store.streams.heartbeat(beat, pipe)
-            pipe.execute()
-        except ConnectionErrors as exc:
-            log.warning("worker %s: heartbeat failed: %s", worker.address, exc)
+            beat(worker, store)
+        except Exception as exc:  # no failure may end the heartbeat: silence means death
+            if failures % LOG_EVERY == 0:
+                log.warning(
+                    "worker %s: heartbeat failed (%d in a row): %r",
+                    worker.address,
+                    failures + 1,
+                    exc,
+                )
+            failures += 1
+        else:
+            failures = 0
     store.close()

@@ -23,6 +23,7 @@ import traceback
 from typing import Any
 
 from rdist.client.client import Client
+from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
@@ -82,6 +83,7 @@ class Worker:
         transfer: str | None = None,
         memory_fractions: MemoryFractions | None = None,
         spill_directory: str | None = None,
+        security: Security | None = None,
     ) -> None:
         self.started = time.time()  #: start (or last restart) time, for client.restart()
         self.under_nanny = False  #: set by run_worker: a nanny restarts us when we exit
@@ -111,6 +113,7 @@ class Worker:
             listen_address_of(host, port, listen_address),
             contact_address or contact_host,
             transfer,
+            security,
         )
         self.server, self.peers = self.dataplane.listener, self.dataplane.pool
         self.address = self.dataplane.address
