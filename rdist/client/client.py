@@ -33,6 +33,7 @@ from rdist.client import collections as dask_collections
 from rdist.client import default, local_cluster
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
+from rdist.client.executor import ClientExecutor
 from rdist.client.future import ERROR, FINISHED, Future, futures_of, wait
 from rdist.client.inbox import Inbox
 from rdist.client.introspection import Introspection, StoryEvent
@@ -316,6 +317,11 @@ class Client:
             retries=retries,
             priority=priority,
         )
+
+    def get_executor(self, **kwargs: Any) -> ClientExecutor:
+        """A ``concurrent.futures.Executor`` on this client; ``kwargs`` (``workers=``,
+        ``resources=``, ``retries=``, ...) apply to every task it submits."""
+        return ClientExecutor(self, **kwargs)
 
     def get_futures(self) -> dict[str, Future]:
         return {k: Future(k, self, self.ledger.register(k)) for k in self.ledger.keys()}
