@@ -179,6 +179,7 @@ MODULE_TIERS = {
     "test_comm_security": "pure",
     "test_config": "pure",
     "test_dask_collections": "fake",
+    "test_tracebacks": "pure",
     "test_default_client": "fake",
     "test_deploy": "pure",
     "test_graph_and_keys": "fake",
