@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from rdist.protocol import wire
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import Backoff, RedisConfigError
 
 log = logging.getLogger("rdist.client")
 
@@ -160,17 +161,24 @@ class Sender:
         """One pipeline: the functions first, then the messages in order."""
         funcs, entries = encode_outbox(items)
         store = self._store
-        for attempt in range(SEND_ATTEMPTS):
+        backoff = Backoff(f"client {self._client_id}", store.url, log)
+        for _ in range(SEND_ATTEMPTS):
             try:
                 pipe = store.raw_pipeline()
                 store.specs.put_functions(funcs, pipe=pipe)
                 for entry in entries:
                     store.streams.to_scheduler(entry, pipe=pipe)
                 pipe.execute()
+                backoff.succeeded()
                 return
             except ConnectionErrors as exc:
-                log.warning("client %s: redis unavailable (%s); retrying", self._client_id, exc)
-                self._stop.wait(min(2.0, 0.1 * (attempt + 1)))
+                try:
+                    backoff.wait(exc, self._stop)
+                except RedisConfigError as error:  # no retry helps: say so, once
+                    log.error(
+                        "client %s: %s; %d messages dropped", self._client_id, error, len(items)
+                    )
+                    return
         log.error(
             "client %s: gave up sending %d messages: redis stayed unreachable",
             self._client_id,

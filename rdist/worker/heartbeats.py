@@ -13,6 +13,7 @@ from rdist.comm import buffers
 from rdist.protocol.wire import Heartbeat, WorkerRecord
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import Backoff
 from rdist.worker.state import WTaskState
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def record(worker: Worker, beat: Heartbeat | None = None) -> WorkerRecord:
 
 def run(worker: Worker, store: RedisStore) -> None:
     """Beat until the worker stops (on a connection of its own)."""
+    backoff = Backoff(f"worker {worker.address}: heartbeat", store.url, log)
     while not worker.stop_event.wait(HEARTBEAT_SECONDS):
         buffers.POOL.trim()  # receive buffers idle for a while go back to the system
         try:
@@ -78,6 +80,7 @@ def run(worker: Worker, store: RedisStore) -> None:
             store.workers.put(record(worker, beat), pipe)
             store.streams.heartbeat(beat, pipe)
             pipe.execute()
+            backoff.succeeded()
         except ConnectionErrors as exc:
-            log.warning("worker %s: heartbeat failed: %s", worker.address, exc)
+            backoff.failed(exc)  # beats keep their pace; a permanent error raises
     store.close()
