@@ -420,6 +420,7 @@ class Client:
         self._check_open("scatter")
         broadcast = validate.flag(broadcast, "broadcast")
         hash = validate.flag(hash, "hash")
+        items: list[tuple[str | None, Any]]
         if isinstance(data, dict):
             items = [(keynames.check_key(k, "a key of scatter's data"), x) for k, x in data.items()]
         elif isinstance(data, (list, tuple, set, frozenset)):
@@ -445,6 +446,7 @@ class Client:
     ) -> None:
         """Copy the futures' data until each is on ``n`` workers (default: all of
         ``workers``, default all); extra copies beyond ``n`` are dropped. Blocks until done."""
+        self._check_open("replicate")
         found = _futures(futures)
         wait(found)
         keys = list(dict.fromkeys(f._name for f in found if f.status == FINISHED))
@@ -453,6 +455,7 @@ class Client:
     def rebalance(self, futures: Any = None, workers: Any = None, **kwargs: Any) -> None:
         """Move data (of ``futures``, default all) between ``workers`` (default all) so each
         holds about the same number of bytes. Blocks until done."""
+        self._check_open("rebalance")
         keys = None
         if futures is not None:
             found = _futures(futures)
@@ -463,6 +466,7 @@ class Client:
     # -- control -----------------------------------------------------------------------------
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> None:
         """Cancel these futures (and their dependents); waits for the scheduler to confirm."""
+        self._check_open("cancel")
         found = _futures(futures)
         keys = list(dict.fromkeys(f._name for f in found))
         if keys:
@@ -470,11 +474,13 @@ class Client:
 
     def retry(self, futures: Any) -> None:
         """Run erred futures again."""
+        self._check_open("retry")
         self.ledger.retry([f for f in _futures(futures) if f.status == ERROR])
 
     def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> None:
         """Cancel every future of every client and restart all workers; returns once the
         workers are back (promptly: a task that is still running is not waited for)."""
+        self._check_open("restart")
         timeout = timeout or self.timeout * 2
         deadline = time.monotonic() + timeout
         n_workers = len(self._introspection.workers())
@@ -493,19 +499,27 @@ class Client:
 
     # -- introspection -----------------------------------------------------------------------
     def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> dict[str, Any]:
-        return self._introspection.scheduler_info(self.cluster_name, self.redis_url)
+        self._check_open("ask for scheduler_info")
+        return self._introspection.scheduler_info(self.cluster_name, mask_url(self.redis_url))
 
     def nthreads(self, workers: Any = None) -> dict[str, int]:
+        self._check_open("ask for nthreads")
         return self._introspection.nthreads(workers)
 
     ncores = nthreads
 
-    def who_has(self, futures: Any = None) -> dict[str, list[str]]:
+    def who_has(self, futures: Any = None) -> dict[Any, list[str]]:
+        """Key -> addresses of the workers holding its data (keys as the futures have them)."""
+        self._check_open("ask who_has")
         keys = self.ledger.keys() if futures is None else [f._name for f in _futures(futures)]
-        return self._introspection.who_has(keys)
+        found = self._introspection.who_has(keys)
+        return {keynames.user_key(k): holders for k, holders in found.items()}
 
-    def has_what(self, workers: Any = None) -> dict[str, list[str]]:
-        return self._introspection.has_what(workers)
+    def has_what(self, workers: Any = None) -> dict[str, list[Any]]:
+        """Worker address -> the keys it holds."""
+        self._check_open("ask has_what")
+        found = self._introspection.has_what(workers)
+        return {w: [keynames.user_key(k) for k in keys] for w, keys in found.items()}
 
     def run(
         self,

@@ -141,6 +141,9 @@ class FutureHost(Protocol):
     def release(self, key: str) -> None:
         """One reference fewer; the last one tells the scheduler the key is not wanted."""
 
+    def check_open(self, key: str) -> None:
+        """Raise ClosedClientError if the client holding ``key`` is closed."""
+
     def wait(self, state: FutureState, timeout: float | None) -> bool:
         """Block until ``state`` is done (False: ``timeout`` passed first)."""
 

@@ -78,22 +78,23 @@ def externalize(obj: Any, pure: bool, in_graph: bool) -> tuple[Any, list[Large]]
 
     A part is a value that holds no dependency reference (nor, in a graph, a task to
     evaluate): a container of plain values is scattered whole, one holding references is
-    looked into. The top level -- ``(args, kwargs)`` of a call, or a graph node -- is
-    always looked into."""
+    looked into. The frame is always looked into: ``(args, kwargs)`` of a call and each
+    of the two (every argument is a part of its own), or a graph node."""
     found: list[Large] = []
-    return _swap(obj, found, pure, in_graph, top=True), found
+    return _swap(obj, found, pure, in_graph, open_levels=1 if in_graph else 2), found
 
 
-def _swap(obj: Any, found: list[Large], pure: bool, in_graph: bool, top: bool = False) -> Any:
+def _swap(obj: Any, found: list[Large], pure: bool, in_graph: bool, open_levels: int = 0) -> Any:
     kind = type(obj)
     if kind is DepRef:
         return obj
     if in_graph and is_task(obj):
         return (obj[0], *(_swap(a, found, pure, in_graph) for a in obj[1:]))
-    if kind in _CONTAINERS and (top or _holds_references(obj, in_graph)):
+    if kind in _CONTAINERS and (open_levels > 0 or _holds_references(obj, in_graph)):
+        inner = max(0, open_levels - 1)
         if kind is dict:
-            return {k: _swap(v, found, pure, in_graph) for k, v in obj.items()}
-        return kind(_swap(x, found, pure, in_graph) for x in obj)
+            return {k: _swap(v, found, pure, in_graph, inner) for k, v in obj.items()}
+        return kind(_swap(x, found, pure, in_graph, inner) for x in obj)
     try:
         frames = serialize.dumps(obj)
     except serialize.SerializationError:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rdist import task_context
-from rdist.client import inbox
+from rdist.client import inbox, keynames
 from rdist.client.future import (
     CANCELLED,
     ERROR,
@@ -113,8 +113,9 @@ class Ledger:
             if state.key not in missing:
                 state.unconfirmed = False
         if missing:
+            shown = ", ".join(sorted(repr(keynames.user_key(k)) for k in missing))
             raise ValueError(
-                f"no task has the key(s) {sorted(missing)}: they were never submitted to "
+                f"no task has the key(s) {shown}: they were never submitted to "
                 "this cluster (or were released and forgotten). Submit or scatter them "
                 "first; Future(key, client) names work already on the cluster"
             )

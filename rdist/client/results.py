@@ -36,6 +36,8 @@ class Results:
         ):
             futures = list(futures)
         found = futures_of(futures)
+        for f in found:
+            f._host.check_open(f._name)  # a future of a closed client has no value to give
         self._ledger.wait_all([f._state for f in found], None)
         if errors == "raise":
             for f in found:

@@ -74,11 +74,12 @@ def resources(value: Any, argument: str = "resources") -> dict[str, float] | Non
             raise TypeError(
                 f"{argument}[{name!r}] must be a number, not {type(amount).__name__} {amount!r}"
             )
-        if not (math.isfinite(amount) and 0 <= amount <= MAX_AMOUNT):
+        number = float(amount)  # a Real: int, float, numpy scalar, Fraction
+        if not (math.isfinite(number) and 0 <= number <= MAX_AMOUNT):
             raise ValueError(
                 f"{argument}[{name!r}] must be an amount from 0 to 1e15, got {amount!r}"
             )
-        out[name] = float(amount) if not _is_int(amount) else int(amount)
+        out[name] = int(number) if _is_int(amount) else number
     return out or None
 
 

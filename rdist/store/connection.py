@@ -152,8 +152,31 @@ class RedisStore:
     def check(self, timeout: float, what: str = "rdist") -> None:
         """Make sure Redis answers (connection, AUTH, TLS) within ``timeout`` s: permanent
         failures raise RedisConfigError at once, transient ones RedisUnreachable once
-        they outlast it (see :mod:`rdist.store.health`)."""
-        health.wait_until_reachable(self.redis.ping, self.url, timeout, what)
+        they outlast it (see :mod:`rdist.store.health`).
+
+        Each try goes over a probe connection of its own, with a socket timeout: the
+        store's connections have none (their blocking reads carry their own), and a TLS
+        handshake with a server that does not speak TLS would otherwise wait for ever."""
+        if self.url.startswith("fakeredis://"):
+            health.wait_until_reachable(self.redis.ping, self.url, timeout, what)
+            return
+        deadline = time.monotonic() + timeout
+
+        def probe() -> None:
+            left = max(0.2, deadline - time.monotonic())
+            client = redis.Redis.from_url(
+                self.url,
+                socket_timeout=left,
+                socket_connect_timeout=left,
+                retry_on_timeout=False,
+                **_tls_options(self.url),
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+
+        health.wait_until_reachable(probe, self.url, timeout, what)
 
     def leader(self) -> str | None:
         """The token of the scheduler holding the cluster's leader lease, if any."""

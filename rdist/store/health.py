@@ -236,7 +236,7 @@ class Backoff:
         """The wait after the current failure: doubling from ``first`` up to ``cap``, each
         drawn from its upper half (jitter that still backs off)."""
         ceiling = min(self._cap, self._first * 2 ** max(0, self.attempts - 1))
-        return ceiling * (0.5 + 0.5 * self._rand())
+        return float(ceiling * (0.5 + 0.5 * self._rand()))
 
     def failed(self, exc: BaseException) -> float:
         """Account for one failure; the seconds to wait, or RedisConfigError."""
