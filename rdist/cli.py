@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from rdist.config import redis_url_from_env
+from rdist.config import mask_url, redis_url_from_env
 
 
 def _setup_logging(level: str) -> None:
@@ -28,6 +28,42 @@ def _require_url(url: str | None) -> str:
     return url
 
 
+def _fail(message: str, code: int) -> None:
+    click.echo(f"rdist: {message}", err=True)
+    sys.exit(code)
+
+
+def _exit_for_config(error: Exception) -> None:
+    """A loop met a permanent Redis error (a password rotated under us, say): no retry
+    will help, so the process ends with the configuration exit status (the nanny, and
+    any supervisor reading sysexits, does not restart it)."""
+    from rdist.store.health import EXIT_CONFIG
+
+    logging.getLogger("rdist").critical("%s", error)
+    sys.stderr.flush()
+    os._exit(EXIT_CONFIG)
+
+
+def _check_redis(url: str, cluster: str, role: str, timeout: float) -> None:
+    """A role checks Redis before it starts: a permanent problem (malformed URL, wrong
+    password, TLS) exits with status 78 at once, Redis not answering within ``timeout``
+    with status 1 -- each with a message naming the URL (password masked) and the fix."""
+    from rdist.store import connect
+    from rdist.store.health import EXIT_CONFIG, RedisConfigError, exit_on_permanent_errors
+
+    exit_on_permanent_errors(_exit_for_config)
+    try:
+        store = connect(url, cluster)
+        try:
+            store.check(timeout, what=f"{role} starting")
+        finally:
+            store.close()
+    except RedisConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except TimeoutError as exc:
+        _fail(str(exc), 1)
+
+
 redis_option = click.option(
     "--redis-url", default=None, help="Redis URL (default: $RDIST_REDIS_URL, then $REDIS_URL)"
 )
@@ -38,6 +74,14 @@ cluster_option = click.option(
     help="cluster name (several can share one Redis)",
 )
 log_option = click.option("--log-level", default="info", show_default=True)
+timeout_option = click.option(
+    "--timeout",
+    "connect_timeout",
+    default=30.0,
+    show_default=True,
+    type=float,
+    help="seconds to wait at start for Redis to answer (as dask's connect timeout)",
+)
 
 
 def tls_options(command: Any) -> Any:
@@ -73,13 +117,16 @@ def main() -> None:
 @redis_option
 @cluster_option
 @log_option
-def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
+@timeout_option
+def scheduler(redis_url: str | None, cluster: str, log_level: str, connect_timeout: float) -> None:
     """Run the scheduler."""
     from rdist.procs import tune_gc
     from rdist.scheduler.server import SchedulerServer
 
     _setup_logging(log_level)
-    server = SchedulerServer.from_url(_require_url(redis_url), cluster)
+    url = _require_url(redis_url)
+    _check_redis(url, cluster, "scheduler", connect_timeout)
+    server = SchedulerServer.from_url(url, cluster)
     tune_gc()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
@@ -157,6 +204,7 @@ def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
 @click.option("--resources", default="", help='e.g. "GPU=2,MEM=1e9"')
 @tls_options
 @log_option
+@timeout_option
 def worker(
     redis_url: str | None,
     cluster: str,
@@ -181,6 +229,7 @@ def worker(
     tls_key: str | None,
     tls_ca: str | None,
     log_level: str,
+    connect_timeout: float,
 ) -> None:
     """Run a worker (under a nanny unless --no-nanny)."""
     from rdist.cluster import parse_memory
@@ -188,6 +237,7 @@ def worker(
 
     _setup_logging(log_level)
     url = _require_url(redis_url)
+    _check_redis(url, cluster, "worker", connect_timeout)
     try:
         fractions = MemoryFractions.from_env(
             target=memory_target_fraction,
@@ -202,10 +252,8 @@ def worker(
     if nanny:
         from rdist.worker.nanny import Nanny
 
-        args = [
+        args = [  # the URL (and its password) goes by the environment: argv is world-readable
             "worker",
-            "--redis-url",
-            url,
             "--cluster",
             cluster,
             "--nthreads",
@@ -230,6 +278,8 @@ def worker(
             resources,
             "--log-level",
             log_level,
+            "--timeout",
+            str(connect_timeout),
         ]
         for flag, value in (
             ("--name", name),
@@ -300,7 +350,7 @@ def local(
         name=cluster if url else None,
     ) as lc:
         click.echo(
-            f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={lc.redis_url}"
+            f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={mask_url(lc.redis_url)}"
             f" RDIST_CLUSTER={lc.cluster_name}"
         )
         sys.stdout.flush()
@@ -327,6 +377,7 @@ def demo(n_workers: int) -> None:
 @click.option("--port", default=None, type=int, help="port (default: $PORT, else 8787)")
 @click.option("--interval", default=None, type=float, help="seconds between live snapshots")
 @log_option
+@timeout_option
 def dashboard(
     redis_url: str | None,
     cluster: str | None,
@@ -334,6 +385,7 @@ def dashboard(
     port: int | None,
     interval: float | None,
     log_level: str,
+    connect_timeout: float,
 ) -> None:
     """Serve the live web dashboard (reads Redis only). The token comes from
     RDIST_DASHBOARD_TOKEN, never from a flag, so it stays out of process listings."""
@@ -353,6 +405,9 @@ def dashboard(
         )
         if not config.get("redis.url"):
             raise ConfigError("no Redis URL: pass --redis-url or set RDIST_REDIS_URL / REDIS_URL")
+        _check_redis(
+            config.get("redis.url"), config.get("redis.cluster"), "dashboard", connect_timeout
+        )
         run_dashboard(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from rdist.client import local_cluster
+from rdist.config import mask_url
 from rdist.embedded import EmbeddedRedis
 from rdist.procs import die_with_parent
 from rdist.store import connect
@@ -56,12 +57,19 @@ def parse_memory(limit: Any, n_workers: int) -> int:
     return int(float(text))
 
 
+def child_env(redis_url: str) -> dict[str, str]:
+    """The environment of a process we start: ours, and the Redis URL -- which carries the
+    password -- in ``RDIST_REDIS_URL`` rather than on its command line, which every local
+    user can read (``/proc/<pid>/cmdline``; the environment only its owner)."""
+    return {**os.environ, "RDIST_REDIS_URL": redis_url}
+
+
 class _WorkerProcess:
     """One ``rdist worker`` subprocess."""
 
-    def __init__(self, name: str, args: list[str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.name = name
-        self.process = subprocess.Popen(args, preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(args, env=env, preexec_fn=die_with_parent)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -140,20 +148,14 @@ class LocalCluster:
 
     # -- processes ---------------------------------------------------------------------------
     def _cli(self, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "rdist",
-            *args,
-            "--redis-url",
-            self.redis_url,
-            "--cluster",
-            self.cluster_name,
-        ]
+        """The command line of a child role; its Redis URL goes by :func:`child_env`."""
+        return [sys.executable, "-m", "rdist", *args, "--cluster", self.cluster_name]
 
     def _start_scheduler(self) -> None:
         if self.processes:
-            self._scheduler = subprocess.Popen(self._cli("scheduler"), preexec_fn=die_with_parent)
+            self._scheduler = subprocess.Popen(
+                self._cli("scheduler"), env=child_env(self.redis_url), preexec_fn=die_with_parent
+            )
             return
         from rdist.scheduler.server import SchedulerServer
 
@@ -176,7 +178,7 @@ class LocalCluster:
                 str(self.memory_limit),
                 "--nanny" if self.nanny else "--no-nanny",
             )
-            return _WorkerProcess(name, args)
+            return _WorkerProcess(name, args, child_env(self.redis_url))
         from rdist.worker.server import Worker
 
         worker = Worker(
@@ -280,7 +282,7 @@ class LocalCluster:
                 pass
 
     def __repr__(self) -> str:
-        return f"LocalCluster({self.redis_url!r}, workers={len(self._workers)})"
+        return f"LocalCluster({mask_url(self.redis_url)!r}, workers={len(self._workers)})"
 
 
 local_cluster.register(LocalCluster)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,12 +183,28 @@ def _coerce(dotted: str, value: Any, source: str) -> Any:
     return value
 
 
+#: Query parameters of a URL whose values are secrets (``?password=``, ``&token=``, ...).
+_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|secret|auth)[^=&;#]*=)[^&;#]*")
+#: The user-information part of a URL, ``scheme://[user[:password]]@``, up to the last
+#: ``@`` before the query (a password with an unescaped ``/`` or ``#`` is masked whole).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^?]*)@")
+
+
+def mask_url(url: Any) -> str:
+    """``url`` with every secret in it replaced by ``***``: the whole ``user:password@``
+    part (a lone ``:password@``, or a token given as the user name, alike) and the values
+    of query parameters named like a password or token (``?password=``,
+    ``&sentinel_password=``, ``?token=``). Whatever rdist prints, logs or shows in a repr
+    passes through here."""
+    text = _USERINFO.sub(r"\1***@", str(url), count=1)
+    return _SECRET_PARAM.sub(r"\1***", text)
+
+
 def _masked(dotted: str, value: Any) -> Any:
     if value and dotted in SECRETS:
         return "***"
-    if dotted == "redis.url" and isinstance(value, str) and "@" in value:
-        scheme, _, rest = value.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
     return value
 
 

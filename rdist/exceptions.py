@@ -29,3 +29,7 @@ class KilledWorker(Exception):
         self.task = task
         self.last_worker = last_worker
         self.allowed_failures = allowed_failures
+
+
+class ClosedClientError(RuntimeError):
+    """A call on a client that is closed, or on a future of one (as ``distributed``'s)."""

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 _CALLS: Counter[str] = Counter()
 _CALLS_LOCK = threading.Lock()
@@ -70,3 +71,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"not true after {timeout} s: {what or predicate}")
         time.sleep(0.01)
+
+
+def stand_in_scheduler(store: Any) -> None:
+    """Hold the cluster's leader lease as a scheduler would (without expiry), so that a
+    ``Client()`` on a Redis with no scheduler process -- a test that plays the
+    scheduler's part itself -- gets past its start-up check."""
+    store.redis.set(store.keys.lease, "test:0:stand-in")

@@ -24,6 +24,7 @@ from rdist.protocol import serialize, wire
 from rdist.store import RedisStore, connect
 from rdist.store.connection import drop_fake_server
 from rdist.store.keys import PAYLOAD_FIELD
+from tests.client_helpers import stand_in_scheduler
 
 
 @pytest.fixture
@@ -400,6 +401,7 @@ def test_a_client_without_an_address_starts_the_registered_cluster_and_closes_it
             self.redis_url = f"fakeredis://{uuid.uuid4().hex}"
             self.cluster_name = "own"
             self.closed = False
+            stand_in_scheduler(connect(self.redis_url, self.cluster_name))
             made.append(self)
 
         def close(self) -> None:
@@ -439,6 +441,7 @@ def sent_maps(store: RedisStore) -> list[dict[str, Any]]:
 def test_what_a_client_sends_keeps_its_wire_format(store: RedisStore) -> None:
     from rdist import Client
 
+    stand_in_scheduler(store)
     client = Client(store.url, cluster_name="rooms", set_as_default=False)
     try:
         future = client.submit(inc, 1, key="k", priority=3, retries=2)

@@ -22,6 +22,7 @@ from rdist.client.introspection import StoryEvent, merge_stories
 from rdist.protocol import wire
 from rdist.store import RedisStore, connect
 from rdist.store.connection import drop_fake_server
+from tests.client_helpers import stand_in_scheduler
 from tests.conftest import fake_cluster
 
 W1, W2 = "tcp://10.0.0.1:1", "tcp://10.0.0.2:1"
@@ -83,6 +84,7 @@ def client() -> Iterator[Client]:
     store = connect(f"fakeredis://{name}", "story")
     for address in (W1, W2):
         store.workers.put(wire.WorkerRecord(address, address[-8:], 1))
+    stand_in_scheduler(store)
     c = Client(f"fakeredis://{name}", cluster_name="story", set_as_default=False, timeout=5)
     yield c
     c.close()

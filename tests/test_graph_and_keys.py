@@ -99,20 +99,20 @@ def inc(x: int) -> int:
 def run_graph(dsk: dict[Hashable, Any]) -> dict[str, Any]:
     """Evaluate ``graph_tasks`` output in the order given, as workers would."""
     data: dict[str, Any] = {}
-    for key, blob, deps in graph.graph_tasks(dsk):
+    for key, blob, deps in graph.graph_tasks(dsk)[0]:
         assert all(d in data for d in deps), f"{key} comes before its dependencies {deps}"
         data[key] = spec.evaluate_node(serialize.from_blob(blob), {d: data[d] for d in deps})
     return data
 
 
 def deps_of(dsk: dict[Hashable, Any]) -> dict[str, list[str]]:
-    return {key: deps for key, _, deps in graph.graph_tasks(dsk)}
+    return {key: deps for key, _, deps in graph.graph_tasks(dsk)[0]}
 
 
 def test_graph_tasks_lists_dependencies_before_dependents():
     dsk = {"z": (operator.add, "y", "x"), "y": (inc, "x"), "x": 1}
 
-    order = [key for key, _, _ in graph.graph_tasks(dsk)]
+    order = [key for key, _, _ in graph.graph_tasks(dsk)[0]]
 
     assert order.index("x") < order.index("y") < order.index("z")
     assert run_graph(dsk)["z"] == 3
@@ -180,7 +180,7 @@ def test_long_graph_chain_is_sorted_without_recursion_error():
     dsk: dict[Hashable, Any] = {f"k{i}": (inc, f"k{i - 1}") for i in range(n - 1, 0, -1)}
     dsk["k0"] = 0
 
-    order = [key for key, _, _ in graph.graph_tasks(dsk)]
+    order = [key for key, _, _ in graph.graph_tasks(dsk)[0]]
 
     assert order == [f"k{i}" for i in range(n)]
 
@@ -229,10 +229,10 @@ def test_function_bytes_pickles_importable_functions_by_reference():
 
 
 class FakeFuture:
-    """Stands in for ``rdist.Future``: all pack_arguments needs is a ``.key``."""
+    """Stands in for ``rdist.Future``: all pack_arguments needs is its wire name."""
 
     def __init__(self, key: str) -> None:
-        self.key = key
+        self.key = self._name = key
 
 
 def fake_futures_of(obj: Any) -> list[FakeFuture]:
@@ -246,7 +246,9 @@ def fake_futures_of(obj: Any) -> list[FakeFuture]:
 
 
 def pack(*args: Any, **kwargs: Any) -> tuple[bytes, list[str], int]:
-    return graph.pack_arguments(args, kwargs, fake_futures_of, FakeFuture)
+    blob, deps, mode, scattered = graph.pack_arguments(args, kwargs, fake_futures_of, FakeFuture)
+    assert scattered == []  # small arguments travel inline
+    return blob, deps, mode
 
 
 def test_arguments_without_futures_are_packed_for_a_plain_call():

@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from rdist.client import collections as dask_collections
-from rdist.client import default, local_cluster
+from rdist.client import default, keynames, local_cluster, validate
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
 from rdist.client.executor import ClientExecutor
@@ -43,7 +43,8 @@ from rdist.client.options import TaskOptions
 from rdist.client.results import Results
 from rdist.client.sender import Sender
 from rdist.client.submit import Submitter
-from rdist.config import redis_url_from_env
+from rdist.config import mask_url, redis_url_from_env
+from rdist.exceptions import ClosedClientError
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
@@ -53,6 +54,16 @@ log = logging.getLogger("rdist.client")
 
 def _futures(obj: Any) -> list[Future]:
     return [obj] if isinstance(obj, Future) else futures_of(obj)
+
+
+def _task_options(
+    workers: Any, resources: Any, retries: Any, priority: Any, allow_other_workers: Any
+) -> TaskOptions:
+    """The scheduling keywords of ``submit``/``map``, checked as dask checks them."""
+    options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
+    if options.loose and options.workers is None:
+        raise ValueError("Only use allow_other_workers= if using workers=")
+    return options
 
 
 class Client:
@@ -84,8 +95,15 @@ class Client:
         self.id = f"client-{uuid.uuid4().hex[:16]}"
         self.name = name or self.id
         self.timeout = timeout
+        self.status = "connecting"
+        try:
+            self.store = self._connect(url, timeout)
+        except BaseException:
+            self.status = "closed"
+            if self._owned_cluster is not None:
+                self._owned_cluster.close()
+            raise
         self.status = "running"
-        self.store = connect(url, self.cluster_name)
         self._compose()
         self._sender.post(wire.ClientJoin(self.id))
         self._threads = [
@@ -97,6 +115,22 @@ class Client:
         if set_as_default:
             default.promote(self)
         dask_collections.prefer_task_shuffle()
+
+    def _connect(self, url: str, timeout: float) -> Any:
+        """A store once Redis answers and a scheduler holds the lease, within ``timeout``
+        (dask's default, ``distributed.comm.timeouts.connect``: 30 s). A permanent failure
+        -- wrong password, TLS verification, a malformed URL -- raises at once, naming the
+        URL (password masked) and the fix; Redis unreachable or no scheduler raise
+        TimeoutError subclasses once ``timeout`` has passed (see rdist.store.health)."""
+        deadline = time.monotonic() + timeout
+        store = connect(url, self.cluster_name)
+        try:
+            store.check(timeout, what=f"client {self.id}")
+            store.wait_for_scheduler(max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     def _compose(self) -> None:
         """The rooms, each handed only what it uses."""
@@ -112,8 +146,9 @@ class Client:
             lambda done, budget: self._inbox.read_while_waiting(done, budget),
             lambda futures: self._results.values(futures),
             lambda: self.status == "running",
+            self._unknown_keys,
         )
-        self._submitter = Submitter(self, self._sender, self.ledger)
+        self._submitter = Submitter(self, self._sender, self.ledger, self._place)
         self._introspection = Introspection(
             store, self.id, timeout, self.ledger, self._sender, self._answers
         )
@@ -136,6 +171,40 @@ class Client:
 
     def _heartbeat(self) -> wire.ClientRecord:
         return wire.ClientRecord(self.name, time.time())
+
+    def _unknown_keys(self, keys: list[str]) -> list[str]:
+        """Which of ``keys`` no task has, once the scheduler handled what we sent before."""
+        self._data.barrier()
+        records = self.store.tasks.get_many(keys)
+        return [k for k in keys if k not in records]
+
+    def _place(self, values: list[Any], workers: list[str] | None) -> list[Future]:
+        """Scatter large arguments (``rdist.client.large``) before the tasks needing them;
+        data this client holds already (the same array passed again) is not sent twice."""
+        held = [Future._named(v.name, self) for v in values if self.ledger.holds(v.name)]
+        new = [v for v in values if not self.ledger.holds(v.name)]
+        if not new:
+            return held
+        targets = self._introspection.targets(workers, None)
+        placed = self._data.scatter_serialized(new, targets)
+        return held + self._settle_scattered(placed)
+
+    def _settle_scattered(self, placed: list[wire.KeyInMemory]) -> list[Future]:
+        """Futures of data we placed, finished at once; the scheduler is told where it is."""
+        futures = []
+        for where in placed:
+            future = Future._named(where.key, self)
+            self.ledger.finish(future._state, where)
+            futures.append(future)
+        rows = [wire.ScatterItem(w.key, w.who_has, w.nbytes, w.in_redis) for w in placed]
+        self._sender.post(wire.Scatter(self.id, rows))
+        return futures
+
+    def _check_open(self, call: str) -> None:
+        if self.status != "running":
+            raise ClosedClientError(
+                f"client {self.id} is {self.status}: cannot {call}. Create a new Client"
+            )
 
     # -- lifetime --------------------------------------------------------------------------
     #: this client's methods block (dask asks before it uses a client as its scheduler)
@@ -169,6 +238,7 @@ class Client:
         self._sender.flush()
         self.status = "closed"
         default.forget(self)
+        self.ledger.close()  # waiters wake and raise ClosedClientError
         self._stop.set()
         self._sender.wake()
         try:  # wake the listener from its blocking read so close() returns at once
@@ -198,7 +268,10 @@ class Client:
                 pass
 
     def __repr__(self) -> str:
-        return f"<Client: {self.redis_url} cluster={self.cluster_name!r} status={self.status}>"
+        return (
+            f"<Client: {mask_url(self.redis_url)} cluster={self.cluster_name!r} "
+            f"status={self.status}>"
+        )
 
     # -- submitting --------------------------------------------------------------------------
     def submit(
@@ -217,9 +290,13 @@ class Client:
         pure: bool = True,
         **kwargs: Any,
     ) -> Future:
-        """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once."""
-        options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
-        return self._submitter.submit(func, args, kwargs, key, pure, options)
+        """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once.
+
+        Arguments are checked here (TypeError/ValueError naming the one at fault); one
+        larger than 1 MiB serialized is scattered to a worker first (rdist.client.large)."""
+        self._check_open("submit")
+        options = _task_options(workers, resources, retries, priority, allow_other_workers)
+        return self._submitter.submit(func, args, kwargs, key, validate.pure(pure), options)
 
     def map(
         self,
@@ -238,9 +315,11 @@ class Client:
         batch_size: int | None = None,
         **kwargs: Any,
     ) -> list[Future]:
-        """``submit`` over zipped iterables, in one message to the scheduler."""
-        options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
-        return self._submitter.map(func, iterables, kwargs, key, pure, options)
+        """``submit`` over zipped iterables, in one message to the scheduler (a few for a
+        big map)."""
+        self._check_open("map")
+        options = _task_options(workers, resources, retries, priority, allow_other_workers)
+        return self._submitter.map(func, iterables, kwargs, key, validate.pure(pure), options)
 
     def get(
         self,
@@ -257,6 +336,7 @@ class Client:
         """Compute a task graph -- a dict of tuple tasks or dask task-spec nodes, or what
         ``dask.compute(x, scheduler=client.get)`` hands over -- and return the values of
         ``keys`` in their shape."""
+        self._check_open("get")
         futures = dask_collections.submit_graph(
             self._submitter,
             dsk,
@@ -283,6 +363,7 @@ class Client:
         **kwargs: Any,
     ) -> Any:
         """A future for each dask collection's value (``sync=True``: the values)."""
+        self._check_open("compute")
         futures = dask_collections.compute(
             self._submitter,
             collections,
@@ -307,6 +388,7 @@ class Client:
         **kwargs: Any,
     ) -> Any:
         """The dask collection(s) computed on the cluster and backed by futures."""
+        self._check_open("persist")
         return dask_collections.persist(
             self._submitter,
             collections,
@@ -323,8 +405,9 @@ class Client:
         ``resources=``, ``retries=``, ...) apply to every task it submits."""
         return ClientExecutor(self, **kwargs)
 
-    def get_futures(self) -> dict[str, Future]:
-        return {k: Future(k, self, self.ledger.register(k)) for k in self.ledger.keys()}
+    def get_futures(self) -> dict[Any, Future]:
+        futures = [Future._named(k, self, self.ledger.register(k)) for k in self.ledger.keys()]
+        return {f.key: f for f in futures}
 
     # -- results and data --------------------------------------------------------------------
     def gather(
@@ -335,6 +418,7 @@ class Client:
         asynchronous: bool | None = None,
     ) -> Any:
         """Values of the futures in ``futures``, keeping its structure (lists, dicts, ...)."""
+        self._check_open("gather")
         return self._results.gather(futures, errors)
 
     def scatter(
@@ -347,25 +431,21 @@ class Client:
         timeout: float | None = None,
     ) -> Any:
         """Put local data on workers; returns finished futures in the shape of ``data``."""
+        self._check_open("scatter")
+        broadcast = validate.flag(broadcast, "broadcast")
+        hash = validate.flag(hash, "hash")
+        items: list[tuple[str | None, Any]]
         if isinstance(data, dict):
-            items = list(data.items())
+            items = [(keynames.check_key(k, "a key of scatter's data"), x) for k, x in data.items()]
         elif isinstance(data, (list, tuple, set, frozenset)):
             items = [(None, x) for x in data]
         else:
             items = [(None, data)]
-        targets = self._introspection.targets(workers, timeout)
+        targets = self._introspection.targets(validate.workers(workers), timeout)
         placed = self._data.scatter(items, targets, broadcast, hash)
-        futures = []
-        for where in placed:
-            future = Future(where.key, self)
-            self.ledger.finish(future._state, where)
-            futures.append(future)
-        rows = [wire.ScatterItem(w.key, w.who_has, w.nbytes, w.in_redis) for w in placed]
-        self._sender.post(wire.Scatter(self.id, rows))
+        futures = self._settle_scattered(placed)
         if isinstance(data, dict):
-            if all(k is not None for k, _ in items):
-                return {k: f for (k, _), f in zip(items, futures)}
-            return futures
+            return {k: f for k, f in zip(data, futures)}
         if isinstance(data, (list, tuple)):
             return type(data)(futures)
         return futures if isinstance(data, (set, frozenset)) else futures[0]
@@ -380,36 +460,41 @@ class Client:
     ) -> None:
         """Copy the futures' data until each is on ``n`` workers (default: all of
         ``workers``, default all); extra copies beyond ``n`` are dropped. Blocks until done."""
+        self._check_open("replicate")
         found = _futures(futures)
         wait(found)
-        keys = list(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+        keys = list(dict.fromkeys(f._name for f in found if f.status == FINISHED))
         self._data.replicate(keys, n, workers)
 
     def rebalance(self, futures: Any = None, workers: Any = None, **kwargs: Any) -> None:
         """Move data (of ``futures``, default all) between ``workers`` (default all) so each
         holds about the same number of bytes. Blocks until done."""
+        self._check_open("rebalance")
         keys = None
         if futures is not None:
             found = _futures(futures)
             wait(found)
-            keys = list(dict.fromkeys(f.key for f in found if f.status == FINISHED))
+            keys = list(dict.fromkeys(f._name for f in found if f.status == FINISHED))
         self._data.rebalance(keys, workers)
 
     # -- control -----------------------------------------------------------------------------
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> None:
         """Cancel these futures (and their dependents); waits for the scheduler to confirm."""
+        self._check_open("cancel")
         found = _futures(futures)
-        keys = list(dict.fromkeys(f.key for f in found))
+        keys = list(dict.fromkeys(f._name for f in found))
         if keys:
             self.ledger.cancel(found, keys, force, self.timeout)
 
     def retry(self, futures: Any) -> None:
         """Run erred futures again."""
+        self._check_open("retry")
         self.ledger.retry([f for f in _futures(futures) if f.status == ERROR])
 
     def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> None:
         """Cancel every future of every client and restart all workers; returns once the
         workers are back (promptly: a task that is still running is not waited for)."""
+        self._check_open("restart")
         timeout = timeout or self.timeout * 2
         deadline = time.monotonic() + timeout
         n_workers = len(self._introspection.workers())
@@ -428,19 +513,27 @@ class Client:
 
     # -- introspection -----------------------------------------------------------------------
     def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> dict[str, Any]:
-        return self._introspection.scheduler_info(self.cluster_name, self.redis_url)
+        self._check_open("ask for scheduler_info")
+        return self._introspection.scheduler_info(self.cluster_name, mask_url(self.redis_url))
 
     def nthreads(self, workers: Any = None) -> dict[str, int]:
+        self._check_open("ask for nthreads")
         return self._introspection.nthreads(workers)
 
     ncores = nthreads
 
-    def who_has(self, futures: Any = None) -> dict[str, list[str]]:
-        keys = self.ledger.keys() if futures is None else [f.key for f in _futures(futures)]
-        return self._introspection.who_has(keys)
+    def who_has(self, futures: Any = None) -> dict[Any, list[str]]:
+        """Key -> addresses of the workers holding its data (keys as the futures have them)."""
+        self._check_open("ask who_has")
+        keys = self.ledger.keys() if futures is None else [f._name for f in _futures(futures)]
+        found = self._introspection.who_has(keys)
+        return {keynames.user_key(k): holders for k, holders in found.items()}
 
-    def has_what(self, workers: Any = None) -> dict[str, list[str]]:
-        return self._introspection.has_what(workers)
+    def has_what(self, workers: Any = None) -> dict[str, list[Any]]:
+        """Worker address -> the keys it holds."""
+        self._check_open("ask has_what")
+        found = self._introspection.has_what(workers)
+        return {w: [keynames.user_key(k) for k in keys] for w, keys in found.items()}
 
     def run(
         self,
@@ -453,10 +546,12 @@ class Client:
         **kwargs: Any,
     ) -> Any:
         """``function(*args, **kwargs)`` on every worker (or ``workers``): ``{address: result}``."""
+        self._check_open("run")
         return self._introspection.run(function, args, kwargs, workers, wait, on_error)
 
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
         """Block until ``n_workers`` workers are running (woken by join events, no polling)."""
+        self._check_open("wait_for_workers")
         self._introspection.wait_for_workers(n_workers, timeout)
 
     def story(
@@ -469,4 +564,5 @@ class Client:
         Every process is asked on its stream and answers on this client's; one that does
         not answer within ``timeout`` (default: the client's) raises TimeoutError naming
         it, or with ``on_error="ignore"`` is logged and left out."""
+        self._check_open("ask for a story")
         return self._introspection.story(keys_or_stimuli, on_error, timeout)

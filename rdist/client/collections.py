@@ -11,12 +11,11 @@ shuffles use the task-based method: a cluster has no shared disk and no p2p exte
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rdist.client import graph
-from rdist.client.options import worker_list
+from rdist.client import graph, validate
 from rdist.protocol import spec, wire
 
 if TYPE_CHECKING:
@@ -93,17 +92,19 @@ def submit_graph(
     priority: int = 0,
     allow_other_workers: bool = False,
 ) -> dict[str, Future]:
-    """Send graph ``dsk`` in one message; returns futures for the ``wanted`` keys."""
+    """Send graph ``dsk``; returns futures for the ``wanted`` keys. Every key, keyword and
+    annotation is checked first (TypeError/ValueError naming it), and a cycle refused."""
     dsk, annotations = materialize(dsk)
     known = {graph.key_name(k) for k in dsk}
     unknown = [k for k in wanted if graph.key_name(k) not in known]
     if unknown:
         raise KeyError(f"keys {unknown} are not in the graph")
+    call = _call_options(workers, resources, retries, priority, allow_other_workers)
     defaults = _global_annotations()
-    nodes = graph.graph_tasks(dsk, keep={graph.key_name(k) for k in wanted})
+    nodes, scattered = graph.graph_tasks(dsk, keep={graph.key_name(k) for k in wanted})
     by_name = {graph.key_name(k): k for k in dsk}
     order = graph_order(dsk) if len(nodes) > 1 else {}
-    nodes.sort(key=lambda n: order.get(by_name.get(n[0]), 0))
+    nodes.sort(key=lambda n: order.get(by_name.get(n.key), 0))
     rows: list[wire.TaskRow] = []
     specs: dict[str, bytes] = {}
     for key, blob, deps in nodes:
@@ -111,25 +112,50 @@ def submit_graph(
         note = {
             kind: values[original] for kind, values in annotations.items() if original in values
         }
-
-        def option(name: str, given: Any, note: dict[str, Any] = note) -> Any:
-            """A per-task annotation, else a global one, else the call's keyword."""
-            return note.get(name, defaults.get(name, given))
-
-        rows.append(
-            wire.TaskRow(
-                key,
-                deps,
-                int(option("priority", priority) or 0),
-                worker_list(option("workers", workers)),
-                bool(option("allow_other_workers", allow_other_workers)),
-                int(option("retries", retries) or 0),
-                option("resources", resources),
-            )
-        )
+        rows.append(_row(key, deps, note, defaults, call))
         specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE)
     names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
-    return submitter.send_graph(rows, specs, names)
+    return submitter.send_graph(rows, specs, names, scattered, call["workers"])
+
+
+def _call_options(
+    workers: Any, resources: Any, retries: Any, priority: Any, allow_other_workers: Any
+) -> dict[str, Any]:
+    """The keywords of a ``get``/``compute``/``persist`` call, checked."""
+    return {
+        "workers": validate.workers(workers),
+        "resources": validate.resources(resources),
+        "retries": validate.retries(retries),
+        "priority": validate.priority(priority),
+        "allow_other_workers": validate.flag(allow_other_workers, "allow_other_workers"),
+    }
+
+
+def _row(
+    key: str,
+    deps: list[str],
+    note: dict[str, Any],
+    defaults: dict[str, Any],
+    call: dict[str, Any],
+) -> wire.TaskRow:
+    """A task's row: its own annotation, else a global one, else the call's keyword."""
+
+    def option(name: str, check: Callable[[Any, str], Any]) -> Any:
+        if name in note:
+            return check(note[name], f"annotation {name!r} of task {key!r}")
+        if name in defaults:
+            return check(defaults[name], f"annotation {name!r}")
+        return call[name]
+
+    return wire.TaskRow(
+        key,
+        deps,
+        option("priority", validate.priority),
+        option("workers", validate.workers),
+        option("allow_other_workers", validate.flag),
+        option("retries", validate.retries),
+        option("resources", validate.resources),
+    )
 
 
 def _global_annotations() -> dict[str, Any]:

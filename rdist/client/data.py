@@ -15,14 +15,13 @@ exact when the call returns.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rdist.client.answers import Answers
 from rdist.client.introspection import task_records
+from rdist.client.large import Large, data_key
 from rdist.client.options import worker_list
 from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
@@ -40,14 +39,6 @@ log = logging.getLogger("rdist.client")
 SMALL_BYTES = 64 * 1024
 #: How long replicate / rebalance wait for one worker to copy its batch.
 COPY_TIMEOUT = 300.0
-
-
-def token(frames: list[Any]) -> str:
-    """A content hash of serialized data, without joining its frames."""
-    digest = hashlib.blake2b(digest_size=16)
-    for frame in frames:
-        digest.update(memoryview(frame).cast("B"))
-    return digest.hexdigest()
 
 
 class ClientData:
@@ -123,25 +114,25 @@ class ClientData:
         self, items: list[tuple[str | None, Any]], targets: list[str], broadcast: bool, hash: bool
     ) -> list[wire.KeyInMemory]:
         """Put values on workers (small ones in Redis too); where each one is now."""
-        keyed = []
+        values = []
         for key, value in items:
             frames = serialize.dumps(value)
-            if key is None:
-                key = f"{type(value).__name__}-" + (token(frames) if hash else uuid.uuid4().hex)
-            nbytes = frames_nbytes(frames)
-            blob = serialize.to_blob(value) if nbytes <= SMALL_BYTES else None
-            keyed.append(
-                (
-                    str(key),
-                    frames,
-                    nbytes,
-                    blob if blob is not None and len(blob) <= SMALL_BYTES else None,
-                )
-            )
+            name = data_key(value, frames, hash) if key is None else key
+            values.append(Large(name, frames, frames_nbytes(frames)))
+        return self.scatter_serialized(values, targets, broadcast)
+
+    def scatter_serialized(
+        self, values: list[Large], targets: list[str], broadcast: bool = False
+    ) -> list[wire.KeyInMemory]:
+        """``scatter`` of values already serialized (large arguments, see
+        :mod:`rdist.client.large`)."""
         placed: list[wire.KeyInMemory] = []
         small: dict[str, bytes] = {}
         per_worker: dict[str, dict[str, list[Any]]] = {}
-        for i, (key, frames, nbytes, blob) in enumerate(keyed):
+        for i, (key, frames, nbytes) in enumerate(values):
+            blob = serialize.frames_to_blob(frames) if nbytes <= SMALL_BYTES else None
+            if blob is not None and len(blob) > SMALL_BYTES:
+                blob = None
             holders = list(targets) if broadcast else [targets[i % len(targets)]]
             for address in holders:
                 per_worker.setdefault(address, {})[key] = frames

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rdist.client.keynames import check_key, user_key
 from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
 from rdist.protocol import wire
 
@@ -38,10 +39,19 @@ _EVENT_LOCK = threading.Lock()
 class FutureState:
     """What one client knows about one key; shared by every Future of that key."""
 
-    __slots__ = ("key", "status", "outcome", "_event", "_done", "callbacks", "_exception")
+    __slots__ = (
+        "key",
+        "status",
+        "outcome",
+        "_event",
+        "_done",
+        "callbacks",
+        "_exception",
+        "unconfirmed",
+    )
 
     def __init__(self, key: str) -> None:
-        self.key = key
+        self.key = key  #: the wire name
         self.status = PENDING
         self.outcome: Outcome = None
         #: made only when somebody waits: most futures of a big map are never waited on
@@ -50,6 +60,9 @@ class FutureState:
         self._done = False
         self.callbacks: list[Callable[[], None]] = []
         self._exception: tuple[BaseException, str] | None = None
+        #: made by ``Future(key, client)`` for a key this client never submitted: whether
+        #: any task has it is asked once, before the first wait (see Ledger.confirm)
+        self.unconfirmed = False
 
     @property
     def event(self) -> threading.Event:
@@ -121,8 +134,15 @@ class FutureHost(Protocol):
     def register(self, key: str) -> FutureState:
         """The shared state of ``key``, one more reference to it counted."""
 
+    def adopt(self, key: str) -> FutureState:
+        """``register`` for a future a user made: a key the client does not hold yet is
+        asked of the scheduler (and checked to exist before anyone waits on it)."""
+
     def release(self, key: str) -> None:
         """One reference fewer; the last one tells the scheduler the key is not wanted."""
+
+    def check_open(self, key: str) -> None:
+        """Raise ClosedClientError if the client holding ``key`` is closed."""
 
     def wait(self, state: FutureState, timeout: float | None) -> bool:
         """Block until ``state`` is done (False: ``timeout`` passed first)."""
@@ -144,15 +164,41 @@ class FutureHost(Protocol):
 
 
 class Future:
-    """A remote computation's result, as ``distributed.Future``."""
+    """A remote computation's result, as ``distributed.Future``.
 
-    __slots__ = ("key", "client", "_host", "_state", "__weakref__")
+    ``key`` is the key as the user knows it -- a str, or a dask key such as ``("x", 1)``;
+    ``_name`` is the string it travels as (:mod:`rdist.client.keynames`), which every
+    exchange with the client's rooms uses. ``Future(key, client)`` made by a user names a
+    key the client may not hold: the client then asks the scheduler for it, and waiting on
+    one that no task has raises instead of waiting for ever."""
 
-    def __init__(self, key: str, client: Client, _state: FutureState | None = None) -> None:
+    __slots__ = ("key", "_name", "client", "_host", "_state", "__weakref__")
+
+    def __init__(
+        self,
+        key: Any,
+        client: Client | None = None,
+        _state: FutureState | None = None,
+        _name: str | None = None,
+    ) -> None:
+        if client is None:
+            from rdist.client.client import default_client
+
+            client = default_client()
+        if _name is None:
+            _name = check_key(key)
+            if _state is None:  # made by a user: perhaps of a key we never submitted
+                _state = client.ledger.adopt(_name)
         self.key = key
+        self._name = _name
         self.client = client
         self._host: FutureHost = client.ledger
-        self._state = _state or self._host.register(key)
+        self._state = _state or self._host.register(_name)
+
+    @classmethod
+    def _named(cls, name: str, client: Client, state: FutureState | None = None) -> Future:
+        """A future of the wire name ``name`` (the client's own: submitted or scattered)."""
+        return cls(user_key(name), client, state, name)
 
     # -- status ----------------------------------------------------------------------------
     @property
@@ -184,10 +230,10 @@ class Future:
                 raise CancelledError(f"{self.key} was lost (its client or data is gone)")
             outcome = self._state.outcome
             try:
-                return self._host.values([self])[self.key]
+                return self._host.values([self])[self._name]
             except DataUnavailable:  # its worker died: wait for the recomputed result
-                self._host.await_recovery([self], {self.key: outcome})
-        raise DataUnavailable([self.key])
+                self._host.await_recovery([self], {self._name: outcome})
+        raise DataUnavailable([self._name])
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait(timeout)
@@ -223,13 +269,13 @@ class Future:
 
     def release(self) -> None:
         if self.client is not None:
-            self._host.release(self.key)
+            self._host.release(self._name)
         self.client = None  # type: ignore[assignment]
 
     def __del__(self) -> None:
         if getattr(self, "client", None) is not None:
             try:
-                self._host.release(self.key)
+                self._host.release(self._name)
             except Exception:  # interpreter shutdown
                 pass
 
@@ -257,7 +303,7 @@ class Future:
 
     def __dask_tokenize__(self) -> Any:
         """dask names what it builds on a persisted collection from its futures' keys."""
-        return ("rdist-future", self.key)
+        return ("rdist-future", self._name)
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -433,6 +479,6 @@ def fire_and_forget(obj: Any) -> None:
     futures = futures_of(obj) if not isinstance(obj, Future) else [obj]
     by_host: dict[int, tuple[FutureHost, list[str]]] = {}
     for f in futures:
-        by_host.setdefault(id(f._host), (f._host, []))[1].append(f.key)
+        by_host.setdefault(id(f._host), (f._host, []))[1].append(f._name)
     for host, keys in by_host.values():
         host.fire_and_forget(keys)

@@ -7,8 +7,9 @@ import pickle
 import sys
 import uuid
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+from rdist.client import keynames, large
 from rdist.protocol import serialize, spec
 from rdist.protocol.spec import DepRef
 
@@ -27,21 +28,28 @@ def pack_arguments(
     kwargs: dict[str, Any],
     futures_of: Callable[[Any], list[Any]],
     future_type: type,
-) -> tuple[bytes, list[str], int]:
-    """Serialize ``(args, kwargs)`` with futures replaced by DepRefs; returns blob, deps, mode."""
+    pure: bool = True,
+) -> tuple[bytes, list[str], int, list[large.Large]]:
+    """Serialize ``(args, kwargs)`` with futures replaced by DepRefs and large values by
+    references to data to scatter (:mod:`rdist.client.large`); returns blob, deps, mode
+    and the values to scatter before the task is sent."""
     found = futures_of((args, kwargs)) if (args or kwargs) else []
     if found:
-        deps = list(dict.fromkeys(f.key for f in found))
+        deps = list(dict.fromkeys(f._name for f in found))
         args = _replace_futures(args, future_type)
         kwargs = _replace_futures(kwargs, future_type)
         mode = spec.CALL_WITH_DEPS
     else:
         deps, mode = [], spec.CALL
     try:
-        blob = serialize.to_blob((args, kwargs))
+        _, frames, scattered = large.pack((args, kwargs), pure)
     except serialize.SerializationError:
         raise SubmitError(_which_argument(args, kwargs)) from None
-    return blob, deps, mode
+    if scattered:
+        deps = list(dict.fromkeys([*deps, *(value.name for value in scattered)]))
+        mode = spec.CALL_WITH_DEPS
+    large.check_spec("the arguments", frames)
+    return serialize.frames_to_blob(frames), deps, mode, scattered
 
 
 def _which_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -61,8 +69,8 @@ def _which_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 def _replace_futures(obj: Any, future_type: type) -> Any:
     kind = type(obj)
     if isinstance(obj, future_type):
-        key: str = getattr(obj, "key")  # noqa: B009  (``future_type`` is only known as a type)
-        return DepRef(key)
+        name: str = getattr(obj, "_name")  # noqa: B009  (``future_type`` is only known as a type)
+        return DepRef(name)
     if kind in (list, tuple, set, frozenset):
         return kind(_replace_futures(x, future_type) for x in obj)
     if kind is dict:
@@ -91,21 +99,40 @@ def function_bytes(func: Any) -> bytes:
 
 
 def key_name(key: Hashable) -> str:
-    return key if isinstance(key, str) else repr(key)
+    """The wire name of a graph key (see :mod:`rdist.client.keynames`); TypeError naming
+    the key for anything dask would not take as a key."""
+    if type(key) is str and (not key or key[0] not in "('\"-+.0123456789"):
+        return key  # the common case, without a call
+    return keynames.check_key(key, "graph key")
+
+
+class GraphTask(NamedTuple):
+    """One node of a graph as sent: its wire name, expression blob and dependencies."""
+
+    key: str
+    blob: bytes
+    deps: list[str]
 
 
 def graph_tasks(
-    dsk: Mapping[Hashable, Any], keep: set[str] | None = None
-) -> list[tuple[str, bytes, list[str]]]:
-    """``(key, expression blob, dependencies)`` for every node, dependencies first.
+    dsk: Mapping[Hashable, Any], keep: set[str] | None = None, pure: bool = True
+) -> tuple[list[GraphTask], list[large.Large]]:
+    """A task for every node, dependencies first, and the large values to scatter first.
 
     Nodes that are futures of the same key refer to data already on the cluster and make
     no task; dask ``Alias`` nodes not in ``keep`` make none either (who needs them reads
-    their target directly)."""
+    their target directly); a large dask ``DataNode`` is scattered under its own key. A
+    literal larger than :data:`~rdist.client.large.INLINE_BYTES` inside a node is
+    scattered and referred to. A cycle raises ValueError naming it."""
     aliases = _aliases(dsk, keep)
     converted: dict[Hashable, tuple[Any, list[str]]] = {}
+    scattered: list[large.Large] = []
     for key, node in dsk.items():
         if key in aliases or _is_existing(key, node):
+            continue
+        data = _large_data_node(key, node)
+        if data is not None:
+            scattered.append(data)
             continue
         deps: list[str] = []
         converted[key] = (_convert(node, dsk, deps, top=True, aliases=aliases), deps)
@@ -113,15 +140,40 @@ def graph_tasks(
     out = []
     for key in order:
         expr, deps = converted[key]
+        name = key_name(key)
         try:
-            blob = serialize.to_blob(expr)
+            expr, frames, found = large.pack(expr, pure, in_graph=True)
         except serialize.SerializationError as exc:
             try:  # futures embedded deep inside the node (e.g. in fused tasks)?
-                blob = serialize.to_blob(expr, _embedded_futures(deps))
+                expr, frames, found = large.pack(
+                    expr, pure, in_graph=True, hook=_embedded_futures(deps)
+                )
             except serialize.SerializationError:
                 raise SubmitError(f"graph node {key!r} cannot be serialized: {exc}") from None
-        out.append((key_name(key), blob, list(dict.fromkeys(deps))))
-    return out
+        if found:
+            scattered += found
+            deps = [*deps, *(value.name for value in found)]
+        large.check_spec(f"graph node {key!r}", frames)
+        out.append(GraphTask(name, serialize.frames_to_blob(frames), list(dict.fromkeys(deps))))
+    return out, scattered
+
+
+def _large_data_node(key: Hashable, node: Any) -> large.Large | None:
+    """A dask ``DataNode`` holding a large value: scattered under its key, no task."""
+    task_spec = sys.modules.get("dask._task_spec")
+    if task_spec is None or not isinstance(node, task_spec.DataNode):
+        return None
+    value = node.value
+    if _is_future(value):
+        return None
+    try:
+        frames = serialize.dumps(value)
+    except serialize.SerializationError:
+        return None  # made into a task, whose serialization reports the error
+    nbytes = serialize.frames_size(frames)
+    if nbytes <= large.INLINE_BYTES:
+        return None
+    return large.Large(key_name(key), frames, nbytes)
 
 
 def _is_key(x: Any, dsk: Mapping[Hashable, Any]) -> bool:
@@ -143,8 +195,8 @@ def _convert(
     if _is_dask_node(node):
         future = _future_value(node)
         if future is not None:  # DataNode(future): the value already on the cluster
-            deps.append(future.key)
-            return DepRef(future.key)
+            deps.append(future._name)
+            return DepRef(future._name)
         refs = {dep: DepRef(key_name(aliases.get(dep, dep))) for dep in node.dependencies}
         deps.extend(ref.key for ref in refs.values())
         return (run_dask_node, node, refs)
@@ -153,8 +205,8 @@ def _convert(
         deps.append(name)
         return DepRef(name)
     if _is_future(node):
-        deps.append(node.key)
-        return DepRef(node.key)
+        deps.append(node._name)
+        return DepRef(node._name)
     if kind is tuple and node and callable(node[0]):
         return (node[0], *(_convert(a, dsk, deps, aliases=aliases) for a in node[1:]))
     if kind is list:
@@ -169,8 +221,8 @@ def _embedded_futures(deps: list[str]) -> Callable[[Any], Any]:
 
     def hook(obj: Any) -> Any:
         if _is_future(obj):
-            deps.append(obj.key)
-            return (spec.load_dependency, (obj.key,))
+            deps.append(obj._name)
+            return (spec.load_dependency, (obj._name,))
         return None
 
     return hook
@@ -190,7 +242,7 @@ def _future_value(node: Any) -> Any:
 def _is_existing(key: Hashable, node: Any) -> bool:
     """A node that is (a DataNode of) a future of the very same key: nothing to run."""
     future = node if _is_future(node) else (_future_value(node) if _is_dask_node(node) else None)
-    return future is not None and future.key == key_name(key)
+    return future is not None and future._name == key_name(key)
 
 
 def _aliases(dsk: Mapping[Hashable, Any], keep: set[str] | None) -> dict[Hashable, Hashable]:
@@ -228,24 +280,45 @@ def run_dask_node(node: Any, values: dict[Hashable, Any]) -> Any:
 
 
 def _toposort(dsk: Mapping[Hashable, Any], deps: dict[Hashable, list[str]]) -> list[Hashable]:
+    """The keys of ``dsk``, each after its dependencies (iterative: long chains are fine);
+    ValueError naming the keys of a cycle, which could never run."""
     by_name = {key_name(k): k for k in dsk}
-    seen: set[Hashable] = set()
+    done: set[Hashable] = set()
+    on_path: set[Hashable] = set()  #: keys being expanded, from a root down to here
     order: list[Hashable] = []
     for root in dsk:
-        if root in seen:
+        if root in done:
             continue
         stack: list[tuple[Hashable, bool]] = [(root, False)]
+        path: list[Hashable] = []
         while stack:
             key, expanded = stack.pop()
             if expanded:
+                on_path.discard(key)
+                path.pop()
+                done.add(key)
                 order.append(key)
                 continue
-            if key in seen:
+            if key in done:
                 continue
-            seen.add(key)
+            if key in on_path:
+                raise _cycle_error(path, key)
+            on_path.add(key)
+            path.append(key)
             stack.append((key, True))
             for dep in deps[key]:
                 dep_key = by_name.get(dep, dep)  # a future's key is not in the graph
-                if dep_key in deps and dep_key not in seen:
+                if dep_key in deps and dep_key not in done:
+                    if dep_key in on_path:
+                        raise _cycle_error(path, dep_key)
                     stack.append((dep_key, False))
     return order
+
+
+def _cycle_error(path: list[Hashable], back_to: Hashable) -> ValueError:
+    cycle = [*path[path.index(back_to) :], back_to]
+    shown = " -> ".join(repr(k) for k in cycle[:20]) + (" -> ..." if len(cycle) > 20 else "")
+    return ValueError(
+        f"the graph has a cycle, so none of these tasks could ever run: {shown}. "
+        "Each task may depend only on tasks that do not depend on it"
+    )

@@ -23,6 +23,7 @@ from typing import Any
 from rdist.protocol import wire
 from rdist.store import RedisStore
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
+from rdist.store.health import Backoff, RedisConfigError
 
 log = logging.getLogger("rdist.client")
 
@@ -104,6 +105,7 @@ class Inbox:
 
     def listen(self) -> None:
         guard = EmptyReadGuard(self._stop)
+        backoff = Backoff(self._stream, self._store.url, log)
         while not self._stop.is_set():
             # what was posted without waking anybody (while a waiter read) goes now
             self._idle()
@@ -116,9 +118,13 @@ class Inbox:
             except ConnectionErrors as exc:
                 if self._stop.is_set():
                     return
-                log.warning("%s: redis unavailable (%s); retrying", self._stream, exc)
-                self._stop.wait(0.5)
+                try:
+                    backoff.wait(exc, self._stop)
+                except RedisConfigError as error:  # no retry helps (a revoked password)
+                    log.error("%s: %s; the client stops reading", self._stream, error)
+                    return
                 continue
+            backoff.succeeded()
             guard.after_read(bool(entries), started, BLOCK_MS)
             self._handle_entries(entries)
 

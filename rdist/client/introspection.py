@@ -73,8 +73,8 @@ def merge_stories(
 
 def story_key(key_or_stimulus: Any) -> str:
     """A key as the records name it: a Future's key, a dask tuple key's name, or as given."""
-    key = getattr(key_or_stimulus, "key", key_or_stimulus)
-    return graph.key_name(key)
+    name = getattr(key_or_stimulus, "_name", None)
+    return name if isinstance(name, str) else graph.key_name(key_or_stimulus)
 
 
 class Introspection:

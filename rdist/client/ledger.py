@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rdist import task_context
-from rdist.client import inbox
+from rdist.client import inbox, keynames
 from rdist.client.future import (
     CANCELLED,
     ERROR,
@@ -27,6 +27,7 @@ from rdist.client.future import (
     FutureState,
     Outcome,
 )
+from rdist.exceptions import ClosedClientError
 from rdist.protocol import wire
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 
 #: ``read_while_waiting(done, budget)``: read the client's stream on this thread a while
 ReadWhileWaiting = Callable[[Callable[[], bool], float], None]
+#: ``unknown(keys)``: which of these keys no task has, once the scheduler has handled all
+#: the client sent before (a barrier, then the ``tasks`` records)
+UnknownKeys = Callable[[list[str]], list[str]]
 
 
 def give_thread_up_if_in_task() -> None:
@@ -54,14 +58,19 @@ class Ledger:
         read_while_waiting: ReadWhileWaiting,
         fetch: Callable[[list[Future]], dict[str, Any]],
         running: Callable[[], bool],
+        unknown: UnknownKeys = lambda keys: [],
     ) -> None:
         self._client_id = client_id
         self._sender = sender
         self._read_while_waiting = read_while_waiting
         self._fetch = fetch
         self._running = running
+        self._unknown = unknown
+        self.closed = False  #: set once by close(): every wait raises ClosedClientError
         self._states: dict[str, FutureState] = {}
         self._refs: dict[str, int] = {}
+        #: futures kept alive with a key: the large arguments scattered for its task
+        self._pins: dict[str, list[Future]] = {}
         self.lock = threading.RLock()  #: guards every state; callbacks run outside it
         self._cancel_waiters: list[tuple[set[str], threading.Event]] = []
 
@@ -74,6 +83,43 @@ class Ledger:
             self._refs[key] = self._refs.get(key, 0) + 1
             return state
 
+    def adopt(self, key: str) -> FutureState:
+        """A user's ``Future(key, client)``: the state of a key we hold, or a new one that
+        the scheduler is asked for (wanted: it notifies us when the key is or gets done)."""
+        self.check_open(key)
+        with self.lock:
+            known = key in self._states
+            state = self.register(key)
+            if not known:
+                state.unconfirmed = True
+        if not known:
+            self._sender.post(wire.UpdateGraph(self._client_id, wanted=[key]))
+        return state
+
+    def check_open(self, key: str) -> None:
+        if self.closed:
+            raise ClosedClientError(
+                f"future {key!r} belongs to client {self._client_id}, which is closed: "
+                "create a new Client (and submit the work again)"
+            )
+
+    def confirm(self, states: list[FutureState]) -> None:
+        """Before waiting: a user-made future of a key no task has raises, naming it."""
+        doubtful = [s for s in states if s.unconfirmed and not s.done()]
+        if not doubtful:
+            return
+        missing = set(self._unknown([s.key for s in doubtful]))
+        for state in doubtful:
+            if state.key not in missing:
+                state.unconfirmed = False
+        if missing:
+            shown = ", ".join(sorted(repr(keynames.user_key(k)) for k in missing))
+            raise ValueError(
+                f"no task has the key(s) {shown}: they were never submitted to "
+                "this cluster (or were released and forgotten). Submit or scatter them "
+                "first; Future(key, client) names work already on the cluster"
+            )
+
     def release(self, key: str) -> None:
         with self.lock:
             count = self._refs.get(key, 0) - 1
@@ -82,8 +128,22 @@ class Ledger:
                 return
             self._refs.pop(key, None)
             self._states.pop(key, None)
+            pinned = self._pins.pop(key, None) if self._pins else None
+        del pinned  # released outside the lock: each is a release of its own
         if self._running():
             self._sender.post(wire.ReleaseKeys(self._client_id, [key]), lazy=True)
+
+    def pin(self, key: str, futures: list[Future]) -> None:
+        """Keep ``futures`` (the scattered inputs of ``key``'s task) while ``key`` is held:
+        a recomputation of the task needs them again."""
+        with self.lock:
+            if key in self._states:
+                self._pins.setdefault(key, []).extend(futures)
+
+    def holds(self, key: str) -> FutureState | None:
+        """The state of ``key`` if the client holds a future of it."""
+        with self.lock:
+            return self._states.get(key)
 
     def keys(self) -> list[str]:
         """Every key the client holds a future of."""
@@ -102,6 +162,9 @@ class Ledger:
 
     # -- waiting ---------------------------------------------------------------------------
     def wait(self, state: FutureState, timeout: float | None) -> bool:
+        self.check_open(state.key)
+        if state.unconfirmed:
+            self.confirm([state])
         if state.done():
             return True
         give_thread_up_if_in_task()
@@ -113,11 +176,16 @@ class Ledger:
         self._read_while_waiting(state.done, budget)
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - started))
-        return state.event.wait(timeout)
+        done = state.event.wait(timeout)
+        self.check_open(state.key)  # closed while we waited
+        return done
 
     def wait_all(self, states: list[FutureState], timeout: float | None) -> bool:
         """Woken once at the end, not once per future: a thread hand-off per key would
         cost more than the rest of gathering it."""
+        if states:
+            self.check_open(states[0].key)
+        self.confirm(states)
         pending = [s for s in states if not s.done()]
         if not pending:
             return True
@@ -133,7 +201,9 @@ class Ledger:
 
         for state in pending:
             self.when_done(state, one_done)
-        return all_done.wait(timeout)
+        done = all_done.wait(timeout)
+        self.check_open(states[0].key)  # closed while we waited
+        return done
 
     def when_done(self, state: FutureState, fn: Callable[[], None]) -> None:
         with self.lock:
@@ -144,6 +214,8 @@ class Ledger:
 
     # -- values ----------------------------------------------------------------------------
     def values(self, futures: list[Future]) -> dict[str, Any]:
+        if futures:
+            self.check_open(futures[0]._name)
         return self._fetch(futures)
 
     def await_recovery(self, futures: list[Future], outcomes: dict[str, Outcome]) -> None:
@@ -152,7 +224,7 @@ class Ledger:
         with self.lock:
             for f in futures:
                 state = f._state
-                if state.status == FINISHED and state.outcome is outcomes.get(f.key):
+                if state.status == FINISHED and state.outcome is outcomes.get(f._name):
                     state.reset()
 
     def fire_and_forget(self, keys: list[str]) -> None:
@@ -192,6 +264,18 @@ class Ledger:
         """Settle a key the client placed itself (scatter)."""
         with self.lock:
             callbacks = state.settle(FINISHED, where)
+        for fn in callbacks:
+            fn()
+
+    def close(self) -> None:
+        """The client closed: waiters wake (their waits raise ClosedClientError) and
+        pending futures end cancelled, their done-callbacks fired once."""
+        callbacks: list[Callable[[], None]] = []
+        with self.lock:
+            self.closed = True
+            for state in self._states.values():
+                if state.status == PENDING:
+                    callbacks.extend(state.settle(CANCELLED, None))
         for fn in callbacks:
             fn()
 
@@ -236,7 +320,7 @@ class Ledger:
         with self.lock:
             for f in futures:
                 if f._state.status == ERROR:
-                    keys.append(f.key)
+                    keys.append(f._name)
                     f._state.reset()
         if keys:
             self._sender.post(wire.Retry(self._client_id, keys))

@@ -7,16 +7,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from rdist.client import validate
 from rdist.protocol import wire
 
 
 def worker_list(workers: Any) -> list[str] | None:
-    """``workers=`` as given by a user (one address or name, or several) as a list."""
-    if workers is None:
-        return None
-    if isinstance(workers, str):
-        return [workers]
-    return [str(w) for w in workers] or None
+    """``workers=`` as given by a user (one address or name, or several) as a list;
+    TypeError naming ``workers`` for anything else."""
+    return validate.workers(workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +36,23 @@ class TaskOptions:
         priority: int = 0,
         allow_other_workers: bool = False,
     ) -> TaskOptions:
-        """From the keywords of a user call (most calls give none: they share one)."""
-        if workers is None and resources is None and not retries and not priority:
-            return _LOOSE if allow_other_workers else _DEFAULT
+        """From the keywords of a user call, checked (TypeError/ValueError naming the
+        argument); most calls give none and share one instance."""
+        if (
+            workers is None
+            and resources is None
+            and retries is None
+            and type(priority) is int
+            and priority == 0
+            and allow_other_workers is False
+        ):
+            return _DEFAULT
         return cls(
-            worker_list(workers),
-            int(priority or 0),
-            bool(allow_other_workers),
-            retries or 0,
-            resources,
+            validate.workers(workers),
+            validate.priority(priority),
+            validate.flag(allow_other_workers, "allow_other_workers"),
+            validate.retries(retries),
+            validate.resources(resources),
         )
 
     def rows(self, tasks: Iterable[tuple[str, Any, list[str]]]) -> list[wire.TaskRow]:
@@ -58,4 +64,3 @@ class TaskOptions:
 
 
 _DEFAULT = TaskOptions()
-_LOOSE = TaskOptions(loose=True)

@@ -36,6 +36,8 @@ class Results:
         ):
             futures = list(futures)
         found = futures_of(futures)
+        for f in found:
+            f._host.check_open(f._name)  # a future of a closed client has no value to give
         self._ledger.wait_all([f._state for f in found], None)
         if errors == "raise":
             for f in found:
@@ -46,8 +48,8 @@ class Results:
             values = self.values(finished)
         except DataUnavailable as exc:  # a holder died: those wait for their recomputation
             missing = set(exc.keys)
-            values = self.values([f for f in finished if f.key not in missing])
-            values.update({f.key: f.result() for f in finished if f.key in missing})
+            values = self.values([f for f in finished if f._name not in missing])
+            values.update({f._name: f.result() for f in finished if f._name in missing})
         return rebuild(futures, values)
 
     def values(self, futures: list[Future]) -> dict[str, Any]:
@@ -57,8 +59,8 @@ class Results:
         for f in futures:
             where = f._state.where()
             if where is None:  # reset meanwhile (its only holder died): wait for it again
-                raise DataUnavailable([f.key])
-            wheres[f.key] = where
+                raise DataUnavailable([f._name])
+            wheres[f._name] = where
         from_redis: list[str] = []
         by_worker: dict[str, list[str]] = {}
         for key, where in wheres.items():
@@ -96,15 +98,15 @@ def _first(where: wire.KeyInMemory) -> str:
 def rebuild(obj: Any, values: dict[str, Any]) -> Any:
     """``obj`` with futures replaced by values; failed futures dropped (errors='skip')."""
     if isinstance(obj, Future):
-        return values.get(obj.key)
+        return values.get(obj._name)
     if isinstance(obj, (list, tuple, set, frozenset)):
         kind = type(obj)
-        items = [rebuild(x, values) for x in obj if not isinstance(x, Future) or x.key in values]
+        items = [rebuild(x, values) for x in obj if not isinstance(x, Future) or x._name in values]
         return kind(items) if kind is not list else items
     if isinstance(obj, dict):
         return {
             k: rebuild(v, values)
             for k, v in obj.items()
-            if not isinstance(v, Future) or v.key in values
+            if not isinstance(v, Future) or v._name in values
         }
     return obj

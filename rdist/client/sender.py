@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from rdist.protocol import wire
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import Backoff, RedisConfigError
 
 log = logging.getLogger("rdist.client")
 
@@ -31,16 +32,36 @@ RELEASE_DELAY = 0.005  #: seconds a lone release waits for a submission to trave
 BUNDLE_BYTES = 1 << 20
 #: A send that finds Redis unreachable is tried again this often, backing off.
 SEND_ATTEMPTS = 60
+#: The bound on any stream entry a client sends. A call's tasks are packed into messages
+#: of about ``rdist.client.submit.MESSAGE_BYTES``, large arguments are scattered and a
+#: task's spec is at most ``rdist.client.large.MAX_SPEC_BYTES``, so a call never comes
+#: near it; merging here stays under it; an entry that would pass it is refused.
+MAX_ENTRY_BYTES = 32 << 20
+#: Consecutive graph updates are merged into one message while it stays under this.
+MERGE_BYTES = 4 << 20
 
 #: A posted message and the functions (hash -> pickled) it needs stored before it.
 Outgoing = tuple[wire.Message, Mapping[bytes, bytes] | None]
 
 
-def _absorb(into: wire.Message, msg: wire.Message) -> bool:
-    """Merge ``msg`` into the message before it, if both are of a mergeable kind."""
+def update_bytes(msg: wire.UpdateGraph) -> int:
+    """About the encoded size of a graph update: its specs, plus a little per task."""
+    return sum(map(len, msg.specs.values())) + 64 * len(msg.tasks) + 16 * len(msg.wanted)
+
+
+def _absorb(into: wire.Message, msg: wire.Message, sizes: dict[int, int]) -> bool:
+    """Merge ``msg`` into the message before it, if both are of a mergeable kind (graph
+    updates only while the merged one stays under MERGE_BYTES; ``sizes`` by id)."""
     if type(into) is not type(msg):
         return False
     if isinstance(into, wire.UpdateGraph) and isinstance(msg, wire.UpdateGraph):
+        size = sizes.get(id(into))
+        if size is None:
+            size = sizes[id(into)] = update_bytes(into)
+        added = update_bytes(msg)
+        if size + added > MERGE_BYTES:
+            return False
+        sizes[id(into)] = size + added
         into.tasks.extend(msg.tasks)
         into.wanted.extend(msg.wanted)
         into.fire_and_forget.extend(msg.fire_and_forget)
@@ -60,10 +81,11 @@ def encode_outbox(items: list[Outgoing]) -> tuple[dict[bytes, bytes], list[bytes
     funcs: dict[bytes, bytes] = {}
     encoded: list[bytes] = []
     merged: wire.Message | None = None
+    sizes: dict[int, int] = {}
     for msg, needs in items:
         if needs:
             funcs.update(needs)
-        if merged is not None and _absorb(merged, msg):
+        if merged is not None and _absorb(merged, msg, sizes):
             continue
         if merged is not None:
             encoded.append(merged.encode())
@@ -73,6 +95,22 @@ def encode_outbox(items: list[Outgoing]) -> tuple[dict[bytes, bytes], list[bytes
     if len(encoded) > 1 and sum(map(len, encoded)) <= BUNDLE_BYTES:
         encoded = [wire.bundle(encoded)]  # one entry: the scheduler sees them in one batch
     return funcs, encoded
+
+
+def within_bound(entries: list[bytes], client_id: str) -> list[bytes]:
+    """The entries under MAX_ENTRY_BYTES; one past it is logged with its size, not sent
+    (the client's checks make sure none is: this is the last line, not the rule)."""
+    kept = [e for e in entries if len(e) <= MAX_ENTRY_BYTES]
+    if len(kept) < len(entries):
+        for entry in entries:
+            if len(entry) > MAX_ENTRY_BYTES:
+                log.error(
+                    "client %s: not sending a stream entry of %d bytes (the bound is %d)",
+                    client_id,
+                    len(entry),
+                    MAX_ENTRY_BYTES,
+                )
+    return kept
 
 
 class Sender:
@@ -159,18 +197,26 @@ class Sender:
     def _send(self, items: list[Outgoing]) -> None:
         """One pipeline: the functions first, then the messages in order."""
         funcs, entries = encode_outbox(items)
+        entries = within_bound(entries, self._client_id)
         store = self._store
-        for attempt in range(SEND_ATTEMPTS):
+        backoff = Backoff(f"client {self._client_id}", store.url, log)
+        for _ in range(SEND_ATTEMPTS):
             try:
                 pipe = store.raw_pipeline()
                 store.specs.put_functions(funcs, pipe=pipe)
                 for entry in entries:
                     store.streams.to_scheduler(entry, pipe=pipe)
                 pipe.execute()
+                backoff.succeeded()
                 return
             except ConnectionErrors as exc:
-                log.warning("client %s: redis unavailable (%s); retrying", self._client_id, exc)
-                self._stop.wait(min(2.0, 0.1 * (attempt + 1)))
+                try:
+                    backoff.wait(exc, self._stop)
+                except RedisConfigError as error:  # no retry helps: say so, once
+                    log.error(
+                        "client %s: %s; %d messages dropped", self._client_id, error, len(items)
+                    )
+                    return
         log.error(
             "client %s: gave up sending %d messages: redis stayed unreachable",
             self._client_id,

@@ -125,8 +125,18 @@ def decode_frames(header: bytes, frames: list[Any]) -> list[Any]:
 
 def to_blob(obj: Any, hook: Callable[[Any], Any] | None = None) -> bytes:
     """One bytes object (for Redis) holding a serialized object."""
-    header, frames = encode_frames(dumps(obj, hook))
-    return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *frames])
+    return frames_to_blob(dumps(obj, hook))
+
+
+def frames_to_blob(frames: list[Any]) -> bytes:
+    """``to_blob`` of what :func:`dumps` made (a caller that first looked at its size)."""
+    header, out = encode_frames(frames)
+    return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *out])
+
+
+def frames_size(frames: list[Any]) -> int:
+    """Bytes of serialized frames (before compression)."""
+    return sum(frame_nbytes(f) for f in frames)
 
 
 def blob_to_frames(blob: bytes) -> list[Any]:

@@ -27,6 +27,7 @@ from rdist.scheduler.restore import read_state
 from rdist.scheduler.state import SchedulerState
 from rdist.store import RedisStore, connect
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
+from rdist.store.health import Backoff
 from rdist.store.keys import SCHEDULER_GROUP
 from rdist.store.lease import Lease
 
@@ -81,6 +82,9 @@ class SchedulerServer:
         self._last_client_check = 0.0
         self._last_worker_check = 0.0
         self.lease = Lease(store.clone(), lease_ttl_ms)
+        #: retries of Redis: capped backoff with jitter; a permanent error raises
+        self.retry = Backoff("scheduler", store.url, log)
+        self._lease_retry = Backoff("scheduler: lease", store.url, log)
         self.is_leader = threading.Event()
         self.started_serving = 0.0  #: monotonic time the last leadership began
 
@@ -92,6 +96,10 @@ class SchedulerServer:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
         self.store.meta.make_secret()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
+        # clients waiting for a scheduler (Client() at start) wake on this event
+        self.store.streams.log_event(
+            wire.ClusterEvent("scheduler-started", {"scheduler": self.lease.token})
+        )
 
     def run(self) -> None:
         """Wait for the lease (standby), lead until it is lost or :meth:`stop`; repeat."""
@@ -107,6 +115,7 @@ class SchedulerServer:
                 self._restore()
                 self._serve()
             except ConnectionErrors as exc:
+                self.retry.failed(exc)  # a permanent error (a new password?) raises
                 log.warning("lost redis while leading (%s); standing by", exc)
             finally:
                 self.is_leader.clear()
@@ -121,6 +130,7 @@ class SchedulerServer:
         while not self.stop_event.is_set():
             try:
                 if self.lease.try_acquire():
+                    self._lease_retry.succeeded()
                     if waited:
                         log.warning("scheduler %s took over as leader", self.lease.token)
                     self.started_serving = time.monotonic()
@@ -128,8 +138,10 @@ class SchedulerServer:
                 if not waited:
                     log.info("standing by: the lease is held by %s", self.lease.holder())
                 waited = True
+                self._lease_retry.succeeded()
             except ConnectionErrors as exc:
-                log.warning("redis unavailable (%s); retrying", exc)
+                self.stop_event.wait(self._lease_retry.failed(exc))
+                continue
             self.stop_event.wait(self.lease.ttl_ms / 4000)
         return False
 
@@ -141,7 +153,9 @@ class SchedulerServer:
                     log.error("scheduler %s lost its lease: standing down", self.lease.token)
                     self.is_leader.clear()
             except ConnectionErrors as exc:
-                log.warning("could not renew the lease: %s", exc)
+                self._lease_retry.failed(exc)  # logged once a spell; permanent raises
+            else:
+                self._lease_retry.succeeded()
 
     def _restore(self) -> None:
         """Rebuild the state from Redis: records, live workers, stored errors."""
@@ -183,10 +197,10 @@ class SchedulerServer:
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
                     break
-                log.warning("redis unavailable (%s); retrying", exc)
-                self.stop_event.wait(0.5)
+                self.retry.wait(exc, self.stop_event)
                 read_pending = True  # the failed read may have been served: see above
                 continue
+            self.retry.succeeded()
             pending_write = None
             if read_pending and not entries:
                 read_pending = False

@@ -13,7 +13,8 @@ from typing import Any
 
 import redis
 
-from rdist.store import tables
+from rdist.config import mask_url
+from rdist.store import health, tables
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.primitives import Primitives
 from rdist.store.rawpipe import RawConnection, RawPipeline
@@ -42,13 +43,22 @@ def drop_fake_server(name: str) -> None:
 
 
 def connect(url: str, cluster: str = "default") -> RedisStore:
-    """Open a store on ``redis://``, ``rediss://``, ``unix://`` or ``fakeredis://`` URLs."""
+    """Open a store on ``redis://``, ``rediss://``, ``unix://`` or ``fakeredis://`` URLs.
+
+    Nothing is sent yet (see :meth:`RedisStore.check`); a URL that cannot work -- empty,
+    of an unknown scheme, malformed -- raises :class:`~rdist.store.health.RedisConfigError`
+    here, naming it with its password masked."""
+    health.check_url(url)
     if url.startswith("fakeredis://"):
         return RedisStore(_fake_client(url[len("fakeredis://") :]), Keys(cluster), url)
-    # No socket timeout: blocking stream reads must not trip it (they carry their own BLOCK).
-    client = redis.Redis.from_url(
-        url, socket_timeout=None, socket_connect_timeout=10, **_tls_options(url)
-    )
+    try:
+        # No socket timeout: blocking stream reads must not trip it (they carry their own
+        # BLOCK).
+        client = redis.Redis.from_url(
+            url, socket_timeout=None, socket_connect_timeout=10, **_tls_options(url)
+        )
+    except (ValueError, TypeError) as exc:  # redis-py parsing the URL and its options
+        raise health.config_error(url, exc) from None
     return RedisStore(client, Keys(cluster), url)
 
 
@@ -133,8 +143,69 @@ class RedisStore:
         self.streams = Streams(self)
         self.primitives = Primitives(self)
 
+    def __repr__(self) -> str:
+        return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"
+
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+    def check(self, timeout: float, what: str = "rdist") -> None:
+        """Make sure Redis answers (connection, AUTH, TLS) within ``timeout`` s: permanent
+        failures raise RedisConfigError at once, transient ones RedisUnreachable once
+        they outlast it (see :mod:`rdist.store.health`).
+
+        Each try goes over a probe connection of its own, with a socket timeout: the
+        store's connections have none (their blocking reads carry their own), and a TLS
+        handshake with a server that does not speak TLS would otherwise wait for ever."""
+        if self.url.startswith("fakeredis://"):
+            health.wait_until_reachable(self.redis.ping, self.url, timeout, what)
+            return
+        deadline = time.monotonic() + timeout
+
+        def probe() -> None:
+            left = max(0.2, deadline - time.monotonic())
+            client = redis.Redis.from_url(
+                self.url,
+                socket_timeout=left,
+                socket_connect_timeout=left,
+                retry_on_timeout=False,
+                **_tls_options(self.url),
+            )
+            try:
+                client.ping()
+            finally:
+                client.close()
+
+        health.wait_until_reachable(probe, self.url, timeout, what)
+
+    def leader(self) -> str | None:
+        """The token of the scheduler holding the cluster's leader lease, if any."""
+        raw = self.redis.get(self.keys.lease)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def wait_for_scheduler(self, timeout: float) -> str:
+        """The leader's token, waiting up to ``timeout`` s for a scheduler to take the lease
+        (woken by the events stream, where a scheduler announces its start); else
+        :class:`~rdist.store.health.NoScheduler`."""
+        if (token := self.leader()) is not None:
+            return token
+        reader = self.clone()
+        newest = self.streams.newest(self.keys.events)
+        last: list[bytes | str] = [newest[0][0] if newest else "0-0"]
+
+        def wait_for_news(seconds: float) -> None:
+            got = reader.read(self.keys.events, last[0], 100, max(1, int(seconds * 1000)))
+            if got:
+                last[0] = got[-1][0]
+            elif self.url.startswith("fakeredis://"):
+                time.sleep(0.01)  # fakeredis answers a blocking read at once
+
+        try:
+            return health.wait_for_scheduler(
+                self.leader, wait_for_news, self.url, self.keys.cluster, timeout
+            )
+        finally:
+            reader.close()
 
     def memory_info(self) -> dict[str, Any]:
         """Redis's ``INFO memory`` section (the dashboard's /metrics)."""

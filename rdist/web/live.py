@@ -16,6 +16,7 @@ from typing import Any
 from rdist.protocol.taskstream import decode_batch
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import Backoff
 from rdist.store.keys import PAYLOAD_FIELD
 from rdist.web import queries
 from rdist.web.census import TaskCensus
@@ -104,6 +105,7 @@ class LiveFeed:
     def run(self) -> None:
         """Until :meth:`stop`: a bug or an odd reply is logged, never ends live updates."""
         reader = self.store.clone()
+        backoff = Backoff("dashboard", self.store.url, log)
         last: dict[str, str] | None = None
         next_tick = next_flush = 0.0
         try:
@@ -118,9 +120,9 @@ class LiveFeed:
                         self._flush()
                         next_flush = now + FLUSH_SECONDS
                     self._read(reader, last, min(next_tick, next_flush) - time.monotonic())
+                    backoff.succeeded()
                 except ConnectionErrors as exc:
-                    log.warning("dashboard: redis unavailable (%s); retrying", exc)
-                    self.stop_event.wait(1.0)
+                    backoff.wait(exc, self.stop_event)  # a permanent error raises
                 except Exception:
                     log.exception("dashboard: live feed step failed; going on")
                     self.stop_event.wait(1.0)

@@ -9,6 +9,7 @@ server within a second.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -100,13 +101,11 @@ class DashboardProcess:
     ) -> None:
         host, port = parse_address(address)
         self.process = subprocess.Popen(
-            [
+            [  # the Redis URL (with its password) by the environment: argv is world-readable
                 sys.executable,
                 "-m",
                 "rdist",
                 "dashboard",
-                "--redis-url",
-                redis_url,
                 "--cluster",
                 cluster,
                 "--host",
@@ -118,6 +117,7 @@ class DashboardProcess:
             ],
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, "RDIST_REDIS_URL": redis_url},
             preexec_fn=die_with_parent,
         )
         self.link = self._wait_for_url(timeout)

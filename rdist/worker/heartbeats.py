@@ -23,6 +23,7 @@ from rdist.comm import buffers
 from rdist.protocol.wire import Heartbeat, WorkerRecord
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import Backoff
 from rdist.worker.state import WTaskState
 
 if TYPE_CHECKING:
@@ -142,11 +143,14 @@ def run(worker: Worker, store: RedisStore) -> None:
         PROCESS.rss()  # opens /proc/self/statm while descriptors are to be had
     except ConnectionErrors as exc:
         log.warning("worker %s: heartbeat cannot reach Redis yet: %s", worker.address, exc)
+    backoff = Backoff(f"worker {worker.address}: heartbeat", store.url, log)
     failures = 0
     while not worker.stop_event.wait(HEARTBEAT_SECONDS):
         try:
             beat(worker, store)
-        except Exception as exc:  # no failure may end the heartbeat: silence means death
+        except ConnectionErrors as exc:
+            backoff.failed(exc)  # beats keep their pace; a permanent error raises
+        except Exception as exc:  # nothing else may end the heartbeat: silence means death
             if failures % LOG_EVERY == 0:
                 log.warning(
                     "worker %s: heartbeat failed (%d in a row): %r",
@@ -157,4 +161,5 @@ def run(worker: Worker, store: RedisStore) -> None:
             failures += 1
         else:
             failures = 0
+            backoff.succeeded()
     store.close()

@@ -14,6 +14,13 @@ address through a pipe, and then waits on it:
   (handing its unique data to peers), waits for it, and exits 0.
 
 A child that exits with status 0 left cleanly on its own (it announced its departure).
+One that exits with :data:`~rdist.store.health.EXIT_CONFIG` cannot work as configured (a
+wrong password, a TLS certificate that fails, a malformed URL): restarting it would only
+fail again, so the nanny stops and exits with that status too.
+
+The Redis URL reaches the child through its environment (``RDIST_REDIS_URL``), never its
+command line: ``/proc/<pid>/cmdline`` is readable by every local user, the environment
+only by the process's owner.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from rdist.procs import die_with_parent
 from rdist.protocol.wire import WorkerLost
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import EXIT_CONFIG
 
 log = logging.getLogger("rdist.nanny")
 
@@ -74,6 +82,7 @@ class Nanny:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         failures = 0
+        status = 0
         while not self._stopping.is_set():
             started = time.monotonic()
             self._start_child()
@@ -81,6 +90,14 @@ class Nanny:
             if self._stopping.is_set():
                 break
             self._after_death(reason)
+            if reason == "exited" and self.proc is not None and self.proc.returncode == EXIT_CONFIG:
+                log.error(
+                    "worker exited with status %d: it cannot work with its configuration "
+                    "(see its error above); not restarting it",
+                    EXIT_CONFIG,
+                )
+                status = EXIT_CONFIG
+                break
             clean = reason == "exited" and self.proc is not None and self.proc.returncode == 0
             stable = time.monotonic() - started >= STABLE_SECONDS
             failures = 0 if clean or stable else failures + 1  # restarts asked for: no backoff
@@ -92,7 +109,7 @@ class Nanny:
             self.restarts += 1
         self._stop_child()
         self._remove_directory()
-        return 0
+        return status
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping.set()
@@ -117,8 +134,11 @@ class Nanny:
             "--spill-directory",
             self.directory,
         ]
+        env = {**os.environ, "RDIST_REDIS_URL": self.url}  # not in argv: see the module doc
         try:
-            self.proc = subprocess.Popen(cmd, pass_fds=(write_end,), preexec_fn=die_with_parent)
+            self.proc = subprocess.Popen(
+                cmd, pass_fds=(write_end,), env=env, preexec_fn=die_with_parent
+            )
         finally:
             os.close(write_end)
         threading.Thread(

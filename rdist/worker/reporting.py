@@ -27,6 +27,7 @@ from rdist.protocol.wire import (
 )
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
+from rdist.store.health import Backoff
 from rdist.worker.events import (
     ReportError,
     ReportInMemory,
@@ -185,12 +186,13 @@ class Reporter:
         if into is not None:
             report.queue_on(into, replicated)
             return
-        for attempt in range(REPORT_ATTEMPTS):
+        backoff = Backoff(f"worker {self.worker.address}: reporting", self.store.url, log)
+        for _ in range(REPORT_ATTEMPTS):
             try:
                 pipe = self.store.raw_pipeline()
                 if report.queue_on(pipe, replicated):
                     pipe.execute()
+                backoff.succeeded()
                 return
             except ConnectionErrors as exc:
-                log.warning("worker %s: cannot report (%s); retrying", self.worker.address, exc)
-                time.sleep(min(2.0, 0.1 * (attempt + 1)))
+                backoff.wait(exc)  # a permanent error raises

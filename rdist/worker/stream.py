@@ -29,6 +29,7 @@ from rdist.protocol.wire import (
 )
 from rdist.store import RedisStore
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard, ResponseError
+from rdist.store.health import Backoff
 from rdist.store.keys import WORKER_GROUP
 from rdist.worker.context import bind_worker
 from rdist.worker.events import (
@@ -53,8 +54,6 @@ BLOCK_MS = 500
 #: read whose reply was lost (Redis restarting as it answered; the client may retry it
 #: without telling us) delivered entries that never come from ">" again.
 PENDING_CHECK_SECONDS = 2.0
-#: Pause after Redis became unavailable, before the next attempt.
-RETRY_SECONDS = 0.5
 
 Entry = tuple[bytes, "bytes | None"]
 Handled = tuple[list[Execute], list[SendReport]]
@@ -85,6 +84,13 @@ class StreamReader:
         #: in our pending list, yet not lost
         self.in_hand: set[bytes] = set()
         self.loader = SpecLoader(worker)
+        self._backoff: Backoff | None = None  #: retries of Redis (made at the first failure)
+
+    def backoff(self) -> Backoff:
+        if self._backoff is None:
+            worker = self.worker
+            self._backoff = Backoff(f"worker {worker.address}", worker.store.url, log)
+        return self._backoff
 
     def start(self, reader: RedisStore) -> None:
         thread = threading.Thread(target=self.run, args=(reader,), name="rdist-stream", daemon=True)
@@ -147,8 +153,7 @@ class StreamReader:
             )
         except ConnectionErrors as exc:
             if not worker.stop_event.is_set():
-                log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
-                worker.stop_event.wait(RETRY_SECONDS)
+                self.backoff().wait(exc, worker.stop_event)  # a permanent error raises
             loop.read_pending = True  # the failed read may have been served: see above
             return None
         except ResponseError as exc:
@@ -158,6 +163,8 @@ class StreamReader:
                 raise
             worker.rejoin_cluster()  # the scheduler declared us dead
             return None
+        if self._backoff is not None:
+            self._backoff.succeeded()
         self.in_hand.difference_update(ids)  # acknowledged by this round trip
         if loop.read_pending:
             loop.read_pending = False
@@ -174,10 +181,9 @@ class StreamReader:
         except ConnectionErrors as exc:
             # a batch loads its specs and inputs before it changes anything: left pending,
             # it comes back with the next read of our pending entries
-            log.warning("worker %s: redis unavailable (%s); retrying", worker.address, exc)
             self.in_hand.difference_update(loop.ack)
             loop.ack, loop.read_pending = [], True
-            worker.stop_event.wait(RETRY_SECONDS)
+            self.backoff().wait(exc, worker.stop_event)
             return
         loop.reports += worker.executor.run_inline(executes)
 
