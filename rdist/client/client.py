@@ -31,9 +31,12 @@ from typing import Any
 
 from rdist.client import collections as dask_collections
 from rdist.client import local_cluster
+from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
+from rdist.client.datasets import NO_DEFAULT, DatasetOps, Datasets
 from rdist.client.future import ERROR, FINISHED, Future, futures_of, wait
+from rdist.client.holders import Holdings
 from rdist.client.inbox import Inbox
 from rdist.client.introspection import Introspection, StoryEvent
 from rdist.client.ledger import Ledger
@@ -142,6 +145,11 @@ class Client:
             idle=self._sender.flush_if_free,
         )
         self._sender.waiter_reads = self._inbox.waiter_reads
+        #: futures held by queues, variables and datasets (``rdist.client.holders``)
+        self.holdings = Holdings(self, self._sender, self.ledger)
+        self._datasets = DatasetOps(store, self.holdings)
+        #: actor calls through Redis, where workers cannot be reached directly
+        self.actor_relay = ActorRelay(store, self.id, self._answers)
 
     def _heartbeat(self) -> wire.ClientRecord:
         return wire.ClientRecord(self.name, time.time())
@@ -208,7 +216,11 @@ class Client:
         pure: bool = True,
         **kwargs: Any,
     ) -> Future:
-        """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once."""
+        """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once
+        (``actor=True``: ``func`` is a class, the future's result an Actor on a worker)."""
+        if actor or actors:
+            func, args, key = actor_call(func, args, key)
+            pure = False
         options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
         return self._submitter.submit(func, args, kwargs, key, pure, options)
 
@@ -230,6 +242,9 @@ class Client:
         **kwargs: Any,
     ) -> list[Future]:
         """``submit`` over zipped iterables, in one message to the scheduler."""
+        if actor or actors:
+            func, iterables, key = actor_map(func, iterables, key)
+            pure = False
         options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
         return self._submitter.map(func, iterables, kwargs, key, pure, options)
 
@@ -456,3 +471,32 @@ class Client:
         not answer within ``timeout`` (default: the client's) raises TimeoutError naming
         it, or with ``on_error="ignore"`` is logged and left out."""
         return self._introspection.story(keys_or_stimuli, on_error, timeout)
+
+    # -- published datasets (rdist.client.datasets) ------------------------------------------
+    def publish_dataset(
+        self, *args: Any, name: Any = None, override: bool = False, **kwargs: Any
+    ) -> None:
+        """Publish named datasets (futures, persisted collections, any object) for every
+        client: ``publish_dataset(x=df)``, ``publish_dataset(df, name="x")`` or
+        ``publish_dataset({"x": df})``; KeyError if a name exists unless ``override``.
+        Their futures stay computed until unpublished, whoever leaves."""
+        self._datasets.publish(args, name, override, kwargs)
+
+    def get_dataset(self, name: Any, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
+        """A published dataset (a list of them for a list of names); KeyError if it does
+        not exist, unless a ``default`` is given."""
+        return self._datasets.get(name, default)
+
+    def unpublish_dataset(self, name: Any, **kwargs: Any) -> None:
+        """Remove published datasets (a name or a list of names); unknown names are fine."""
+        self._datasets.unpublish(name)
+
+    def list_datasets(self, **kwargs: Any) -> list[str]:
+        """The names of the published datasets, sorted."""
+        return self._datasets.names()
+
+    @property
+    def datasets(self) -> Datasets:
+        """The published datasets as a mapping: ``client.datasets["x"] = df``, ``del``,
+        ``in``, iteration, ``len``."""
+        return Datasets(self)

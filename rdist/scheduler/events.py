@@ -45,6 +45,15 @@ class KeysReleased(Event):
 
 
 @dataclass(slots=True)
+class KeysPassed(Event):
+    """Keys change hands (``wire.PassKeys``): ``taker`` wants them, then ``giver`` not."""
+
+    keys: list[str]
+    taker: str = ""
+    giver: str = ""
+
+
+@dataclass(slots=True)
 class KeysCancelled(Event):
     client: str
     keys: list[str]

@@ -40,6 +40,7 @@ from rdist.scheduler import (
 from rdist.scheduler import events as ev
 from rdist.scheduler.model import (
     FIRE_AND_FORGET,
+    HOLDER_PREFIX,
     TRANSITION_LOG_LENGTH,
     TS,
     InvalidTransition,
@@ -136,6 +137,8 @@ class SchedulerState:
         self._dirty.add(ts.key)
 
     def notify(self, client: str, ts: Task, inline: bytes | None = None) -> None:
+        if client.startswith(HOLDER_PREFIX):  # a queue item, variable or dataset: no stream
+            return
         if ts.state is TS.MEMORY:
             item: wire.Item = wire.KeyInMemory(
                 ts.key, ts.nbytes, ts.in_redis, sorted(ts.who_has), ts.type_name, inline
@@ -264,6 +267,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {
     ev.GraphSubmitted: lifecycle.on_graph,
     ev.KeysReleased: lifecycle.on_released,
     ev.KeysCancelled: lifecycle.on_cancelled,
+    ev.KeysPassed: lifecycle.on_passed,
     ev.ClientJoined: lifecycle.on_client_joined,
     ev.ClientLeft: lifecycle.on_client_left,
     ev.TasksFinished: lifecycle.on_finished,

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from rdist.actors.host import ACTOR_OP
 from rdist.comm.core import listen, split_address
 from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
@@ -87,7 +88,7 @@ class DataPlane:
         self.worker = worker
         self.mode = transfer_mode(mode)
         self.server = DataServer(worker.data.frames_of, worker.data.size_of, self._put)
-        self.listener = listen(listen_address, worker.secret, self.server.handle)
+        self.listener = listen(listen_address, worker.secret, self._handle)
         self.address = advertised_address(self.listener.address, contact_address)
         add_local_alias = getattr(self.listener, "add_local_alias", None)
         if add_local_alias is not None:  # peers on this host skip the TCP stack
@@ -101,6 +102,12 @@ class DataPlane:
 
     def start(self) -> None:
         self.listener.start()
+
+    def _handle(self, header: dict[str, Any], frames: list[Any]) -> tuple[Any, ...]:
+        """A request on our data server: a call of one of our actors, or data."""
+        if header.get("op") == ACTOR_OP:
+            return self.worker.actors.handle_request(header, frames)
+        return self.server.handle(header, frames)
 
     def close(self) -> None:
         self.listener.close()

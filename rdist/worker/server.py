@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import Any
 
+from rdist.actors.host import ActorHost
 from rdist.client.client import Client
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.protocol import serialize
@@ -125,6 +126,8 @@ class Worker:
         self.reporter = Reporter(self, store.clone())
         self.executor = Executor(self)
         self.stream_reader = StreamReader(self)
+        #: the actors made here (``submit(cls, actor=True)``) and their calls
+        self.actors = ActorHost(self.address, lambda: bind_worker(self))
 
     # -- the state machine ---------------------------------------------------------------------
     def stimulus(self, cause: str) -> str:
@@ -155,6 +158,7 @@ class Worker:
         if isinstance(ins, ReleaseData):
             for key in ins.keys:
                 self.data.discard(key)
+            self.actors.discard(ins.keys)
         elif isinstance(ins, GatherDep):
             self.dataplane.fetch(ins.wanted)
         elif isinstance(ins, RejoinGranted):
@@ -243,6 +247,7 @@ class Worker:
         """Forget every task and all data, then join the cluster again."""
         self.dispatch(ResetState(self.stimulus("reset"), time.time()))
         self.data.clear()
+        self.actors.clear()
         self.take_replicas()
         self._announce()
 
@@ -279,6 +284,7 @@ class Worker:
         except ConnectionErrors:
             pass
         self.dataplane.close()
+        self.actors.close()
         self.data.close()  # removes the spill directory
         for connection in (self.reader_store, self.reporter.store):
             connection.close()

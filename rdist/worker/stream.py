@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rdist.protocol.wire import (
     WORKER,
     Action,
+    ActorCall,
     Batch,
     Compute,
     Free,
@@ -246,6 +247,8 @@ class StreamReader:
             worker.restart()
         elif isinstance(msg, StoryRequest):
             worker.tell_story(msg)
+        elif isinstance(msg, ActorCall):
+            worker.actors.call_from_stream(msg, worker.store)
         else:
             worker.dataplane.handle_message(msg)
 
