@@ -49,14 +49,46 @@ def main() -> None:
 @main.command()
 @redis_option
 @cluster_option
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE:FACTORY",
+    help="a scheduler plugin to load (repeatable; also scheduler.plugins in the config file "
+    "and the entry-point group rdist.scheduler_plugins)",
+)
+@click.option(
+    "--accept-client-plugins",
+    is_flag=True,
+    default=False,
+    help="unpickle and run the scheduler plugins clients register (off by default: the "
+    "scheduler runs no code clients send)",
+)
 @log_option
-def scheduler(redis_url: str | None, cluster: str, log_level: str) -> None:
+def scheduler(
+    redis_url: str | None,
+    cluster: str,
+    plugins: tuple[str, ...],
+    accept_client_plugins: bool,
+    log_level: str,
+) -> None:
     """Run the scheduler."""
+    from rdist.config import ConfigError, load_config
+    from rdist.plugins.scheduler_side import PluginConfigError, load_plugins
     from rdist.procs import tune_gc
     from rdist.scheduler.server import SchedulerServer
 
     _setup_logging(log_level)
-    server = SchedulerServer.from_url(_require_url(redis_url), cluster)
+    try:
+        config = load_config()
+        specs = [*config.get("scheduler.plugins", []), *plugins]
+        loaded = load_plugins(specs)
+    except (ConfigError, PluginConfigError) as exc:
+        raise click.UsageError(str(exc)) from None
+    accept = accept_client_plugins or bool(config.get("scheduler.accept_client_plugins"))
+    server = SchedulerServer.from_url(
+        _require_url(redis_url), cluster, plugins=loaded, accept_client_plugins=accept
+    )
     tune_gc()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())

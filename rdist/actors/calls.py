@@ -110,7 +110,7 @@ class ActorFuture:
         if isinstance(payload, BaseException):
             return payload
         try:
-            if isinstance(payload, (bytes, bytearray, memoryview)):
+            if isinstance(payload, bytes):
                 value = serialize.from_blob(payload)
             else:
                 value = serialize.loads(payload)
@@ -119,10 +119,10 @@ class ActorFuture:
             return exc
         if self._ok:
             return value
-        exc, text = value
-        if text and hasattr(exc, "add_note"):
-            exc.add_note("Remote traceback (actor method):\n" + text.rstrip())
-        return exc
+        error, text = value
+        if text and hasattr(error, "add_note"):
+            error.add_note("Remote traceback (actor method):\n" + text.rstrip())
+        return error
 
     def __await__(self) -> Any:
         return self._async_result().__await__()

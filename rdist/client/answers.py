@@ -91,6 +91,12 @@ class Answers:
             return None
         return waiter.answers[0]
 
+    def arrived(self, request_id: str) -> list[Any]:
+        """The answers to a request that arrived so far (the request stays awaited)."""
+        with self._lock:
+            waiter = self._waiting.get(request_id)
+            return list(waiter.answers) if waiter is not None else []
+
     def forget(self, request_id: str) -> None:
         with self._lock:
             self._waiting.pop(request_id, None)

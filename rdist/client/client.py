@@ -46,6 +46,7 @@ from rdist.client.results import Results
 from rdist.client.sender import Sender
 from rdist.client.submit import Submitter
 from rdist.config import redis_url_from_env
+from rdist.plugins.registry import PluginRegistry
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
@@ -150,6 +151,7 @@ class Client:
         self._datasets = DatasetOps(store, self.holdings)
         #: actor calls through Redis, where workers cannot be reached directly
         self.actor_relay = ActorRelay(store, self.id, self._answers)
+        self._plugins = PluginRegistry(store, self.id, self._answers, self._sender.post, timeout)
 
     def _heartbeat(self) -> wire.ClientRecord:
         return wire.ClientRecord(self.name, time.time())
@@ -500,3 +502,28 @@ class Client:
         """The published datasets as a mapping: ``client.datasets["x"] = df``, ``del``,
         ``in``, iteration, ``len``."""
         return Datasets(self)
+
+    # -- plugins (rdist.plugins) ---------------------------------------------------------------
+    def register_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> dict[str, Any]:
+        """Register a WorkerPlugin (set up on every worker, present and future), a
+        NannyPlugin (every nanny) or a SchedulerPlugin (accepted only by a scheduler
+        started with ``--accept-client-plugins``). A failing ``setup`` raises here."""
+        return self._plugins.register(plugin, name, idempotent)
+
+    def register_worker_plugin(
+        self, plugin: Any = None, name: str | None = None, nanny: bool | None = None
+    ) -> dict[str, Any]:
+        """dask's older spelling of :meth:`register_plugin` for worker/nanny plugins."""
+        return self._plugins.register(plugin, name)
+
+    def register_scheduler_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> dict[str, Any]:
+        """dask's older spelling of :meth:`register_plugin` for scheduler plugins."""
+        return self._plugins.register(plugin, name, idempotent)
+
+    def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> dict[str, Any]:
+        """Tear a worker (``nanny=True``: nanny) plugin down everywhere and forget it."""
+        return self._plugins.unregister(name, nanny)

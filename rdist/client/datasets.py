@@ -39,7 +39,7 @@ class DatasetOps:
         """``publish_dataset(*args, name=, override=, **named)`` with dask's rules: named
         values, or ``args[0]`` under ``name`` (all ``args`` as a tuple when several), or
         a single ``{name: value}`` mapping."""
-        items = list(named.items())
+        items: list[tuple[Hashable, Any]] = list(named.items())
         if name is not None:
             if not args:
                 raise ValueError(

@@ -217,6 +217,9 @@ class SchedulerState:
     def _on_story(self, e: ev.StoryRequested) -> None:
         self._out.append(ev.SendStory(e.client, e.id, self.story(*e.keys)))
 
+    def _on_plugin_offered(self, e: ev.PluginOffered) -> None:
+        self._out.append(ev.OfferPlugin(e.msg))  # the shell's to judge: no pickles here
+
     def validate_state(self) -> None:
         """Check every cross-reference; tests call this after each scenario."""
         for key, ts in self.tasks.items():
@@ -285,4 +288,5 @@ _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {
     ev.Barrier: dataops.on_barrier,
     ev.StealResponse: stealing.answered,
     ev.StoryRequested: SchedulerState._on_story,
+    ev.PluginOffered: SchedulerState._on_plugin_offered,
 }

@@ -15,6 +15,7 @@ import redis
 
 from rdist.store import tables
 from rdist.store.keys import PAYLOAD_FIELD, Keys
+from rdist.store.plugins import Plugins
 from rdist.store.primitives import Primitives
 from rdist.store.rawpipe import RawConnection, RawPipeline
 from rdist.store.streams import Streams
@@ -132,6 +133,7 @@ class RedisStore:
         self.transfers = tables.Transfers(self)
         self.streams = Streams(self)
         self.primitives = Primitives(self)
+        self.plugins = Plugins(self)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

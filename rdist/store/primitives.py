@@ -73,9 +73,15 @@ class _Scripts:
     )
 
     def __init__(self, redis: Any) -> None:
-        self._scripts = {
-            n: redis.register_script((_LUA / f"{n}.lua").read_text()) for n in self.NAMES
-        }
+        texts = {n: (_LUA / f"{n}.lua").read_text() for n in self.NAMES}
+        self._scripts = {n: redis.register_script(text) for n, text in texts.items()}
+        # loaded now, in one round trip: a first EVALSHA that fails (NOSCRIPT) is retried by
+        # redis-py, but the caught error keeps the caller's frames -- and the futures in
+        # them, which then never get released -- alive until the next garbage collection
+        pipe = redis.pipeline(transaction=False)
+        for text in texts.values():
+            pipe.script_load(text)
+        pipe.execute()
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)

@@ -23,6 +23,8 @@ from rdist.protocol.wire import (
     Free,
     MalformedMessage,
     Message,
+    PluginAdded,
+    PluginRemoved,
     RestartWorker,
     Run,
     Stop,
@@ -249,6 +251,10 @@ class StreamReader:
             worker.tell_story(msg)
         elif isinstance(msg, ActorCall):
             worker.actors.call_from_stream(msg, worker.store)
+        elif isinstance(msg, PluginAdded):
+            worker.plugins.added(msg)
+        elif isinstance(msg, PluginRemoved):
+            worker.plugins.removed(msg)
         else:
             worker.dataplane.handle_message(msg)
 

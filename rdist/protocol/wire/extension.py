@@ -100,13 +100,16 @@ fields(PluginAdded, id=NAME, name=NAME, plugin=BLOB, client=_CLIENT_OR_HOLDER)
 
 @dataclass(slots=True)
 class PluginRemoved(Message):
-    """Tear this plugin down and forget it."""
+    """Tear this plugin down and forget it; answer ``client`` (if any) with a
+    :class:`PluginReply` of this ``id``."""
 
     OP = "plugin-removed"
+    id: str
     name: str
+    client: str = ""
 
 
-fields(PluginRemoved, name=NAME)
+fields(PluginRemoved, id=NAME, name=NAME, client=_CLIENT_OR_HOLDER)
 
 
 @dataclass(slots=True)
