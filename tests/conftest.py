@@ -198,6 +198,7 @@ MODULE_TIERS = {
     "test_scheduler_state": "pure",
     "test_scheduler_state_recovery": "pure",
     "test_scheduler_transitions": "pure",
+    "test_shared_futures": "fake",
     "test_scheduling_policy": "pure",
     "test_store_primitives": "fake",
     "test_web": "fake",

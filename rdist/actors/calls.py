@@ -166,6 +166,12 @@ class Channel:
             except (ConnectionError, OSError) as exc:
                 self._break(exc)
 
+    def idle(self) -> bool:
+        return not self._pending and self._broken is None
+
+    def close(self) -> None:
+        self._break(ConnectionError("closed"))
+
     def _read(self) -> None:
         while True:
             try:
@@ -191,32 +197,47 @@ class Channel:
 
 
 class Channels:
-    """This process's channels, one per worker address (made on first use)."""
+    """This process's channels: per worker address one for the calls that keep their
+    order, and a few more for coroutine methods -- each of those is sent on a channel with
+    nothing pending, so that one may wait for another (``await event.wait()`` while
+    ``set()`` comes) instead of queueing behind it on one connection."""
 
     def __init__(self) -> None:
-        self._channels: dict[tuple[str, bytes], Channel] = {}
+        self._ordered: dict[tuple[str, bytes], Channel] = {}
+        self._spare: dict[tuple[str, bytes], list[Channel]] = {}
         self._lock = threading.Lock()
 
-    def get(self, address: str, secret: bytes) -> Channel:
-        """The channel to ``address``; ConnectionError/OSError when it cannot be opened."""
+    def get(self, address: str, secret: bytes, free: bool = False) -> Channel:
+        """The channel to ``address`` (``free``: one with no call pending); raises
+        ConnectionError/OSError when a connection cannot be opened."""
+        where = (address, secret)
         with self._lock:
-            channel = self._channels.get((address, secret))
-        if channel is not None:
-            return channel
-        comm = connect(address, secret, CONNECT_SECONDS)
+            if not free and where in self._ordered:
+                return self._ordered[where]
+            if free:
+                for channel in self._spare.get(where, ()):
+                    if channel.idle():
+                        return channel
+        channel = Channel(address, connect(address, secret, CONNECT_SECONDS), self._drop)
         with self._lock:
-            channel = self._channels.get((address, secret))
-            if channel is None:
-                channel = Channel(address, comm, lambda c: self._drop(c, secret))
-                self._channels[(address, secret)] = channel
+            if free:
+                self._spare.setdefault(where, []).append(channel)
                 return channel
-        comm.close()  # another thread connected first
-        return channel
+            if where not in self._ordered:
+                self._ordered[where] = channel
+                return channel
+            found = self._ordered[where]
+        channel.close()  # another thread connected first
+        return found
 
-    def _drop(self, channel: Channel, secret: bytes) -> None:
+    def _drop(self, channel: Channel) -> None:
         with self._lock:
-            if self._channels.get((channel.address, secret)) is channel:
-                del self._channels[(channel.address, secret)]
+            for where, ordered in list(self._ordered.items()):
+                if ordered is channel:
+                    del self._ordered[where]
+            for spare in self._spare.values():
+                if channel in spare:
+                    spare.remove(channel)
 
 
 CHANNELS = Channels()
@@ -244,17 +265,20 @@ class Caller:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         attribute: bool = False,
+        coroutine: bool = False,
     ) -> ActorFuture:
+        """Call ``name`` of the actor ``key`` on ``address`` (``coroutine``: an ``async
+        def`` method, which may wait for other calls)."""
         future = ActorFuture(key, address)
         future._alive = lambda: self._relay.worker_alive(address)
         if self._mode != "redis" and address not in self._through_redis:
             try:
-                channel = CHANNELS.get(address, self._cluster_secret())
+                channel = CHANNELS.get(address, self._cluster_secret(), free=coroutine)
             except (ConnectionError, OSError) as exc:
-                if self._mode == "p2p":
+                if self._mode == "p2p" or not self._relay.worker_alive(address):
                     future._fail(lost(key, address, exc))
                     return future
-                self._through_redis.add(address)
+                self._through_redis.add(address)  # alive, yet unreachable: through Redis
             else:
                 header = {"op": ACTOR_OP, "key": key, "name": name, "attribute": attribute}
                 frames = serialize.dumps((args, kwargs)) if args or kwargs else []

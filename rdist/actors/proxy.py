@@ -10,6 +10,7 @@ its key, which keeps the actor alive while any proxy of it does.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from typing import Any
@@ -72,7 +73,12 @@ class Actor:
 
     # -- calls --------------------------------------------------------------------------------
     def _call(
-        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], attribute: bool
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attribute: bool,
+        coroutine: bool = False,
     ) -> ActorFuture:
         client = self._client if self._client is not None else _client_here()
         if client is None:
@@ -80,16 +86,18 @@ class Actor:
                 f"actor {self.key!r}: no client here to call it through; create a Client "
                 "(inside a task, the worker's client is used)"
             )
-        return _caller_of(client).call(self.key, self._address, name, args, kwargs, attribute)
+        caller = _caller_of(client)
+        return caller.call(self.key, self._address, name, args, kwargs, attribute, coroutine)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         member = getattr(self._cls, name, None)
         if callable(member) and not isinstance(member, type):
+            coroutine = inspect.iscoroutinefunction(member)
 
             def call(*args: Any, **kwargs: Any) -> ActorFuture:
-                return self._call(name, args, kwargs, attribute=False)
+                return self._call(name, args, kwargs, False, coroutine)
 
             call.__name__ = name
             call.__doc__ = getattr(member, "__doc__", None)
