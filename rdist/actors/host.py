@@ -107,7 +107,7 @@ class ActorHost:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 threading.Thread(
-                    target=loop.run_forever, name="rdist-actor-loop", daemon=True
+                    target=_run_then_close, args=(loop,), name="rdist-actor-loop", daemon=True
                 ).start()
                 self._loop = loop
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -166,6 +166,15 @@ class ActorHost:
             self._stream_calls.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _run_then_close(loop: asyncio.AbstractEventLoop) -> None:
+    """The actor loop's thread: runs it until :meth:`ActorHost.close` stops it, then frees
+    its selector and self-pipe."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
 
 
 def _portable(error: tuple[BaseException, str]) -> tuple[BaseException, str]:

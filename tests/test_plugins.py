@@ -1,0 +1,143 @@
+"""Plugins on a fakeredis cluster: worker plugins set up on every worker present and joining,
+torn down on unregister, their transition hook called; a failing setup raised at the
+registering call; UploadFile; scheduler plugins refused from clients unless the scheduler
+opted in, and their hooks called when it did."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rdist import Client, SchedulerPlugin, UploadFile, WorkerPlugin
+from rdist.scheduler.server import SchedulerServer
+from tests.conftest import FakeCluster, fake_cluster
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+class Marks(WorkerPlugin):
+    """Leaves its marks on the worker object it runs in (the workers are threads here)."""
+
+    name = "marks"
+
+    def setup(self, worker: Any) -> None:
+        worker.marks = ["setup"]
+        self.worker = worker
+
+    def teardown(self, worker: Any) -> None:
+        worker.marks.append("teardown")
+
+    def transition(self, key: str, start: str, finish: str, **kwargs: Any) -> None:
+        self.worker.marks.append((start, finish))
+
+
+class BrokenSetup(WorkerPlugin):
+    def setup(self, worker: Any) -> None:
+        raise RuntimeError("setup refused")
+
+
+class Counting(SchedulerPlugin):
+    def __init__(self) -> None:
+        self.transitions: list[tuple[str, str, str]] = []
+
+    def transition(self, key: str, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        self.transitions.append((key, start, finish))
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Client, FakeCluster]]:
+    with fake_cluster() as pair:
+        yield pair
+
+
+def eventually(check: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
+def test_a_worker_plugin_is_set_up_on_every_worker_now_and_joining_later(pair) -> None:
+    c, cluster = pair
+    answers = c.register_plugin(Marks())
+
+    assert set(answers) == {w.address for w in cluster.workers}
+    assert all(a["status"] == "OK" for a in answers.values())
+    assert all(getattr(w, "marks", None) == ["setup"] for w in cluster.workers)
+    late = cluster.add_worker(nthreads=1, name="late")
+    assert eventually(lambda: getattr(late, "marks", None) == ["setup"])
+
+
+def test_the_transition_hook_sees_tasks_run(pair) -> None:
+    c, cluster = pair
+    c.register_plugin(Marks())
+
+    future = c.submit(inc, 1)
+    future.result(timeout=5)
+
+    def finished() -> list[str]:
+        marks = [m for w in cluster.workers for m in w.marks if isinstance(m, tuple)]
+        return [finish for _, finish in marks]
+
+    assert "memory" in eventually(lambda: "memory" in finished() and finished())
+
+
+def test_unregistering_tears_the_plugin_down_everywhere(pair) -> None:
+    c, cluster = pair
+    c.register_plugin(Marks())
+
+    c.unregister_worker_plugin("marks")
+
+    assert all(w.marks[-1] == "teardown" for w in cluster.workers)
+    with pytest.raises(ValueError, match="does not exist"):
+        c.unregister_worker_plugin("marks")
+
+
+def test_a_failing_setup_is_raised_at_the_registering_call(pair) -> None:
+    c, _ = pair
+
+    with pytest.raises(RuntimeError, match="setup refused"):
+        c.register_plugin(BrokenSetup(), name="broken")
+
+
+def test_upload_file_puts_a_module_on_every_worker(pair, tmp_path) -> None:
+    c, cluster = pair
+    source = tmp_path / "uploaded_mod_rdist_test.py"
+    source.write_text("ANSWER = 42\n")
+    c.register_plugin(UploadFile(str(source)))
+
+    def read() -> int:
+        import uploaded_mod_rdist_test  # type: ignore[import-not-found]
+
+        return uploaded_mod_rdist_test.ANSWER
+
+    assert c.submit(read, pure=False).result(timeout=10) == 42
+    for w in cluster.workers:
+        assert os.path.exists(os.path.join(w.local_directory, source.name))
+
+
+def test_a_scheduler_plugin_from_a_client_is_refused_with_how_to_allow_it(pair) -> None:
+    c, _ = pair
+
+    with pytest.raises(Exception, match="accept-client-plugins"):
+        c.register_plugin(Counting())
+
+
+def test_a_scheduler_plugin_added_in_the_scheduler_sees_transitions(pair) -> None:
+    c, cluster = pair
+    scheduler: SchedulerServer = cluster.scheduler
+    plugin = Counting()
+    scheduler.add_plugin(plugin, name="counting")
+
+    future = c.submit(inc, 1)
+    future.result(timeout=5)
+
+    assert eventually(
+        lambda: any(k == future.key and f == "memory" for k, _, f in plugin.transitions)
+    )
