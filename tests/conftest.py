@@ -180,6 +180,7 @@ MODULE_TIERS = {
     "test_dask_collections": "fake",
     "test_datasets": "fake",
     "test_deploy": "pure",
+    "test_extension_kills": "real",
     "test_graph_and_keys": "fake",
     "test_import_layers": "pure",
     "test_memory": "pure",
