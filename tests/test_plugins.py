@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rdist import Client, SchedulerPlugin, UploadFile, WorkerPlugin
+from rdist import Client, PipInstall, SchedulerPlugin, UploadFile, WorkerPlugin
 from rdist.scheduler.server import SchedulerServer
 from tests.conftest import FakeCluster, fake_cluster
 
@@ -141,3 +141,43 @@ def test_a_scheduler_plugin_added_in_the_scheduler_sees_transitions(pair) -> Non
     assert eventually(
         lambda: any(k == future.key and f == "memory" for k, _, f in plugin.transitions)
     )
+
+
+def _build_wheel(where: Any, name: str) -> str:
+    """A pure-Python wheel made by hand (no network, no build backend)."""
+    import zipfile
+
+    files = {
+        f"{name}/__init__.py": "VALUE = 'installed'\n",
+        f"{name}-0.1.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+        f"{name}-0.1.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = "".join(f"{path},,\n" for path in files) + f"{name}-0.1.dist-info/RECORD,,\n"
+    files[f"{name}-0.1.dist-info/RECORD"] = record
+    path = str(where / f"{name}-0.1-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as z:
+        for member, text in files.items():
+            z.writestr(member, text)
+    return path
+
+
+def test_pip_install_installs_a_local_wheel_on_every_worker(pair, tmp_path) -> None:
+    c, cluster = pair
+    wheel = _build_wheel(tmp_path, "rdist_wheel_probe")
+    target = tmp_path / "site"  # --target: the shared environment stays untouched
+
+    answers = c.register_plugin(
+        PipInstall([wheel], pip_options=["--no-index", "--no-deps", "--target", str(target)])
+    )
+
+    assert set(answers) == {w.address for w in cluster.workers}
+    assert (target / "rdist_wheel_probe" / "__init__.py").read_text() == "VALUE = 'installed'\n"
+
+
+def test_a_failing_pip_install_is_raised_at_the_registering_call(pair, tmp_path) -> None:
+    c, _ = pair
+
+    with pytest.raises(RuntimeError, match="pip install failed"):
+        c.register_plugin(PipInstall([str(tmp_path / "missing-0.1-py3-none-any.whl")]))
