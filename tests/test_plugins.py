@@ -181,3 +181,34 @@ def test_a_failing_pip_install_is_raised_at_the_registering_call(pair, tmp_path)
 
     with pytest.raises(RuntimeError, match="pip install failed"):
         c.register_plugin(PipInstall([str(tmp_path / "missing-0.1-py3-none-any.whl")]))
+
+
+def _swap_scheduler(cluster: FakeCluster, **kwargs: Any) -> SchedulerServer:
+    """Stop the cluster's scheduler; a new one (a standby taking over) leads in its place."""
+    import threading
+
+    cluster.scheduler.stop()
+    cluster._thread.join(timeout=10)
+    cluster.scheduler = SchedulerServer.from_url(cluster.url, cluster.cluster_name, **kwargs)
+    cluster._thread = threading.Thread(target=cluster.scheduler.run, daemon=True)
+    cluster._thread.start()
+    return cluster.scheduler
+
+
+def test_a_scheduler_started_accepting_client_plugins_runs_one_and_so_does_its_successor(
+    pair,
+) -> None:
+    c, cluster = pair
+    first = _swap_scheduler(cluster, accept_client_plugins=True)
+    c.register_plugin(Counting(), name="counting")
+    assert eventually(lambda: "counting" in first.plugins)
+
+    successor = _swap_scheduler(cluster, accept_client_plugins=True)
+    assert eventually(lambda: "counting" in successor.plugins, timeout=15)
+    future = c.submit(inc, 5)
+    assert future.result(timeout=15) == 6
+
+    plugin = successor.plugins["counting"]
+    assert eventually(
+        lambda: any(k == future.key and f == "memory" for k, _, f in plugin.transitions)
+    )
