@@ -116,17 +116,48 @@ def main() -> None:
 @main.command()
 @redis_option
 @cluster_option
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE:FACTORY",
+    help="a scheduler plugin to load (repeatable; also scheduler.plugins in the config file "
+    "and the entry-point group rdist.scheduler_plugins)",
+)
+@click.option(
+    "--accept-client-plugins",
+    is_flag=True,
+    default=False,
+    help="unpickle and run the scheduler plugins clients register (off by default: the "
+    "scheduler runs no code clients send)",
+)
 @log_option
 @timeout_option
-def scheduler(redis_url: str | None, cluster: str, log_level: str, connect_timeout: float) -> None:
+def scheduler(
+    redis_url: str | None,
+    cluster: str,
+    plugins: tuple[str, ...],
+    accept_client_plugins: bool,
+    log_level: str,
+    connect_timeout: float,
+) -> None:
     """Run the scheduler."""
+    from rdist.config import ConfigError, load_config
+    from rdist.plugins.scheduler_side import PluginConfigError, load_plugins
     from rdist.procs import tune_gc
     from rdist.scheduler.server import SchedulerServer
 
     _setup_logging(log_level)
     url = _require_url(redis_url)
+    try:
+        config = load_config()
+        specs = [*config.get("scheduler.plugins", []), *plugins]
+        loaded = load_plugins(specs)
+    except (ConfigError, PluginConfigError) as exc:
+        raise click.UsageError(str(exc)) from None
+    accept = accept_client_plugins or bool(config.get("scheduler.accept_client_plugins"))
     _check_redis(url, cluster, "scheduler", connect_timeout)
-    server = SchedulerServer.from_url(url, cluster)
+    server = SchedulerServer.from_url(url, cluster, plugins=loaded, accept_client_plugins=accept)
     tune_gc()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())

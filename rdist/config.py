@@ -34,7 +34,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # "required" (verify), "optional" or "none": Heroku Redis uses a self-signed certificate
         "ssl_cert_reqs": "required",
     },
-    "scheduler": {"worker_ttl": 30.0, "allowed_failures": 3},
+    "scheduler": {
+        "worker_ttl": 30.0,
+        "allowed_failures": 3,
+        # "package.module:factory" of each scheduler plugin (rdist.plugins.scheduler_side)
+        "plugins": [],
+        # unpickle the scheduler plugins clients register (off: the scheduler runs no
+        # code that clients send)
+        "accept_client_plugins": False,
+    },
     "worker": {"nthreads": 1, "host": "127.0.0.1", "memory_limit": "0", "resources": ""},
     "dashboard": {"host": "127.0.0.1", "port": 8787, "token": None, "interval": 1.0},
     # TLS for the data plane (rdist.comm.security): PEM files; no cert, no TLS
@@ -170,6 +178,8 @@ def _coerce(dotted: str, value: Any, source: str) -> Any:
             pass
         elif isinstance(default, bool):
             value = str(value).strip().lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, list):  # env and flags: comma separated
+            value = [v.strip() for v in str(value).split(",") if v.strip()]
         else:  # env strings, and YAML ints where a float is expected
             value = type(default)(value)
     except (TypeError, ValueError):

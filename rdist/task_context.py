@@ -28,6 +28,9 @@ class RunningTask(Protocol):
     def client(self) -> Any:
         """The client tasks on this worker use (made once per worker)."""
 
+    def actor_host(self) -> Any:
+        """The worker's actors (``rdist.actors.host.ActorHost``): where a task makes one."""
+
 
 _local = threading.local()
 

@@ -88,6 +88,30 @@ def test_renewal_keeps_a_lease_past_its_timeout(store):
     assert p.release("s", lease)
 
 
+def test_fencing_tokens_grow_across_semaphores_and_multilocks_and_never_go_back(store):
+    p = store.primitives
+    first = p.acquire("s", lease_id(), 1, 10_000)
+    assert isinstance(first, Lease) and p.release("s", first)
+    p.drop_semaphore("s")  # as if it had vanished while idle
+
+    again = p.acquire("s", lease_id(), 1, 10_000)
+    other = p.acquire_locks(["a"], 1, lease_id(), 10_000)
+
+    assert isinstance(again, Lease) and isinstance(other, Lease)
+    assert first.token < again.token < other.token
+
+
+def test_renewing_a_lease_keeps_its_keys_from_expiring_while_held(store):
+    p = store.primitives
+    lease = p.acquire("s", lease_id(), 1, 10_000)
+    assert isinstance(lease, Lease)
+    leases_key = store.keys.semaphore("s") + ":leases"
+    store.redis.expire(leases_key, 1)
+
+    assert p.renew("s", [lease], 10_000) == [True]
+    assert store.redis.ttl(leases_key) > 1000
+
+
 def test_a_semaphore_refuses_another_max_leases_naming_both(store):
     store.primitives.acquire("s", lease_id(), 2, 1000)
 
@@ -162,6 +186,17 @@ def test_a_full_queue_refuses_until_an_item_is_taken(store):
     assert p.put("q", b"b", 1) is None
 
 
+def test_items_put_back_return_to_the_head_in_their_order(store):
+    p = store.primitives
+    for item in (b"a", b"b", b"c"):
+        p.put("q", item, 0)
+    taken = p.take("q", 2)
+
+    p.put_back("q", taken)
+
+    assert p.take("q", 0) == [b"a", b"b", b"c"]
+
+
 def test_a_blocking_take_waits_for_an_item(store):
     p = store.primitives
     threading.Timer(0.1, lambda: p.put("q", b"late", 0)).start()
@@ -201,12 +236,13 @@ def test_a_wait_with_nothing_changing_returns_false_after_its_timeout(store):
 # -- datasets ----------------------------------------------------------------------------
 
 
-def test_datasets_publish_once_unless_overridden(store):
+def test_datasets_publish_once_unless_overridden_and_say_what_they_replaced(store):
     p = store.primitives
-    assert p.publish("d", b"1", override=False)
-    assert not p.publish("d", b"2", override=False)
+    assert p.publish("d", b"1", override=False) == (True, None)
+    assert p.publish("d", b"2", override=False) == (False, None)
     assert p.dataset("d") == b"1"
-    assert p.publish("d", b"3", override=True)
+    assert p.publish("d", b"3", override=True) == (True, b"1")
+    assert p.datasets(["d", "nope"]) == [b"3", None]
     assert p.dataset_names() == ["d"]
     assert p.unpublish("d") == b"3"
     assert p.unpublish("d") is None and p.dataset_names() == []

@@ -64,7 +64,14 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
             [wire.StolenRow("s-1", True)],
         ),
     ),
+    (wire.SCHEDULER, wire.PassKeys(["a", "b"], "client-1", "holder:queue:q:1")),
+    (wire.SCHEDULER, wire.RegisterSchedulerPlugin("c1", "p1", "counter", b"pickled", True)),
     (wire.WORKER, wire.Batch([COMPUTE, wire.Free(["x", "y"]), wire.Steal("z")])),
+    (wire.WORKER, wire.PluginAdded("p1", "errors", b"pickled", "c1")),
+    (wire.WORKER, wire.PluginRemoved("p2", "errors", "c1")),
+    (wire.WORKER, wire.ActorCall("a1", "c1", "Counter-1", "increment", b"args", True)),
+    (wire.NANNY, wire.PluginAdded("p2", "environ", b"pickled", "")),
+    (wire.NANNY, wire.PluginRemoved("p3", "environ", "")),
     (wire.WORKER, wire.Run("c1", "r1", b"pickled")),
     (wire.WORKER, wire.Stop()),
     (wire.WORKER, wire.RestartWorker()),
@@ -89,6 +96,8 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
         ),
     ),
     (wire.CLIENT, wire.RunResult("r1", "tcp://w:1", True, b"value")),
+    (wire.CLIENT, wire.PluginReply("p1", "tcp://w:1", False, b"err", "setup failed")),
+    (wire.CLIENT, wire.ActorAnswer("a1", True, b"value")),
     (wire.CLIENT, wire.Restarted()),
     (
         wire.CLIENT,
@@ -134,6 +143,7 @@ RECORDS: list[wire.Record] = [
         last_seen=6.0,
     ),
     wire.ClientRecord("client-name", 1.7e9),
+    wire.NannyRecord("host", 42, "tcp://w:1", 1.7e9, ["environ"]),
     wire.Heartbeat("tcp://w:1", 100, 3.5, 1, 2, 3, 4, 5, 6.0),
     wire.TaskStreamBatch(
         "tcp://w:1",
@@ -160,7 +170,7 @@ def test_every_stored_record_round_trips(record):
 
 def test_every_message_class_has_an_example_here():
     covered = {type(m) for _, m in MESSAGES}
-    for channel in (wire.SCHEDULER, wire.WORKER, wire.CLIENT):
+    for channel in (wire.SCHEDULER, wire.WORKER, wire.CLIENT, wire.NANNY):
         assert set(channel.ops.values()) <= covered, set(channel.ops.values()) - covered
 
 

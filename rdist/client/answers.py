@@ -82,6 +82,21 @@ class Answers:
         finally:
             self.forget(request_id)
 
+    def first(self, request_id: str, timeout: float) -> Any:
+        """The first answer to a request once one arrived, waiting up to ``timeout`` for it
+        (None: none yet, or nobody waits for it); the request stays awaited."""
+        with self._lock:
+            waiter = self._waiting.get(request_id)
+        if waiter is None or not waiter.complete.wait(timeout):
+            return None
+        return waiter.answers[0]
+
+    def arrived(self, request_id: str) -> list[Any]:
+        """The answers to a request that arrived so far (the request stays awaited)."""
+        with self._lock:
+            waiter = self._waiting.get(request_id)
+            return list(waiter.answers) if waiter is not None else []
+
     def forget(self, request_id: str) -> None:
         with self._lock:
             self._waiting.pop(request_id, None)

@@ -31,10 +31,13 @@ from typing import Any
 
 from rdist.client import collections as dask_collections
 from rdist.client import default, keynames, local_cluster, validate
+from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
+from rdist.client.datasets import NO_DEFAULT, DatasetOps, Datasets
 from rdist.client.executor import ClientExecutor
 from rdist.client.future import ERROR, FINISHED, Future, futures_of, wait
+from rdist.client.holders import Holdings
 from rdist.client.inbox import Inbox
 from rdist.client.introspection import Introspection, StoryEvent
 from rdist.client.ledger import Ledger
@@ -45,6 +48,7 @@ from rdist.client.sender import Sender
 from rdist.client.submit import Submitter
 from rdist.config import mask_url, redis_url_from_env
 from rdist.exceptions import ClosedClientError
+from rdist.plugins.registry import PluginRegistry
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
@@ -168,6 +172,12 @@ class Client:
             idle=self._sender.flush_if_free,
         )
         self._sender.waiter_reads = self._inbox.waiter_reads
+        #: futures held by queues, variables and datasets (``rdist.client.holders``)
+        self.holdings = Holdings(self, self._sender, self.ledger)
+        self._datasets = DatasetOps(store, self.holdings)
+        #: actor calls through Redis, where workers cannot be reached directly
+        self.actor_relay = ActorRelay(store, self.id, self._answers)
+        self._plugins = PluginRegistry(store, self.id, self._answers, self._sender.post, timeout)
 
     def _heartbeat(self) -> wire.ClientRecord:
         return wire.ClientRecord(self.name, time.time())
@@ -290,11 +300,15 @@ class Client:
         pure: bool = True,
         **kwargs: Any,
     ) -> Future:
-        """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once.
+        """Run ``func(*args, **kwargs)`` on the cluster; returns a pending Future at once
+        (``actor=True``: ``func`` is a class, the future's result an Actor on a worker).
 
         Arguments are checked here (TypeError/ValueError naming the one at fault); one
         larger than 1 MiB serialized is scattered to a worker first (rdist.client.large)."""
         self._check_open("submit")
+        if actor or actors:
+            func, args, key = actor_call(func, args, key)
+            pure = False
         options = _task_options(workers, resources, retries, priority, allow_other_workers)
         return self._submitter.submit(func, args, kwargs, key, validate.pure(pure), options)
 
@@ -318,6 +332,9 @@ class Client:
         """``submit`` over zipped iterables, in one message to the scheduler (a few for a
         big map)."""
         self._check_open("map")
+        if actor or actors:
+            func, iterables, key = actor_map(func, iterables, key)
+            pure = False
         options = _task_options(workers, resources, retries, priority, allow_other_workers)
         return self._submitter.map(func, iterables, kwargs, key, validate.pure(pure), options)
 
@@ -566,3 +583,57 @@ class Client:
         it, or with ``on_error="ignore"`` is logged and left out."""
         self._check_open("ask for a story")
         return self._introspection.story(keys_or_stimuli, on_error, timeout)
+
+    # -- published datasets (rdist.client.datasets) ------------------------------------------
+    def publish_dataset(
+        self, *args: Any, name: Any = None, override: bool = False, **kwargs: Any
+    ) -> None:
+        """Publish named datasets (futures, persisted collections, any object) for every
+        client: ``publish_dataset(x=df)``, ``publish_dataset(df, name="x")`` or
+        ``publish_dataset({"x": df})``; KeyError if a name exists unless ``override``.
+        Their futures stay computed until unpublished, whoever leaves."""
+        self._datasets.publish(args, name, override, kwargs)
+
+    def get_dataset(self, name: Any, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
+        """A published dataset (a list of them for a list of names); KeyError if it does
+        not exist, unless a ``default`` is given."""
+        return self._datasets.get(name, default)
+
+    def unpublish_dataset(self, name: Any, **kwargs: Any) -> None:
+        """Remove published datasets (a name or a list of names); unknown names are fine."""
+        self._datasets.unpublish(name)
+
+    def list_datasets(self, **kwargs: Any) -> list[str]:
+        """The names of the published datasets, sorted."""
+        return self._datasets.names()
+
+    @property
+    def datasets(self) -> Datasets:
+        """The published datasets as a mapping: ``client.datasets["x"] = df``, ``del``,
+        ``in``, iteration, ``len``."""
+        return Datasets(self)
+
+    # -- plugins (rdist.plugins) ---------------------------------------------------------------
+    def register_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> dict[str, Any]:
+        """Register a WorkerPlugin (set up on every worker, present and future), a
+        NannyPlugin (every nanny) or a SchedulerPlugin (accepted only by a scheduler
+        started with ``--accept-client-plugins``). A failing ``setup`` raises here."""
+        return self._plugins.register(plugin, name, idempotent)
+
+    def register_worker_plugin(
+        self, plugin: Any = None, name: str | None = None, nanny: bool | None = None
+    ) -> dict[str, Any]:
+        """dask's older spelling of :meth:`register_plugin` for worker/nanny plugins."""
+        return self._plugins.register(plugin, name)
+
+    def register_scheduler_plugin(
+        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
+    ) -> dict[str, Any]:
+        """dask's older spelling of :meth:`register_plugin` for scheduler plugins."""
+        return self._plugins.register(plugin, name, idempotent)
+
+    def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> dict[str, Any]:
+        """Tear a worker (``nanny=True``: nanny) plugin down everywhere and forget it."""
+        return self._plugins.unregister(name, nanny)

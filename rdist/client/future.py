@@ -182,7 +182,7 @@ class Future:
         _name: str | None = None,
     ) -> None:
         if client is None:
-            from rdist.client.client import default_client
+            from rdist.client.default import default_client
 
             client = default_client()
         if _name is None:

@@ -62,7 +62,10 @@ class Listener:
     def dispatch(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Notify):
             self._notify(msg)
-        elif isinstance(msg, (wire.RunResult, wire.StoryReply, wire.Gathered)):
+        elif isinstance(
+            msg,
+            (wire.RunResult, wire.StoryReply, wire.Gathered, wire.PluginReply, wire.ActorAnswer),
+        ):
             self._answers.resolve(msg.id, msg)
         elif isinstance(msg, wire.Restarted):
             self._restarted.set()

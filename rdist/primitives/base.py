@@ -11,6 +11,7 @@ from typing import Any
 
 from rdist import task_context
 from rdist.client.default import default_client
+from rdist.client.holders import Holdings
 from rdist.store.primitives import Primitives
 
 
@@ -35,3 +36,4 @@ class Primitive:
         self.name = name
         self.client = resolve_client(client)
         self._primitives: Primitives = self.client.store.primitives
+        self._holdings: Holdings = self.client.holdings

@@ -21,6 +21,7 @@ from typing import Any
 
 from rdist.primitives.base import Primitive
 from rdist.store.primitives import Lease, Primitives, Wait
+from rdist.timeouts import seconds
 
 log = logging.getLogger("rdist.primitives")
 
@@ -32,7 +33,10 @@ MAX_WAIT_SLICE = 60.0
 
 
 class LeaseKeeper:
-    """Renews the leases one process holds through one store, from one daemon thread."""
+    """Renews the leases one process holds through one store, from one daemon thread.
+
+    It refers to its store weakly: a keeper must not keep a closed client's store alive
+    (the Lock objects holding leases do, for as long as they hold them)."""
 
     _keepers: weakref.WeakKeyDictionary[Primitives, LeaseKeeper] = weakref.WeakKeyDictionary()
     _keepers_lock = threading.Lock()
@@ -46,7 +50,7 @@ class LeaseKeeper:
             return keeper
 
     def __init__(self, primitives: Primitives) -> None:
-        self._primitives = primitives
+        self._store_ref = weakref.ref(primitives)
         self._lock = threading.Condition()
         #: (semaphore name or None for multi-locks) -> lease id -> (lease, its timeout in ms)
         self._held: dict[str | None, dict[str, tuple[Lease, int]]] = {}
@@ -86,11 +90,14 @@ class LeaseKeeper:
 
     def _renew(self, name: str | None, leases: list[tuple[Lease, int]]) -> None:
         lease_ms = min(ms for _, ms in leases)
+        primitives = self._store_ref()
+        if primitives is None:  # nothing holding a lease is left
+            return
         try:
             if name is None:
-                kept = self._primitives.renew_locks([lease for lease, _ in leases], lease_ms)
+                kept = primitives.renew_locks([lease for lease, _ in leases], lease_ms)
             else:
-                kept = self._primitives.renew(name, [lease for lease, _ in leases], lease_ms)
+                kept = primitives.renew(name, [lease for lease, _ in leases], lease_ms)
         except Exception as exc:  # Redis away: the next round tries again, leases may lapse
             log.warning(
                 "could not renew %d leases of %s: %s", len(leases), name or "multi-locks", exc
@@ -103,23 +110,23 @@ class LeaseKeeper:
                     self.lost.add(lease.lease_id)
 
 
-def _lease_ms(lease_timeout: float | None) -> int:
-    timeout = DEFAULT_LEASE_TIMEOUT if lease_timeout is None else float(lease_timeout)
+def _lease_ms(lease_timeout: Any) -> int:
+    timeout = seconds(lease_timeout, "lease_timeout")
+    timeout = DEFAULT_LEASE_TIMEOUT if timeout is None else timeout
     if not timeout > 0:
-        raise ValueError(
-            f"lease_timeout must be a positive number of seconds, not {lease_timeout!r}"
-        )
+        raise ValueError(f"lease_timeout must be a positive duration, not {lease_timeout!r}")
     return max(1, int(timeout * 1000)) if math.isfinite(timeout) else 10**13
 
 
-def _deadline(blocking: bool, timeout: float | None) -> float:
+def _deadline(blocking: bool, timeout: Any) -> float:
+    """When to give up: at once when not ``blocking``, never for no ``timeout`` (seconds,
+    or text like ``"200ms"``)."""
     if not blocking:
+        if timeout is not None:
+            raise ValueError("can't specify a timeout for a non-blocking call")
         return time.monotonic()
-    if timeout is None:
-        return math.inf
-    if timeout < 0:
-        raise ValueError(f"timeout must not be negative, not {timeout!r}")
-    return time.monotonic() + timeout
+    limit = seconds(timeout)
+    return math.inf if limit is None else time.monotonic() + limit
 
 
 class Semaphore(Primitive):
@@ -151,8 +158,9 @@ class Semaphore(Primitive):
     def _rebuilt(cls, max_leases: int, name: str, lease_timeout: float | None) -> Semaphore:
         return cls(max_leases, name, lease_timeout=lease_timeout)
 
-    def acquire(self, timeout: float | None = None, blocking: bool = True) -> bool:
-        """Take a lease, waiting up to ``timeout`` seconds; True when taken."""
+    def acquire(self, timeout: Any = None, blocking: bool = True) -> bool:
+        """Take a lease, waiting up to ``timeout`` (seconds, or text like ``"1s"``); True
+        when taken."""
         deadline = _deadline(blocking, timeout)
         lease_id = uuid.uuid4().hex
         while True:
@@ -229,10 +237,10 @@ class Lock(Semaphore):
     def __reduce__(self) -> Any:
         return (Lock, (self.name, None, None, None, self.lease_timeout))
 
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:  # type: ignore[override]
-        """As ``threading.Lock.acquire``; True when taken."""
-        if self._leases:
-            raise RuntimeError(f"Lock {self.name!r} is already held by this Lock object")
+    def acquire(self, blocking: bool = True, timeout: Any = None) -> bool:  # type: ignore[override]
+        """As ``threading.Lock.acquire`` (not re-entrant: a second acquire through the same
+        object waits like anybody else's); ``timeout`` in seconds or text like ``"1s"``;
+        True when taken."""
         return super().acquire(timeout=timeout, blocking=blocking)
 
     def release(self) -> bool:
@@ -257,7 +265,7 @@ class MultiLock(Primitive):
         client: Any = None,
         lease_timeout: float | None = None,
     ) -> None:
-        names = list(names)
+        names = list(dict.fromkeys(names))  # a name given twice is one lock
         if not all(isinstance(n, str) and n for n in names):
             raise TypeError(f"MultiLock names must be non-empty strings, not {names!r}")
         super().__init__("multilock", client)
@@ -271,9 +279,10 @@ class MultiLock(Primitive):
         return (MultiLock, (self.names, None, self.lease_timeout))
 
     def acquire(
-        self, blocking: bool = True, timeout: float | None = None, num_locks: int | None = None
+        self, blocking: bool = True, timeout: Any = None, num_locks: int | None = None
     ) -> bool:
-        """Take ``num_locks`` of the names (default all) at once; True when taken."""
+        """Take ``num_locks`` of the names (default all) at once, waiting up to ``timeout``
+        (seconds, or text like ``"1s"``); True when taken."""
         if self._lease is not None:
             raise RuntimeError(f"MultiLock {self.names} is already held by this object")
         needed = len(self.names) if num_locks is None else num_locks

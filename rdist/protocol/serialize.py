@@ -20,6 +20,7 @@ import lz4.frame
 import msgpack
 
 _MAGIC = b"RD1"
+BLOB_MAGIC = _MAGIC  #: how every blob of :func:`to_blob` starts
 #: Frames smaller than this are never compressed: lz4's overhead outweighs the gain.
 _COMPRESS_MIN = 64 * 1024
 #: A frame is sent compressed only when lz4 shrinks a sample below this ratio.

@@ -45,6 +45,15 @@ class KeysReleased(Event):
 
 
 @dataclass(slots=True)
+class KeysPassed(Event):
+    """Keys change hands (``wire.PassKeys``): ``taker`` wants them, then ``giver`` not."""
+
+    keys: list[str]
+    taker: str = ""
+    giver: str = ""
+
+
+@dataclass(slots=True)
 class KeysCancelled(Event):
     client: str
     keys: list[str]
@@ -188,6 +197,14 @@ class StoryRequested(Event):
     keys: list[str]
 
 
+@dataclass(slots=True)
+class PluginOffered(Event):
+    """A client offers a scheduler plugin (``wire.RegisterSchedulerPlugin``): nothing the
+    state machine decides -- it hands the offer to the shell (:class:`OfferPlugin`)."""
+
+    msg: Any
+
+
 # -- instructions ------------------------------------------------------------------------
 
 
@@ -294,6 +311,13 @@ class LogEvent(Instruction):
 
     kind: str
     info: dict[str, Any]
+
+
+@dataclass(slots=True)
+class OfferPlugin(Instruction):
+    """For the shell: a client's scheduler plugin to accept or refuse (and answer)."""
+
+    msg: Any
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from rdist.protocol import wire
 from rdist.scheduler import events as ev
 from rdist.scheduler import placement, transitions
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo
+from rdist.scheduler.model import TS, Task, WorkerInfo, notifiable
 
 # -- workers ----------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ def _killed_worker(s: Scheduling, ts: Task, last_worker: str) -> None:
 def _data_lost(s: Scheduling, ts: Task) -> None:
     """The only copy of a result is gone: recompute it if anything still needs it."""
     for client in sorted(ts.who_wants):
-        if client != FIRE_AND_FORGET:  # their futures go back to pending, not to error
+        if notifiable(client):  # their futures go back to pending, not to error
             s.emit(ev.Notify(client, wire.KeyLost(ts.key)))
     s.transition(ts, TS.RELEASED)
     if s.needed(ts):
@@ -165,7 +165,7 @@ def on_restart(s: Scheduling, e: ev.RestartRequested) -> None:
     (a dependency released before its dependents could be woken again by them)."""
     for ts in s.tasks.values():
         for client in sorted(ts.who_wants):
-            if client != FIRE_AND_FORGET:
+            if notifiable(client):
                 s.emit(ev.Notify(client, wire.KeyCancelled(ts.key)))
         ts.who_wants.clear()
     for wanted in s.clients.values():

@@ -72,6 +72,10 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
             return [ev.Barrier(s, t, msg.client, msg.id)]
         case wire.StoryRequest():
             return [ev.StoryRequested(s, t, msg.client, msg.id, msg.keys)]
+        case wire.PassKeys():
+            return [ev.KeysPassed(s, t, msg.keys, msg.taker, msg.giver)]
+        case wire.RegisterSchedulerPlugin():
+            return [ev.PluginOffered(s, t, msg)]
     raise wire.MalformedMessage(f"no scheduler event for {type(msg).__name__}", where="sched")
 
 

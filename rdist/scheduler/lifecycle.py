@@ -15,7 +15,7 @@ from rdist.protocol import wire
 from rdist.scheduler import events as ev
 from rdist.scheduler import placement
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, key_prefix
+from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, key_prefix, notifiable
 
 # -- clients --------------------------------------------------------------------------------
 
@@ -108,12 +108,42 @@ def on_released(s: Scheduling, e: ev.KeysReleased) -> None:
     s.unwant(e.client, keys, already_removed=True)
 
 
+def on_passed(s: Scheduling, e: ev.KeysPassed) -> None:
+    """Keys change hands -- a queue item's futures taken by a client, a client's futures
+    held by a variable or dataset: the taker wants them first, then the giver lets go, so
+    nothing is released in between. A client taking keys hears at once of the finished
+    ones (and of unknown ones, e.g. cancelled by a restart, as cancelled); a holder taking
+    them hears nothing: it has no stream."""
+    if e.taker:
+        tell = notifiable(e.taker)
+        for key in e.keys:
+            ts = s.tasks.get(key)
+            if ts is None:
+                if tell:
+                    s.emit(ev.Notify(e.taker, wire.KeyCancelled(key)))
+                continue
+            s.want(e.taker, key)
+            if ts.state is TS.RELEASED and s.needed(ts):  # kept for lineage: compute again
+                s.transition(ts, TS.WAITING)
+            elif tell and ts.state in (TS.MEMORY, TS.ERRED):
+                s.notify(e.taker, ts)
+    if e.giver:
+        wanted = s.clients.get(e.giver)
+        if wanted is None:
+            return
+        keys = [k for k in e.keys if k in wanted]
+        wanted.difference_update(keys)
+        if not wanted and wire.is_holder(e.giver):
+            del s.clients[e.giver]  # a holder holds nothing more: it is gone for good
+        s.unwant(e.giver, keys, already_removed=True)
+
+
 def on_cancelled(s: Scheduling, e: ev.KeysCancelled) -> None:
     unknown = [key for key in e.keys if key not in s.tasks]
     for ts in _with_dependents(s, e.keys):
         clients = set(ts.who_wants) if e.force else ({e.client} & ts.who_wants)
         for client in clients:
-            if client != FIRE_AND_FORGET:
+            if notifiable(client):
                 s.emit(ev.Notify(client, wire.KeyCancelled(ts.key)))
             s.clients.get(client, set()).discard(ts.key)
             s.unwant(client, [ts.key], already_removed=True)

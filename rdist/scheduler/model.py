@@ -29,6 +29,7 @@ class TaskState(str, Enum):
 
 TS = TaskState
 FIRE_AND_FORGET = "fire-and-forget"  #: pseudo-client that wants fire_and_forget keys
+HOLDER_PREFIX = wire.HOLDER_PREFIX  #: pseudo-clients of queue items, variables, datasets
 #: Estimated duration of a task of an unseen kind (as dask): keeps it at one per thread.
 DEFAULT_DURATION = 0.5
 #: A worker may hold this much estimated work per thread beyond one task per thread.
@@ -144,6 +145,11 @@ class WorkerInfo:
     used_resources: dict[str, float] = field(default_factory=dict)
     long_running: set[str] = field(default_factory=set)  #: seceded: hold no thread
     status: str = "running"  #: "paused" while its memory is high: it gets no new tasks
+
+
+def notifiable(client: str) -> bool:
+    """Whether ``client`` has a stream to be told on: not fire-and-forget, not a holder."""
+    return client != FIRE_AND_FORGET and not client.startswith(HOLDER_PREFIX)
 
 
 def key_prefix(key: str) -> str:

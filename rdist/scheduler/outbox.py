@@ -32,6 +32,8 @@ class Outbox:
         self.forget: list[str] = []
         self.drop_results: list[str] = []
         self.log: list[wire.ClusterEvent] = []
+        #: clients' scheduler plugins, for the server to accept or refuse
+        self.plugin_offers: list[wire.RegisterSchedulerPlugin] = []
 
     def add(self, instructions: list[ev.Instruction]) -> None:
         dispatch = self._dispatch
@@ -87,6 +89,9 @@ class Outbox:
         for worker in ins.workers:
             self.worker_actions.pop(worker, None)
         self.restarts.append(ins)
+
+    def _offer(self, ins: ev.OfferPlugin) -> None:
+        self.plugin_offers.append(ins.msg)
 
     def _story(self, ins: ev.SendStory) -> None:
         reply = wire.StoryReply(ins.id, "scheduler", ins.records)
@@ -145,4 +150,5 @@ Outbox._dispatch = {
     ev.LogEvent: Outbox._log,
     ev.RestartWorkers: Outbox._restart,
     ev.SendStory: Outbox._story,
+    ev.OfferPlugin: Outbox._offer,
 }

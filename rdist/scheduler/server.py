@@ -16,11 +16,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
+from rdist.scheduler import hooks
 from rdist.scheduler.inbound import decode_entry
 from rdist.scheduler.outbox import Outbox
 from rdist.scheduler.restore import read_state
@@ -63,8 +65,13 @@ class SchedulerServer:
         name: str | None = None,
         worker_ttl: float | None = None,
         lease_ttl_ms: int = LEASE_TTL_MS,
+        plugins: Iterable[tuple[str, Any]] = (),
+        accept_client_plugins: bool = False,
     ) -> None:
         self.store = store
+        #: scheduler plugins: from this process's configuration (and, with
+        #: ``accept_client_plugins``, from clients); their hooks run in this shell
+        self.plugins = SchedulerPlugins(plugins, accept_client_plugins)
         self._batch_entries = BATCH_ENTRIES  #: entries per read (fewer after a big batch)
         self.state = SchedulerState()
         #: one consumer name for every scheduler of the cluster: a successor then sees the
@@ -89,8 +96,29 @@ class SchedulerServer:
         self.started_serving = 0.0  #: monotonic time the last leadership began
 
     @classmethod
-    def from_url(cls, url: str, cluster: str = "default") -> SchedulerServer:
-        return cls(connect(url, cluster))
+    def from_url(cls, url: str, cluster: str = "default", **kwargs: Any) -> SchedulerServer:
+        return cls(connect(url, cluster), **kwargs)
+
+    # -- plugins ------------------------------------------------------------------------
+    def add_plugin(self, plugin: Any, name: str | None = None) -> str:
+        """Add a scheduler plugin in this process (dask's ``scheduler.add_plugin``)."""
+        return self.plugins.add(plugin, name)
+
+    def remove_plugin(self, name: str) -> None:
+        self.plugins.remove(name)
+
+    @property
+    def tasks(self) -> dict[str, Any]:
+        """The scheduler's tasks by key (what plugins look at, as in dask)."""
+        return self.state.tasks
+
+    @property
+    def workers(self) -> dict[str, Any]:
+        return self.state.workers
+
+    def _decide(self, events: Sequence[ev.Event], flush: bool = False) -> list[ev.Instruction]:
+        """The state machine's decisions on ``events``, with the plugins' hooks after."""
+        return hooks.decide(self.state, self.plugins, self, events, flush)
 
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
@@ -113,12 +141,14 @@ class SchedulerServer:
             try:
                 self.prepare()
                 self._restore()
+                self.plugins.start(self)
                 self._serve()
             except ConnectionErrors as exc:
                 self.retry.failed(exc)  # a permanent error (a new password?) raises
                 log.warning("lost redis while leading (%s); standing by", exc)
             finally:
                 self.is_leader.clear()
+                self.plugins.close()
                 renewer.join()
         try:
             self.lease.release()
@@ -247,7 +277,7 @@ class SchedulerServer:
             )
             try:
                 outbox.add(
-                    self.state.handle(ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True))
+                    self._decide([ev.WorkerLeft(f"worker-lost-{now}", now, address, lost=True)])
                 )
             except Exception:  # a bug must not stop the cluster
                 log.exception("failed to reschedule the work of lost worker %s", address)
@@ -286,7 +316,7 @@ class SchedulerServer:
                 bad.append((entry_id, payload, str(exc)))
                 continue
             try:
-                outbox.add(self.state.handle(*events, flush=False))
+                outbox.add(self._decide(events))
             except Exception as exc:  # a bug must not stop the cluster: log, set aside
                 log.exception("failed to handle entry %s", entry_id)
                 bad.append((entry_id, payload, f"handler error: {exc!r}"))
@@ -300,6 +330,8 @@ class SchedulerServer:
     ) -> _Write:
         store = self.store
         stream = store.keys.sched
+        for offer in outbox.plugin_offers:  # (rare) answered with this batch
+            outbox.client_messages.append((offer.client, self.plugins.offered(self, offer)))
 
         def write(pipe: Any) -> None:
             outbox.write(pipe, store)
@@ -343,7 +375,7 @@ class SchedulerServer:
                 self.client_ttl,
             )
             try:
-                outbox.add(self.state.handle(ev.ClientLeft(f"client-lost-{now}", now, client)))
+                outbox.add(self._decide([ev.ClientLeft(f"client-lost-{now}", now, client)]))
             except Exception:  # a bug must not stop the cluster
                 log.exception("failed to release the keys of lost client %s", client)
 
@@ -360,7 +392,7 @@ class SchedulerServer:
         self.stop_event.set()
 
 
-def run_scheduler(url: str, cluster: str = "default") -> None:
-    server = SchedulerServer.from_url(url, cluster)
+def run_scheduler(url: str, cluster: str = "default", **kwargs: Any) -> None:
+    server = SchedulerServer.from_url(url, cluster, **kwargs)
     log.info("scheduler serving cluster %r on %s", cluster, url)
     server.run()

@@ -40,6 +40,7 @@ from rdist.scheduler import (
 from rdist.scheduler import events as ev
 from rdist.scheduler.model import (
     FIRE_AND_FORGET,
+    HOLDER_PREFIX,
     TRANSITION_LOG_LENGTH,
     TS,
     InvalidTransition,
@@ -136,6 +137,8 @@ class SchedulerState:
         self._dirty.add(ts.key)
 
     def notify(self, client: str, ts: Task, inline: bytes | None = None) -> None:
+        if client.startswith(HOLDER_PREFIX):  # a queue item, variable or dataset: no stream
+            return
         if ts.state is TS.MEMORY:
             item: wire.Item = wire.KeyInMemory(
                 ts.key, ts.nbytes, ts.in_redis, sorted(ts.who_has), ts.type_name, inline
@@ -214,6 +217,9 @@ class SchedulerState:
     def _on_story(self, e: ev.StoryRequested) -> None:
         self._out.append(ev.SendStory(e.client, e.id, self.story(*e.keys)))
 
+    def _on_plugin_offered(self, e: ev.PluginOffered) -> None:
+        self._out.append(ev.OfferPlugin(e.msg))  # the shell's to judge: no pickles here
+
     def validate_state(self) -> None:
         """Check every cross-reference; tests call this after each scenario."""
         for key, ts in self.tasks.items():
@@ -264,6 +270,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {
     ev.GraphSubmitted: lifecycle.on_graph,
     ev.KeysReleased: lifecycle.on_released,
     ev.KeysCancelled: lifecycle.on_cancelled,
+    ev.KeysPassed: lifecycle.on_passed,
     ev.ClientJoined: lifecycle.on_client_joined,
     ev.ClientLeft: lifecycle.on_client_left,
     ev.TasksFinished: lifecycle.on_finished,
@@ -281,4 +288,5 @@ _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {
     ev.Barrier: dataops.on_barrier,
     ev.StealResponse: stealing.answered,
     ev.StoryRequested: SchedulerState._on_story,
+    ev.PluginOffered: SchedulerState._on_plugin_offered,
 }

@@ -23,7 +23,7 @@ from rdist.protocol import wire
 from rdist.scheduler import coassign, placement
 from rdist.scheduler import events as ev
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo
+from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo, notifiable
 
 # -- released -> waiting: inputs are looked for ---------------------------------------------
 
@@ -101,7 +101,7 @@ def to_processing(s: Scheduling, ts: Task, worker: WorkerInfo) -> None:
         deps[dep_key] = wire.DepInfo(sorted(dep.who_has), dep.nbytes, dep.in_redis)
     wants = ts.who_wants
     if s.direct_notify and wants:
-        ts.notified = tuple(c for c in wants if c != FIRE_AND_FORGET)
+        ts.notified = tuple(c for c in wants if notifiable(c))
     s.emit(
         ev.Compute(
             worker.address, ts.key, ts.priority, deps, ts.resources, list(ts.notified), ts.spec

@@ -31,11 +31,13 @@ Hashes
               (``rdist.comm.relay``)
 
 Coordination primitives (``rdist.store.primitives``; scripts in ``lua/``)
-    sem:<name>:leases|tokens|counter|limit|released
+    sem:<name>:leases|tokens|limit|released
               a Semaphore (a Lock is one of one lease): sorted set lease id -> expiry ms,
-              hash lease id -> fencing token, the last token, max leases, a release stream
-    multilocks:holders|leases|tokens|counter|released
+              hash lease id -> fencing token, max leases, a release stream
+    multilocks:holders|leases|tokens|released
               every MultiLock: hash lock name -> lease id, then as a semaphore's
+    fencing   the last fencing token handed out, for every semaphore and multi-lock (it
+              never expires: a token never goes back)
     queue:<name>, queue:<name>:space
               a Queue's items (list of encoded values) and its "item taken" stream
     queues    hash: queue name -> max size (0 unbounded), set by the first creator
@@ -43,6 +45,19 @@ Coordination primitives (``rdist.store.primitives``; scripts in ``lua/``)
               a Variable's encoded value, an Event's flag; a stream of changes each
     datasets  hash: name -> encoded published value (futures keep their keys alive)
     Waiters block on the small streams (XREAD BLOCK) after the id a failed step returned.
+    Futures held by a queue item, a variable's value or a dataset are wanted at the
+    scheduler by a *holder* id ``holder:<kind>:<name>:<n>`` (``rdist.client.holders``).
+
+Plugins (``rdist.plugins``)
+    plugins:worker, plugins:nanny
+              hash: plugin name -> cloudpickled plugin, registered by clients; every worker
+              (nanny) sets them up when it starts, and hears of new ones on its stream
+    plugins:scheduler
+              hash: name -> pickled plugin a client registered with a scheduler started
+              with ``--accept-client-plugins``; a standby taking over loads them too
+    nannies   hash: nanny id -> msgpack {worker, host, pid, last_seen}
+    nanny:<id>
+              inbound to one nanny (plugins added and removed), read with plain XREAD
 
 Strings
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
@@ -157,6 +172,22 @@ class Keys:
     @cached_property
     def datasets(self) -> str:
         return self._k("datasets")
+
+    @cached_property
+    def fencing(self) -> str:
+        return self._k("fencing")
+
+    # -- plugins -------------------------------------------------------------------------------
+    def plugins(self, kind: str) -> str:
+        """``plugins:worker``, ``plugins:nanny`` or ``plugins:scheduler``."""
+        return self._k(f"plugins:{kind}")
+
+    @cached_property
+    def nannies(self) -> str:
+        return self._k("nannies")
+
+    def nanny_stream(self, nanny_id: str) -> str:
+        return _named(self, "nanny:", nanny_id)
 
 
 @lru_cache(maxsize=4096)

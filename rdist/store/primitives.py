@@ -66,14 +66,22 @@ class _Scripts:
         "multilock_release",
         "queue_put",
         "queue_take",
+        "queue_putback",
+        "dataset_put",
         "value_set",
         "value_get",
     )
 
     def __init__(self, redis: Any) -> None:
-        self._scripts = {
-            n: redis.register_script((_LUA / f"{n}.lua").read_text()) for n in self.NAMES
-        }
+        texts = {n: (_LUA / f"{n}.lua").read_text() for n in self.NAMES}
+        self._scripts = {n: redis.register_script(text) for n, text in texts.items()}
+        # loaded now, in one round trip: a first EVALSHA that fails (NOSCRIPT) is retried by
+        # redis-py, but the caught error keeps the caller's frames -- and the futures in
+        # them, which then never get released -- alive until the next garbage collection
+        pipe = redis.pipeline(transaction=False)
+        for text in texts.values():
+            pipe.script_load(text)
+        pipe.execute()
 
     def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
@@ -109,16 +117,16 @@ class Primitives:
     # -- semaphores and locks --------------------------------------------------------------
     def _semaphore_keys(self, name: str) -> list[str]:
         k = self._keys.semaphore(name)
-        return [k + ":leases", k + ":tokens", k + ":counter", k + ":limit", k + ":released"]
+        return [k + ":leases", k + ":tokens", k + ":limit", k + ":released"]
 
     def semaphore_released(self, name: str) -> str:
         """The stream a full semaphore's waiters block on."""
-        return self._semaphore_keys(name)[4]
+        return self._semaphore_keys(name)[3]
 
     def acquire(self, name: str, lease_id: str, max_leases: int, lease_ms: int) -> Lease | Wait:
         reply = self._scripts.run(
             "sem_acquire",
-            self._semaphore_keys(name),
+            [*self._semaphore_keys(name), self._keys.fencing],
             [lease_id, lease_ms, max_leases, IDLE_TTL_SECONDS],
         )
         token = int(reply[0])
@@ -132,7 +140,7 @@ class Primitives:
 
     def release(self, name: str, lease: Lease) -> bool:
         """True when the lease was the caller's to give back (False: it had lapsed)."""
-        leases, tokens, _, _, released = self._semaphore_keys(name)
+        leases, tokens, _, released = self._semaphore_keys(name)
         return bool(
             self._scripts.run(
                 "sem_release", [leases, tokens, released], [lease.lease_id, lease.token]
@@ -144,7 +152,7 @@ class Primitives:
         if not leases:
             return []
         zset, tokens = self._semaphore_keys(name)[:2]
-        args: list[Any] = [lease_ms]
+        args: list[Any] = [lease_ms, IDLE_TTL_SECONDS]
         for lease in leases:
             args += [lease.lease_id, lease.token]
         return [bool(x) for x in self._scripts.run("sem_renew", [zset, tokens], args)]
@@ -160,7 +168,7 @@ class Primitives:
     # -- multi-locks -----------------------------------------------------------------------
     def _multilock_keys(self) -> list[str]:
         k = self._keys.multilocks
-        return [k + ":holders", k + ":leases", k + ":tokens", k + ":counter", k + ":released"]
+        return [k + ":holders", k + ":leases", k + ":tokens", self._keys.fencing, k + ":released"]
 
     @property
     def multilock_released(self) -> str:
@@ -191,22 +199,27 @@ class Primitives:
         if not leases:
             return []
         _, zset, tokens, _, _ = self._multilock_keys()
-        args: list[Any] = [lease_ms]
+        args: list[Any] = [lease_ms, 0]
         for lease in leases:
             args += [lease.lease_id, lease.token]
         return [bool(x) for x in self._scripts.run("sem_renew", [zset, tokens], args)]
 
     def locks_held(self, names: list[str]) -> list[bool]:
         """For each name, whether a live lease holds it."""
+        if not names:
+            return []
         holders, leases = self._multilock_keys()[:2]
         redis = self._store.redis
-        owners = redis.hmget(holders, names) if names else []
-        now_ms = self._redis_time_ms()
-        out = []
+        owners = redis.hmget(holders, names)
+        pipe = self._store.pipeline()
+        pipe.time()
         for owner in owners:
-            expiry = redis.zscore(leases, owner) if owner is not None else None
-            out.append(expiry is not None and expiry >= now_ms)
-        return out
+            if owner is not None:
+                pipe.zscore(leases, owner)
+        (seconds, micros), *expiries = pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        found = iter(expiries)
+        return [owner is not None and (next(found) or 0) >= now_ms for owner in owners]
 
     # -- queues ----------------------------------------------------------------------------
     def _queue_keys(self, name: str) -> list[str]:
@@ -218,9 +231,10 @@ class Primitives:
 
     def queue_limit(self, name: str, maxsize: int) -> int:
         """The queue's max size: the first creator's (0 for unbounded)."""
-        redis = self._store.redis
-        redis.hsetnx(self._keys.queues, name, maxsize)
-        return int(redis.hget(self._keys.queues, name) or 0)
+        pipe = self._store.pipeline()
+        pipe.hsetnx(self._keys.queues, name, maxsize)
+        pipe.hget(self._keys.queues, name)
+        return int(pipe.execute()[1] or 0)
 
     def put(self, name: str, item: bytes, maxsize: int) -> Wait | None:
         """Append ``item``; a Wait (for space) when the queue is full."""
@@ -233,8 +247,14 @@ class Primitives:
         """Up to ``count`` items from the head (all of them for ``count <= 0``), at once."""
         return list(self._scripts.run("queue_take", self._queue_keys(name), [count]))
 
-    def take_blocking(self, name: str, timeout: float) -> bytes | None:
-        """One item, waiting up to ``timeout`` seconds for it (BLPOP: a blocking read)."""
+    def put_back(self, name: str, items: list[bytes]) -> None:
+        """Return ``items`` (taken, oldest first) to the head of the queue, in order."""
+        if items:
+            self._scripts.run("queue_putback", self._queue_keys(name)[:1], list(items))
+
+    def take_blocking(self, name: str, timeout: float, bounded: bool = True) -> bytes | None:
+        """One item, waiting up to ``timeout`` seconds for it (BLPOP: a blocking read);
+        ``bounded``: wake the putters waiting for room (an unbounded queue has none)."""
         items, space = self._queue_keys(name)
         if self._store.url.startswith("fakeredis://"):  # no blocking pops there: look again
             deadline = time.monotonic() + timeout
@@ -246,7 +266,8 @@ class Primitives:
         reply = self._store.redis.blpop([items], timeout=max(timeout, 0.001))
         if reply is None:
             return None
-        self._store.redis.xadd(space, {"m": 1}, maxlen=100, approximate=True)
+        if bounded:
+            self._store.redis.xadd(space, {"m": 1}, maxlen=100, approximate=True)
         item: bytes = reply[1]
         return item
 
@@ -286,13 +307,19 @@ class Primitives:
         return Wait(_text(value), 0)
 
     # -- datasets --------------------------------------------------------------------------
-    def publish(self, name: str, value: bytes, override: bool) -> bool:
-        """False when ``name`` exists and ``override`` is not set."""
-        redis = self._store.redis
-        if override:
-            redis.hset(self._keys.datasets, name, value)
-            return True
-        return bool(redis.hsetnx(self._keys.datasets, name, value))
+    def publish(self, name: str, value: bytes, override: bool) -> tuple[bool, bytes | None]:
+        """``(published, the value it replaced)``; not published when ``name`` exists and
+        ``override`` is not set."""
+        done, old = self._scripts.run(
+            "dataset_put", [self._keys.datasets], [name, value, "1" if override else "0"]
+        )
+        return bool(int(done)), old if isinstance(old, bytes) else None
+
+    def datasets(self, names: list[str]) -> list[bytes | None]:
+        """The encoded values of ``names`` (None for each one not published)."""
+        if not names:
+            return []
+        return list(self._store.redis.hmget(self._keys.datasets, names))
 
     def dataset(self, name: str) -> bytes | None:
         value: bytes | None = self._store.redis.hget(self._keys.datasets, name)

@@ -62,6 +62,9 @@ class TaskContext:
     def client(self) -> Any:
         return self.executor.worker.task_client()
 
+    def actor_host(self) -> Any:
+        return self.executor.worker.actors
+
 
 def current() -> TaskContext | None:
     """This thread's task, when the worker runs one here."""

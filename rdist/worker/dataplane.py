@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from rdist.actors.host import ACTOR_OP
 from rdist.comm.core import listen, split_address
 from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
@@ -100,7 +101,7 @@ class DataPlane:
         self.listener = listen(
             secured_address(listen_address, self.security),
             worker.secret,
-            self.server.handle,
+            self._handle,
             self.security,
         )
         self.address = advertised_address(self.listener.address, contact_address)
@@ -116,6 +117,12 @@ class DataPlane:
 
     def start(self) -> None:
         self.listener.start()
+
+    def _handle(self, header: dict[str, Any], frames: list[Any]) -> tuple[Any, ...]:
+        """A request on our data server: a call of one of our actors, or data."""
+        if header.get("op") == ACTOR_OP:
+            return self.worker.actors.handle_request(header, frames)
+        return self.server.handle(header, frames)
 
     def close(self) -> None:
         self.listener.close()

@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Any
 
+from rdist.plugins.nanny_side import NannyPlugins
 from rdist.procs import die_with_parent
 from rdist.protocol.wire import WorkerLost
 from rdist.store import connect
@@ -75,12 +76,17 @@ class Nanny:
         self.restarts = 0
         self._stopping = threading.Event()
         self._address_known = threading.Event()
+        #: environment of the next worker process on top of ours (the Environ plugin)
+        self.env: dict[str, str] = {}
+        #: nanny plugins (``client.register_plugin``), set up before the first worker
+        self.plugins = NannyPlugins(self, url, cluster)
 
     # -- life cycle ----------------------------------------------------------------------------
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; returns the exit status for the nanny process."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.plugins.start()
         failures = 0
         status = 0
         while not self._stopping.is_set():
@@ -109,7 +115,21 @@ class Nanny:
             self.restarts += 1
         self._stop_child()
         self._remove_directory()
+        self.plugins.stop()
         return status
+
+    def restart_worker(self) -> None:
+        """Let the worker leave cleanly; the supervising loop starts a fresh one (with the
+        environment as it is now)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            log.info("nanny restarting worker %s (a plugin asked)", self.address)
+            proc.send_signal(signal.SIGTERM)
+
+    @property
+    def local_directory(self) -> str:
+        """The directory of the current worker process (files for it go there)."""
+        return self.directory or tempfile.gettempdir()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stopping.set()
@@ -134,7 +154,8 @@ class Nanny:
             "--spill-directory",
             self.directory,
         ]
-        env = {**os.environ, "RDIST_REDIS_URL": self.url}  # not in argv: see the module doc
+        # the URL is not in argv (see the module doc); nanny plugins may add variables
+        env = {**os.environ, **self.env, "RDIST_REDIS_URL": self.url}
         try:
             self.proc = subprocess.Popen(
                 cmd, pass_fds=(write_end,), env=env, preexec_fn=die_with_parent

@@ -15,16 +15,20 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from typing import Any
 
+from rdist.actors.host import ActorHost
 from rdist.client.client import Client
 from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
+from rdist.plugins.worker_side import TaskViews, WorkerPlugins
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
     AddKeys,
@@ -128,6 +132,11 @@ class Worker:
         self.reporter = Reporter(self, store.clone())
         self.executor = Executor(self)
         self.stream_reader = StreamReader(self)
+        #: the actors made here (``submit(cls, actor=True)``) and their calls
+        self.actors = ActorHost(self.address, lambda: bind_worker(self))
+        #: registered worker plugins (``client.register_plugin``), set up at start
+        self.plugins = WorkerPlugins(self, store)
+        self._local_directory: str | None = None
 
     # -- the state machine ---------------------------------------------------------------------
     def stimulus(self, cause: str) -> str:
@@ -138,7 +147,15 @@ class Worker:
         """Feed events to the state machine and carry out its instructions, except the two
         kinds whose thread matters: the tasks to run and the report items, returned."""
         with self.lock:
-            instructions = self.state.handle_stimulus(*events)
+            plugins = self.plugins
+            if plugins.watching:  # (a plugin's transition hook: the log's new entries)
+                log_ = self.state.log
+                last = log_[-1] if log_ else None
+                instructions = self.state.handle_stimulus(*events)
+                plugins.note_failures(events)
+                plugins.transitions(log_, last)
+            else:
+                instructions = self.state.handle_stimulus(*events)
         executes: list[Execute] = []
         reports: list[SendReport] = []
         for ins in instructions:
@@ -158,6 +175,7 @@ class Worker:
         if isinstance(ins, ReleaseData):
             for key in ins.keys:
                 self.data.discard(key)
+            self.actors.discard(ins.keys)
         elif isinstance(ins, GatherDep):
             self.dataplane.fetch(ins.wanted)
         elif isinstance(ins, RejoinGranted):
@@ -204,7 +222,6 @@ class Worker:
     def start(self) -> None:
         self.server.start()
         self._announce()
-        self.stream_reader.start(self.reader_store)
         targets = [("rdist-report", self.reporter.run), ("rdist-heartbeat", self._heartbeats)]
         if self.memory_limit:
             targets.append(("rdist-memory", lambda: self.monitor.run(self.stop_event)))
@@ -212,6 +229,10 @@ class Worker:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self.threads.append(thread)
+        # before the first task (and after we are known: a registration made meanwhile
+        # reaches us on our stream); heartbeats go on while a slow setup runs
+        self.plugins.setup_registered()
+        self.stream_reader.start(self.reader_store)
         for i in range(self.nthreads):
             self.executor.start_thread(f"rdist-exec-{i}")
         log.info("worker %s (%s) started with %d threads", self.address, self.name, self.nthreads)
@@ -246,6 +267,7 @@ class Worker:
         """Forget every task and all data, then join the cluster again."""
         self.dispatch(ResetState(self.stimulus("reset"), time.time()))
         self.data.clear()
+        self.actors.clear()
         self.take_replicas()
         self._announce()
 
@@ -269,6 +291,7 @@ class Worker:
         except ConnectionErrors:
             log.warning("could not announce departure of %s: redis unavailable", self.address)
         self.executor.close()
+        self.plugins.teardown_all()
         self.running.set()  # wake threads waiting out a pause
         self.reporter.stop()
         for thread in self.threads:
@@ -282,7 +305,10 @@ class Worker:
         except ConnectionErrors:
             pass
         self.dataplane.close()
+        self.actors.close()
         self.data.close()  # removes the spill directory
+        if self._local_directory is not None:
+            shutil.rmtree(self._local_directory, ignore_errors=True)
         for connection in (self.reader_store, self.reporter.store):
             connection.close()
         self.closed.set()
@@ -301,6 +327,19 @@ class Worker:
     def run_forever(self) -> None:
         self.start()
         self.stop_event.wait()
+
+    @property
+    def local_directory(self) -> str:
+        """A directory of this worker's own (uploaded files go there), removed at close."""
+        if self._local_directory is None:
+            self._local_directory = tempfile.mkdtemp(prefix="rdist-worker-files-")
+        return self._local_directory
+
+    @property
+    def tasks(self) -> TaskViews:
+        """The tasks here, as plugins see them (dask's ``worker.tasks[key]``: ``state``,
+        and ``exception`` / ``traceback`` of a task that failed here)."""
+        return TaskViews(self.state.tasks, self.plugins.errors)
 
     # -- memory --------------------------------------------------------------------------------
     def wait_until_running(self) -> None:

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 from rdist.protocol.wire import (
     WORKER,
     Action,
+    ActorCall,
     Batch,
     Compute,
     Free,
     MalformedMessage,
     Message,
+    PluginAdded,
+    PluginRemoved,
     RestartWorker,
     Run,
     Stop,
@@ -252,6 +255,12 @@ class StreamReader:
             worker.restart()
         elif isinstance(msg, StoryRequest):
             worker.tell_story(msg)
+        elif isinstance(msg, ActorCall):
+            worker.actors.call_from_stream(msg, worker.store)
+        elif isinstance(msg, PluginAdded):
+            worker.plugins.added(msg)
+        elif isinstance(msg, PluginRemoved):
+            worker.plugins.removed(msg)
         else:
             worker.dataplane.handle_message(msg)
 

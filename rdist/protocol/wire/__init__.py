@@ -10,6 +10,8 @@ the stream and the field -- this package is the one place where bad input is rec
 - :mod:`~rdist.protocol.wire.to_client`: a client's stream (:data:`CLIENT`)
 - :mod:`~rdist.protocol.wire.records`: hashes (tasks, workers, clients) and the
   informational streams (heartbeats, events, task stream)
+- :mod:`~rdist.protocol.wire.extension`: shared state, actors, plugins (and the ``nanny``
+  stream, :data:`NANNY`)
 - :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
 """
 
@@ -24,6 +26,8 @@ from rdist.protocol.wire.base import (
     pack,
     unpack,
 )
+from rdist.protocol.wire.extension import *  # noqa: F403
+from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
 from rdist.protocol.wire.to_client import *  # noqa: F403
@@ -43,6 +47,7 @@ __all__ = [  # noqa: PLE0604
     "bundle",
     "pack",
     "unpack",
+    *_extension,
     *_records,
     *_to_client,
     *_to_scheduler,

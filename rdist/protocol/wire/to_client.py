@@ -27,6 +27,7 @@ from rdist.protocol.wire.base import (
     fields,
     row_spec,
 )
+from rdist.protocol.wire.extension import ActorAnswer, PluginReply
 from rdist.protocol.wire.to_worker import DATA_REPLIES
 
 KILLED_WORKER = "killed-worker"  #: ``KeyErred.kind`` of a task that killed too many workers
@@ -250,7 +251,9 @@ class StoryReply(Message):
 fields(StoryReply, id=NAME, source=NAME, records=Rows(STORY_ROW))
 
 #: Everything a client's stream may carry.
-CLIENT = Channel("client", Notify, RunResult, Restarted, StoryReply, *DATA_REPLIES)
+CLIENT = Channel(
+    "client", Notify, RunResult, Restarted, StoryReply, *DATA_REPLIES, PluginReply, ActorAnswer
+)
 
 __all__ = [
     "CLIENT",

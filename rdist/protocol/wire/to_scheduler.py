@@ -29,6 +29,7 @@ from rdist.protocol.wire.base import (
     fields,
     row_spec,
 )
+from rdist.protocol.wire.extension import PassKeys, RegisterSchedulerPlugin
 
 WORKER_STATUSES = ("running", "paused", "closing")
 
@@ -485,6 +486,8 @@ SCHEDULER = Channel(
     WorkerStatus,
     TaskDone,
     StoryRequest,
+    PassKeys,
+    RegisterSchedulerPlugin,
 )
 
 __all__ = [

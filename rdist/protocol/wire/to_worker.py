@@ -29,6 +29,7 @@ from rdist.protocol.wire.base import (
     fields,
     row_spec,
 )
+from rdist.protocol.wire.extension import ActorCall, PluginAdded, PluginRemoved
 from rdist.protocol.wire.to_scheduler import StoryRequest
 
 
@@ -305,6 +306,9 @@ WORKER = Channel(
     GatherKeys,
     StoryRequest,
     *DATA_REPLIES,
+    PluginAdded,
+    PluginRemoved,
+    ActorCall,
 )
 
 __all__ = [

@@ -3,7 +3,7 @@
 -- KEYS[1]  holders: hash, lock name -> lease id
 -- KEYS[2]  leases: sorted set, lease id -> expiry (ms)
 -- KEYS[3]  tokens: hash, lease id -> fencing token
--- KEYS[4]  counter: the last fencing token handed out
+-- KEYS[4]  fencing: the last fencing token handed out, cluster-wide (see sem_acquire)
 -- KEYS[5]  released: stream, one entry per release
 -- ARGV[1]  lease id; ARGV[2] lease timeout (ms); ARGV[3] how many locks are needed
 -- ARGV[4..] the lock names
