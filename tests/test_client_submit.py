@@ -229,3 +229,26 @@ def test_dask_compute_runs_array_reductions_through_client_get(c):
     pytest.importorskip("numpy")
 
     assert da.arange(10, chunks=3).sum().compute(scheduler=c.get) == 45
+
+
+def _raises_deep(x: int) -> int:
+    return _raises_here(x)
+
+
+def _raises_here(x: int) -> int:
+    raise ZeroDivisionError(f"no {x}")
+
+
+def test_an_erred_future_gives_a_traceback_object_of_the_task(c) -> None:
+    import traceback
+
+    future = c.submit(_raises_deep, 3)
+    with pytest.raises(ZeroDivisionError, match="no 3") as info:
+        future.result(timeout=10)
+    names = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    assert names[-2:] == ["_raises_deep", "_raises_here"]  # the task's frames, raised here
+    tb = future.traceback()
+    assert [f.name for f in traceback.extract_tb(tb)][-2:] == ["_raises_deep", "_raises_here"]
+    assert "raise ZeroDivisionError" in "".join(traceback.format_tb(tb))
+    assert c.submit(_raises_here, 1).exception(timeout=10).args == ("no 1",)
+    assert c.submit(int, 1).traceback(timeout=10) is None

@@ -14,11 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rdist.client.keynames import check_key, user_key
 from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
-from rdist.protocol import wire
+from rdist.protocol import tracebacks, wire
 
 if TYPE_CHECKING:
     from rdist.client.client import Client
@@ -59,7 +60,7 @@ class FutureState:
         self._event: threading.Event | None = None
         self._done = False
         self.callbacks: list[Callable[[], None]] = []
-        self._exception: tuple[BaseException, str] | None = None
+        self._exception: tuple[BaseException, str, list[tracebacks.Frame]] | None = None
         #: made by ``Future(key, client)`` for a key this client never submitted: whether
         #: any task has it is asked once, before the first wait (see Ledger.confirm)
         self.unconfirmed = False
@@ -104,6 +105,12 @@ class FutureState:
         return outcome if isinstance(outcome, wire.KeyInMemory) else None
 
     def exception_and_traceback(self) -> tuple[BaseException, str]:
+        """The task's exception and its remote traceback as text."""
+        exc, text, _ = self.failure()
+        return exc, text
+
+    def failure(self) -> tuple[BaseException, str, list[tracebacks.Frame]]:
+        """The exception, the remote traceback's text and its frames (built once)."""
         if self._exception is None:
             outcome = self.outcome
             erred = outcome if isinstance(outcome, wire.KeyErred) else None
@@ -111,21 +118,31 @@ class FutureState:
         return self._exception
 
 
-def _rebuild_exception(key: str, erred: wire.KeyErred | None) -> tuple[BaseException, str]:
+def _rebuild_exception(
+    key: str, erred: wire.KeyErred | None
+) -> tuple[BaseException, str, list[tracebacks.Frame]]:
     from rdist.protocol import serialize
 
     if erred is not None and erred.error is not None:
         try:
-            exc, tb = serialize.from_blob(erred.error)
-            return exc, tb
+            loaded = serialize.from_blob(erred.error)
         except Exception as err:  # the exception class may not exist here
-            return RuntimeError(f"task {key!r} failed; its exception cannot be loaded: {err}"), ""
+            text = f"task {key!r} failed; its exception cannot be loaded: {err}"
+            return RuntimeError(text), "", []
+        if (
+            isinstance(loaded, tuple)
+            and len(loaded) in (2, 3)
+            and isinstance(loaded[0], BaseException)
+        ):
+            frames = tracebacks.valid_frames(loaded[2]) if len(loaded) == 3 else []
+            return loaded[0], str(loaded[1] or ""), frames
+        return RuntimeError(f"task {key!r} failed with an unreadable error"), "", []
     text = (erred.error_text if erred is not None else None) or f"task {key!r} failed"
     if erred is not None and erred.kind == wire.KILLED_WORKER:
         killed = KilledWorker(erred.blame or key)
         killed.args = (text,)
-        return killed, ""
-    return RuntimeError(text), ""
+        return killed, "", []
+    return RuntimeError(text), "", []
 
 
 class FutureHost(Protocol):
@@ -222,8 +239,10 @@ class Future:
             self._wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
             status = self._state.status
             if status == ERROR:
-                exc, tb = self._state.exception_and_traceback()
-                raise _with_note(exc, tb)
+                exc, text, frames = self._state.failure()
+                if frames:  # the task's own frames, as in dask
+                    raise exc.with_traceback(tracebacks.rebuild(frames))
+                raise _with_note(exc, text)
             if status == CANCELLED:
                 raise CancelledError(self.key)
             if status == LOST:
@@ -243,12 +262,13 @@ class Future:
             return None
         return self._state.exception_and_traceback()[0]
 
-    def traceback(self, timeout: float | None = None) -> str | None:
-        """The remote traceback, formatted as text."""
+    def traceback(self, timeout: float | None = None) -> TracebackType | None:
+        """The remote traceback, as a traceback object (``traceback.format_tb`` and pdb's
+        post-mortem read it: the task's files, lines and function names, no locals)."""
         self._wait(timeout)
         if self._state.status != ERROR:
             return None
-        return self._state.exception_and_traceback()[1]
+        return tracebacks.rebuild(self._state.failure()[2])
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(future)`` once, after completion, error or cancellation."""

@@ -17,9 +17,10 @@ import threading
 import time
 import traceback
 from collections import deque
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rdist.protocol import serialize, spec
+from rdist.protocol import serialize, spec, tracebacks
 from rdist.worker.context import (  # noqa: F401  (the task-side API, re-exported)
     TaskContext,
     bind_worker,
@@ -153,7 +154,7 @@ class Executor:
             value = spec.run_spec(func, args_blob, mode, worker.data)
         except BaseException as exc:  # the task's failure is data, not ours
             now = time.time()
-            blob = error_blob(exc, traceback.format_exc())
+            blob = error_blob(exc, traceback.format_exc(), exc.__traceback__)
             return ExecuteFailure(worker.stimulus("task-erred"), now, ex.key, now - start, blob)
         now = time.time()
         worker.executed += 1
@@ -223,10 +224,12 @@ def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[An
     return Outcome(nbytes, blob, duration, type(value).__name__), frames
 
 
-def error_blob(exc: BaseException, tb: str) -> bytes:
-    """The serialized ``(exception, traceback)`` of a failure (a stand-in exception when
-    the real one cannot be pickled)."""
+def error_blob(exc: BaseException, tb: str, where: TracebackType | None = None) -> bytes:
+    """The serialized ``(exception, traceback text, frames)`` of a failure (a stand-in
+    exception when the real one cannot be pickled); the frames let the client rebuild a
+    traceback object (rdist.protocol.tracebacks)."""
+    frames = tracebacks.frames_of(where)
     try:
-        return serialize.to_blob((exc, tb))
+        return serialize.to_blob((exc, tb, frames))
     except serialize.SerializationError:
-        return serialize.to_blob((RuntimeError(f"{type(exc).__name__}: {exc}"), tb))
+        return serialize.to_blob((RuntimeError(f"{type(exc).__name__}: {exc}"), tb, frames))
