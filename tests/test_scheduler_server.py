@@ -44,7 +44,7 @@ def test_malformed_and_failing_entries_are_dead_lettered_and_the_loop_goes_on(mo
         reasons = [fields[b"reason"].decode() for fields in dead_letters(c.store)]
         assert "not msgpack" in reasons[0]
         assert "release-keys" in reasons[1] and "keys[0]" in reasons[1]
-        assert "handler error" in reasons[2] and "a bug in a handler" in reasons[2]
+        assert "handler raised RuntimeError" in reasons[2] and "a bug in a handler" in reasons[2]
         assert all(f[b"stream"] == c.store.keys.sched.encode() for f in dead_letters(c.store))
         assert cluster.scheduler.is_leader.is_set()
 

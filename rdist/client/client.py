@@ -46,6 +46,7 @@ from rdist.config import redis_url_from_env
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
+from rdist.supervise import start_thread
 
 log = logging.getLogger("rdist.client")
 
@@ -96,12 +97,10 @@ class Client:
         self.store = connect(url, self.cluster_name)
         self._compose()
         self._sender.post(wire.ClientJoin(self.id))
-        self._threads = [
-            threading.Thread(target=self._sender.run, name="rdist-client-send", daemon=True),
-            threading.Thread(target=self._inbox.listen, name="rdist-client-listen", daemon=True),
+        self._threads = [  # supervised: a failing loop starts again (rdist.supervise)
+            start_thread("rdist-client-send", self._sender.run, self._stop, self._thread_died),
+            start_thread("rdist-client-listen", self._inbox.listen, self._stop, self._thread_died),
         ]
-        for thread in self._threads:
-            thread.start()
         if set_as_default:
             global _default_client
             _default_client = weakref.ref(self)
@@ -142,6 +141,12 @@ class Client:
             idle=self._sender.flush_if_free,
         )
         self._sender.waiter_reads = self._inbox.waiter_reads
+
+    def _thread_died(self, name: str, exc: BaseException | None) -> None:
+        """One of our threads died for good: rather than live on half-dead in the user's
+        process (futures never told, messages never sent), the client closes itself."""
+        log.critical("client %s: thread %s died (%r): closing the client", self.id, name, exc)
+        threading.Thread(target=self.close, name="rdist-client-close", daemon=True).start()
 
     def _heartbeat(self) -> wire.ClientRecord:
         return wire.ClientRecord(self.name, time.time())

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -44,6 +45,7 @@ from rdist.comm.core import (
     register_backend,
     serve,
 )
+from rdist.supervise import supervised
 
 log = logging.getLogger("rdist.comm")
 
@@ -279,7 +281,9 @@ class TCPListener(Listener):
         self._lock = threading.Lock()
         self._local: socket.socket | None = None
         self._thread = threading.Thread(
-            target=self._accept_loop, args=(self.listener,), name="rdist-data-accept", daemon=True
+            target=supervised("rdist-data-accept", self._accept_tcp, self._closing),
+            name="rdist-data-accept",
+            daemon=True,
         )
 
     def start(self) -> None:
@@ -299,8 +303,15 @@ class TCPListener(Listener):
             return
         self._local = sock
         threading.Thread(
-            target=self._accept_loop, args=(sock,), name="rdist-data-accept-local", daemon=True
+            target=supervised(
+                "rdist-data-accept-local", partial(self._accept_loop, sock), self._closing
+            ),
+            name="rdist-data-accept-local",
+            daemon=True,
         ).start()
+
+    def _accept_tcp(self) -> None:
+        self._accept_loop(self.listener)
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._closing.is_set():

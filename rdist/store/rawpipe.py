@@ -192,6 +192,12 @@ class RawPipeline:
         self._convert[len(self._commands)] = _pairs_to_dict
         return self._add("HGETALL", name)
 
+    def xpending_range(
+        self, name: str, group: str, start: str, end: str, count: int, consumer: str
+    ) -> RawPipeline:
+        """The extended XPENDING: ``[id, consumer, idle ms, deliveries]`` per pending entry."""
+        return self._add("XPENDING", name, group, start, end, count, consumer)
+
     def xread(
         self, streams: dict[str, Any], count: int | None = None, block: int | None = None
     ) -> RawPipeline:

@@ -39,6 +39,7 @@ from rdist.protocol.wire import (
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
 from rdist.store.keys import WORKER_GROUP
+from rdist.supervise import OnDeath, exit_process, start_thread
 from rdist.worker import handoff, heartbeats
 from rdist.worker.context import bind_worker, get_worker  # noqa: F401  (re-exported)
 from rdist.worker.dataplane import DataPlane, listen_address_of
@@ -121,6 +122,9 @@ class Worker:
         #: (who_has) so that it frees them when the key is released
         self._replicas: list[str] = []
         self.threads: list[threading.Thread] = []
+        #: what happens when one of our supervised threads dies anyway (see rdist.supervise):
+        #: the process exits non-zero, and a nanny starts a fresh worker
+        self.on_thread_death: OnDeath = exit_process
         self.reader_store = store.clone()
         self.reporter = Reporter(self, store.clone())
         self.executor = Executor(self)
@@ -202,13 +206,15 @@ class Worker:
         self.server.start()
         self._announce()
         self.stream_reader.start(self.reader_store)
-        targets = [("rdist-report", self.reporter.run), ("rdist-heartbeat", self._heartbeats)]
+        beats = self.store.clone()
+        targets = [
+            ("rdist-report", self.reporter.run),
+            ("rdist-heartbeat", lambda: heartbeats.run(self, beats)),
+        ]
         if self.memory_limit:
             targets.append(("rdist-memory", lambda: self.monitor.run(self.stop_event)))
         for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self.threads.append(start_thread(name, target, self.stop_event, self.on_thread_death))
         for i in range(self.nthreads):
             self.executor.start_thread(f"rdist-exec-{i}")
         log.info("worker %s (%s) started with %d threads", self.address, self.name, self.nthreads)
@@ -291,9 +297,6 @@ class Worker:
             self.store.streams.to_worker(self.address, Stop())
         except ConnectionErrors:
             pass
-
-    def _heartbeats(self) -> None:
-        heartbeats.run(self, self.store.clone())
 
     def run_forever(self) -> None:
         self.start()
