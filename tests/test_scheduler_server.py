@@ -49,20 +49,21 @@ def test_malformed_and_failing_entries_are_dead_lettered_and_the_loop_goes_on(mo
         assert cluster.scheduler.is_leader.is_set()
 
 
-def test_restore_skips_a_corrupt_task_record_and_keeps_the_rest(caplog):
+def test_restore_errs_a_corrupt_task_record_naming_it_and_keeps_the_rest(caplog):
     url = f"fakeredis://{uuid.uuid4().hex}"
     store = connect(url, "restore")
     try:
         good = wire.TaskRecord("memory", (0, 1, 0), in_redis=True, who_wants=["c1"])
         child = wire.TaskRecord("waiting", (0, 1, 1), deps=["bad"], who_wants=["c1"])
-        store.tasks.put_many({"good": good.encode(), "child": child.encode(), "bad": b"\xc1"})
+        records = {"good": good.encode(), "child": child.encode(), "bad": b"\xc1", "lone": b"{"}
+        store.tasks.put_many(records)
+        store.clients.beat("c2", wire.ClientRecord("c2", 1.0))
         server = SchedulerServer(connect(url, "restore"))
 
         with caplog.at_level(logging.ERROR, logger="rdist.scheduler"):
             server._restore()
 
         state = server.state
-        assert "bad" not in state.tasks
         assert state.tasks["good"].state.value == "memory"
         # the dependent of the unreadable record errs naming it, rather than wait forever
         assert state.tasks["child"].state.value == "erred"
@@ -70,6 +71,19 @@ def test_restore_skips_a_corrupt_task_record_and_keeps_the_rest(caplog):
         assert any("'bad'" in r.getMessage() for r in caplog.records)
         record = store.tasks.get("child")
         assert record is not None and record.state == "erred"
+        # the corrupt records are gone: one kept (released) as the erred child's lineage,
+        # the other forgotten
+        assert store.tasks.get("bad") is not None and "lone" not in state.tasks
+        assert store.redis.hget(store.keys.tasks, "lone") is None
+        # every client heard that the keys erred, naming them (who held them is unknown)
+        for client in ("c1", "c2"):
+            told = [
+                item
+                for _, fields in store.redis.xrange(store.keys.client_stream(client))
+                for item in wire.CLIENT.decode_one(fields[PAYLOAD_FIELD]).items
+            ]
+            erred = {i.key: i.error_text for i in told if isinstance(i, wire.KeyErred)}
+            assert {"bad", "lone"} <= set(erred) and "'lone'" in (erred["lone"] or "")
         state.validate_state()
     finally:
         store.close()

@@ -45,6 +45,7 @@ def _absorb(into: wire.Message, msg: wire.Message) -> bool:
         into.wanted.extend(msg.wanted)
         into.fire_and_forget.extend(msg.fire_and_forget)
         into.specs.update(msg.specs)
+        into.funcs.update(msg.funcs)
         return True
     if isinstance(into, wire.ReleaseKeys) and isinstance(msg, wire.ReleaseKeys):
         into.keys.extend(msg.keys)
