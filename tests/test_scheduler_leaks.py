@@ -151,3 +151,31 @@ def test_a_functions_count_follows_the_tasks_naming_it_in_the_core() -> None:
     out = s.handle(KeysReleased("r", 0.0, "c", ["b"]))
     assert s.func_refs == {} and [i.hash for i in out if isinstance(i, ev.DropFunction)] == [func]
     s.validate_state()
+
+
+def test_a_cycle_from_an_old_client_errs_where_it_closes_and_is_forgotten() -> None:
+    s = SchedulerState(direct_notify=False, coassign=False)
+    s.handle(WorkerJoined("j", 0.0, "w", "w", 1))
+    rows = [wire.TaskRow("a", ["b"]), wire.TaskRow("b", ["a"]), wire.TaskRow("ok", [])]
+    out = s.handle(GraphSubmitted("g", 0.0, "c", rows, ["a", "b", "ok"]))
+    erred = {i.key for i in out if isinstance(i, ev.Notify) and i.status == "erred"}
+    assert erred == {"a", "b"}  # the task closing the cycle and its dependent
+    assert "dependency cycle" in (s.tasks["b"].error_text or s.tasks["a"].error_text or "")
+    assert s.tasks["ok"].state.value == "processing"  # the good task is untouched
+    s.handle(KeysReleased("r", 0.0, "c", ["a", "b"]))
+    assert set(s.tasks) == {"ok"}  # nothing of the cycle stays
+    s.validate_state()
+
+
+def test_nothing_but_the_client_itself_creates_its_stream() -> None:
+    with fake_cluster(n_workers=1) as (c, _):
+        store = c.store
+        store.streams.to_client("never-joined", wire.Notify([]))  # a late direct report
+        assert not store.redis.exists(store.keys.client_stream("never-joined"))
+        assert store.redis.exists(store.keys.client_stream(c.id))  # made as it joined
+        client_id = c.id
+        c.close()
+        wait_until(
+            lambda: not store.redis.exists(store.keys.client_stream(client_id)),
+            what="the stream of a closed client gone",
+        )

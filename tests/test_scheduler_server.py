@@ -17,6 +17,7 @@ from rdist.store.connection import drop_fake_server
 from rdist.store.keys import PAYLOAD_FIELD
 from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster
+from tests.test_worker_server import open_client_stream
 
 
 def inc(x: int) -> int:
@@ -58,6 +59,8 @@ def test_restore_errs_a_corrupt_task_record_naming_it_and_keeps_the_rest(caplog)
         records = {"good": good.encode(), "child": child.encode(), "bad": b"\xc1", "lone": b"{"}
         store.tasks.put_many(records)
         store.clients.beat("c2", wire.ClientRecord("c2", 1.0))
+        for client in ("c1", "c2"):
+            open_client_stream(store, client)
         server = SchedulerServer(connect(url, "restore"))
 
         with caplog.at_level(logging.ERROR, logger="rdist.scheduler"):
@@ -95,6 +98,7 @@ def test_a_story_request_is_answered_with_the_schedulers_transitions():
         future = c.submit(inc, 41)
         assert future.result(timeout=10) == 42
 
+        open_client_stream(c.store, "story-reader")  # as a client does when it joins
         c.store.streams.to_scheduler(wire.StoryRequest("story-reader", "q-1", [future.key]))
 
         stream = c.store.keys.client_stream("story-reader")

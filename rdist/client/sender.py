@@ -160,11 +160,14 @@ class Sender:
     def _send(self, items: list[Outgoing]) -> None:
         """One pipeline: the functions first, then the messages in order."""
         funcs, entries = encode_outbox(items)
+        joining = any(isinstance(msg, wire.ClientJoin) for msg, _ in items)
         store = self._store
         for attempt in range(SEND_ATTEMPTS):
             try:
                 pipe = store.raw_pipeline()
                 store.specs.put_functions(funcs, pipe=pipe)
+                if joining:  # our stream exists from before the scheduler hears of us
+                    store.streams.to_client(self._client_id, wire.Notify([]), pipe, create=True)
                 for entry in entries:
                     store.streams.to_scheduler(entry, pipe=pipe)
                 pipe.execute()

@@ -297,6 +297,14 @@ class DropFunction(Instruction):
 
 
 @dataclass(slots=True)
+class ForgetClient(Instruction):
+    """A client left: its stream and heartbeat record go (after what this batch sends it,
+    which nobody will read)."""
+
+    client: str
+
+
+@dataclass(slots=True)
 class DropSpecs(Instruction):
     """Specs no task owns (left by a scheduler that died between writes): drop them."""
 

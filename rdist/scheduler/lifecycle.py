@@ -37,6 +37,7 @@ def on_client_left(s: Scheduling, e: ev.ClientLeft) -> None:
     keys = s.clients.pop(e.client, set())
     s.unwant(e.client, keys)
     if e.client != FIRE_AND_FORGET:
+        s.emit(ev.ForgetClient(e.client))
         departed = s.departed
         departed[e.client] = None
         if len(departed) > DEPARTED_REMEMBERED:

@@ -34,6 +34,7 @@ class Outbox:
         #: function hash -> its pickle to store, or None to drop it (the last word counts)
         self.funcs: dict[bytes, bytes | None] = {}
         self.drop_specs: list[str] = []
+        self.gone_clients: list[str] = []
         self.log: list[wire.ClusterEvent] = []
 
     def add(self, instructions: list[ev.Instruction]) -> None:
@@ -87,6 +88,9 @@ class Outbox:
     def _drop_function(self, ins: ev.DropFunction) -> None:
         self.funcs[ins.hash] = None
 
+    def _forget_client(self, ins: ev.ForgetClient) -> None:
+        self.gone_clients.append(ins.client)
+
     def _drop_specs(self, ins: ev.DropSpecs) -> None:
         self.drop_specs += ins.keys
 
@@ -134,6 +138,9 @@ class Outbox:
             streams.to_client(client, wire.Notify(items), pipe)
         if self.client_messages or self.restarts or self.log:
             self._write_rare(pipe, store)
+        if self.gone_clients:  # last: what the batch sent them goes too
+            store.streams.drop_client_streams(self.gone_clients, pipe)
+            store.clients.remove(self.gone_clients, pipe)
 
     def _write_functions(self, pipe: Any, store: RedisStore) -> None:
         funcs = self.funcs
@@ -165,6 +172,7 @@ Outbox._dispatch = {
     ev.StoreFunction: Outbox._store_function,
     ev.DropFunction: Outbox._drop_function,
     ev.DropSpecs: Outbox._drop_specs,
+    ev.ForgetClient: Outbox._forget_client,
     ev.LogEvent: Outbox._log,
     ev.RestartWorkers: Outbox._restart,
     ev.SendStory: Outbox._story,

@@ -149,9 +149,16 @@ class RawPipeline:
 
     # -- writes ----------------------------------------------------------------------------
     def xadd(
-        self, name: str, fields: dict[Any, Any], maxlen: int | None = None, approximate: bool = True
+        self,
+        name: str,
+        fields: dict[Any, Any],
+        maxlen: int | None = None,
+        approximate: bool = True,
+        nomkstream: bool = False,
     ) -> RawPipeline:
         args: list[Any] = ["XADD", name]
+        if nomkstream:
+            args.append("NOMKSTREAM")
         if maxlen is not None:
             args += ["MAXLEN", "~" if approximate else "=", maxlen]
         args.append("*")

@@ -42,8 +42,12 @@ class Streams:
     def _target(self, pipe: Any) -> Any:
         return pipe if pipe is not None else self._store.redis
 
-    def _add(self, stream: str, payload: bytes, pipe: Any, maxlen: int | None = None) -> None:
-        if maxlen is None:
+    def _add(
+        self, stream: str, payload: bytes, pipe: Any, maxlen: int | None = None, create: bool = True
+    ) -> None:
+        if not create:
+            self._target(pipe).xadd(stream, {PAYLOAD_FIELD: payload}, nomkstream=True)
+        elif maxlen is None:
             self._target(pipe).xadd(stream, {PAYLOAD_FIELD: payload})
         else:
             self._target(pipe).xadd(
@@ -57,8 +61,14 @@ class Streams:
     def to_worker(self, address: str, msg: Message | bytes, pipe: Any = None) -> None:
         self._add(self.keys.worker_stream(address), _payload(msg), pipe)
 
-    def to_client(self, client: str, msg: Message | bytes, pipe: Any = None) -> None:
-        self._add(self.keys.client_stream(client), _payload(msg), pipe)
+    def to_client(
+        self, client: str, msg: Message | bytes, pipe: Any = None, create: bool = False
+    ) -> None:
+        """A message on a client's stream -- only while it exists: the client makes it as
+        it joins (``create``) and it goes when the client leaves, so what is sent to a
+        client that left (a late result a worker reports to it directly) is dropped rather
+        than leave a stream nobody reads."""
+        self._add(self.keys.client_stream(client), _payload(msg), pipe, create=create)
 
     def reply(self, kind: str, ident: str, msg: Message | bytes, pipe: Any = None) -> None:
         """An answer to whoever asked: a worker (``w``) or a client (``c``)."""
