@@ -50,7 +50,8 @@ def slow(x: int) -> int:
 @contextmanager
 def threaded_cluster(url: str, name: str, n_workers: int = 2) -> Iterator[SchedulerServer]:
     scheduler = SchedulerServer.from_url(url, name)
-    scheduler.client_ttl = 1.0  # a vanished client is noticed within the test
+    # a vanished client is noticed within the test (a live one beats every 5 s)
+    scheduler.client_ttl = 10.0
     thread = threading.Thread(target=scheduler.run, daemon=True)
     thread.start()
     workers = [Worker(connect(url, name), nthreads=2, name=f"w{i}") for i in range(n_workers)]
