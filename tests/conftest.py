@@ -206,6 +206,8 @@ MODULE_TIERS = {
     "test_scheduler_dataops": "pure",
     "test_scheduler_outbox": "pure",
     "test_scheduler_server": "fake",
+    "test_scheduler_leaks": "fake",
+    "test_soak": "real",
     "test_scheduler_server_pending": "fake",
     "test_scheduler_state": "pure",
     "test_scheduler_state_recovery": "pure",

@@ -440,6 +440,8 @@ def sent_maps(store: RedisStore) -> list[dict[str, Any]]:
 
 def test_what_a_client_sends_keeps_its_wire_format(store: RedisStore) -> None:
     from rdist import Client
+    from rdist.client.graph import function_bytes
+    from rdist.protocol.spec import unpack_spec
 
     stand_in_scheduler(store)
     client = Client(store.url, cluster_name="rooms", set_as_default=False)
@@ -460,8 +462,11 @@ def test_what_a_client_sends_keeps_its_wire_format(store: RedisStore) -> None:
             "wanted": ["k"],
             "faf": [],
             "specs": {"k": spec},
+            # the pickled function travels with each message naming it, by hash
+            "fn": {unpack_spec(spec)[0]: function_bytes(inc)},
         },
         {"op": "release-keys", "client": client.id, "keys": ["k"]},
         {"op": "client-leave", "client": client.id},
     ]
-    assert store.redis.hlen(store.keys.funcs) == 1
+    # the client stores no function itself: the scheduler does, while a task names it
+    assert store.redis.hlen(store.keys.funcs) == 0

@@ -56,11 +56,32 @@ def test_a_group_read_with_acknowledgement_and_deletion(store: RedisStore) -> No
         pipe.xack(stream, "g", *ids)  # type: ignore[attr-defined]
         pipe.xdel(stream, *ids)  # type: ignore[attr-defined]
 
-    again = store.read_group(stream, "g", "me", 10, 10, before=ack, pending=True)
+    again, _ = store.read_own_pending(stream, "g", "me", before=ack)
 
     assert [payload for _, payload in first] == [b"x"]
     assert again == []  # acknowledged in the same round trip, before the pending read
     assert store.redis.xlen(stream) == 0
+
+
+def test_pending_entries_are_read_one_at_a_time_with_their_earlier_deliveries(
+    store: RedisStore,
+) -> None:
+    stream = store.keys.sched
+    store.ensure_group(stream, "g")
+    for payload in (b"a", b"b"):
+        store.redis.xadd(stream, {PAYLOAD_FIELD: payload})
+    delivered = store.read_group(stream, "g", "me", 10, 10)  # once each, never acknowledged
+
+    first, before_first = store.read_own_pending(stream, "g", "me")
+    again, before_again = store.read_own_pending(stream, "g", "me")
+    second, before_second = store.read_own_pending(stream, "g", "me", after=first[0][0])
+    after_last, _ = store.read_own_pending(stream, "g", "me", after=second[0][0])
+
+    assert [p for _, p in delivered] == [b"a", b"b"]
+    assert [p for _, p in first] == [b"a"] and before_first == 1
+    assert [p for _, p in again] == [b"a"] and before_again == 2  # the re-read counted
+    assert [p for _, p in second] == [b"b"] and before_second == 1  # only "a" was re-read
+    assert after_last == []
 
 
 def test_an_error_reply_is_raised_after_every_reply_is_read(store: RedisStore) -> None:

@@ -37,7 +37,14 @@ class RecordingPipe:
     def hdel(self, name: str, *keys: Any) -> None:
         self.commands.append(("hdel", name, list(keys)))
 
-    def xadd(self, name: str, fields: Any, maxlen: Any = None, approximate: bool = True) -> None:
+    def xadd(
+        self,
+        name: str,
+        fields: Any,
+        maxlen: Any = None,
+        approximate: bool = True,
+        nomkstream: bool = False,
+    ) -> None:
         self.commands.append(("xadd", name, dict(fields), maxlen))
 
 

@@ -17,6 +17,7 @@ from rdist.store.connection import drop_fake_server
 from rdist.store.keys import PAYLOAD_FIELD
 from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster
+from tests.test_worker_server import open_client_stream
 
 
 def inc(x: int) -> int:
@@ -44,25 +45,28 @@ def test_malformed_and_failing_entries_are_dead_lettered_and_the_loop_goes_on(mo
         reasons = [fields[b"reason"].decode() for fields in dead_letters(c.store)]
         assert "not msgpack" in reasons[0]
         assert "release-keys" in reasons[1] and "keys[0]" in reasons[1]
-        assert "handler error" in reasons[2] and "a bug in a handler" in reasons[2]
+        assert "handler raised RuntimeError" in reasons[2] and "a bug in a handler" in reasons[2]
         assert all(f[b"stream"] == c.store.keys.sched.encode() for f in dead_letters(c.store))
         assert cluster.scheduler.is_leader.is_set()
 
 
-def test_restore_skips_a_corrupt_task_record_and_keeps_the_rest(caplog):
+def test_restore_errs_a_corrupt_task_record_naming_it_and_keeps_the_rest(caplog):
     url = f"fakeredis://{uuid.uuid4().hex}"
     store = connect(url, "restore")
     try:
         good = wire.TaskRecord("memory", (0, 1, 0), in_redis=True, who_wants=["c1"])
         child = wire.TaskRecord("waiting", (0, 1, 1), deps=["bad"], who_wants=["c1"])
-        store.tasks.put_many({"good": good.encode(), "child": child.encode(), "bad": b"\xc1"})
+        records = {"good": good.encode(), "child": child.encode(), "bad": b"\xc1", "lone": b"{"}
+        store.tasks.put_many(records)
+        store.clients.beat("c2", wire.ClientRecord("c2", 1.0))
+        for client in ("c1", "c2"):
+            open_client_stream(store, client)
         server = SchedulerServer(connect(url, "restore"))
 
         with caplog.at_level(logging.ERROR, logger="rdist.scheduler"):
             server._restore()
 
         state = server.state
-        assert "bad" not in state.tasks
         assert state.tasks["good"].state.value == "memory"
         # the dependent of the unreadable record errs naming it, rather than wait forever
         assert state.tasks["child"].state.value == "erred"
@@ -70,6 +74,19 @@ def test_restore_skips_a_corrupt_task_record_and_keeps_the_rest(caplog):
         assert any("'bad'" in r.getMessage() for r in caplog.records)
         record = store.tasks.get("child")
         assert record is not None and record.state == "erred"
+        # the corrupt records are gone: one kept (released) as the erred child's lineage,
+        # the other forgotten
+        assert store.tasks.get("bad") is not None and "lone" not in state.tasks
+        assert store.redis.hget(store.keys.tasks, "lone") is None
+        # every client heard that the keys erred, naming them (who held them is unknown)
+        for client in ("c1", "c2"):
+            told = [
+                item
+                for _, fields in store.redis.xrange(store.keys.client_stream(client))
+                for item in wire.CLIENT.decode_one(fields[PAYLOAD_FIELD]).items
+            ]
+            erred = {i.key: i.error_text for i in told if isinstance(i, wire.KeyErred)}
+            assert {"bad", "lone"} <= set(erred) and "'lone'" in (erred["lone"] or "")
         state.validate_state()
     finally:
         store.close()
@@ -81,6 +98,7 @@ def test_a_story_request_is_answered_with_the_schedulers_transitions():
         future = c.submit(inc, 41)
         assert future.result(timeout=10) == 42
 
+        open_client_stream(c.store, "story-reader")  # as a client does when it joins
         c.store.streams.to_scheduler(wire.StoryRequest("story-reader", "q-1", [future.key]))
 
         stream = c.store.keys.client_stream("story-reader")

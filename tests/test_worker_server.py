@@ -29,6 +29,12 @@ def read_client_stream(store: Any, client: str, timeout: float = 5.0) -> list[wi
     return []
 
 
+def open_client_stream(store: Any, client: str) -> None:
+    """The stream of a client that joined: it exists (empty); nothing else creates it."""
+    store.streams.to_client(client, wire.Notify([]), create=True)
+    store.redis.xtrim(store.keys.client_stream(client), maxlen=0, approximate=False)
+
+
 def dead_letters(store: Any) -> list[dict[bytes, bytes]]:
     return [fields for _, fields in store.redis.xrange(store.keys.deadletter)]
 
@@ -40,6 +46,7 @@ def test_worker_answers_a_story_request_from_its_state_machine_log():
         worker = cluster.workers[0]
         store = connect(cluster.url, cluster.cluster_name)
 
+        open_client_stream(store, "story-reader")  # as a client does when it joins
         request = wire.StoryRequest("story-reader", "q1", [future.key])
         store.streams.to_worker(worker.address, request)
 

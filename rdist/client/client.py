@@ -52,6 +52,7 @@ from rdist.plugins.registry import PluginRegistry
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
+from rdist.supervise import start_thread
 
 log = logging.getLogger("rdist.client")
 
@@ -110,12 +111,10 @@ class Client:
         self.status = "running"
         self._compose()
         self._sender.post(wire.ClientJoin(self.id))
-        self._threads = [
-            threading.Thread(target=self._sender.run, name="rdist-client-send", daemon=True),
-            threading.Thread(target=self._inbox.listen, name="rdist-client-listen", daemon=True),
+        self._threads = [  # supervised: a failing loop starts again (rdist.supervise)
+            start_thread("rdist-client-send", self._sender.run, self._stop, self._thread_died),
+            start_thread("rdist-client-listen", self._inbox.listen, self._stop, self._thread_died),
         ]
-        for thread in self._threads:
-            thread.start()
         if set_as_default:
             default.promote(self)
         dask_collections.prefer_task_shuffle()
@@ -178,6 +177,12 @@ class Client:
         #: actor calls through Redis, where workers cannot be reached directly
         self.actor_relay = ActorRelay(store, self.id, self._answers)
         self._plugins = PluginRegistry(store, self.id, self._answers, self._sender.post, timeout)
+
+    def _thread_died(self, name: str, exc: BaseException | None) -> None:
+        """One of our threads died for good: rather than live on half-dead in the user's
+        process (futures never told, messages never sent), the client closes itself."""
+        log.critical("client %s: thread %s died (%r): closing the client", self.id, name, exc)
+        threading.Thread(target=self.close, name="rdist-client-close", daemon=True).start()
 
     def _heartbeat(self) -> wire.ClientRecord:
         return wire.ClientRecord(self.name, time.time())

@@ -150,7 +150,7 @@ class Inbox:
 
     def wake(self) -> None:
         """Make a blocked read return (closing)."""
-        self._store.streams.to_client(self._client_id, wire.Notify([]))
+        self._store.streams.to_client(self._client_id, wire.Notify([]), create=True)
 
     def close(self) -> None:
         self._listen_reader.close()

@@ -2,9 +2,10 @@
 
 Every entry is decoded through ``wire.CLIENT`` (a bundle into its messages) and each typed
 message goes where it belongs: key notifications to the ledger, answers to whoever waits
-for them by request id, the data plane's relay answers to the relay. An entry that does
-not decode, or whose handling raises, is logged and set aside on the dead-letter stream
-with its reason; the listener thread carries on with the next one.
+for them by request id, the data plane's relay answers to the relay. Entries go through
+the stream's :class:`~rdist.store.guard.EntryGuard`: one that does not decode, or whose
+handling raises, is logged and set aside on the dead-letter stream with its reason; the
+listener thread carries on with the next one.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 
 from rdist.client.answers import Answers
 from rdist.client.ledger import Ledger
 from rdist.protocol import wire
 from rdist.store import RedisStore
-from rdist.store.connection import ConnectionErrors
+from rdist.store.guard import EntryGuard
 
 log = logging.getLogger("rdist.client")
 
@@ -41,23 +43,15 @@ class Listener:
         self._answers = answers
         self._relay_reply = relay_reply  #: ``published`` / ``loaded``: the relay's answers
         self._restarted = restarted
+        #: (an entry is handled once, its cursor moved on: nothing a handler raises, a
+        #: lost connection included, may pass the guard)
+        self.guard = EntryGuard(store, self._stream, f"client {client_id}", log, passes=())
 
     def on_entry(self, entry_id: bytes, payload: bytes | None) -> None:
         """Handle one entry; never raises (a bad entry is set aside, see the module doc)."""
-        try:
-            messages = wire.CLIENT.decode(payload, self._stream)
-        except wire.MalformedMessage as exc:
-            log.error("client %s: setting aside entry %r: %s", self._client_id, entry_id, exc)
-            self._set_aside(entry_id, payload, str(exc))
-            return
-        for msg in messages:
-            try:
-                self.dispatch(msg)
-            except Exception as exc:
-                log.exception("client %s: handling %s failed", self._client_id, msg.OP)
-                self._set_aside(
-                    entry_id, payload, f"handling {msg.OP} failed: {type(exc).__name__}: {exc}"
-                )
+        guard = self.guard
+        for msg in guard.decode(wire.CLIENT, entry_id, payload):
+            guard.call(entry_id, payload, f"handling {msg.OP}", partial(self.dispatch, msg))
 
     def dispatch(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Notify):
@@ -80,9 +74,3 @@ class Listener:
         for item in items:
             if type(item) is wire.BarrierReached:  # the scheduler's answer to a barrier
                 self._answers.resolve(item.id, item)
-
-    def _set_aside(self, entry_id: bytes, payload: bytes | None, reason: str) -> None:
-        try:
-            self._store.streams.dead_letter(self._stream, entry_id, payload, reason)
-        except ConnectionErrors as exc:
-            log.warning("client %s: cannot set entry %r aside: %s", self._client_id, entry_id, exc)

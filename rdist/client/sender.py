@@ -66,6 +66,7 @@ def _absorb(into: wire.Message, msg: wire.Message, sizes: dict[int, int]) -> boo
         into.wanted.extend(msg.wanted)
         into.fire_and_forget.extend(msg.fire_and_forget)
         into.specs.update(msg.specs)
+        into.funcs.update(msg.funcs)
         return True
     if isinstance(into, wire.ReleaseKeys) and isinstance(msg, wire.ReleaseKeys):
         into.keys.extend(msg.keys)
@@ -198,12 +199,15 @@ class Sender:
         """One pipeline: the functions first, then the messages in order."""
         funcs, entries = encode_outbox(items)
         entries = within_bound(entries, self._client_id)
+        joining = any(isinstance(msg, wire.ClientJoin) for msg, _ in items)
         store = self._store
         backoff = Backoff(f"client {self._client_id}", store.url, log)
         for _ in range(SEND_ATTEMPTS):
             try:
                 pipe = store.raw_pipeline()
                 store.specs.put_functions(funcs, pipe=pipe)
+                if joining:  # our stream exists from before the scheduler hears of us
+                    store.streams.to_client(self._client_id, wire.Notify([]), pipe, create=True)
                 for entry in entries:
                     store.streams.to_scheduler(entry, pipe=pipe)
                 pipe.execute()

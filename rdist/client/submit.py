@@ -83,7 +83,6 @@ class Submitter:
         self._sender = sender
         self._ledger = ledger
         self._place = place
-        self._sent_funcs: set[bytes] = set()
         self._func_cache: dict[int, tuple[Any, bytes, bytes]] = {}
 
     def function(self, func: Callable[..., Any]) -> tuple[bytes, bytes]:
@@ -201,16 +200,17 @@ class Submitter:
         client = self._client
         named = Future._named
         futures = [named(k, client) for k, _, _ in tasks]
-        new_funcs = {h: b for h, b in funcs.items() if h and h not in self._sent_funcs}
-        self._sent_funcs.update(new_funcs)
         self._ledger.restart_cancelled(futures)
         msg = wire.UpdateGraph(
             self._client_id,
             tasks=options.rows(tasks),
             wanted=[f._name for f in futures],
             specs={k: s for k, s, _ in tasks},
+            # every time: the scheduler stores a function while a task names it, and may
+            # have dropped it since we last sent it (rdist.scheduler.functions)
+            funcs={h: b for h, b in funcs.items() if h},
         )
-        self._sender.post(msg, new_funcs, direct=True)
+        self._sender.post(msg, direct=True)
         return futures
 
     def send_graph(

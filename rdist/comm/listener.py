@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rdist.comm.core import AuthenticationError, Handler, Listener, serve
@@ -39,6 +40,7 @@ from rdist.comm.local import listen_local, peer_uid, same_user
 from rdist.comm.security import Security
 from rdist.comm.tcp import TLS_SCHEMES, TCPComm, _secure, format_address
 from rdist.config import ConfigError
+from rdist.supervise import supervised
 
 log = logging.getLogger("rdist.comm")
 
@@ -101,7 +103,11 @@ class TCPListener(Listener):
         self.refused = 0  #: connections turned away at the cap (tests, metrics)
         self.evicted = 0  #: idle connections closed to make room
         self._thread = threading.Thread(
-            target=self._accept_loop, args=(self.listener,), name="rdist-data-accept", daemon=True
+            target=supervised(
+                "rdist-data-accept", partial(self._accept_loop, self.listener), self._closing
+            ),
+            name="rdist-data-accept",
+            daemon=True,
         )
 
     def start(self) -> None:
@@ -114,8 +120,11 @@ class TCPListener(Listener):
         self._local = listen_local(address)
         if self._local is not None:
             threading.Thread(
-                target=self._accept_loop,
-                args=(self._local,),
+                target=supervised(
+                    "rdist-data-accept-local",
+                    partial(self._accept_loop, self._local),
+                    self._closing,
+                ),
                 name="rdist-data-accept-local",
                 daemon=True,
             ).start()

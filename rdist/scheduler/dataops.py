@@ -25,6 +25,9 @@ WORKER_STATUSES = ("running", "paused")
 
 
 def on_scattered(s: Scheduling, e: ev.DataScattered) -> None:
+    if e.client in s.departed:  # nobody could release it: the copies go at once
+        _drop_scattered(s, [item for item in e.items if item[0] not in s.tasks])
+        return
     s.clients.setdefault(e.client, set())
     for key, holders, nbytes, in_redis in e.items:
         ts = s.tasks.get(key)
@@ -86,3 +89,12 @@ def on_drop_replicas(s: Scheduling, e: ev.DropReplicas) -> None:
 
 def on_barrier(s: Scheduling, e: ev.Barrier) -> None:
     s.emit(ev.Notify(e.client, wire.BarrierReached(e.id)))
+
+
+def _drop_scattered(s: Scheduling, items: list[wire.ScatterItem]) -> None:
+    for key, holders, _, in_redis in items:
+        for address in holders:
+            if address in s.workers:
+                s.emit(ev.FreeKeys(address, [key]))
+        if in_redis:
+            s.emit(ev.DropResult(key))

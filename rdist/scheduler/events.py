@@ -36,6 +36,8 @@ class GraphSubmitted(Event):
     fire_and_forget: list[str] = field(default_factory=list)
     #: opaque serialized specs of the tasks, by key (stored when the task is new)
     specs: dict[str, bytes] = field(default_factory=dict)
+    #: the pickled functions those specs name, by hash (stored while a task names one)
+    funcs: dict[bytes, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -107,6 +109,12 @@ class StateRestored(Event):
     tasks: dict[str, wire.TaskRecord]  #: key -> task record (``model.task_record``)
     workers: dict[str, wire.WorkerRecord]  #: address -> worker record of live workers
     errors: dict[str, bytes]  #: erred key -> its stored (exception, traceback) blob
+    #: keys whose stored record does not decode -> what is wrong with it
+    corrupt: dict[str, str] = field(default_factory=dict)
+    clients: list[str] = field(default_factory=list)  #: clients with a heartbeat record
+    #: key -> the function hash its stored spec names (None: names none), for every spec
+    spec_funcs: dict[str, bytes | None] = field(default_factory=dict)
+    stored_funcs: list[bytes] = field(default_factory=list)  #: hashes in ``funcs``
 
 
 @dataclass(slots=True)
@@ -288,6 +296,36 @@ class StoreSpec(Instruction):
 
     key: str
     spec: bytes
+
+
+@dataclass(slots=True)
+class StoreFunction(Instruction):
+    """A task names this function and no other living task did: store it (``funcs``)."""
+
+    hash: bytes
+    func: bytes
+
+
+@dataclass(slots=True)
+class DropFunction(Instruction):
+    """The last task naming this function was forgotten: drop it from ``funcs``."""
+
+    hash: bytes
+
+
+@dataclass(slots=True)
+class ForgetClient(Instruction):
+    """A client left: its stream and heartbeat record go (after what this batch sends it,
+    which nobody will read)."""
+
+    client: str
+
+
+@dataclass(slots=True)
+class DropSpecs(Instruction):
+    """Specs no task owns (left by a scheduler that died between writes): drop them."""
+
+    keys: list[str]
 
 
 @dataclass(slots=True)

@@ -118,7 +118,10 @@ def on_missing_data(s: Scheduling, e: ev.MissingData) -> None:
 
 def on_erred(s: Scheduling, e: ev.TaskErred) -> None:
     ts = s.tasks.get(e.key)
-    if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
+    if ts is None:
+        s.emit(ev.DropResult(e.key))  # forgotten while it ran: its error stored after that
+        return
+    if ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
         return
     if ts.retries > 0:
         ts.retries -= 1

@@ -35,7 +35,14 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
         case wire.UpdateGraph():
             return [
                 ev.GraphSubmitted(
-                    s, t, msg.client, msg.tasks, msg.wanted, msg.fire_and_forget, msg.specs
+                    s,
+                    t,
+                    msg.client,
+                    msg.tasks,
+                    msg.wanted,
+                    msg.fire_and_forget,
+                    msg.specs,
+                    msg.funcs,
                 )
             ]
         case wire.ReleaseKeys():

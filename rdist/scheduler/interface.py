@@ -48,6 +48,10 @@ class Scheduling(Protocol):
     stealing: dict[str, tuple[str, str]]  #: key -> (victim, thief) of unanswered steals
     #: makes priorities unique per graph: (-user priority, generation, index in graph)
     generation: Iterator[int]
+    #: function hash -> living tasks whose spec names it (``functions``)
+    func_refs: dict[bytes, int]
+    #: clients that left, oldest first (bounded): what they send later is ignored
+    departed: dict[str, None]
 
     # -- scratch of the rooms ---------------------------------------------------------------
     coassigning: Worklist[Task]  #: co-assignment walks chains in a loop (``coassign``)

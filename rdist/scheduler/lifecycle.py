@@ -4,6 +4,11 @@ graphs, release and cancel keys; workers report tasks finished.
 Lifetime: a task is *needed* while a client wants it or while a dependent still waits on
 it. A task that is no longer needed is released; a released task is forgotten once no
 dependent remembers it (so lineage survives for recomputation).
+
+Nothing may outlive every client: a graph from a client that has left (it submitted after
+``close()``, or an older client raced its own departure) creates nothing, and a cycle in
+a graph (which the client refuses, but an older one may send) is cut where it closes, the
+task there erring -- a cycle would wait forever and never be released.
 """
 
 from __future__ import annotations
@@ -13,33 +18,60 @@ from typing import Any
 
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
-from rdist.scheduler import placement
+from rdist.scheduler import functions, placement
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, key_prefix, notifiable
+from rdist.scheduler.model import (
+    FIRE_AND_FORGET,
+    TS,
+    Task,
+    key_prefix,
+    notifiable,
+    spec_function,
+)
+
+#: Clients remembered as gone (ids are never reused): what they send later is ignored.
+DEPARTED_REMEMBERED = 10_000
 
 # -- clients --------------------------------------------------------------------------------
 
 
 def on_client_joined(s: Scheduling, e: ev.ClientJoined) -> None:
+    s.departed.pop(e.client, None)  # (ids are never reused; a test may reuse one)
     s.clients.setdefault(e.client, set())
 
 
 def on_client_left(s: Scheduling, e: ev.ClientLeft) -> None:
     keys = s.clients.pop(e.client, set())
     s.unwant(e.client, keys)
+    if e.client != FIRE_AND_FORGET:
+        s.emit(ev.ForgetClient(e.client))
+        departed = s.departed
+        departed[e.client] = None
+        if len(departed) > DEPARTED_REMEMBERED:
+            del departed[next(iter(departed))]  # the oldest
 
 
 # -- graphs -----------------------------------------------------------------------------------
 
 
 def on_graph(s: Scheduling, e: ev.GraphSubmitted) -> None:
+    if e.client in s.departed:
+        return  # nobody could ever release what it would create
     s.clients.setdefault(e.client, set())
     generation = next(s.generation)
     new: list[Task] = []
+    names: dict[bytes, bytes] = {}  #: one bytes object per function for all its tasks
     for index, meta in enumerate(e.tasks):
         if meta.key not in s.tasks:
             priority = (-meta.priority, generation, index)
-            new.append(_new_task(s, meta, priority, e.specs.get(meta.key)))
+            ts = _new_task(s, meta, priority, e.specs.get(meta.key))
+            if ts.spec is not None:
+                func = spec_function(ts.spec)
+                if func is not None:
+                    func = names.setdefault(func, func)
+                    functions.name(s, ts, func, e.funcs.get(func))
+            new.append(ts)
+    _cut_cycles(new)
     for ts in new:
         _link_dependencies(s, ts)
     for key in e.wanted:
@@ -84,6 +116,49 @@ def _new_task(
         s.emit(ev.StoreSpec(meta.key, spec))
         ts.spec = spec  # travels with the first assignment, then only in Redis
     return ts
+
+
+def _cut_cycles(new: list[Task]) -> None:
+    """Cut every dependency cycle among a graph's new tasks where it closes: that task
+    loses the dependency and errs when needed, naming the cycle (its dependents err with
+    it). Only new tasks can close a cycle (older ones never depend on newer ones); a graph
+    listing dependencies before dependents, as clients do, is checked with a lookup per
+    dependency."""
+    if not any(ts.dependencies for ts in new):
+        return
+    order = {ts.key: i for i, ts in enumerate(new)}
+    if not any(order.get(dep, -1) >= i for i, ts in enumerate(new) for dep in ts.dependencies):
+        return
+    by_key = {ts.key: ts for ts in new}
+    done: set[str] = set()
+    closing: list[tuple[Task, str, list[str]]] = []  #: (task, dependency, the cycle)
+    for root in new:
+        if root.key in done:
+            continue
+        path, on_path = [root], {root.key: 0}
+        todo = [iter(sorted(root.dependencies))]
+        while path:
+            ts = path[-1]
+            for dep in todo[-1]:
+                if dep not in by_key or dep in done:
+                    continue
+                if dep in on_path:
+                    cycle = [t.key for t in path[on_path[dep] :]] + [dep]
+                    closing.append((ts, dep, cycle))
+                    continue
+                on_path[dep] = len(path)
+                path.append(by_key[dep])
+                todo.append(iter(sorted(by_key[dep].dependencies)))
+                break
+            else:
+                done.add(ts.key)
+                del on_path[ts.key]
+                path.pop()
+                todo.pop()
+    for ts, dep, cycle in closing:
+        ts.dependencies.discard(dep)
+        shown = " -> ".join(repr(k) for k in cycle)
+        ts.broken = f"{ts.key!r} is part of a dependency cycle ({shown}): it can never run"
 
 
 def _link_dependencies(s: Scheduling, ts: Task) -> None:
@@ -176,6 +251,10 @@ def on_finished(s: Scheduling, e: ev.TasksFinished) -> None:
         ts = s.tasks.get(item.key)
         placement.learn_duration(s, item.key, item.duration)
         if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
+            if ts is None and item.in_redis:
+                # forgotten while it ran (released mid-run): the result it stored after
+                # the task's own removal would stay in Redis for good
+                s.emit(ev.DropResult(item.key))
             if ts is not None and ts.state is TS.MEMORY and ws is not None:
                 # a duplicate or late completion: the data is valid, keep it as a replica
                 ts.who_has.add(e.worker)

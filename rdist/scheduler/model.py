@@ -130,6 +130,8 @@ class Task:
     spec: bytes | None = None
     error_kind: str | None = None  #: "killed-worker" when workers died running it
     suspicious: int = 0  #: workers that died while running this task
+    #: the hash of the function its spec names in ``funcs`` (counted while the task lives)
+    func: bytes | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -150,6 +152,19 @@ class WorkerInfo:
 def notifiable(client: str) -> bool:
     """Whether ``client`` has a stream to be told on: not fire-and-forget, not a holder."""
     return client != FIRE_AND_FORGET and not client.startswith(HOLDER_PREFIX)
+
+
+#: How a spec (msgpack ``[func_hash, args_blob, mode]``) starts when it names a function:
+#: an array of three, then a bin8 of 16 bytes (``rdist.protocol.spec.function_hash``).
+_SPEC_WITH_FUNCTION = b"\x93\xc4\x10"
+
+
+def spec_function(spec: bytes) -> bytes | None:
+    """The function hash a task spec names, read from its first bytes (nothing unpickled,
+    nothing unpacked); None when it names none (graph nodes) or is not a spec."""
+    if spec[:3] == _SPEC_WITH_FUNCTION and len(spec) >= 19:
+        return spec[3:19]
+    return None
 
 
 def key_prefix(key: str) -> str:

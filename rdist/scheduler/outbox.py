@@ -31,6 +31,10 @@ class Outbox:
         self.restarts: list[ev.RestartWorkers] = []
         self.forget: list[str] = []
         self.drop_results: list[str] = []
+        #: function hash -> its pickle to store, or None to drop it (the last word counts)
+        self.funcs: dict[bytes, bytes | None] = {}
+        self.drop_specs: list[str] = []
+        self.gone_clients: list[str] = []
         self.log: list[wire.ClusterEvent] = []
         #: clients' scheduler plugins, for the server to accept or refuse
         self.plugin_offers: list[wire.RegisterSchedulerPlugin] = []
@@ -80,6 +84,18 @@ class Outbox:
     def _drop_result(self, ins: ev.DropResult) -> None:
         self.drop_results.append(ins.key)
 
+    def _store_function(self, ins: ev.StoreFunction) -> None:
+        self.funcs[ins.hash] = ins.func
+
+    def _drop_function(self, ins: ev.DropFunction) -> None:
+        self.funcs[ins.hash] = None
+
+    def _forget_client(self, ins: ev.ForgetClient) -> None:
+        self.gone_clients.append(ins.client)
+
+    def _drop_specs(self, ins: ev.DropSpecs) -> None:
+        self.drop_specs += ins.keys
+
     def _log(self, ins: ev.LogEvent) -> None:
         self.log.append(wire.ClusterEvent(ins.kind, ins.info))
 
@@ -114,6 +130,8 @@ class Outbox:
                 drops = [key for key in drops if key not in forgotten]
         if drops:
             store.results.delete(drops, pipe)
+        if self.funcs or self.drop_specs:
+            self._write_functions(pipe, store)
         if self.specs:
             store.specs.put_many(self.specs, pipe)
         if self.records:
@@ -125,6 +143,15 @@ class Outbox:
             streams.to_client(client, wire.Notify(items), pipe)
         if self.client_messages or self.restarts or self.log:
             self._write_rare(pipe, store)
+        if self.gone_clients:  # last: what the batch sent them goes too
+            store.streams.drop_client_streams(self.gone_clients, pipe)
+            store.clients.remove(self.gone_clients, pipe)
+
+    def _write_functions(self, pipe: Any, store: RedisStore) -> None:
+        funcs = self.funcs
+        store.specs.delete(self.drop_specs, pipe)
+        store.specs.delete_functions([h for h, pickled in funcs.items() if pickled is None], pipe)
+        store.specs.put_functions({h: p for h, p in funcs.items() if p is not None}, pipe)
 
     def _write_rare(self, pipe: Any, store: RedisStore) -> None:
         streams = store.streams
@@ -147,6 +174,10 @@ Outbox._dispatch = {
     ev.StoreSpec: Outbox._store_spec,
     ev.ForgetTask: Outbox._forget,
     ev.DropResult: Outbox._drop_result,
+    ev.StoreFunction: Outbox._store_function,
+    ev.DropFunction: Outbox._drop_function,
+    ev.DropSpecs: Outbox._drop_specs,
+    ev.ForgetClient: Outbox._forget_client,
     ev.LogEvent: Outbox._log,
     ev.RestartWorkers: Outbox._restart,
     ev.SendStory: Outbox._story,

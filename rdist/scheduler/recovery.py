@@ -6,14 +6,21 @@ event. Results held by live workers or stored in Redis stay in memory; tasks tha
 running on a live worker stay assigned to it (it will report them); everything else goes
 back to ``released`` and is recomputed if still wanted -- through the ordinary transitions
 (the table's ``restored`` pairs put each task where its record says).
+
+A record that does not decode cannot be recomputed (its dependencies are unknown): its
+task errs, saying why and naming the key, every client is told (one holding a future for
+it gets the error, the others ignore it), and its dependents err with it when needed.
+The references of the ``funcs`` hash are counted again from the specs; a function or a
+spec that no task names (left by a scheduler that died between two writes) is dropped.
 """
 
 from __future__ import annotations
 
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
+from rdist.scheduler import functions
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import TS, Task, WorkerInfo, key_prefix
+from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo, key_prefix
 
 
 def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
@@ -22,7 +29,9 @@ def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
             s.workers[address] = WorkerInfo(
                 address, info.name, max(1, info.nthreads), info.memory_limit, dict(info.resources)
             )
+    corrupt = [_corrupt_task(s, key, problem) for key, problem in e.corrupt.items()]
     tasks = [_task(s, key, record) for key, record in e.tasks.items()]
+    _count_functions(s, e)
     for ts in tasks:
         for dep in ts.dependencies:
             if dep in s.tasks:
@@ -32,6 +41,7 @@ def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
     for ts in tasks:
         for client in ts.who_wants:
             s.clients.setdefault(client, set()).add(ts.key)
+    _err_corrupt(s, corrupt, e.clients)
     for ts in tasks:
         record = e.tasks[ts.key]
         _place(s, ts, record, e.errors.get(record.blame or ""))
@@ -49,8 +59,51 @@ def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
     for ts in tasks:  # results nobody needs any more are freed as usual
         if ts.key in s.tasks and ts.state in (TS.MEMORY, TS.RELEASED):
             s.release_if_unneeded(ts)
-    for ts in tasks:
-        s.mark(ts)
+    for ts in corrupt:  # (their dependents erred already, if they were needed)
+        if ts.key in s.tasks:
+            s.release_if_unneeded(ts)
+    for ts in tasks + corrupt:
+        if ts.key in s.tasks:
+            s.mark(ts)
+
+
+def _corrupt_task(s: Scheduling, key: str, problem: str) -> Task:
+    ts = Task(key=key, prefix=key_prefix(key))
+    ts.broken = (
+        f"the stored record of task {key!r} could not be read ({problem}), so it cannot be "
+        "recomputed: submit it again"
+    )
+    s.tasks[key] = ts
+    return ts
+
+
+def _err_corrupt(s: Scheduling, corrupt: list[Task], live_clients: list[str]) -> None:
+    """Corrupt records' tasks err now; every client we know of hears of it (who held a
+    future for the key was in the record that cannot be read)."""
+    if not corrupt:
+        return
+    clients = sorted((set(s.clients) | set(live_clients)) - {FIRE_AND_FORGET})
+    for ts in corrupt:
+        s.transition(ts, TS.ERRED, error=None, blame=ts.key, error_text=ts.broken, error_kind=None)
+        for client in clients:
+            s.notify(client, ts)
+
+
+def _count_functions(s: Scheduling, e: ev.StateRestored) -> None:
+    """The references of ``funcs`` again, from the stored specs; what no task names goes."""
+    names: dict[bytes, bytes] = {}
+    orphans = []
+    for key, func in e.spec_funcs.items():
+        ts = s.tasks.get(key)
+        if ts is None:
+            orphans.append(key)
+        elif func is not None:
+            functions.name(s, ts, names.setdefault(func, func), None)
+    if orphans:
+        s.emit(ev.DropSpecs(orphans))
+    for func in e.stored_funcs:
+        if func not in s.func_refs:
+            s.emit(ev.DropFunction(func))
 
 
 def _resume_coassigned(s: Scheduling, ts: Task) -> None:

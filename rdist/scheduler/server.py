@@ -4,8 +4,12 @@ One loop: read a batch from the ``sched`` stream, turn entries into events
 (:mod:`~rdist.scheduler.inbound`), let the state machine decide, then send every
 consequence of the batch -- task records, one message per worker, one per client, the
 acknowledgement (:mod:`~rdist.scheduler.outbox`) -- in one pipeline, together with the
-next blocking read. An entry that does not decode, or whose handling raises, is set aside
-on the dead-letter stream with its reason; the loop goes on.
+next blocking read. Entries go through the stream's :class:`~rdist.store.guard.EntryGuard`:
+one that does not decode, or whose handling raises, is set aside on the dead-letter stream
+with its reason, and one re-read from the pending list after it was delivered twice without
+being acknowledged (it took a scheduler down each time) is set aside unhandled, so no
+restart loops on it. Should leading fail all the same, the scheduler logs it, pauses and
+leads again from what Redis holds.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from rdist.scheduler.outbox import Outbox
 from rdist.scheduler.restore import read_state
 from rdist.scheduler.state import SchedulerState
 from rdist.store import RedisStore, connect
-from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard
-from rdist.store.health import Backoff
+from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard, Entry
+from rdist.store.guard import DeadLetter, EntryGuard
+from rdist.store.health import Backoff, RedisConfigError
 from rdist.store.keys import SCHEDULER_GROUP
 from rdist.store.lease import Lease
+from rdist.supervise import MAX_PAUSE, STABLE_SECONDS, OnDeath, exit_process, start_thread
 
 log = logging.getLogger("rdist.scheduler")
 
@@ -52,6 +58,8 @@ LEASE_TTL_MS = 2000
 #: Each batch is acknowledged in the round trip of the next read, so at a read the pending
 #: list holds only entries whose delivery was lost with a reply: cheap to look, rare to find.
 PENDING_CHECK_SECONDS = 2.0
+#: Pause before leading again after leading failed (doubled while it keeps failing).
+RETRY_LEADING_SECONDS = 0.5
 VERSION = "1"  #: of the cluster's Redis layout, announced in ``meta``
 _Write = Callable[[Any], None]  #: writes of one batch, queued on a pipeline
 
@@ -94,6 +102,9 @@ class SchedulerServer:
         self._lease_retry = Backoff("scheduler: lease", store.url, log)
         self.is_leader = threading.Event()
         self.started_serving = 0.0  #: monotonic time the last leadership began
+        self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
+        #: what happens should the lease renewer die anyway (see rdist.supervise)
+        self.on_thread_death: OnDeath = exit_process
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default", **kwargs: Any) -> SchedulerServer:
@@ -130,30 +141,49 @@ class SchedulerServer:
         )
 
     def run(self) -> None:
-        """Wait for the lease (standby), lead until it is lost or :meth:`stop`; repeat."""
+        """Wait for the lease (standby), lead until it is lost or :meth:`stop`; repeat.
+
+        Leading that fails for any other reason than Redis (a bug) is logged; after a pause
+        (longer while it keeps failing) the scheduler leads again from what Redis holds."""
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+        pause = RETRY_LEADING_SECONDS
         while not self.stop_event.is_set():
             if not self._wait_for_lease():
                 break
-            renewer = threading.Thread(target=self._renew_lease, name="rdist-lease", daemon=True)
-            self.is_leader.set()
-            renewer.start()
+            started = time.monotonic()
             try:
-                self.prepare()
-                self._restore()
-                self.plugins.start(self)
-                self._serve()
-            except ConnectionErrors as exc:
-                self.retry.failed(exc)  # a permanent error (a new password?) raises
-                log.warning("lost redis while leading (%s); standing by", exc)
-            finally:
-                self.is_leader.clear()
-                self.plugins.close()
-                renewer.join()
+                self._lead()
+            except RedisConfigError:
+                raise  # no leading again helps: a new password, a TLS mismatch
+            except Exception:
+                if time.monotonic() - started >= STABLE_SECONDS:
+                    pause = RETRY_LEADING_SECONDS
+                log.exception("scheduler failed while leading: leading again in %.1f s", pause)
+                self.stop_event.wait(pause)
+                pause = min(MAX_PAUSE, pause * 2)
         try:
             self.lease.release()
         except ConnectionErrors:
             pass
+
+    def _lead(self) -> None:
+        """One leadership: restore the state from Redis, then serve until it ends."""
+        self.is_leader.set()
+        renewer = start_thread(
+            "rdist-lease", self._renew_lease, self.stop_event, self.on_thread_death
+        )
+        try:
+            self.prepare()
+            self._restore()
+            self.plugins.start(self)
+            self._serve()
+        except ConnectionErrors as exc:
+            self.retry.failed(exc)  # a permanent error (a new password?) raises
+            log.warning("lost redis while leading (%s); standing by", exc)
+        finally:
+            self.is_leader.clear()
+            self.plugins.close()
+            renewer.join()
 
     def _wait_for_lease(self) -> bool:
         waited = False
@@ -205,37 +235,40 @@ class SchedulerServer:
     def _serve(self) -> None:
         guard = EmptyReadGuard(self.stop_event)
         pending_write: _Write | None = None
-        read_pending = True  # first drain what an earlier scheduler left unacknowledged
+        # first what an earlier scheduler left unacknowledged, one entry at a time (see
+        # rdist.store.guard); ``after`` is the last pending entry read in this pass
+        read_pending, after = True, b"0"
         next_pending_check = time.monotonic() + PENDING_CHECK_SECONDS
         while not self.stop_event.is_set() and self.is_leader.is_set():
             started = time.monotonic()
-            if started >= next_pending_check:
+            if started >= next_pending_check and not read_pending:
                 # entries delivered by a read whose reply was lost (Redis restarting as it
                 # answered, the client retrying without telling us) sit in our pending list
                 # and never come from ">" again: a lost task-done would hang its task
-                read_pending, next_pending_check = True, started + PENDING_CHECK_SECONDS
+                read_pending, after = True, b"0"
             try:
-                entries = self.store.read_group(
-                    self.store.keys.sched,
-                    SCHEDULER_GROUP,
-                    self.consumer,
-                    self._batch_entries,
-                    BLOCK_MS,
-                    before=pending_write,
-                    pending=read_pending,
-                )
+                entries, deliveries = self._read(pending_write, read_pending, after)
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
                     break
                 self.retry.wait(exc, self.stop_event)
-                read_pending = True  # the failed read may have been served: see above
+                read_pending, after = True, b"0"  # the failed read may have been served
                 continue
             self.retry.succeeded()
             pending_write = None
-            if read_pending and not entries:
-                read_pending = False
-                continue
-            guard.after_read(bool(entries), started, 0 if read_pending else BLOCK_MS)
+            if read_pending:
+                if not entries:
+                    read_pending = False
+                    next_pending_check = started + PENDING_CHECK_SECONDS
+                    continue
+                entry_id, payload = entries[0]
+                after = entry_id
+                if self.guard.too_often(entry_id, payload, deliveries):
+                    pending_write = self._batch_writes(Outbox(), self.guard.take(), [entry_id])
+                    continue
+            else:
+                self.guard.received(entries)
+                guard.after_read(bool(entries), started, BLOCK_MS)
             if entries:
                 pending_write = self.process(entries)
                 self.batches += 1
@@ -251,6 +284,17 @@ class SchedulerServer:
                     "scheduler stopped before its last batch was written; "
                     "its entries stay pending for the next scheduler"
                 )
+
+    def _read(self, before: _Write | None, pending: bool, after: bytes) -> tuple[list[Entry], int]:
+        """The next batch (after the writes of the previous one): new entries, or our own
+        pending entry after ``after`` with how often it was delivered before."""
+        store, stream = self.store, self.store.keys.sched
+        if pending:
+            return store.read_own_pending(stream, SCHEDULER_GROUP, self.consumer, after, before)
+        entries = store.read_group(
+            stream, SCHEDULER_GROUP, self.consumer, self._batch_entries, BLOCK_MS, before
+        )
+        return entries, 1
 
     def _drop_lost_workers(self, pending: _Write | None) -> _Write | None:
         """Workers silent for over ``worker_ttl``: reschedule their work, drop their stream."""
@@ -291,14 +335,14 @@ class SchedulerServer:
 
         return write
 
-    def process(self, entries: list[tuple[bytes, bytes | None]]) -> _Write:
+    def process(self, entries: list[Entry]) -> _Write:
         """Decide on one batch; returns the writes to send (before the next read)."""
         size = sum(len(payload or b"") for _, payload in entries)
         self._batch_entries = FEW_ENTRIES if size > LARGE_BATCH_BYTES else BATCH_ENTRIES
         now = time.time()
         stream = self.store.keys.sched
+        guard = self.guard
         outbox = Outbox()
-        bad: list[tuple[bytes, bytes | None, str]] = []
         done_bytes, first = 0, 0
         for n, (entry_id, payload) in enumerate(entries):
             done_bytes += len(payload or b"")
@@ -306,28 +350,26 @@ class SchedulerServer:
                 # a big batch goes out in slices: no pipeline of hundreds of MB
                 outbox.add(self.state.flush())
                 pipe = self.store.pipeline()
-                self._batch_writes(outbox, bad, [i for i, _ in entries[first:n]])(pipe)
+                self._batch_writes(outbox, guard.take(), [i for i, _ in entries[first:n]])(pipe)
                 pipe.execute()
-                outbox, bad, done_bytes, first = Outbox(), [], len(payload or b""), n
+                outbox, done_bytes, first = Outbox(), len(payload or b""), n
             try:
                 events = decode_entry(entry_id, payload, now, stream)
             except wire.MalformedMessage as exc:
-                log.error("setting aside malformed entry %s: %s", entry_id, exc)
-                bad.append((entry_id, payload, str(exc)))
+                guard.refuse(entry_id, payload, str(exc), exc)
                 continue
-            try:
-                outbox.add(self._decide(events))
-            except Exception as exc:  # a bug must not stop the cluster: log, set aside
-                log.exception("failed to handle entry %s", entry_id)
-                bad.append((entry_id, payload, f"handler error: {exc!r}"))
+            guard.call(
+                entry_id,
+                payload,
+                "handling",
+                lambda: outbox.add(self._decide(events)),  # noqa: B023
+            )
         outbox.add(self.state.flush())  # each task changed in this batch is written once
         if size > LARGE_BATCH_BYTES and gc.get_threshold()[2] >= 1000:  # (tune_gc ran)
             gc.freeze()  # the new graph's objects: never walked by a collection again
-        return self._batch_writes(outbox, bad, [entry_id for entry_id, _ in entries[first:]])
+        return self._batch_writes(outbox, guard.take(), [i for i, _ in entries[first:]])
 
-    def _batch_writes(
-        self, outbox: Outbox, bad: list[tuple[bytes, bytes | None, str]], ids: list[bytes]
-    ) -> _Write:
+    def _batch_writes(self, outbox: Outbox, letters: list[DeadLetter], ids: list[bytes]) -> _Write:
         store = self.store
         stream = store.keys.sched
         for offer in outbox.plugin_offers:  # (rare) answered with this batch
@@ -335,8 +377,8 @@ class SchedulerServer:
 
         def write(pipe: Any) -> None:
             outbox.write(pipe, store)
-            for entry_id, payload, reason in bad:
-                store.streams.dead_letter(stream, entry_id, payload or b"", reason, pipe)
+            if letters:
+                self.guard.write(letters, pipe)
             store.streams.acknowledge(stream, SCHEDULER_GROUP, ids, pipe)
             self._deletes.add(ids)
             due = self._deletes.take_due()

@@ -24,7 +24,7 @@ records it in a bounded, always-on log that :meth:`SchedulerState.story` reads.
 from __future__ import annotations
 
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -83,6 +83,8 @@ class SchedulerState:
         self.no_worker: set[str] = set()
         self.stealing: dict[str, tuple[str, str]] = {}
         self.generation: Iterator[int] = itertools.count()
+        self.func_refs: dict[bytes, int] = {}
+        self.departed: dict[str, None] = {}
         self.coassigning: Worklist[Task] = Worklist()
         self.waking = PriorityWorklist()
         self.last_balance = float("-inf")
@@ -263,6 +265,8 @@ class SchedulerState:
                     assert self.tasks[dep].processing_on == address, (key, dep)
         for key, (victim, _) in self.stealing.items():
             assert self.tasks[key].processing_on == victim, (key, victim)
+        named = Counter(ts.func for ts in self.tasks.values() if ts.func is not None)
+        assert named == self.func_refs, (dict(named), self.func_refs)
 
 
 _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {

@@ -20,7 +20,7 @@ import heapq
 from collections.abc import Callable
 
 from rdist.protocol import wire
-from rdist.scheduler import coassign, placement
+from rdist.scheduler import coassign, functions, placement
 from rdist.scheduler import events as ev
 from rdist.scheduler.interface import Scheduling
 from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo, notifiable
@@ -306,6 +306,8 @@ def released_forgotten(s: Scheduling, ts: Task) -> None:
     ts.state = TS.FORGOTTEN
     del s.tasks[ts.key]
     s.emit(ev.ForgetTask(ts.key))
+    if ts.func is not None:
+        functions.unname(s, ts)
     for dep_key in ts.dependencies:
         dep = s.tasks.get(dep_key)
         if dep is not None:

@@ -257,25 +257,48 @@ class RedisStore:
         count: int,
         block_ms: int,
         before: Callable[[Any], None] | None = None,
-        pending: bool = False,
     ) -> list[Entry]:
-        """XREADGROUP one batch; ``before(pipe)`` queues writes sent just before it.
+        """XREADGROUP one batch of new entries; ``before(pipe)`` queues writes sent just
+        before it.
 
         The writes go out first, on this store's own connection, and their replies are read
         (their errors raised) with the next batch's writes; the blocking read has a
         connection of its own, so the loop sleeps once, until its next entries arrive.
-        Reading ``pending`` entries is not blocking and follows the writes on their
-        connection: it must see the acknowledgements they carry."""
+        (Entries delivered before and never acknowledged: :meth:`read_own_pending`.)"""
         pipe = self.raw_pipeline()
         if before is not None:
             before(pipe)
-        if pending:
-            pipe.xreadgroup(group, consumer, {stream: "0"}, count=count)
-            return _entries(pipe.execute()[-1])
         pipe.send()
         read = self._blocking_read()
         read.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
         return _entries(read.execute()[0])
+
+    def read_own_pending(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        after: bytes | str = "0",
+        before: Callable[[Any], None] | None = None,
+    ) -> tuple[list[Entry], int]:
+        """The oldest entry after id ``after`` delivered to ``consumer`` and never
+        acknowledged (if any), with how often it had been delivered before this read.
+
+        One entry at a time, after the writes ``before(pipe)`` queues (the acknowledgement
+        of the previous one among them), on their connection: it must see the
+        acknowledgements they carry. Re-reading counts as a delivery, so reading many at
+        once would count one more for each even when the handling of only one of them kills
+        the process. Read singly, an entry's count says how often *its* handling was tried
+        and never finished -- what a loop needs to tell an entry that kills it from the
+        others (see :mod:`rdist.store.guard`)."""
+        pipe = self.raw_pipeline()
+        if before is not None:
+            before(pipe)
+        pipe.xpending_range(stream, group, _next_id(after), "+", 1, consumer)
+        pipe.xreadgroup(group, consumer, {stream: after}, count=1)
+        replies = pipe.execute()
+        entries = _entries(replies[-1])
+        return entries, _deliveries(replies[-2], entries)
 
     def read(
         self,
@@ -294,15 +317,6 @@ class RedisStore:
         read.xread({stream: last_id}, count=count, block=block_ms)
         return _entries(read.execute()[0])
 
-    def set_aside(self, stream: str, entry_id: bytes, raw: Any, reason: str) -> None:
-        """Move a malformed entry to the dead-letter stream (capped)."""
-        self.redis.xadd(
-            self.keys.deadletter,
-            {"stream": stream, "id": entry_id, "reason": reason[:500], "raw": repr(raw)[:2000]},
-            maxlen=10_000,
-            approximate=True,
-        )
-
 
 def _entries(reply: Any) -> list[Entry]:
     """(id, payload) of each entry of a raw XREAD/XREADGROUP reply: a map of stream to
@@ -317,6 +331,28 @@ def _entries(reply: Any) -> list[Entry]:
         for entry_id, fields in messages:
             out.append((entry_id, _payload(fields)))
     return out
+
+
+def _next_id(entry_id: bytes | str) -> str:
+    """The smallest stream id after ``entry_id`` (XPENDING ranges are inclusive)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    ms, _, seq = text.partition("-")
+    if not seq:
+        return "-" if ms in ("", "0") else f"{ms}-1"
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _deliveries(pending: Any, entries: list[Entry]) -> int:
+    """The delivery count XPENDING gave for the entry read after it (1 when unknown)."""
+    if not entries or not pending:
+        return 1
+    entry_id, _consumer, _idle, count = pending[0]
+    if entry_id != entries[0][0]:
+        return 1
+    try:
+        return int(count)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _payload(fields: Any) -> bytes | None:

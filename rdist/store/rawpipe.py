@@ -149,9 +149,16 @@ class RawPipeline:
 
     # -- writes ----------------------------------------------------------------------------
     def xadd(
-        self, name: str, fields: dict[Any, Any], maxlen: int | None = None, approximate: bool = True
+        self,
+        name: str,
+        fields: dict[Any, Any],
+        maxlen: int | None = None,
+        approximate: bool = True,
+        nomkstream: bool = False,
     ) -> RawPipeline:
         args: list[Any] = ["XADD", name]
+        if nomkstream:
+            args.append("NOMKSTREAM")
         if maxlen is not None:
             args += ["MAXLEN", "~" if approximate else "=", maxlen]
         args.append("*")
@@ -191,6 +198,12 @@ class RawPipeline:
     def hgetall(self, name: str) -> RawPipeline:
         self._convert[len(self._commands)] = _pairs_to_dict
         return self._add("HGETALL", name)
+
+    def xpending_range(
+        self, name: str, group: str, start: str, end: str, count: int, consumer: str
+    ) -> RawPipeline:
+        """The extended XPENDING: ``[id, consumer, idle ms, deliveries]`` per pending entry."""
+        return self._add("XPENDING", name, group, start, end, count, consumer)
 
     def xread(
         self, streams: dict[str, Any], count: int | None = None, block: int | None = None

@@ -42,8 +42,12 @@ class Streams:
     def _target(self, pipe: Any) -> Any:
         return pipe if pipe is not None else self._store.redis
 
-    def _add(self, stream: str, payload: bytes, pipe: Any, maxlen: int | None = None) -> None:
-        if maxlen is None:
+    def _add(
+        self, stream: str, payload: bytes, pipe: Any, maxlen: int | None = None, create: bool = True
+    ) -> None:
+        if not create:
+            self._target(pipe).xadd(stream, {PAYLOAD_FIELD: payload}, nomkstream=True)
+        elif maxlen is None:
             self._target(pipe).xadd(stream, {PAYLOAD_FIELD: payload})
         else:
             self._target(pipe).xadd(
@@ -57,8 +61,14 @@ class Streams:
     def to_worker(self, address: str, msg: Message | bytes, pipe: Any = None) -> None:
         self._add(self.keys.worker_stream(address), _payload(msg), pipe)
 
-    def to_client(self, client: str, msg: Message | bytes, pipe: Any = None) -> None:
-        self._add(self.keys.client_stream(client), _payload(msg), pipe)
+    def to_client(
+        self, client: str, msg: Message | bytes, pipe: Any = None, create: bool = False
+    ) -> None:
+        """A message on a client's stream -- only while it exists: the client makes it as
+        it joins (``create``) and it goes when the client leaves, so what is sent to a
+        client that left (a late result a worker reports to it directly) is dropped rather
+        than leave a stream nobody reads."""
+        self._add(self.keys.client_stream(client), _payload(msg), pipe, create=create)
 
     def reply(self, kind: str, ident: str, msg: Message | bytes, pipe: Any = None) -> None:
         """An answer to whoever asked: a worker (``w``) or a client (``c``)."""
@@ -98,17 +108,47 @@ class Streams:
         self._add(self.keys.taskstream, payload, pipe, TASKSTREAM_MAXLEN)
 
     def dead_letter(
-        self, stream: str, entry_id: bytes | str, raw: Any, reason: str, pipe: Any = None
+        self,
+        stream: str,
+        entry_id: bytes | str,
+        raw: Any,
+        reason: str,
+        pipe: Any = None,
+        error: BaseException | None = None,
+        deliveries: int = 1,
     ) -> None:
-        """Set an entry aside with why: its stream, id, the reason and the start of it."""
+        """Set an entry aside with why: its stream, id, the reason, the exception its
+        handling raised (if any), how often it was delivered, and the start of it."""
         if isinstance(raw, (bytes, bytearray, memoryview)):
             kept = bytes(raw[:DEADLETTER_RAW_BYTES])
         else:
             kept = repr(raw)[:DEADLETTER_RAW_BYTES].encode()
-        fields = {"stream": stream, "id": entry_id, "reason": reason[:500], "raw": kept}
+        fields: dict[str, Any] = {
+            "stream": stream,
+            "id": entry_id,
+            "reason": reason[:500],
+            "raw": kept,
+            "deliveries": deliveries,
+        }
+        if error is not None:
+            fields["error"] = f"{type(error).__name__}: {error}"[:500]
         self._target(pipe).xadd(
             self.keys.deadletter, fields, maxlen=DEADLETTER_MAXLEN, approximate=True
         )
+
+    def dead_letters(self, count: int = 1000) -> list[dict[str, str]]:
+        """The newest dead letters, oldest first, as text (operators and tests read them)."""
+        out = []
+        for _, fields in reversed(self.newest(self.keys.deadletter, count)):
+            out.append(
+                {
+                    (k.decode() if isinstance(k, bytes) else str(k)): (
+                        v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                    )
+                    for k, v in fields.items()
+                }
+            )
+        return out
 
     # -- reading back (dashboard, tests) ---------------------------------------------------
     def newest(self, stream: str, count: int = 1) -> list[tuple[bytes, dict[bytes, bytes]]]:

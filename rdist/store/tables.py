@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rdist.protocol.wire import ClientRecord, MalformedMessage, TaskRecord, WorkerRecord
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rdist.store")
 
+_LUA = Path(__file__).parent / "lua"
 #: HSCAN slice: big enough to be cheap per record, small enough not to hold Redis long.
 SCAN_COUNT = 10_000
 
@@ -192,11 +194,12 @@ class Results(_Table):
 class Specs(_Table):
     """``specs`` (key -> task spec) and ``funcs`` (hash -> pickled function, once each)."""
 
-    __slots__ = ("funcs",)
+    __slots__ = ("funcs", "_heads")
 
     def __init__(self, store: RedisStore, name: str, funcs: str) -> None:
         super().__init__(store, name)
         self.funcs = funcs
+        self._heads: Any = None  #: the spec_heads script, registered on first use
 
     def put_many(self, specs: Mapping[str, bytes], pipe: Any = None) -> None:
         if specs:
@@ -220,6 +223,35 @@ class Specs(_Table):
 
     def get_functions(self, hashes: list[bytes]) -> list[bytes | None]:
         return list(self._store.redis.hmget(self.funcs, hashes)) if hashes else []
+
+    def delete_functions(self, hashes: list[bytes], pipe: Any = None) -> None:
+        if hashes:
+            self._target(pipe).hdel(self.funcs, *hashes)
+
+    def function_hashes(self) -> list[bytes]:
+        """Every function stored (hashes only: one per distinct function)."""
+        return [bytes(h) for h in self._store.redis.hkeys(self.funcs)]
+
+    def functions_named(self) -> Iterator[tuple[str, bytes | None]]:
+        """``(key, function hash)`` of every stored spec (None: it names no function),
+        slice by slice; only the spec's first bytes leave Redis (a Lua script)."""
+        if self._heads is None:
+            self._heads = self._store.redis.register_script((_LUA / "spec_heads.lua").read_text())
+        cursor: Any = 0
+        while True:
+            reply = self._heads(keys=[self.name], args=[cursor, SCAN_COUNT])
+            cursor, flat = reply[0], reply[1:]
+            for i in range(0, len(flat) - 1, 2):
+                yield _text(flat[i]), _spec_function(flat[i + 1])
+            if int(cursor) == 0:
+                return
+
+
+def _spec_function(head: bytes) -> bytes | None:
+    """The function hash in a spec's first 19 bytes (msgpack ``[bin16 hash, ...]``)."""
+    if head[:3] == b"\x93\xc4\x10" and len(head) >= 19:
+        return bytes(head[3:19])
+    return None
 
 
 class Meta(_Table):

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rdist.protocol import serialize, spec, tracebacks
+from rdist.supervise import start_thread
 from rdist.worker.context import (  # noqa: F401  (the task-side API, re-exported)
     TaskContext,
     bind_worker,
@@ -76,9 +77,9 @@ class Executor:
         self._lock = threading.Lock()
 
     def start_thread(self, name: str) -> None:
-        thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        thread.start()
-        self.worker.threads.append(thread)
+        worker = self.worker
+        thread = start_thread(name, self._loop, worker.stop_event, worker.on_thread_death)
+        worker.threads.append(thread)
 
     def submit(self, executes: list[Execute]) -> None:
         """Hand instructions to the executor threads."""
@@ -160,11 +161,13 @@ class Executor:
         worker.executed += 1
         try:
             outcome, frames = _outcome(ex.key, value, now - start)
-        except serialize.SerializationError as exc:
-            error = TypeError(f"result of task {ex.key!r} cannot be serialized: {exc}")
-            blob = error_blob(error, "")
+            worker.data.set(ex.key, value, outcome.nbytes, frames)  # may spill: not under the lock
+        except Exception as exc:  # the result cannot be sized, pickled or kept: the task errs
+            error: BaseException = exc
+            if isinstance(exc, serialize.SerializationError):
+                error = TypeError(f"result of task {ex.key!r} cannot be serialized: {exc}")
+            blob = error_blob(error, traceback.format_exc())
             return ExecuteFailure(worker.stimulus("task-erred"), now, ex.key, now - start, blob)
-        worker.data.set(ex.key, value, outcome.nbytes, frames)  # may spill: not under the lock
         return ExecuteSuccess(worker.stimulus("task-finished"), now, ex.key, now - start, outcome)
 
     # -- secede / rejoin -----------------------------------------------------------------------

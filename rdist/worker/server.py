@@ -44,6 +44,7 @@ from rdist.protocol.wire import (
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
 from rdist.store.keys import WORKER_GROUP
+from rdist.supervise import OnDeath, exit_process, start_thread
 from rdist.worker import handoff, heartbeats
 from rdist.worker.context import bind_worker, get_worker  # noqa: F401  (re-exported)
 from rdist.worker.dataplane import DataPlane, listen_address_of
@@ -128,6 +129,9 @@ class Worker:
         #: (who_has) so that it frees them when the key is released
         self._replicas: list[str] = []
         self.threads: list[threading.Thread] = []
+        #: what happens when one of our supervised threads dies anyway (see rdist.supervise):
+        #: the process exits non-zero, and a nanny starts a fresh worker
+        self.on_thread_death: OnDeath = exit_process
         self.reader_store = store.clone()
         self.reporter = Reporter(self, store.clone())
         self.executor = Executor(self)
@@ -222,13 +226,15 @@ class Worker:
     def start(self) -> None:
         self.server.start()
         self._announce()
-        targets = [("rdist-report", self.reporter.run), ("rdist-heartbeat", self._heartbeats)]
+        beats = self.store.clone()
+        targets = [
+            ("rdist-report", self.reporter.run),
+            ("rdist-heartbeat", lambda: heartbeats.run(self, beats)),
+        ]
         if self.memory_limit:
             targets.append(("rdist-memory", lambda: self.monitor.run(self.stop_event)))
         for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self.threads.append(start_thread(name, target, self.stop_event, self.on_thread_death))
         # before the first task (and after we are known: a registration made meanwhile
         # reaches us on our stream); heartbeats go on while a slow setup runs
         self.plugins.setup_registered()
@@ -320,9 +326,6 @@ class Worker:
             self.store.streams.to_worker(self.address, Stop())
         except ConnectionErrors:
             pass
-
-    def _heartbeats(self) -> None:
-        heartbeats.run(self, self.store.clone())
 
     def run_forever(self) -> None:
         self.start()

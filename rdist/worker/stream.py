@@ -2,8 +2,11 @@
 
 One thread reads at a time (:attr:`StreamReader.owner`). Each read first sends, on the
 same round trip, the acknowledgements of the entries handled since the previous read and
-the report of the quick tasks run meanwhile. An entry that does not decode, or whose
-handler raises, goes to the dead-letter stream with its reason; no input stops the loop.
+the report of the quick tasks run meanwhile. Entries go through the stream's
+:class:`~rdist.store.guard.EntryGuard`: one that does not decode, or whose handler raises,
+goes to the dead-letter stream with its reason, and one that was delivered twice without
+being acknowledged (its handling took the process down) is set aside unhandled; no input
+stops the loop. The loop itself runs supervised (:mod:`rdist.supervise`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rdist.protocol.wire import (
@@ -21,7 +25,6 @@ from rdist.protocol.wire import (
     Batch,
     Compute,
     Free,
-    MalformedMessage,
     Message,
     PluginAdded,
     PluginRemoved,
@@ -32,8 +35,10 @@ from rdist.protocol.wire import (
 )
 from rdist.store import RedisStore
 from rdist.store.connection import BatchedDeletes, ConnectionErrors, EmptyReadGuard, ResponseError
+from rdist.store.guard import EntryGuard
 from rdist.store.health import Backoff
 from rdist.store.keys import WORKER_GROUP
+from rdist.supervise import start_thread
 from rdist.worker.context import bind_worker
 from rdist.worker.events import (
     ComputeTask,
@@ -68,7 +73,9 @@ class _Loop:
 
     reader: RedisStore  #: its own connection (blocking reads need one)
     pending_due: float  #: when to read our own pending entries again
-    read_pending: bool = False
+    read_pending: bool = True  #: first what an earlier process left unacknowledged
+    #: our pending entries are re-read one at a time, each after the one before
+    pending_after: bytes = b"0"
     ack: list[bytes] = field(default_factory=list)  #: handled, acknowledged with the next read
     #: reports of the tasks run on this thread, sent with the next read
     reports: list[SendReport] = field(default_factory=list)
@@ -88,6 +95,7 @@ class StreamReader:
         self.in_hand: set[bytes] = set()
         self.loader = SpecLoader(worker)
         self._backoff: Backoff | None = None  #: retries of Redis (made at the first failure)
+        self.guard = EntryGuard(worker.store, worker.stream, f"worker {worker.address}", log)
 
     def backoff(self) -> Backoff:
         if self._backoff is None:
@@ -96,9 +104,14 @@ class StreamReader:
         return self._backoff
 
     def start(self, reader: RedisStore) -> None:
-        thread = threading.Thread(target=self.run, args=(reader,), name="rdist-stream", daemon=True)
-        thread.start()
-        self.worker.threads.append(thread)
+        """A reading thread on ``reader`` (its own connection), supervised: should the loop
+        fail, it starts again with what it holds (entries to acknowledge, reports)."""
+        worker = self.worker
+        loop = _Loop(reader, time.monotonic() + PENDING_CHECK_SECONDS)
+        thread = start_thread(
+            "rdist-stream", lambda: self.run(loop), worker.stop_event, worker.on_thread_death
+        )
+        worker.threads.append(thread)
 
     def hand_over_if_mine(self) -> None:
         """A task run on the stream thread seceded: another thread reads from now on."""
@@ -107,33 +120,34 @@ class StreamReader:
             self.start(self.worker.reader_store.clone())
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, reader: RedisStore) -> None:
+    def run(self, loop: _Loop) -> None:
         """Read, handle, run what may run here; until the worker stops or another thread
         takes over (a task run here seceded)."""
         worker = self.worker
         me = self.owner = threading.get_ident()
         bind_worker(worker)  # quick tasks run on this thread too
-        loop = _Loop(reader, time.monotonic() + PENDING_CHECK_SECONDS)
         guard = EmptyReadGuard(worker.stop_event)
         while not worker.stop_event.is_set():
             if self.owner != me:
                 self._leave(loop)
                 return
             started = time.monotonic()
+            pending = loop.read_pending
             entries = self._read(loop, started)
             if entries is None or worker.stop_event.is_set():
                 continue  # not read (Redis away, or we rejoined), or woken by close()
-            guard.after_read(bool(entries), started, BLOCK_MS)
+            if not pending:  # (a pending read does not block: nothing to pace)
+                guard.after_read(bool(entries), started, BLOCK_MS)
             if entries:
                 self._handle_read(loop, entries)
 
     def _read(self, loop: _Loop, started: float) -> list[Entry] | None:
         """One round trip: the acknowledgements and reports of the previous read go out,
-        the next entries come in (our own pending ones every so often)."""
+        the next entries come in (every so often our own pending ones, one at a time)."""
         worker = self.worker
         stream, streams = worker.stream, worker.store.streams
-        if started >= loop.pending_due:
-            loop.read_pending, loop.pending_due = True, started + PENDING_CHECK_SECONDS
+        if started >= loop.pending_due and not loop.read_pending:
+            loop.read_pending, loop.pending_after = True, b"0"
         ids, done = loop.ack, loop.reports
 
         def before(pipe: Any) -> None:
@@ -144,20 +158,21 @@ class StreamReader:
                 loop.deletes.add(ids)
             streams.delete_entries(stream, loop.deletes.take_due(), pipe)
 
+        deliveries = 1
         try:
-            entries = loop.reader.read_group(
-                stream,
-                WORKER_GROUP,
-                worker.address,
-                BATCH_ENTRIES,
-                BLOCK_MS,
-                before,
-                loop.read_pending,
-            )
+            if loop.read_pending:
+                entries, deliveries = loop.reader.read_own_pending(
+                    stream, WORKER_GROUP, worker.address, loop.pending_after, before
+                )
+            else:
+                entries = loop.reader.read_group(
+                    stream, WORKER_GROUP, worker.address, BATCH_ENTRIES, BLOCK_MS, before
+                )
         except ConnectionErrors as exc:
             if not worker.stop_event.is_set():
                 self.backoff().wait(exc, worker.stop_event)  # a permanent error raises
-            loop.read_pending = True  # the failed read may have been served: see above
+            # the failed read may have been served: what it delivered is in our pending list
+            loop.read_pending, loop.pending_after = True, b"0"
             return None
         except ResponseError as exc:
             if worker.stop_event.is_set():
@@ -169,13 +184,33 @@ class StreamReader:
         if self._backoff is not None:
             self._backoff.succeeded()
         self.in_hand.difference_update(ids)  # acknowledged by this round trip
+        loop.ack, loop.reports = [], []
+        set_aside: list[bytes] = []
         if loop.read_pending:
-            loop.read_pending = False
-            entries = [e for e in entries if e[0] not in self.in_hand]
-        loop.ack = [entry_id for entry_id, _ in entries]
-        loop.reports = []
+            entries, set_aside = self._pending_entry(loop, entries, deliveries, started)
+        else:
+            self.guard.received(entries)
+        loop.ack = [entry_id for entry_id, _ in entries] + set_aside
         self.in_hand.update(loop.ack)
         return entries
+
+    def _pending_entry(
+        self, loop: _Loop, entries: list[Entry], deliveries: int, started: float
+    ) -> tuple[list[Entry], list[bytes]]:
+        """What to handle of one entry re-read from our pending list, and what to just
+        acknowledge: nothing when the pass is over or a reader that handed over holds it;
+        the entry itself, unhandled, when it failed too often (it is set aside)."""
+        if not entries:
+            loop.read_pending = False
+            loop.pending_due = started + PENDING_CHECK_SECONDS
+            return [], []
+        (entry_id, payload) = entries[0]
+        loop.pending_after = entry_id
+        if entry_id in self.in_hand:
+            return [], []
+        if self.guard.too_often(entry_id, payload, deliveries):
+            return [], [entry_id]
+        return entries, []
 
     def _handle_read(self, loop: _Loop, entries: list[Entry]) -> None:
         worker = self.worker
@@ -185,7 +220,8 @@ class StreamReader:
             # a batch loads its specs and inputs before it changes anything: left pending,
             # it comes back with the next read of our pending entries
             self.in_hand.difference_update(loop.ack)
-            loop.ack, loop.read_pending = [], True
+            self.guard.excuse(loop.ack)  # (its next delivery is no sign of a bad entry)
+            loop.ack, loop.read_pending, loop.pending_after = [], True, b"0"
             self.backoff().wait(exc, worker.stop_event)
             return
         loop.reports += worker.executor.run_inline(executes)
@@ -209,21 +245,17 @@ class StreamReader:
     def handle_entries(self, entries: list[Entry]) -> Handled:
         """Decode and dispatch one read; the actions of all its batches are applied together
         (one spec load); returns the tasks to run and the report items."""
+        guard = self.guard
         actions: list[tuple[str, Action]] = []
         sources: list[Entry] = []  #: entries whose actions are applied below
         for entry_id, payload in entries:
-            try:
-                messages = WORKER.decode(payload, self.worker.stream)
-            except MalformedMessage as exc:
-                self._dead_letter(entry_id, payload, str(exc))
-                continue
             sid = _stimulus_of(entry_id)
-            for msg in messages:
+            for msg in guard.decode(WORKER, entry_id, payload):
                 if isinstance(msg, Batch):
                     actions += [(sid, action) for action in msg.actions]
                     sources.append((entry_id, payload))
                 else:
-                    self._handle_guarded(entry_id, payload, msg)
+                    guard.call(entry_id, payload, f"handling {msg.OP}", partial(self._handle, msg))
         if not actions:
             return [], []
         try:
@@ -232,18 +264,10 @@ class StreamReader:
             raise
         except Exception as exc:  # a bug: the loop lives on, the entries are set aside
             log.exception("worker %s: handling a batch failed", self.worker.address)
+            reason = f"handler raised {type(exc).__name__}: {exc} (handling a batch)"
             for entry_id, payload in sources:
-                self._dead_letter(entry_id, payload, f"handler raised {type(exc).__name__}: {exc}")
+                guard.refuse(entry_id, payload, reason, exc)
             return [], []
-
-    def _handle_guarded(self, entry_id: bytes, payload: Any, msg: Message) -> None:
-        try:
-            self._handle(msg)
-        except ConnectionErrors:
-            raise
-        except Exception as exc:
-            log.exception("worker %s: handling %s failed", self.worker.address, msg.OP)
-            self._dead_letter(entry_id, payload, f"handler raised {type(exc).__name__}: {exc}")
 
     def _handle(self, msg: Message) -> None:
         worker = self.worker
@@ -263,11 +287,6 @@ class StreamReader:
             worker.plugins.removed(msg)
         else:
             worker.dataplane.handle_message(msg)
-
-    def _dead_letter(self, entry_id: bytes, payload: Any, reason: str) -> None:
-        worker = self.worker
-        log.error("worker %s: setting aside entry %s: %s", worker.address, entry_id, reason)
-        worker.store.streams.dead_letter(worker.stream, entry_id, payload, reason)
 
     def _apply(self, actions: list[tuple[str, Action]]) -> Handled:
         """Load what new tasks need in one round trip, then hand the actions to the state

@@ -84,7 +84,9 @@ def _fast_task_row(row: Any) -> TaskRow | None:
 
 @dataclass(slots=True)
 class UpdateGraph(Message):
-    """New tasks (with their specs), keys the client now wants, keys to fire and forget."""
+    """New tasks (with their specs), keys the client now wants, keys to fire and forget,
+    and the pickled functions the specs name (by hash: the scheduler stores each while a
+    task names it, see ``rdist.scheduler.functions``)."""
 
     OP = "update-graph"
     client: str
@@ -92,16 +94,18 @@ class UpdateGraph(Message):
     wanted: list[str] = field(default_factory=list)
     fire_and_forget: list[str] = field(default_factory=list)
     specs: dict[str, bytes] = field(default_factory=dict)
+    funcs: dict[bytes, bytes] = field(default_factory=dict)
 
 
 fields(
     UpdateGraph,
-    {"fire_and_forget": "faf"},
+    {"fire_and_forget": "faf", "funcs": "fn"},
     client=NAME,
     tasks=Rows(TASK_ROW, _fast_task_row),
     wanted=NAMES,
     fire_and_forget=NAMES,
     specs=DictOf(NAME, BLOB),
+    funcs=DictOf(BLOB, BLOB),
 )
 
 
@@ -126,7 +130,7 @@ def _names(value: Any) -> bool:
 
 def _fast_update_graph(body: Any) -> UpdateGraph | None:
     client, rows, wanted = body.get("client"), body.get("tasks"), body.get("wanted")
-    faf, specs = body.get("faf"), body.get("specs")
+    faf, specs, funcs = body.get("faf"), body.get("specs"), body.get("fn")
     if not (_name(client) and _names(wanted) and _names(faf)):
         return None
     if specs is not None:
@@ -134,6 +138,12 @@ def _fast_update_graph(body: Any) -> UpdateGraph | None:
             return None
         for key, spec in specs.items():
             if type(spec) is not bytes or not _name(key):
+                return None
+    if funcs is not None:
+        if type(funcs) is not dict:
+            return None
+        for func_hash, pickled in funcs.items():
+            if type(func_hash) is not bytes or type(pickled) is not bytes:
                 return None
     tasks = []
     if rows is not None:
@@ -144,7 +154,7 @@ def _fast_update_graph(body: Any) -> UpdateGraph | None:
             if decoded is None:
                 return None
             tasks.append(decoded)
-    return UpdateGraph(client, tasks, wanted or [], faf or [], specs or {})
+    return UpdateGraph(client, tasks, wanted or [], faf or [], specs or {}, funcs or {})
 
 
 def _fast_release_keys(body: Any) -> ReleaseKeys | None:
