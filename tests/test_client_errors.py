@@ -84,13 +84,17 @@ def test_exception_of_a_successful_future_is_none(c):
     assert future.traceback(timeout=10) is None
 
 
-def test_traceback_is_the_remote_traceback_text(c):
+def test_traceback_is_a_traceback_object_of_the_remote_frames(c):
+    import traceback
+    import types
+
     future = c.submit(fail, 1)
 
     tb = future.traceback(timeout=10)
 
-    assert isinstance(tb, str)
-    assert "in fail" in tb and "CustomError" in tb
+    assert isinstance(tb, types.TracebackType)
+    text = "".join(traceback.format_tb(tb))
+    assert "in fail" in text and "raise CustomError" in text
 
 
 def test_cluster_carries_on_after_a_task_raises(c):

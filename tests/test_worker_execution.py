@@ -163,7 +163,7 @@ def test_a_raising_task_reports_its_error_and_the_stub_worker_carries_on():
 
     (report,) = reports
     assert isinstance(report, ReportError)
-    exc, tb = serialize.from_blob(report.error)
+    exc, tb, _ = serialize.from_blob(report.error)
     assert isinstance(exc, ZeroDivisionError) and "ZeroDivisionError" in tb
     assert "bad-1" not in worker.data and worker.state.running == 0
 
@@ -174,7 +174,7 @@ def test_a_spec_that_could_not_be_loaded_errs_the_task_with_that_reason():
     (ex,) = assign(worker, "x", RuntimeError("task 'x' has no spec in Redis"))
     _, (report,), _ = executor.run(ex)
 
-    exc, _ = serialize.from_blob(report.error)
+    exc, _, _ = serialize.from_blob(report.error)
     assert isinstance(exc, RuntimeError) and "no spec" in str(exc)
 
 
@@ -196,7 +196,7 @@ def test_an_unpicklable_exception_is_sent_as_a_stand_in():
         def __reduce__(self) -> Any:
             raise TypeError("no")
 
-    exc, _ = serialize.from_blob(error_blob(Unpicklable("boom"), "tb"))
+    exc, _, _ = serialize.from_blob(error_blob(Unpicklable("boom"), "tb"))
 
     assert isinstance(exc, RuntimeError) and "Unpicklable: boom" in str(exc)
 

@@ -129,13 +129,9 @@ def _rebuild_exception(
         except Exception as err:  # the exception class may not exist here
             text = f"task {key!r} failed; its exception cannot be loaded: {err}"
             return RuntimeError(text), "", []
-        if (
-            isinstance(loaded, tuple)
-            and len(loaded) in (2, 3)
-            and isinstance(loaded[0], BaseException)
-        ):
-            frames = tracebacks.valid_frames(loaded[2]) if len(loaded) == 3 else []
-            return loaded[0], str(loaded[1] or ""), frames
+        failure = tracebacks.split_error(loaded)
+        if failure is not None:
+            return failure
         return RuntimeError(f"task {key!r} failed with an unreadable error"), "", []
     text = (erred.error_text if erred is not None else None) or f"task {key!r} failed"
     if erred is not None and erred.kind == wire.KILLED_WORKER:

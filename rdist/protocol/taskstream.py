@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from rdist.protocol import serialize
+from rdist.protocol import serialize, tracebacks
 from rdist.protocol.wire import (
     DoneRow,
     ErredRow,
@@ -35,15 +35,18 @@ __all__ = ["TaskRun", "decode_batch", "encode_batch", "error_summary"]
 
 
 def error_summary(blob: bytes) -> tuple[str, str]:
-    """``("TypeName: message", traceback)`` of a serialized ``(exception, traceback)``.
+    """``("TypeName: message", traceback)`` of a serialized error (see ``error_blob``).
 
     Runs in the worker, which made the blob a moment ago and may unpickle its own data;
     the summary it writes is what lets the dashboard show errors without unpickling.
     """
     try:
-        exc, tb = serialize.from_blob(blob)
+        failure = tracebacks.split_error(serialize.from_blob(blob))
     except Exception as err:  # an exception that will not round-trip is still an error
         return f"error (unreadable: {type(err).__name__})", ""
+    if failure is None:
+        return "error (unreadable: not an exception)", ""
+    exc, tb, _ = failure
     text = f"{type(exc).__name__}: {exc}"[:MESSAGE_CHARS]
     return text, str(tb or "")[-TRACEBACK_CHARS:]
 

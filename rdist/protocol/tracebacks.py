@@ -13,7 +13,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-__all__ = ["Frame", "frames_of", "rebuild"]
+__all__ = ["Frame", "frames_of", "rebuild", "split_error", "valid_frames"]
 
 #: (filename, line number, function name) of one frame
 Frame = tuple[str, int, str]
@@ -30,6 +30,18 @@ def frames_of(tb: types.TracebackType | None) -> list[Frame]:
         frames.append((code.co_filename, tb.tb_lineno, code.co_name))
         tb = tb.tb_next
     return frames[-MAX_FRAMES:]
+
+
+def split_error(loaded: Any) -> tuple[BaseException, str, list[Frame]] | None:
+    """The exception, traceback text and frames of a loaded error blob -- the worker's
+    ``(exception, text, frames)``, or ``(exception, text)`` of older workers --; None if
+    ``loaded`` has neither shape."""
+    if not (
+        isinstance(loaded, tuple) and len(loaded) in (2, 3) and isinstance(loaded[0], BaseException)
+    ):
+        return None
+    frames = valid_frames(loaded[2]) if len(loaded) == 3 else []
+    return loaded[0], str(loaded[1] or ""), frames
 
 
 def valid_frames(value: Any) -> list[Frame]:
