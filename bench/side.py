@@ -65,10 +65,11 @@ def _load_system(name):
             raise ImportError("rdist (from %s) has no %s" % (where, ", ".join(missing)))
 
         def make_cluster():
-            return rdist.LocalCluster(
+            return rdist.LocalCluster(  # nannies on, dashboard off: as dask's above
                 n_workers=N_WORKERS,
                 threads_per_worker=THREADS_PER_WORKER,
                 processes=True,
+                dashboard_address=None,
             )
 
         versions = {

@@ -382,7 +382,7 @@ def local(
     ) as lc:
         click.echo(
             f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={mask_url(lc.redis_url)}"
-            f" RDIST_CLUSTER={lc.cluster_name}"
+            f" RDIST_CLUSTER={lc.cluster_name} dashboard={lc.dashboard_link}"
         )
         sys.stdout.flush()
         done.wait()

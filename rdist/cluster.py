@@ -10,22 +10,59 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import warnings
 from typing import Any
 
 import psutil
 
 from rdist.client import local_cluster
+from rdist.client.reprs import html_table
 from rdist.config import mask_url
 from rdist.embedded import EmbeddedRedis
 from rdist.procs import die_with_parent
 from rdist.store import connect
 
 log = logging.getLogger("rdist.cluster")
+
+
+#: dask's dashboard address: port 8787 on this host (a free port if it is taken)
+DEFAULT_DASHBOARD = ":8787"
+
+
+def free_or_any(address: str) -> str:
+    """``address``, or the same host on a port the system picks when that port is taken
+    (with a warning, as dask gives)."""
+    from rdist.web.serve import parse_address
+
+    host, port = parse_address(address)
+    if port == 0:
+        return address
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            warnings.warn(
+                f"Port {port} is already in use; the dashboard is served on another port "
+                "(see cluster.dashboard_link)",
+                stacklevel=3,
+            )
+            return f"{host}:0"
+    return address
+
+
+def _bytes(n: int) -> str:
+    if not n:
+        return "no limit"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
 
 
 def parse_memory(limit: Any, n_workers: int) -> int:
@@ -94,10 +131,10 @@ class LocalCluster:
         memory_limit: Any = "auto",
         redis_url: str | None = None,
         name: str | None = None,
-        dashboard_address: str | None = None,
+        dashboard_address: str | None = DEFAULT_DASHBOARD,
         host: str = "127.0.0.1",
         timeout: float = 60,
-        nanny: bool = False,
+        nanny: bool = True,
         **kwargs: Any,
     ) -> None:
         cores = os.cpu_count() or 1
@@ -110,8 +147,8 @@ class LocalCluster:
         if threads_per_worker is None:
             threads_per_worker = max(1, cores // max(1, n_workers)) if processes else cores
         self.processes = processes
-        #: worker processes run under a nanny (restarts, memory terminate); off by default
-        #: to keep start-up fast -- a local worker that dies is replaced by ``scale``
+        #: worker processes run under a nanny, as dask's: a worker that dies is replaced,
+        #: one over its memory limit restarted (``nanny=False`` opts out)
         self.nanny = nanny
         self.threads_per_worker = threads_per_worker
         self.memory_limit = parse_memory(memory_limit, n_workers)
@@ -133,20 +170,24 @@ class LocalCluster:
         self.status = "running"
         try:
             self._start_scheduler()
-            if dashboard_address is not None:
-                from rdist.web.serve import start_dashboard
-
-                self._dashboard = start_dashboard(
-                    self.redis_url, self.cluster_name, dashboard_address
-                )
-                self.dashboard_link = self._dashboard.link
+            # the dashboard (a process of its own) starts beside the workers, not before
+            self._dashboard = self._start_dashboard(dashboard_address)
             self.scale(n_workers)
             self.wait_for_workers(n_workers, timeout)
+            if self._dashboard is not None:
+                self.dashboard_link = self._dashboard.ready().link
         except BaseException:
             self.close()
             raise
 
     # -- processes ---------------------------------------------------------------------------
+    def _start_dashboard(self, address: str | None) -> Any:
+        if address is None:
+            return None
+        from rdist.web.serve import start_dashboard
+
+        return start_dashboard(self.redis_url, self.cluster_name, free_or_any(address), wait=False)
+
     def _cli(self, *args: str) -> list[str]:
         """The command line of a child role; its Redis URL goes by :func:`child_env`."""
         return [sys.executable, "-m", "rdist", *args, "--cluster", self.cluster_name]
@@ -282,7 +323,27 @@ class LocalCluster:
                 pass
 
     def __repr__(self) -> str:
-        return f"LocalCluster({mask_url(self.redis_url)!r}, workers={len(self._workers)})"
+        return (
+            f"LocalCluster({mask_url(self.redis_url)!r}, workers={len(self._workers)}, "
+            f"threads={len(self._workers) * self.threads_per_worker}, status={self.status}, "
+            f"dashboard={self.dashboard_link})"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: what ``repr`` says, as a small table (no secret in it)."""
+        return html_table(
+            "LocalCluster",
+            [
+                ("Redis", mask_url(self.redis_url)),
+                ("Cluster", self.cluster_name),
+                ("Workers", str(len(self._workers))),
+                ("Threads per worker", str(self.threads_per_worker)),
+                ("Nanny", "yes" if self.nanny and self.processes else "no"),
+                ("Memory per worker", _bytes(self.memory_limit)),
+                ("Status", self.status),
+            ],
+            self.dashboard_link,
+        )
 
 
 local_cluster.register(LocalCluster)

@@ -143,6 +143,8 @@ def cluster(redis_url: str) -> Iterator[Any]:
         redis_url=redis_url,
         name=f"real-{uuid.uuid4().hex}",
         timeout=30,
+        nanny=False,
+        dashboard_address=None,
     ) as lc:
         yield lc
 
@@ -190,6 +192,7 @@ MODULE_TIERS = {
     "test_graph_and_keys": "fake",
     "test_import_layers": "pure",
     "test_memory": "pure",
+    "test_local_cluster_defaults": "real",
     "test_multihost": "real",
     "test_plugins": "fake",
     "test_primitives": "fake",

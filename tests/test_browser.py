@@ -53,6 +53,7 @@ def cluster(redis_server: EmbeddedRedis, subprocess_pythonpath: None) -> Iterato
             redis_url=redis_server.url,
             name=f"browser-{uuid.uuid4().hex[:8]}",
             dashboard_address=":0",
+            nanny=False,
         ) as lc:
             yield lc
     finally:

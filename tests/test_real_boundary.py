@@ -77,6 +77,8 @@ def test_local_cluster_processes_have_no_password_in_argv(password_redis: str) -
         redis_url=password_redis,
         name=f"argv-{uuid.uuid4().hex[:8]}",
         timeout=30,
+        nanny=False,
+        dashboard_address=None,
     ) as lc:
         assert SECRET not in repr(lc)
         with Client(lc, timeout=30, set_as_default=False) as client:

@@ -232,7 +232,7 @@ def test_second_client_connects_by_url_to_running_cluster(
 
 
 def test_embedded_default_cluster_cleans_up_redis(subprocess_pythonpath: None) -> None:
-    with LocalCluster(n_workers=1) as lc, Client(lc) as c:
+    with LocalCluster(n_workers=1, nanny=False, dashboard_address=None) as lc, Client(lc) as c:
         embedded = lc._redis
         assert isinstance(embedded, EmbeddedRedis)
         assert lc.redis_url.startswith("unix://")

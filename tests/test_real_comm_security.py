@@ -76,7 +76,14 @@ def cluster_name() -> str:
 
 @pytest.fixture
 def scheduler(redis_url: str, cluster_name: str) -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=0, redis_url=redis_url, name=cluster_name, timeout=30) as lc:
+    with LocalCluster(
+        n_workers=0,
+        redis_url=redis_url,
+        name=cluster_name,
+        timeout=30,
+        nanny=False,
+        dashboard_address=None,
+    ) as lc:
         yield lc
 
 
@@ -171,7 +178,13 @@ def test_a_tls_cluster_moves_data_only_between_certificate_holders(
     monkeypatch.setenv("RDIST_UNIX_SOCKETS", unix)
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, redis_url=redis_url, name=cluster_name, timeout=30
+            n_workers=2,
+            threads_per_worker=1,
+            redis_url=redis_url,
+            name=cluster_name,
+            timeout=30,
+            nanny=False,
+            dashboard_address=None,
         ) as lc,
         Client(lc, timeout=30) as c,
     ):

@@ -115,7 +115,14 @@ def scheduler_only(
 ) -> Iterator[Client]:
     """A scheduler (worker TTL of a minute: only the nanny can make it react fast)."""
     monkeypatch.setenv("RDIST_WORKER_TTL", "60")
-    with LocalCluster(n_workers=0, redis_url=redis_url, name=cluster_name, timeout=30) as lc:
+    with LocalCluster(
+        n_workers=0,
+        redis_url=redis_url,
+        name=cluster_name,
+        timeout=30,
+        nanny=False,
+        dashboard_address=None,
+    ) as lc:
         with Client(lc, timeout=30) as c:
             yield c
 
@@ -130,7 +137,13 @@ def test_large_results_move_between_worker_processes_in_each_mode(
     monkeypatch.setenv("RDIST_TRANSFER", mode)  # the workers and this client
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, redis_url=redis_url, name=cluster_name, timeout=30
+            n_workers=2,
+            threads_per_worker=1,
+            redis_url=redis_url,
+            name=cluster_name,
+            timeout=30,
+            nanny=False,
+            dashboard_address=None,
         ) as lc,
         Client(lc, timeout=30) as c,
     ):
@@ -155,7 +168,13 @@ def test_auto_mode_reaches_an_unreachable_worker_through_redis(
     monkeypatch.setenv("RDIST_UNIX_SOCKETS", "0")
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=1, redis_url=redis_url, name=cluster_name, timeout=30
+            n_workers=1,
+            threads_per_worker=1,
+            redis_url=redis_url,
+            name=cluster_name,
+            timeout=30,
+            nanny=False,
+            dashboard_address=None,
         ) as lc,
         Client(lc, timeout=30) as c,
     ):
@@ -275,6 +294,7 @@ def test_a_1gb_worker_holds_4gb_of_results_by_spilling(redis_url: str, cluster_n
             redis_url=redis_url,
             name=cluster_name,
             timeout=30,
+            dashboard_address=None,
         ) as lc,
         Client(lc, timeout=60) as c,
     ):

@@ -215,6 +215,7 @@ def test_restart_replaces_worker_processes_promptly_while_a_task_sleeps(redis_ur
             redis_url=redis_url,
             nanny=True,
             name=f"restart-{os.getpid()}-{time.monotonic_ns()}",
+            dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -520,7 +520,11 @@ def test_local_cluster_serves_its_dashboard() -> None:
 
     url = f"fakeredis://{uuid.uuid4().hex}"
     with LocalCluster(
-        n_workers=1, processes=False, redis_url=url, dashboard_address=":0"
+        n_workers=1,
+        processes=False,
+        redis_url=url,
+        dashboard_address=":0",
+        nanny=False,
     ) as cluster:
         link = cluster.dashboard_link
         assert link and link.startswith("http://127.0.0.1:")

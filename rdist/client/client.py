@@ -43,6 +43,7 @@ from rdist.client.introspection import Introspection, StoryEvent
 from rdist.client.ledger import Ledger
 from rdist.client.listener import Listener
 from rdist.client.options import TaskOptions
+from rdist.client.reprs import html_table
 from rdist.client.results import Results
 from rdist.client.sender import Sender
 from rdist.client.submit import Submitter
@@ -286,6 +287,25 @@ class Client:
         return (
             f"<Client: {mask_url(self.redis_url)} cluster={self.cluster_name!r} "
             f"status={self.status}>"
+        )
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard of this client's LocalCluster (None for a cluster reached by URL
+        whose dashboard runs elsewhere, or one started with ``dashboard_address=None``)."""
+        return getattr(self.cluster, "dashboard_link", None)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view of the client (no secret in it)."""
+        return html_table(
+            "Client",
+            [
+                ("Redis", mask_url(self.redis_url)),
+                ("Cluster", self.cluster_name),
+                ("Client id", self.id),
+                ("Status", self.status),
+            ],
+            self.dashboard_link,
         )
 
     # -- submitting --------------------------------------------------------------------------

@@ -97,9 +97,16 @@ class DashboardProcess:
     """
 
     def __init__(
-        self, redis_url: str, cluster: str, address: str | int, timeout: float = 30
+        self,
+        redis_url: str,
+        cluster: str,
+        address: str | int,
+        timeout: float = 30,
+        wait: bool = True,
     ) -> None:
         host, port = parse_address(address)
+        self._timeout = timeout
+        self.link: str | None = None
         self.process = subprocess.Popen(
             [  # the Redis URL (with its password) by the environment: argv is world-readable
                 sys.executable,
@@ -120,7 +127,14 @@ class DashboardProcess:
             env={**os.environ, "RDIST_REDIS_URL": redis_url},
             preexec_fn=die_with_parent,
         )
-        self.link = self._wait_for_url(timeout)
+        if wait:
+            self.ready()
+
+    def ready(self) -> DashboardProcess:
+        """Wait until it serves (``wait=False`` let the caller do other work meanwhile)."""
+        if self.link is None:
+            self.link = self._wait_for_url(self._timeout)
+        return self
 
     def _wait_for_url(self, timeout: float) -> str:
         found: list[str] = []
@@ -176,15 +190,19 @@ class DashboardThread:
         )
         self._thread.start()
 
+    def ready(self) -> DashboardThread:
+        return self
+
     def stop(self, timeout: float = 10) -> None:
         self.server.shutdown()
         self._thread.join(timeout)
 
 
 def start_dashboard(
-    redis_url: str, cluster: str, address: str | int
+    redis_url: str, cluster: str, address: str | int, wait: bool = True
 ) -> DashboardProcess | DashboardThread:
-    """A dashboard for LocalCluster: its own process, or a thread for in-memory fakeredis."""
+    """A dashboard for LocalCluster: its own process, or a thread for in-memory fakeredis
+    (``wait=False``: the process is starting; ``ready()`` waits for it)."""
     if redis_url.startswith("fakeredis://"):
         return DashboardThread(redis_url, cluster, address)
-    return DashboardProcess(redis_url, cluster, address)
+    return DashboardProcess(redis_url, cluster, address, wait=wait)
