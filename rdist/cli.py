@@ -268,7 +268,7 @@ def worker(
 
     _setup_logging(log_level)
     url = _require_url(redis_url)
-    _check_redis(url, cluster, "worker", connect_timeout)
+    security = _security(tls_cert, tls_key, tls_ca)  # a bad flag is said before Redis is asked
     try:
         fractions = MemoryFractions.from_env(
             target=memory_target_fraction,
@@ -279,7 +279,7 @@ def worker(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     limit = parse_memory(memory_limit, 1)
-    security = _security(tls_cert, tls_key, tls_ca)
+    _check_redis(url, cluster, "worker", connect_timeout)
     if nanny:
         from rdist.worker.nanny import Nanny
 
