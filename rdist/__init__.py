@@ -1,23 +1,36 @@
-"""rdist: Dask-style distributed futures, coordinated through Redis."""
+"""rdist: Dask-style distributed futures, coordinated through Redis.
 
-from rdist.actors import Actor, ActorFuture
-from rdist.client import Client, Future, as_completed, fire_and_forget, wait
-from rdist.client.default import default_client
-from rdist.client.future import futures_of
-from rdist.cluster import LocalCluster
-from rdist.exceptions import CancelledError, KilledWorker
-from rdist.plugins import (
-    Environ,
-    NannyPlugin,
-    PipInstall,
-    SchedulerPlugin,
-    UploadDirectory,
-    UploadFile,
-    WorkerPlugin,
-)
-from rdist.primitives import Event, Lock, MultiLock, Queue, Semaphore, Variable
-from rdist.worker import get_worker
-from rdist.worker.execution import get_client, rejoin, secede, worker_client
+The public names load on first use (PEP 562): ``from rdist import Client`` imports the
+client then, and ``python -m rdist worker`` -- or the nanny, which only watches a child --
+does not pay for the client, actors and plugins it never touches.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from rdist.client import local_cluster
+
+if TYPE_CHECKING:
+    from rdist.actors import Actor, ActorFuture
+    from rdist.client import Client, Future, as_completed, fire_and_forget, wait
+    from rdist.client.default import default_client
+    from rdist.client.future import futures_of
+    from rdist.cluster import LocalCluster
+    from rdist.exceptions import CancelledError, KilledWorker
+    from rdist.plugins import (
+        Environ,
+        NannyPlugin,
+        PipInstall,
+        SchedulerPlugin,
+        UploadDirectory,
+        UploadFile,
+        WorkerPlugin,
+    )
+    from rdist.primitives import Event, Lock, MultiLock, Queue, Semaphore, Variable
+    from rdist.worker import get_worker
+    from rdist.worker.execution import get_client, rejoin, secede, worker_client
 
 __version__ = "0.1.0"
 
@@ -53,3 +66,54 @@ __all__ = [
     "wait",
     "worker_client",
 ]
+
+#: where each public name lives
+_HOMES = {
+    "Actor": "rdist.actors",
+    "ActorFuture": "rdist.actors",
+    "CancelledError": "rdist.exceptions",
+    "Client": "rdist.client",
+    "Environ": "rdist.plugins",
+    "Event": "rdist.primitives",
+    "Future": "rdist.client",
+    "KilledWorker": "rdist.exceptions",
+    "LocalCluster": "rdist.cluster",
+    "Lock": "rdist.primitives",
+    "MultiLock": "rdist.primitives",
+    "NannyPlugin": "rdist.plugins",
+    "PipInstall": "rdist.plugins",
+    "Queue": "rdist.primitives",
+    "SchedulerPlugin": "rdist.plugins",
+    "Semaphore": "rdist.primitives",
+    "UploadDirectory": "rdist.plugins",
+    "UploadFile": "rdist.plugins",
+    "Variable": "rdist.primitives",
+    "WorkerPlugin": "rdist.plugins",
+    "as_completed": "rdist.client",
+    "default_client": "rdist.client.default",
+    "fire_and_forget": "rdist.client",
+    "futures_of": "rdist.client.future",
+    "get_client": "rdist.worker.execution",
+    "get_worker": "rdist.worker",
+    "rejoin": "rdist.worker.execution",
+    "secede": "rdist.worker.execution",
+    "wait": "rdist.client",
+    "worker_client": "rdist.worker.execution",
+}
+
+# ``Client()`` without an address starts rdist.cluster's LocalCluster, loaded by name then:
+# the client below may not import the cluster above it (see rdist.client.local_cluster)
+local_cluster.register_module("rdist.cluster")
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'rdist' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

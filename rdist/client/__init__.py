@@ -1,6 +1,30 @@
-"""The client side: Client, Future and the functions that wait on futures."""
+"""The client side: Client, Future and the functions that wait on futures (loaded on first
+use, as the package above them: see ``rdist/__init__.py``)."""
 
-from rdist.client.client import Client
-from rdist.client.future import Future, as_completed, fire_and_forget, wait
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rdist.client.client import Client
+    from rdist.client.future import Future, as_completed, fire_and_forget, wait
 
 __all__ = ["Client", "Future", "as_completed", "fire_and_forget", "wait"]
+
+_HOMES = {
+    "Client": "rdist.client.client",
+    "Future": "rdist.client.future",
+    "as_completed": "rdist.client.future",
+    "fire_and_forget": "rdist.client.future",
+    "wait": "rdist.client.future",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'rdist.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

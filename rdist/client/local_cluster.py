@@ -8,13 +8,15 @@ Instead the cluster module *registers* its ``LocalCluster`` here when it is impo
     rdist/cluster.py:   local_cluster.register(LocalCluster)
     rdist/client/...:   cluster = local_cluster.start(**kwargs)
 
-and ``import rdist`` imports ``rdist.cluster``. Importing any part of the client imports
-the ``rdist`` package first, so by the time a ``Client()`` runs the factory is there.
+and the ``rdist`` package names that module here (:func:`register_module`) without
+importing it: importing any part of the client imports the package first, and a
+``Client()`` with no address imports the named module then, which registers its factory.
 Another cluster type (a test double, a Kubernetes cluster) may register itself instead.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol
 
 
@@ -32,6 +34,8 @@ class ClusterFactory(Protocol):
 
 
 _factory: ClusterFactory | None = None
+#: a module that registers a factory when imported (``rdist.cluster``), loaded at need
+_module: str | None = None
 
 
 def register(factory: ClusterFactory) -> None:
@@ -40,15 +44,24 @@ def register(factory: ClusterFactory) -> None:
     _factory = factory
 
 
+def register_module(name: str) -> None:
+    """The module whose import registers the factory; imported when a cluster is needed."""
+    global _module
+    _module = name
+
+
 def registered() -> ClusterFactory | None:
+    if _factory is None and _module is not None:
+        importlib.import_module(_module)
     return _factory
 
 
 def start(**kwargs: Any) -> ClusterLike:
     """A new local cluster from the registered factory, for a client to own."""
-    if _factory is None:
+    factory = registered()
+    if factory is None:
         raise RuntimeError(
             "Client() without an address starts a LocalCluster, but none is registered: "
             "import rdist (or rdist.cluster) first, or pass the cluster's Redis URL"
         )
-    return _factory(**kwargs)
+    return factory(**kwargs)

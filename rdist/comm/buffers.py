@@ -27,11 +27,23 @@ LARGE_FRAME = 1 << 20
 IDLE_SECONDS = 10.0
 DEFAULT_POOL_BYTES = 512 * 1024 * 1024
 
-_np: Any
-try:
-    import numpy as _np
-except ImportError:  # pragma: no cover - numpy is optional
-    _np = None
+
+def _numpy() -> Any:
+    """numpy, imported at the first large frame (not at start-up: ~150 ms of every
+    worker's start otherwise); None when it is not installed."""
+    global _np
+    if _np is _UNLOADED:
+        try:
+            import numpy
+
+            _np = numpy
+        except ImportError:  # pragma: no cover - numpy is optional
+            _np = None
+    return _np
+
+
+_UNLOADED: Any = object()
+_np: Any = _UNLOADED
 
 
 class BufferPool:
@@ -49,7 +61,8 @@ class BufferPool:
 
     def take(self, nbytes: int) -> Any:
         """A writable buffer of exactly ``nbytes`` (a view of a pooled one when possible)."""
-        if _np is None:
+        np = _numpy()
+        if np is None:
             return bytearray(nbytes)
         now = time.monotonic()
         with self._lock:
@@ -62,7 +75,7 @@ class BufferPool:
                 self.reused += 1
                 return best[0][:nbytes]
             self._make_room(nbytes)
-            fresh = _np.empty(nbytes, dtype="u1")
+            fresh = np.empty(nbytes, dtype="u1")
             if self._bytes + nbytes <= self.capacity:
                 self._entries.append([fresh, now])
                 self._bytes += nbytes
