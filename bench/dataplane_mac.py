@@ -6,7 +6,7 @@ plain TCP between hosts), without it none (as on TLS and same-user unix sockets)
 sender sends one frame of SIZE bytes, the receiver answers with an empty message; the
 round trip is timed. Prints the median of REPS (after one warm-up) as MB/s.
 
-    PYTHONPATH=<tree> python docs/notes/i11-dataplane-bench.py --size 100 --reps 5 [--mac]
+    python -m bench.dataplane_mac --size 100 --reps 5 [--mac]
 """
 
 from __future__ import annotations
