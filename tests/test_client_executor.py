@@ -66,3 +66,8 @@ def test_map_timeout_is_the_executor_kind(c: Client) -> None:
     with pytest.raises(concurrent.futures.TimeoutError):
         list(executor.map(time.sleep, [5], timeout=0.2))
     executor.shutdown(wait=False)
+
+
+def test_run_on_scheduler_says_why_not_and_what_instead(c: Client) -> None:
+    with pytest.raises(NotImplementedError, match="client.run"):
+        c.run_on_scheduler(inc, 1)

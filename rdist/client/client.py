@@ -577,6 +577,15 @@ class Client:
         found = self._introspection.has_what(workers)
         return {w: [keynames.user_key(k) for k in keys] for w, keys in found.items()}
 
+    def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Not in rdist, on purpose: the scheduler never runs (or unpickles) user code."""
+        raise NotImplementedError(
+            "rdist's scheduler never runs user code, so there is no run_on_scheduler: use "
+            "client.run(function) to run it on the workers, client.scheduler_info() / "
+            "client.story(key) to look at the scheduler, or a SchedulerPlugin (loaded by "
+            "`rdist scheduler --plugin`, or from clients with --accept-client-plugins)"
+        )
+
     def run(
         self,
         function: Callable[..., Any],
