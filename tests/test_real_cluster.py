@@ -252,3 +252,24 @@ def test_plain_dask_compute_runs_in_the_worker_processes(client: Client) -> None
     assert task.compute() in worker_pids
     (pid,) = dask.compute(dask.delayed(os.getpid)(dask_key_name="whose-pid-2"))
     assert pid in worker_pids and os.getpid() not in worker_pids
+
+
+def test_upload_file_reaches_every_worker_and_one_that_joins_later(
+    client: Client, cluster: LocalCluster, tmp_path: Any
+) -> None:
+    module = tmp_path / "rdist_uploaded_helper.py"
+    module.write_text("def triple(x):\n    return 3 * x\n")
+
+    def use(x: int) -> int:
+        import rdist_uploaded_helper
+
+        return rdist_uploaded_helper.triple(x)
+
+    client.upload_file(str(module))
+    assert sorted(client.gather(client.map(use, range(4), pure=False))) == [0, 3, 6, 9]
+    cluster.scale(3)
+    client.wait_for_workers(3, timeout=30)
+    newcomer = next(a for a, w in client.scheduler_info()["workers"].items() if "3" in w["name"])
+    assert client.submit(use, 5, workers=[newcomer], pure=False).result(timeout=30) == 15
+    with pytest.raises(FileNotFoundError, match="filename="):
+        client.upload_file(str(tmp_path / "missing.py"))

@@ -656,6 +656,18 @@ class Client:
         started with ``--accept-client-plugins``). A failing ``setup`` raises here."""
         return self._plugins.register(plugin, name, idempotent)
 
+    def upload_file(self, filename: str, load: bool = True) -> dict[str, Any]:
+        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and every worker
+        that joins later, and put it on their import path (``load``: import it at once) --
+        dask's ``upload_file``, as an ``UploadFile`` worker plugin; uploading a file of the
+        same name again replaces it."""
+        from rdist.plugins import UploadFile
+
+        if not os.path.isfile(filename):
+            raise FileNotFoundError(f"upload_file(filename={filename!r}): no such file")
+        name = f"upload-file-{os.path.basename(filename)}"
+        return self.register_plugin(UploadFile(filename, load=load), name=name)
+
     def register_worker_plugin(
         self, plugin: Any = None, name: str | None = None, nanny: bool | None = None
     ) -> dict[str, Any]:
