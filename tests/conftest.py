@@ -185,6 +185,7 @@ MODULE_TIERS = {
     "test_config": "pure",
     "test_dask_collections": "fake",
     "test_tracebacks": "pure",
+    "test_versions": "fake",
     "test_default_client": "fake",
     "test_datasets": "fake",
     "test_deploy": "pure",

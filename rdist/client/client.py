@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from rdist import versions
 from rdist.client import collections as dask_collections
 from rdist.client import default, keynames, local_cluster, validate
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
@@ -599,6 +600,24 @@ class Client:
         """``function(*args, **kwargs)`` on every worker (or ``workers``): ``{address: result}``."""
         self._check_open("run")
         return self._introspection.run(function, args, kwargs, workers, wait, on_error)
+
+    def get_versions(
+        self, check: bool = False, packages: list[str] | None = None
+    ) -> dict[str, Any]:
+        """The Python and package versions of ``client``, ``scheduler`` and each of the
+        ``workers`` (by address), as dask's; ``check=True`` raises ValueError naming every
+        required package (and Python's minor version) that differs between them."""
+        self._check_open("get_versions")
+        answer = {
+            "scheduler": self.store.meta.scheduler_versions(),
+            "workers": self.run(versions.get_versions, packages),
+            "client": versions.get_versions(packages),
+        }
+        if check:
+            found = versions.mismatches(answer, packages)
+            if found:
+                raise ValueError(versions.mismatch_message(found))
+        return answer
 
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
         """Block until ``n_workers`` workers are running (woken by join events, no polling)."""

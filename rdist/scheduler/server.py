@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rdist import versions
 from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
@@ -135,6 +136,7 @@ class SchedulerServer:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
         self.store.meta.make_secret()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
+        self.store.meta.announce_versions(versions.get_versions())
         # clients waiting for a scheduler (Client() at start) wake on this event
         self.store.streams.log_event(
             wire.ClusterEvent("scheduler-started", {"scheduler": self.lease.token})

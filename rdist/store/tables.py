@@ -10,6 +10,7 @@ never handed on half-checked.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
@@ -296,6 +297,20 @@ class Meta(_Table):
 
     def announce_scheduler(self, token: str, version: str, pipe: Any = None) -> None:
         self._target(pipe).hset(self.name, mapping={"version": version, "scheduler": token})
+
+    def announce_versions(self, versions: dict[str, Any], pipe: Any = None) -> None:
+        """The leading scheduler's Python and package versions (``client.get_versions``)."""
+        self._target(pipe).hset(self.name, "versions", json.dumps(versions))
+
+    def scheduler_versions(self) -> dict[str, Any] | None:
+        raw = self._store.redis.hget(self.name, "versions")
+        if raw is None:
+            return None
+        try:
+            value = json.loads(_text(raw))
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
 
 class Transfers:
