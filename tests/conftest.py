@@ -170,6 +170,7 @@ MODULE_TIERS = {
     "test_client_data": "fake",
     "test_client_dataplane": "fake",
     "test_client_executor": "fake",
+    "test_client_async": "fake",
     "test_client_errors": "fake",
     "test_client_inbox": "fake",
     "test_actors": "fake",

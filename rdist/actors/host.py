@@ -95,14 +95,15 @@ class ActorHost:
             return getattr(instance, name)
         method = getattr(instance, name)
         if inspect.iscoroutinefunction(method):
-            return self._run_coroutine(method(*args, **kwargs))
+            return self.run_coroutine(method(*args, **kwargs))
         self._bind_thread()
         with self._lock:
             return method(*args, **kwargs)
 
-    def _run_coroutine(self, coroutine: Any) -> Any:
-        """``async def`` methods share one event loop thread (not the lock), so a method
-        waiting on an ``asyncio.Event`` lets another one set it."""
+    def run_coroutine(self, coroutine: Any) -> Any:
+        """Run ``coroutine`` on the worker's event loop and wait for it: ``async def``
+        actor methods share that loop thread (not the lock), so a method waiting on an
+        ``asyncio.Event`` lets another one set it; ``async def`` tasks run there too."""
         with self._loop_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()

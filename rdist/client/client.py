@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from rdist import versions
+from rdist.client import asynchronous as async_client
 from rdist.client import collections as dask_collections
 from rdist.client import default, keynames, local_cluster, validate
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
@@ -83,6 +84,7 @@ class Client:
         name: str | None = None,
         set_as_default: bool = True,
         cluster_name: str | None = None,
+        asynchronous: bool = False,
         direct_to_workers: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -117,6 +119,9 @@ class Client:
             start_thread("rdist-client-send", self._sender.run, self._stop, self._thread_died),
             start_thread("rdist-client-listen", self._inbox.listen, self._stop, self._thread_died),
         ]
+        if asynchronous:
+            self.asynchronous = True
+            async_client.make_awaitable(self)
         if set_as_default:
             default.promote(self)
         dask_collections.prefer_task_shuffle()
@@ -224,8 +229,24 @@ class Client:
             )
 
     # -- lifetime --------------------------------------------------------------------------
-    #: this client's methods block (dask asks before it uses a client as its scheduler)
+    #: whether the waiting methods return awaitables (dask asks before it uses a client as
+    #: its scheduler: an asynchronous one cannot serve plain ``x.compute()``)
     asynchronous = False
+
+    def __await__(self) -> Any:
+        """``client = await Client(..., asynchronous=True)``: connected already, as soon as
+        it is made; awaiting gives the client itself."""
+
+        async def ready() -> Client:
+            return self
+
+        return ready().__await__()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await async_client.in_thread(lambda: Client.close(self))
 
     @classmethod
     def current(cls, allow_global: bool = True) -> Client:
@@ -245,7 +266,7 @@ class Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        Client.close(self)
 
     def close(self, timeout: float | None = None) -> None:
         if self.status == "closed":
@@ -280,7 +301,7 @@ class Client:
     def __del__(self) -> None:
         if getattr(self, "status", "closed") == "running":
             try:
-                self.close(timeout=1)
+                Client.close(self, timeout=1)
             except Exception:
                 pass
 
@@ -390,7 +411,7 @@ class Client:
             priority=priority,
             allow_other_workers=allow_other_workers,
         )
-        values = self.gather(list(futures.values()))
+        values = Client.gather(self, list(futures.values()))
         return dask_collections.shape_like(keys, dict(zip(futures, values)))
 
     def compute(
@@ -417,7 +438,7 @@ class Client:
             retries=retries,
             priority=priority,
         )
-        return self.gather(futures) if sync else futures
+        return Client.gather(self, futures) if sync else futures
 
     def persist(
         self,
@@ -610,7 +631,7 @@ class Client:
         self._check_open("get_versions")
         answer = {
             "scheduler": self.store.meta.scheduler_versions(),
-            "workers": self.run(versions.get_versions, packages),
+            "workers": Client.run(self, versions.get_versions, packages),
             "client": versions.get_versions(packages),
         }
         if check:
@@ -685,7 +706,7 @@ class Client:
         if not os.path.isfile(filename):
             raise FileNotFoundError(f"upload_file(filename={filename!r}): no such file")
         name = f"upload-file-{os.path.basename(filename)}"
-        return self.register_plugin(UploadFile(filename, load=load), name=name)
+        return Client.register_plugin(self, UploadFile(filename, load=load), name=name)
 
     def register_worker_plugin(
         self, plugin: Any = None, name: str | None = None, nanny: bool | None = None

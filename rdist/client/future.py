@@ -373,10 +373,19 @@ def _node_value(value: Any) -> Any:
 
 
 def wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
-    """Wait until all (or the first of) ``fs`` are done; returns ``(done, not_done)`` sets."""
+    """Wait until all (or the first of) ``fs`` are done; returns ``(done, not_done)`` sets
+    (an awaitable of them when the futures' client is asynchronous, as in dask)."""
+    futures = futures_of(fs) if not isinstance(fs, Future) else [fs]
+    if futures and getattr(futures[0].client, "asynchronous", False):
+        from rdist.client.asynchronous import in_thread
+
+        return in_thread(lambda: _wait(futures, timeout, return_when))
+    return _wait(futures, timeout, return_when)
+
+
+def _wait(futures: list[Future], timeout: float | None, return_when: str) -> Any:
     from collections import namedtuple
 
-    futures = futures_of(fs) if not isinstance(fs, Future) else [fs]
     if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED"):
         raise ValueError(
             f"return_when must be ALL_COMPLETED or FIRST_COMPLETED, not {return_when!r}"

@@ -12,6 +12,7 @@ task waiting on subtasks never holds the thread those need, even on a one-thread
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import time
@@ -153,6 +154,8 @@ class Executor:
                 raise ex.spec
             func, args_blob, mode = ex.spec
             value = spec.run_spec(func, args_blob, mode, worker.data)
+            if inspect.iscoroutine(value):  # an ``async def`` task: on the worker's loop
+                value = worker.actors.run_coroutine(value)
         except BaseException as exc:  # the task's failure is data, not ours
             now = time.time()
             blob = error_blob(exc, traceback.format_exc(), exc.__traceback__)
