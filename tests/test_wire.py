@@ -444,3 +444,11 @@ def test_fast_paths_agree_with_the_checked_paths():
 def test_record_classes_have_exactly_one_codec_per_field():
     for cls in [*(type(m) for _, m in MESSAGES), *(type(r) for r in RECORDS)]:
         assert set(cls.FIELDS.codecs) == {f.name for f in dataclasses.fields(cls)}
+
+
+def test_topic_events_round_trip_and_refuse_other_shapes():
+    event = wire.TopicEvent(1700000000.5, {"step": [1, 2], "ok": True})
+    assert wire.TopicEvent.decode(event.encode()) == event
+    for bad in (wire.pack({"time": 1}), wire.pack([1.0]), wire.pack(["soon", 1]), b"\xc1"):
+        with pytest.raises(wire.MalformedMessage):
+            wire.TopicEvent.decode(bad)

@@ -49,6 +49,7 @@ from rdist.client.reprs import html_table
 from rdist.client.results import Results
 from rdist.client.sender import Sender
 from rdist.client.submit import Submitter
+from rdist.client.topics import Topics
 from rdist.config import mask_url, redis_url_from_env
 from rdist.exceptions import ClosedClientError
 from rdist.plugins.registry import PluginRegistry
@@ -148,6 +149,7 @@ class Client:
         self._stop = threading.Event()
         self._restarted = threading.Event()
         self._answers = Answers()  #: answers awaited by request id
+        self._topics = Topics(store, self._stop)
         self._sender = Sender(store, self.id, self._stop)
         #: the futures' states and reference counts: what every Future talks to
         self.ledger = Ledger(
@@ -639,6 +641,25 @@ class Client:
             if found:
                 raise ValueError(versions.mismatch_message(found))
         return answer
+
+    # -- events on topics (rdist.client.topics) ------------------------------------------------
+    def log_event(self, topic: str | list[str], msg: Any) -> None:
+        """Log ``msg`` (msgpack data) on ``topic`` (or each topic of a list), as dask's."""
+        self._check_open("log_event")
+        self._topics.log_event(topic, msg)
+
+    def get_events(self, topic: str | None = None) -> Any:
+        """The ``(time, msg)`` events of ``topic``, oldest first (``None``: a dict of every
+        topic's)."""
+        return self._topics.get_events(topic)
+
+    def subscribe_topic(self, topic: str, handler: Callable[[tuple[float, Any]], Any]) -> None:
+        """Call ``handler((time, msg))`` for each event logged on ``topic`` from now on."""
+        self._check_open("subscribe_topic")
+        self._topics.subscribe(topic, handler)
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        self._topics.unsubscribe(topic)
 
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
         """Block until ``n_workers`` workers are running (woken by join events, no polling)."""

@@ -15,6 +15,8 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``
                         ``memory`` or ``erred``, error a plain-text ``TypeName: message`` so
                         the dashboard never unpickles (see ``rdist.protocol.taskstream``)
     deadletter          malformed entries set aside by any reader
+    topic:<name>        events users log on a topic (``client.log_event``), capped:
+                        msgpack ``[time, msg]`` (``wire.TopicEvent``)
 
 Hashes
     workers   address -> msgpack worker info (name, host, nthreads, memory_limit, status, metrics)
@@ -23,7 +25,9 @@ Hashes
     funcs     function hash -> cloudpickled function (each distinct function stored once)
     results   key -> serialized small result, or serialized (exception, traceback) for errors
     clients   client id -> msgpack {last_seen, name}
-    meta      secret (peer authentication), version, scheduler lease holder
+    meta      secret (peer authentication), version, scheduler lease holder, the
+              scheduler's package versions (json)
+    topics    set of the topic names events were logged on
     transfer:<request>:<key>
               data moving through Redis (transfer mode ``redis``, or ``auto`` when a peer
               is unreachable): field ``m`` = msgpack {head, n}, fields ``<frame>.<chunk>``
@@ -155,6 +159,13 @@ class Keys:
     @cached_property
     def multilocks(self) -> str:
         return self._k("multilocks")
+
+    def topic(self, name: str) -> str:
+        return self._k(f"topic:{name}")
+
+    @property
+    def topics(self) -> str:
+        return self._k("topics")
 
     def queue(self, name: str) -> str:
         return self._k(f"queue:{name}")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from rdist.protocol.taskstream import TASKSTREAM_MAXLEN
-from rdist.protocol.wire import ClusterEvent, Heartbeat, Message
+from rdist.protocol.wire import ClusterEvent, Heartbeat, Message, TopicEvent
 from rdist.store.keys import PAYLOAD_FIELD
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 EVENTS_MAXLEN = 10_000
 HEARTBEATS_MAXLEN = 1_000
 DEADLETTER_MAXLEN = 10_000
+#: events kept per topic (dask keeps 100,000 per topic in the scheduler's memory)
+TOPIC_MAXLEN = 100_000
 #: A dead letter keeps this much of the entry it sets aside (enough to see what it was).
 DEADLETTER_RAW_BYTES = 4_096
 
@@ -99,6 +101,15 @@ class Streams:
     def log_event(self, event: ClusterEvent | bytes, pipe: Any = None) -> None:
         payload = event if isinstance(event, bytes) else event.encode()
         self._add(self.keys.events, payload, pipe, EVENTS_MAXLEN)
+
+    def topic_event(self, topic: str, event: TopicEvent, pipe: Any = None) -> None:
+        """One user event on ``topic`` (its stream capped at TOPIC_MAXLEN)."""
+        self._target(pipe).sadd(self.keys.topics, topic)
+        self._add(self.keys.topic(topic), event.encode(), pipe, TOPIC_MAXLEN)
+
+    def topic_names(self) -> list[str]:
+        names = self._store.redis.smembers(self.keys.topics)
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
     def heartbeat(self, beat: Heartbeat, pipe: Any = None) -> None:
         self._add(self.keys.heartbeats, beat.encode(), pipe, HEARTBEATS_MAXLEN)

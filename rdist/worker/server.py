@@ -327,6 +327,12 @@ class Worker:
         except ConnectionErrors:
             pass
 
+    def log_event(self, topic: str | list[str], msg: Any) -> None:
+        """Log ``msg`` on ``topic`` from a task (``get_worker().log_event``), as dask's."""
+        from rdist.client.topics import log_event
+
+        log_event(self.store, topic, msg)
+
     def run_forever(self) -> None:
         self.start()
         self.stop_event.wait()

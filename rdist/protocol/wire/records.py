@@ -266,6 +266,25 @@ class ClusterEvent:
         return cls(Text(256, empty=False).decode(body.get("op"), "op"), info)
 
 
+@dataclass(slots=True)
+class TopicEvent:
+    """One event a user logged on a topic (``client.log_event``): when, and the message --
+    any msgpack value, as in dask. Stored as ``[time, msg]``."""
+
+    time: float
+    msg: Any
+
+    def encode(self) -> bytes:
+        return pack([self.time, self.msg])
+
+    @classmethod
+    def decode(cls, payload: Any, where: str = "topic") -> TopicEvent:
+        body = unpack(payload, where)
+        if type(body) is not list or len(body) != 2:
+            raise MalformedMessage("expected [time, msg]", where=where)
+        return cls(TIMESTAMP.decode(body[0], "time"), body[1])
+
+
 class TaskRun(NamedTuple):
     """One execution of one task on one worker (the dashboard's task stream)."""
 
@@ -319,5 +338,6 @@ __all__ = [
     "TaskRecord",
     "TaskRun",
     "TaskStreamBatch",
+    "TopicEvent",
     "WorkerRecord",
 ]
