@@ -186,6 +186,7 @@ MODULE_TIERS = {
     "test_config": "pure",
     "test_dask_collections": "fake",
     "test_tracebacks": "pure",
+    "test_metadata": "fake",
     "test_topics": "fake",
     "test_versions": "fake",
     "test_default_client": "fake",

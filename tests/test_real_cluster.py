@@ -273,3 +273,10 @@ def test_upload_file_reaches_every_worker_and_one_that_joins_later(
     assert client.submit(use, 5, workers=[newcomer], pure=False).result(timeout=30) == 15
     with pytest.raises(FileNotFoundError, match="filename="):
         client.upload_file(str(tmp_path / "missing.py"))
+
+
+def test_metadata_and_topic_events_on_a_real_redis(client: Client) -> None:
+    client.set_metadata(["run", "stage"], "fit")
+    assert client.get_metadata("run") == {"stage": "fit"}
+    client.log_event("real-topic", {"ok": True})
+    assert [msg for _, msg in client.get_events("real-topic")] == [{"ok": True}]

@@ -32,7 +32,7 @@ from typing import Any
 from rdist import versions
 from rdist.client import asynchronous as async_client
 from rdist.client import collections as dask_collections
-from rdist.client import default, keynames, local_cluster, validate
+from rdist.client import default, keynames, local_cluster, metadata, validate
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
@@ -641,6 +641,16 @@ class Client:
             if found:
                 raise ValueError(versions.mismatch_message(found))
         return answer
+
+    def set_metadata(self, key: Any, value: Any) -> None:
+        """Keep ``value`` (msgpack data) at ``key`` -- a str, or a list of str as a path
+        into nested dicts -- for every client of the cluster, as dask's."""
+        self._check_open("set_metadata")
+        metadata.set_metadata(self.store, key, value)
+
+    def get_metadata(self, keys: Any, default: Any = metadata.MISSING) -> Any:
+        """The value at ``keys`` (a str or a path); ``default`` if absent, else KeyError."""
+        return metadata.get_metadata(self.store, keys, default)
 
     # -- events on topics (rdist.client.topics) ------------------------------------------------
     def log_event(self, topic: str | list[str], msg: Any) -> None:

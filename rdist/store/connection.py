@@ -140,6 +140,7 @@ class RedisStore:
         self.results = tables.Results(self, keys.results)
         self.specs = tables.Specs(self, keys.specs, keys.funcs)
         self.meta = tables.Meta(self, keys.meta)
+        self.metadata = tables.Metadata(self, keys.metadata)
         self.transfers = tables.Transfers(self)
         self.streams = Streams(self)
         self.primitives = Primitives(self)

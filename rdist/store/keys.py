@@ -28,6 +28,7 @@ Hashes
     meta      secret (peer authentication), version, scheduler lease holder, the
               scheduler's package versions (json)
     topics    set of the topic names events were logged on
+    metadata  top-level key -> msgpack value (``client.set_metadata``)
     transfer:<request>:<key>
               data moving through Redis (transfer mode ``redis``, or ``auto`` when a peer
               is unreachable): field ``m`` = msgpack {head, n}, fields ``<frame>.<chunk>``
@@ -159,6 +160,10 @@ class Keys:
     @cached_property
     def multilocks(self) -> str:
         return self._k("multilocks")
+
+    @property
+    def metadata(self) -> str:
+        return self._k("metadata")
 
     def topic(self, name: str) -> str:
         return self._k(f"topic:{name}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -311,6 +311,27 @@ class Meta(_Table):
         except ValueError:
             return None
         return value if isinstance(value, dict) else None
+
+
+class Metadata(_Table):
+    """``metadata``: top-level key -> msgpack value (``client.set_metadata``), each top
+    key changed in a WATCH transaction so that two writers of one tree lose nothing."""
+
+    __slots__ = ()
+
+    def get(self, top: str) -> bytes | None:
+        raw = self._store.redis.hget(self.name, top)
+        return bytes(raw) if raw is not None else None
+
+    def update(self, top: str, change: Callable[[bytes | None], bytes]) -> None:
+        """Replace ``top``'s value by ``change(current)``, retried if it moved meanwhile."""
+
+        def apply(pipe: Any) -> None:
+            current = pipe.hget(self.name, top)
+            pipe.multi()
+            pipe.hset(self.name, top, change(current))
+
+        self._store.redis.transaction(apply, self.name)
 
 
 class Transfers:
