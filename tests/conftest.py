@@ -193,6 +193,8 @@ MODULE_TIERS = {
     "test_datasets": "fake",
     "test_deploy": "pure",
     "test_extension_kills": "real",
+    "test_fuzz": "fake",
+    "test_fuzz_real": "real",
     "test_graph_and_keys": "fake",
     "test_import_layers": "pure",
     "test_memory": "pure",

@@ -1,0 +1,157 @@
+"""Fuzz on fakeredis: generated and mutated entries (``tests/fuzz_entries.py``) written
+straight into the scheduler's stream, every worker's stream, the client's stream and the
+stored records kill no loop, lose no result, and leave a cluster that computes correctly.
+
+The default tries ``fuzz_entries.DEFAULT_ENTRIES`` entries in all (bounded for CI);
+``RDIST_FUZZ_ENTRIES=200000 pytest -s tests/test_fuzz.py`` is the longer run. ``-s``
+prints the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from rdist.client.future import wait
+from rdist.protocol import wire
+from rdist.scheduler.server import SchedulerServer
+from rdist.web import queries
+from tests import fuzz_entries as fz
+from tests.client_helpers import wait_until
+from tests.conftest import fake_cluster
+
+#: Of the entries, each stream's share (the rest goes to the stored records, evenly).
+STREAM_SHARES = {"scheduler": 0.3, "worker": 0.15, "client": 0.15}
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(0.005)
+    return x + 1
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+class LoopFailures(logging.Handler):
+    """Errors logged by rdist while the fuzz runs: a loop that failed and started again,
+    a scheduler that failed while leading (a bad entry must be a dead letter instead)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self.handled: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "starting it again" in text or "failed while leading" in text:
+            self.records.append(record)
+        elif record.exc_info is not None:  # an error handled and answered (not a loop's)
+            self.handled[text[:80]] += 1
+
+
+def rdist_threads() -> Counter[str]:
+    return Counter(t.name for t in threading.enumerate() if t.name.startswith("rdist"))
+
+
+def lost_threads(before: Counter[str]) -> int:
+    now = rdist_threads()
+    return sum(max(0, n - now[name]) for name, n in before.items())
+
+
+def shares(total: int, n_workers: int) -> tuple[dict[str, int], int]:
+    streams = {"scheduler": int(total * STREAM_SHARES["scheduler"])}
+    for i in range(n_workers):
+        streams[f"worker w{i}"] = int(total * STREAM_SHARES["worker"])
+    streams["client"] = int(total * STREAM_SHARES["client"])
+    per_record = (total - sum(streams.values())) // len(fz.RECORD_HOMES)
+    return streams, per_record
+
+
+def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any) -> None:
+    failures = LoopFailures()
+    logging.getLogger("rdist").addHandler(failures)
+    tally = fz.Tally()
+    try:
+        with fake_cluster(n_workers=2) as (client, cluster):
+            store, redis = client.store, client.store.redis
+            keys = store.keys
+            before = client.map(slow_inc, range(200))  # running while the fuzz arrives
+            threads = rdist_threads()
+
+            def alive() -> None:
+                assert cluster._thread.is_alive() and cluster.scheduler.is_leader.is_set()
+                for worker in cluster.workers:
+                    assert not worker.stop_event.is_set(), worker.name
+                    assert all(t.is_alive() for t in worker.threads), worker.name
+                assert client.status == "running"
+                assert all(t.is_alive() for t in client._threads)
+
+            targets = {"scheduler": (keys.sched, wire.SCHEDULER)}
+            for worker in cluster.workers:
+                targets[f"worker {worker.name}"] = (keys.worker_stream(worker.address), wire.WORKER)
+            targets["client"] = (keys.client_stream(client.id), wire.CLIENT)
+            streams, per_record = shares(fz.ENTRIES, len(cluster.workers))
+            started = time.monotonic()
+            fz.fuzz_streams(redis, targets, streams, tally, alive)
+            fz.fuzz_records(redis, keys, per_record, tally, alive)
+            fuzz_seconds = time.monotonic() - started
+
+            # what reads the stored records: the client's introspection, the dashboard
+            info = client.scheduler_info()
+            assert set(info["workers"]) == {w.address for w in cluster.workers}
+            queries.workers(store)
+            queries.tasks_page(store)
+            queries.recent_runs(store)
+            queries.events_page(store)
+            # and a scheduler taking over restores from them
+            cluster.scheduler.stop()
+            cluster._thread.join(timeout=10)
+            cluster.scheduler = SchedulerServer.from_url(cluster.url, cluster.cluster_name)
+            cluster._thread = threading.Thread(target=cluster.scheduler.run, daemon=True)
+            cluster._thread.start()
+            wait_until(cluster.scheduler.is_leader.is_set, timeout=20, what="new leader")
+
+            wait(before, timeout=60)
+            results = client.gather(before)
+            lost = sum(1 for i, r in enumerate(results) if r != i + 1)
+            assert lost == 0
+            fresh = client.map(inc, range(100))
+            wait(fresh, timeout=60)
+            assert client.gather(fresh) == list(range(1, 101))
+            [x] = client.scatter([41])
+            assert client.submit(add, x, 1).result(timeout=30) == 42
+            alive()
+            lost = lost_threads(threads)
+            letters = store.streams.length(keys.deadletter)
+            reasons = Counter(
+                d["stream"].rpartition(":")[2].split("-")[0] for d in store.streams.dead_letters(50)
+            )
+    finally:
+        logging.getLogger("rdist").removeHandler(failures)
+    messages = [r.getMessage()[:200] for r in failures.records]
+    with capsys.disabled():
+        print()
+        print(
+            tally.report(
+                f"fakeredis, {fuzz_seconds:.1f} s of fuzz",
+                dead_letters=letters,
+                process_exits=0,
+                threads_lost=lost,
+                results_lost=0,
+                loop_failures_logged=len(messages),
+                handled_errors_logged=dict(failures.handled),
+            )
+        )
+    assert tally.total >= min(fz.ENTRIES, 10_000) * 0.9
+    assert lost == 0
+    assert letters > 0 and reasons
+    assert all(d["reason"] for d in store.streams.dead_letters(20))
+    assert not messages, messages[:5]

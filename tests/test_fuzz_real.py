@@ -1,0 +1,95 @@
+"""Fuzz on a real Redis: the generated and mutated entries of ``tests/fuzz_entries.py``
+written into the streams and stored records of a ``LocalCluster`` -- a scheduler process
+and two worker processes -- and of this process's client. Afterwards no process has
+exited, the client's threads live, every result submitted before is right and a fresh
+computation is correct. ``RDIST_FUZZ_ENTRIES`` sets the number tried (``-s`` prints the
+figures)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from rdist.client.future import wait
+from rdist.protocol import wire
+from tests import fuzz_entries as fz
+
+ENTRIES = fz.ENTRIES
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(0.005)
+    return x + 1
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def processes(cluster: Any) -> dict[str, Any]:
+    procs = {"scheduler": cluster._scheduler}
+    for worker in cluster._workers:
+        procs[f"worker {worker.name}"] = worker.process
+    return procs
+
+
+def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
+    cluster: Any, client: Any, subprocess_pythonpath: None, capsys: Any
+) -> None:
+    store, redis = client.store, client.store.redis
+    keys = store.keys
+    procs = processes(cluster)
+    assert len(procs) == 3 and all(p.poll() is None for p in procs.values())
+    before = client.map(slow_inc, range(200))
+    tally = fz.Tally()
+
+    def alive() -> None:
+        exited = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
+        assert not exited, exited
+        assert client.status == "running" and all(t.is_alive() for t in client._threads)
+
+    workers = sorted(client.scheduler_info()["workers"])
+    assert len(workers) == 2
+    targets = {"scheduler": (keys.sched, wire.SCHEDULER)}
+    for i, address in enumerate(workers):
+        targets[f"worker {i}"] = (keys.worker_stream(address), wire.WORKER)
+    targets["client"] = (keys.client_stream(client.id), wire.CLIENT)
+    per_stream = int(ENTRIES * 0.7) // len(targets)
+    per_record = (ENTRIES - per_stream * len(targets)) // len(fz.RECORD_HOMES)
+    started = time.monotonic()
+    fz.fuzz_streams(redis, targets, dict.fromkeys(targets, per_stream), tally, alive)
+    fz.fuzz_records(redis, keys, per_record, tally, alive)
+    fuzz_seconds = time.monotonic() - started
+
+    assert sorted(client.scheduler_info()["workers"]) == workers
+    wait(before, timeout=60)
+    lost = sum(1 for i, r in enumerate(client.gather(before)) if r != i + 1)
+    fresh = client.map(inc, range(100))
+    wait(fresh, timeout=60)
+    assert client.gather(fresh) == list(range(1, 101))
+    [x] = client.scatter([41])
+    assert client.submit(add, x, 1).result(timeout=30) == 42
+    alive()
+    exits = sum(1 for p in procs.values() if p.poll() is not None)
+    letters = store.streams.length(keys.deadletter)
+    where = Counter(d["stream"].split("}:")[-1][:6] for d in store.streams.dead_letters(10_000))
+    with capsys.disabled():
+        print()
+        print(
+            tally.report(
+                f"real Redis, LocalCluster processes, {fuzz_seconds:.1f} s of fuzz",
+                dead_letters=letters,
+                dead_letters_by_stream=dict(where),
+                process_exits=exits,
+                threads_lost=0,
+                results_lost=lost,
+            )
+        )
+    assert tally.total >= ENTRIES * 0.9
+    assert exits == 0 and lost == 0
+    assert where["sched"] > 0 and where["worker"] > 0 and where["client"] > 0
