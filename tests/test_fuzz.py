@@ -57,12 +57,18 @@ class LoopFailures(logging.Handler):
             self.handled[text[:80]] += 1
 
 
-def rdist_threads() -> Counter[str]:
-    return Counter(t.name for t in threading.enumerate() if t.name.startswith("rdist"))
+def rdist_threads(ignore: frozenset[int] = frozenset()) -> Counter[str]:
+    """rdist threads by name, leaving out ``ignore`` (threads of earlier tests, which may
+    end at any time during this one)."""
+    return Counter(
+        t.name
+        for t in threading.enumerate()
+        if t.name.startswith("rdist") and t.ident not in ignore
+    )
 
 
-def lost_threads(before: Counter[str]) -> int:
-    now = rdist_threads()
+def lost_threads(before: Counter[str], ignore: frozenset[int]) -> int:
+    now = rdist_threads(ignore)
     return sum(max(0, n - now[name]) for name, n in before.items())
 
 
@@ -79,12 +85,13 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
     failures = LoopFailures()
     logging.getLogger("rdist").addHandler(failures)
     tally = fz.Tally()
+    earlier = frozenset(t.ident for t in threading.enumerate() if t.ident is not None)
     try:
         with fake_cluster(n_workers=2) as (client, cluster):
             store, redis = client.store, client.store.redis
             keys = store.keys
             before = client.map(slow_inc, range(200))  # running while the fuzz arrives
-            threads = rdist_threads()
+            threads = rdist_threads(earlier)
 
             def alive() -> None:
                 assert cluster._thread.is_alive() and cluster.scheduler.is_leader.is_set()
@@ -129,7 +136,7 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
             [x] = client.scatter([41])
             assert client.submit(add, x, 1).result(timeout=30) == 42
             alive()
-            lost = lost_threads(threads)
+            lost = lost_threads(threads, earlier)
             letters = store.streams.length(keys.deadletter)
             reasons = Counter(
                 d["stream"].rpartition(":")[2].split("-")[0] for d in store.streams.dead_letters(50)

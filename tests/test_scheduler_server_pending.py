@@ -17,6 +17,8 @@ def test_an_entry_delivered_but_never_received_is_still_handled():
     with fake_cluster(n_workers=1) as (c, cluster):
         address = cluster.workers[0].address
         keys, redis = c.store.keys, c.store.redis
+        # the worker's join must be handled first: the read below must take our entry only
+        wait_until(lambda: address in cluster.scheduler.state.workers, what="the join handled")
         # deliver an entry to the scheduler's consumer as a lost reply would: in the
         # group's pending list, never seen by the scheduler's loop
         pipe = redis.pipeline(transaction=True)
