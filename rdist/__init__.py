@@ -7,10 +7,10 @@ does not pay for the client, actors and plugins it never touches.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rdist.client import local_cluster
+from rdist.lazy import exports
 
 if TYPE_CHECKING:
     from rdist.actors import Actor, ActorFuture
@@ -106,13 +106,7 @@ _HOMES = {
 local_cluster.register_module("rdist.cluster")
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'rdist' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
+__getattr__ = exports(__name__, _HOMES)
 
 
 def __dir__() -> list[str]:

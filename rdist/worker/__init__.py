@@ -3,8 +3,9 @@ the nanny, which lives here, does not load a worker it only watches)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rdist.lazy import exports
 
 if TYPE_CHECKING:
     from rdist.worker.context import get_worker
@@ -15,10 +16,4 @@ __all__ = ["Worker", "get_worker"]
 _HOMES = {"Worker": "rdist.worker.server", "get_worker": "rdist.worker.context"}
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'rdist.worker' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _HOMES)
