@@ -135,3 +135,36 @@ def test_the_default_scheduler_survives_dask_copying_its_config() -> None:
 
     assert copy.deepcopy(DEFAULT_SCHEDULER) is DEFAULT_SCHEDULER
     assert pickle.loads(pickle.dumps(DEFAULT_SCHEDULER)) is DEFAULT_SCHEDULER
+
+
+IMPORTED_LATE = """
+import sys
+from rdist import Client, get_worker
+from tests.conftest import FakeCluster
+
+cluster = FakeCluster(1, 1)
+client = Client(cluster.url, cluster_name=cluster.cluster_name)
+assert "dask" not in sys.modules, "a client must not import dask itself (a third of a second)"
+import dask
+
+def where():
+    return get_worker().address
+
+print(dask.delayed(where)().compute() in client.scheduler_info()["workers"])
+client.close()
+print(dask.config.get("scheduler", None))
+cluster.close()
+"""
+
+
+def test_dask_imported_after_the_client_still_computes_on_it() -> None:
+    """The client does not pay for importing dask; importing it later still finds the client
+    as its scheduler, and closing the client gives dask its own setting back."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTED_LATE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "None"]

@@ -9,12 +9,18 @@ config with the string ``"dask.distributed"``, which dask resolves by importing
 ``distributed``; we put :data:`DEFAULT_SCHEDULER` there instead, a small callable that asks
 this module for the client of the moment (it also offers ``persist``, which dask calls on a
 scheduler that has one, so persisted collections stay on the cluster).
+
+Importing dask costs about a third of a second, so a client does not import it: when dask is
+already imported the setting is made at once, otherwise a one-shot import hook makes it the
+moment something imports ``dask.config`` -- before that import returns, so no collection can
+be computed in between.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.abc
 import importlib.util
 import sys
 import threading
@@ -68,22 +74,85 @@ DEFAULT_SCHEDULER = _DefaultScheduler()
 
 def promote(client: Client) -> None:
     """Make ``client`` the default (and dask's scheduler) until it closes."""
-    global _before
-    dask_config = _dask_config(load=True)
     with _lock:
         _defaults.append(weakref.ref(client))
-        if dask_config is not None and _before is None:
+    dask_config = sys.modules.get("dask.config")
+    if dask_config is not None:
+        _take_over(dask_config)
+    elif importlib.util.find_spec("dask") is not None:
+        _HOOK.install()
+
+
+def _take_over(dask_config: Any) -> None:
+    """Put :data:`DEFAULT_SCHEDULER` into dask's config while a default client runs,
+    remembering the setting it replaces."""
+    global _before
+    with _lock:
+        if _before is None and any(ref() is not None for ref in _defaults):
             _before = ("scheduler" in dask_config.config, dask_config.config.get("scheduler"))
             dask_config.set({"scheduler": DEFAULT_SCHEDULER})
+
+
+class _WhenDaskConfigImported(importlib.abc.MetaPathFinder):
+    """A one-shot import hook: finds ``dask.config`` with the finders after it, and runs
+    :func:`_take_over` right after the module has executed."""
+
+    def __init__(self) -> None:
+        self._installed = False
+
+    def install(self) -> None:
+        with _lock:
+            if not self._installed:
+                self._installed = True
+                sys.meta_path.insert(0, self)
+
+    def uninstall(self) -> None:
+        with _lock:
+            if self._installed:
+                self._installed = False
+                with contextlib.suppress(ValueError):
+                    sys.meta_path.remove(self)
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "dask.config":
+            return None
+        self.uninstall()
+        for finder in sys.meta_path:
+            spec = (
+                finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
+            )
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        execute = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            execute(module)
+            _take_over(module)
+
+        # this loader instance serves this one import only
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+_HOOK = _WhenDaskConfigImported()
 
 
 def forget(client: Client) -> None:
     """``client`` closes: the previous default takes over, or dask's own setting returns."""
     global _before
-    dask_config = _dask_config(load=False)
+    dask_config = sys.modules.get("dask.config")
     with _lock:
         _defaults[:] = [ref for ref in _defaults if ref() not in (None, client)]
-        if _defaults or _before is None:
+        still_default = bool(_defaults)
+    if not still_default:
+        _HOOK.uninstall()
+    with _lock:
+        if still_default or _before is None:
             return
         was_set, value = _before
         _before = None
@@ -133,12 +202,3 @@ def as_current(client: Client) -> Iterator[Client]:
         yield client
     finally:
         _current.reset(token)
-
-
-def _dask_config(load: bool) -> Any:
-    """``dask.config`` -- imported when dask is installed and ``load`` (a collection made after
-    the client must still find it), else only if something imported dask already."""
-    module = sys.modules.get("dask.config")
-    if module is None and load and importlib.util.find_spec("dask") is not None:
-        import dask.config as module
-    return module
