@@ -115,6 +115,43 @@ def _rows(args):
             HIGHER,
             lambda r: _wl(r, "transfers", "mb_per_s"),
         ),
+        (
+            "shuffle",
+            "dataframe shuffle, %d x %d rows (%s)"
+            % (args.df_partitions, args.df_rows, "p2p on dask, tasks on rdist"),
+            "s",
+            LOWER,
+            lambda r: _wl(r, "shuffle", "seconds"),
+        ),
+        (
+            "shuffle",
+            "dataframe shuffle, worker peak RSS (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "shuffle", "worker_peak_mb"),
+        ),
+        (
+            "groupby",
+            "groupby-sum + merge, %d x %d rows" % (args.df_partitions, args.df_rows),
+            "s",
+            LOWER,
+            lambda r: _wl(r, "groupby", "seconds"),
+        ),
+        (
+            "rechunk",
+            "rechunk %d^2 float64, 1000^2 -> (100, %d) chunks"
+            % (args.rechunk_size, args.rechunk_size),
+            "s",
+            LOWER,
+            lambda r: _wl(r, "rechunk", "seconds"),
+        ),
+        (
+            "rechunk",
+            "rechunk, worker peak RSS (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "rechunk", "worker_peak_mb"),
+        ),
         ("rss", "worker RSS idle (largest)", "MB", LOWER, lambda r: _wl(r, "rss", "idle_mb")),
         (
             "rss",
@@ -218,6 +255,9 @@ def run_side(system, args):
             "many": 1,
             "transfers": 3,
             "rss": 1,
+            "shuffle": 2,
+            "groupby": 2,
+            "rechunk": 2,
         }
     )
     cmd = [
@@ -246,6 +286,12 @@ def run_side(system, args):
         str(args.array_chunk),
         "--n-many",
         str(args.n_many),
+        "--df-partitions",
+        str(args.df_partitions),
+        "--df-rows",
+        str(args.df_rows),
+        "--rechunk-size",
+        str(args.rechunk_size),
     ]
     for w in WORKLOADS:
         cmd += ["--repeat-" + w, str(repeat[w])]
@@ -535,6 +581,15 @@ def main(argv=None):
     p.add_argument("--array-chunk", type=int, default=250)
     p.add_argument("--n-many", type=int, default=100_000, help="tasks in the many workload")
     p.add_argument(
+        "--df-partitions", type=int, default=100, help="partitions of the shuffle/groupby frame"
+    )
+    p.add_argument(
+        "--df-rows", type=int, default=400_000, help="rows per partition (24 bytes a row)"
+    )
+    p.add_argument(
+        "--rechunk-size", type=int, default=10_000, help="side of the rechunked float64 array"
+    )
+    p.add_argument(
         "--timeout",
         type=int,
         default=None,
@@ -552,7 +607,8 @@ def main(argv=None):
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
     if args.timeout is None:
-        args.timeout = 900 if {"many", "rss"} & set(args.workloads) else 150
+        heavy = {"many", "rss", "shuffle", "groupby", "rechunk"}
+        args.timeout = 900 if heavy & set(args.workloads) else 150
     if args.only:
         explicit = [args.only]
     elif args.systems:

@@ -19,7 +19,19 @@ import time
 import traceback
 import warnings
 
-WORKLOADS = ("map", "latency", "chain", "transfer", "array", "many", "transfers", "rss")
+WORKLOADS = (
+    "map",
+    "latency",
+    "chain",
+    "transfer",
+    "array",
+    "many",
+    "transfers",
+    "rss",
+    "shuffle",
+    "groupby",
+    "rechunk",
+)
 #: run unless --workloads says otherwise ("many" and "rss" take minutes on dask: opt in)
 DEFAULT_WORKLOADS = ("map", "latency", "chain", "transfer", "array", "transfers")
 N_WORKERS = 2
@@ -150,6 +162,12 @@ def main(argv=None):
     p.add_argument("--n-rss", type=int, default=100_000)
     p.add_argument("--repeat-transfers", type=int, default=3)
     p.add_argument("--repeat-rss", type=int, default=1)
+    p.add_argument("--df-partitions", type=int, default=100)
+    p.add_argument("--df-rows", type=int, default=400_000)
+    p.add_argument("--rechunk-size", type=int, default=10_000)
+    p.add_argument("--repeat-shuffle", type=int, default=1)
+    p.add_argument("--repeat-groupby", type=int, default=1)
+    p.add_argument("--repeat-rechunk", type=int, default=1)
     args = p.parse_args(argv)
 
     # Worker processes must be able to ``import bench.tasks``.
@@ -160,6 +178,7 @@ def main(argv=None):
     if root not in sys.path:
         sys.path.insert(0, root)
 
+    from . import data
     from . import dataplane as dp
     from . import workloads as wl
 
@@ -226,6 +245,15 @@ def main(argv=None):
                         env, args.n_transfers, args.transfers_mb, args.repeat_transfers
                     ),
                     "rss": lambda: dp.run_rss(env, args.n_rss, idle),
+                    "shuffle": lambda: data.run_shuffle(
+                        env, system, args.df_partitions, args.df_rows, args.repeat_shuffle
+                    ),
+                    "groupby": lambda: data.run_groupby_merge(
+                        env, system, args.df_partitions, args.df_rows, args.repeat_groupby
+                    ),
+                    "rechunk": lambda: data.run_rechunk(
+                        env, system, args.rechunk_size, args.repeat_rechunk
+                    ),
                 }
                 ok = run_jobs(jobs, selected, rec, stage, log) and ok
                 stage("shutdown")
