@@ -14,6 +14,14 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``
                         status, error, traceback], ...]}`` -- times in epoch seconds, status
                         ``memory`` or ``erred``, error a plain-text ``TypeName: message`` so
                         the dashboard never unpickles (see ``rdist.protocol.taskstream``)
+                        ``"x"``: the report's fetches from peers, ``[[key, worker, source,
+                        start, stop, nbytes], ...]``; runs also carry ``nbytes, type``
+    profile             the sampling profiler's batches, one entry per worker and ~second
+                        while tasks run (capped MAXLEN ~, ``rdist.store.diagnostics``):
+                        msgpack ``{"w": worker, "s": start, "e": stop, "n": samples,
+                        "g": {group: node}}``, node = ``[name, filename, firstlineno,
+                        count, [child nodes]]``, a group's root ``["", "", 0, count, ...]``
+                        (``wire.ProfileBatch``; merged by ``rdist.protocol.profile``)
     deadletter          malformed entries set aside by any reader
     topic:<name>        events users log on a topic (``client.log_event``), capped:
                         msgpack ``[time, msg]`` (``wire.TopicEvent``)
@@ -113,6 +121,10 @@ class Keys:
     @cached_property
     def taskstream(self) -> str:
         return self._k("taskstream")
+
+    @cached_property
+    def profile(self) -> str:
+        return self._k("profile")
 
     @cached_property
     def deadletter(self) -> str:
