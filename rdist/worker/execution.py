@@ -139,9 +139,12 @@ class Executor:
         """Run one task and tell the state machine how it went."""
         context = TaskContext(self, ex.key)
         set_current(context)
+        profiler = self.worker.profiler
+        profiler.begin(ex.key)
         try:
             event = self._execute(ex)
         finally:
+            profiler.end()
             set_current(None)
         executes, reports = self.worker.handle(event)
         return executes, reports, context

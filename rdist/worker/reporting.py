@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from rdist.protocol.wire import (
     Notify,
     StolenRow,
     TaskDone,
+    TransferRun,
 )
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
@@ -134,10 +136,24 @@ class Report:
         store.streams.to_scheduler(message, pipe)
         if self.done or self.erred:  # one entry per batch: the dashboard's task stream
             thread = threading.current_thread().name
-            runs = taskstream.encode_batch(self.address, thread, time.time(), self.done, self.erred)
+            transfers = _drain(self._worker.transfers)
+            runs = taskstream.encode_batch(
+                self.address, thread, time.time(), self.done, self.erred, transfers
+            )
             if runs is not None:
                 store.streams.task_runs(runs, pipe)
         return True
+
+
+def _drain(rows: deque[TransferRun]) -> list[TransferRun]:
+    """Everything in ``rows`` now (other threads append meanwhile: popleft is atomic)."""
+    out = []
+    for _ in range(len(rows)):
+        try:
+            out.append(rows.popleft())
+        except IndexError:
+            break
+    return out
 
 
 class Reporter:
