@@ -9,7 +9,7 @@ showing a failure never needs unpickling user data in the web process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rdist.protocol import serialize, tracebacks
@@ -66,11 +66,13 @@ def encode_batch(
     done: Sequence[DoneRow | list[Any]],
     erred: Sequence[ErredRow | list[Any]],
     transfers: Sequence[TransferRun] = (),
+    span_of: Mapping[str, str] | None = None,
 ) -> bytes | None:
     """One stream payload for a report batch, or None if it cannot be made.
 
     ``done`` and ``erred`` are the rows of the report (typed, or as plain lists);
-    ``transfers`` the fetches from peers since the last entry.
+    ``transfers`` the fetches from peers since the last entry; ``span_of`` the span id of
+    each key run inside an ``rdist.span``.
     The stop time is the report time (a batch is reported as soon as its tasks end).
     ``thread`` is the reporting thread's name, kept only when it is an executor
     (``rdist-exec-N``), which reports its own task when nothing else is queued. The task
@@ -81,6 +83,7 @@ def encode_batch(
     try:
         finished = [DoneRow._make(d) if isinstance(d, list) else d for d in done]
         failed = [ErredRow._make(e) if isinstance(e, list) else e for e in erred]
+        spans = span_of or {}
         runs = [
             TaskRun(
                 d.key,
@@ -93,12 +96,18 @@ def encode_batch(
                 "",
                 d.nbytes,
                 d.type_name,
+                spans.get(d.key, ""),
             )
             for d in finished
         ]
         for e in failed:
             text, tb = error_summary(e.error)
-            runs.append(TaskRun(e.key, worker, thread, now - e.duration, now, "erred", text, tb))
+            span = spans.get(e.key, "")
+            runs.append(
+                TaskRun(
+                    e.key, worker, thread, now - e.duration, now, "erred", text, tb, 0, "", span
+                )
+            )
         return TaskStreamBatch(worker, runs, list(transfers)).encode()
     except Exception:  # see the docstring
         log.exception("worker %s: cannot make task-stream records; skipping them", worker)

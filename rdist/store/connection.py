@@ -15,7 +15,7 @@ import redis
 
 from rdist.config import mask_url
 from rdist.store import health, tables
-from rdist.store.diagnostics import Profiles
+from rdist.store.diagnostics import Profiles, Spans
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.plugins import Plugins
 from rdist.store.primitives import Primitives
@@ -147,6 +147,7 @@ class RedisStore:
         self.primitives = Primitives(self)
         self.plugins = Plugins(self)
         self.profiles = Profiles(self)
+        self.spans = Spans(self)
 
     def __repr__(self) -> str:
         return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"

@@ -1,4 +1,4 @@
-"""The façade for what the diagnostics store: the profiler's batches.
+"""The façades for what the diagnostics store: the profiler's batches, the spans' totals.
 
 Workers append a :class:`~rdist.protocol.wire.ProfileBatch` about once a second while
 tasks run (the stream is capped: a recent history); ``client.profile``, the performance
@@ -9,10 +9,11 @@ batches' own times, taken on the worker, decide).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rdist.protocol.wire import MalformedMessage, ProfileBatch
+from rdist.protocol.wire import MalformedMessage, ProfileBatch, SpanTotals
 from rdist.store.keys import PAYLOAD_FIELD
 
 if TYPE_CHECKING:
@@ -60,4 +61,67 @@ class Profiles:
                 continue
             if (start is None or batch.stop >= start) and (stop is None or batch.start <= stop):
                 out.append(batch)
+        return out
+
+
+#: Spans kept in the ``spans`` index (the oldest are dropped past it; their totals expire).
+SPANS_KEPT = 10_000
+#: A span's totals expire this long after the last task added to them (seconds).
+SPAN_TTL = 7 * 24 * 3600
+
+
+class Spans:
+    """``spans`` (sorted set: span id -> last update) and ``span:<id>`` (its totals)."""
+
+    __slots__ = ("_store", "name")
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self.name = store.keys.spans
+
+    def add(
+        self,
+        ident: str,
+        names: list[str],
+        totals: tuple[int, int, float, int],
+        now: float,
+        pipe: Any,
+    ) -> None:
+        """Add ``(count, erred, duration, nbytes)`` of one report's runs to a span."""
+        count, erred, duration, nbytes = totals
+        key = self._store.keys.span(ident)
+        pipe.hset(key, mapping={"name": json.dumps(names), "stop": repr(now)})
+        pipe.hsetnx(key, "start", repr(now))
+        pipe.hincrby(key, "count", count)
+        if erred:
+            pipe.hincrby(key, "erred", erred)
+        pipe.hincrbyfloat(key, "duration", duration)
+        pipe.hincrby(key, "nbytes", nbytes)
+        pipe.expire(key, SPAN_TTL)
+        pipe.zadd(self.name, {ident: now})
+
+    def trim(self, pipe: Any) -> None:
+        pipe.zremrangebyrank(self.name, 0, -(SPANS_KEPT + 1))
+
+    def recent(self, since: float | None = None, count: int = SPANS_KEPT) -> list[str]:
+        """Ids of the spans updated since ``since`` (epoch seconds), oldest first."""
+        lower = "-inf" if since is None else since
+        ids = self._store.redis.zrangebyscore(self.name, lower, "+inf", start=0, num=count)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def get_many(self, ids: list[str]) -> dict[str, SpanTotals]:
+        """The totals of the spans that exist (and decode)."""
+        if not ids:
+            return {}
+        pipe = self._store.pipeline()
+        for ident in ids:
+            pipe.hgetall(self._store.keys.span(ident))
+        out = {}
+        for ident, fields in zip(ids, pipe.execute()):
+            if not fields:
+                continue
+            try:
+                out[ident] = SpanTotals.from_fields(ident, fields)
+            except MalformedMessage as exc:
+                log.warning("span %s skipped: %s", ident, exc)
         return out

@@ -36,6 +36,11 @@ Hashes
     meta      secret (peer authentication), version, scheduler lease holder, the
               scheduler's package versions (json)
     topics    set of the topic names events were logged on
+    span:<id> hash: the totals of one ``rdist.span`` -- name (json list of its tags, the
+              enclosing spans' first), count, erred, duration (s), nbytes, start, stop
+              (epoch s of its first and last report) -- added to by the workers that run
+              its tasks, in their report pipelines; expires a week after the last update
+    spans     sorted set: span id -> time of its last update (the newest 10,000 kept)
     metadata  top-level key -> msgpack value (``client.set_metadata``)
     transfer:<request>:<key>
               data moving through Redis (transfer mode ``redis``, or ``auto`` when a peer
@@ -125,6 +130,13 @@ class Keys:
     @cached_property
     def profile(self) -> str:
         return self._k("profile")
+
+    @cached_property
+    def spans(self) -> str:
+        return self._k("spans")
+
+    def span(self, ident: str) -> str:
+        return self._k(f"span:{ident}")
 
     @cached_property
     def deadletter(self) -> str:

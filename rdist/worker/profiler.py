@@ -39,6 +39,8 @@ log = logging.getLogger("rdist.worker")
 INTERVAL = 0.01
 #: Seconds between two batches sent (while there are samples to send).
 CYCLE = 1.0
+#: When the worker goes idle, samples are sent at once unless the last send is this recent.
+IDLE_FLUSH_SPACING = 0.25
 #: Frames of this file run every task: a stack is cut where they begin.
 _SPEC_FILE = spec.__file__
 
@@ -81,6 +83,7 @@ class Profiler:
         self._samples = 0
         self._since = time.time()
         self._frames: dict[CodeType, Frame] = {}
+        self._flushed = time.monotonic()
 
     # -- the executor's side (hot: keep it a dict write) ------------------------------------
     def begin(self, key: str) -> None:
@@ -118,7 +121,11 @@ class Profiler:
         self._work.set()
 
     def _sleep_until_work(self, next_flush: float) -> None:
-        """Idle: wait for a task to start (or the next flush, when samples wait to go)."""
+        """Idle: send what was gathered when the last send is a while ago (a computation
+        that just ended is then in Redis at once, for its performance report), and wait
+        for a task to start (or the next flush, when samples wait to go)."""
+        if self._samples and time.monotonic() - self._flushed >= IDLE_FLUSH_SPACING:
+            self.flush()
         self._sleeping = True
         self._work.clear()
         if not self._running:  # (a task that began before the flag was set is seen here)
@@ -182,6 +189,7 @@ class Profiler:
         return batch
 
     def flush(self) -> None:
+        self._flushed = time.monotonic()
         batch = self.take()
         if batch is None:
             return

@@ -111,6 +111,31 @@ class Report:
         for client in clients:
             self.notify.setdefault(client, []).append(item)
 
+    def _spans(self, now: float, pipe: Any) -> dict[str, str]:
+        """The span ids of this report's runs (``rdist.span``); their totals are added to
+        the spans' in Redis on ``pipe`` (a few commands per span, none without spans)."""
+        tagged = self._worker.task_spans
+        span_of: dict[str, str] = {}
+        totals: dict[str, list[Any]] = {}
+        rows = [(d.key, False, d.duration, d.nbytes) for d in self.done]
+        rows += [(e.key, True, e.duration, 0) for e in self.erred]
+        for key, failed, duration, nbytes in rows:
+            span = tagged.pop(key, None)
+            if span is None:
+                continue
+            span_of[key] = span[0]
+            entry = totals.setdefault(span[0], [span[1:], 0, 0, 0.0, 0])
+            entry[1] += 1
+            entry[2] += failed
+            entry[3] += duration
+            entry[4] += nbytes
+        spans = self._worker.store.spans
+        for ident, (names, count, erred, duration, nbytes) in totals.items():
+            spans.add(ident, names, (count, erred, duration, nbytes), now, pipe)
+        if totals:
+            spans.trim(pipe)
+        return span_of
+
     def queue_on(self, pipe: Any, replicated: list[str]) -> bool:
         """Queue the writes on ``pipe``; False when there is nothing to say."""
         if not (
@@ -120,6 +145,17 @@ class Report:
         store = self._worker.store
         # the results first: a client told of a key may read it at once
         store.results.put_many(self.results, pipe)
+        # the task stream before the clients, too: a client's get_task_stream() that
+        # follows its futures' completion sees their runs
+        if self.done or self.erred:  # one entry per batch: the dashboard's task stream
+            thread, now = threading.current_thread().name, time.time()
+            transfers = _drain(self._worker.transfers)
+            span_of = self._spans(now, pipe) if self._worker.task_spans else {}
+            runs = taskstream.encode_batch(
+                self.address, thread, now, self.done, self.erred, transfers, span_of
+            )
+            if runs is not None:
+                store.streams.task_runs(runs, pipe)
         # clients before the scheduler: they wait on this; the scheduler copes with a
         # client's message about a key (release, dependents) arriving before its completion
         for client, items in self.notify.items():
@@ -134,14 +170,6 @@ class Report:
             self.stolen,
         )
         store.streams.to_scheduler(message, pipe)
-        if self.done or self.erred:  # one entry per batch: the dashboard's task stream
-            thread = threading.current_thread().name
-            transfers = _drain(self._worker.transfers)
-            runs = taskstream.encode_batch(
-                self.address, thread, time.time(), self.done, self.erred, transfers
-            )
-            if runs is not None:
-                store.streams.task_runs(runs, pipe)
         return True
 
 

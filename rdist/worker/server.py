@@ -47,7 +47,7 @@ from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import OnDeath, exit_process, start_thread
-from rdist.worker import handoff, heartbeats
+from rdist.worker import handoff, heartbeats, tracing
 from rdist.worker.context import bind_worker, get_worker  # noqa: F401  (re-exported)
 from rdist.worker.dataplane import DataPlane, listen_address_of
 from rdist.worker.events import (
@@ -146,8 +146,13 @@ class Worker:
         self.profiler = Profiler(
             self.address, store.clone() if interval else store, self.stop_event, interval
         )
+        #: task runs as OpenTelemetry spans, when opentelemetry-api is installed
+        self.tracer = tracing.task_tracer(self.address)
         #: peer fetches since the last report, for the task stream (rdist.worker.reporting)
         self.transfers: deque[TransferRun] = deque(maxlen=MAX_TRANSFERS_KEPT)
+        #: key -> ``[span id, *names]`` of the tasks run here inside an ``rdist.span``,
+        #: until their report (rdist.worker.reporting)
+        self.task_spans: dict[str, list[str]] = {}
         self.executor = Executor(self)
         self.stream_reader = StreamReader(self)
         #: the actors made here (``submit(cls, actor=True)``) and their calls

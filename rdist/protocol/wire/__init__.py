@@ -26,7 +26,7 @@ from rdist.protocol.wire.base import (
     pack,
     unpack,
 )
-from rdist.protocol.wire.diagnostics import ProfileBatch
+from rdist.protocol.wire.diagnostics import ProfileBatch, SpanTotals
 from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.records import *  # noqa: F403
@@ -46,6 +46,7 @@ __all__ = [  # noqa: PLE0604
     "Message",
     "ProfileBatch",
     "Record",
+    "SpanTotals",
     "bundle",
     "pack",
     "unpack",

@@ -14,6 +14,8 @@ its callee nodes. A group's root is ``["", "", 0, samples, children]``.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,4 +101,49 @@ fields(
     groups=DictOf(NAME, PROFILE_TREE),
 )
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "PROFILE_TREE", "ProfileBatch", "ProfileTree"]
+
+@dataclass(frozen=True, slots=True)
+class SpanTotals:
+    """One span's totals as its ``span:<id>`` hash holds them (workers add to them)."""
+
+    id: str
+    names: list[str]  #: the tags of the span and of every span around it, outermost first
+    count: int = 0  #: tasks run
+    erred: int = 0
+    duration: float = 0.0  #: seconds of compute
+    nbytes: int = 0  #: bytes of results
+    start: float = 0.0  #: when its first reported task ended (epoch seconds)
+    stop: float = 0.0  #: when its last reported task ended
+
+    @classmethod
+    def from_fields(cls, ident: str, fields: Mapping[Any, Any]) -> SpanTotals:
+        """From the hash's fields (bytes as Redis returns them); MalformedMessage when a
+        field is missing or not a number."""
+        where = f"span:{ident}"
+        text = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields.items()}
+        try:
+            names = json.loads(text["name"])
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise ValueError("not a list of names")
+            return cls(
+                ident,
+                names,
+                int(text.get("count", 0)),
+                int(text.get("erred", 0)),
+                float(text.get("duration", 0.0)),
+                int(text.get("nbytes", 0)),
+                float(text.get("start", 0.0)),
+                float(text.get("stop", 0.0)),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise MalformedMessage(f"bad span totals: {exc!r}"[:200], where=where) from None
+
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "PROFILE_TREE",
+    "ProfileBatch",
+    "ProfileTree",
+    "SpanTotals",
+]

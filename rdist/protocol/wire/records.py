@@ -298,6 +298,7 @@ class TaskRun(NamedTuple):
     traceback: str = ""
     nbytes: int = 0  #: the result's size (0 for an erred task)
     type_name: str = ""  #: the result's type name
+    span: str = ""  #: the id of the ``rdist.span`` it was submitted in ("" for none)
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -314,6 +315,7 @@ TASK_RUN = row_spec(
     TEXT,
     TEXT,
     COUNT,
+    TEXT,
     TEXT,
 )
 
