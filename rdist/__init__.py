@@ -104,7 +104,7 @@ _HOMES = {
     "get_task_stream": "rdist.diagnostics.report",
     "get_worker": "rdist.worker",
     "performance_report": "rdist.diagnostics.report",
-    "progress": "rdist.diagnostics.progress",
+    "progress": "rdist.diagnostics.progressbar",
     "rejoin": "rdist.worker.execution",
     "secede": "rdist.worker.execution",
     "span": "rdist.client.spans",

@@ -19,7 +19,7 @@ from rdist.lazy import exports
 
 if TYPE_CHECKING:
     from rdist.client.spans import span
-    from rdist.diagnostics.progress import progress
+    from rdist.diagnostics.progressbar import progress
     from rdist.diagnostics.report import get_task_stream, performance_report
 
 __all__ = ["get_task_stream", "performance_report", "progress", "span"]
@@ -27,7 +27,7 @@ __all__ = ["get_task_stream", "performance_report", "progress", "span"]
 _HOMES = {
     "get_task_stream": "rdist.diagnostics.report",
     "performance_report": "rdist.diagnostics.report",
-    "progress": "rdist.diagnostics.progress",
+    "progress": "rdist.diagnostics.progressbar",
     "span": "rdist.client.spans",
 }
 

@@ -87,6 +87,12 @@ def worker_series(store: RedisStore, start: float, stop: float) -> tuple[dict[st
         if start - MARGIN <= beat.last_seen <= stop + MARGIN:
             memory.setdefault(beat.worker, []).append([beat.last_seen, beat.memory])
             cpu.setdefault(beat.worker, []).append([beat.last_seen, beat.cpu])
+    for address, record in store.workers.all().items():  # how each stands now: a run
+        if record.last_seen >= start - MARGIN:  # shorter than a heartbeat still shows them
+            memory.setdefault(address, []).append([record.last_seen, record.memory])
+            cpu.setdefault(address, []).append([record.last_seen, record.cpu])
+    for series in (*memory.values(), *cpu.values()):
+        series.sort()
     return memory, cpu
 
 

@@ -78,7 +78,8 @@
     for (let i = 0; i <= 5; i++) {
       const x = left + (width * i) / 5;
       el("line", { x1: x, x2: x, y1: y, y2: y + 4 }, g);
-      el("text", { x: x, y: y + 15, "text-anchor": "middle" }, g).textContent = secs((span * i) / 5);
+      const anchor = i === 0 ? "start" : i === 5 ? "end" : "middle";
+      el("text", { x: x, y: y + 15, "text-anchor": anchor }, g).textContent = secs((span * i) / 5);
     }
   }
 
