@@ -30,11 +30,14 @@
     node.addEventListener("mouseleave", () => { tip.hidden = true; });
     el("title", {}, node).textContent = text;
   }
-  function hue(name) {
-    let h = 0;
-    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
-    return "hsl(" + (h % 360) + ",60%,55%)";
+  function hue(name) {  // FNV-1a: names that differ in one character still differ in colour
+    let h = 0x811c9dc5;
+    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0x5bd1e995);
+    return "hsl(" + ((h >>> 0) % 360) + ",60%,50%)";
   }
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#d62728"];
   function group(key) {  // dask's key_split, as rdist.protocol.groups does it
     let text = String(key).trim();
     if (text.startsWith("(") && text.includes(",")) text = text.slice(1).split(",")[0].replace(/^[\s'"]+|[\s'"]+$/g, "");
@@ -187,12 +190,13 @@
     el("text", { x: left - 6, y: height, "text-anchor": "end" }, g).textContent = format(0);
     const sx = width / Math.max(t1 - t0, 1e-6);
     const legend = html("div", null, plot, "legend");
-    for (const w of workers) {
+    for (const [index, w] of workers.entries()) {
+      const colour = PALETTE[index % PALETTE.length];
       const pts = series[w].map((p) => (left + (p[0] - t0) * sx).toFixed(1) + "," + (height - (p[1] / top) * (height - 4)).toFixed(1));
       if (pts.length === 1) pts.push((left + width).toFixed(1) + "," + pts[0].split(",")[1]);
-      const line = el("polyline", { points: pts.join(" "), fill: "none", stroke: hue(w), "stroke-width": 2, class: "series-line" }, svg);
+      const line = el("polyline", { points: pts.join(" "), fill: "none", stroke: colour, "stroke-width": 2, class: "series-line" }, svg);
       hover(line, w + ": peak " + format(Math.max(...series[w].map((p) => p[1]))));
-      html("span", w, legend).style.setProperty("--c", hue(w));
+      html("span", w, legend).style.setProperty("--c", colour);
     }
     timeAxis(svg, t0, t1, left, width, height + 2);
   }
