@@ -9,6 +9,8 @@ futures' done callbacks; the bar is redrawn every ``interval`` seconds for its c
 from __future__ import annotations
 
 import html
+import importlib
+import importlib.util
 import sys
 import threading
 import time
@@ -45,7 +47,7 @@ def progress(
     if notebook is None:
         notebook = in_notebook()
     if notebook:
-        bar: TextProgress | WidgetProgress = WidgetProgress(found, multi, complete, interval)
+        bar = WidgetProgress(found, multi, complete, interval)
         bar.start()
         return bar
     TextProgress(found, multi, complete, interval, file).run()
@@ -73,11 +75,7 @@ def in_notebook() -> bool:
         return False
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return "ipywidgets" in sys.modules or importlib.util.find_spec("ipywidgets") is not None
 
 
 @dataclass
@@ -210,8 +208,7 @@ class WidgetProgress:
         complete: bool = True,
         interval: float = 0.1,
     ) -> None:
-        import ipywidgets
-
+        ipywidgets: Any = importlib.import_module("ipywidgets")  # optional: notebooks only
         self.tracker = Tracker(futures, multi)
         self.complete = complete
         self.interval = interval
@@ -267,6 +264,5 @@ class WidgetProgress:
 
 def display(widget: Any) -> None:
     """IPython's display (a name of its own so that tests can stand in for it)."""
-    from IPython.display import display as show
-
+    show: Any = importlib.import_module("IPython.display").display
     show(widget)

@@ -112,8 +112,10 @@ class Profiler:
                     next_flush = time.monotonic() + self.cycle
             except Exception:  # no sample is worth a worker: log it, keep sampling
                 log.exception("worker %s: profiler sample failed", self.address)
-            if self._running:
-                stop.wait(self.interval)
+            # one period between two looks, also right after a task woke us: a task
+            # shorter than that ends unsampled, and tasks that start meanwhile wake nobody
+            # (so a stream of tiny tasks costs at most one wake-up per period)
+            stop.wait(self.interval)
         self.flush()
 
     def stop(self) -> None:
