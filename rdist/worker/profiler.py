@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from types import CodeType, FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rdist.protocol import spec
 from rdist.protocol.groups import key_split
@@ -43,6 +43,7 @@ CYCLE = 1.0
 IDLE_FLUSH_SPACING = 0.25
 #: Frames of this file run every task: a stack is cut where they begin.
 _SPEC_FILE = spec.__file__
+_UNSEEN: Any = object()
 
 
 def interval_from_env() -> float:
@@ -82,7 +83,9 @@ class Profiler:
         self._trees: dict[str, TreeBuilder] = {}
         self._samples = 0
         self._since = time.time()
-        self._frames: dict[CodeType, Frame] = {}
+        #: id(code) -> its frame identity (None for the executor's frames), and the code
+        self._frames: dict[int, Frame | None] = {}
+        self._codes: dict[int, CodeType] = {}
         self._flushed = time.monotonic()
 
     # -- the executor's side (hot: keep it a dict write) ------------------------------------
@@ -154,22 +157,34 @@ class Profiler:
         del frames
 
     def _stack(self, frame: FrameType | None) -> list[Frame]:
-        """The task's frames, outermost first, from its function inwards."""
+        """The task's frames, outermost first, from its function inwards.
+
+        Code objects are looked up by ``id``: hashing a code object hashes its constants
+        and names (most of a sample's cost); the code is kept in ``_codes`` so that its id
+        stays its own."""
         known = self._frames
         out: list[Frame] = []
         while frame is not None:
             code = frame.f_code
-            ident = known.get(code)
-            if ident is None:
-                if code.co_filename == _SPEC_FILE:
-                    break
-                ident = known[code] = (code.co_name, code.co_filename, code.co_firstlineno)
+            ident = known.get(id(code), _UNSEEN)
+            if ident is _UNSEEN:
+                ident = self._remember(code)
+            if ident is None:  # the executor's frames begin here
+                out.reverse()
+                return out
             out.append(ident)
             frame = frame.f_back
-        else:  # no spec frame: not inside a task's function (between two tasks)
-            return []
-        out.reverse()
-        return out
+        return []  # no spec frame: not inside a task's function (between two tasks)
+
+    def _remember(self, code: CodeType) -> Frame | None:
+        ident = (
+            None
+            if code.co_filename == _SPEC_FILE
+            else (code.co_name, code.co_filename, code.co_firstlineno)
+        )
+        self._frames[id(code)] = ident
+        self._codes[id(code)] = code
+        return ident
 
     def take(self) -> ProfileBatch | None:
         """What was gathered since the last batch (None when nothing), and start afresh."""
@@ -188,6 +203,7 @@ class Profiler:
         self._samples, self._since = 0, now
         if len(self._frames) > 100_000:  # code objects of many short-lived lambdas
             self._frames.clear()
+            self._codes.clear()
         return batch
 
     def flush(self) -> None:
