@@ -195,6 +195,7 @@ MODULE_TIERS = {
     "test_diagnostics": "fake",
     "test_diagnostics_browser": "browser",
     "test_diagnostics_pure": "pure",
+    "test_diagnostics_real": "real",
     "test_extension_kills": "real",
     "test_fuzz": "fake",
     "test_fuzz_real": "real",
