@@ -252,3 +252,41 @@ def test_page_data_has_no_nan():
     page = html.render("t", {"summary": {"x": float("nan")}})
     data = page.split('id="report-data">', 1)[1].split("</script>", 1)[0]
     assert json.loads(data) == {"summary": {"x": None}}
+
+
+class _FakeFuture:
+    """What the progress bar uses of a future: its key, status and done callbacks."""
+
+    def __init__(self, key: str) -> None:
+        self.key, self.status = key, "pending"
+        self._callbacks: list[Any] = []
+
+    def add_done_callback(self, fn: Any) -> None:
+        self._callbacks.append(fn)
+
+    def finish(self, status: str = "finished") -> None:
+        self.status = status
+        for fn in self._callbacks:
+            fn(self)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_text_progress_redraws_in_place_on_a_terminal_and_blanks_hidden_bars():
+    futures = [_FakeFuture("inc-aaaaaaaaaa"), _FakeFuture("dec-bbbbbbbbbb")]
+    screen = _Terminal()
+    bar = TextProgress(futures, complete=False, file=screen)  # type: ignore[arg-type]
+    bar.draw()
+    futures[0].finish()
+    bar.draw()
+    futures[1].finish("error")
+    bar.draw(final=True)
+
+    frames = screen.getvalue().split("\x1b[2F")  # back over the two lines drawn before
+    assert len(frames) == 3
+    assert "inc " in frames[0] and "dec " in frames[0]
+    assert "inc " not in frames[1] and "dec " in frames[1]  # finished: hidden
+    assert frames[2].count("\x1b[2K") == 2 and "dec" not in frames[2]

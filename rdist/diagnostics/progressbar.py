@@ -190,6 +190,7 @@ class TextProgress:
         out = self.file
         if self._live and self._drawn:
             out.write(f"\x1b[{self._drawn}F")  # back to the first line drawn last time
+            lines += [""] * (self._drawn - len(lines))  # blank the bars of hidden groups
         for line in lines:
             out.write(("\x1b[2K" if self._live else "") + line + "\n")
         self._drawn = len(lines)
