@@ -310,3 +310,17 @@ def test_performance_report_writes_one_self_contained_file(tmp_path: Path):
     for section in ("task_stream", "groups", "spans", "transfers", "memory", "cpu", "profile"):
         assert f'<section id="{section}">' in page, section
     assert "<script src" not in page and "<link" not in page
+
+
+def test_runs_of_a_one_thread_worker_never_overlap_in_the_task_stream():
+    """Runs reported together keep their own end times (not the report's), so a worker's
+    lanes are as many as its threads."""
+    with fake_cluster(1) as (c, _):
+        start = time.time()
+        c.gather(c.map(busy, range(30), seconds=0.002))
+        runs = sorted(
+            (r["startstops"][0] for r in c.get_task_stream(start=start)), key=lambda s: s["start"]
+        )
+    assert len(runs) == 30
+    for earlier, later in zip(runs, runs[1:]):
+        assert later["start"] >= earlier["stop"] - 1e-4, (earlier, later)

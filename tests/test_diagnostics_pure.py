@@ -290,3 +290,15 @@ def test_text_progress_redraws_in_place_on_a_terminal_and_blanks_hidden_bars():
     assert "inc " in frames[0] and "dec " in frames[0]
     assert "inc " not in frames[1] and "dec " in frames[1]  # finished: hidden
     assert frames[2].count("\x1b[2K") == 2 and "dec" not in frames[2]
+
+
+def test_task_stream_rows_take_each_runs_own_end_time():
+    from rdist.protocol import taskstream
+
+    done = [
+        wire.DoneRow("a", 1, False, None, 0.5, "int"),
+        wire.DoneRow("b", 1, False, None, 0.25, "int"),
+    ]
+    payload = taskstream.encode_batch("tcp://w:1", "", 10.0, done, [], stops={"a": 9.0})
+    runs = {r.key: (r.start, r.stop) for r in taskstream.decode_batch(payload)}
+    assert runs == {"a": (8.5, 9.0), "b": (9.75, 10.0)}  # b: no end known, the report's

@@ -96,18 +96,30 @@
     }
   }
 
-  // -- task stream: one lane per worker thread, transfers in a lane per worker ---------------
+  // -- task stream: a lane per worker thread, fetches in lanes of their own ----------------------
+  // Runs reported in a batch do not name their thread, so lanes are packed instead: a run
+  // goes to the first lane of its worker that is free when it starts -- as many lanes as
+  // runs overlapped, which is at most the worker's threads.
+  function packLanes(items) {
+    const ends = {};
+    items.sort((a, b) => a.ss.start - b.ss.start);
+    for (const it of items) {
+      const kind = it.r.worker + (it.transfer ? " fetch" : " thread");
+      const lanes = ends[kind] || (ends[kind] = []);
+      let i = lanes.findIndex((end) => end <= it.ss.start + 1e-6);
+      if (i < 0) { i = lanes.length; lanes.push(0); }
+      lanes[i] = it.ss.stop;
+      it.lane = kind + " " + (i + 1);
+    }
+  }
   function drawTaskStream() {
     const plot = plotOf("task_stream");
     if (!plot) return;
     const items = [];
     for (const r of DATA.task_stream) {
-      for (const ss of r.startstops) {
-        const transfer = ss.action === "transfer";
-        const lane = r.worker + (transfer ? " transfers" : " " + (r.thread || "thread"));
-        items.push({ r: r, ss: ss, lane: lane, transfer: transfer });
-      }
+      for (const ss of r.startstops) items.push({ r: r, ss: ss, transfer: ss.action === "transfer" });
     }
+    packLanes(items);
     const lanes = [...new Set(items.map((i) => i.lane))].sort();
     const t0 = Math.min(...items.map((i) => i.ss.start));
     const t1 = Math.max(...items.map((i) => i.ss.stop));

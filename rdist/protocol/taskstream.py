@@ -67,12 +67,14 @@ def encode_batch(
     erred: Sequence[ErredRow | list[Any]],
     transfers: Sequence[TransferRun] = (),
     span_of: Mapping[str, str] | None = None,
+    stops: Mapping[str, float] | None = None,
 ) -> bytes | None:
     """One stream payload for a report batch, or None if it cannot be made.
 
     ``done`` and ``erred`` are the rows of the report (typed, or as plain lists);
     ``transfers`` the fetches from peers since the last entry; ``span_of`` the span id of
-    each key run inside an ``rdist.span``.
+    each key run inside an ``rdist.span``; ``stops`` when each run ended (a run without
+    one is taken to have ended at ``now``, the report's time: batched runs would overlap).
     The stop time is the report time (a batch is reported as soon as its tasks end).
     ``thread`` is the reporting thread's name, kept only when it is an executor
     (``rdist-exec-N``), which reports its own task when nothing else is queued. The task
@@ -83,14 +85,14 @@ def encode_batch(
     try:
         finished = [DoneRow._make(d) if isinstance(d, list) else d for d in done]
         failed = [ErredRow._make(e) if isinstance(e, list) else e for e in erred]
-        spans = span_of or {}
+        spans, ends = span_of or {}, stops or {}
         runs = [
             TaskRun(
                 d.key,
                 worker,
                 thread,
-                now - d.duration,
-                now,
+                ends.get(d.key, now) - d.duration,
+                ends.get(d.key, now),
                 "memory",
                 "",
                 "",

@@ -66,6 +66,7 @@ class Outcome(NamedTuple):
     blob: bytes | None  #: the serialized value, when small enough to store in Redis
     duration: float
     type_name: str
+    stop: float = 0.0  #: when it ended (epoch seconds): the task stream's stop time
 
 
 Ran = tuple[list[Execute], list[SendReport], TaskContext]
@@ -186,7 +187,7 @@ class Executor:
         now = time.time()
         worker.executed += 1
         try:
-            outcome, frames = _outcome(ex.key, value, now - start)
+            outcome, frames = _outcome(ex.key, value, now - start, now)
             worker.data.set(ex.key, value, outcome.nbytes, frames)  # may spill: not under the lock
         except Exception as exc:  # the result cannot be sized, pickled or kept: the task errs
             error: BaseException = exc
@@ -234,7 +235,9 @@ class Executor:
             event.set()
 
 
-def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[Any] | None]:
+def _outcome(
+    key: str, value: object, duration: float, stop: float = 0.0
+) -> tuple[Outcome, list[Any] | None]:
     """The report of a result, and its serialized frames when it is large (kept for its
     first transfer or spill)."""
     estimate = sizeof(value)
@@ -250,7 +253,7 @@ def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[An
         # pickling (buffers stay out of band: for arrays they are views, free).
         frames = serialize.dumps(value)
     nbytes = len(blob) if blob is not None else estimate
-    return Outcome(nbytes, blob, duration, type(value).__name__), frames
+    return Outcome(nbytes, blob, duration, type(value).__name__, stop), frames
 
 
 def error_blob(exc: BaseException, tb: str, where: TracebackType | None = None) -> bytes:

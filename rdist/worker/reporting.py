@@ -63,6 +63,8 @@ class Report:
         self.stolen: list[StolenRow] = []
         self.results: dict[str, bytes] = {}
         self.notify: dict[str, list[KeyInMemory]] = {}  #: client -> items told directly
+        #: key -> when its run ended, for the task stream (else the report's time is used)
+        self.stops: dict[str, float] = {}
         self._worker = worker
 
     def add(self, item: SendReport) -> None:
@@ -87,6 +89,8 @@ class Report:
         if in_redis:
             self.results[key] = blob
         inline = blob if in_redis and len(blob) <= INLINE_BYTES else None
+        if outcome.stop:
+            self.stops[key] = outcome.stop
         self.done.append(
             DoneRow(key, outcome.nbytes, in_redis, inline, outcome.duration, outcome.type_name)
         )
@@ -152,7 +156,7 @@ class Report:
             transfers = _drain(self._worker.transfers)
             span_of = self._spans(now, pipe) if self._worker.task_spans else {}
             runs = taskstream.encode_batch(
-                self.address, thread, now, self.done, self.erred, transfers, span_of
+                self.address, thread, now, self.done, self.erred, transfers, span_of, self.stops
             )
             if runs is not None:
                 store.streams.task_runs(runs, pipe)
