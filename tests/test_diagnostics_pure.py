@@ -302,3 +302,53 @@ def test_task_stream_rows_take_each_runs_own_end_time():
     payload = taskstream.encode_batch("tcp://w:1", "", 10.0, done, [], stops={"a": 9.0})
     runs = {r.key: (r.start, r.stop) for r in taskstream.decode_batch(payload)}
     assert runs == {"a": (8.5, 9.0), "b": (9.75, 10.0)}  # b: no end known, the report's
+
+
+_HOLD = threading.Event()
+
+
+def _nested(depth: int) -> None:
+    if depth:
+        _nested(depth - 1)
+    else:
+        _HOLD.wait(10)
+
+
+def test_repeated_samples_of_an_unchanged_stack_count_every_frame_each_time():
+    profiler = Profiler("tcp://w:1", _NoStore(), threading.Event(), interval=0)  # type: ignore[arg-type]
+    profiler.enabled = True  # sampled by hand below, no thread
+    _HOLD.clear()
+    blob = serialize.to_blob(((3,), {}))
+
+    def run() -> None:
+        profiler.begin("nest-1")
+        try:
+            spec.run_spec(_nested, blob, spec.CALL, {})
+        finally:
+            profiler.end()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        while not profiler._running:
+            time.sleep(0.001)
+        time.sleep(0.05)  # inside _HOLD.wait by now
+        for _ in range(5):
+            profiler.sample()
+        first = profiler.take()
+        for _ in range(3):
+            profiler.sample()  # after a take: counted in the new trees
+        second = profiler.take()
+    finally:
+        _HOLD.set()
+        thread.join()
+
+    assert first is not None and second is not None
+    for batch, n in ((first, 5), (second, 3)):
+        node, names = batch.groups["nest"], []
+        assert node[3] == n
+        while node[4]:
+            (node,) = node[4]
+            assert node[3] == n, (names, node)
+            names.append(node[0])
+        assert names[:4] == ["_nested"] * 4 and names[-1] == "wait"

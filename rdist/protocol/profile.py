@@ -61,9 +61,12 @@ class TreeBuilder:
         self.nodes = 1
         self.max_nodes = max_nodes
 
-    def add(self, stack: Iterable[Frame]) -> None:
+    def add(self, stack: Iterable[Frame]) -> list[_Live]:
+        """Count one sample; returns the nodes it went through (root first), which
+        :meth:`add_again` counts once more for the same stack without looking it up."""
         node = self.root
         node.count += 1
+        path = [node]
         for depth, frame in enumerate(stack):
             if depth >= MAX_DEPTH:
                 break
@@ -74,7 +77,14 @@ class TreeBuilder:
                 child = node.children[frame] = _Live()
                 self.nodes += 1
             child.count += 1
+            path.append(child)
             node = child
+        return path
+
+    @staticmethod
+    def add_again(path: list[_Live]) -> None:
+        for node in path:
+            node.count += 1
 
     @property
     def samples(self) -> int:

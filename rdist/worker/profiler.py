@@ -87,6 +87,8 @@ class Profiler:
         self._frames: dict[int, Frame | None] = {}
         self._codes: dict[int, CodeType] = {}
         self._flushed = time.monotonic()
+        #: thread ident -> (innermost frame, key, tree nodes) of its last sample
+        self._last: dict[int, tuple[FrameType, str, list[Any]]] = {}
 
     # -- the executor's side (hot: keep it a dict write) ------------------------------------
     def begin(self, key: str) -> None:
@@ -131,6 +133,7 @@ class Profiler:
         for a task to start (or the next flush, when samples wait to go)."""
         if self._samples and time.monotonic() - self._flushed >= IDLE_FLUSH_SPACING:
             self.flush()
+        self._last.clear()  # no frame kept alive while idle
         self._sleeping = True
         self._work.clear()
         if not self._running:  # (a task that began before the flag was set is seen here)
@@ -144,16 +147,26 @@ class Profiler:
         if not running:
             return
         frames = sys._current_frames()
+        last = self._last
         for ident, key in running:
             frame = frames.get(ident)
             if frame is None:
+                continue
+            self._samples += 1
+            seen = last.get(ident)
+            if seen is not None and seen[0] is frame and seen[1] == key:
+                # the same innermost frame, still running: the same stack (the callers of
+                # a live frame cannot change) -- count its nodes again, no walk
+                TreeBuilder.add_again(seen[2])
                 continue
             group = key_split(key)
             tree = self._trees.get(group)
             if tree is None:
                 tree = self._trees[group] = TreeBuilder()
-            tree.add(self._stack(frame))
-            self._samples += 1
+            last[ident] = (frame, key, tree.add(self._stack(frame)))
+        if len(last) > len(running):  # threads that finished their task: let go of frames
+            for ident in [i for i in last if i not in self._running]:
+                del last[ident]
         del frames
 
     def _stack(self, frame: FrameType | None) -> list[Frame]:
@@ -193,6 +206,7 @@ class Profiler:
             self._since = now
             return None
         trees, self._trees = self._trees, {}
+        self._last.clear()  # its nodes belong to the trees taken
         batch = ProfileBatch(
             self.address,
             self._since,
