@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rdist.client import diagnostics as client_diagnostics
 from rdist.client import local_cluster
 from rdist.lazy import exports
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
     from rdist.client import Client, Future, as_completed, fire_and_forget, wait
     from rdist.client.default import default_client
     from rdist.client.future import futures_of
+    from rdist.client.spans import span
     from rdist.cluster import LocalCluster
+    from rdist.diagnostics import get_task_stream, performance_report, progress
     from rdist.exceptions import CancelledError, KilledWorker
     from rdist.plugins import (
         Environ,
@@ -60,9 +63,13 @@ __all__ = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
+    "performance_report",
+    "progress",
     "rejoin",
     "secede",
+    "span",
     "wait",
     "worker_client",
 ]
@@ -94,9 +101,13 @@ _HOMES = {
     "fire_and_forget": "rdist.client",
     "futures_of": "rdist.client.future",
     "get_client": "rdist.worker.execution",
+    "get_task_stream": "rdist.diagnostics.report",
     "get_worker": "rdist.worker",
+    "performance_report": "rdist.diagnostics.report",
+    "progress": "rdist.diagnostics.progressbar",
     "rejoin": "rdist.worker.execution",
     "secede": "rdist.worker.execution",
+    "span": "rdist.client.spans",
     "wait": "rdist.client",
     "worker_client": "rdist.worker.execution",
 }
@@ -104,6 +115,9 @@ _HOMES = {
 # ``Client()`` without an address starts rdist.cluster's LocalCluster, loaded by name then:
 # the client below may not import the cluster above it (see rdist.client.local_cluster)
 local_cluster.register_module("rdist.cluster")
+# ``client.profile(filename=...)`` writes its page with the diagnostics package, above the
+# client (rdist.client.diagnostics): named here, loaded when a page is written
+client_diagnostics.register_renderer("rdist.diagnostics.html")
 
 
 __getattr__ = exports(__name__, _HOMES)

@@ -298,6 +298,7 @@ RECORD_HOMES = {
     "NannyRecord": ("hash", "nannies"),
     "Heartbeat": ("stream", "heartbeats"),
     "TaskStreamBatch": ("stream", "taskstream"),
+    "ProfileBatch": ("stream", "profile"),
     "ClusterEvent": ("stream", "events"),
 }
 #: Valid records that would be *claims* about the cluster (a phantom live worker), not

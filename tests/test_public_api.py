@@ -30,9 +30,13 @@ EXPECTED = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
+    "performance_report",
+    "progress",
     "rejoin",
     "secede",
+    "span",
     "wait",
     "worker_client",
 ]

@@ -147,7 +147,18 @@ RECORDS: list[wire.Record] = [
     wire.Heartbeat("tcp://w:1", 100, 3.5, 1, 2, 3, 4, 5, 6.0),
     wire.TaskStreamBatch(
         "tcp://w:1",
-        [wire.TaskRun("k", "tcp://w:1", "rdist-exec-0", 1.0, 2.0, "erred", "E: x", "tb")],
+        [
+            wire.TaskRun("k", "tcp://w:1", "rdist-exec-0", 1.0, 2.0, "erred", "E: x", "tb"),
+            wire.TaskRun("j", "tcp://w:1", "", 1.0, 2.0, "memory", "", "", 80, "ndarray"),
+        ],
+        [wire.TransferRun("d", "tcp://w:1", "tcp://w:2", 0.5, 0.9, 1000)],
+    ),
+    wire.ProfileBatch(
+        "tcp://w:1",
+        1.0,
+        2.0,
+        3,
+        {"inc": ["", "", 0, 3, [["inc", "/m.py", 4, 3, [["add", "/m.py", 9, 1, []]]]]]},
     ),
     wire.RelayMeta([[1, 2], [0, 0]], [1, 3]),
 ]

@@ -17,6 +17,7 @@ from rdist.protocol.spec import CALL_WITH_DEPS, DepRef
 from rdist.protocol.wire import DepInfo
 from rdist.worker.events import ComputeTask, Event, Execute, ReportError, ReportSuccess, SendReport
 from rdist.worker.execution import INLINE_BUDGET, Executor, Outcome, error_blob
+from rdist.worker.profiler import Profiler
 from rdist.worker.state import WorkerState, WTaskState
 
 
@@ -32,6 +33,9 @@ class StubWorker:
         self.reported: list[SendReport] = []
         self._ids = itertools.count()
         self.reporter = self
+        self.profiler = Profiler("tcp://stub:1", None, self.stop_event, interval=0)  # type: ignore[arg-type]
+        self.tracer = None  #: no OpenTelemetry
+        self.task_spans: dict[str, list[str]] = {}
 
     # the worker's side
     def stimulus(self, cause: str) -> str:
@@ -57,7 +61,7 @@ class Data(dict):
 
 
 def spec_of(func: Any, *args: Any) -> tuple[Any, bytes, int]:
-    return (func, serialize.to_blob((list(args), {})), CALL_WITH_DEPS)
+    return (func, serialize.to_blob((list(args), {})), CALL_WITH_DEPS, None)  # no span
 
 
 def make(nthreads: int = 1) -> tuple[StubWorker, Executor, list[Execute]]:

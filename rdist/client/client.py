@@ -33,6 +33,7 @@ from rdist import versions
 from rdist.client import asynchronous as async_client
 from rdist.client import collections as dask_collections
 from rdist.client import default, keynames, local_cluster, metadata, validate
+from rdist.client import diagnostics as diag
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
@@ -63,6 +64,10 @@ log = logging.getLogger("rdist.client")
 
 def _futures(obj: Any) -> list[Future]:
     return [obj] if isinstance(obj, Future) else futures_of(obj)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
 
 
 def _task_options(
@@ -675,6 +680,44 @@ class Client:
         """Block until ``n_workers`` workers are running (woken by join events, no polling)."""
         self._check_open("wait_for_workers")
         self._introspection.wait_for_workers(n_workers, timeout)
+
+    # -- diagnostics (rdist.client.diagnostics) ------------------------------------------------
+    def get_task_stream(
+        self,
+        start: Any = None,
+        stop: Any = None,
+        count: int | None = None,
+        plot: bool | str = False,
+        filename: str = "task-stream.html",
+    ) -> Any:
+        """The task-stream records of ``[start, stop]`` (epoch seconds, datetimes, or
+        durations ago like ``"10s"``), the last ``count`` only when given, as dask's; with
+        ``plot``, ``(records, filename)`` after writing them as an HTML page there."""
+        begin, end = diag.time_bound(start), diag.time_bound(stop)
+        records = diag.task_records(*diag.task_stream(self.store, begin, end), count)
+        if not plot:
+            return records
+        diag.write_task_stream(filename, records)
+        return records, filename
+
+    def profile(
+        self,
+        key: str | None = None,
+        start: Any = None,
+        stop: Any = None,
+        workers: Any = None,
+        filename: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The sampling profiler's call tree of ``[start, stop]`` as dask's profile dict
+        (of the task group ``key`` only, e.g. ``"inc"``, when given); with ``filename``,
+        an HTML flame graph is written there too."""
+        begin, end = diag.time_bound(start), diag.time_bound(stop)
+        chosen = None if workers is None else [str(w) for w in _as_list(workers)]
+        state = diag.profile(self.store, key, begin, end, chosen)
+        if filename is not None:
+            diag.write_profile(filename, state, f"rdist profile{f' of {key}' if key else ''}")
+        return state
 
     def story(
         self, *keys_or_stimuli: Any, on_error: str = "raise", timeout: float | None = None

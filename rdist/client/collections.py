@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rdist.client import graph, validate
+from rdist.client import graph, spans, validate
 from rdist.protocol import spec, wire
 
 if TYPE_CHECKING:
@@ -107,13 +107,14 @@ def submit_graph(
     nodes.sort(key=lambda n: order.get(by_name.get(n.key), 0))
     rows: list[wire.TaskRow] = []
     specs: dict[str, bytes] = {}
+    tag = spans.current()
     for key, blob, deps in nodes:
         original = by_name.get(key, key)
         note = {
             kind: values[original] for kind, values in annotations.items() if original in values
         }
         rows.append(_row(key, deps, note, defaults, call))
-        specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE)
+        specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE, tag)
     names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
     return submitter.send_graph(rows, specs, names, scattered, call["workers"])
 

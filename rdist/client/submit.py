@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rdist.client import graph, keynames, large
+from rdist.client import graph, keynames, large, spans
 from rdist.client.future import Future, futures_of
 from rdist.client.options import TaskOptions
 from rdist.exceptions import ClosedClientError
@@ -129,7 +129,7 @@ class Submitter:
                 "cannot depend on itself; choose another key"
             )
         held = self._place(scattered, options.workers) if scattered else []
-        task = (name, spec.pack_spec(func_hash, blob, mode), deps)
+        task = (name, spec.pack_spec(func_hash, blob, mode, spans.current()), deps)
         future = self.send([task], {func_hash: func_bytes}, options)[0]
         if held:
             self._ledger.pin(future._name, held)
@@ -153,6 +153,7 @@ class Submitter:
         func_hash, func_bytes = self.function(func)
         prefix = key if isinstance(key, str) else graph.funcname(func)
         funcs = {func_hash: func_bytes}
+        tag = spans.current()
         with gc_paused():  # a big map makes millions of objects: no collections meanwhile
             tasks: list[PackedTask] = []
             futures: list[Future] = []
@@ -169,7 +170,7 @@ class Submitter:
                     )
                 if scattered:
                     pins[name] = self._place(scattered, options.workers)
-                packed = spec.pack_spec(func_hash, blob, mode)
+                packed = spec.pack_spec(func_hash, blob, mode, tag)
                 tasks.append((name, packed, deps))
                 size += task_bytes(name, packed, deps)
                 if len(tasks) >= chunk or size >= MESSAGE_BYTES:

@@ -1,6 +1,7 @@
 """Task specs: what a worker needs to run a task, opaque to the scheduler.
 
-A spec is msgpack ``[func_hash, args_blob, mode]``:
+A spec is msgpack ``[func_hash, args_blob, mode]``, or ``[func_hash, args_blob, mode, span]``
+for a task submitted inside ``rdist.span(...)`` (``span`` = ``[span id, *names]``):
 
 - ``func_hash`` names a cloudpickled function in the ``funcs`` hash (stored once per cluster);
 - ``args_blob`` is the serialized ``(args, kwargs)`` -- or, for raw graph nodes, the node's
@@ -43,14 +44,31 @@ def function_hash(func_bytes: bytes) -> bytes:
     return hashlib.blake2b(func_bytes, digest_size=16).digest()
 
 
-def pack_spec(func_hash: bytes, args_blob: bytes, mode: int) -> bytes:
-    packed: bytes = msgpack.packb([func_hash, args_blob, mode], use_bin_type=True)
+def pack_spec(
+    func_hash: bytes, args_blob: bytes, mode: int, span: list[str] | None = None
+) -> bytes:
+    parts: list[Any] = [func_hash, args_blob, mode]
+    if span:
+        parts.append(span)
+    packed: bytes = msgpack.packb(parts, use_bin_type=True)
     return packed
 
 
 def unpack_spec(spec: bytes) -> tuple[bytes, bytes, int]:
-    func_hash, args_blob, mode = msgpack.unpackb(spec, raw=False)
+    func_hash, args_blob, mode, _ = unpack_spec_tagged(spec)
     return func_hash, args_blob, mode
+
+
+def unpack_spec_tagged(spec: bytes) -> tuple[bytes, bytes, int, list[str] | None]:
+    """The spec's parts and its span (``[span id, *names]``, None when it has none)."""
+    parts = msgpack.unpackb(spec, raw=False)
+    if len(parts) == 4:
+        func_hash, args_blob, mode, span = parts
+        if not (isinstance(span, list) and span and all(isinstance(s, str) for s in span)):
+            span = None
+        return func_hash, args_blob, mode, span
+    func_hash, args_blob, mode = parts
+    return func_hash, args_blob, mode, None
 
 
 def replace_refs(obj: Any, data: Mapping[str, Any]) -> Any:

@@ -9,7 +9,7 @@ showing a failure never needs unpickling user data in the web process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rdist.protocol import serialize, tracebacks
@@ -19,6 +19,7 @@ from rdist.protocol.wire import (
     MalformedMessage,
     TaskRun,
     TaskStreamBatch,
+    TransferRun,
     unpack,
 )
 from rdist.protocol.wire.records import TASK_RUN
@@ -31,7 +32,14 @@ TASKSTREAM_MAXLEN = 5_000
 TRACEBACK_CHARS = 4_000
 MESSAGE_CHARS = 500
 
-__all__ = ["TaskRun", "decode_batch", "encode_batch", "error_summary"]
+__all__ = [
+    "TaskRun",
+    "TransferRun",
+    "decode_batch",
+    "decode_transfers",
+    "encode_batch",
+    "error_summary",
+]
 
 
 def error_summary(blob: bytes) -> tuple[str, str]:
@@ -57,10 +65,16 @@ def encode_batch(
     now: float,
     done: Sequence[DoneRow | list[Any]],
     erred: Sequence[ErredRow | list[Any]],
+    transfers: Sequence[TransferRun] = (),
+    span_of: Mapping[str, str] | None = None,
+    stops: Mapping[str, float] | None = None,
 ) -> bytes | None:
     """One stream payload for a report batch, or None if it cannot be made.
 
-    ``done`` and ``erred`` are the rows of the report (typed, or as plain lists).
+    ``done`` and ``erred`` are the rows of the report (typed, or as plain lists);
+    ``transfers`` the fetches from peers since the last entry; ``span_of`` the span id of
+    each key run inside an ``rdist.span``; ``stops`` when each run ended (a run without
+    one is taken to have ended at ``now``, the report's time: batched runs would overlap).
     The stop time is the report time (a batch is reported as soon as its tasks end).
     ``thread`` is the reporting thread's name, kept only when it is an executor
     (``rdist-exec-N``), which reports its own task when nothing else is queued. The task
@@ -71,11 +85,32 @@ def encode_batch(
     try:
         finished = [DoneRow._make(d) if isinstance(d, list) else d for d in done]
         failed = [ErredRow._make(e) if isinstance(e, list) else e for e in erred]
-        runs = [TaskRun(d.key, worker, thread, now - d.duration, now, "memory") for d in finished]
+        spans, ends = span_of or {}, stops or {}
+        runs = [
+            TaskRun(
+                d.key,
+                worker,
+                thread,
+                ends.get(d.key, now) - d.duration,
+                ends.get(d.key, now),
+                "memory",
+                "",
+                "",
+                d.nbytes,
+                d.type_name,
+                spans.get(d.key, ""),
+            )
+            for d in finished
+        ]
         for e in failed:
             text, tb = error_summary(e.error)
-            runs.append(TaskRun(e.key, worker, thread, now - e.duration, now, "erred", text, tb))
-        return TaskStreamBatch(worker, runs).encode()
+            span = spans.get(e.key, "")
+            runs.append(
+                TaskRun(
+                    e.key, worker, thread, now - e.duration, now, "erred", text, tb, 0, "", span
+                )
+            )
+        return TaskStreamBatch(worker, runs, list(transfers)).encode()
     except Exception:  # see the docstring
         log.exception("worker %s: cannot make task-stream records; skipping them", worker)
         return None
@@ -104,3 +139,13 @@ def _run_or_none(row: Any) -> TaskRun | None:
         return run
     except MalformedMessage:
         return None
+
+
+def decode_transfers(payload: bytes | None) -> list[TransferRun]:
+    """The transfers of a ``taskstream`` payload ([] when it has none or is malformed)."""
+    if not payload:
+        return []
+    try:
+        return TaskStreamBatch.decode(payload, "taskstream").transfers
+    except MalformedMessage:
+        return []

@@ -154,15 +154,16 @@ def notifiable(client: str) -> bool:
     return client != FIRE_AND_FORGET and not client.startswith(HOLDER_PREFIX)
 
 
-#: How a spec (msgpack ``[func_hash, args_blob, mode]``) starts when it names a function:
-#: an array of three, then a bin8 of 16 bytes (``rdist.protocol.spec.function_hash``).
-_SPEC_WITH_FUNCTION = b"\x93\xc4\x10"
+#: How a spec (msgpack ``[func_hash, args_blob, mode]``, a fourth item when it has a span)
+#: starts when it names a function: an array of three (or four), then a bin8 of 16 bytes
+#: (``rdist.protocol.spec.function_hash``).
+_SPEC_WITH_FUNCTION = (b"\x93\xc4\x10", b"\x94\xc4\x10")
 
 
 def spec_function(spec: bytes) -> bytes | None:
     """The function hash a task spec names, read from its first bytes (nothing unpickled,
     nothing unpacked); None when it names none (graph nodes) or is not a spec."""
-    if spec[:3] == _SPEC_WITH_FUNCTION and len(spec) >= 19:
+    if spec[:3] in _SPEC_WITH_FUNCTION and len(spec) >= 19:
         return spec[3:19]
     return None
 

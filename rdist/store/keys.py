@@ -14,6 +14,14 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``
                         status, error, traceback], ...]}`` -- times in epoch seconds, status
                         ``memory`` or ``erred``, error a plain-text ``TypeName: message`` so
                         the dashboard never unpickles (see ``rdist.protocol.taskstream``)
+                        ``"x"``: the report's fetches from peers, ``[[key, worker, source,
+                        start, stop, nbytes], ...]``; runs also carry ``nbytes, type``
+    profile             the sampling profiler's batches, one entry per worker and ~second
+                        while tasks run (capped MAXLEN ~, ``rdist.store.diagnostics``):
+                        msgpack ``{"w": worker, "s": start, "e": stop, "n": samples,
+                        "g": {group: node}}``, node = ``[name, filename, firstlineno,
+                        count, [child nodes]]``, a group's root ``["", "", 0, count, ...]``
+                        (``wire.ProfileBatch``; merged by ``rdist.protocol.profile``)
     deadletter          malformed entries set aside by any reader
     topic:<name>        events users log on a topic (``client.log_event``), capped:
                         msgpack ``[time, msg]`` (``wire.TopicEvent``)
@@ -28,6 +36,11 @@ Hashes
     meta      secret (peer authentication), version, scheduler lease holder, the
               scheduler's package versions (json)
     topics    set of the topic names events were logged on
+    span:<id> hash: the totals of one ``rdist.span`` -- name (json list of its tags, the
+              enclosing spans' first), count, erred, duration (s), nbytes, start, stop
+              (epoch s of its first and last report) -- added to by the workers that run
+              its tasks, in their report pipelines; expires a week after the last update
+    spans     sorted set: span id -> time of its last update (the newest 10,000 kept)
     metadata  top-level key -> msgpack value (``client.set_metadata``)
     transfer:<request>:<key>
               data moving through Redis (transfer mode ``redis``, or ``auto`` when a peer
@@ -113,6 +126,17 @@ class Keys:
     @cached_property
     def taskstream(self) -> str:
         return self._k("taskstream")
+
+    @cached_property
+    def profile(self) -> str:
+        return self._k("profile")
+
+    @cached_property
+    def spans(self) -> str:
+        return self._k("spans")
+
+    def span(self, ident: str) -> str:
+        return self._k(f"span:{ident}")
 
     @cached_property
     def deadletter(self) -> str:

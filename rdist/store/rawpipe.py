@@ -185,6 +185,24 @@ class RawPipeline:
     def expire(self, name: str, seconds: int) -> RawPipeline:
         return self._add("EXPIRE", name, int(seconds))
 
+    def hsetnx(self, name: str, key: Any, value: Any) -> RawPipeline:
+        return self._add("HSETNX", name, key, value)
+
+    def hincrby(self, name: str, key: Any, amount: int = 1) -> RawPipeline:
+        return self._add("HINCRBY", name, key, int(amount))
+
+    def hincrbyfloat(self, name: str, key: Any, amount: float = 1.0) -> RawPipeline:
+        return self._add("HINCRBYFLOAT", name, key, repr(float(amount)))
+
+    def zadd(self, name: str, mapping: dict[Any, float]) -> RawPipeline:
+        args: list[Any] = ["ZADD", name]
+        for member, score in mapping.items():
+            args += [repr(float(score)), member]
+        return self._add(*args)
+
+    def zremrangebyrank(self, name: str, start: int, end: int) -> RawPipeline:
+        return self._add("ZREMRANGEBYRANK", name, int(start), int(end))
+
     def xack(self, name: str, group: str, *ids: Any) -> RawPipeline:
         return self._add("XACK", name, group, *ids)
 

@@ -249,8 +249,9 @@ class Specs(_Table):
 
 
 def _spec_function(head: bytes) -> bytes | None:
-    """The function hash in a spec's first 19 bytes (msgpack ``[bin16 hash, ...]``)."""
-    if head[:3] == b"\x93\xc4\x10" and len(head) >= 19:
+    """The function hash in a spec's first 19 bytes (msgpack ``[bin16 hash, ...]``, of three
+    items, or four with a span)."""
+    if head[:3] in (b"\x93\xc4\x10", b"\x94\xc4\x10") and len(head) >= 19:
         return bytes(head[3:19])
     return None
 

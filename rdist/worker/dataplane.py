@@ -25,7 +25,14 @@ from rdist.comm.pool import ConnectionPool
 from rdist.comm.relay import RedisRelay, Replies
 from rdist.comm.security import Security
 from rdist.comm.tcp import TLS_SCHEMES, format_address, parse_address
-from rdist.comm.transfer import MAX_INCOMING, DataServer, Gatherer, plan_batches, transfer_mode
+from rdist.comm.transfer import (
+    MAX_INCOMING,
+    DataServer,
+    Gatherer,
+    frames_nbytes,
+    plan_batches,
+    transfer_mode,
+)
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
     DepInfo,
@@ -37,6 +44,7 @@ from rdist.protocol.wire import (
     Publish,
     Published,
     TaskDone,
+    TransferRun,
 )
 from rdist.worker.events import DataArrived
 from rdist.worker.memory import CACHE_KEEP_BYTES
@@ -156,12 +164,15 @@ class DataPlane:
             if not peer:  # nobody else holds it
                 self.worker.fetched([], keys)
                 continue
-            self.fetchers.submit(self._fetch_batch, keys, {k: wanted[k].holders for k in keys})
+            holders = {k: wanted[k].holders for k in keys}
+            self.fetchers.submit(self._fetch_batch, keys, holders, peer)
 
-    def _fetch_batch(self, keys: list[str], holders: dict[str, list[str]]) -> None:
+    def _fetch_batch(self, keys: list[str], holders: dict[str, list[str]], peer: str) -> None:
         try:
             self.worker.wait_until_running()
+            start = time.time()
             found, missing = self.gatherer.fetch(keys, holders)
+            self._note_transfers(found, peer, start)
         except Exception:
             log.exception("worker %s: fetching %s failed", self.worker.address, keys)
             found, missing = {}, list(keys)
@@ -178,6 +189,15 @@ class DataPlane:
             got.append(key)
         tried = sorted({h for k in missing for h in holders.get(k, ())})
         self.worker.fetched(got, missing, tried)  # the scheduler strikes off those holders
+
+    def _note_transfers(self, found: dict[str, list[Any]], peer: str, start: float) -> None:
+        """The task stream's transfers: one row per key of the batch (its source is the
+        peer asked first; a key another holder gave is still shown as from it)."""
+        stop, me = time.time(), self.address
+        self.worker.transfers.extend(
+            TransferRun(key, me, peer, start, stop, frames_nbytes(frames))
+            for key, frames in found.items()
+        )
 
     # -- stream messages ---------------------------------------------------------------------
     def handle_message(self, msg: Message) -> None:

@@ -47,6 +47,7 @@ from rdist.worker.state import INLINE_SECONDS  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from rdist.worker.server import Worker
+    from rdist.worker.tracing import TaskTracer
 
 #: Results up to this size (serialized) are also stored in Redis.
 REDIS_RESULT_BYTES = 64 * 1024
@@ -54,6 +55,8 @@ REDIS_RESULT_BYTES = 64 * 1024
 #: reports ride that read, and a worker dying with finished, unreported work makes the
 #: scheduler run that work again (and count it against those tasks' allowed failures).
 INLINE_BUDGET = 0.005
+#: Span tags of runs awaiting their report kept at most (see Worker.task_spans).
+MAX_SPAN_TAGS = 100_000
 
 
 class Outcome(NamedTuple):
@@ -63,6 +66,7 @@ class Outcome(NamedTuple):
     blob: bytes | None  #: the serialized value, when small enough to store in Redis
     duration: float
     type_name: str
+    stop: float = 0.0  #: when it ended (epoch seconds): the task stream's stop time
 
 
 Ran = tuple[list[Execute], list[SendReport], TaskContext]
@@ -139,12 +143,28 @@ class Executor:
         """Run one task and tell the state machine how it went."""
         context = TaskContext(self, ex.key)
         set_current(context)
+        profiler = self.worker.profiler
+        profiler.begin(ex.key)
         try:
-            event = self._execute(ex)
+            if self.worker.tracer is None:
+                event = self._execute(ex)
+            else:
+                event = self._traced(ex, self.worker.tracer)
         finally:
+            profiler.end()
             set_current(None)
         executes, reports = self.worker.handle(event)
         return executes, reports, context
+
+    def _traced(self, ex: Execute, tracer: TaskTracer) -> ExecuteSuccess | ExecuteFailure:
+        """The run as an OpenTelemetry span (rdist.worker.tracing)."""
+        names = ex.spec[3] if isinstance(ex.spec, tuple) and len(ex.spec) > 3 else None
+        with tracer.span(ex.key, names[1:] if names else None) as span:
+            event = self._execute(ex)
+            span.set_attribute(
+                "rdist.status", "erred" if isinstance(event, ExecuteFailure) else "memory"
+            )
+        return event
 
     def _execute(self, ex: Execute) -> ExecuteSuccess | ExecuteFailure:
         worker = self.worker
@@ -152,7 +172,11 @@ class Executor:
         try:
             if isinstance(ex.spec, Exception):
                 raise ex.spec
-            func, args_blob, mode = ex.spec
+            func, args_blob, mode, span = ex.spec
+            if span is not None:  # rdist.span(): the report adds the run to its totals
+                if len(worker.task_spans) > MAX_SPAN_TAGS:  # runs never reported (cancelled)
+                    worker.task_spans.clear()
+                worker.task_spans[ex.key] = span
             value = spec.run_spec(func, args_blob, mode, worker.data)
             if inspect.iscoroutine(value):  # an ``async def`` task: on the worker's loop
                 value = worker.actors.run_coroutine(value)
@@ -163,7 +187,7 @@ class Executor:
         now = time.time()
         worker.executed += 1
         try:
-            outcome, frames = _outcome(ex.key, value, now - start)
+            outcome, frames = _outcome(ex.key, value, now - start, now)
             worker.data.set(ex.key, value, outcome.nbytes, frames)  # may spill: not under the lock
         except Exception as exc:  # the result cannot be sized, pickled or kept: the task errs
             error: BaseException = exc
@@ -211,7 +235,9 @@ class Executor:
             event.set()
 
 
-def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[Any] | None]:
+def _outcome(
+    key: str, value: object, duration: float, stop: float = 0.0
+) -> tuple[Outcome, list[Any] | None]:
     """The report of a result, and its serialized frames when it is large (kept for its
     first transfer or spill)."""
     estimate = sizeof(value)
@@ -227,7 +253,7 @@ def _outcome(key: str, value: object, duration: float) -> tuple[Outcome, list[An
         # pickling (buffers stay out of band: for arrays they are views, free).
         frames = serialize.dumps(value)
     nbytes = len(blob) if blob is not None else estimate
-    return Outcome(nbytes, blob, duration, type(value).__name__), frames
+    return Outcome(nbytes, blob, duration, type(value).__name__, stop), frames
 
 
 def error_blob(exc: BaseException, tb: str, where: TracebackType | None = None) -> bytes:

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from rdist.protocol.wire import (
     Notify,
     StolenRow,
     TaskDone,
+    TransferRun,
 )
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
@@ -61,6 +63,8 @@ class Report:
         self.stolen: list[StolenRow] = []
         self.results: dict[str, bytes] = {}
         self.notify: dict[str, list[KeyInMemory]] = {}  #: client -> items told directly
+        #: key -> when its run ended, for the task stream (else the report's time is used)
+        self.stops: dict[str, float] = {}
         self._worker = worker
 
     def add(self, item: SendReport) -> None:
@@ -85,6 +89,8 @@ class Report:
         if in_redis:
             self.results[key] = blob
         inline = blob if in_redis and len(blob) <= INLINE_BYTES else None
+        if outcome.stop:
+            self.stops[key] = outcome.stop
         self.done.append(
             DoneRow(key, outcome.nbytes, in_redis, inline, outcome.duration, outcome.type_name)
         )
@@ -109,6 +115,31 @@ class Report:
         for client in clients:
             self.notify.setdefault(client, []).append(item)
 
+    def _spans(self, now: float, pipe: Any) -> dict[str, str]:
+        """The span ids of this report's runs (``rdist.span``); their totals are added to
+        the spans' in Redis on ``pipe`` (a few commands per span, none without spans)."""
+        tagged = self._worker.task_spans
+        span_of: dict[str, str] = {}
+        totals: dict[str, list[Any]] = {}
+        rows = [(d.key, False, d.duration, d.nbytes) for d in self.done]
+        rows += [(e.key, True, e.duration, 0) for e in self.erred]
+        for key, failed, duration, nbytes in rows:
+            span = tagged.pop(key, None)
+            if span is None:
+                continue
+            span_of[key] = span[0]
+            entry = totals.setdefault(span[0], [span[1:], 0, 0, 0.0, 0])
+            entry[1] += 1
+            entry[2] += failed
+            entry[3] += duration
+            entry[4] += nbytes
+        spans = self._worker.store.spans
+        for ident, (names, count, erred, duration, nbytes) in totals.items():
+            spans.add(ident, names, (count, erred, duration, nbytes), now, pipe)
+        if totals:
+            spans.trim(pipe)
+        return span_of
+
     def queue_on(self, pipe: Any, replicated: list[str]) -> bool:
         """Queue the writes on ``pipe``; False when there is nothing to say."""
         if not (
@@ -118,6 +149,17 @@ class Report:
         store = self._worker.store
         # the results first: a client told of a key may read it at once
         store.results.put_many(self.results, pipe)
+        # the task stream before the clients, too: a client's get_task_stream() that
+        # follows its futures' completion sees their runs
+        if self.done or self.erred:  # one entry per batch: the dashboard's task stream
+            thread, now = threading.current_thread().name, time.time()
+            transfers = _drain(self._worker.transfers)
+            span_of = self._spans(now, pipe) if self._worker.task_spans else {}
+            runs = taskstream.encode_batch(
+                self.address, thread, now, self.done, self.erred, transfers, span_of, self.stops
+            )
+            if runs is not None:
+                store.streams.task_runs(runs, pipe)
         # clients before the scheduler: they wait on this; the scheduler copes with a
         # client's message about a key (release, dependents) arriving before its completion
         for client, items in self.notify.items():
@@ -132,12 +174,18 @@ class Report:
             self.stolen,
         )
         store.streams.to_scheduler(message, pipe)
-        if self.done or self.erred:  # one entry per batch: the dashboard's task stream
-            thread = threading.current_thread().name
-            runs = taskstream.encode_batch(self.address, thread, time.time(), self.done, self.erred)
-            if runs is not None:
-                store.streams.task_runs(runs, pipe)
         return True
+
+
+def _drain(rows: deque[TransferRun]) -> list[TransferRun]:
+    """Everything in ``rows`` now (other threads append meanwhile: popleft is atomic)."""
+    out = []
+    for _ in range(len(rows)):
+        try:
+            out.append(rows.popleft())
+        except IndexError:
+            break
+    return out
 
 
 class Reporter:

@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 from rdist.actors.host import ActorHost
@@ -37,6 +38,7 @@ from rdist.protocol.wire import (
     Stop,
     StoryReply,
     StoryRequest,
+    TransferRun,
     WorkerJoin,
     WorkerLeave,
     WorkerStatus,
@@ -45,7 +47,7 @@ from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import OnDeath, exit_process, start_thread
-from rdist.worker import handoff, heartbeats
+from rdist.worker import handoff, heartbeats, tracing
 from rdist.worker.context import bind_worker, get_worker  # noqa: F401  (re-exported)
 from rdist.worker.dataplane import DataPlane, listen_address_of
 from rdist.worker.events import (
@@ -65,11 +67,15 @@ from rdist.worker.events import (
 )
 from rdist.worker.execution import Executor
 from rdist.worker.memory import MemoryFractions, MemoryMonitor, SpillBuffer, return_freed_memory
+from rdist.worker.profiler import Profiler, interval_from_env
 from rdist.worker.reporting import Reporter
 from rdist.worker.state import WorkerState
 from rdist.worker.stream import StreamReader
 
 log = logging.getLogger("rdist.worker")
+
+#: Peer fetches kept for the next report's task-stream entry (older ones are dropped).
+MAX_TRANSFERS_KEPT = 2_000
 
 
 class Worker:
@@ -134,6 +140,19 @@ class Worker:
         self.on_thread_death: OnDeath = exit_process
         self.reader_store = store.clone()
         self.reporter = Reporter(self, store.clone())
+        #: samples the running tasks' stacks (rdist.worker.profiler); off with
+        #: RDIST_PROFILE_INTERVAL=0
+        interval = interval_from_env()
+        self.profiler = Profiler(
+            self.address, store.clone() if interval else store, self.stop_event, interval
+        )
+        #: task runs as OpenTelemetry spans, when opentelemetry-api is installed
+        self.tracer = tracing.task_tracer(self.address)
+        #: peer fetches since the last report, for the task stream (rdist.worker.reporting)
+        self.transfers: deque[TransferRun] = deque(maxlen=MAX_TRANSFERS_KEPT)
+        #: key -> ``[span id, *names]`` of the tasks run here inside an ``rdist.span``,
+        #: until their report (rdist.worker.reporting)
+        self.task_spans: dict[str, list[str]] = {}
         self.executor = Executor(self)
         self.stream_reader = StreamReader(self)
         #: the actors made here (``submit(cls, actor=True)``) and their calls
@@ -231,6 +250,8 @@ class Worker:
             ("rdist-report", self.reporter.run),
             ("rdist-heartbeat", lambda: heartbeats.run(self, beats)),
         ]
+        if self.profiler.enabled:
+            targets.append(("rdist-profile", self.profiler.run))
         if self.memory_limit:
             targets.append(("rdist-memory", lambda: self.monitor.run(self.stop_event)))
         for name, target in targets:
@@ -284,6 +305,7 @@ class Worker:
                 self.closed.wait(10)  # e.g. the process exiting while a SIGTERM close runs
             return
         self.stop_event.set()
+        self.profiler.stop()
         self._wake_reader()
         store = self.store
         try:
@@ -315,6 +337,9 @@ class Worker:
         self.data.close()  # removes the spill directory
         if self._local_directory is not None:
             shutil.rmtree(self._local_directory, ignore_errors=True)
+        self.profiler.stop()
+        if self.profiler.store is not store:
+            self.profiler.store.close()
         for connection in (self.reader_store, self.reporter.store):
             connection.close()
         self.closed.set()

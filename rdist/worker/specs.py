@@ -83,19 +83,19 @@ class SpecLoader:
                 specs[key] = RuntimeError(f"task {key!r} has no spec in Redis (was it released?)")
                 continue
             try:
-                unpacked.append((key, spec.unpack_spec(raw)))
+                unpacked.append((key, spec.unpack_spec_tagged(raw)))
             except Exception as exc:
                 specs[key] = RuntimeError(f"task {key!r} has a corrupt spec: {exc}")
-        unknown = list({h for _, (h, _, _) in unpacked if h and h not in self.funcs})
+        unknown = list({h for _, (h, _, _, _) in unpacked if h and h not in self.funcs})
         if unknown:
             for func_hash, raw in zip(unknown, self.worker.store.specs.get_functions(unknown)):
                 self._remember(func_hash, raw)
-        for key, (func_hash, args_blob, mode) in unpacked:
+        for key, (func_hash, args_blob, mode, span) in unpacked:
             func = self.funcs.get(func_hash) if func_hash else None
             if func_hash and func is None:
                 specs[key] = RuntimeError(f"the function of task {key!r} cannot be loaded")
             else:
-                specs[key] = (func, args_blob, mode)
+                specs[key] = (func, args_blob, mode, span)
         return specs
 
     def _remember(self, func_hash: bytes, raw: bytes | None) -> None:

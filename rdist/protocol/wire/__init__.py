@@ -26,6 +26,7 @@ from rdist.protocol.wire.base import (
     pack,
     unpack,
 )
+from rdist.protocol.wire.diagnostics import ProfileBatch, SpanTotals
 from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.records import *  # noqa: F403
@@ -43,7 +44,9 @@ __all__ = [  # noqa: PLE0604
     "Channel",
     "MalformedMessage",
     "Message",
+    "ProfileBatch",
     "Record",
+    "SpanTotals",
     "bundle",
     "pack",
     "unpack",

@@ -296,14 +296,45 @@ class TaskRun(NamedTuple):
     status: str  #: "memory" or "erred"
     error: str = ""  #: "TypeName: message" of an erred task: shown without unpickling
     traceback: str = ""
+    nbytes: int = 0  #: the result's size (0 for an erred task)
+    type_name: str = ""  #: the result's type name
+    span: str = ""  #: the id of the ``rdist.span`` it was submitted in ("" for none)
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
 
 
 TASK_RUN = row_spec(
-    TaskRun, NAME, NAME, TEXT, TIMESTAMP, TIMESTAMP, OneOf("memory", "erred"), TEXT, TEXT
+    TaskRun,
+    NAME,
+    NAME,
+    TEXT,
+    TIMESTAMP,
+    TIMESTAMP,
+    OneOf("memory", "erred"),
+    TEXT,
+    TEXT,
+    COUNT,
+    TEXT,
+    TEXT,
 )
+
+
+class TransferRun(NamedTuple):
+    """One dependency a worker fetched from a peer (the task stream's transfers)."""
+
+    key: str
+    worker: str  #: the worker that fetched it
+    source: str  #: the worker it came from
+    start: float  #: epoch seconds (the fetch of the batch it was part of)
+    stop: float
+    nbytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return self._asdict()
+
+
+TRANSFER_RUN = row_spec(TransferRun, NAME, NAME, NAME, TIMESTAMP, TIMESTAMP, COUNT)
 
 
 @dataclass(slots=True)
@@ -313,9 +344,17 @@ class TaskStreamBatch(Record):
     KIND = "task-stream entry"
     worker: str
     runs: list[TaskRun]
+    #: fetches from peers since the last report (absent in entries of older workers)
+    transfers: list[TransferRun] = field(default_factory=list)
 
 
-fields(TaskStreamBatch, {"worker": "w", "runs": "r"}, worker=NAME, runs=Rows(TASK_RUN))
+fields(
+    TaskStreamBatch,
+    {"worker": "w", "runs": "r", "transfers": "x"},
+    worker=NAME,
+    runs=Rows(TASK_RUN),
+    transfers=Rows(TRANSFER_RUN),
+)
 
 
 @dataclass(slots=True)
@@ -339,5 +378,6 @@ __all__ = [
     "TaskRun",
     "TaskStreamBatch",
     "TopicEvent",
+    "TransferRun",
     "WorkerRecord",
 ]
