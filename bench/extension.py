@@ -49,7 +49,7 @@ def _connect(system: str, address: dict[str, str]) -> Any:
         import distributed
 
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        return distributed, distributed.Client(address["scheduler"])
+        return distributed, distributed.Client(address["scheduler"])  # type: ignore[no-untyped-call]
     import rdist
 
     return rdist, rdist.Client(address["redis_url"], cluster_name=address["cluster"])
@@ -128,7 +128,8 @@ def run_ray(args: argparse.Namespace) -> dict[str, Any]:
     for k, v in ray_side.QUIET_ENV.items():
         os.environ.setdefault(k, v)
     temp_dir = tempfile.mkdtemp(prefix="bench-ray-")
-    ray, _pids = ray_side.start(temp_dir)
+    start: Any = ray_side.start  # (bench/ray_side.py has no type hints)
+    ray, _pids = start(temp_dir)
     try:
         counter = ray.remote(Counter).remote()
         return _time_calls(lambda: ray.get(counter.increment.remote()), args.n_actor)
@@ -141,17 +142,19 @@ def run(system: str, args: argparse.Namespace) -> dict[str, Any]:
     if system == "ray":
         return run_ray(args)
     ctx = mp.get_context("spawn")
+    cluster: Any
+    client: Any
     if system == "dask":
         import distributed
 
-        cluster = distributed.LocalCluster(
+        cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=2,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
             silence_logs=logging.ERROR,
         )
-        client = distributed.Client(cluster)
+        client = distributed.Client(cluster)  # type: ignore[no-untyped-call]
         address = {"scheduler": cluster.scheduler_address}
     else:
         import rdist

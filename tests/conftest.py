@@ -186,6 +186,8 @@ MODULE_TIERS = {
     "test_comm_security": "pure",
     "test_config": "pure",
     "test_dask_collections": "fake",
+    "test_dask_examples": "fake",
+    "test_dask_examples_real": "real",
     "test_tracebacks": "pure",
     "test_metadata": "fake",
     "test_topics": "fake",

@@ -56,3 +56,14 @@ class CountingNannyPlugin(NannyPlugin):
 
 
 NANNY_MARK = "RDIST_TEST_NANNY_MARK"
+
+
+class EnvNannyPlugin(NannyPlugin):
+    """Sets a variable for the nanny's next worker processes (no restart): shows that a
+    nanny's stream is read and its plugins set up."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def setup(self, nanny: Any) -> None:
+        nanny.env[NANNY_MARK] = self.value

@@ -409,3 +409,8 @@ def _record_run(
         check()
 
     return run
+
+
+#: Entries written into one nanny's stream (``RDIST_FUZZ_NANNY_ENTRIES``; by default a
+#: tenth of ENTRIES: the channel has two messages, and a nanny reads an entry at a time).
+NANNY_ENTRIES = int(os.environ.get("RDIST_FUZZ_NANNY_ENTRIES", str(max(100, ENTRIES // 10))))
