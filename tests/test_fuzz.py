@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from rdist.client.future import wait
 from rdist.protocol import wire
 from rdist.scheduler.server import SchedulerServer
@@ -81,6 +83,7 @@ def shares(total: int, n_workers: int) -> tuple[dict[str, int], int]:
     return streams, per_record
 
 
+@pytest.mark.timeout(fz.TIMEOUT)
 def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any) -> None:
     failures = LoopFailures()
     logging.getLogger("rdist").addHandler(failures)
@@ -177,6 +180,7 @@ class StubNanny:
         self.restarts += 1
 
 
+@pytest.mark.timeout(fz.TIMEOUT)
 def test_fuzzed_nanny_stream_kills_no_nanny_thread(capsys: Any) -> None:
     from rdist.plugins.nanny_side import NannyPlugins
     from tests.extension_tasks import NANNY_MARK, EnvNannyPlugin

@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from rdist.client.future import wait
 from rdist.protocol import wire
 from tests import fuzz_entries as fz
@@ -39,6 +41,7 @@ def processes(cluster: Any) -> dict[str, Any]:
     return procs
 
 
+@pytest.mark.timeout(fz.TIMEOUT)
 def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     cluster: Any, client: Any, subprocess_pythonpath: None, capsys: Any
 ) -> None:
@@ -96,6 +99,7 @@ def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     assert where["sched"] > 0 and where["worker"] > 0 and where["client"] > 0
 
 
+@pytest.mark.timeout(fz.TIMEOUT)
 def test_fuzzed_nanny_stream_exits_no_nanny_and_it_still_sets_up_plugins(
     redis_url: str, subprocess_pythonpath: None, capsys: Any
 ) -> None:
