@@ -93,3 +93,25 @@ def test_closed_client_does_not_make_its_stream_again(redis_url: str, cluster: A
     finally:
         store.close()
     assert watch.recoveries == 0
+
+
+@pytest.mark.timeout(180)
+def test_redis_restarted_empty_loses_no_future_of_a_running_graph() -> None:
+    from tests.proc_cluster import ProcCluster
+
+    procs = ProcCluster(n_workers=2, persistence=False, worker_ttl=10.0)
+    try:
+        procs.wait_for_workers()
+        with Client(procs.url, cluster_name=procs.cluster, timeout=60) as client:
+            client.wait_for_workers(2, timeout=30)
+            # given a task running
+            future = client.submit(rt.slow_inc, 1, 2.0, pure=False)
+            time.sleep(0.5)
+            # when Redis restarts with nothing (no persistence): the client's stream is gone
+            procs.redis.restart()
+            # then the client makes its stream again and the result arrives
+            assert future.result(timeout=60) == 2
+            assert client.stream_watch.recoveries >= 1
+            assert client.submit(rt.slow_inc, 5, pure=False).result(timeout=60) == 6
+    finally:
+        procs.close()
