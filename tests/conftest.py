@@ -180,6 +180,7 @@ MODULE_TIERS = {
     "test_client_scheduling": "fake",
     "test_client_story": "fake",
     "test_client_stream_loss": "real",
+    "test_client_stream_watch": "fake",
     "test_client_submit": "fake",
     "test_client_waiting": "fake",
     "test_comm": "pure",
