@@ -27,6 +27,9 @@ from tests.test_wire import MESSAGES, RECORDS
 #: Entries tried in all, by default (``RDIST_FUZZ_ENTRIES`` for a longer run).
 DEFAULT_ENTRIES = 10_000
 ENTRIES = int(os.environ.get("RDIST_FUZZ_ENTRIES", str(DEFAULT_ENTRIES)))
+#: The fuzz tests' pytest timeout: CI's default size fits in pytest's 120 s only on a quiet
+#: machine; a longer run (``RDIST_FUZZ_ENTRIES``) gets 20 ms an entry on top.
+TIMEOUT = 180 + ENTRIES // 50
 #: Entries written per hypothesis example (one pipeline each).
 BATCH = 100
 
@@ -410,3 +413,8 @@ def _record_run(
         check()
 
     return run
+
+
+#: Entries written into one nanny's stream (``RDIST_FUZZ_NANNY_ENTRIES``; by default a
+#: tenth of ENTRIES, at least 1,000: ten hypothesis examples, the first ones simple).
+NANNY_ENTRIES = int(os.environ.get("RDIST_FUZZ_NANNY_ENTRIES", str(max(1000, ENTRIES // 10))))

@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from rdist.client.future import wait
 from rdist.protocol import wire
 from rdist.scheduler.server import SchedulerServer
@@ -81,6 +83,7 @@ def shares(total: int, n_workers: int) -> tuple[dict[str, int], int]:
     return streams, per_record
 
 
+@pytest.mark.timeout(fz.TIMEOUT)
 def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any) -> None:
     failures = LoopFailures()
     logging.getLogger("rdist").addHandler(failures)
@@ -162,3 +165,70 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
     assert letters > 0 and reasons
     assert all(d["reason"] for d in store.streams.dead_letters(20))
     assert not messages, messages[:5]
+
+
+class StubNanny:
+    """What a nanny's plugins see of it: an address, the next worker's environment."""
+
+    address = ""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.restarts = 0
+
+    def restart_worker(self) -> None:
+        self.restarts += 1
+
+
+@pytest.mark.timeout(fz.TIMEOUT)
+def test_fuzzed_nanny_stream_kills_no_nanny_thread(capsys: Any) -> None:
+    from rdist.plugins.nanny_side import NannyPlugins
+    from tests.extension_tasks import NANNY_MARK, EnvNannyPlugin
+
+    failures = LoopFailures()
+    logging.getLogger("rdist").addHandler(failures)
+    tally = fz.Tally()
+    earlier = frozenset(t.ident for t in threading.enumerate() if t.ident is not None)
+    try:
+        with fake_cluster(n_workers=1) as (client, cluster):
+            stub = StubNanny()
+            nanny = NannyPlugins(stub, cluster.url, cluster.cluster_name)
+            nanny.start()
+            try:
+                threads = [t for t in threading.enumerate() if t.ident not in earlier]
+                threads = [t for t in threads if t.name.startswith("rdist-nanny")]
+                assert sorted(t.name for t in threads) == ["rdist-nanny-beat", "rdist-nanny-in"]
+
+                def alive() -> None:
+                    assert all(t.is_alive() for t in threads)
+
+                stream = client.store.keys.nanny_stream(nanny.id)
+                targets = {"nanny": (stream, wire.NANNY)}
+                started = time.monotonic()
+                fz.fuzz_streams(
+                    client.store.redis, targets, {"nanny": fz.NANNY_ENTRIES}, tally, alive
+                )
+                fuzz_seconds = time.monotonic() - started
+                # the nanny still reads its stream: a plugin registered now is set up
+                answer = client.register_plugin(EnvNannyPlugin("after-the-fuzz"), name="mark")
+                alive()
+                letters = client.store.streams.length(client.store.keys.deadletter)
+            finally:
+                nanny.stop()
+    finally:
+        logging.getLogger("rdist").removeHandler(failures)
+    with capsys.disabled():
+        print()
+        print(
+            tally.report(
+                f"fakeredis, one nanny's stream, {fuzz_seconds:.1f} s of fuzz",
+                dead_letters=letters,
+                threads_lost=0,
+                plugin_after=answer,
+            )
+        )
+    assert tally.total >= fz.NANNY_ENTRIES * 0.9
+    assert answer == {nanny.id: {"status": "OK"}}
+    assert stub.env[NANNY_MARK] == "after-the-fuzz"
+    assert letters > 0
+    assert not failures.records, [r.getMessage()[:200] for r in failures.records[:5]]

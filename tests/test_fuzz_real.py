@@ -7,9 +7,12 @@ figures)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from typing import Any
+
+import pytest
 
 from rdist.client.future import wait
 from rdist.protocol import wire
@@ -38,6 +41,7 @@ def processes(cluster: Any) -> dict[str, Any]:
     return procs
 
 
+@pytest.mark.timeout(fz.TIMEOUT)
 def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     cluster: Any, client: Any, subprocess_pythonpath: None, capsys: Any
 ) -> None:
@@ -93,3 +97,55 @@ def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     assert tally.total >= ENTRIES * 0.9
     assert exits == 0 and lost == 0
     assert where["sched"] > 0 and where["worker"] > 0 and where["client"] > 0
+
+
+@pytest.mark.timeout(fz.TIMEOUT)
+def test_fuzzed_nanny_stream_exits_no_nanny_and_it_still_sets_up_plugins(
+    redis_url: str, subprocess_pythonpath: None, capsys: Any
+) -> None:
+    from rdist import Client, LocalCluster
+    from tests.extension_tasks import EnvNannyPlugin
+
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            nanny=True,
+            redis_url=redis_url,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster, timeout=30) as client,
+    ):
+        client.wait_for_workers(1, timeout=60)
+        store = client.store
+        [nanny_id] = store.plugins.nannies()
+        [process] = [w.process for w in cluster._workers]
+        [worker_pid] = client.run(os.getpid).values()
+        tally = fz.Tally()
+
+        def alive() -> None:
+            assert process.poll() is None, process.returncode
+            os.kill(worker_pid, 0)  # the nanny's worker lives on (ProcessLookupError if not)
+
+        targets = {"nanny": (store.keys.nanny_stream(nanny_id), wire.NANNY)}
+        started = time.monotonic()
+        fz.fuzz_streams(store.redis, targets, {"nanny": fz.NANNY_ENTRIES}, tally, alive)
+        fuzz_seconds = time.monotonic() - started
+        # the nanny still reads its stream: a plugin registered now is set up by it
+        answer = client.register_plugin(EnvNannyPlugin("after-the-fuzz"), name="mark")
+        alive()
+        assert client.submit(inc, 1, pure=False).result(timeout=30) == 2
+        where = Counter(d["stream"].split("}:")[-1][:5] for d in store.streams.dead_letters(10_000))
+    with capsys.disabled():
+        print()
+        print(
+            tally.report(
+                f"real Redis, one nanny process, {fuzz_seconds:.1f} s of fuzz",
+                dead_letters_by_stream=dict(where),
+                process_exits=0,
+                plugin_after=answer,
+            )
+        )
+    assert tally.total >= fz.NANNY_ENTRIES * 0.9
+    assert answer == {nanny_id: {"status": "OK"}}
+    assert where["nanny"] > 0

@@ -114,6 +114,8 @@ def redis_url() -> Iterator[str]:
     server.stop()
 
 
+#: pytest's default timeout (120 s) is for CI's 20,000 tasks; a longer soak gets longer
+@pytest.mark.timeout(120 + TASKS // 100)
 def test_waves_of_work_leave_redis_as_idle_as_it_was(redis_url: str) -> None:
     name = f"soak-{uuid.uuid4().hex[:8]}"
     store = connect(redis_url, name)

@@ -44,7 +44,7 @@ from rdist.client.holders import Holdings
 from rdist.client.inbox import Inbox
 from rdist.client.introspection import Introspection, StoryEvent
 from rdist.client.ledger import Ledger
-from rdist.client.listener import Listener
+from rdist.client.listener import Listener, StreamWatch
 from rdist.client.options import TaskOptions
 from rdist.client.reprs import html_table
 from rdist.client.results import Results
@@ -183,6 +183,11 @@ class Client:
             self._heartbeat,
             self._stop,
             idle=self._sender.flush_if_free,
+            watch=lambda: self.stream_watch.check(),
+        )
+        #: notices that Redis lost our stream, and makes it again (rdist.client.listener)
+        self.stream_watch = StreamWatch(
+            store, self.id, self.ledger, self._sender.post, self._inbox.kept, self._stop.is_set
         )
         self._sender.waiter_reads = self._inbox.waiter_reads
         #: futures held by queues, variables and datasets (``rdist.client.holders``)

@@ -35,6 +35,8 @@ READ_WHILE_WAITING = 0.05
 #: The listener stays off the stream this long after the last read by a waiting thread:
 #: in a loop of ``submit(...).result()`` the next wait is about to begin.
 LISTENER_GRACE = 0.005
+#: How often the listener checks that Redis still holds the client's stream (seconds).
+WATCH_SECONDS = 2.0
 
 Entry = tuple[bytes, bytes | None]
 
@@ -56,6 +58,7 @@ class Inbox:
         heartbeat: Callable[[], wire.ClientRecord],
         stop: threading.Event,
         idle: Callable[[], None],
+        watch: Callable[[], object] | None = None,
     ) -> None:
         self._store = store
         self._client_id = client_id
@@ -64,6 +67,11 @@ class Inbox:
         self._heartbeat = heartbeat  #: our record in the clients hash, as of now
         self._stop = stop
         self._idle = idle  #: called by the listener before each read or pause
+        #: called by the listener every WATCH_SECONDS: checks that Redis kept our stream
+        self._watch = watch
+        self._next_watch = 0.0
+        #: entries never deleted once handled (the stream's marker, see rdist.client.listener)
+        self.kept: set[bytes] = set()
         self._listen_reader = store.clone()
         self._wait_reader: RedisStore | None = None
         self._handled: tuple[int, int] = (0, 0)  #: newest entry handled
@@ -95,7 +103,8 @@ class Inbox:
                 if seq <= self._handled:
                     continue  # the other reader handled it
                 self._handled = seq  # first: a callback run by handle may read on
-                self._deletes.add((entry_id,))
+                if entry_id not in self.kept:
+                    self._deletes.add((entry_id,))
                 self._handle(entry_id, payload)
 
     # -- the listener thread -----------------------------------------------------------
@@ -114,6 +123,9 @@ class Inbox:
                 continue
             started = time.monotonic()
             try:
+                if self._watch is not None and started >= self._next_watch:
+                    self._next_watch = started + WATCH_SECONDS
+                    self._watch()
                 entries = self._read(self._listen_reader, BLOCK_MS)
             except ConnectionErrors as exc:
                 if self._stop.is_set():

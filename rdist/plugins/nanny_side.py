@@ -22,6 +22,7 @@ from rdist.plugins.worker_side import failure_blob, unpickle_plugin
 from rdist.protocol import wire
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
+from rdist.supervise import start_thread
 
 log = logging.getLogger("rdist.plugins")
 
@@ -41,6 +42,8 @@ class NannyPlugins:
         self._registrations: dict[str, str] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        #: the newest entry of our stream read (the stream is new: all on it is for us)
+        self._after = "0-0"
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -52,8 +55,10 @@ class NannyPlugins:
                 self._set_up(name, registration, blob)
         except ConnectionErrors as exc:
             log.warning("nanny %s: cannot read its plugins: %s", self.id, exc)
-        for target, name in ((self._beat, "rdist-nanny-beat"), (self._listen, "rdist-nanny-in")):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        # supervised (rdist.supervise): a loop that fails starts again, one that dies for
+        # good ends the nanny -- and its worker with it -- rather than leave it half-dead
+        start_thread("rdist-nanny-beat", self._beat, self._stop)
+        start_thread("rdist-nanny-in", self._listen, self._stop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,11 +91,12 @@ class NannyPlugins:
 
     # -- the stream ----------------------------------------------------------------------------
     def _listen(self) -> None:
-        after = "0-0"  # our stream is new: everything on it is for us
         fake = self._reader.url.startswith("fakeredis://")
         while not self._stop.is_set():
             try:
-                entries = self._reader.plugins.read_nanny_stream(self.id, after, READ_BLOCK_MS)
+                entries = self._reader.plugins.read_nanny_stream(
+                    self.id, self._after, READ_BLOCK_MS
+                )
             except ConnectionErrors as exc:
                 log.warning("nanny %s: redis unavailable (%s); retrying", self.id, exc)
                 self._stop.wait(0.5)
@@ -98,7 +104,7 @@ class NannyPlugins:
             if not entries and fake:
                 self._stop.wait(0.05)  # fakeredis does not block
             for entry_id, payload in entries:
-                after = entry_id
+                self._after = entry_id  # first: an entry whose handling fails is not re-read
                 self._handle(entry_id, payload)
 
     def _handle(self, entry_id: str, payload: Any) -> None:

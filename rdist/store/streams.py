@@ -72,6 +72,19 @@ class Streams:
         than leave a stream nobody reads."""
         self._add(self.keys.client_stream(client), _payload(msg), pipe, create=create)
 
+    def mark_client_stream(self, client: str, msg: Message | bytes) -> bytes:
+        """Add ``msg`` to a client's stream (making the stream if it is gone) at once and
+        return its entry id: the client keeps this entry as the stream's oldest, so that
+        its absence tells that Redis lost entries (see ``rdist.client.listener``)."""
+        entry_id = self._store.redis.xadd(
+            self.keys.client_stream(client), {PAYLOAD_FIELD: _payload(msg)}
+        )
+        return entry_id if isinstance(entry_id, bytes) else str(entry_id).encode()
+
+    def has_entry(self, stream: str, entry_id: bytes) -> bool:
+        """Whether ``stream`` still holds the entry ``entry_id``."""
+        return bool(self._store.redis.xrange(stream, entry_id, entry_id, count=1))
+
     def reply(self, kind: str, ident: str, msg: Message | bytes, pipe: Any = None) -> None:
         """An answer to whoever asked: a worker (``w``) or a client (``c``)."""
         if kind == "c":
