@@ -4,6 +4,12 @@ The scheduler keeps no counters in Redis, so the dashboard counts for itself. A 
 of a million records takes seconds, so a sweep advances a bounded number of records per
 call and readers see the last *complete* sweep (plus how far the current one got). Memory
 stays bounded: counters only, with at most ``MAX_GROUPS`` task groups.
+
+Totals agree across pages: every answer carries the exact count of records now (HLEN, the
+number ``/api/tasks`` gives too) as ``total``, and the sweep's own count as ``counted``;
+``stale`` says they differ (records came or went since the sweep began). A hash small
+enough for one budget is swept at once whenever the two differ, so a cluster that forgot
+a killed client's 400k tasks shows zero at once, not the old count for a minute.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from rdist.store import RedisStore
 from rdist.web.queries import STATES, key_group
 
 MAX_GROUPS = 200
+#: Clients counted one by one (the rest under ``OTHER_CLIENTS``), and groups per client.
+MAX_CLIENTS = 50
+MAX_CLIENT_GROUPS = 40
+OTHER_CLIENTS = "(other clients)"
 #: Groups past ``MAX_GROUPS`` are counted under this name.
 OTHER_GROUP = "(other groups)"
 SLICE = 1_000
@@ -29,6 +39,8 @@ class Counts:
     by_state: Counter[str] = field(default_factory=Counter)
     groups: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     processing: Counter[str] = field(default_factory=Counter)  #: worker -> tasks assigned
+    #: client -> group -> state -> tasks the client wants (what its graphs are)
+    clients: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
     memory_bytes: int = 0
     scanned: int = 0
 
@@ -43,7 +55,33 @@ class Counts:
             self.processing[record.processing_on] += 1
         if state == "memory":
             self.memory_bytes += record.nbytes
+        for client in record.who_wants:
+            self._count_client(client, group, state)
         self.scanned += 1
+
+    def _count_client(self, client: str, group: str, state: str) -> None:
+        groups = self.clients.get(client)
+        if groups is None:
+            if len(self.clients) >= MAX_CLIENTS:
+                client = OTHER_CLIENTS
+            groups = self.clients.setdefault(client, {})
+        if group not in groups and len(groups) >= MAX_CLIENT_GROUPS:
+            group = OTHER_GROUP
+        counts = groups.get(group)
+        if counts is None:
+            counts = groups[group] = Counter()
+        counts[state] += 1
+
+    def clients_json(self) -> dict[str, list[dict[str, Any]]]:
+        """Per client, its task groups with counts by state (largest group first)."""
+        out = {}
+        for client, groups in self.clients.items():
+            ordered = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+            out[client] = [
+                {"name": name, "total": sum(c.values()), **{s: c.get(s, 0) for s in STATES}}
+                for name, c in ordered
+            ]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         groups = sorted(self.groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
@@ -85,16 +123,36 @@ class TaskCensus:
                     return True
             return False
 
+    def restart(self) -> None:
+        """Drop the sweep under way: the next :meth:`advance` starts from the beginning."""
+        with self._lock:
+            self._cursor, self._partial = 0, Counts()
+
     def snapshot(
         self, store: RedisStore, max_age: float = 1.0, budget: int = 20_000
     ) -> dict[str, Any]:
         """The latest complete counts, advancing the sweep when they are older than ``max_age``."""
-        if time.time() - self.completed_at >= max_age:
+        total = store.tasks.count()
+        done = self._done
+        if total <= budget // 2 and (done is None or done.scanned != total):
+            self.restart()  # small enough to count exactly now
+            self.advance(store, budget)
+        elif time.time() - self.completed_at >= max_age:
             self.advance(store, budget)
         with self._lock:
             done = self._done
             out = done.to_json() if done is not None else self._partial.to_json()
+            out["counted"] = out["total"]
+            out["total"] = total
+            out["stale"] = done is None or done.scanned != total
             out["complete"] = done is not None
             out["age"] = round(time.time() - self.completed_at, 3) if done is not None else None
             out["sweep_progress"] = self._partial.scanned
             return out
+
+    def clients(self, store: RedisStore, max_age: float = 1.0) -> dict[str, Any]:
+        """What each client wants, from the same sweep as :meth:`snapshot`."""
+        self.snapshot(store, max_age)
+        with self._lock:
+            done = self._done or self._partial
+            return {"clients": done.clients_json(), "complete": self._done is not None}

@@ -20,38 +20,70 @@ from rdist.store.health import Backoff
 from rdist.store.keys import PAYLOAD_FIELD
 from rdist.web import queries
 from rdist.web.census import TaskCensus
+from rdist.web.history import History
 
 log = logging.getLogger("rdist.web")
 
-TOPICS = ("status", "workers", "runs", "events")
+TOPICS = ("status", "workers", "runs", "events", "history")
+#: Worker fields the Status page's bars need.
+STATUS_WORKER_FIELDS = (
+    "address",
+    "name",
+    "nthreads",
+    "memory",
+    "memory_limit",
+    "cpu",
+    "executing",
+    "stored_bytes",
+    "spilled_bytes",
+    "status",
+)
 FLUSH_SECONDS = 0.25
 READ_COUNT = 500
 
 
-def status_snapshot(store: RedisStore, census: TaskCensus, max_age: float = 1.0) -> dict[str, Any]:
-    """What the Status page shows: task counts and groups, worker totals, throughput."""
-    infos = queries.workers(store)
-    compact = [
-        {
-            k: w.get(k)
-            for k in ("address", "name", "nthreads", "memory", "memory_limit", "cpu", "executing")
-        }
-        for w in infos
-    ]
+def status_snapshot(
+    store: RedisStore,
+    census: TaskCensus,
+    max_age: float = 1.0,
+    infos: list[dict[str, Any]] | None = None,
+    rate: float | None = None,
+    history: History | None = None,
+) -> dict[str, Any]:
+    """What the Status page shows: task counts and groups, worker totals and bars, throughput.
+
+    ``tasks.total`` and ``task_count`` are the exact count now (as ``/api/tasks`` says);
+    the per-state counts come from the census's last complete sweep (``tasks.stale``)."""
+    infos = queries.workers(store) if infos is None else infos
+    tasks = census.snapshot(store, max_age=max_age)
+    processing = tasks.get("processing", {})
+    io = history.latest_rates() if history is not None else {}
+    compact = []
+    for w in infos:
+        row = {k: w.get(k) for k in STATUS_WORKER_FIELDS}
+        row["processing"] = processing.get(w["address"], 0)
+        row.update(io.get(w["address"], {}))
+        compact.append(row)
     return {
         "time": time.time(),
         "cluster": store.keys.cluster,
-        "tasks": census.snapshot(store, max_age=max_age),
-        "task_count": store.tasks.count(),  # exact now; the census lags
+        "tasks": tasks,
+        "task_count": tasks["total"],
         "workers": queries.worker_summary(infos),
         "worker_list": compact,
-        "rate": queries.task_rate(store),
+        "rate": queries.task_rate(store) if rate is None else rate,
+        "point": history.latest() if history is not None else None,
     }
 
 
-def workers_snapshot(store: RedisStore, census: TaskCensus, max_age: float = 1.0) -> dict[str, Any]:
+def workers_snapshot(
+    store: RedisStore,
+    census: TaskCensus,
+    max_age: float = 1.0,
+    infos: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The workers table, with the tasks the scheduler has assigned to each (from the census)."""
-    infos = queries.workers(store)
+    infos = queries.workers(store) if infos is None else [dict(w) for w in infos]
     processing = census.snapshot(store, max_age=max_age).get("processing", {})
     for info in infos:
         info["processing"] = processing.get(info["address"], 0)
@@ -68,6 +100,8 @@ class LiveFeed:
         self.socketio = socketio
         self.census = census
         self.interval = max(0.1, interval)
+        self.history = History(self.interval)
+        self._sampled = 0.0
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[str]] = {}
@@ -163,14 +197,24 @@ class LiveFeed:
             self.socketio.emit("events", {"events": events}, to="events")
 
     def _tick(self) -> None:
+        """Sample the history (always: a page opened later shows the minutes before it),
+        then push what subscribers want, from the same reads."""
+        now = time.time()
+        infos = queries.workers(self.store, now)
+        rate = queries.task_rate(self.store, now=now)
+        previous, self._sampled = self._sampled, now
+        self.history.sample(now, infos, rate)
+        self.census.snapshot(self.store, max_age=self.interval)  # the sweep goes on unwatched
         if self.wanted("status"):
-            self.socketio.emit(
-                "status", status_snapshot(self.store, self.census, self.interval), to="status"
+            snapshot = status_snapshot(
+                self.store, self.census, self.interval, infos, rate, self.history
             )
+            self.socketio.emit("status", snapshot, to="status")
         if self.wanted("workers"):
-            self.socketio.emit(
-                "workers", workers_snapshot(self.store, self.census, self.interval), to="workers"
-            )
+            snapshot = workers_snapshot(self.store, self.census, self.interval, infos)
+            self.socketio.emit("workers", snapshot, to="workers")
+        if self.wanted("history"):
+            self.socketio.emit("history", self.history.to_json(since=previous), to="history")
 
 
 def _streams(reply: Any) -> list[tuple[str, list[Any]]]:

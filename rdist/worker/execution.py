@@ -76,6 +76,8 @@ class Executor:
         self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
         self._rejoins: dict[str, threading.Event] = {}  #: seceded tasks waiting for a slot
         self._lock = threading.Lock()
+        #: thread id -> key of the task it runs now (the dashboard's call stacks)
+        self.running: dict[int, str] = {}
 
     def start_thread(self, name: str) -> None:
         worker = self.worker
@@ -139,9 +141,12 @@ class Executor:
         """Run one task and tell the state machine how it went."""
         context = TaskContext(self, ex.key)
         set_current(context)
+        ident = threading.get_ident()
+        self.running[ident] = ex.key
         try:
             event = self._execute(ex)
         finally:
+            self.running.pop(ident, None)
             set_current(None)
         executes, reports = self.worker.handle(event)
         return executes, reports, context

@@ -179,6 +179,12 @@ class WorkerRecord(Record):
     spilled_bytes: int = 0
     executed: int = 0
     last_seen: float = 0.0
+    #: cumulative I/O counters (the dashboard draws their rates): the host's network
+    #: bytes (a process has no counter of its own) and this process's disk bytes
+    net_sent: int = 0
+    net_recv: int = 0
+    disk_read: int = 0
+    disk_write: int = 0
 
 
 fields(
@@ -201,6 +207,10 @@ fields(
     spilled_bytes=COUNT,
     executed=COUNT,
     last_seen=TIMESTAMP,
+    net_sent=COUNT,
+    net_recv=COUNT,
+    disk_read=COUNT,
+    disk_write=COUNT,
 )
 
 
@@ -230,6 +240,10 @@ class Heartbeat(Record):
     spilled_bytes: int = 0
     executed: int = 0
     last_seen: float = 0.0
+    net_sent: int = 0  #: as in :class:`WorkerRecord`
+    net_recv: int = 0
+    disk_read: int = 0
+    disk_write: int = 0
 
 
 fields(
@@ -243,6 +257,10 @@ fields(
     spilled_bytes=COUNT,
     executed=COUNT,
     last_seen=TIMESTAMP,
+    net_sent=COUNT,
+    net_recv=COUNT,
+    disk_read=COUNT,
+    disk_write=COUNT,
 )
 
 
