@@ -163,6 +163,7 @@ def client(cluster: Any) -> Iterator[Client]:
 #: A new test module must be listed here (collection fails otherwise).
 MODULE_TIERS = {
     "test_browser": "browser",
+    "test_browser_pages": "browser",
     "test_chaos": "chaos",
     "test_cli": "cli",
     "test_cli_boundary": "cli",

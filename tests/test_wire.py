@@ -158,7 +158,7 @@ RECORDS: list[wire.Record] = [
     wire.CallStacks(
         "tcp://w:1",
         1.7e9,
-        [wire.TaskStack("k", "rdist-exec-0", ['f.py:3 in g', "    time.sleep(1)"])],
+        [wire.TaskStack("k", "rdist-exec-0", ["f.py:3 in g", "    time.sleep(1)"])],
     ),
 ]
 

@@ -178,7 +178,8 @@ def requeue(store: RedisStore, letter_id: str) -> dict[str, Any]:
     stream = as_text(text.get("stream", b""))
     raw = text.get("raw", b"")
     keys = store.keys
-    if not (stream == keys.sched or stream.startswith((keys.worker_stream(""), keys.client_stream("")))):
+    ours = (keys.worker_stream(""), keys.client_stream(""))
+    if not (stream == keys.sched or stream.startswith(ours)):
         raise RequeueRefused(f"entries of {stream!r} cannot be requeued from the dashboard")
     worker_prefix = keys.worker_stream("")
     if stream.startswith(worker_prefix) and not store.workers.exists(stream[len(worker_prefix) :]):

@@ -160,7 +160,8 @@ const Rdist = (function () {
         ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(width - right, y); ctx.stroke();
         ctx.fillText(format(v), 2, Math.max(10, y + 4));
       }
-      for (let m = 0; m <= span; m += span / 5) {
+      const ticks = width - left < 380 ? 2 : 5;  // narrow charts: fewer labels, no overlap
+      for (let m = 0; m <= span + 1e-9; m += span / ticks) {
         const x = xOf(start + m);
         const label = m === span ? "now" : "-" + seconds(span - m).replace(".0 ", " ");
         ctx.fillText(label, Math.min(Math.max(left, x - 12), width - right - 24), height - 3);

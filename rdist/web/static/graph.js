@@ -6,7 +6,7 @@
 (function () {
   const R = Rdist;
   const STATE_COLOURS = {
-    released: "#d5dae3", waiting: "#c3cad6", queued: "#a7b1c2", "no-worker": "#f0b778",
+    released: "#b9c0cc", waiting: "#c3cad6", queued: "#a7b1c2", "no-worker": "#f0b778",
     processing: "#4a90d9", memory: "#3fb27f", erred: "#d64545",
   };
   let graph = null, positions = [], structure = "";
@@ -55,7 +55,7 @@
     const key = graph.nodes.length + ":" + graph.edges.length + ":" + width + "x" + height;
     if (key !== structure) { positions = layoutGraph(graph, width, height); structure = key; }
     const n = graph.nodes.length;
-    const size = Math.max(1.5, Math.min(6, Math.sqrt((width * height) / (n * 40))));
+    const size = Math.max(2.5, Math.min(8, Math.sqrt((width * height) / (n * 30))));
     ctx.strokeStyle = n > 3000 ? "rgba(120,130,150,.08)" : "rgba(120,130,150,.25)";
     ctx.lineWidth = 1;
     ctx.beginPath();
