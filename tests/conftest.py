@@ -227,6 +227,7 @@ MODULE_TIERS = {
     "test_store_health": "pure",
     "test_store_primitives": "fake",
     "test_web": "fake",
+    "test_web_pages": "fake",
     "test_wire": "pure",
     "test_worker_execution": "pure",
     "test_worker_server": "fake",

@@ -272,9 +272,7 @@ def test_dead_letter_page_lists_and_requeues(page: Chromium, cluster: LocalClust
         store.close()
 
 
-def test_events_page_shows_joins_and_the_scheduler(
-    page: Chromium, cluster: LocalCluster
-) -> None:
+def test_events_page_shows_joins_and_the_scheduler(page: Chromium, cluster: LocalCluster) -> None:
     open_live(page, cluster.dashboard_link + "events")
     page.wait_for(f"{count('#events tbody tr.ev-worker-joined')} >= 2")
     page.wait_for(f"{count('#events tbody tr.ev-scheduler-started')} >= 1")

@@ -25,10 +25,10 @@ from rdist.store import RedisStore
 from rdist.web.queries import STATES, key_group
 
 MAX_GROUPS = 200
-#: Clients counted one by one (the rest under ``OTHER_CLIENTS``), and groups per client.
+#: Clients followed one by one, and the keys each wants that are kept (the roots its
+#: graphs are walked from, see ``explore.clients``).
 MAX_CLIENTS = 50
-MAX_CLIENT_GROUPS = 40
-OTHER_CLIENTS = "(other clients)"
+MAX_CLIENT_KEYS = 500
 #: Groups past ``MAX_GROUPS`` are counted under this name.
 OTHER_GROUP = "(other groups)"
 SLICE = 1_000
@@ -39,8 +39,9 @@ class Counts:
     by_state: Counter[str] = field(default_factory=Counter)
     groups: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     processing: Counter[str] = field(default_factory=Counter)  #: worker -> tasks assigned
-    #: client -> group -> state -> tasks the client wants (what its graphs are)
-    clients: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
+    #: client -> how many tasks it wants, and up to ``MAX_CLIENT_KEYS`` of their keys
+    wanted: Counter[str] = field(default_factory=Counter)
+    client_keys: dict[str, list[str]] = field(default_factory=dict)
     memory_bytes: int = 0
     scanned: int = 0
 
@@ -56,32 +57,16 @@ class Counts:
         if state == "memory":
             self.memory_bytes += record.nbytes
         for client in record.who_wants:
-            self._count_client(client, group, state)
+            self._count_client(client, key)
         self.scanned += 1
 
-    def _count_client(self, client: str, group: str, state: str) -> None:
-        groups = self.clients.get(client)
-        if groups is None:
-            if len(self.clients) >= MAX_CLIENTS:
-                client = OTHER_CLIENTS
-            groups = self.clients.setdefault(client, {})
-        if group not in groups and len(groups) >= MAX_CLIENT_GROUPS:
-            group = OTHER_GROUP
-        counts = groups.get(group)
-        if counts is None:
-            counts = groups[group] = Counter()
-        counts[state] += 1
-
-    def clients_json(self) -> dict[str, list[dict[str, Any]]]:
-        """Per client, its task groups with counts by state (largest group first)."""
-        out = {}
-        for client, groups in self.clients.items():
-            ordered = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
-            out[client] = [
-                {"name": name, "total": sum(c.values()), **{s: c.get(s, 0) for s in STATES}}
-                for name, c in ordered
-            ]
-        return out
+    def _count_client(self, client: str, key: str) -> None:
+        if client not in self.wanted and len(self.wanted) >= MAX_CLIENTS:
+            return
+        self.wanted[client] += 1
+        keys = self.client_keys.setdefault(client, [])
+        if len(keys) < MAX_CLIENT_KEYS:
+            keys.append(key)
 
     def to_json(self) -> dict[str, Any]:
         groups = sorted(self.groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
@@ -151,8 +136,13 @@ class TaskCensus:
             return out
 
     def clients(self, store: RedisStore, max_age: float = 1.0) -> dict[str, Any]:
-        """What each client wants, from the same sweep as :meth:`snapshot`."""
+        """Per client: how many tasks it wants and (some of) their keys, from the same
+        sweep as :meth:`snapshot`."""
         self.snapshot(store, max_age)
         with self._lock:
             done = self._done or self._partial
-            return {"clients": done.clients_json(), "complete": self._done is not None}
+            return {
+                "wanted": dict(done.wanted),
+                "keys": {c: list(k) for c, k in done.client_keys.items()},
+                "complete": self._done is not None,
+            }

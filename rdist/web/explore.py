@@ -18,6 +18,7 @@ from rdist.web.census import TaskCensus
 from rdist.web.queries import (
     MAX_PAGE,
     SCAN_CHUNK,
+    STATES,
     _before,
     as_text,
     jsonable,
@@ -30,6 +31,9 @@ MAX_GRAPH_TASKS = 10_000
 #: Records a worker page scans for the tasks and data of its worker.
 MAX_WORKER_SCAN = 50_000
 MAX_WORKER_ROWS = 200
+#: Tasks walked for each client's graphs, and the clients walked per request.
+MAX_CLIENT_GRAPH = 5_000
+MAX_CLIENTS_WALKED = 20
 
 
 # -- one worker ------------------------------------------------------------------------------
@@ -108,22 +112,61 @@ def graph(store: RedisStore, limit: int = MAX_GRAPH_TASKS) -> dict[str, Any]:
 
 
 # -- clients -----------------------------------------------------------------------------------
-def clients(store: RedisStore, census: TaskCensus, max_age: float = 1.0) -> dict[str, Any]:
-    """Each connected client (name, last heartbeat) with its task groups and their progress."""
+def client_graph(store: RedisStore, roots: list[str], limit: int) -> tuple[list[Any], bool]:
+    """The task groups of the graph below ``roots`` (the keys a client wants, and what they
+    need), with counts by state: a walk down the dependencies, one HMGET per level, at
+    most ``limit`` records. Returns the groups and whether the walk reached every task."""
+    seen: set[str] = set()
+    groups: dict[str, dict[str, int]] = {}
+    level = list(dict.fromkeys(roots))
+    while level and len(seen) < limit:
+        level = level[: limit - len(seen)]
+        seen.update(level)
+        records = store.tasks.get_many(level)
+        following: list[str] = []
+        for key, record in records.items():
+            counts = groups.setdefault(key_group(key), {})
+            counts[record.state] = counts.get(record.state, 0) + 1
+            following.extend(d for d in record.deps if d not in seen)
+        level = list(dict.fromkeys(following))
+    ordered = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    rows = [
+        {"name": name, "total": sum(c.values()), **{s: c.get(s, 0) for s in STATES}}
+        for name, c in ordered
+    ]
+    return rows, not level
+
+
+def clients(
+    store: RedisStore,
+    census: TaskCensus,
+    max_age: float = 1.0,
+    limit: int = MAX_CLIENT_GRAPH,
+    max_clients: int = MAX_CLIENTS_WALKED,
+) -> dict[str, Any]:
+    """Each client (name, last heartbeat) with the graphs of the keys it wants: their task
+    groups and progress. Bounded: ``limit`` tasks walked for each of the first
+    ``max_clients`` clients; the others show how many tasks they want."""
     now = time.time()
     wanted = census.clients(store, max_age)
-    out = []
     known = store.clients.all()
-    for client_id in sorted(set(known) | set(wanted["clients"])):
+    out = []
+    for n, client_id in enumerate(sorted(set(known) | set(wanted["wanted"]))):
         record = known.get(client_id)
-        groups = wanted["clients"].get(client_id, [])
+        groups: list[Any] = []
+        whole = True
+        if n < max_clients and wanted["keys"].get(client_id):
+            groups, whole = client_graph(store, wanted["keys"][client_id], limit)
         out.append(
             {
                 "id": client_id,
                 "name": record.name if record is not None else "",
                 "age": round(now - record.last_seen, 3) if record is not None else None,
                 "connected": record is not None,
+                "wanted": wanted["wanted"].get(client_id, 0),
                 "tasks": sum(g["total"] for g in groups),
+                "whole": whole
+                and len(wanted["keys"].get(client_id, [])) == wanted["wanted"].get(client_id, 0),
                 "groups": groups,
             }
         )

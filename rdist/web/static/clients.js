@@ -18,7 +18,7 @@
   }
 
   function client(c) {
-    const title = c.name ? `${c.name} (${c.id})` : c.id;
+    const title = c.name && c.name !== c.id ? `${c.name} (${c.id})` : c.id;
     const state = c.connected ? `heartbeat ${R.seconds(c.age)} ago` : "no heartbeat record (a holder of futures, or gone)";
     const rows = c.groups.slice(0, 30).map((g) => R.el("div", { class: "row", "data-group": g.name }, [
       R.el("div", { class: "label" }, [
@@ -28,7 +28,8 @@
     if (c.groups.length > 30) rows.push(R.el("p", { class: "muted", text: `… and ${c.groups.length - 30} more groups` }));
     return R.el("div", { class: "client", "data-client": c.id }, [
       R.el("h3", {}, [R.el("span", { class: "mono", text: title, title }),
-                      R.el("span", { class: "hint", text: `  ${R.number(c.tasks, 0)} tasks wanted · ${state}` })]),
+                      R.el("span", { class: "hint", text: `  wants ${R.number(c.wanted, 0)} keys · ` +
+                        `${R.number(c.tasks, 0)} tasks in their graphs${c.whole ? "" : " (the first of them)"} · ${state}` })]),
       rows.length ? R.el("div", { class: "progress" }, rows) : R.el("p", { class: "muted", text: "wants no task now" })]);
   }
 

@@ -177,12 +177,15 @@ const Rdist = (function () {
       ctx.strokeStyle = s.colour || seriesColour(n);
       ctx.lineWidth = opts.compact ? 1.5 : 1.6;
       ctx.lineJoin = "round";
+      ctx.setLineDash(s.dash || []);
       ctx.stroke();
+      ctx.setLineDash([]);
     });
     if (!opts.compact && series.length > 1) {
       let x = left + 6;
       ctx.font = "11px system-ui, sans-serif";
       for (const [n, s] of series.entries()) {
+        if (s.legend === false) continue;
         const label = s.name.length > 24 ? "…" + s.name.slice(-23) : s.name;
         const w = ctx.measureText(label).width + 22;
         if (x + w > width - right) break;

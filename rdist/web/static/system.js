@@ -29,17 +29,17 @@
       const canvas = R.$(id);
       const series = [];
       addresses.forEach((a, i) => {
-        for (const [field, suffix] of fields) {
+        fields.forEach(([field, suffix], k) => {  // a second field of a worker: dashed, no legend
           series.push({ name: workers[a].name + suffix, times: workers[a].time || [], values: workers[a][field] || [],
-                        colour: R.seriesColour(i) });
-        }
+                        colour: R.seriesColour(i), dash: k ? [5, 3] : null, legend: k === 0 });
+        });
       });
       drawMany(canvas, series, now, format);
     };
     plot("sys-cpu", [["cpu", ""]], (v) => R.number(v, 0) + " %");
     plot("sys-memory", [["memory", ""]], R.bytes);
-    plot("sys-network", [["net_sent", " sent"], ["net_recv", " received"]], R.perSecond);
-    plot("sys-disk", [["disk_read", " read"], ["disk_write", " written"]], R.perSecond);
+    plot("sys-network", [["net_sent", ""], ["net_recv", " received"]], R.perSecond);
+    plot("sys-disk", [["disk_read", ""], ["disk_write", " written"]], R.perSecond);
   }
 
   // R.chart takes one time axis: resample each series onto the union of times (each point
@@ -53,7 +53,7 @@
         while (j < s.times.length && s.times[j] <= t) { last = s.values[j]; j++; }
         values.push(j === 0 ? 0 : last);
       }
-      return { name: s.name, values, colour: s.colour };
+      return { name: s.name, values, colour: s.colour, dash: s.dash, legend: s.legend };
     });
     R.chart(canvas, times, aligned, { window: WINDOW, now, format });
   }
