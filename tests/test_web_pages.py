@@ -95,6 +95,15 @@ def test_heartbeat_io_counters_read_the_proc_files_once_opened() -> None:
     assert wire.Heartbeat.decode(beat.encode()) == beat
 
 
+def test_task_summaries_agree_with_the_full_decode_and_refuse_bad_fields() -> None:
+    record = wire.TaskRecord("processing", (0, 1), nbytes=5, who_wants=["c"], processing_on="w")
+    summary = wire.summarize_task(record.encode())
+    assert summary == ("processing", "w", 5, ["c"])
+    for bad in ({"s": "sleeping"}, {"s": "memory", "nb": -1}, {"s": "memory", "ww": [1]}, []):
+        assert wire.summarize_task(wire.pack(bad)) is None
+    assert wire.summarize_task(b"\xc1") is None
+
+
 # -- totals ----------------------------------------------------------------------------------
 def test_status_and_tasks_agree_on_the_total_once_a_clients_tasks_are_forgotten() -> None:
     with fake_store() as store:

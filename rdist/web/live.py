@@ -40,6 +40,10 @@ STATUS_WORKER_FIELDS = (
 )
 FLUSH_SECONDS = 0.25
 READ_COUNT = 500
+#: Records of the census sweep per tick, and how long it rests after a slice (times the
+#: slice's own duration: 3 bounds the sweep to a quarter of the web process's time).
+SWEEP_BUDGET = 20_000
+SWEEP_REST = 3.0
 
 
 def status_snapshot(
@@ -102,6 +106,7 @@ class LiveFeed:
         self.interval = max(0.1, interval)
         self.history = History(self.interval)
         self._sampled = 0.0
+        self._sweep_after = 0.0
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[str]] = {}
@@ -138,6 +143,7 @@ class LiveFeed:
 
     def run(self) -> None:
         """Until :meth:`stop`: a bug or an odd reply is logged, never ends live updates."""
+        self.census.background = True  # this thread sweeps: requests only read
         reader = self.store.clone()
         backoff = Backoff("dashboard", self.store.url, log)
         last: dict[str, str] | None = None
@@ -196,6 +202,15 @@ class LiveFeed:
         if events:
             self.socketio.emit("events", {"events": events}, to="events")
 
+    def _sweep_census(self, now: float) -> None:
+        """One slice of the census sweep -- only while someone reads the counts, and at
+        most a quarter of the time, so the requests of a million-task cluster stay quick."""
+        began = time.monotonic()
+        if not self.census.read_recently(now) or began < self._sweep_after:
+            return
+        self.census.advance(self.store, SWEEP_BUDGET)
+        self._sweep_after = time.monotonic() + SWEEP_REST * (time.monotonic() - began)
+
     def _tick(self) -> None:
         """Sample the history (always: a page opened later shows the minutes before it),
         then push what subscribers want, from the same reads."""
@@ -204,7 +219,7 @@ class LiveFeed:
         rate = queries.task_rate(self.store, now=now)
         previous, self._sampled = self._sampled, now
         self.history.sample(now, infos, rate)
-        self.census.snapshot(self.store, max_age=self.interval)  # the sweep goes on unwatched
+        self._sweep_census(now)
         if self.wanted("status"):
             snapshot = status_snapshot(
                 self.store, self.census, self.interval, infos, rate, self.history
