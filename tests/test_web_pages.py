@@ -312,9 +312,86 @@ def test_registering_a_plugin_is_an_event() -> None:
         assert added["info"]["plugin"] == "noop-for-events" and added["info"]["targets"] == 1
 
 
-@pytest.mark.parametrize("path", ["/system", "/graph", "/clients", "/deadletters", "/worker"])
+@pytest.mark.parametrize(
+    "path", ["/system", "/graph", "/clients", "/deadletters", "/worker", "/profile"]
+)
 def test_new_pages_render_with_navigation(path: str) -> None:
     with fake_store() as store:
         html = app_for(store).test_client().get(path).get_data(as_text=True)
         assert 'href="/deadletters"' in html and 'href="/system"' in html
         assert "<script>" not in html  # scripts are files: the CSP forbids inline ones
+
+
+# -- what other parts of rdist record: logs, transfers, profiles ------------------------------
+# Each comes with another piece of work (the log buffers; the diagnostics); the dashboard
+# reads it where it exists and says so where it does not.
+def test_worker_logs_come_from_the_log_buffers() -> None:
+    pytest.importorskip("rdist.store.logs", reason="the log buffers are not in this build")
+    with fake_store() as store:
+        line = wire.LogLine(time.time(), "WARNING", "rdist.worker", "memory is getting full")  # type: ignore[attr-defined]
+        store.logs.append("worker", "tcp://w:1", [line.encode()], 100)  # type: ignore[attr-defined]
+        answer = app_for(store).test_client().get("/api/worker/logs?address=tcp://w:1").get_json()
+        assert answer["available"] is True
+        assert [(x["level"], x["message"]) for x in answer["lines"]] == [
+            ("WARNING", "memory is getting full")
+        ]
+
+
+@pytest.mark.skipif(hasattr(RedisStore, "logs"), reason="this build keeps log buffers")
+def test_worker_logs_say_when_the_cluster_keeps_none() -> None:
+    with fake_store() as store:
+        answer = app_for(store).test_client().get("/api/worker/logs?address=tcp://w:1").get_json()
+        assert answer == {"available": False, "lines": []}
+
+
+def test_transfers_of_the_task_stream_reach_the_runs_answer() -> None:
+    if not hasattr(wire, "TransferRun"):
+        pytest.skip("the task stream records no transfers in this build")
+    with fake_store() as store:
+        now = time.time()
+        run = wire.TaskRun("b-1", "tcp://w:2", "rdist-exec-0", now - 1, now, "memory")
+        fetch = wire.TransferRun("a-1", "tcp://w:2", "tcp://w:1", now - 1.5, now - 1, 1000)  # type: ignore[attr-defined]
+        batch = wire.TaskStreamBatch("tcp://w:2", [run], [fetch])  # type: ignore[call-arg]
+        store.redis.xadd(store.keys.taskstream, {b"m": batch.encode()})
+        answer = app_for(store).test_client().get("/api/runs").get_json()
+        assert [r["key"] for r in answer["runs"]] == ["b-1"]
+        assert [(t["key"], t["source"], t["nbytes"]) for t in answer["transfers"]] == [
+            ("a-1", "tcp://w:1", 1000)
+        ]
+
+
+def test_the_profile_page_merges_the_profilers_batches() -> None:
+    pytest.importorskip("rdist.protocol.profile", reason="no sampling profiler in this build")
+    with fake_store() as store:
+        now = time.time()
+        leaf = ["sleep", "time.py", 1, 3, []]
+        tree = ["", "", 0, 4, [["work", "/app/tasks.py", 10, 4, [leaf]]]]
+        for worker in ("tcp://w:1", "tcp://w:2"):
+            batch = wire.ProfileBatch(worker, now - 2, now - 1, 4, {"work": tree})  # type: ignore[attr-defined]
+            store.profiles.add(batch)  # type: ignore[attr-defined]
+        web = app_for(store).test_client()
+        answer = web.get("/api/profile").get_json()
+        assert answer["available"] and answer["samples"] == 8 and answer["groups"] == ["work"]
+        assert answer["tree"][4][0][0] == "work" and answer["tree"][4][0][3] == 8
+        one = web.get("/api/profile?worker=tcp://w:1").get_json()
+        assert one["samples"] == 4 and one["workers"] == ["tcp://w:1", "tcp://w:2"]
+
+
+def test_the_profile_page_says_when_workers_run_no_profiler() -> None:
+    try:
+        import rdist.protocol.profile  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("this build has the sampling profiler")
+    with fake_store() as store:
+        answer = app_for(store).test_client().get("/api/profile").get_json()
+        assert answer["available"] is False and answer["tree"] is None
+
+
+def test_a_profile_tree_is_pruned_to_its_widest_branches() -> None:
+    leaves = [[f"f{i}", "m.py", i, i + 1, []] for i in range(100)]
+    tree = ["", "", 0, sum(n[3] for n in leaves), leaves]
+    pruned = explore._pruned(tree, 10)
+    # ten nodes in all, the root one of them: the nine widest leaves stay
+    assert [n[0] for n in pruned[4]] == [f"f{i}" for i in range(91, 100)]

@@ -44,6 +44,7 @@ PAGES = (
     ("pages.tasks", "Tasks"),
     ("pages.graph", "Graph"),
     ("pages.clients", "Clients"),
+    ("pages.profile", "Profile"),
     ("pages.events", "Events"),
     ("pages.deadletters", "Dead letters"),
 )
@@ -248,6 +249,7 @@ pages.add_url_rule("/graph", view_func=_page("graph.html", "pages.graph"))
 pages.add_url_rule("/clients", view_func=_page("clients.html", "pages.clients"))
 pages.add_url_rule("/deadletters", view_func=_page("deadletters.html", "pages.deadletters"))
 pages.add_url_rule("/worker", view_func=_page("worker.html", "pages.worker"))
+pages.add_url_rule("/profile", view_func=_page("profile.html", "pages.profile"))
 
 
 @pages.route("/login", methods=["POST"])
@@ -353,7 +355,8 @@ def api_task() -> tuple[Response, int]:
 @api.route("/runs")
 def api_runs() -> Response:
     window = min(max(_int_arg("window", 60), 1), 3600)
-    return jsonify(runs=queries.recent_runs(_dashboard().store, window), window=window)
+    runs, transfers = queries.recent_activity(_dashboard().store, window)
+    return jsonify(runs=runs, transfers=transfers, window=window)
 
 
 @api.route("/events")

@@ -69,6 +69,33 @@ def worker_detail(store: RedisStore, address: str, now: float | None = None) -> 
     }
 
 
+#: Log lines shown on a worker's page (its own and its nanny's buffer).
+MAX_LOG_LINES = 300
+
+
+def worker_logs(store: RedisStore, address: str) -> dict[str, Any]:
+    """The last lines of the worker's and its nanny's log buffers (``logs:<role>:<id>``),
+    oldest first. The buffers come with the logging work (``store.logs``); a build
+    without it says so (``available: False``)."""
+    logs = getattr(store, "logs", None)
+    if logs is None:
+        return {"available": False, "lines": []}
+    lines = []
+    for role in ("worker", "nanny"):
+        for line in logs.tails(role, [address], MAX_LOG_LINES).get(address, []):
+            lines.append(
+                {
+                    "role": role,
+                    "time": line.time,
+                    "level": line.level,
+                    "name": line.name,
+                    "message": line.message,
+                }
+            )
+    lines.sort(key=lambda line: float(line["time"]))
+    return {"available": True, "lines": lines[-MAX_LOG_LINES:]}
+
+
 def request_stacks(store: RedisStore, address: str) -> str:
     """Ask a worker for its running tasks' call stacks; the id to read the answer with."""
     request_id = f"dash-{uuid.uuid4().hex}"
@@ -90,6 +117,69 @@ def read_stacks(store: RedisStore, request_id: str) -> dict[str, Any] | None:
         "time": answer.time,
         "stacks": [s._asdict() for s in answer.stacks],
     }
+
+
+# -- the profile (flame graph) ---------------------------------------------------------------
+#: Nodes of a call tree sent to the browser (the smallest are cut first).
+MAX_PROFILE_NODES = 5_000
+
+
+def profile(
+    store: RedisStore,
+    group: str | None = None,
+    worker: str | None = None,
+    window: float = 600.0,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The sampling profiler's merged call tree of the last ``window`` seconds (of one task
+    group, one worker, when given). The profiler and its stream come with the diagnostics
+    work (``store.profiles``, ``rdist.protocol.profile``); a build without them says so."""
+    profiles = getattr(store, "profiles", None)
+    try:
+        from rdist.protocol import profile as trees  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        trees = None
+    if profiles is None or trees is None:
+        return {"available": False, "groups": [], "workers": [], "tree": None}
+    now = time.time() if now is None else now
+    batches = profiles.between(now - window, now)
+    workers = sorted({b.worker for b in batches})
+    if worker:
+        batches = [b for b in batches if b.worker == worker]
+    names = sorted({g for b in batches for g in b.groups})
+    merged = trees.merge_groups((b.groups for b in batches), group or None)
+    tree = trees.merge(merged.values())
+    return {
+        "available": True,
+        "groups": names,
+        "workers": workers,
+        "samples": int(tree[3]),
+        "tree": _pruned(tree, MAX_PROFILE_NODES),
+    }
+
+
+def _pruned(tree: list[Any], budget: int) -> list[Any]:
+    """The tree with at most about ``budget`` nodes, dropping the least sampled branches
+    (a flame graph cannot show them anyway)."""
+    floor = 0
+    counts = sorted((n[3] for n in _nodes(tree)), reverse=True)
+    if len(counts) > budget:
+        floor = counts[budget]
+
+    def keep(node: list[Any]) -> list[Any]:
+        children = [keep(c) for c in node[4] if c[3] > floor]
+        return [node[0], node[1], node[2], node[3], children]
+
+    return keep(tree)
+
+
+def _nodes(tree: list[Any]) -> list[list[Any]]:
+    out, pending = [], [tree]
+    while pending:
+        node = pending.pop()
+        out.append(node)
+        pending.extend(node[4])
+    return out
 
 
 # -- the task graph ----------------------------------------------------------------------------

@@ -112,6 +112,7 @@ class LiveFeed:
         self._subscriptions: dict[str, set[str]] = {}
         self._started = False
         self._runs: list[dict[str, Any]] = []
+        self._transfers: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
 
     # -- subscriptions -------------------------------------------------------------------
@@ -191,14 +192,16 @@ class LiveFeed:
     def _collect(self, stream: str, entry_id: str, payload: bytes | None) -> None:
         if stream == self.store.keys.taskstream:
             self._runs.extend(r.to_json() for r in decode_batch(payload))
+            self._transfers.extend(queries.transfers_of(payload))
         else:
             self._events.append(queries.decode_event(entry_id, payload))
 
     def _flush(self) -> None:
         runs, self._runs = self._runs[-queries.MAX_RUNS_SHOWN :], []
+        transfers, self._transfers = self._transfers[-queries.MAX_RUNS_SHOWN :], []
         events, self._events = self._events, []
-        if runs:
-            self.socketio.emit("runs", {"runs": runs}, to="runs")
+        if runs or transfers:
+            self.socketio.emit("runs", {"runs": runs, "transfers": transfers}, to="runs")
         if events:
             self.socketio.emit("events", {"events": events}, to="events")
 

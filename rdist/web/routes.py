@@ -50,6 +50,14 @@ def api_worker() -> tuple[Response, int]:
     return jsonify(detail), 200
 
 
+@more_api.route("/worker/logs")
+def api_worker_logs() -> tuple[Response, int]:
+    address = request.args.get("address")
+    if not address:
+        return jsonify(error="query parameter 'address' is required"), 400
+    return jsonify(explore.worker_logs(_dash().store, address)), 200
+
+
 @more_api.route("/worker/stacks", methods=["POST"])
 def api_request_stacks() -> tuple[Response, int]:
     refused = _refuse_cross_site()
@@ -71,6 +79,14 @@ def api_read_stacks() -> tuple[Response, int]:
     if answer is None:
         return jsonify(pending=True), 202
     return jsonify(answer), 200
+
+
+@more_api.route("/profile")
+def api_profile() -> Response:
+    window = min(max(_float_arg("window", 600.0), 1.0), 24 * 3600.0)
+    group = request.args.get("group") or None
+    worker = request.args.get("worker") or None
+    return jsonify(explore.profile(_dash().store, group, worker, window))
 
 
 @more_api.route("/graph")

@@ -158,7 +158,9 @@
   // The first page of runs comes from the API and the rest from the socket; the two may
   // overlap by a moment, so a run already shown (same key and end) is skipped.
   const shown = new Set();
+  let transfers = [];
   function onRuns(msg) {
+    if (msg.transfers && msg.transfers.length) transfers = transfers.concat(msg.transfers).slice(-MAX_RUNS);
     for (const r of msg.runs || []) {
       const id = r.key + "|" + r.stop;
       if (shown.has(id)) continue;
@@ -175,7 +177,7 @@
   // One lane per worker thread: a run reported with its thread's name keeps that thread's
   // lane; one reported without (a batch) takes the lane that came free first. A worker
   // never shows more lanes than it has threads (seceded tasks' replacement threads share).
-  function layout(visible) {
+  function layout(visible, visibleTransfers) {
     const byWorker = new Map();
     for (const w of workerList) byWorker.set(w.address, { worker: w, runs: [] });
     for (const r of visible) {
@@ -198,6 +200,12 @@
         r.lane = lane;
       }
       entry.lanes = lanes;
+      // a transfer goes in the lane of the first run that started once it was done (the
+      // task that needed it), else the first lane
+      entry.transfers = visibleTransfers.filter((t) => t.worker === entry.worker.address).map((t) => {
+        const next = entry.runs.find((r) => r.start >= t.stop - 0.05);
+        return Object.assign({}, t, { lane: next ? next.lane : 0 });
+      });
       rows.push(entry);
     }
     return rows;
@@ -207,7 +215,7 @@
     const canvas = R.$("taskstream");
     const now = Date.now() / 1000 + clockOffset;
     const visible = runs.filter((r) => r.stop >= now - WINDOW);
-    const rows = layout(visible);
+    const rows = layout(visible, transfers.filter((t) => t.stop >= now - WINDOW));
     const lanes = rows.reduce((n, r) => n + r.lanes, 0);
     const cssHeight = Math.max(60, AXIS + lanes * (LANE + LANE_GAP) + rows.length * WORKER_GAP + 4);
     const ratio = window.devicePixelRatio || 1;
@@ -233,14 +241,15 @@
       const name = row.worker.name || row.worker.address;
       ctx.fillText(shorten(name, Math.floor(gutter / 7)), 6, y + LANE - 1);
       gutterRows.push([y, y + height, `${name} · ${row.worker.address} · ${row.lanes} threads`]);
+      for (const t of row.transfers) {  // fetching inputs from a peer: before the run
+        const ry = y + t.lane * (LANE + LANE_GAP);
+        const t0 = Math.max(gutter, xOf(t.start)), t1 = Math.max(t0 + 1, xOf(t.stop));
+        ctx.fillStyle = TRANSFER;
+        ctx.fillRect(t0, ry + 3, t1 - t0, LANE - 6);
+        hits.push([t0, ry, t1 - t0, LANE, { transfer: t }]);
+      }
       for (const r of row.runs) {
         const ry = y + r.lane * (LANE + LANE_GAP);
-        for (const t of r.transfers || []) {  // fetching inputs, before the run
-          const t0 = Math.max(gutter, xOf(t.start)), t1 = Math.max(t0 + 1, xOf(t.stop));
-          ctx.fillStyle = TRANSFER;
-          ctx.fillRect(t0, ry + 3, t1 - t0, LANE - 6);
-          hits.push([t0, ry, t1 - t0, LANE, { transfer: t, run: r }]);
-        }
         const x0 = Math.max(gutter, xOf(r.start)), x1 = Math.max(x0 + 1, xOf(r.stop));
         ctx.fillStyle = r.status === "erred" ? ERRED : R.colour(r.group);
         ctx.fillRect(x0, ry, x1 - x0, LANE);
@@ -283,8 +292,7 @@
     if (r.transfer) {
       const t = r.transfer;
       return R.tooltip.show(event.clientX, event.clientY, [
-        "transfer for " + r.run.key, (t.key ? t.key + " · " : "") + (t.nbytes ? R.bytes(t.nbytes) : ""),
-        (t.source || t.from || "") + " · " + R.seconds(t.stop - t.start)]);
+        "transfer of " + t.key, `${R.bytes(t.nbytes || 0)} from ${t.source}`, R.seconds(t.stop - t.start)]);
     }
     const lines = [r.key, `${r.worker} · ${r.thread || "thread not reported"}`, `${R.seconds(r.stop - r.start)} · ${r.status}`];
     if (r.error) lines.push(r.error);

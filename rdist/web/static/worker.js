@@ -92,8 +92,21 @@
     }
   }
 
+  async function logs() {
+    const answer = await R.getJSON("/api/worker/logs?address=" + encodeURIComponent(address));
+    const pre = R.$("w-logs");
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = answer.lines.map((l) =>
+      `${R.clock(l.time)} ${l.role === "nanny" ? "[nanny] " : ""}${l.level.padEnd(7)} ${l.name}: ${l.message}`).join("\n");
+    pre.hidden = !answer.lines.length;
+    R.$("w-logs-empty").hidden = answer.lines.length > 0;
+    R.$("w-logs-empty").textContent = answer.available ? "No log lines." : "This cluster keeps no log buffers.";
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  }
+
   async function refresh() {
     try {
+      await logs();
       render(await R.getJSON("/api/worker?address=" + encodeURIComponent(address)));
       R.$("w-error").hidden = true;
     } catch (err) {
