@@ -6,6 +6,7 @@ under ``test-artifacts/screenshots/`` (git-ignored; CI keeps it).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -284,3 +285,19 @@ def test_workers_page_links_each_worker(page: Chromium, cluster: LocalCluster) -
     page.wait_for(f"{count('#workers tbody tr td a')} === 2")
     assert page.evaluate(CUT_WITHOUT_TITLE) == []
     page.screenshot(SCREENSHOTS / "workers.png")
+
+
+def test_profile_page_draws_the_flame_graph_or_says_why_not(
+    page: Chromium, client: Client, cluster: LocalCluster
+) -> None:
+    assert client.submit(nap, 1.5, pure=False).result(timeout=30) == "rested"
+    open_live(page, cluster.dashboard_link + "profile")
+    drawn = page.wait_for(
+        "!document.getElementById('p-unavailable').hidden ? 'unavailable' : "
+        "(/[1-9][\\d,]* samples/.test(document.getElementById('p-summary').textContent) "
+        "&& document.getElementById('flame').style.height !== '60px' && 'drawn')",
+        timeout=20,
+    )
+    profiler = importlib.util.find_spec("rdist.protocol.profile") is not None
+    assert drawn == ("drawn" if profiler else "unavailable")
+    page.screenshot(SCREENSHOTS / "profile.png")

@@ -4,6 +4,7 @@ a fail-over, a worker older than the scheduler and a plugin leave."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 import uuid
@@ -337,7 +338,10 @@ def test_worker_logs_come_from_the_log_buffers() -> None:
         ]
 
 
-@pytest.mark.skipif(hasattr(RedisStore, "logs"), reason="this build keeps log buffers")
+@pytest.mark.skipif(
+    importlib.util.find_spec("rdist.store.logs") is not None,
+    reason="this build keeps log buffers",
+)
 def test_worker_logs_say_when_the_cluster_keeps_none() -> None:
     with fake_store() as store:
         answer = app_for(store).test_client().get("/api/worker/logs?address=tcp://w:1").get_json()

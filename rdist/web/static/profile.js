@@ -7,6 +7,17 @@
   const ROW = 18;
   let tree = null, focus = null, boxes = [];
 
+  // Flame colours: a warm hue per source file, light enough to read the labels on.
+  const warmth = new Map();
+  function warm(file) {
+    if (!warmth.has(file)) {
+      let h = 2166136261;
+      for (let i = 0; i < file.length; i++) { h ^= file.charCodeAt(i); h = Math.imul(h, 16777619); }
+      warmth.set(file, `hsl(${10 + (Math.abs(h) % 45)}, 75%, ${66 + (Math.abs(h >> 8) % 14)}%)`);
+    }
+    return warmth.get(file);
+  }
+
   function frameName(node) {
     if (!node[0] && !node[1]) return "all";
     const file = String(node[1]).split("/").slice(-2).join("/");
@@ -43,7 +54,7 @@
     const place = (node, x, w, depth) => {
       if (w < 0.5 || depth >= rows) return;
       const y = depth * ROW;
-      ctx.fillStyle = depth === 0 ? "#c9d1de" : R.colour(node[0] + node[1]);
+      ctx.fillStyle = depth === 0 ? "#c9d1de" : warm(node[1]);
       ctx.fillRect(x, y, Math.max(w - 1, 0.5), ROW - 1);
       boxes.push([x, y, w, node]);
       if (w > 40) {
