@@ -89,6 +89,21 @@ def test_the_dashboard_serves_history_sampled_before_the_page_opened() -> None:
         assert web.get("/api/status").get_json()["point"]["memory"] == 123
 
 
+def test_the_feed_counts_tasks_per_second_from_the_runs_it_reads() -> None:
+    with fake_store() as store:
+        feed = app_for(store).extensions["rdist"].feed
+        now = time.time()
+        runs = [
+            wire.TaskRun(f"k-{i}", "tcp://w:1", "", now - 2, now - 1, "memory") for i in range(30)
+        ]
+        old = [wire.TaskRun("k-old", "tcp://w:1", "", now - 60, now - 59, "memory")]
+        feed._counting_since = now - 60  # it has watched longer than the window
+        feed._collect(
+            store.keys.taskstream, "1-0", wire.TaskStreamBatch("tcp://w:1", runs + old).encode()
+        )
+        assert feed._rate(now) == 3.0  # 30 runs in the last 10 s; the old one is not counted
+
+
 def test_heartbeat_io_counters_read_the_proc_files_once_opened() -> None:
     sent, recv, read, written = heartbeats.PROCESS.io_counters()
     assert min(sent, recv, read, written) >= 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from rdist.protocol.taskstream import decode_batch
@@ -40,6 +41,8 @@ STATUS_WORKER_FIELDS = (
 )
 FLUSH_SECONDS = 0.25
 READ_COUNT = 500
+#: Seconds over which tasks/s is measured (as ``queries.task_rate``).
+RATE_WINDOW = 10.0
 #: Records of the census sweep per tick, and how long it rests after a slice (times the
 #: slice's own duration: 3 bounds the sweep to a quarter of the web process's time).
 SWEEP_BUDGET = 20_000
@@ -107,6 +110,8 @@ class LiveFeed:
         self.history = History(self.interval)
         self._sampled = 0.0
         self._sweep_after = 0.0
+        self._finished: Counter[int] = Counter()  #: epoch second -> runs that ended in it
+        self._counting_since = 0.0
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._subscriptions: dict[str, set[str]] = {}
@@ -172,6 +177,7 @@ class LiveFeed:
 
     def _latest_ids(self, reader: RedisStore) -> dict[str, str]:
         """Start after what exists now: history comes from the API, the feed sends what is new."""
+        self._counting_since = time.time()
         ids = {}
         for stream in (reader.keys.taskstream, reader.keys.events):
             newest = reader.streams.newest(stream, 1)
@@ -191,7 +197,10 @@ class LiveFeed:
 
     def _collect(self, stream: str, entry_id: str, payload: bytes | None) -> None:
         if stream == self.store.keys.taskstream:
-            self._runs.extend(r.to_json() for r in decode_batch(payload))
+            runs = decode_batch(payload)
+            for run in runs:
+                self._finished[int(run.stop)] += 1
+            self._runs.extend(r.to_json() for r in runs)
             self._transfers.extend(queries.transfers_of(payload))
         else:
             self._events.append(queries.decode_event(entry_id, payload))
@@ -204,6 +213,18 @@ class LiveFeed:
             self.socketio.emit("runs", {"runs": runs, "transfers": transfers}, to="runs")
         if events:
             self.socketio.emit("events", {"events": events}, to="events")
+
+    def _rate(self, now: float) -> float:
+        """Tasks finished per second over the last ``RATE_WINDOW`` s, from the runs this
+        feed read anyway (no second read of the task stream each tick); until it has
+        watched a whole window, from the stream as ``/api/status`` does."""
+        if not self._counting_since or now - self._counting_since < RATE_WINDOW:
+            return queries.task_rate(self.store, RATE_WINDOW, now)
+        low = now - RATE_WINDOW
+        for second in [s for s in self._finished if s <= low - RATE_WINDOW]:
+            del self._finished[second]
+        finished = sum(n for second, n in self._finished.items() if low < second <= now)
+        return round(finished / RATE_WINDOW, 2)
 
     def _sweep_census(self, now: float) -> None:
         """One slice of the census sweep -- only while someone reads the counts, and at
@@ -219,7 +240,7 @@ class LiveFeed:
         then push what subscribers want, from the same reads."""
         now = time.time()
         infos = queries.workers(self.store, now)
-        rate = queries.task_rate(self.store, now=now)
+        rate = self._rate(now)
         previous, self._sampled = self._sampled, now
         self.history.sample(now, infos, rate)
         self._sweep_census(now)
