@@ -98,12 +98,20 @@
 
   function fill(select, values, current) {
     const first = select.options[0];
+    if (current && !values.includes(current)) values = values.concat([current]);
     select.replaceChildren(first, ...values.map((v) => R.el("option", { value: v, text: v, selected: v === current })));
   }
 
+  // ?worker= and ?group= (the worker page links here) choose before the lists are filled
+  const asked = new URLSearchParams(location.search);
+  let wanted = { group: asked.get("group") || "", worker: asked.get("worker") || "" };
+
   async function refresh(force) {
     if (!force && !R.$("p-live").checked) return;
-    const group = R.$("p-group").value, worker = R.$("p-worker").value, window_ = R.$("p-window").value;
+    const group = wanted ? wanted.group : R.$("p-group").value;
+    const worker = wanted ? wanted.worker : R.$("p-worker").value;
+    const window_ = R.$("p-window").value;
+    wanted = null;
     const q = new URLSearchParams({ window: window_ });
     if (group) q.set("group", group);
     if (worker) q.set("worker", worker);

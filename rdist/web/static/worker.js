@@ -117,6 +117,7 @@
 
   async function start() {
     R.$("w-stacks-button").addEventListener("click", stacks);
+    R.$("w-profile").href = "/profile?worker=" + encodeURIComponent(address);
     await refresh();
     try { onHistory(await R.getJSON("/api/history")); } catch (err) { /* charts stay empty */ }
     R.live(["history"], { history: onHistory });
