@@ -89,6 +89,25 @@ def test_the_dashboard_serves_history_sampled_before_the_page_opened() -> None:
         assert web.get("/api/status").get_json()["point"]["memory"] == 123
 
 
+def test_a_dashboard_started_late_rebuilds_the_minutes_before_from_the_heartbeats() -> None:
+    with fake_store() as store:
+        start = int(time.time()) - 120 + 0.25  # beats a quarter past each second
+        store.workers.put(wire.WorkerRecord("tcp://w:1", "w1", 2, memory_limit=1000))
+        for second in range(6):
+            for worker, memory in (("tcp://w:1", 100), ("tcp://w:2", 300)):
+                beat = wire.Heartbeat(
+                    worker, memory, 10.0, executed=20 * second, last_seen=start + second
+                )
+                store.streams.heartbeat(beat)
+        feed = app_for(store, interval=1).extensions["rdist"].feed
+        feed._backfill()
+        cluster = feed.history.to_json()["cluster"]
+        assert cluster["time"] == [int(start) + s for s in range(6)]  # one point a second
+        assert cluster["memory"] == [400] * 6 and cluster["memory_limit"] == [1000] * 6
+        assert cluster["rate"] == [0, 40, 40, 40, 40, 40]  # 20 tasks/s on each worker
+        assert feed.history.to_json()["workers"]["tcp://w:1"]["name"] == "w1"
+
+
 def test_the_feed_counts_tasks_per_second_from_the_runs_it_reads() -> None:
     with fake_store() as store:
         feed = app_for(store).extensions["rdist"].feed

@@ -103,6 +103,43 @@ class History:
             self._cluster.append((round(now, 3), float(rate), *totals))
             self._forget_old(now)
 
+    def backfill(
+        self, beats: list[dict[str, Any]], records: dict[str, dict[str, Any]], interval: float
+    ) -> int:
+        """Points from before this process started, rebuilt from the capped ``heartbeats``
+        stream (``beats``: heartbeat fields, any order; ``records``: the workers' current
+        rows, for names, hosts and limits). Beats are grouped by ``interval``; tasks/s comes
+        from the change of each worker's ``executed`` count. Returns the points added."""
+        buckets: dict[float, dict[str, dict[str, Any]]] = {}
+        step = max(interval, 1.0)  # workers beat once a second
+        for beat in beats:
+            moment = (float(beat.get("last_seen") or 0) // step) * step
+            if moment > 0:
+                buckets.setdefault(moment, {})[str(beat["worker"])] = beat
+        executed: dict[str, tuple[float, float]] = {}
+        latest: dict[str, tuple[float, dict[str, Any]]] = {}
+        added = 0
+        for moment in sorted(buckets):
+            for address, beat in buckets[moment].items():
+                latest[address] = (moment, beat)
+            # a worker whose beat fell in the next bucket keeps its last one a moment, so
+            # the cluster's sums do not dip between workers' beats
+            current = {a: b for a, (m, b) in latest.items() if moment - m <= 3 * step}
+            rows, finished = [], 0.0
+            for address, beat in current.items():
+                known = records.get(address, {})
+                rows.append({**beat, **{k: known.get(k) for k in ("name", "host", "memory_limit")}})
+                rows[-1]["address"] = address
+            for address, beat in buckets[moment].items():  # rates from fresh beats only
+                count = float(beat.get("executed") or 0)
+                before = executed.get(address)
+                if before is not None and moment > before[0] and count >= before[1]:
+                    finished += (count - before[1]) / (moment - before[0])
+                executed[address] = (moment, count)
+            self.sample(moment, rows, round(finished, 2))
+            added += 1
+        return added
+
     def _worker_point(self, address: str, now: float, info: dict[str, Any]) -> tuple[float, ...]:
         rates = self.rates(address, now, info)
         memory = _number(info, "memory")

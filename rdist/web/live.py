@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from rdist.protocol import wire
 from rdist.protocol.taskstream import decode_batch
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
@@ -41,6 +42,8 @@ STATUS_WORKER_FIELDS = (
 )
 FLUSH_SECONDS = 0.25
 READ_COUNT = 500
+#: Heartbeats read back at start for the history (the stream keeps about 1,000).
+BACKFILL_BEATS = 2_000
 #: Seconds over which tasks/s is measured (as ``queries.task_rate``).
 RATE_WINDOW = 10.0
 #: Records of the census sweep per tick, and how long it rests after a slice (times the
@@ -150,6 +153,7 @@ class LiveFeed:
     def run(self) -> None:
         """Until :meth:`stop`: a bug or an odd reply is logged, never ends live updates."""
         self.census.background = True  # this thread sweeps: requests only read
+        self._backfill()
         reader = self.store.clone()
         backoff = Backoff("dashboard", self.store.url, log)
         last: dict[str, str] | None = None
@@ -174,6 +178,22 @@ class LiveFeed:
                     self.stop_event.wait(1.0)
         finally:
             reader.close()
+
+    def _backfill(self) -> None:
+        """The minutes before this dashboard started, from the workers' capped heartbeats
+        (a dashboard restarted mid-run does not begin with empty charts)."""
+        try:
+            beats = []
+            for _, fields in self.store.streams.newest(self.store.keys.heartbeats, BACKFILL_BEATS):
+                try:
+                    beats.append(wire.Heartbeat.decode(fields.get(PAYLOAD_FIELD)).to_wire())
+                except wire.MalformedMessage:
+                    continue
+            records = {w["address"]: w for w in queries.workers(self.store)}
+            added = self.history.backfill(beats, records, self.interval)
+            log.debug("dashboard: %d points of history from %d heartbeats", added, len(beats))
+        except ConnectionErrors as exc:
+            log.warning("dashboard: no history from the heartbeats (%s)", exc)
 
     def _latest_ids(self, reader: RedisStore) -> dict[str, str]:
         """Start after what exists now: history comes from the API, the feed sends what is new."""
