@@ -29,7 +29,7 @@ from rdist.web.queries import (
 #: The graph page draws up to this many tasks; above, it says so and loads nothing.
 MAX_GRAPH_TASKS = 10_000
 #: Records a worker page scans for the tasks and data of its worker.
-MAX_WORKER_SCAN = 50_000
+MAX_WORKER_SCAN = 20_000
 MAX_WORKER_ROWS = 200
 #: Tasks walked for each client's graphs, and the clients walked per request.
 MAX_CLIENT_GRAPH = 5_000

@@ -67,12 +67,15 @@
     R.chart(R.$("s-memory"), times, [{ name: "memory", values: col("memory"), colour: "#3fb27f" }], { compact: true, window: 120 });
     R.chart(R.$("s-cpu"), times, [{ name: "cpu", values: col("cpu") }], { compact: true, window: 120 });
     R.chart(R.$("h-rate"), times, [{ name: "tasks/s", values: col("rate") }], { window: 600 });
-    R.chart(R.$("h-memory"), times, [
+    const memory = [
       { name: "managed", values: col("managed"), colour: "#3fb27f" },
       { name: "unmanaged", values: unmanaged, colour: "#9aa5b8" },
       { name: "spilled", values: col("spilled"), colour: "#e08a2c" },
-      { name: "limit", values: col("memory_limit"), colour: "#d64545" },
-    ], { window: 600, format: R.bytes });
+    ];
+    // the limit only when the lines come near it: far above, it would flatten them
+    const limit = Math.max(0, ...col("memory_limit").slice(-1));
+    if (limit && Math.max(0, ...col("memory")) >= 0.2 * limit) memory.push({ name: "limit", values: col("memory_limit"), colour: "#d64545" });
+    R.chart(R.$("h-memory"), times, memory, { window: 600, format: R.bytes });
     R.chart(R.$("h-cpu"), times, [{ name: "cpu %", values: col("cpu") }], { window: 600, format: (v) => R.number(v, 0) + " %" });
     R.chart(R.$("h-network"), times, [
       { name: "sent", values: col("net_sent"), colour: "#4a90d9" },

@@ -121,7 +121,7 @@
     await refresh();
     try { onHistory(await R.getJSON("/api/history")); } catch (err) { /* charts stay empty */ }
     R.live(["history"], { history: onHistory });
-    setInterval(refresh, Math.max(2000, R.interval * 2000));
+    setInterval(refresh, Math.max(5000, R.interval * 5000));  // a bounded scan each: not too often
     window.addEventListener("resize", drawCharts);
   }
 
