@@ -332,6 +332,12 @@ def test_a_take_over_and_workers_older_than_the_scheduler_are_events() -> None:
     assert started["info"]["takeover"] is True and started["info"]["previous"] == "host:1:old"
     joined = next(e for e in events if e["op"] == "worker-joined")
     assert joined["info"] == {"worker": "tcp://w:1", "name": "early", "restored": True}
+    # a scheduler started after that one died (no standby): it names whom it follows
+    after = SchedulerServer(connect(url, "events"))
+    after.prepare()
+    latest = queries.events_page(store)["events"][0]
+    assert latest["op"] == "scheduler-started" and "takeover" not in latest["info"]
+    assert latest["info"]["previous"] == server.lease.token
 
 
 class Noop(WorkerPlugin):

@@ -137,6 +137,7 @@ class SchedulerServer:
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
         self.store.meta.make_secret()
+        before = self.store.meta.announced_scheduler()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
         self.store.meta.announce_versions(versions.get_versions())
         # clients waiting for a scheduler (Client() at start) wake on this event; a
@@ -144,6 +145,8 @@ class SchedulerServer:
         info: dict[str, Any] = {"scheduler": self.lease.token}
         if self._predecessor:
             info.update(takeover=True, previous=self._predecessor)
+        elif before and before != self.lease.token:  # a new scheduler after one that died
+            info.update(previous=before)
         self.store.streams.log_event(wire.ClusterEvent("scheduler-started", info))
 
     def run(self) -> None:

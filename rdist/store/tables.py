@@ -318,6 +318,11 @@ class Meta(_Table):
     def announce_scheduler(self, token: str, version: str, pipe: Any = None) -> None:
         self._target(pipe).hset(self.name, mapping={"version": version, "scheduler": token})
 
+    def announced_scheduler(self) -> str | None:
+        """The token of the scheduler that announced itself last (None: none ever did)."""
+        raw = self._store.redis.hget(self.name, "scheduler")
+        return raw.decode() if isinstance(raw, bytes) else raw
+
     def announce_versions(self, versions: dict[str, Any], pipe: Any = None) -> None:
         """The leading scheduler's Python and package versions (``client.get_versions``)."""
         self._target(pipe).hset(self.name, "versions", json.dumps(versions))

@@ -15,7 +15,7 @@
     "worker-running": (i) => `${i.worker || ""}  (running again)`,
     "scheduler-started": (i) => i.takeover
       ? `fail-over: ${i.scheduler} took over from ${i.previous}`
-      : `${i.scheduler || ""} leads`,
+      : i.previous ? `${i.scheduler} leads, after ${i.previous}` : `${i.scheduler || ""} leads`,
     "restart": (i) => `restart asked by ${i.client || "?"}`,
   };
 
