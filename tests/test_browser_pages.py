@@ -169,6 +169,8 @@ def test_status_page_draws_everything_during_array_and_dataframe_work(
         f"{18 + lanes * 14 + 2 * 6 + 4}px"
     )
     assert page.evaluate(CUT_WITHOUT_TITLE) == []
+    # photographed once the work is well under way (results held, the stream busy)
+    page.wait_for(f"/[1-9]\\d+ in memory/.test({text_of('c-tasks-sub')})", timeout=60)
     page.screenshot(SCREENSHOTS / "status.png")
 
 
