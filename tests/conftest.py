@@ -163,6 +163,7 @@ def client(cluster: Any) -> Iterator[Client]:
 #: A new test module must be listed here (collection fails otherwise).
 MODULE_TIERS = {
     "test_browser": "browser",
+    "test_browser_pages": "browser",
     "test_chaos": "chaos",
     "test_cli": "cli",
     "test_cli_boundary": "cli",
@@ -236,6 +237,7 @@ MODULE_TIERS = {
     "test_store_health": "pure",
     "test_store_primitives": "fake",
     "test_web": "fake",
+    "test_web_pages": "fake",
     "test_wire": "pure",
     "test_worker_execution": "pure",
     "test_worker_server": "fake",

@@ -73,6 +73,7 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
     (wire.NANNY, wire.PluginAdded("p2", "environ", b"pickled", "")),
     (wire.NANNY, wire.PluginRemoved("p3", "environ", "")),
     (wire.WORKER, wire.Run("c1", "r1", b"pickled")),
+    (wire.WORKER, wire.StackRequest("stacks-1")),
     (wire.WORKER, wire.Stop()),
     (wire.WORKER, wire.RestartWorker()),
     (wire.WORKER, wire.Publish("q1", ["x"], wire.ReplyTo("c", "c1"))),
@@ -141,10 +142,14 @@ RECORDS: list[wire.Record] = [
         spilled_bytes=4,
         executed=5,
         last_seen=6.0,
+        net_sent=7,
+        net_recv=8,
+        disk_read=9,
+        disk_write=10,
     ),
     wire.ClientRecord("client-name", 1.7e9),
     wire.NannyRecord("host", 42, "tcp://w:1", 1.7e9, ["environ"]),
-    wire.Heartbeat("tcp://w:1", 100, 3.5, 1, 2, 3, 4, 5, 6.0),
+    wire.Heartbeat("tcp://w:1", 100, 3.5, 1, 2, 3, 4, 5, 6.0, 7, 8, 9, 10),
     wire.TaskStreamBatch(
         "tcp://w:1",
         [
@@ -161,6 +166,11 @@ RECORDS: list[wire.Record] = [
         {"inc": ["", "", 0, 3, [["inc", "/m.py", 4, 3, [["add", "/m.py", 9, 1, []]]]]]},
     ),
     wire.RelayMeta([[1, 2], [0, 0]], [1, 3]),
+    wire.CallStacks(
+        "tcp://w:1",
+        1.7e9,
+        [wire.TaskStack("k", "rdist-exec-0", ["f.py:3 in g", "    time.sleep(1)"])],
+    ),
 ]
 
 

@@ -121,13 +121,19 @@ class PluginRegistry:
         self, kind: str, registration: str, msg: wire.PluginAdded | wire.PluginRemoved
     ) -> dict[str, Any]:
         targets = self._targets(kind)
+        event = wire.ClusterEvent(  # the dashboard's events page lists plugin changes
+            "plugin-added" if isinstance(msg, wire.PluginAdded) else "plugin-removed",
+            {"plugin": msg.name, "kind": kind, "client": self._client_id, "targets": len(targets)},
+        )
         if not targets:
+            self._store.streams.log_event(event)
             return {}
         self._answers.expect(len(targets), registration)
         try:
             pipe = self._store.pipeline()
             for target in targets:
                 self._send(kind, target, msg, pipe)
+            self._store.streams.log_event(event, pipe)
             pipe.execute()
             replies = self._collect(kind, registration, targets)
         finally:

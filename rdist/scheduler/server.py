@@ -103,6 +103,8 @@ class SchedulerServer:
         self._lease_retry = Backoff("scheduler: lease", store.url, log)
         self.is_leader = threading.Event()
         self.started_serving = 0.0  #: monotonic time the last leadership began
+        #: the scheduler whose lease this one waited for (a take-over), for the events log
+        self._predecessor: str | None = None
         self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
         #: what happens should the lease renewer die anyway (see rdist.supervise)
         self.on_thread_death: OnDeath = exit_process
@@ -135,12 +137,17 @@ class SchedulerServer:
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
         self.store.meta.make_secret()
+        before = self.store.meta.announced_scheduler()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
         self.store.meta.announce_versions(versions.get_versions())
-        # clients waiting for a scheduler (Client() at start) wake on this event
-        self.store.streams.log_event(
-            wire.ClusterEvent("scheduler-started", {"scheduler": self.lease.token})
-        )
+        # clients waiting for a scheduler (Client() at start) wake on this event; a
+        # standby that took over says whose place it took (the dashboard's fail-overs)
+        info: dict[str, Any] = {"scheduler": self.lease.token}
+        if self._predecessor:
+            info.update(takeover=True, previous=self._predecessor)
+        elif before and before != self.lease.token:  # a new scheduler after one that died
+            info.update(previous=before)
+        self.store.streams.log_event(wire.ClusterEvent("scheduler-started", info))
 
     def run(self) -> None:
         """Wait for the lease (standby), lead until it is lost or :meth:`stop`; repeat.
@@ -189,6 +196,7 @@ class SchedulerServer:
 
     def _wait_for_lease(self) -> bool:
         waited = False
+        self._predecessor = None
         while not self.stop_event.is_set():
             try:
                 if self.lease.try_acquire():
@@ -198,7 +206,8 @@ class SchedulerServer:
                     self.started_serving = time.monotonic()
                     return True
                 if not waited:
-                    log.info("standing by: the lease is held by %s", self.lease.holder())
+                    self._predecessor = self.lease.holder()
+                    log.info("standing by: the lease is held by %s", self._predecessor)
                 waited = True
                 self._lease_retry.succeeded()
             except ConnectionErrors as exc:
@@ -229,6 +238,11 @@ class SchedulerServer:
         outbox.add(self.state.handle(event))
         pipe = self.store.pipeline()
         outbox.write(pipe, self.store)
+        for address, record in event.workers.items():
+            # workers that joined before this scheduler: their join is not news to the
+            # state now, but the events log would otherwise never show them
+            joined = {"worker": address, "name": record.name, "restored": True}
+            self.store.streams.log_event(wire.ClusterEvent("worker-joined", joined), pipe)
         pipe.execute()
         log.info(
             "restored %d tasks and %d workers from redis", len(event.tasks), len(event.workers)

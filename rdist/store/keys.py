@@ -80,6 +80,9 @@ Plugins (``rdist.plugins``)
 Strings
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
               (``rdist.store.lease``; renewed by a Lua compare-and-expire)
+    stacks:<request>
+              a worker's answer to the dashboard's ``call-stacks`` request: msgpack
+              ``wire.CallStacks``; expires after a minute (``rdist.worker.stacks``)
 """
 
 from __future__ import annotations
@@ -173,6 +176,9 @@ class Keys:
     @cached_property
     def lease(self) -> str:
         return self._k("lease")
+
+    def stacks(self, request_id: str) -> str:
+        return self._k(f"stacks:{request_id}")
 
     def transfer(self, request_id: str, key: str = "") -> str:
         return self._k(f"transfer:{request_id}:{key}")

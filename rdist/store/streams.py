@@ -191,5 +191,27 @@ class Streams:
         """XREAD several streams after the given ids (the dashboard's live feed)."""
         return list(self._store.redis.xread(last_ids, count=count, block=block_ms) or [])
 
+    def dead_letter_entry(self, letter_id: str) -> dict[bytes, bytes] | None:
+        """The fields of one dead letter, or None when it is gone (trimmed, requeued)."""
+        found = self._store.redis.xrange(self.keys.deadletter, letter_id, letter_id, count=1)
+        return dict(found[0][1]) if found else None
+
+    def requeue(self, letter_id: str, stream: str, payload: bytes) -> str:
+        """Put a dead letter's payload back on its stream and drop the letter, atomically
+        (MULTI): it is handled once more as a new entry. Returns the new entry's id."""
+        pipe = self._store.redis.pipeline(transaction=True)
+        pipe.xadd(stream, {PAYLOAD_FIELD: payload})
+        pipe.xdel(self.keys.deadletter, letter_id)
+        new_id = pipe.execute()[0]
+        return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+
+    # -- call stacks of running tasks (the dashboard's worker page) ----------------------------
+    def put_stacks(self, request_id: str, payload: bytes, ttl: int = 60, pipe: Any = None) -> None:
+        self._target(pipe).set(self.keys.stacks(request_id), payload, ex=ttl)
+
+    def get_stacks(self, request_id: str) -> bytes | None:
+        value = self._store.redis.get(self.keys.stacks(request_id))
+        return bytes(value) if value is not None else None
+
     def length(self, stream: str) -> int:
         return int(self._store.redis.xlen(stream))

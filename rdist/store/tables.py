@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rdist.protocol.wire import ClientRecord, MalformedMessage, TaskRecord, WorkerRecord
+from rdist.protocol.wire import (
+    ClientRecord,
+    MalformedMessage,
+    TaskRecord,
+    WorkerRecord,
+    summarize_task,
+)
 
 if TYPE_CHECKING:
     from rdist.store.connection import RedisStore
@@ -83,6 +89,20 @@ class Tasks(_Table):
             kwargs["match"] = match
         cursor, chunk = self._store.redis.hscan(self.name, cursor, **kwargs)
         return int(cursor), dict(self._decoded((_text(k), v) for k, v in chunk.items()))
+
+    def scan_summaries(self, cursor: int = 0, count: int = 1_000) -> tuple[int, list[Any]]:
+        """One HSCAN step of :func:`wire.summarize_task` rows ``(key, summary)``: the
+        dashboard's census, which counts states and needs no full decode. A record whose
+        counted fields are wrong is skipped (and logged)."""
+        cursor, chunk = self._store.redis.hscan(self.name, cursor, count=count)
+        rows = []
+        for raw_key, blob in chunk.items():
+            summary = summarize_task(blob)
+            if summary is None:
+                log.warning("skipping the corrupt record of task %r", _text(raw_key))
+                continue
+            rows.append((_text(raw_key), summary))
+        return int(cursor), rows
 
     def all(self) -> Iterator[tuple[str, TaskRecord | MalformedMessage]]:
         """Every record, slice by slice; one that does not decode comes as its error, so a
@@ -298,6 +318,11 @@ class Meta(_Table):
 
     def announce_scheduler(self, token: str, version: str, pipe: Any = None) -> None:
         self._target(pipe).hset(self.name, mapping={"version": version, "scheduler": token})
+
+    def announced_scheduler(self) -> str | None:
+        """The token of the scheduler that announced itself last (None: none ever did)."""
+        raw = self._store.redis.hget(self.name, "scheduler")
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     def announce_versions(self, versions: dict[str, Any], pipe: Any = None) -> None:
         """The leading scheduler's Python and package versions (``client.get_versions``)."""

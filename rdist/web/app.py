@@ -33,14 +33,20 @@ from rdist.store.connection import ConnectionErrors
 from rdist.web import metrics, queries
 from rdist.web.census import TaskCensus
 from rdist.web.live import LiveFeed, status_snapshot, workers_snapshot
+from rdist.web.routes import more_api
 
 COOKIE = "rdist_dashboard"
 #: Pages of the navigation bar: (endpoint, title).
 PAGES = (
     ("pages.status", "Status"),
     ("pages.workers", "Workers"),
+    ("pages.system", "System"),
     ("pages.tasks", "Tasks"),
+    ("pages.graph", "Graph"),
+    ("pages.clients", "Clients"),
+    ("pages.profile", "Profile"),
     ("pages.events", "Events"),
+    ("pages.deadletters", "Dead letters"),
 )
 OPEN_ENDPOINTS = frozenset({"pages.health", "pages.login", "static"})
 
@@ -114,6 +120,7 @@ def create_app(config: Config | None = None, store: RedisStore | None = None) ->
     app.extensions["rdist"] = dashboard
     app.register_blueprint(pages)
     app.register_blueprint(api, url_prefix="/api")
+    app.register_blueprint(more_api, url_prefix="/api")
     app.before_request(_require_token)
     app.after_request(_security_headers)
     _socket_handlers(socketio, dashboard)
@@ -237,6 +244,12 @@ pages.add_url_rule("/", view_func=_page("status.html", "pages.status"))
 pages.add_url_rule("/workers", view_func=_page("workers.html", "pages.workers"))
 pages.add_url_rule("/tasks", view_func=_page("tasks.html", "pages.tasks"))
 pages.add_url_rule("/events", view_func=_page("events.html", "pages.events"))
+pages.add_url_rule("/system", view_func=_page("system.html", "pages.system"))
+pages.add_url_rule("/graph", view_func=_page("graph.html", "pages.graph"))
+pages.add_url_rule("/clients", view_func=_page("clients.html", "pages.clients"))
+pages.add_url_rule("/deadletters", view_func=_page("deadletters.html", "pages.deadletters"))
+pages.add_url_rule("/worker", view_func=_page("worker.html", "pages.worker"))
+pages.add_url_rule("/profile", view_func=_page("profile.html", "pages.profile"))
 
 
 @pages.route("/login", methods=["POST"])
@@ -302,7 +315,9 @@ for _error in ConnectionErrors:
 @api.route("/status")
 def api_status() -> Response:
     dash = _dashboard()
-    return jsonify(status_snapshot(dash.store, dash.census, dash.interval))
+    return jsonify(
+        status_snapshot(dash.store, dash.census, dash.interval, history=dash.feed.history)
+    )
 
 
 @api.route("/workers")
@@ -340,7 +355,8 @@ def api_task() -> tuple[Response, int]:
 @api.route("/runs")
 def api_runs() -> Response:
     window = min(max(_int_arg("window", 60), 1), 3600)
-    return jsonify(runs=queries.recent_runs(_dashboard().store, window), window=window)
+    runs, transfers = queries.recent_activity(_dashboard().store, window)
+    return jsonify(runs=runs, transfers=transfers, window=window)
 
 
 @api.route("/events")

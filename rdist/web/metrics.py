@@ -22,6 +22,14 @@ WORKER_METRICS: dict[str, tuple[str, str, str]] = {
     "stored": ("rdist_worker_stored_keys", "gauge", "Results held by the worker"),
     "stored_bytes": ("rdist_worker_stored_bytes", "gauge", "Bytes of results held"),
     "executed": ("rdist_worker_executed_tasks_total", "counter", "Tasks executed since start"),
+    "net_sent": ("rdist_worker_host_network_sent_bytes_total", "counter", "Host bytes sent"),
+    "net_recv": (
+        "rdist_worker_host_network_received_bytes_total",
+        "counter",
+        "Host bytes received",
+    ),
+    "disk_read": ("rdist_worker_disk_read_bytes_total", "counter", "Bytes read from storage"),
+    "disk_write": ("rdist_worker_disk_written_bytes_total", "counter", "Bytes written to storage"),
 }
 #: Numeric fields that are identities or timestamps, not measurements.
 NOT_METRICS = frozenset({"pid", "last_seen", "age", "port"})

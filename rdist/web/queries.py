@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from rdist.protocol import wire
+from rdist.protocol import taskstream, wire
 from rdist.protocol.taskstream import TaskRun, decode_batch
 from rdist.store import RedisStore
 from rdist.store.keys import PAYLOAD_FIELD
@@ -191,7 +191,28 @@ def task_runs(store: RedisStore, key: str, max_entries: int = MAX_STREAM_ENTRIES
 def _stream_back(
     store: RedisStore, stream: str, max_entries: int, since_ms: int = 0
 ) -> Iterable[tuple[str, list[TaskRun]]]:
-    """Task-stream entries newest first, in chunks, stopping at ``since_ms`` or the cap."""
+    """Task-stream entries' runs newest first, stopping at ``since_ms`` or the cap."""
+    for entry_id, payload in _entries_back(store, stream, max_entries, since_ms):
+        yield entry_id, decode_batch(payload)
+
+
+def transfers_of(payload: bytes | None) -> list[dict[str, Any]]:
+    """The peer fetches a task-stream entry records, as JSON (none where it records none)."""
+    if _decode_transfers is None:
+        return []
+    return [t.to_json() for t in _decode_transfers(payload)]
+
+
+#: The task stream's transfers come with the diagnostics work (``decode_transfers`` of
+#: ``rdist.protocol.taskstream``); a build without it has runs only.
+_decode_transfers = getattr(taskstream, "decode_transfers", None)
+
+
+def _entries_back(
+    store: RedisStore, stream: str, max_entries: int, since_ms: int = 0
+) -> Iterable[tuple[str, bytes | None]]:
+    """Stream entries (id, payload) newest first, in chunks, stopping at ``since_ms`` or
+    the cap."""
     upper: str = "+"
     seen = 0
     while seen < max_entries:
@@ -201,7 +222,7 @@ def _stream_back(
         if not chunk:
             return
         for entry_id, fields in chunk:
-            yield as_text(entry_id), decode_batch(fields.get(PAYLOAD_FIELD))
+            yield as_text(entry_id), fields.get(PAYLOAD_FIELD)
         seen += len(chunk)
         upper = _before(as_text(chunk[-1][0]))
         if upper == "":
@@ -220,15 +241,25 @@ def recent_runs(
     store: RedisStore, window: float = 60.0, now: float | None = None
 ) -> list[dict[str, Any]]:
     """Task executions that ended in the last ``window`` seconds, oldest first (bounded)."""
+    return recent_activity(store, window, now)[0]
+
+
+def recent_activity(
+    store: RedisStore, window: float = 60.0, now: float | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs and the transfers of the last ``window`` seconds, oldest first (bounded)."""
     now = time.time() if now is None else now
     since_ms = int((now - window) * 1000)
     runs: list[TaskRun] = []
-    for _, batch in _stream_back(store, store.keys.taskstream, MAX_STREAM_ENTRIES, since_ms):
-        runs.extend(batch)
+    transfers: list[dict[str, Any]] = []
+    for _, payload in _entries_back(store, store.keys.taskstream, MAX_STREAM_ENTRIES, since_ms):
+        runs.extend(decode_batch(payload))
+        transfers.extend(transfers_of(payload))
         if len(runs) >= MAX_RUNS_SHOWN:
             break
     runs.sort(key=lambda r: r.stop)
-    return [r.to_json() for r in runs[-MAX_RUNS_SHOWN:]]
+    transfers.sort(key=lambda t: float(t["stop"]))
+    return [r.to_json() for r in runs[-MAX_RUNS_SHOWN:]], transfers[-MAX_RUNS_SHOWN:]
 
 
 def task_rate(store: RedisStore, window: float = 10.0, now: float | None = None) -> float:

@@ -45,6 +45,8 @@ class DashboardServer:
         return f"http://{host}:{self.port}/"
 
     def serve_forever(self) -> None:
+        # the feed samples the history from the start, so charts opened later have it
+        self.app.extensions["rdist"].feed.start()
         try:
             self.server.serve_forever(poll_interval=0.5)
         finally:

@@ -80,6 +80,8 @@ class Executor:
         self._queue: queue.SimpleQueue[Execute | None] = queue.SimpleQueue()
         self._rejoins: dict[str, threading.Event] = {}  #: seceded tasks waiting for a slot
         self._lock = threading.Lock()
+        #: thread id -> key of the task it runs now (the dashboard's call stacks)
+        self.running: dict[int, str] = {}
 
     def start_thread(self, name: str) -> None:
         worker = self.worker
@@ -145,6 +147,8 @@ class Executor:
         set_current(context)
         profiler = self.worker.profiler
         profiler.begin(ex.key)
+        ident = threading.get_ident()
+        self.running[ident] = ex.key
         try:
             if self.worker.tracer is None:
                 event = self._execute(ex)
@@ -152,6 +156,7 @@ class Executor:
                 event = self._traced(ex, self.worker.tracer)
         finally:
             profiler.end()
+            self.running.pop(ident, None)
             set_current(None)
         executes, reports = self.worker.handle(event)
         return executes, reports, context

@@ -6,7 +6,8 @@ a flood of connections): a worker that stops beating is declared dead and its wo
 rescheduled, though it is alive. So it needs no new descriptor once started: its Redis
 connection is opened at start and kept, memory is read from ``/proc/self/statm`` opened
 once (:class:`ProcessMetrics`; psutil opens the file anew on every call), CPU comes from
-``os.times()``, and no failure ends the loop -- it is logged and the next beat tries again.
+``os.times()``, disk and network counters from ``/proc/self/io`` and ``/proc/net/dev``
+(opened once too), and no failure ends the loop -- it is logged and the next beat tries again.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class ProcessMetrics:
         self._pid = 0
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._wall, self._cpu = time.monotonic(), _cpu_seconds()
+        self._io_pid = 0
+        self._io: int | None = None
+        self._net: int | None = None
 
     def rss(self) -> int:
         with self._lock:
@@ -66,6 +70,20 @@ class ProcessMetrics:
                 pass
         return self._statm
 
+    def io_counters(self) -> tuple[int, int, int, int]:
+        """(network bytes sent, received; disk bytes read, written), cumulative; zeros
+        where the system does not say. The network counters are the host's, without the
+        loopback interface: a process has none of its own."""
+        with self._lock:
+            self._statm_fd()  # a forked child reopens its files
+            if self._io_pid != self._pid:
+                self._io_pid = self._pid
+                self._io = _open_quietly(f"/proc/{self._pid}/io")
+                self._net = _open_quietly("/proc/net/dev")
+            sent, recv = _net_bytes(self._net)
+            read, written = _disk_bytes(self._io)
+        return sent, recv, read, written
+
     def cpu_percent(self) -> float:
         """CPU use since the previous call, in percent of one core (as psutil's)."""
         with self._lock:
@@ -74,6 +92,51 @@ class ProcessMetrics:
             percent = 100.0 * (cpu - self._cpu) / elapsed if elapsed > 0 else 0.0
             self._wall, self._cpu = wall, cpu
         return round(percent, 1)
+
+
+def _open_quietly(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _read_all(fd: int | None) -> str:
+    if fd is None:
+        return ""
+    try:
+        return os.pread(fd, 65536, 0).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _net_bytes(fd: int | None) -> tuple[int, int]:
+    """Bytes sent and received on every interface but loopback (``/proc/net/dev``)."""
+    sent = recv = 0
+    for line in _read_all(fd).splitlines()[2:]:
+        name, _, numbers = line.partition(":")
+        values = numbers.split()
+        if name.strip() == "lo" or len(values) < 9:
+            continue
+        try:
+            recv += int(values[0])
+            sent += int(values[8])
+        except ValueError:
+            continue
+    return sent, recv
+
+
+def _disk_bytes(fd: int | None) -> tuple[int, int]:
+    """Bytes this process read from and wrote to storage (``/proc/self/io``)."""
+    found = {}
+    for line in _read_all(fd).splitlines():
+        name, _, value = line.partition(":")
+        if name in ("read_bytes", "write_bytes"):
+            try:
+                found[name] = int(value)
+            except ValueError:
+                pass
+    return found.get("read_bytes", 0), found.get("write_bytes", 0)
 
 
 def _cpu_seconds() -> float:
@@ -88,6 +151,7 @@ def metrics(worker: Worker) -> Heartbeat:
     with worker.lock:
         executing = worker.state.count(WTaskState.EXECUTING, WTaskState.LONG_RUNNING)
     data = worker.data
+    sent, recv, read, written = PROCESS.io_counters()
     return Heartbeat(
         worker.address,
         PROCESS.rss(),
@@ -98,6 +162,10 @@ def metrics(worker: Worker) -> Heartbeat:
         data.spilled_bytes,
         worker.executed,
         time.time(),
+        sent,
+        recv,
+        read,
+        written,
     )
 
 
@@ -123,6 +191,10 @@ def record(worker: Worker, beat: Heartbeat | None = None) -> WorkerRecord:
         beat.spilled_bytes,
         beat.executed,
         beat.last_seen,
+        beat.net_sent,
+        beat.net_recv,
+        beat.disk_read,
+        beat.disk_write,
     )
 
 
@@ -141,6 +213,7 @@ def run(worker: Worker, store: RedisStore) -> None:
     try:
         store.ping()
         PROCESS.rss()  # opens /proc/self/statm while descriptors are to be had
+        PROCESS.io_counters()  # and the I/O counters' files
     except ConnectionErrors as exc:
         log.warning("worker %s: heartbeat cannot reach Redis yet: %s", worker.address, exc)
     backoff = Backoff(f"worker {worker.address}: heartbeat", store.url, log)

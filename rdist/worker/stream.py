@@ -30,6 +30,7 @@ from rdist.protocol.wire import (
     PluginRemoved,
     RestartWorker,
     Run,
+    StackRequest,
     Stop,
     StoryRequest,
 )
@@ -39,6 +40,7 @@ from rdist.store.guard import EntryGuard
 from rdist.store.health import Backoff
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import start_thread
+from rdist.worker import stacks
 from rdist.worker.context import bind_worker
 from rdist.worker.events import (
     ComputeTask,
@@ -279,6 +281,8 @@ class StreamReader:
             worker.restart()
         elif isinstance(msg, StoryRequest):
             worker.tell_story(msg)
+        elif isinstance(msg, StackRequest):
+            stacks.answer(worker, msg)
         elif isinstance(msg, ActorCall):
             worker.actors.call_from_stream(msg, worker.store)
         elif isinstance(msg, PluginAdded):

@@ -156,6 +156,39 @@ fields(
 )
 
 
+class TaskSummary(NamedTuple):
+    """What the dashboard's census counts of a task record (a third of a full decode)."""
+
+    state: str
+    processing_on: str | None
+    nbytes: int
+    who_wants: list[str]
+
+
+_STATE_SET = frozenset(TASK_STATES)
+
+
+def summarize_task(payload: Any) -> TaskSummary | None:
+    """The census's fields of a stored :class:`TaskRecord`, checked for their types only
+    (the rest of the record is not looked at); None when they are not what they must be."""
+    try:
+        body = unpack(payload, "task record")
+    except MalformedMessage:
+        return None
+    if type(body) is not dict:
+        return None
+    state, on, nbytes, wants = body.get("s"), body.get("on"), body.get("nb", 0), body.get("ww")
+    if state not in _STATE_SET or (on is not None and type(on) is not str):
+        return None
+    if type(nbytes) is not int or nbytes < 0:
+        return None
+    if wants is None:
+        return TaskSummary(state, on, nbytes, [])
+    if type(wants) is not list or any(type(w) is not str for w in wants):
+        return None
+    return TaskSummary(state, on, nbytes, wants)
+
+
 @dataclass(slots=True)
 class WorkerRecord(Record):
     """A worker's identity and its latest metrics (rewritten by every heartbeat)."""
@@ -179,6 +212,12 @@ class WorkerRecord(Record):
     spilled_bytes: int = 0
     executed: int = 0
     last_seen: float = 0.0
+    #: cumulative I/O counters (the dashboard draws their rates): the host's network
+    #: bytes (a process has no counter of its own) and this process's disk bytes
+    net_sent: int = 0
+    net_recv: int = 0
+    disk_read: int = 0
+    disk_write: int = 0
 
 
 fields(
@@ -201,6 +240,10 @@ fields(
     spilled_bytes=COUNT,
     executed=COUNT,
     last_seen=TIMESTAMP,
+    net_sent=COUNT,
+    net_recv=COUNT,
+    disk_read=COUNT,
+    disk_write=COUNT,
 )
 
 
@@ -230,6 +273,10 @@ class Heartbeat(Record):
     spilled_bytes: int = 0
     executed: int = 0
     last_seen: float = 0.0
+    net_sent: int = 0  #: as in :class:`WorkerRecord`
+    net_recv: int = 0
+    disk_read: int = 0
+    disk_write: int = 0
 
 
 fields(
@@ -243,6 +290,10 @@ fields(
     spilled_bytes=COUNT,
     executed=COUNT,
     last_seen=TIMESTAMP,
+    net_sent=COUNT,
+    net_recv=COUNT,
+    disk_read=COUNT,
+    disk_write=COUNT,
 )
 
 
@@ -370,6 +421,8 @@ fields(RelayMeta, {"chunks": "n"}, head=ANY, chunks=ListOf(Integer(0, 1 << 32)))
 
 __all__ = [
     "TASK_STATES",
+    "TaskSummary",
+    "summarize_task",
     "ClientRecord",
     "ClusterEvent",
     "Heartbeat",

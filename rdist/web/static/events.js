@@ -7,9 +7,22 @@
   const seen = new Set();
 
   const describe = {
-    "worker-joined": (i) => `${i.name || ""} ${i.worker || ""}`.trim(),
+    "worker-joined": (i) => `${i.name || ""} ${i.worker || ""}`.trim() +
+      (i.restored ? "  (joined before this scheduler started: found in Redis)" : ""),
     "worker-left": (i) => i.worker || "",
+    "worker-lost": (i) => `${i.worker || ""}  (stopped beating: its tasks go elsewhere)`,
+    "worker-paused": (i) => `${i.worker || ""}  (memory above its pause threshold)`,
+    "worker-running": (i) => `${i.worker || ""}  (running again)`,
+    "scheduler-started": (i) => i.takeover
+      ? `fail-over: ${i.scheduler} took over from ${i.previous}`
+      : i.previous ? `${i.scheduler} leads, after ${i.previous}` : `${i.scheduler || ""} leads`,
+    "restart": (i) => `restart asked by ${i.client || "?"}`,
   };
+
+  // The label shown in the badge: a take-over is a fail-over, whatever its kind says.
+  function label(event) {
+    return event.op === "scheduler-started" && (event.info || {}).takeover ? "fail-over" : event.op;
+  }
 
   function row(event) {
     const info = event.info || {};
@@ -17,8 +30,8 @@
       : Object.entries(info).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
     return R.el("tr", { "data-id": event.id, class: "ev-" + event.op }, [
       R.el("td", { class: "mono nowrap", text: new Date(event.time * 1000).toLocaleString("en-GB", { hour12: false }) }),
-      R.el("td", {}, R.el("span", { class: "badge op-" + event.op, text: event.op })),
-      R.el("td", { class: "mono", text }),
+      R.el("td", {}, R.el("span", { class: "badge op-" + label(event), text: label(event) })),
+      R.el("td", { class: "mono", text, title: JSON.stringify(info) }),
     ]);
   }
 

@@ -32,7 +32,8 @@
     nextCursor = page.cursor;
     const rows = page.tasks.map((t) => R.el("tr", {}, [
       R.el("td", {}, keyLink(t.key)), R.el("td", {}, badge(t.state)),
-      R.el("td", { text: t.group }), R.el("td", { class: "mono", text: t.worker || "" }),
+      R.el("td", { class: "ellipsis", text: t.group, title: t.group }),
+      R.el("td", { class: "mono ellipsis", text: t.worker || "", title: t.worker || "" }),
       R.el("td", { class: "num", text: t.nbytes ? R.bytes(t.nbytes) : "" }),
       R.el("td", { text: t.type || "" }), R.el("td", { class: "num", text: t.dependencies || "" }),
     ]));
@@ -41,6 +42,19 @@
     R.$("next").disabled = nextCursor === 0;
     R.$("first").disabled = cursor === 0;
     R.$("t-total").textContent = `${R.number(page.total, 0)} tasks in the cluster`;
+  }
+
+  // Where the task is: the worker running it, else the workers holding its result.
+  function workerLinks(d) {
+    const where = d.worker ? [d.worker] : d.who_has;
+    if (!where.length) return "–";
+    const links = [];
+    where.forEach((w, i) => {
+      if (i) links.push(", ");
+      links.push(R.el("a", { href: "/worker?address=" + encodeURIComponent(w), class: "mono", text: w }));
+    });
+    if (!d.worker) links.push(R.el("span", { class: "muted", text: " (holds the result)" }));
+    return R.el("span", {}, links);
   }
 
   function fact(name, value) {
@@ -52,7 +66,7 @@
     R.$("d-key").textContent = d.key;
     R.$("d-state").replaceWith(Object.assign(badge(d.state), { id: "d-state" }));
     R.$("d-facts").replaceChildren(
-      ...fact("group", d.group), ...fact("worker", d.worker || "–"),
+      ...fact("group", d.group), ...fact(d.worker ? "running on" : "worker", workerLinks(d)),
       ...fact("held by", d.who_has.join(", ") || "–"), ...fact("wanted by", d.who_wants.join(", ") || "–"),
       ...fact("size", d.nbytes ? R.bytes(d.nbytes) + (d.in_redis ? " (also in Redis)" : "") : "–"),
       ...fact("type", d.type || "–"), ...fact("priority", JSON.stringify(d.priority)));

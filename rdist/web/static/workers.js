@@ -8,8 +8,9 @@
   let descending = false;
 
   const cells = {
-    name: (w) => R.el("td", { class: "mono", text: w.name }),
-    address: (w) => R.el("td", { class: "mono", text: w.address }),
+    name: (w) => R.el("td", { class: "mono ellipsis", title: w.name },
+      R.el("a", { href: "/worker?address=" + encodeURIComponent(w.address), text: w.name })),
+    address: (w) => R.el("td", { class: "mono ellipsis", text: w.address, title: w.address }),
     nthreads: (w) => R.el("td", { class: "num", text: R.number(w.nthreads, 0) }),
     memory: (w) => {
       const limit = w.memory_limit || 0;
