@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rdist.client.default import default_client
     from rdist.client.future import futures_of
     from rdist.cluster import LocalCluster
-    from rdist.exceptions import CancelledError, KilledWorker
+    from rdist.exceptions import CancelledError, KilledWorker, Reschedule
     from rdist.plugins import (
         Environ,
         NannyPlugin,
@@ -49,6 +49,7 @@ __all__ = [
     "NannyPlugin",
     "PipInstall",
     "Queue",
+    "Reschedule",
     "SchedulerPlugin",
     "Semaphore",
     "UploadDirectory",
@@ -83,6 +84,7 @@ _HOMES = {
     "NannyPlugin": "rdist.plugins",
     "PipInstall": "rdist.plugins",
     "Queue": "rdist.primitives",
+    "Reschedule": "rdist.exceptions",
     "SchedulerPlugin": "rdist.plugins",
     "Semaphore": "rdist.primitives",
     "UploadDirectory": "rdist.plugins",

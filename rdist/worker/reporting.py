@@ -32,6 +32,7 @@ from rdist.worker.events import (
     ReportError,
     ReportInMemory,
     ReportMissing,
+    ReportRescheduled,
     ReportSeceded,
     ReportStolen,
     ReportSuccess,
@@ -59,6 +60,7 @@ class Report:
         self.missing: list[MissingRow] = []
         self.seceded: list[str] = []
         self.stolen: list[StolenRow] = []
+        self.rescheduled: list[str] = []
         self.results: dict[str, bytes] = {}
         self.notify: dict[str, list[KeyInMemory]] = {}  #: client -> items told directly
         self._worker = worker
@@ -77,6 +79,8 @@ class Report:
             self.seceded.append(item.key)
         elif isinstance(item, ReportStolen):
             self.stolen.append(StolenRow(item.key, item.ok))
+        elif isinstance(item, ReportRescheduled):
+            self.rescheduled.append(item.key)
 
     def _success(self, item: ReportSuccess) -> None:
         key, outcome = item.key, item.row
@@ -112,7 +116,13 @@ class Report:
     def queue_on(self, pipe: Any, replicated: list[str]) -> bool:
         """Queue the writes on ``pipe``; False when there is nothing to say."""
         if not (
-            self.done or self.erred or replicated or self.missing or self.seceded or self.stolen
+            self.done
+            or self.erred
+            or replicated
+            or self.missing
+            or self.seceded
+            or self.stolen
+            or self.rescheduled
         ):
             return False
         store = self._worker.store
@@ -130,6 +140,7 @@ class Report:
             self.missing,
             self.seceded,
             self.stolen,
+            self.rescheduled,
         )
         store.streams.to_scheduler(message, pipe)
         if self.done or self.erred:  # one entry per batch: the dashboard's task stream

@@ -12,6 +12,7 @@ the stream and the field -- this package is the one place where bad input is rec
   informational streams (heartbeats, events, task stream)
 - :mod:`~rdist.protocol.wire.extension`: shared state, actors, plugins (and the ``nanny``
   stream, :data:`NANNY`)
+- :mod:`~rdist.protocol.wire.retire`: retiring workers and shutting the cluster down
 - :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
 """
 
@@ -30,6 +31,8 @@ from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
+from rdist.protocol.wire.retire import *  # noqa: F403
+from rdist.protocol.wire.retire import __all__ as _retire
 from rdist.protocol.wire.to_client import *  # noqa: F403
 from rdist.protocol.wire.to_client import __all__ as _to_client
 from rdist.protocol.wire.to_scheduler import *  # noqa: F403
@@ -49,6 +52,7 @@ __all__ = [  # noqa: PLE0604
     "unpack",
     *_extension,
     *_records,
+    *_retire,
     *_to_client,
     *_to_scheduler,
     *_to_worker,

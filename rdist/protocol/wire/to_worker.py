@@ -30,6 +30,7 @@ from rdist.protocol.wire.base import (
     row_spec,
 )
 from rdist.protocol.wire.extension import ActorCall, PluginAdded, PluginRemoved
+from rdist.protocol.wire.retire import Retire
 from rdist.protocol.wire.to_scheduler import StoryRequest
 
 
@@ -309,6 +310,7 @@ WORKER = Channel(
     PluginAdded,
     PluginRemoved,
     ActorCall,
+    Retire,
 )
 
 __all__ = [
