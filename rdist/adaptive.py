@@ -59,6 +59,20 @@ class Load:
     workers: tuple[WorkerLoad, ...] = ()
 
 
+def group_name(key: str) -> str:
+    """A key's task group, as dask's ``key_split``: ``"inc-3f2a.."`` -> ``"inc"``, a dask
+    key ``"('x', 1)"`` (its wire name) -> ``"x"``; hash-like and numeric parts dropped."""
+    text = key.strip()
+    if text.startswith("(") and "," in text:
+        text = text[1:].split(",", 1)[0].strip(" '\"")
+    words = []
+    for word in text.split("-"):
+        if word.isdigit() or (len(word) >= 8 and all(c in "0123456789abcdef" for c in word)):
+            break
+        words.append(word)
+    return "-".join(words) or text
+
+
 def duration(load: Load, group: str) -> float:
     return load.durations.get(group, UNKNOWN_DURATION)
 

@@ -9,6 +9,7 @@ through :mod:`rdist.client.local_cluster`, where this module registers it when i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from rdist.adapt import Adaptive
 from rdist.client import local_cluster
 from rdist.client.reprs import html_table
 from rdist.config import mask_url
@@ -92,6 +94,18 @@ def parse_memory(limit: Any, n_workers: int) -> int:
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * factor)
     return int(float(text))
+
+
+def seconds(value: Any) -> float:
+    """A duration as dask writes them: a number of seconds, or ``"500ms"``, ``"2s"``,
+    ``"1m"``, ``"1h"``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    for suffix, factor in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
 
 
 def child_env(redis_url: str) -> dict[str, str]:
@@ -167,6 +181,8 @@ class LocalCluster:
         self._scheduler: Any = None
         self._closed = False
         self._counter = 0
+        self._adaptive: Adaptive | None = None
+        self._retirer: Any = None  #: the client that retires workers (adapt's scale-down)
         self.status = "running"
         try:
             self._start_scheduler()
@@ -244,6 +260,54 @@ class LocalCluster:
             else:
                 worker.close()
 
+    def scale_up(self, n: int) -> None:
+        """Start workers until there are ``n`` (never stops one: adapt's way up)."""
+        while len(self._workers) < n:
+            self._workers.append(self._start_worker())
+
+    def adapt(
+        self,
+        minimum: int = 0,
+        maximum: float = math.inf,
+        interval: Any = "1s",
+        wait_count: int = 3,
+        target_duration: Any = "5s",
+        **kwargs: Any,
+    ) -> Adaptive:
+        """Grow and shrink with the work, between ``minimum`` and ``maximum`` workers, as
+        dask's ``adapt`` (see :mod:`rdist.adapt`): scale-down retires workers with their
+        data moved first. Returns the :class:`~rdist.adapt.Adaptive`; ``stop()`` ends it,
+        and calling ``adapt`` again replaces it."""
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        self._adaptive = Adaptive(
+            self,
+            connect(self.redis_url, self.cluster_name),
+            minimum=minimum,
+            maximum=maximum,
+            interval=seconds(interval),
+            wait_count=wait_count,
+            target_duration=seconds(target_duration),
+        )
+        return self._adaptive
+
+    def retire(self, addresses: list[str]) -> None:
+        """Retire these workers (``client.retire_workers``: their data moves to the others
+        first, their nannies stand down) and forget their processes."""
+        if self._retirer is None:
+            from rdist.client.client import Client
+
+            self._retirer = Client(
+                self.redis_url, cluster_name=self.cluster_name, set_as_default=False
+            )
+        names = {a: n for n, a in self.worker_addresses().items()}
+        retired = self._retirer.retire_workers(addresses)
+        gone = {names[a] for a in retired if a in names}
+        for worker in [w for w in self._workers if w.name in gone]:
+            self._workers.remove(worker)
+            if isinstance(worker, _WorkerProcess):
+                worker.wait(30)  # its nanny exits once the worker left
+
     @property
     def workers(self) -> dict[str, Any]:
         return {w.name: w for w in self._workers}
@@ -287,6 +351,10 @@ class LocalCluster:
             return
         self._closed = True
         self.status = "closed"
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        if self._retirer is not None:
+            self._retirer.close()
         workers, self._workers = self._workers, []
         if self._dashboard is not None:
             self._dashboard.stop()

@@ -18,6 +18,7 @@ import builtins
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from rdist import adaptive
 from rdist.client import graph, keynames
 from rdist.client.introspection import task_records
 from rdist.client.options import worker_list
@@ -40,21 +41,6 @@ def result_type(future: Future) -> type | None:
     if isinstance(found, type):
         return found
     return type(future.result())
-
-
-def group_name(key: str) -> str:
-    """A key's task group, as dask's ``key_split``: ``"inc-3f2a.."`` -> ``"inc"``,
-    ``"('x', 1)"`` -> ``"x"``."""
-    user = keynames.user_key(key)
-    if isinstance(user, tuple) and user:
-        user = user[0]
-    text = str(user)
-    words = []
-    for word in text.split("-"):
-        if len(word) >= 8 and all(c in "0123456789abcdef" for c in word.lower()):
-            break
-        words.append(word)
-    return "-".join(words) or text
 
 
 def processing(client: Client, workers: Any = None) -> dict[str, list[Any]]:
@@ -83,7 +69,7 @@ def nbytes(client: Client, keys: Any = None, summary: bool = False) -> dict[Any,
     if summary:
         groups: dict[Any, int] = {}
         for key, size in sizes.items():
-            group = group_name(key)
+            group = adaptive.group_name(key)
             groups[group] = groups.get(group, 0) + size
         return groups
     return {keynames.user_key(k): size for k, size in sizes.items()}
