@@ -131,14 +131,15 @@ def workers_to_close(
 ) -> list[str]:
     """Workers that can leave cheaply, as dask's ``workers_to_close``: idle ones (nothing
     processing), those holding the fewest bytes first, while the others keep at least
-    ``memory_ratio`` times the data in memory limits, and -- given a ``target`` -- no more
-    than bring the cluster down to it. One worker always stays."""
+    ``memory_ratio`` times the data in memory limits, and no more than bring the cluster
+    down to ``target``. Without a target one worker stays (``client.retire_workers()``);
+    with ``target=0`` an idle cluster holding no data may go (``adapt(minimum=0)``), one
+    holding data keeps a worker for it."""
     workers = sorted(load.workers, key=lambda w: (w.nbytes, w.address))
-    if len(workers) <= 1:
-        return []
     limit = sum(w.memory_limit for w in workers)
     data = sum(w.nbytes for w in workers)
-    most = len(workers) - max(1, target if target is not None else 1)
+    floor = 1 if target is None else max(0, target)
+    most = len(workers) - max(floor, 1 if data else 0)
     out: list[str] = []
     for w in workers:
         if len(out) >= most:

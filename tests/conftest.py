@@ -176,6 +176,7 @@ MODULE_TIERS = {
     "test_client_inbox": "fake",
     "test_actors": "fake",
     "test_adaptive": "pure",
+    "test_adaptive_dashboard": "fake",
     "test_client_lifetime": "fake",
     "test_client_restart": "fake",
     "test_client_rooms": "fake",

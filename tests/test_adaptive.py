@@ -77,8 +77,14 @@ def test_memory_pressure_asks_for_twice_the_workers():
     assert adaptive_target(Load(workers=full)) == 6
 
 
-def test_idle_cluster_shrinks_to_one_worker():
-    assert adaptive_target(Load(workers=workers(4))) == 1
+def test_idle_cluster_without_data_shrinks_to_no_worker():
+    assert adaptive_target(Load(workers=workers(4))) == 0
+
+
+def test_idle_cluster_holding_data_keeps_a_worker_for_it():
+    held = (WorkerLoad("tcp://a:1", nbytes=10), *workers(3))
+
+    assert adaptive_target(Load(workers=held)) == 1
 
 
 def test_workers_to_close_skips_busy_workers_and_keeps_one():

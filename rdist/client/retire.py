@@ -12,7 +12,8 @@ Retiring, in the order that loses nothing:
    finished meanwhile) goes to the staying peers, it leaves cleanly (the scheduler runs
    its queued tasks elsewhere), and it exits with ``EXIT_RETIRED``, so its nanny does not
    start a new worker;
-4. we wait until they are gone from the ``workers`` hash.
+4. we wait until they are gone from the ``workers`` hash, and a last barrier makes the
+   scheduler's records (``who_has``) forget them.
 
 ``workers=None`` retires what :func:`rdist.adaptive.workers_to_close` finds idle and
 cheap, as dask does. A worker whose data has nowhere to go (no worker stays) is not
@@ -125,6 +126,9 @@ def retire_workers(
         return info
     _tell(client, targets, wire.Retire(staying))
     _wait_gone(client, leaving, LEAVE_TIMEOUT if timeout is None else timeout)
+    # a worker leaves the hash right after queueing its worker-leave: once the scheduler
+    # answers a barrier sent now, its records no longer name the retired workers
+    client._data.barrier()
     return info
 
 
