@@ -219,6 +219,7 @@ MODULE_TIERS = {
     "test_resilience": "real",
     "test_scheduler_dataops": "pure",
     "test_scheduler_outbox": "pure",
+    "test_scheduler_retire": "pure",
     "test_scheduler_server": "fake",
     "test_scheduler_leaks": "fake",
     "test_soak": "real",
@@ -233,6 +234,7 @@ MODULE_TIERS = {
     "test_web": "fake",
     "test_wire": "pure",
     "test_worker_execution": "pure",
+    "test_worker_reschedule": "pure",
     "test_worker_server": "fake",
     "test_worker_state": "pure",
 }
