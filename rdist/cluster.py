@@ -134,6 +134,13 @@ class _WorkerProcess:
             self.process.wait()
 
 
+def _alive(worker: Any) -> bool:
+    """A worker process still running, or an in-process worker not closed."""
+    if isinstance(worker, _WorkerProcess):
+        return worker.process.poll() is None
+    return not worker.stop_event.is_set()
+
+
 class LocalCluster:
     """As ``distributed.LocalCluster``, with Redis as the control plane."""
 
@@ -250,6 +257,7 @@ class LocalCluster:
 
     def scale(self, n: int) -> None:
         """Start or stop workers until there are ``n``."""
+        self._forget_exited()
         while len(self._workers) < n:
             self._workers.append(self._start_worker())
         while len(self._workers) > n:
@@ -262,6 +270,7 @@ class LocalCluster:
 
     def scale_up(self, n: int) -> None:
         """Start workers until there are ``n`` (never stops one: adapt's way up)."""
+        self._forget_exited()
         while len(self._workers) < n:
             self._workers.append(self._start_worker())
 
@@ -308,8 +317,15 @@ class LocalCluster:
             if isinstance(worker, _WorkerProcess):
                 worker.wait(30)  # its nanny exits once the worker left
 
+    def _forget_exited(self) -> None:
+        """Drop worker processes that ended for good -- retired through any client
+        (``client.retire_workers``: the nanny, or a worker without one, exits) -- so that
+        ``scale`` counts only workers that are there."""
+        self._workers = [w for w in self._workers if _alive(w)]
+
     @property
     def workers(self) -> dict[str, Any]:
+        self._forget_exited()
         return {w.name: w for w in self._workers}
 
     def worker_addresses(self) -> dict[str, str]:

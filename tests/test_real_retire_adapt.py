@@ -54,6 +54,9 @@ def test_retired_worker_under_a_nanny_hands_its_data_over_and_stays_gone(redis_u
             assert victim not in client.who_has()[key]
         time.sleep(3)  # a nanny restarting it would have re-registered by now
         assert len(client.scheduler_info()["workers"]) == 2
+        assert len(cluster.workers) == 2  # the cluster forgot the retired process
+        cluster.scale(3)  # and scaling counts only the workers that are there
+        client.wait_for_workers(3, timeout=60)
 
 
 def test_shutdown_stops_the_workers_and_the_scheduler(redis_url) -> None:
