@@ -114,3 +114,17 @@ def test_shutdown_asks_the_shell_to_stop(state: SchedulerState) -> None:
 
     assert of_type(out, StopServing) == [StopServing(A)]
     assert [e.kind for e in of_type(out, LogEvent)] == ["shutdown"]
+
+
+def test_no_dependent_is_co_assigned_to_a_retiring_worker() -> None:
+    s = SchedulerState(direct_notify=False, coassign=True)
+    s.handle(joined(W1), joined(W2))
+    s.handle(submit(A, task("x")))
+    holder = s.tasks["x"].processing_on
+    s.handle(retiring(holder))
+
+    out = s.handle(submit(A, task("y", "x")))
+
+    assert computes(out) == []
+    assert st(s, "y") == "waiting"
+    s.validate_state()
