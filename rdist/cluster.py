@@ -189,6 +189,8 @@ class LocalCluster:
         self._closed = False
         self._counter = 0
         self._adaptive: Adaptive | None = None
+        #: guards ``_workers``: adapt's thread scales while the caller may look or scale
+        self._lock = threading.RLock()
         self._retirer: Any = None  #: the client that retires workers (adapt's scale-down)
         self.status = "running"
         try:
@@ -257,11 +259,14 @@ class LocalCluster:
 
     def scale(self, n: int) -> None:
         """Start or stop workers until there are ``n``."""
-        self._forget_exited()
-        while len(self._workers) < n:
-            self._workers.append(self._start_worker())
-        while len(self._workers) > n:
-            worker = self._workers.pop()
+        stopping = []
+        with self._lock:
+            self._forget_exited()
+            while len(self._workers) < n:
+                self._workers.append(self._start_worker())
+            while len(self._workers) > n:
+                stopping.append(self._workers.pop())
+        for worker in stopping:
             if isinstance(worker, _WorkerProcess):
                 worker.stop()
                 worker.wait(10)
@@ -270,9 +275,10 @@ class LocalCluster:
 
     def scale_up(self, n: int) -> None:
         """Start workers until there are ``n`` (never stops one: adapt's way up)."""
-        self._forget_exited()
-        while len(self._workers) < n:
-            self._workers.append(self._start_worker())
+        with self._lock:
+            self._forget_exited()
+            while len(self._workers) < n:
+                self._workers.append(self._start_worker())
 
     def adapt(
         self,
@@ -312,8 +318,10 @@ class LocalCluster:
         names = {a: n for n, a in self.worker_addresses().items()}
         retired = self._retirer.retire_workers(addresses)
         gone = {names[a] for a in retired if a in names}
-        for worker in [w for w in self._workers if w.name in gone]:
-            self._workers.remove(worker)
+        with self._lock:
+            leaving = [w for w in self._workers if w.name in gone]
+            self._workers = [w for w in self._workers if w.name not in gone]
+        for worker in leaving:
             if isinstance(worker, _WorkerProcess):
                 worker.wait(30)  # its nanny exits once the worker left
 
@@ -321,12 +329,14 @@ class LocalCluster:
         """Drop worker processes that ended for good -- retired through any client
         (``client.retire_workers``: the nanny, or a worker without one, exits) -- so that
         ``scale`` counts only workers that are there."""
-        self._workers = [w for w in self._workers if _alive(w)]
+        with self._lock:
+            self._workers = [w for w in self._workers if _alive(w)]
 
     @property
     def workers(self) -> dict[str, Any]:
-        self._forget_exited()
-        return {w.name: w for w in self._workers}
+        with self._lock:
+            self._forget_exited()
+            return {w.name: w for w in self._workers}
 
     def worker_addresses(self) -> dict[str, str]:
         """name -> address of the running workers, from the ``workers`` hash."""
@@ -371,7 +381,8 @@ class LocalCluster:
             self._adaptive.stop()
         if self._retirer is not None:
             self._retirer.close()
-        workers, self._workers = self._workers, []
+        with self._lock:
+            workers, self._workers = self._workers, []
         if self._dashboard is not None:
             self._dashboard.stop()
         for w in workers:

@@ -99,7 +99,11 @@ def test_adapt_grows_under_a_burst_and_shrinks_after_it_without_losing_results(
                 )
                 assert client.gather(kept) == [large(i) for i in range(4)]
                 wait_until(lambda: len(cluster.workers) == 1, 30, "the cluster to forget them")
-            assert [d for d, _ in adaptive.log].count("down") >= 2  # once per burst at least
+            wait_until(
+                lambda: [d for d, _ in adaptive.log].count("down") >= 2,  # once per burst
+                30,
+                "two scale-downs logged",
+            )
             assert max(n for d, n in adaptive.log if d == "up") <= 4  # never past maximum
         finally:
             adaptive.stop()
