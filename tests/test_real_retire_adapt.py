@@ -107,3 +107,15 @@ def test_adapt_grows_under_a_burst_and_shrinks_after_it_without_losing_results(
             assert max(n for d, n in adaptive.log if d == "up") <= 4  # never past maximum
         finally:
             adaptive.stop()
+
+
+def test_shutdown_of_a_client_with_a_cluster_closes_the_cluster(redis_url) -> None:
+    cluster = _cluster(redis_url, 1)
+    client = Client(cluster)
+    assert client.submit(slow, 2, 0.0).result(timeout=30) == 4
+    processes = [w.process for w in cluster._workers] + [cluster._scheduler]
+
+    client.shutdown()
+
+    assert client.status == "closed" and cluster.status == "closed"
+    assert all(p.poll() is not None for p in processes)
