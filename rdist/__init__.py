@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rdist.client.spans import span
     from rdist.cluster import LocalCluster
     from rdist.diagnostics import get_task_stream, performance_report, progress
-    from rdist.exceptions import CancelledError, KilledWorker
+    from rdist.exceptions import CancelledError, KilledWorker, Reschedule
     from rdist.plugins import (
         Environ,
         NannyPlugin,
@@ -52,6 +52,7 @@ __all__ = [
     "NannyPlugin",
     "PipInstall",
     "Queue",
+    "Reschedule",
     "SchedulerPlugin",
     "Semaphore",
     "UploadDirectory",
@@ -90,6 +91,7 @@ _HOMES = {
     "NannyPlugin": "rdist.plugins",
     "PipInstall": "rdist.plugins",
     "Queue": "rdist.primitives",
+    "Reschedule": "rdist.exceptions",
     "SchedulerPlugin": "rdist.plugins",
     "Semaphore": "rdist.primitives",
     "UploadDirectory": "rdist.plugins",

@@ -9,6 +9,7 @@ through :mod:`rdist.client.local_cluster`, where this module registers it when i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from rdist.adapt import Adaptive
 from rdist.client import local_cluster
 from rdist.client.reprs import html_table
 from rdist.config import mask_url
@@ -94,6 +96,18 @@ def parse_memory(limit: Any, n_workers: int) -> int:
     return int(float(text))
 
 
+def seconds(value: Any) -> float:
+    """A duration as dask writes them: a number of seconds, or ``"500ms"``, ``"2s"``,
+    ``"1m"``, ``"1h"``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    for suffix, factor in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
 def child_env(redis_url: str) -> dict[str, str]:
     """The environment of a process we start: ours, and the Redis URL -- which carries the
     password -- in ``RDIST_REDIS_URL`` rather than on its command line, which every local
@@ -118,6 +132,13 @@ class _WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _alive(worker: Any) -> bool:
+    """A worker process still running, or an in-process worker not closed."""
+    if isinstance(worker, _WorkerProcess):
+        return worker.process.poll() is None
+    return not worker.stop_event.is_set()
 
 
 class LocalCluster:
@@ -167,6 +188,10 @@ class LocalCluster:
         self._scheduler: Any = None
         self._closed = False
         self._counter = 0
+        self._adaptive: Adaptive | None = None
+        #: guards ``_workers``: adapt's thread scales while the caller may look or scale
+        self._lock = threading.RLock()
+        self._retirer: Any = None  #: the client that retires workers (adapt's scale-down)
         self.status = "running"
         try:
             self._start_scheduler()
@@ -234,19 +259,84 @@ class LocalCluster:
 
     def scale(self, n: int) -> None:
         """Start or stop workers until there are ``n``."""
-        while len(self._workers) < n:
-            self._workers.append(self._start_worker())
-        while len(self._workers) > n:
-            worker = self._workers.pop()
+        stopping = []
+        with self._lock:
+            self._forget_exited()
+            while len(self._workers) < n:
+                self._workers.append(self._start_worker())
+            while len(self._workers) > n:
+                stopping.append(self._workers.pop())
+        for worker in stopping:
             if isinstance(worker, _WorkerProcess):
                 worker.stop()
                 worker.wait(10)
             else:
                 worker.close()
 
+    def scale_up(self, n: int) -> None:
+        """Start workers until there are ``n`` (never stops one: adapt's way up)."""
+        with self._lock:
+            self._forget_exited()
+            while len(self._workers) < n:
+                self._workers.append(self._start_worker())
+
+    def adapt(
+        self,
+        minimum: int = 0,
+        maximum: float = math.inf,
+        interval: Any = "1s",
+        wait_count: int = 3,
+        target_duration: Any = "5s",
+        **kwargs: Any,
+    ) -> Adaptive:
+        """Grow and shrink with the work, between ``minimum`` and ``maximum`` workers, as
+        dask's ``adapt`` (see :mod:`rdist.adapt`): scale-down retires workers with their
+        data moved first. Returns the :class:`~rdist.adapt.Adaptive`; ``stop()`` ends it,
+        and calling ``adapt`` again replaces it."""
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        self._adaptive = Adaptive(
+            self,
+            connect(self.redis_url, self.cluster_name),
+            minimum=minimum,
+            maximum=maximum,
+            interval=seconds(interval),
+            wait_count=wait_count,
+            target_duration=seconds(target_duration),
+        )
+        return self._adaptive
+
+    def retire(self, addresses: list[str]) -> None:
+        """Retire these workers (``client.retire_workers``: their data moves to the others
+        first, their nannies stand down) and forget their processes."""
+        if self._retirer is None:
+            from rdist.client.client import Client
+
+            self._retirer = Client(
+                self.redis_url, cluster_name=self.cluster_name, set_as_default=False
+            )
+        names = {a: n for n, a in self.worker_addresses().items()}
+        retired = self._retirer.retire_workers(addresses)
+        gone = {names[a] for a in retired if a in names}
+        with self._lock:
+            leaving = [w for w in self._workers if w.name in gone]
+            self._workers = [w for w in self._workers if w.name not in gone]
+        for worker in leaving:
+            if isinstance(worker, _WorkerProcess):
+                worker.wait(30)  # its nanny exits once the worker left
+
+    def _forget_exited(self) -> None:
+        """Drop worker processes that ended for good -- retired through any client
+        (``client.retire_workers``: the nanny, or a worker without one, exits) -- so that
+        ``scale`` counts only workers that are there."""
+        with self._lock:
+            self._workers = [w for w in self._workers if _alive(w)]
+
     @property
     def workers(self) -> dict[str, Any]:
-        return {w.name: w for w in self._workers}
+        with self._lock:
+            self._forget_exited()
+            return {w.name: w for w in self._workers}
 
     def worker_addresses(self) -> dict[str, str]:
         """name -> address of the running workers, from the ``workers`` hash."""
@@ -287,7 +377,12 @@ class LocalCluster:
             return
         self._closed = True
         self.status = "closed"
-        workers, self._workers = self._workers, []
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        if self._retirer is not None:
+            self._retirer.close()
+        with self._lock:
+            workers, self._workers = self._workers, []
         if self._dashboard is not None:
             self._dashboard.stop()
         for w in workers:

@@ -31,5 +31,10 @@ class KilledWorker(Exception):
         self.allowed_failures = allowed_failures
 
 
+class Reschedule(Exception):
+    """Raised inside a task: the task is not an error but goes back to the scheduler,
+    which places it again (possibly on another worker), as ``distributed.Reschedule``."""
+
+
 class ClosedClientError(RuntimeError):
     """A call on a client that is closed, or on a future of one (as ``distributed``'s)."""

@@ -8,6 +8,10 @@ import sys
 
 _PR_SET_PDEATHSIG = 1
 
+#: Exit status of a worker that was retired (``client.retire_workers``, ``shutdown``):
+#: it left on purpose, so its nanny exits too instead of starting a new worker.
+EXIT_RETIRED = 79
+
 
 def tune_gc() -> None:
     """For a scheduler or worker process: collect young objects far less often. Each

@@ -19,6 +19,7 @@ EXPECTED = [
     "NannyPlugin",
     "PipInstall",
     "Queue",
+    "Reschedule",
     "SchedulerPlugin",
     "Semaphore",
     "UploadDirectory",

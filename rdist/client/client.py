@@ -32,7 +32,7 @@ from typing import Any
 from rdist import versions
 from rdist.client import asynchronous as async_client
 from rdist.client import collections as dask_collections
-from rdist.client import default, keynames, local_cluster, metadata, validate
+from rdist.client import default, inspect_more, keynames, local_cluster, metadata, retire, validate
 from rdist.client import diagnostics as diag
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
 from rdist.client.answers import Answers
@@ -485,6 +485,22 @@ class Client:
         futures = [Future._named(k, self, self.ledger.register(k)) for k in self.ledger.keys()]
         return {f.key: f for f in futures}
 
+    @property
+    def futures(self) -> dict[Any, Future]:
+        """Key -> a Future of it, for every key this client holds a future of."""
+        return Client.get_futures(self)
+
+    def normalize_collection(self, collection: Any) -> Any:
+        """``collection`` with its graph's tasks replaced by this client's futures where
+        it holds them (nothing is computed twice), as dask's."""
+        return inspect_more.normalize_collection(self, collection)
+
+    def recreate_error_locally(self, future: Future) -> None:
+        """Run the task blamed for ``future``'s failure here, on its inputs: the error is
+        raised in this process (for pdb), as dask's."""
+        self._check_open("recreate_error_locally")
+        inspect_more.recreate_error_locally(self, future)
+
     # -- results and data --------------------------------------------------------------------
     def gather(
         self,
@@ -610,6 +626,40 @@ class Client:
         self._check_open("ask has_what")
         found = self._introspection.has_what(workers)
         return {w: [keynames.user_key(k) for k in keys] for w, keys in found.items()}
+
+    def processing(self, workers: Any = None) -> dict[str, list[Any]]:
+        """Worker address -> the keys processing (assigned, not finished) there."""
+        self._check_open("ask what is processing")
+        return inspect_more.processing(self, workers)
+
+    def nbytes(self, keys: Any = None, summary: bool = False, **kwargs: Any) -> dict[Any, int]:
+        """Bytes of each result in memory (``summary=True``: per task group)."""
+        self._check_open("ask for nbytes")
+        return inspect_more.nbytes(self, keys, summary)
+
+    def retire_workers(
+        self,
+        workers: Any = None,
+        close_workers: bool = True,
+        remove: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, dict[str, Any]]:
+        """Retire workers gracefully (default: the idle, cheap ones): the results only they
+        hold move to the workers that stay first, then they leave and are not replaced by
+        their nannies; returns address -> worker info of the workers retired."""
+        self._check_open("retire workers")
+        return retire.retire_workers(self, workers, close_workers, remove, kwargs.get("timeout"))
+
+    def shutdown(self) -> None:
+        """Stop the cluster -- its workers (no nanny restarts them) and the scheduler --
+        and close this client, as dask's. Other clients of the cluster lose it too."""
+        self._check_open("shut the cluster down")
+        cluster = self.cluster or self._owned_cluster
+        if cluster is None:
+            retire.shutdown(self)
+        self.close()
+        if cluster is not None:
+            cluster.close()
 
     def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Not in rdist, on purpose: the scheduler never runs (or unpickles) user code."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rdist.client.keynames import check_key, user_key
 from rdist.exceptions import CancelledError, DataUnavailable, KilledWorker
-from rdist.protocol import tracebacks, wire
+from rdist.protocol import spec, tracebacks, wire
 
 if TYPE_CHECKING:
     from rdist.client.client import Client
@@ -221,6 +221,13 @@ class Future:
     def done(self) -> bool:
         return self._state.done()
 
+    @property
+    def type(self) -> type | None:
+        """The result's type once finished (None before), as dask's."""
+        from rdist.client.inspect_more import result_type
+
+        return result_type(self)
+
     def cancelled(self) -> bool:
         return self._state.status == CANCELLED
 
@@ -364,6 +371,8 @@ def futures_of(obj: Any) -> list[Future]:
             stack.extend(reversed(list(x.values())))
         elif hasattr(x, "__dask_graph__") and callable(x.__dask_graph__):
             stack.extend(reversed([_node_value(v) for v in x.__dask_graph__().values()]))
+        elif (fields := spec.container_items(x)) is not None:  # a dataclass (as dask's)
+            stack.extend(reversed(fields))
     return out
 
 

@@ -75,7 +75,7 @@ def _replace_futures(obj: Any, future_type: type) -> Any:
         return kind(_replace_futures(x, future_type) for x in obj)
     if kind is dict:
         return {k: _replace_futures(v, future_type) for k, v in obj.items()}
-    return obj
+    return spec.map_container(obj, lambda x: _replace_futures(x, future_type))
 
 
 def task_key(prefix: str, func_hash: bytes, blob: bytes, pure: bool) -> str:

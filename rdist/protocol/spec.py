@@ -11,6 +11,7 @@ for a task submitted inside ``rdist.span(...)`` (``span`` = ``[span id, *names]`
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
@@ -72,7 +73,8 @@ def unpack_spec_tagged(spec: bytes) -> tuple[bytes, bytes, int, list[str] | None
 
 
 def replace_refs(obj: Any, data: Mapping[str, Any]) -> Any:
-    """Substitute dependency values for DepRefs in nested lists, tuples, dicts and sets."""
+    """Substitute dependency values for DepRefs in nested lists, tuples, dicts and sets
+    (and namedtuples and dataclasses, as dask's)."""
     kind = type(obj)
     if kind is DepRef:
         return data[obj.key]
@@ -80,7 +82,32 @@ def replace_refs(obj: Any, data: Mapping[str, Any]) -> Any:
         return kind(replace_refs(x, data) for x in obj)
     if kind is dict:
         return {k: replace_refs(v, data) for k, v in obj.items()}
+    return map_container(obj, lambda x: replace_refs(x, data))
+
+
+def map_container(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    """A namedtuple or dataclass instance with ``fn`` applied to each field (a copy; the
+    original is left alone); anything else as it is."""
+    kind = type(obj)
+    if isinstance(obj, tuple) and hasattr(kind, "_fields"):  # a namedtuple
+        return kind(*(fn(x) for x in obj))
+    if hasattr(kind, "__dataclass_fields__") and not isinstance(obj, type):
+        out = copy.copy(obj)
+        for name in kind.__dataclass_fields__:
+            if hasattr(obj, name):
+                object.__setattr__(out, name, fn(getattr(obj, name)))  # frozen ones too
+        return out
     return obj
+
+
+def container_items(obj: Any) -> list[Any] | None:
+    """The fields of a namedtuple or dataclass instance (None for anything else)."""
+    kind = type(obj)
+    if isinstance(obj, tuple) and hasattr(kind, "_fields"):
+        return list(obj)
+    if hasattr(kind, "__dataclass_fields__") and not isinstance(obj, type):
+        return [getattr(obj, name) for name in kind.__dataclass_fields__ if hasattr(obj, name)]
+    return None
 
 
 def evaluate_node(expr: Any, data: Mapping[str, Any]) -> Any:

@@ -24,6 +24,8 @@ from rdist.scheduler.model import MAX_IN_FLIGHT_PER_THREAD, TS, Task, WorkerInfo
 def allowed(s: Scheduling, ts: Task, ws: WorkerInfo) -> bool:
     if ts.restrictions or ts.resources or ts.broken is not None or not ts.waiting_on:
         return False
+    if ws.status == "closing":  # retiring (client.retire_workers): nothing new goes there
+        return False
     if len(ws.processing) >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
         return False
     for key in ts.waiting_on:

@@ -10,6 +10,10 @@
 - ``DropReplicas``: forget extra copies (``client.replicate`` with fewer copies wanted,
   ``client.rebalance`` after a move) and tell those workers to free them -- never the last
   copy of a key that is not also stored in Redis.
+- ``WorkersRetiring``: ``client.retire_workers`` -- those workers are ``closing``: they
+  get no new task (``placement.has_room`` says no) while their data moves to peers, and
+  tasks queued there run elsewhere once they leave.
+- ``ShutdownRequested``: the shell stops once this batch is written.
 - ``Barrier``: answer the client once everything it sent before has been handled; the
   answer goes out in the same pipeline as the task records, so ``who_has`` is exact then.
 """
@@ -22,6 +26,8 @@ from rdist.scheduler.interface import Scheduling
 from rdist.scheduler.model import TS, Task, key_prefix
 
 WORKER_STATUSES = ("running", "paused")
+#: a retiring worker's status: no new tasks, never back to running
+CLOSING = "closing"
 
 
 def on_scattered(s: Scheduling, e: ev.DataScattered) -> None:
@@ -65,7 +71,7 @@ def on_replicated(s: Scheduling, e: ev.DataReplicated) -> None:
 
 def on_worker_status(s: Scheduling, e: ev.WorkerStatusChanged) -> None:
     ws = s.workers.get(e.address)
-    if ws is None or e.status not in WORKER_STATUSES or ws.status == e.status:
+    if ws is None or e.status not in WORKER_STATUSES or ws.status in (e.status, CLOSING):
         return
     ws.status = e.status
     s.emit(ev.LogEvent(f"worker-{e.status}", {"worker": e.address}))
@@ -85,6 +91,20 @@ def on_drop_replicas(s: Scheduling, e: ev.DropReplicas) -> None:
                 ws.has_what.discard(key)
                 s.emit(ev.FreeKeys(address, [key]))
             s.mark(ts)
+
+
+def on_retiring(s: Scheduling, e: ev.WorkersRetiring) -> None:
+    for address in e.workers:
+        ws = s.workers.get(address)
+        if ws is None or ws.status == CLOSING:
+            continue
+        ws.status = CLOSING
+        s.emit(ev.LogEvent("worker-retiring", {"worker": address, "client": e.client}))
+
+
+def on_shutdown(s: Scheduling, e: ev.ShutdownRequested) -> None:
+    s.emit(ev.LogEvent("shutdown", {"client": e.client}))
+    s.emit(ev.StopServing(e.client))
 
 
 def on_barrier(s: Scheduling, e: ev.Barrier) -> None:

@@ -146,6 +146,29 @@ class TaskSeceded(Event):
 
 
 @dataclass(slots=True)
+class TaskRescheduled(Event):
+    """``key`` raised ``Reschedule`` on ``worker``: place it again (it is no error)."""
+
+    worker: str
+    key: str
+
+
+@dataclass(slots=True)
+class WorkersRetiring(Event):
+    """``client.retire_workers``: ``workers`` are closing and take no new task."""
+
+    client: str
+    workers: list[str]
+
+
+@dataclass(slots=True)
+class ShutdownRequested(Event):
+    """``client.shutdown()``: stop serving after this batch."""
+
+    client: str
+
+
+@dataclass(slots=True)
 class StealResponse(Event):
     """``worker`` answers a steal request: ``ok`` when it dropped ``key`` unstarted."""
 
@@ -356,6 +379,13 @@ class OfferPlugin(Instruction):
     """For the shell: a client's scheduler plugin to accept or refuse (and answer)."""
 
     msg: Any
+
+
+@dataclass(slots=True)
+class StopServing(Instruction):
+    """For the shell: write this batch, then stop (``client.shutdown()``)."""
+
+    client: str
 
 
 @dataclass(slots=True)

@@ -45,6 +45,15 @@ def on_worker_left(s: Scheduling, e: ev.WorkerLeft) -> None:
             s.transition(ts, TS.NO_WORKER)
 
 
+def on_rescheduled(s: Scheduling, e: ev.TaskRescheduled) -> None:
+    """The task raised ``Reschedule``: as dask, back to released and placed anew (no
+    failure counted); a stale report (moved or released meanwhile) changes nothing."""
+    ts = s.tasks.get(e.key)
+    if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
+        return
+    _rerun(s, ts)
+
+
 def likely_running(ws: WorkerInfo, tasks: dict[str, Task]) -> set[str]:
     """The tasks a dead worker was probably running: its seceded ones and, of the others,
     as many as it has threads, highest priority first (it runs them in that order). Only

@@ -81,6 +81,10 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
             return [ev.StoryRequested(s, t, msg.client, msg.id, msg.keys)]
         case wire.PassKeys():
             return [ev.KeysPassed(s, t, msg.keys, msg.taker, msg.giver)]
+        case wire.RetireWorkers():
+            return [ev.WorkersRetiring(s, t, msg.client, msg.workers)]
+        case wire.Shutdown():
+            return [ev.ShutdownRequested(s, t, msg.client)]
         case wire.RegisterSchedulerPlugin():
             return [ev.PluginOffered(s, t, msg)]
     raise wire.MalformedMessage(f"no scheduler event for {type(msg).__name__}", where="sched")
@@ -101,4 +105,6 @@ def _report(msg: wire.TaskDone, s: str, t: float) -> list[ev.Event]:
         out.append(ev.TaskSeceded(s, t, worker, key))
     for stolen in msg.stolen:
         out.append(ev.StealResponse(s, t, worker, stolen.key, stolen.ok))
+    for key in msg.rescheduled:
+        out.append(ev.TaskRescheduled(s, t, worker, key))
     return out

@@ -38,6 +38,8 @@ class Outbox:
         self.log: list[wire.ClusterEvent] = []
         #: clients' scheduler plugins, for the server to accept or refuse
         self.plugin_offers: list[wire.RegisterSchedulerPlugin] = []
+        #: ``client.shutdown()``: the server stops once this batch is written
+        self.shutdown = False
 
     def add(self, instructions: list[ev.Instruction]) -> None:
         dispatch = self._dispatch
@@ -108,6 +110,9 @@ class Outbox:
 
     def _offer(self, ins: ev.OfferPlugin) -> None:
         self.plugin_offers.append(ins.msg)
+
+    def _stop_serving(self, ins: ev.StopServing) -> None:
+        self.shutdown = True
 
     def _story(self, ins: ev.SendStory) -> None:
         reply = wire.StoryReply(ins.id, "scheduler", ins.records)
@@ -182,4 +187,5 @@ Outbox._dispatch = {
     ev.RestartWorkers: Outbox._restart,
     ev.SendStory: Outbox._story,
     ev.OfferPlugin: Outbox._offer,
+    ev.StopServing: Outbox._stop_serving,
 }

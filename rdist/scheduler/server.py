@@ -390,6 +390,9 @@ class SchedulerServer:
         stream = store.keys.sched
         for offer in outbox.plugin_offers:  # (rare) answered with this batch
             outbox.client_messages.append((offer.client, self.plugins.offered(self, offer)))
+        if outbox.shutdown:  # client.shutdown(): the loop ends, then writes this batch
+            log.info("scheduler shutting down (a client asked)")
+            self.stop_event.set()
 
         def write(pipe: Any) -> None:
             outbox.write(pipe, store)

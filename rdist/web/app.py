@@ -27,6 +27,7 @@ from flask import (
 )
 from flask_socketio import SocketIO, join_room
 
+from rdist import adapt
 from rdist.config import Config, ConfigError, load_config
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
@@ -281,6 +282,7 @@ def metrics_view() -> Response:
     except Exception:  # fakeredis and restricted Redis services may refuse INFO
         info = None
     text = metrics.render(census, queries.workers(dash.store), queries.task_rate(dash.store), info)
+    text += adapt.exposition(adapt.status(dash.store, census)["adaptive_target"])  # (h-client)
     return Response(text, mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 
@@ -318,6 +320,13 @@ def api_status() -> Response:
     return jsonify(
         status_snapshot(dash.store, dash.census, dash.interval, history=dash.feed.history)
     )
+
+
+@api.route("/adaptive")
+def api_adaptive() -> Response:
+    """The adaptive target (workers the work wants) and its inputs (see rdist.adapt)."""
+    dash = _dashboard()
+    return jsonify(adapt.status(dash.store, dash.census.snapshot(dash.store, dash.interval)))
 
 
 @api.route("/workers")

@@ -106,6 +106,8 @@ class ExecuteFailure(Event):
     key: str
     duration: float
     error: bytes = b""
+    #: it raised ``rdist.Reschedule``: the scheduler places it again, it is no error
+    reschedule: bool = False
 
 
 @dataclass(slots=True)
@@ -223,6 +225,13 @@ class ReportStolen(SendReport):
 
     key: str
     ok: bool
+
+
+@dataclass(slots=True)
+class ReportRescheduled(SendReport):
+    """The task raised ``Reschedule``: the scheduler should place it again."""
+
+    key: str
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from rdist.exceptions import Reschedule
 from rdist.protocol import serialize, spec, tracebacks
 from rdist.supervise import start_thread
 from rdist.worker.context import (  # noqa: F401  (the task-side API, re-exported)
@@ -185,6 +186,10 @@ class Executor:
             value = spec.run_spec(func, args_blob, mode, worker.data)
             if inspect.iscoroutine(value):  # an ``async def`` task: on the worker's loop
                 value = worker.actors.run_coroutine(value)
+        except Reschedule:  # not a failure: the scheduler places the task again
+            now = time.time()
+            stimulus = worker.stimulus("reschedule")
+            return ExecuteFailure(stimulus, now, ex.key, now - start, reschedule=True)
         except BaseException as exc:  # the task's failure is data, not ours
             now = time.time()
             blob = error_blob(exc, traceback.format_exc(), exc.__traceback__)

@@ -36,9 +36,15 @@ def unique_keys(worker: Worker) -> list[str]:
 
 
 def peers(worker: Worker) -> list[str]:
-    """Running workers other than this one, by address."""
+    """Running workers other than this one, by address (a retired worker: only the peers
+    it was told stay, never another retiring one)."""
     records = worker.store.workers.all()
-    return sorted(a for a, r in records.items() if a != worker.address and r.status == "running")
+    staying = worker.retired_for
+    return sorted(
+        a
+        for a, r in records.items()
+        if a != worker.address and r.status == "running" and (staying is None or a in staying)
+    )
 
 
 def hand_off(worker: Worker, budget: float = BUDGET_SECONDS) -> dict[str, list[str]]:

@@ -14,6 +14,8 @@ address through a pipe, and then waits on it:
   (handing its unique data to peers), waits for it, and exits 0.
 
 A child that exits with status 0 left cleanly on its own (it announced its departure).
+One that exits with :data:`~rdist.procs.EXIT_RETIRED` was retired on purpose
+(``client.retire_workers``): the nanny stops and exits 0, so no new worker appears.
 One that exits with :data:`~rdist.store.health.EXIT_CONFIG` cannot work as configured (a
 wrong password, a TLS certificate that fails, a malformed URL): restarting it would only
 fail again, so the nanny stops and exits with that status too.
@@ -37,7 +39,7 @@ import time
 from typing import Any
 
 from rdist.plugins.nanny_side import NannyPlugins
-from rdist.procs import die_with_parent
+from rdist.procs import EXIT_RETIRED, die_with_parent
 from rdist.protocol.wire import WorkerLost
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
@@ -94,6 +96,10 @@ class Nanny:
             self._start_child()
             reason = self._watch()
             if self._stopping.is_set():
+                break
+            code = self.proc.returncode if self.proc is not None else None
+            if reason == "exited" and code == EXIT_RETIRED:
+                log.info("worker %s was retired: the nanny stops too", self.address)
                 break
             self._after_death(reason)
             if reason == "exited" and self.proc is not None and self.proc.returncode == EXIT_CONFIG:

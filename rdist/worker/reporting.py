@@ -34,6 +34,7 @@ from rdist.worker.events import (
     ReportError,
     ReportInMemory,
     ReportMissing,
+    ReportRescheduled,
     ReportSeceded,
     ReportStolen,
     ReportSuccess,
@@ -61,6 +62,7 @@ class Report:
         self.missing: list[MissingRow] = []
         self.seceded: list[str] = []
         self.stolen: list[StolenRow] = []
+        self.rescheduled: list[str] = []
         self.results: dict[str, bytes] = {}
         self.notify: dict[str, list[KeyInMemory]] = {}  #: client -> items told directly
         #: key -> when its run ended, for the task stream (else the report's time is used)
@@ -81,6 +83,8 @@ class Report:
             self.seceded.append(item.key)
         elif isinstance(item, ReportStolen):
             self.stolen.append(StolenRow(item.key, item.ok))
+        elif isinstance(item, ReportRescheduled):
+            self.rescheduled.append(item.key)
 
     def _success(self, item: ReportSuccess) -> None:
         key, outcome = item.key, item.row
@@ -143,7 +147,13 @@ class Report:
     def queue_on(self, pipe: Any, replicated: list[str]) -> bool:
         """Queue the writes on ``pipe``; False when there is nothing to say."""
         if not (
-            self.done or self.erred or replicated or self.missing or self.seceded or self.stolen
+            self.done
+            or self.erred
+            or replicated
+            or self.missing
+            or self.seceded
+            or self.stolen
+            or self.rescheduled
         ):
             return False
         store = self._worker.store
@@ -172,6 +182,7 @@ class Report:
             self.missing,
             self.seceded,
             self.stolen,
+            self.rescheduled,
         )
         store.streams.to_scheduler(message, pipe)
         return True

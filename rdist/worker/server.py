@@ -12,6 +12,7 @@ reporter, a heartbeat, the memory monitor, the data server and a few dependency 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ from rdist.client.client import Client
 from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.plugins.worker_side import TaskViews, WorkerPlugins
+from rdist.procs import EXIT_RETIRED
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
     AddKeys,
@@ -99,6 +101,9 @@ class Worker:
         self.started = time.time()  #: start (or last restart) time, for client.restart()
         self.under_nanny = False  #: set by run_worker: a nanny restarts us when we exit
         self.handoff_on_close = True  #: hand unique data to peers when leaving
+        #: retired (``client.retire_workers``): hand data only to these peers, and exit
+        #: with EXIT_RETIRED so that a nanny does not start a new worker
+        self.retired_for: list[str] | None = None
         self.store = store
         self.nthreads = max(1, nthreads)
         self.memory_limit = memory_limit
@@ -282,6 +287,13 @@ class Worker:
             return
         self._start_afresh()
 
+    def retire(self, peers: list[str]) -> None:
+        """Leave for good (``client.retire_workers``): results only we hold go to
+        ``peers`` (the workers that stay), then we close."""
+        self.retired_for = list(peers)
+        self.handoff_on_close = True  # even under a nanny: this worker is not coming back
+        self.close()
+
     def rejoin_cluster(self) -> None:
         """Our stream is gone: the scheduler declared us dead (e.g. we stalled past the
         heartbeat timeout) and rescheduled our work. Start afresh and join again."""
@@ -401,7 +413,12 @@ class Worker:
         bind_worker(self)
         try:
             func, args, kwargs = serialize.from_blob(msg.func)
-            ok, value = True, serialize.to_blob(func(*args, **kwargs))
+            if _takes_dask_worker(func):  # dask's convention: the worker itself
+                kwargs = {**kwargs, "dask_worker": self}
+            result = func(*args, **kwargs)
+            if inspect.iscoroutine(result):  # an ``async def``: on the worker's event loop
+                result = self.actors.run_coroutine(_bound(self, result))
+            ok, value = True, serialize.to_blob(result)
         except BaseException as exc:
             ok, value = False, serialize.to_blob((exc, traceback.format_exc()))
         self.store.streams.to_client(msg.client, RunResult(msg.id, self.address, ok, value))
@@ -423,6 +440,19 @@ class Worker:
                     name=f"worker-{self.name}",
                 )
             return self._client
+
+
+def _takes_dask_worker(func: Any) -> bool:
+    try:
+        return "dask_worker" in inspect.signature(func).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+
+
+async def _bound(worker: Worker, coroutine: Any) -> Any:
+    """``coroutine`` awaited on the worker's loop thread, where ``get_worker()`` works."""
+    bind_worker(worker)
+    return await coroutine
 
 
 def run_worker(
@@ -451,4 +481,4 @@ def run_worker(
             pass
     finally:
         worker.close()
-    sys.exit(0)
+    sys.exit(EXIT_RETIRED if worker.retired_for is not None else 0)

@@ -50,6 +50,7 @@ from rdist.worker.events import (
     ReportInMemory,
     ReportMissing,
     ReportReplicas,
+    ReportRescheduled,
     ReportSeceded,
     ReportStolen,
     ReportSuccess,
@@ -340,7 +341,13 @@ class WorkerState:
             self._transition(ts, TS.FORGOTTEN)
             return
         if ts.assigned:
-            self._out.append(ReportError(self._stimulus, ev.key, ev.error, ev.duration))
+            report = (
+                ReportRescheduled(self._stimulus, ev.key)
+                if ev.reschedule
+                else ReportError(self._stimulus, ev.key, ev.error, ev.duration)
+            )
+            self._out.append(report)
+        # a rescheduled task is kept like an erred one: assigned here again, it runs again
         self._transition(ts, TS.ERROR)
 
     def _on_secede(self, ev: Secede) -> None:

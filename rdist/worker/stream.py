@@ -29,6 +29,7 @@ from rdist.protocol.wire import (
     PluginAdded,
     PluginRemoved,
     RestartWorker,
+    Retire,
     Run,
     StackRequest,
     Stop,
@@ -277,6 +278,8 @@ class StreamReader:
             threading.Thread(target=worker.run_function, args=(msg,), daemon=True).start()
         elif isinstance(msg, Stop):
             threading.Thread(target=worker.close, daemon=True).start()
+        elif isinstance(msg, Retire):
+            threading.Thread(target=worker.retire, args=(msg.peers,), daemon=True).start()
         elif isinstance(msg, RestartWorker):
             worker.restart()
         elif isinstance(msg, StoryRequest):

@@ -13,6 +13,7 @@ the stream and the field -- this package is the one place where bad input is rec
 - :mod:`~rdist.protocol.wire.extension`: shared state, actors, plugins (and the ``nanny``
   stream, :data:`NANNY`)
 - :mod:`~rdist.protocol.wire.stacks`: call stacks of running tasks, on request
+- :mod:`~rdist.protocol.wire.retire`: retiring workers and shutting the cluster down
 - :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
 """
 
@@ -32,6 +33,8 @@ from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
+from rdist.protocol.wire.retire import *  # noqa: F403
+from rdist.protocol.wire.retire import __all__ as _retire
 from rdist.protocol.wire.stacks import *  # noqa: F403
 from rdist.protocol.wire.stacks import __all__ as _stacks
 from rdist.protocol.wire.to_client import *  # noqa: F403
@@ -56,6 +59,7 @@ __all__ = [  # noqa: PLE0604
     *_extension,
     *_records,
     *_stacks,
+    *_retire,
     *_to_client,
     *_to_scheduler,
     *_to_worker,

@@ -30,6 +30,7 @@ from rdist.protocol.wire.base import (
     row_spec,
 )
 from rdist.protocol.wire.extension import PassKeys, RegisterSchedulerPlugin
+from rdist.protocol.wire.retire import RetireWorkers, Shutdown
 
 WORKER_STATUSES = ("running", "paused", "closing")
 
@@ -438,6 +439,8 @@ class TaskDone(Message):
     missing: list[MissingRow] = field(default_factory=list)
     seceded: list[str] = field(default_factory=list)
     stolen: list[StolenRow] = field(default_factory=list)
+    #: tasks that raised ``rdist.Reschedule``: to be placed again, not erred
+    rescheduled: list[str] = field(default_factory=list)
 
 
 fields(
@@ -449,6 +452,7 @@ fields(
     missing=Rows(MISSING_ROW),
     seceded=NAMES,
     stolen=Rows(STOLEN_ROW),
+    rescheduled=NAMES,
 )
 
 
@@ -457,7 +461,7 @@ def _fast_task_done(body: Any) -> TaskDone | None:
     worker, rows = body.get("worker"), body.get("done")
     if not _name(worker):
         return None
-    for name in ("erred", "replicated", "missing", "seceded", "stolen"):
+    for name in ("erred", "replicated", "missing", "seceded", "stolen", "rescheduled"):
         other = body.get(name)
         if other is not None and (type(other) is not list or other):
             return None
@@ -498,6 +502,8 @@ SCHEDULER = Channel(
     StoryRequest,
     PassKeys,
     RegisterSchedulerPlugin,
+    RetireWorkers,
+    Shutdown,
 )
 
 __all__ = [

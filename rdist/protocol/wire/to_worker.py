@@ -30,6 +30,7 @@ from rdist.protocol.wire.base import (
     row_spec,
 )
 from rdist.protocol.wire.extension import ActorCall, PluginAdded, PluginRemoved
+from rdist.protocol.wire.retire import Retire
 from rdist.protocol.wire.stacks import StackRequest
 from rdist.protocol.wire.to_scheduler import StoryRequest
 
@@ -311,6 +312,7 @@ WORKER = Channel(
     PluginRemoved,
     ActorCall,
     StackRequest,
+    Retire,
 )
 
 __all__ = [
