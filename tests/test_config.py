@@ -83,7 +83,12 @@ def test_config_file_defaults_to_the_user_config_dir() -> None:
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"RDIST_SCHEDULER__WORKER_TTL": "soon"}, "scheduler.worker_ttl from env must be a float"),
+        (
+            {"RDIST_SCHEDULER__WORKER_TTL": "soon"},
+            r"scheduler.worker_ttl from env must be a duration .* \$RDIST_SCHEDULER__WORKER_TTL",
+        ),
+        ({"RDIST_WORKER__NTHREADS": "many"}, "worker.nthreads from env must be an integer"),
+        ({"RDIST_MEMORY_SPILL": "lots"}, r"worker.memory_spill .* \$RDIST_MEMORY_SPILL"),
         ({"RDIST_REDIS_SSL_CERT_REQS": "maybe"}, "redis.ssl_cert_reqs from env must be one of"),
         ({"RDIST_CONFIG": "/nonexistent/rdist.yaml"}, "does not exist"),
     ],

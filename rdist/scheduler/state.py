@@ -70,8 +70,11 @@ class SchedulerState:
         direct_notify: bool = True,
         coassign: bool = True,
         log_length: int = TRANSITION_LOG_LENGTH,
+        work_stealing: bool = True,
     ) -> None:
         self.allowed_failures = allowed_failures
+        #: balance work between workers by stealing (``scheduler.work_stealing``)
+        self.work_stealing = work_stealing
         self.direct_notify = direct_notify
         self.coassign = coassign
         self.tasks: dict[str, Task] = {}
@@ -108,7 +111,8 @@ class SchedulerState:
             self.now = event.time
             _HANDLERS[type(event)](self, event)
         placement.fill_all_workers(self)
-        stealing.balance(self, self.now)
+        if self.work_stealing:
+            stealing.balance(self, self.now)
         if flush:
             self._flush_dirty()
         out, self._out = self._out, []
