@@ -390,8 +390,13 @@ def demo(n_workers: int) -> None:
 @click.option(
     "--host", default=None, help="interface to bind (default 127.0.0.1; others need a token)"
 )
-@click.option("--port", default=None, type=int, help="port (default: $PORT, else 8787)")
-@click.option("--interval", default=None, type=float, help="seconds between live snapshots")
+@click.option("--port", default=None, type=int, help="port " + _setting("dashboard.port"))
+@click.option(
+    "--interval",
+    default=None,
+    type=float,
+    help="seconds between live snapshots " + _setting("dashboard.interval"),
+)
 @log_option
 @timeout_option
 def dashboard(

@@ -21,12 +21,15 @@ from rdist.timeouts import seconds
 
 
 def redis_url_from_env() -> str | None:
-    """``RDIST_REDIS_URL``, else Heroku's ``REDIS_URL``, else None (start an embedded Redis)."""
-    return os.environ.get("RDIST_REDIS_URL") or os.environ.get("REDIS_URL") or None
+    """The configured ``redis.url`` (``RDIST_REDIS_URL``, Heroku's ``REDIS_URL``, the YAML
+    file...), else None (start an embedded Redis)."""
+    url = load_config().get("redis.url")
+    return str(url) if url else None
 
 
 def cluster_from_env() -> str:
-    return os.environ.get("RDIST_CLUSTER", "default")
+    """The configured ``redis.cluster`` (``RDIST_CLUSTER``, ...)."""
+    return str(load_config().get("redis.cluster"))
 
 
 #: Every known setting, once: its default, environment forms, dask key and readers live in
