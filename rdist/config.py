@@ -142,19 +142,30 @@ _MISSING = object()
 def _dask_config(env: Mapping[str, str]) -> Any:
     import sys
 
+    dirs = _dask_dirs(env)
     if "dask.config" not in sys.modules:
-        dirs = [env.get("DASK_CONFIG", ""), env.get("DASK_ROOT_CONFIG", "/etc/dask")]
-        dirs.append(str(Path(env.get("HOME", "~")).expanduser() / ".config" / "dask"))
-        has_files = any(d and Path(d).is_dir() and any(Path(d).iterdir()) for d in dirs)
+        has_files = any(Path(d).is_dir() and any(Path(d).iterdir()) for d in dirs)
         if not has_files and not any(name.startswith("DASK_") for name in env):
             return None
     try:
         import dask.config
     except ImportError:
         return None
-    if env is not os.environ:  # a test's environment: dask's view of that one
-        return _DaskView(dask.config.collect(env=env))
+    if env is not os.environ:  # a given environment (tests, tools): dask's view of that one
+        return _DaskView(dask.config.collect(dirs, env=env))
     return dask.config
+
+
+def _dask_dirs(env: Mapping[str, str]) -> list[str]:
+    """Where dask looks for YAML files (``dask.config.paths``), for this environment."""
+    import sys
+
+    dirs = [
+        env.get("DASK_ROOT_CONFIG", "/etc/dask"),
+        str(Path(sys.prefix) / "etc" / "dask"),
+        str(Path(env.get("HOME", "~")).expanduser() / ".config" / "dask"),
+    ]
+    return dirs + ([env["DASK_CONFIG"]] if env.get("DASK_CONFIG") else [])
 
 
 class _DaskView:

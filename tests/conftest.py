@@ -185,6 +185,7 @@ MODULE_TIERS = {
     "test_comm": "pure",
     "test_comm_security": "pure",
     "test_config": "pure",
+    "test_config_docs": "pure",
     "test_config_keys": "fake",
     "test_dask_collections": "fake",
     "test_tracebacks": "pure",

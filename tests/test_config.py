@@ -222,3 +222,66 @@ def test_self_signed_redis_needs_the_opt_out(
         assert relaxed.redis.ping()
     finally:
         relaxed.close()
+
+
+# -- dask's configuration, below ours --------------------------------------------------------
+def test_dask_environment_variables_carry_over_below_ours() -> None:
+    env = {
+        "HOME": "/nonexistent",
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "7",
+        "DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING": "False",
+        "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
+        "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "0.5",
+        "RDIST_WORKER__MEMORY_PAUSE": "0.66",
+    }
+    config = load_config(env=env)
+    assert config.get("scheduler.allowed_failures") == 7
+    assert config.get("scheduler.work_stealing") is False
+    assert config.get("comm.connect_timeout") == 5.0
+    assert config.sources["scheduler.allowed_failures"] == "dask"
+    assert config.get("worker.memory_pause") == 0.66  # ours beats dask's
+    assert config.sources["worker.memory_pause"] == "env"
+
+
+def test_a_dask_yaml_file_carries_over_and_our_file_beats_it(tmp_path: Path) -> None:
+    (tmp_path / ".config" / "dask").mkdir(parents=True)
+    write(
+        tmp_path / ".config" / "dask" / "distributed.yaml",
+        "distributed:\n  scheduler:\n    allowed-failures: 9\n"
+        "  worker:\n    memory:\n      target: false\n      spill: 0.5\n",
+    )
+    (tmp_path / ".config" / "rdist").mkdir(parents=True)
+    write(tmp_path / ".config" / "rdist" / "rdist.yaml", "worker:\n  memory_spill: 0.55\n")
+    config = load_config(env={"HOME": str(tmp_path)})
+    assert config.get("scheduler.allowed_failures") == 9
+    assert config.get("worker.memory_target") == 0.0  # dask's false: the threshold is off
+    assert config.get("worker.memory_spill") == 0.55
+
+
+def test_dask_config_set_in_the_process_carries_over() -> None:
+    import dask.config
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 11}):
+        assert load_config().get("scheduler.allowed_failures") == 11
+    assert load_config().get("scheduler.allowed_failures") == 3
+
+
+def test_dask_defaults_are_not_settings() -> None:
+    """distributed's own defaults (worker-ttl of 5 minutes, say) never replace ours."""
+    import distributed  # noqa: F401  (loads its defaults into dask.config)
+
+    config = load_config(env={"HOME": "/nonexistent", "DASK_DISTRIBUTED__ADMIN__TICK__LIMIT": "3s"})
+    assert all(source != "dask" for source in config.sources.values())
+    assert config.get("scheduler.worker_ttl") == 15.0
+
+
+def test_rdist_config_masks_passwords_in_query_strings() -> None:
+    text = load_config(
+        env={
+            "HOME": "/nonexistent",
+            "RDIST_REDIS__URL": "redis+sentinel://s1:26379,s2:26379/mymaster/0?password=hunter2"
+            "&sentinel_password=swordfish",
+        }
+    ).render()
+    assert "hunter2" not in text and "swordfish" not in text
+    assert "password=***" in text and "sentinel_password=***" in text
