@@ -195,6 +195,7 @@ MODULE_TIERS = {
     "test_default_client": "fake",
     "test_datasets": "fake",
     "test_deploy": "pure",
+    "test_deploy_kubernetes": "pure",
     "test_extension_kills": "real",
     "test_fuzz": "fake",
     "test_fuzz_real": "real",
