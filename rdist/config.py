@@ -62,14 +62,26 @@ class Config:
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.data.get(name, {}))
 
-    def with_overrides(self, overrides: Mapping[str, Any], source: str = "flag") -> Config:
-        """A copy with ``{"section.key": value}`` applied; None values (unset flags) are skipped."""
+    def with_overrides(
+        self,
+        overrides: Mapping[str, Any],
+        source: str = "flag",
+        origins: Mapping[str, str] | None = None,
+    ) -> Config:
+        """A copy with ``{"section.key": value}`` applied; None values (unset flags) are
+        skipped. ``origins`` names where each value was set (an environment variable), for
+        the message of a value that cannot be used."""
         data = copy.deepcopy(self.data)
         sources = dict(self.sources)
         for dotted, value in overrides.items():
             if value is None:
                 continue
-            _set(data, dotted, _coerce(dotted, value, source))
+            try:
+                _set(data, dotted, _coerce(dotted, value, source))
+            except ConfigError as exc:
+                if origins and dotted in origins:
+                    raise ConfigError(f"{exc} (set by {origins[dotted]})") from None
+                raise
             sources[dotted] = source
         return Config(data, sources)
 
@@ -106,11 +118,12 @@ def load_config(
     config = config.with_overrides(
         _read_yaml(path, required=bool(env.get("RDIST_CONFIG"))), source=f"file {path}"
     )
-    for dotted, (name, value) in _from_env(env).items():
-        try:
-            config = config.with_overrides({dotted: value}, source="env")
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (set by ${name})") from None
+    found = _from_env(env)
+    config = config.with_overrides(
+        {dotted: value for dotted, (_, value) in found.items()},
+        source="env",
+        origins={dotted: f"${name}" for dotted, (name, _) in found.items()},
+    )
     return config.with_overrides(overrides or {}, source="flag")
 
 
@@ -128,7 +141,7 @@ def _from_dask(env: Mapping[str, str]) -> dict[str, Any]:
         if setting.dask is None:
             continue
         value = dask_config.get(setting.dask, default=_MISSING)
-        if value is _MISSING or value == _dask_default(dask_config, setting.dask):
+        if value is _MISSING or value == _dask_default(setting.dask):
             continue
         if value is False and isinstance(setting.default, float):
             value = 0.0  # dask's False turns a memory threshold off, as our 0 does
@@ -171,7 +184,7 @@ def _dask_dirs(env: Mapping[str, str]) -> list[str]:
 class _DaskView:
     """``dask.config.get`` over a configuration collected from a given environment."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -185,7 +198,7 @@ class _DaskView:
         return node
 
 
-def _dask_default(dask_config: Any, key: str) -> Any:
+def _dask_default(key: str) -> Any:
     """distributed's own default for ``key`` (its distributed.yaml), or _MISSING."""
     try:
         import dask.config
