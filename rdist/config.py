@@ -270,8 +270,12 @@ def _set(data: dict[str, dict[str, Any]], dotted: str, value: Any) -> None:
 def _coerce(dotted: str, value: Any, source: str) -> Any:
     """Parse strings (env, flags) to the type of the default; check durations and choices."""
     setting = BY_NAME.get(dotted)
-    if setting is None:  # not ours (a newer or older rdist's): kept as given
-        return value
+    if setting is None:  # a typo would otherwise be ignored in silence
+        import difflib
+
+        close = difflib.get_close_matches(dotted, BY_NAME, n=1)
+        hint = f"; did you mean {close[0]}?" if close else " (docs/configuration.md lists them)"
+        raise ConfigError(f"{dotted} from {source} is no rdist setting{hint}")
     default = setting.default
     kind = type(default) if default is not None else setting.kind
     try:

@@ -89,6 +89,11 @@ def test_config_file_defaults_to_the_user_config_dir() -> None:
         ),
         ({"RDIST_WORKER__NTHREADS": "many"}, "worker.nthreads from env must be an integer"),
         ({"RDIST_MEMORY_SPILL": "lots"}, r"worker.memory_spill .* \$RDIST_MEMORY_SPILL"),
+        (
+            {"RDIST_WORKER__NTHREAD": "4"},
+            r"worker.nthread from env is no rdist setting; did you mean worker.nthreads\? "
+            r"\(set by \$RDIST_WORKER__NTHREAD\)",
+        ),
         ({"RDIST_REDIS_SSL_CERT_REQS": "maybe"}, "redis.ssl_cert_reqs from env must be one of"),
         ({"RDIST_CONFIG": "/nonexistent/rdist.yaml"}, "does not exist"),
     ],
@@ -96,6 +101,12 @@ def test_config_file_defaults_to_the_user_config_dir() -> None:
 def test_bad_settings_say_which_one_and_where(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env={"HOME": "/nonexistent", **env})
+
+
+def test_an_unknown_setting_in_the_file_is_reported(tmp_path: Path) -> None:
+    file = write(tmp_path / "rdist.yaml", "scheduler:\n  worker_tll: 60\n")
+    with pytest.raises(ConfigError, match="did you mean scheduler.worker_ttl"):
+        load_config(env={"RDIST_CONFIG": str(file)})
 
 
 def test_a_malformed_file_is_reported(tmp_path: Path) -> None:
