@@ -296,3 +296,21 @@ def test_rdist_config_masks_passwords_in_query_strings() -> None:
     ).render()
     assert "hunter2" not in text and "swordfish" not in text
     assert "password=***" in text and "sentinel_password=***" in text
+
+
+def test_rdist_config_prints_sources_and_masks_every_secret(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rdist.cli import main
+
+    env = {
+        "HOME": str(tmp_path),
+        "RDIST_CONFIG": str(write(tmp_path / "rdist.yaml", "worker:\n  nthreads: 3\n")),
+        "RDIST_REDIS__URL": "rediss://user:pa55@h:6380/0?password=hunter2",
+        "RDIST_DASHBOARD_TOKEN": "s3cret",
+    }
+    result = CliRunner().invoke(main, ["config"], env=env)
+    assert result.exit_code == 0, result.output
+    assert not any(secret in result.output for secret in ("pa55", "hunter2", "s3cret"))
+    assert "url: 'rediss://***@h:6380/0?password=***'  # env" in result.output
+    assert f"nthreads: 3  # file {tmp_path / 'rdist.yaml'}" in result.output

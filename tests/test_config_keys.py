@@ -483,3 +483,55 @@ def test_every_setting_has_a_test() -> None:
 @pytest.mark.parametrize("name", sorted(KEY_TESTS))
 def test_setting_is_honoured(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     KEY_TESTS[name](monkeypatch, tmp_path)
+
+
+# -- flags over everything ----------------------------------------------------------------------
+def run_worker_command(mp: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
+    """``rdist worker`` as the CLI runs it, up to the worker it would start (captured)."""
+    import rdist.cli as cli
+    import rdist.worker.server as server_module
+
+    seen: dict[str, Any] = {}
+
+    def run_worker(url: str, cluster: str, **kwargs: Any) -> None:
+        seen.update(kwargs, url=url, cluster=cluster)
+
+    mp.setattr(server_module, "run_worker", run_worker)
+    mp.setattr(cli, "_check_redis", lambda *a: None)
+    mp.setattr(cli, "_setup_logging", lambda level: None)
+    result = CliRunner().invoke(cli.main, ["worker", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return seen
+
+
+def test_worker_flags_beat_the_environment_and_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    yaml_file(monkeypatch, tmp_path, "worker:\n  nthreads: 3\n  resources: GPU=1\n")
+    monkeypatch.setenv("RDIST_WORKER__NTHREADS", "4")
+    monkeypatch.setenv("RDIST_WORKER__NANNY", "false")
+    seen = run_worker_command(monkeypatch, "redis://127.0.0.1:1/0", "--nthreads", "2")
+    assert seen["nthreads"] == 2 and seen["url"] == "redis://127.0.0.1:1/0"
+    assert seen["resources"] == {"GPU": 1.0}  # from the file: no flag, no variable
+    seen = run_worker_command(monkeypatch, "--redis-url", "redis://127.0.0.1:1/0")
+    assert seen["nthreads"] == 4
+
+
+def test_the_url_is_given_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rdist.cli as cli
+
+    result = CliRunner().invoke(
+        cli.main, ["worker", "redis://a:1", "--redis-url", "redis://b:1", "--no-nanny"]
+    )
+    assert result.exit_code == 2 and "give the Redis URL once" in result.output
+
+
+def test_every_worker_flag_that_is_a_setting_maps_to_one() -> None:
+    import rdist.cli as cli
+    from rdist.cli_worker import WORKER_FLAGS
+
+    not_settings = {"address", "redis_url", "log_level", "nanny_fd", "name"}
+    not_settings |= {"listen_address", "contact_address"}
+    params = {p.name for p in cli.main.commands["worker"].params} - not_settings
+    assert params == set(WORKER_FLAGS)
+    assert set(WORKER_FLAGS.values()) <= set(BY_NAME)
