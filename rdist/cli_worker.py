@@ -9,11 +9,15 @@ defaults of :mod:`rdist.settings`, in that order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rdist.config import Config
+
+if TYPE_CHECKING:
+    from rdist.comm.security import Security
+    from rdist.worker.memory import MemoryFractions
 
 #: ``rdist worker`` flag (click's parameter name) -> the setting it overrides
 WORKER_FLAGS = {
@@ -53,12 +57,12 @@ class WorkerSettings:
     port: int
     contact_host: str | None
     memory_limit: int
-    fractions: Any  #: rdist.worker.memory.MemoryFractions
+    fractions: MemoryFractions
     spill_directory: str | None
     transfer: str
     nanny: bool
     resources: str
-    security: Any  #: rdist.comm.security.Security
+    security: Security
     heartbeat_interval: float
     tls: tuple[str | None, str | None, str | None]
 
