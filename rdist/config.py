@@ -1,9 +1,15 @@
-"""Configuration: one object, from defaults < YAML file < environment < command-line flags.
+"""Configuration: one object, from defaults < dask's configuration < YAML file <
+environment < command-line flags.
 
-The YAML file is ``$RDIST_CONFIG`` or ``~/.config/rdist/rdist.yaml``; environment variables
-are ``RDIST_<SECTION>__<KEY>`` (``RDIST_SCHEDULER__WORKER_TTL=60``) plus the few aliases that
-platforms set for us (``REDIS_URL`` and ``PORT`` on Heroku). ``rdist config`` prints the
-result with where each value came from, secrets masked.
+The settings themselves -- names, defaults, environment forms, dask keys, who reads them --
+are defined once, in :mod:`rdist.settings`. Where dask is installed, the ``distributed.*``
+keys a user set (``~/.config/dask/*.yaml``, ``DASK_DISTRIBUTED__...``, ``dask.config.set``)
+come right above the defaults. The YAML file is ``$RDIST_CONFIG`` or
+``~/.config/rdist/rdist.yaml``; environment variables are ``RDIST_<SECTION>__<KEY>``
+(``RDIST_SCHEDULER__WORKER_TTL=60``) plus the older flat names and the few that platforms
+set for us (``REDIS_URL`` and ``PORT`` on Heroku). A setting that does not exist or a value
+that cannot be used raises :class:`ConfigError` naming it and where it was set. ``rdist
+config`` prints the result with where each value came from, secrets masked.
 """
 
 from __future__ import annotations
