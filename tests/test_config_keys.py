@@ -80,11 +80,28 @@ def worker_settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> WorkerSettin
     return WorkerSettings.of(load_config())
 
 
+#: fakeredis servers the schedulers of a test made, dropped after it
+_SERVERS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def drop_fake_servers() -> Iterator[None]:
+    yield
+    while _SERVERS:
+        drop_fake_server(_SERVERS.pop())
+
+
+def fake_url() -> str:
+    """A fakeredis URL of its own, dropped after the test."""
+    _SERVERS.append(uuid.uuid4().hex)
+    return f"fakeredis://{_SERVERS[-1]}"
+
+
 def scheduler_of(monkeypatch: pytest.MonkeyPatch, **env: str) -> SchedulerServer:
+    """A scheduler (not running) built as a process builds it, with ``env`` set."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    store = connect(f"fakeredis://{uuid.uuid4().hex}", "keys")
-    server = SchedulerServer(store)
+    server = SchedulerServer(connect(fake_url(), "keys"))
     server.lease.store.close()
     return server
 
@@ -405,8 +422,7 @@ def dashboard_app(mp: pytest.MonkeyPatch, **env: str) -> Any:
 
     for name, value in env.items():
         mp.setenv(name, value)
-    url = f"fakeredis://{uuid.uuid4().hex}"
-    mp.setenv("RDIST_REDIS__URL", url)
+    mp.setenv("RDIST_REDIS__URL", fake_url())
     return create_app(load_config()).extensions["rdist"]
 
 
@@ -415,7 +431,7 @@ def dashboard_binds_the_configured_host(mp: pytest.MonkeyPatch, tmp: Path) -> No
     from rdist.config import ConfigError
     from rdist.web.serve import DashboardServer
 
-    mp.setenv("RDIST_REDIS__URL", f"fakeredis://{uuid.uuid4().hex}")
+    mp.setenv("RDIST_REDIS__URL", fake_url())
     mp.setenv("RDIST_DASHBOARD__PORT", "0")
     mp.setenv("RDIST_DASHBOARD__HOST", "127.0.0.2")
     server = DashboardServer(load_config())
@@ -433,7 +449,7 @@ def dashboard_listens_on_the_configured_port(mp: pytest.MonkeyPatch, tmp: Path) 
     from rdist.web.serve import DashboardServer
 
     port = free_port()
-    mp.setenv("RDIST_REDIS__URL", f"fakeredis://{uuid.uuid4().hex}")
+    mp.setenv("RDIST_REDIS__URL", fake_url())
     mp.setenv("PORT", "1")  # Heroku's, below ours
     mp.setenv("RDIST_DASHBOARD__PORT", str(port))
     server = DashboardServer(load_config())
