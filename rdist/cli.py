@@ -11,7 +11,9 @@ from typing import Any
 
 import click
 
-from rdist.config import mask_url, redis_url_from_env
+from rdist.cli_worker import WorkerSettings, worker_flags
+from rdist.config import Config, ConfigError, config_path, load_config, mask_url
+from rdist.settings import BY_NAME
 
 
 def _setup_logging(level: str) -> None:
@@ -21,11 +23,30 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _require_url(url: str | None) -> str:
-    url = url or redis_url_from_env()
+def _setting(name: str) -> str:
+    """The tail of a flag's help: the setting it overrides, its variable, its default."""
+    setting = BY_NAME[name]
+    env = setting.aliases[-1] if setting.aliases else setting.env
+    return f"[{name}: ${env}, default {setting.default}]"
+
+
+def _load(flags: dict[str, Any]) -> Config:
+    """The configuration with these flags on top (None: not given); a bad value is a usage
+    error naming the setting and where it came from."""
+    try:
+        return load_config(flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _require_url(config: Config) -> str:
+    url = config.get("redis.url")
     if not url:
-        raise click.UsageError("no Redis URL: pass --redis-url or set RDIST_REDIS_URL / REDIS_URL")
-    return url
+        raise click.UsageError(
+            "no Redis URL: pass --redis-url, set RDIST_REDIS_URL / REDIS_URL, or redis.url "
+            f"in {config_path()}"
+        )
+    return str(url)
 
 
 def _fail(message: str, code: int) -> None:
@@ -64,23 +85,19 @@ def _check_redis(url: str, cluster: str, role: str, timeout: float) -> None:
         _fail(str(exc), 1)
 
 
-redis_option = click.option(
-    "--redis-url", default=None, help="Redis URL (default: $RDIST_REDIS_URL, then $REDIS_URL)"
-)
+redis_option = click.option("--redis-url", default=None, help="Redis URL " + _setting("redis.url"))
 cluster_option = click.option(
     "--cluster",
-    default=lambda: os.environ.get("RDIST_CLUSTER", "default"),
-    show_default="default",
-    help="cluster name (several can share one Redis)",
+    default=None,
+    help="cluster name, several can share one Redis " + _setting("redis.cluster"),
 )
 log_option = click.option("--log-level", default="info", show_default=True)
 timeout_option = click.option(
     "--timeout",
     "connect_timeout",
-    default=30.0,
-    show_default=True,
+    default=None,
     type=float,
-    help="seconds to wait at start for Redis to answer (as dask's connect timeout)",
+    help="seconds to wait at start for Redis to answer " + _setting("comm.connect_timeout"),
 )
 
 
@@ -139,25 +156,36 @@ def scheduler(
     plugins: tuple[str, ...],
     accept_client_plugins: bool,
     log_level: str,
-    connect_timeout: float,
+    connect_timeout: float | None,
 ) -> None:
     """Run the scheduler."""
-    from rdist.config import ConfigError, load_config
     from rdist.plugins.scheduler_side import PluginConfigError, load_plugins
     from rdist.procs import tune_gc
     from rdist.scheduler.server import SchedulerServer
 
     _setup_logging(log_level)
-    url = _require_url(redis_url)
+    config = _load(
+        {
+            "redis.url": redis_url,
+            "redis.cluster": cluster,
+            "comm.connect_timeout": connect_timeout,
+            "scheduler.accept_client_plugins": True if accept_client_plugins else None,
+        }
+    )
+    url = _require_url(config)
     try:
-        config = load_config()
-        specs = [*config.get("scheduler.plugins", []), *plugins]
-        loaded = load_plugins(specs)
-    except (ConfigError, PluginConfigError) as exc:
+        loaded = load_plugins([*config.get("scheduler.plugins"), *plugins])
+    except PluginConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    accept = accept_client_plugins or bool(config.get("scheduler.accept_client_plugins"))
-    _check_redis(url, cluster, "scheduler", connect_timeout)
-    server = SchedulerServer.from_url(url, cluster, plugins=loaded, accept_client_plugins=accept)
+    name = str(config.get("redis.cluster"))
+    _check_redis(url, name, "scheduler", float(config.get("comm.connect_timeout")))
+    server = SchedulerServer.from_url(
+        url,
+        name,
+        plugins=loaded,
+        accept_client_plugins=bool(config.get("scheduler.accept_client_plugins")),
+        config=config,
+    )
     tune_gc()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
@@ -165,14 +193,20 @@ def scheduler(
 
 
 @main.command()
+@click.argument("address", required=False, metavar="[REDIS_URL]")
 @redis_option
 @cluster_option
-@click.option("--nthreads", default=1, show_default=True, type=int, help="threads running tasks")
+@click.option(
+    "--nthreads",
+    default=None,
+    type=int,
+    help="threads running tasks " + _setting("worker.nthreads"),
+)
 @click.option("--name", default=None, help="worker name (default: its address)")
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="interface the data server binds"
+    "--host", default=None, help="interface the data server binds " + _setting("worker.host")
 )
-@click.option("--port", default=0, type=int, help="data server port (default: any free port)")
+@click.option("--port", default=None, type=int, help="data server port " + _setting("worker.port"))
 @click.option(
     "--listen-address",
     default=None,
@@ -183,166 +217,118 @@ def scheduler(
     default=None,
     help="address peers use to reach us, e.g. tcp://203.0.113.5:8788 (NAT, containers)",
 )
-@click.option("--contact-host", default=None, help="host name peers use to reach us (our port)")
-@click.option("--memory-limit", default="0", show_default=True, help='bytes, "4GB", or "auto"')
+@click.option(
+    "--contact-host",
+    default=None,
+    help="host name or IP peers use to reach us, with our port (a pod's IP) "
+    + _setting("worker.contact_host"),
+)
+@click.option(
+    "--memory-limit",
+    default=None,
+    help='bytes, "4GB", or "auto" ' + _setting("worker.memory_limit"),
+)
 @click.option(
     "--memory-target-fraction",
     type=float,
     default=None,
-    help="spill data past this fraction of the limit [$RDIST_MEMORY_TARGET, 0.6]",
+    help="spill data past this fraction of the limit " + _setting("worker.memory_target"),
 )
 @click.option(
     "--memory-spill-fraction",
     type=float,
     default=None,
-    help="spill when process memory passes this [$RDIST_MEMORY_SPILL, 0.7]",
+    help="spill when process memory passes this " + _setting("worker.memory_spill"),
 )
 @click.option(
     "--memory-pause-fraction",
     type=float,
     default=None,
-    help="take no new tasks past this [$RDIST_MEMORY_PAUSE, 0.8]",
+    help="take no new tasks past this " + _setting("worker.memory_pause"),
 )
 @click.option(
     "--memory-terminate-fraction",
     type=float,
     default=None,
-    help="the nanny restarts the worker past this [$RDIST_MEMORY_TERMINATE, 0.95]",
+    help="the nanny restarts the worker past this " + _setting("worker.memory_terminate"),
 )
 @click.option(
     "--spill-directory",
     default=None,
-    envvar="RDIST_SPILL_DIRECTORY",
-    help="where spilled data goes (default: a temporary directory)",
+    help="where spilled data goes " + _setting("worker.spill_directory"),
 )
 @click.option(
     "--transfer",
     type=click.Choice(["p2p", "redis", "auto"]),
-    default="auto",
-    envvar="RDIST_TRANSFER",
-    show_default=True,
-    show_envvar=True,
+    default=None,
     help="how data moves between workers: directly, through Redis, or directly "
-    "with Redis as the fallback",
+    "with Redis as the fallback " + _setting("comm.transfer"),
 )
 @click.option(
     "--nanny/--no-nanny",
-    default=True,
-    show_default=True,
-    help="run the worker under a nanny that restarts it",
+    default=None,
+    help="run the worker under a nanny that restarts it " + _setting("worker.nanny"),
 )
 @click.option("--nanny-fd", type=int, default=None, hidden=True)
-@click.option("--resources", default="", help='e.g. "GPU=2,MEM=1e9"')
+@click.option(
+    "--resources", default=None, help='e.g. "GPU=2,MEM=1e9" ' + _setting("worker.resources")
+)
 @tls_options
 @log_option
 @timeout_option
 def worker(
+    address: str | None,
     redis_url: str | None,
-    cluster: str,
-    nthreads: int,
+    log_level: str,
+    nanny_fd: int | None,
     name: str | None,
-    host: str,
-    port: int,
     listen_address: str | None,
     contact_address: str | None,
-    contact_host: str | None,
-    memory_limit: str,
-    memory_target_fraction: float | None,
-    memory_spill_fraction: float | None,
-    memory_pause_fraction: float | None,
-    memory_terminate_fraction: float | None,
-    spill_directory: str | None,
-    transfer: str,
-    nanny: bool,
-    nanny_fd: int | None,
-    resources: str,
-    tls_cert: str | None,
-    tls_key: str | None,
-    tls_ca: str | None,
-    log_level: str,
-    connect_timeout: float,
+    **flags: Any,
 ) -> None:
-    """Run a worker (under a nanny unless --no-nanny)."""
-    from rdist.cluster import parse_memory
-    from rdist.worker.memory import MemoryFractions
-
+    """Run a worker (under a nanny unless --no-nanny) of the cluster at REDIS_URL
+    (or --redis-url, or the configuration's redis.url)."""
     _setup_logging(log_level)
-    url = _require_url(redis_url)
-    security = _security(tls_cert, tls_key, tls_ca)  # a bad flag is said before Redis is asked
-    try:
-        fractions = MemoryFractions.from_env(
-            target=memory_target_fraction,
-            spill=memory_spill_fraction,
-            pause=memory_pause_fraction,
-            terminate=memory_terminate_fraction,
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    limit = parse_memory(memory_limit, 1)
-    _check_redis(url, cluster, "worker", connect_timeout)
-    if nanny:
+    if address and redis_url and address != redis_url:
+        raise click.UsageError("give the Redis URL once: as REDIS_URL or as --redis-url")
+    config = _load({"redis.url": address or redis_url, **worker_flags(flags)})
+    url = _require_url(config)
+    settings = WorkerSettings.of(config)
+    _check_redis(url, settings.cluster, "worker", settings.connect_timeout)
+    if settings.nanny:
         from rdist.worker.nanny import Nanny
 
-        args = [  # the URL (and its password) goes by the environment: argv is world-readable
-            "worker",
-            "--cluster",
-            cluster,
-            "--nthreads",
-            str(nthreads),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--memory-limit",
-            str(limit),
-            "--memory-target-fraction",
-            str(fractions.target),
-            "--memory-spill-fraction",
-            str(fractions.spill),
-            "--memory-pause-fraction",
-            str(fractions.pause),
-            "--memory-terminate-fraction",
-            str(fractions.terminate),
-            "--transfer",
-            transfer,
-            "--resources",
-            resources,
-            "--log-level",
-            log_level,
-            "--timeout",
-            str(connect_timeout),
-        ]
-        for flag, value in (
-            ("--name", name),
-            ("--listen-address", listen_address),
-            ("--contact-address", contact_address),
-            ("--contact-host", contact_host),
-            ("--tls-cert", tls_cert),
-            ("--tls-key", tls_key),
-            ("--tls-ca", tls_ca),
-        ):
-            if value:
-                args += [flag, value]
-        sys.exit(Nanny(url, cluster, args, limit, fractions.terminate, spill_directory).run())
+        args = settings.child_args(log_level, name, listen_address, contact_address)
+        sys.exit(
+            Nanny(
+                url,
+                settings.cluster,
+                args,
+                settings.memory_limit,
+                settings.fractions.terminate,
+                settings.spill_directory,
+            ).run()
+        )
     from rdist.worker.server import run_worker
 
     run_worker(
         url,
-        cluster,
+        settings.cluster,
         nanny_fd=nanny_fd,
-        nthreads=nthreads,
+        nthreads=settings.nthreads,
         name=name,
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         listen_address=listen_address,
         contact_address=contact_address,
-        contact_host=contact_host,
-        memory_limit=limit,
-        memory_fractions=fractions,
-        spill_directory=spill_directory,
-        transfer=transfer,
-        resources=parse_resources(resources),
-        security=security,
+        contact_host=settings.contact_host,
+        memory_limit=settings.memory_limit,
+        memory_fractions=settings.fractions,
+        spill_directory=settings.spill_directory,
+        transfer=settings.transfer,
+        resources=parse_resources(settings.resources),
+        security=settings.security,
+        heartbeat_interval=settings.heartbeat_interval,
     )
 
 
@@ -364,13 +350,14 @@ def parse_resources(text: str) -> dict[str, float]:
 @click.option("--nthreads", default=1, show_default=True, type=int)
 @log_option
 def local(
-    redis_url: str | None, cluster: str, n_workers: int, nthreads: int, log_level: str
+    redis_url: str | None, cluster: str | None, n_workers: int, nthreads: int, log_level: str
 ) -> None:
     """Run a whole cluster here (embedded Redis unless a URL is given) until Ctrl-C."""
     from rdist.cluster import LocalCluster
 
     _setup_logging(log_level)
-    url = redis_url or redis_url_from_env()
+    config = _load({"redis.url": redis_url, "redis.cluster": cluster})
+    url, cluster = config.get("redis.url"), config.get("redis.cluster")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -399,14 +386,17 @@ def demo(n_workers: int) -> None:
 
 @main.command()
 @redis_option
-@click.option(
-    "--cluster", default=None, help="cluster name (default: $RDIST_CLUSTER, else 'default')"
-)
+@cluster_option
 @click.option(
     "--host", default=None, help="interface to bind (default 127.0.0.1; others need a token)"
 )
-@click.option("--port", default=None, type=int, help="port (default: $PORT, else 8787)")
-@click.option("--interval", default=None, type=float, help="seconds between live snapshots")
+@click.option("--port", default=None, type=int, help="port " + _setting("dashboard.port"))
+@click.option(
+    "--interval",
+    default=None,
+    type=float,
+    help="seconds between live snapshots " + _setting("dashboard.interval"),
+)
 @log_option
 @timeout_option
 def dashboard(
@@ -416,43 +406,46 @@ def dashboard(
     port: int | None,
     interval: float | None,
     log_level: str,
-    connect_timeout: float,
+    connect_timeout: float | None,
 ) -> None:
     """Serve the live web dashboard (reads Redis only). The token comes from
     RDIST_DASHBOARD_TOKEN, never from a flag, so it stays out of process listings."""
-    from rdist.config import ConfigError, load_config
     from rdist.web import run_dashboard
 
     _setup_logging(log_level)
+    config = _load(
+        {
+            "redis.url": redis_url,
+            "redis.cluster": cluster,
+            "comm.connect_timeout": connect_timeout,
+            "dashboard.host": host,
+            "dashboard.port": port,
+            "dashboard.interval": interval,
+        }
+    )
+    url = _require_url(config)
+    timeout = float(config.get("comm.connect_timeout"))
+    _check_redis(url, str(config.get("redis.cluster")), "dashboard", timeout)
     try:
-        config = load_config(
-            {
-                "redis.url": redis_url,
-                "redis.cluster": cluster,
-                "dashboard.host": host,
-                "dashboard.port": port,
-                "dashboard.interval": interval,
-            }
-        )
-        if not config.get("redis.url"):
-            raise ConfigError("no Redis URL: pass --redis-url or set RDIST_REDIS_URL / REDIS_URL")
-        _check_redis(
-            config.get("redis.url"), config.get("redis.cluster"), "dashboard", connect_timeout
-        )
         run_dashboard(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
 
 @main.command("config")
-def config_command() -> None:
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="print the table of every setting (docs/configuration.md) instead",
+)
+def config_command(markdown: bool) -> None:
     """Print the effective configuration and where each value comes from."""
-    from rdist.config import ConfigError, config_path, load_config
+    from rdist.settings import markdown_table
 
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
+    config = _load({})
     click.echo(f"# rdist configuration (file: {config_path()})")
     click.echo(config.render(), nl=False)
 

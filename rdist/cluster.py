@@ -240,6 +240,8 @@ class LocalCluster:
                 name,
                 "--host",
                 self.host,
+                "--port",
+                "0",  # a free port each, whatever worker.port the configuration gives
                 "--memory-limit",
                 str(self.memory_limit),
                 "--nanny" if self.nanny else "--no-nanny",

@@ -46,6 +46,7 @@ def make_inbox(store: RedisStore, rec: Recorder, stop: threading.Event) -> Inbox
         lambda: wire.ClientRecord("c1", time.time()),
         stop,
         idle=rec.on_idle,
+        beat_every=5.0,
     )
 
 

@@ -215,7 +215,7 @@ def test_closing_a_client_keeps_keys_other_clients_hold(cluster_and_client):
 
 def test_a_client_that_stops_heartbeating_is_dropped_and_its_keys_released(monkeypatch):
     # given clients that beat often and a scheduler that gives up on them quickly
-    monkeypatch.setattr(inbox_module, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setenv("RDIST_CLIENT__HEARTBEAT_INTERVAL", "0.05")
     monkeypatch.setattr(inbox_module, "BLOCK_MS", 50)
     monkeypatch.setattr(scheduler_module, "BLOCK_MS", 50)
     with fake_cluster() as (c, cluster):

@@ -83,7 +83,17 @@ def test_config_file_defaults_to_the_user_config_dir() -> None:
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"RDIST_SCHEDULER__WORKER_TTL": "soon"}, "scheduler.worker_ttl from env must be a float"),
+        (
+            {"RDIST_SCHEDULER__WORKER_TTL": "soon"},
+            r"scheduler.worker_ttl from env must be a duration .* \$RDIST_SCHEDULER__WORKER_TTL",
+        ),
+        ({"RDIST_WORKER__NTHREADS": "many"}, "worker.nthreads from env must be an integer"),
+        ({"RDIST_MEMORY_SPILL": "lots"}, r"worker.memory_spill .* \$RDIST_MEMORY_SPILL"),
+        (
+            {"RDIST_WORKER__NTHREAD": "4"},
+            r"worker.nthread from env is no rdist setting; did you mean worker.nthreads\? "
+            r"\(set by \$RDIST_WORKER__NTHREAD\)",
+        ),
         ({"RDIST_REDIS_SSL_CERT_REQS": "maybe"}, "redis.ssl_cert_reqs from env must be one of"),
         ({"RDIST_CONFIG": "/nonexistent/rdist.yaml"}, "does not exist"),
     ],
@@ -91,6 +101,12 @@ def test_config_file_defaults_to_the_user_config_dir() -> None:
 def test_bad_settings_say_which_one_and_where(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env={"HOME": "/nonexistent", **env})
+
+
+def test_an_unknown_setting_in_the_file_is_reported(tmp_path: Path) -> None:
+    file = write(tmp_path / "rdist.yaml", "scheduler:\n  worker_tll: 60\n")
+    with pytest.raises(ConfigError, match="did you mean scheduler.worker_ttl"):
+        load_config(env={"RDIST_CONFIG": str(file)})
 
 
 def test_a_malformed_file_is_reported(tmp_path: Path) -> None:
@@ -217,3 +233,84 @@ def test_self_signed_redis_needs_the_opt_out(
         assert relaxed.redis.ping()
     finally:
         relaxed.close()
+
+
+# -- dask's configuration, below ours --------------------------------------------------------
+def test_dask_environment_variables_carry_over_below_ours() -> None:
+    env = {
+        "HOME": "/nonexistent",
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "7",
+        "DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING": "False",
+        "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
+        "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "0.5",
+        "RDIST_WORKER__MEMORY_PAUSE": "0.66",
+    }
+    config = load_config(env=env)
+    assert config.get("scheduler.allowed_failures") == 7
+    assert config.get("scheduler.work_stealing") is False
+    assert config.get("comm.connect_timeout") == 5.0
+    assert config.sources["scheduler.allowed_failures"] == "dask"
+    assert config.get("worker.memory_pause") == 0.66  # ours beats dask's
+    assert config.sources["worker.memory_pause"] == "env"
+
+
+def test_a_dask_yaml_file_carries_over_and_our_file_beats_it(tmp_path: Path) -> None:
+    (tmp_path / ".config" / "dask").mkdir(parents=True)
+    write(
+        tmp_path / ".config" / "dask" / "distributed.yaml",
+        "distributed:\n  scheduler:\n    allowed-failures: 9\n"
+        "  worker:\n    memory:\n      target: false\n      spill: 0.5\n",
+    )
+    (tmp_path / ".config" / "rdist").mkdir(parents=True)
+    write(tmp_path / ".config" / "rdist" / "rdist.yaml", "worker:\n  memory_spill: 0.55\n")
+    config = load_config(env={"HOME": str(tmp_path)})
+    assert config.get("scheduler.allowed_failures") == 9
+    assert config.get("worker.memory_target") == 0.0  # dask's false: the threshold is off
+    assert config.get("worker.memory_spill") == 0.55
+
+
+def test_dask_config_set_in_the_process_carries_over() -> None:
+    import dask.config
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 11}):
+        assert load_config().get("scheduler.allowed_failures") == 11
+    assert load_config().get("scheduler.allowed_failures") == 3
+
+
+def test_dask_defaults_are_not_settings() -> None:
+    """distributed's own defaults (worker-ttl of 5 minutes, say) never replace ours."""
+    import distributed  # noqa: F401  (loads its defaults into dask.config)
+
+    config = load_config(env={"HOME": "/nonexistent", "DASK_DISTRIBUTED__ADMIN__TICK__LIMIT": "3s"})
+    assert all(source != "dask" for source in config.sources.values())
+    assert config.get("scheduler.worker_ttl") == 15.0
+
+
+def test_rdist_config_masks_passwords_in_query_strings() -> None:
+    text = load_config(
+        env={
+            "HOME": "/nonexistent",
+            "RDIST_REDIS__URL": "redis+sentinel://s1:26379,s2:26379/mymaster/0?password=hunter2"
+            "&sentinel_password=swordfish",
+        }
+    ).render()
+    assert "hunter2" not in text and "swordfish" not in text
+    assert "password=***" in text and "sentinel_password=***" in text
+
+
+def test_rdist_config_prints_sources_and_masks_every_secret(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rdist.cli import main
+
+    env = {
+        "HOME": str(tmp_path),
+        "RDIST_CONFIG": str(write(tmp_path / "rdist.yaml", "worker:\n  nthreads: 3\n")),
+        "RDIST_REDIS__URL": "rediss://user:pa55@h:6380/0?password=hunter2",
+        "RDIST_DASHBOARD_TOKEN": "s3cret",
+    }
+    result = CliRunner().invoke(main, ["config"], env=env)
+    assert result.exit_code == 0, result.output
+    assert not any(secret in result.output for secret in ("pa55", "hunter2", "s3cret"))
+    assert "url: 'rediss://***@h:6380/0?password=***'  # env" in result.output
+    assert f"nthreads: 3  # file {tmp_path / 'rdist.yaml'}" in result.output

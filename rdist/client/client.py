@@ -51,7 +51,7 @@ from rdist.client.results import Results
 from rdist.client.sender import Sender
 from rdist.client.submit import Submitter
 from rdist.client.topics import Topics
-from rdist.config import mask_url, redis_url_from_env
+from rdist.config import load_config, mask_url
 from rdist.exceptions import ClosedClientError
 from rdist.plugins.registry import PluginRegistry
 from rdist.protocol import wire
@@ -86,7 +86,7 @@ class Client:
     def __init__(
         self,
         address: Any = None,
-        timeout: float = 30,
+        timeout: float | None = None,
         name: str | None = None,
         set_as_default: bool = True,
         cluster_name: str | None = None,
@@ -95,8 +95,10 @@ class Client:
         **kwargs: Any,
     ) -> None:
         self._owned_cluster: local_cluster.ClusterLike | None = None
+        #: redis.url, redis.cluster, comm.connect_timeout, client.heartbeat_interval
+        config = load_config()
         if address is None:
-            address = redis_url_from_env()
+            address = config.get("redis.url")
             if address is None:  # a cluster of our own (see rdist.client.local_cluster)
                 address = self._owned_cluster = local_cluster.start(**kwargs)
         if hasattr(address, "redis_url"):
@@ -106,10 +108,13 @@ class Client:
             self.cluster = None
             url = str(address)
         self.redis_url = url
-        self.cluster_name = cluster_name or os.environ.get("RDIST_CLUSTER", "default")
+        self.cluster_name = cluster_name or config.get("redis.cluster")
         self.id = f"client-{uuid.uuid4().hex[:16]}"
         self.name = name or self.id
+        if timeout is None:  # dask's distributed.comm.timeouts.connect, 30 s unless configured
+            timeout = float(config.get("comm.connect_timeout"))
         self.timeout = timeout
+        self._heartbeat_interval = float(config.get("client.heartbeat_interval"))
         self.status = "connecting"
         try:
             self.store = self._connect(url, timeout)
@@ -184,6 +189,7 @@ class Client:
             self._stop,
             idle=self._sender.flush_if_free,
             watch=lambda: self.stream_watch.check(),
+            beat_every=self._heartbeat_interval,
         )
         #: notices that Redis lost our stream, and makes it again (rdist.client.listener)
         self.stream_watch = StreamWatch(

@@ -28,7 +28,6 @@ from rdist.store.health import Backoff, RedisConfigError
 log = logging.getLogger("rdist.client")
 
 BLOCK_MS = 500
-HEARTBEAT_SECONDS = 5.0
 #: A thread waiting on one future reads the stream itself this long (seconds), then leaves
 #: it to the listener: only quick results gain from skipping the listener's hand-off.
 READ_WHILE_WAITING = 0.05
@@ -58,9 +57,11 @@ class Inbox:
         heartbeat: Callable[[], wire.ClientRecord],
         stop: threading.Event,
         idle: Callable[[], None],
+        beat_every: float,
         watch: Callable[[], object] | None = None,
     ) -> None:
         self._store = store
+        self._beat_every = beat_every  #: seconds between heartbeats (client.heartbeat_interval)
         self._client_id = client_id
         self._stream = store.keys.client_stream(client_id)
         self._handle = handle
@@ -93,7 +94,7 @@ class Inbox:
         self._store.streams.delete_entries(self._stream, due, pipe=pipe)
         now = time.monotonic()
         if now >= self._next_beat:
-            self._next_beat = now + HEARTBEAT_SECONDS
+            self._next_beat = now + self._beat_every
             self._store.clients.beat(self._client_id, self._heartbeat(), pipe=pipe)
 
     def _handle_entries(self, entries: list[Entry]) -> None:

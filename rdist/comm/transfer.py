@@ -22,7 +22,6 @@ with backoff (trying other holders first). Transfer modes (``RDIST_TRANSFER``):
 from __future__ import annotations
 
 import logging
-import os
 import random
 import socket
 import threading
@@ -57,8 +56,13 @@ FramesOf = Callable[[list[str]], dict[str, list[Any]]]
 
 
 def transfer_mode(value: str | None = None) -> str:
-    """``value``, else ``$RDIST_TRANSFER``, else ``auto``; rejects unknown modes."""
-    mode = (value or os.environ.get("RDIST_TRANSFER") or "auto").strip().lower()
+    """``value``, else the configuration's ``comm.transfer`` (``RDIST_TRANSFER``,
+    ``RDIST_COMM__TRANSFER``, the YAML file; ``auto`` by default); rejects unknown modes."""
+    if not value:
+        from rdist.config import load_config
+
+        value = str(load_config().get("comm.transfer"))
+    mode = value.strip().lower()
     if mode not in MODES:
         raise ValueError(f"transfer mode must be one of {', '.join(MODES)}, not {mode!r}")
     return mode

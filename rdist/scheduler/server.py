@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rdist import versions
+from rdist.config import Config, load_config
 from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
@@ -49,11 +49,6 @@ BATCH_ENTRIES = 500
 LARGE_BATCH_BYTES = 4 << 20
 FEW_ENTRIES = 4
 BLOCK_MS = 500
-#: A client whose heartbeat (``clients`` hash, every few seconds) is older than this is
-#: considered lost: the scheduler drops it and releases every key it held.
-CLIENT_TTL_SECONDS = 30.0
-#: A worker silent for this long is removed (its nanny reports deaths sooner).
-WORKER_TTL_SECONDS = 15.0
 LEASE_TTL_MS = 2000
 #: How often the scheduler also reads its own pending (delivered, unacknowledged) entries.
 #: Each batch is acknowledged in the round trip of the next read, so at a read the pending
@@ -76,24 +71,34 @@ class SchedulerServer:
         lease_ttl_ms: int = LEASE_TTL_MS,
         plugins: Iterable[tuple[str, Any]] = (),
         accept_client_plugins: bool = False,
+        config: Config | None = None,
     ) -> None:
+        """``config`` (else :func:`~rdist.config.load_config`) gives the settings that no
+        argument does: ``scheduler.worker_ttl``, ``client_ttl``, ``allowed_failures``,
+        ``work_stealing``."""
+        config = config if config is not None else load_config()
         self.store = store
         #: scheduler plugins: from this process's configuration (and, with
         #: ``accept_client_plugins``, from clients); their hooks run in this shell
         self.plugins = SchedulerPlugins(plugins, accept_client_plugins)
         self._batch_entries = BATCH_ENTRIES  #: entries per read (fewer after a big batch)
-        self.state = SchedulerState()
+        #: how the state machine is built (again at every restore)
+        self._state_options: dict[str, Any] = {
+            "allowed_failures": config.get("scheduler.allowed_failures"),
+            "work_stealing": config.get("scheduler.work_stealing"),
+        }
+        self.state = SchedulerState(**self._state_options)
         #: one consumer name for every scheduler of the cluster: a successor then sees the
         #: entries its predecessor left unacknowledged as its own pending entries
         self.consumer = name or "leader"
         self.stop_event = threading.Event()
         self._deletes = BatchedDeletes()  #: handled entries of the sched stream
         self.batches = 0
-        self.client_ttl = float(os.environ.get("RDIST_CLIENT_TTL", CLIENT_TTL_SECONDS))
+        #: a client whose heartbeat is older than this is lost: dropped, its keys released
+        self.client_ttl = float(config.get("scheduler.client_ttl"))
+        #: a worker silent for this long is removed (its nanny reports deaths sooner)
         self.worker_ttl = (
-            worker_ttl
-            if worker_ttl is not None
-            else float(os.environ.get("RDIST_WORKER_TTL", WORKER_TTL_SECONDS))
+            worker_ttl if worker_ttl is not None else float(config.get("scheduler.worker_ttl"))
         )
         self._last_client_check = 0.0
         self._last_worker_check = 0.0
@@ -230,7 +235,7 @@ class SchedulerServer:
 
     def _restore(self) -> None:
         """Rebuild the state from Redis: records, live workers, stored errors."""
-        self.state = SchedulerState()
+        self.state = SchedulerState(**self._state_options)
         event = read_state(self.store, self.worker_ttl, time.time())
         if event is None:
             return

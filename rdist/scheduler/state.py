@@ -52,6 +52,7 @@ from rdist.scheduler.model import (
     task_record,
 )
 from rdist.scheduler.transitions import TRANSITIONS
+from rdist.settings import BY_NAME
 
 __all__ = ["FIRE_AND_FORGET", "InvalidTransition", "SchedulerState", "TaskState", "task_record"]
 
@@ -59,6 +60,8 @@ __all__ = ["FIRE_AND_FORGET", "InvalidTransition", "SchedulerState", "TaskState"
 LogEntry = tuple[str, TaskState, TaskState, str, float]
 
 _ACTIVE = (TS.WAITING, TS.QUEUED, TS.NO_WORKER, TS.PROCESSING)
+#: the default of ``scheduler.allowed_failures`` (the server passes the configured value)
+ALLOWED_FAILURES: int = BY_NAME["scheduler.allowed_failures"].default
 
 
 class SchedulerState:
@@ -66,12 +69,15 @@ class SchedulerState:
 
     def __init__(
         self,
-        allowed_failures: int = 3,
+        allowed_failures: int = ALLOWED_FAILURES,
         direct_notify: bool = True,
         coassign: bool = True,
         log_length: int = TRANSITION_LOG_LENGTH,
+        work_stealing: bool = True,
     ) -> None:
         self.allowed_failures = allowed_failures
+        #: balance work between workers by stealing (``scheduler.work_stealing``)
+        self.work_stealing = work_stealing
         self.direct_notify = direct_notify
         self.coassign = coassign
         self.tasks: dict[str, Task] = {}
@@ -108,7 +114,8 @@ class SchedulerState:
             self.now = event.time
             _HANDLERS[type(event)](self, event)
         placement.fill_all_workers(self)
-        stealing.balance(self, self.now)
+        if self.work_stealing:
+            stealing.balance(self, self.now)
         if flush:
             self._flush_dirty()
         out, self._out = self._out, []

@@ -102,7 +102,7 @@ def create_app(config: Config | None = None, store: RedisStore | None = None) ->
     """A dashboard for the cluster that ``config`` names (``redis.url``, ``redis.cluster``)."""
     config = config or load_config()
     settings = config.section("dashboard")
-    check_exposure(str(settings.get("host") or "127.0.0.1"), settings.get("token"))
+    check_exposure(str(settings["host"]), settings.get("token"))
     if store is None:
         url = config.get("redis.url")
         if not url:
@@ -110,12 +110,12 @@ def create_app(config: Config | None = None, store: RedisStore | None = None) ->
                 "the dashboard needs the cluster's Redis URL: set RDIST_REDIS_URL "
                 "(or REDIS_URL) or pass --redis-url"
             )
-        store = connect(url, config.get("redis.cluster") or "default")
+        store = connect(url, str(config.get("redis.cluster")))
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep states in lifecycle order
     socketio = SocketIO(app, async_mode="threading")
     census = TaskCensus()
-    interval = float(settings.get("interval") or 1.0)
+    interval = float(settings["interval"])
     feed = LiveFeed(store, socketio, census, interval)
     dashboard = Dashboard(store, census, feed, socketio, settings.get("token") or None, interval)
     app.extensions["rdist"] = dashboard

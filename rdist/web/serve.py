@@ -29,7 +29,7 @@ class DashboardServer:
     """The app bound to a socket; ``port=0`` picks a free port (see ``.port``)."""
 
     def __init__(self, config: Config) -> None:
-        host = str(config.get("dashboard.host") or "127.0.0.1")
+        host = str(config.get("dashboard.host"))
         check_exposure(host, config.get("dashboard.token"))
         self.app = create_app(config)
         self.server = make_server(

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rdist.worker")
 
-HEARTBEAT_SECONDS = 1.0
 #: While beats keep failing, one log line per this many failures.
 LOG_EVERY = 30
 
@@ -218,7 +217,7 @@ def run(worker: Worker, store: RedisStore) -> None:
         log.warning("worker %s: heartbeat cannot reach Redis yet: %s", worker.address, exc)
     backoff = Backoff(f"worker {worker.address}: heartbeat", store.url, log)
     failures = 0
-    while not worker.stop_event.wait(HEARTBEAT_SECONDS):
+    while not worker.stop_event.wait(worker.heartbeat_interval):
         try:
             beat(worker, store)
         except ConnectionErrors as exc:

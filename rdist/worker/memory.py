@@ -25,13 +25,14 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 
 from rdist.comm.buffers import host_buffer
 from rdist.protocol import serialize
+from rdist.settings import BY_NAME
 
 log = logging.getLogger("rdist.worker")
 
@@ -46,10 +47,14 @@ CACHE_KEEP_BYTES = 1 << 20
 class MemoryFractions:
     """Fractions of the memory limit; 0 turns a threshold off (as ``False`` in dask)."""
 
-    target: float = 0.6  #: bytes held in memory above which data spills (managed bytes)
-    spill: float = 0.7  #: process memory above which data spills until back under target
-    pause: float = 0.8  #: process memory above which the worker takes no new tasks
-    terminate: float = 0.95  #: process memory above which the nanny restarts the worker
+    #: bytes held in memory above which data spills (managed bytes)
+    target: float = BY_NAME["worker.memory_target"].default
+    #: process memory above which data spills until back under target
+    spill: float = BY_NAME["worker.memory_spill"].default
+    #: process memory above which the worker takes no new tasks
+    pause: float = BY_NAME["worker.memory_pause"].default
+    #: process memory above which the nanny restarts the worker
+    terminate: float = BY_NAME["worker.memory_terminate"].default
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -59,20 +64,15 @@ class MemoryFractions:
 
     @classmethod
     def from_env(cls, **overrides: float | None) -> MemoryFractions:
-        """Defaults, then ``RDIST_MEMORY_<NAME>`` variables, then non-None ``overrides``."""
-        values: dict[str, float] = {}
-        for f in fields(cls):
-            raw = os.environ.get(f"RDIST_MEMORY_{f.name.upper()}")
-            if raw not in (None, ""):
-                try:
-                    values[f.name] = float(raw)
-                except ValueError:
-                    raise ValueError(
-                        f"RDIST_MEMORY_{f.name.upper()} must be a number, not {raw!r}"
-                    ) from None
-            if overrides.get(f.name) is not None:
-                values[f.name] = float(overrides[f.name])  # type: ignore[arg-type]
-        return replace(cls(), **values)
+        """The configuration's ``worker.memory_<name>`` (defaults < dask's fractions < YAML <
+        ``RDIST_WORKER__MEMORY_<NAME>`` or ``RDIST_MEMORY_<NAME>``), then non-None
+        ``overrides``."""
+        from rdist.config import load_config
+
+        config = load_config()
+        values = {f.name: float(config.get(f"worker.memory_{f.name}")) for f in fields(cls)}
+        values.update({k: float(v) for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from rdist.actors.host import ActorHost
 from rdist.client.client import Client
 from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
+from rdist.config import load_config
 from rdist.plugins.worker_side import TaskViews, WorkerPlugins
 from rdist.procs import EXIT_RETIRED
 from rdist.protocol import serialize
@@ -97,6 +98,7 @@ class Worker:
         memory_fractions: MemoryFractions | None = None,
         spill_directory: str | None = None,
         security: Security | None = None,
+        heartbeat_interval: float | None = None,
     ) -> None:
         self.started = time.time()  #: start (or last restart) time, for client.restart()
         self.under_nanny = False  #: set by run_worker: a nanny restarts us when we exit
@@ -105,6 +107,12 @@ class Worker:
         #: with EXIT_RETIRED so that a nanny does not start a new worker
         self.retired_for: list[str] | None = None
         self.store = store
+        #: seconds between heartbeats (``worker.heartbeat_interval`` unless given)
+        self.heartbeat_interval = (
+            heartbeat_interval
+            if heartbeat_interval is not None
+            else float(load_config().get("worker.heartbeat_interval"))
+        )
         self.nthreads = max(1, nthreads)
         self.memory_limit = memory_limit
         self.resources = dict(resources or {})
