@@ -279,3 +279,19 @@ def test_keda_scales_the_workers_from_the_dashboards_adaptive_target() -> None:
     assert (ref["parameter"], ref["name"], ref["key"]) == ("token", "rdist", "dashboard-token")
     token = env_names("rdist-dashboard")["RDIST_DASHBOARD_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert token == {"name": "rdist", "key": "dashboard-token"}
+
+
+def test_the_scaled_object_reads_the_metric_the_dashboard_serves() -> None:
+    """KEDA's trigger names ``rdist_adaptive_target`` at the dashboard's ``/metrics``: that
+    is the exact line rdist.adapt writes there, in Prometheus text format."""
+    from rdist.adapt import exposition
+
+    (trigger,) = resource("ScaledObject", "rdist-worker")["spec"]["triggers"]
+    metadata = trigger["metadata"]
+    assert metadata["format"] == "prometheus" and metadata["url"].endswith("/metrics")
+    served = {
+        line.split()[0]: float(line.split()[1])
+        for line in exposition(3).splitlines()
+        if line and not line.startswith("#")
+    }
+    assert served == {metadata["valueLocation"]: 3.0}
