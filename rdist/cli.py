@@ -13,12 +13,19 @@ import click
 
 from rdist.config import mask_url, redis_url_from_env
 
+#: the levels ``--log-level`` takes (any case)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    """Lines at ``level`` and above on stderr; the ``rdist`` loggers still pass INFO to
+    the process's log buffer (``client.get_worker_logs``; rdist.logbuffer), as dask's
+    ``silence_logs`` quiets the console only."""
+    number = logging.getLevelName(level.upper())
+    logging.basicConfig(level=number, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(number)
+    logging.getLogger("rdist").setLevel(min(number, logging.INFO))
 
 
 def _require_url(url: str | None) -> str:
@@ -73,7 +80,13 @@ cluster_option = click.option(
     show_default="default",
     help="cluster name (several can share one Redis)",
 )
-log_option = click.option("--log-level", default="info", show_default=True)
+log_option = click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="lines shown on stderr (the log buffer keeps INFO and above regardless)",
+)
 timeout_option = click.option(
     "--timeout",
     "connect_timeout",

@@ -45,6 +45,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "worker": {"nthreads": 1, "host": "127.0.0.1", "memory_limit": "0", "resources": ""},
     "dashboard": {"host": "127.0.0.1", "port": 8787, "token": None, "interval": 1.0},
+    # lines each process keeps of its log, in memory and in Redis (rdist.logbuffer)
+    "logging": {"length": 1000},
     # TLS for the data plane (rdist.comm.security): PEM files; no cert, no TLS
     "tls": {"cert": None, "key": None, "ca": None},
 }

@@ -150,6 +150,7 @@ RECORDS: list[wire.Record] = [
         [wire.TaskRun("k", "tcp://w:1", "rdist-exec-0", 1.0, 2.0, "erred", "E: x", "tb")],
     ),
     wire.RelayMeta([[1, 2], [0, 0]], [1, 3]),
+    wire.LogLine(1700000000.25, "WARNING", "rdist.worker", "2026-12-01 rdist.worker WARNING x"),
 ]
 
 

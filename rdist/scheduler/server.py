@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from rdist import versions
+from rdist import __version__, versions
+from rdist.config import mask_url
+from rdist.logbuffer import ProcessLog
 from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
-from rdist.scheduler import hooks
+from rdist.scheduler import hooks, membership
 from rdist.scheduler.inbound import decode_entry
 from rdist.scheduler.outbox import Outbox
 from rdist.scheduler.restore import read_state
@@ -106,6 +108,8 @@ class SchedulerServer:
         self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
         #: what happens should the lease renewer die anyway (see rdist.supervise)
         self.on_thread_death: OnDeath = exit_process
+        #: this process's last log lines, at ``logs:scheduler:<lease token>``
+        self.logs = ProcessLog(store, "scheduler", self.lease.token)
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default", **kwargs: Any) -> SchedulerServer:
@@ -128,6 +132,14 @@ class SchedulerServer:
     def workers(self) -> dict[str, Any]:
         return self.state.workers
 
+    def _decide_noted(self, events: Sequence[ev.Event]) -> list[ev.Instruction]:
+        """:meth:`_decide`, with workers joining and leaving logged for the operator."""
+        changes = membership.changes(self.state, events)
+        out = self._decide(events)
+        if changes:
+            membership.log_changes(log, changes, len(self.state.workers))
+        return out
+
     def _decide(self, events: Sequence[ev.Event], flush: bool = False) -> list[ev.Instruction]:
         """The state machine's decisions on ``events``, with the plugins' hooks after."""
         return hooks.decide(self.state, self.plugins, self, events, flush)
@@ -137,6 +149,7 @@ class SchedulerServer:
         self.store.meta.make_secret()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
         self.store.meta.announce_versions(versions.get_versions())
+        self.store.logs.set_current_scheduler(self.lease.token)
         # clients waiting for a scheduler (Client() at start) wake on this event
         self.store.streams.log_event(
             wire.ClusterEvent("scheduler-started", {"scheduler": self.lease.token})
@@ -148,6 +161,22 @@ class SchedulerServer:
         Leading that fails for any other reason than Redis (a bug) is logged; after a pause
         (longer while it keeps failing) the scheduler leads again from what Redis holds."""
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+        self.logs.start()
+        log.info(
+            "rdist %s scheduler %s (pid %d) starting for cluster %r on %s",
+            __version__,
+            self.lease.token,
+            os.getpid(),
+            self.store.keys.cluster,
+            mask_url(self.store.url),
+        )
+        try:
+            self._run()
+        finally:
+            log.info("scheduler %s stopped", self.lease.token)
+            self.logs.close()
+
+    def _run(self) -> None:
         pause = RETRY_LEADING_SECONDS
         while not self.stop_event.is_set():
             if not self._wait_for_lease():
@@ -195,6 +224,8 @@ class SchedulerServer:
                     self._lease_retry.succeeded()
                     if waited:
                         log.warning("scheduler %s took over as leader", self.lease.token)
+                    else:
+                        log.info("scheduler %s is the leader", self.lease.token)
                     self.started_serving = time.monotonic()
                     return True
                 if not waited:
@@ -230,8 +261,13 @@ class SchedulerServer:
         pipe = self.store.pipeline()
         outbox.write(pipe, self.store)
         pipe.execute()
-        log.info(
-            "restored %d tasks and %d workers from redis", len(event.tasks), len(event.workers)
+        # news to an operator only when there was a graph to resume (a new cluster's first
+        # scheduler finds the workers that were quicker than it, nothing more)
+        log.log(
+            logging.INFO if event.tasks else logging.DEBUG,
+            "restored %d tasks and %d workers from redis",
+            len(event.tasks),
+            len(event.workers),
         )
 
     def _serve(self) -> None:
@@ -364,7 +400,7 @@ class SchedulerServer:
                 entry_id,
                 payload,
                 "handling",
-                lambda: outbox.add(self._decide(events)),  # noqa: B023
+                lambda: outbox.add(self._decide_noted(events)),  # noqa: B023
             )
         outbox.add(self.state.flush())  # each task changed in this batch is written once
         if size > LARGE_BATCH_BYTES and gc.get_threshold()[2] >= 1000:  # (tune_gc ran)
@@ -437,6 +473,4 @@ class SchedulerServer:
 
 
 def run_scheduler(url: str, cluster: str = "default", **kwargs: Any) -> None:
-    server = SchedulerServer.from_url(url, cluster, **kwargs)
-    log.info("scheduler serving cluster %r on %s", cluster, url)
-    server.run()
+    SchedulerServer.from_url(url, cluster, **kwargs).run()

@@ -16,6 +16,7 @@ import redis
 from rdist.config import mask_url
 from rdist.store import health, tables
 from rdist.store.keys import PAYLOAD_FIELD, Keys
+from rdist.store.logs import Logs
 from rdist.store.plugins import Plugins
 from rdist.store.primitives import Primitives
 from rdist.store.rawpipe import RawConnection, RawPipeline
@@ -145,6 +146,7 @@ class RedisStore:
         self.streams = Streams(self)
         self.primitives = Primitives(self)
         self.plugins = Plugins(self)
+        self.logs = Logs(self)
 
     def __repr__(self) -> str:
         return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"

@@ -64,6 +64,15 @@ Plugins (``rdist.plugins``)
     nanny:<id>
               inbound to one nanny (plugins added and removed), read with plain XREAD
 
+Log buffers (``rdist.logbuffer``; façade ``store.logs``)
+    logs:<role>:<id>
+              list of the last lines a process logged (msgpack ``wire.LogLine``), oldest
+              first: role ``scheduler`` (id: its lease token), ``worker`` or ``nanny``
+              (id: the worker's address); appended in batches, trimmed to the buffer's
+              length (``logging.length``) and expiring an hour after the last write
+    logs:scheduler
+              string: the token of the scheduler whose log is the cluster's current one
+
 Strings
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
               (``rdist.store.lease``; renewed by a Lua compare-and-expire)
@@ -192,6 +201,15 @@ class Keys:
     @cached_property
     def fencing(self) -> str:
         return self._k("fencing")
+
+    # -- log buffers -------------------------------------------------------------------------
+    def logs(self, role: str, ident: str) -> str:
+        """``logs:worker:<address>``, ``logs:nanny:<address>``, ``logs:scheduler:<token>``."""
+        return self._k(f"logs:{role}:{ident}")
+
+    @cached_property
+    def current_scheduler_log(self) -> str:
+        return self._k("logs:scheduler")
 
     # -- plugins -------------------------------------------------------------------------------
     def plugins(self, kind: str) -> str:

@@ -24,10 +24,13 @@ import time
 import traceback
 from typing import Any
 
+from rdist import __version__
 from rdist.actors.host import ActorHost
 from rdist.client.client import Client
 from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
+from rdist.config import mask_url
+from rdist.logbuffer import ProcessLog
 from rdist.plugins.worker_side import TaskViews, WorkerPlugins
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
@@ -141,6 +144,8 @@ class Worker:
         #: registered worker plugins (``client.register_plugin``), set up at start
         self.plugins = WorkerPlugins(self, store)
         self._local_directory: str | None = None
+        #: this process's last log lines, published to ``logs:worker:<address>``
+        self.logs = ProcessLog(store, "worker", self.address)
 
     # -- the state machine ---------------------------------------------------------------------
     def stimulus(self, cause: str) -> str:
@@ -224,6 +229,7 @@ class Worker:
         )
 
     def start(self) -> None:
+        self.logs.start()
         self.server.start()
         self._announce()
         beats = self.store.clone()
@@ -241,7 +247,18 @@ class Worker:
         self.stream_reader.start(self.reader_store)
         for i in range(self.nthreads):
             self.executor.start_thread(f"rdist-exec-{i}")
-        log.info("worker %s (%s) started with %d threads", self.address, self.name, self.nthreads)
+        log.info(
+            "rdist %s worker %s (name %r, pid %d) started with %d threads, %s data transfer, "
+            "in cluster %r on %s",
+            __version__,
+            self.address,
+            self.name,
+            os.getpid(),
+            self.nthreads,
+            self.dataplane.mode,
+            self.store.keys.cluster,
+            mask_url(self.store.url),
+        )
 
     def _announce(self) -> None:
         self.store.ensure_group(self.stream, WORKER_GROUP, start="0")
@@ -315,6 +332,7 @@ class Worker:
         self.data.close()  # removes the spill directory
         if self._local_directory is not None:
             shutil.rmtree(self._local_directory, ignore_errors=True)
+        self.logs.close()  # (its last lines: the departure)
         for connection in (self.reader_store, self.reporter.store):
             connection.close()
         self.closed.set()

@@ -12,6 +12,7 @@ the stream and the field -- this package is the one place where bad input is rec
   informational streams (heartbeats, events, task stream)
 - :mod:`~rdist.protocol.wire.extension`: shared state, actors, plugins (and the ``nanny``
   stream, :data:`NANNY`)
+- :mod:`~rdist.protocol.wire.logs`: the lines of the log buffers
 - :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
 """
 
@@ -28,6 +29,8 @@ from rdist.protocol.wire.base import (
 )
 from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
+from rdist.protocol.wire.logs import *  # noqa: F403
+from rdist.protocol.wire.logs import __all__ as _logs
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
 from rdist.protocol.wire.to_client import *  # noqa: F403
@@ -48,6 +51,7 @@ __all__ = [  # noqa: PLE0604
     "pack",
     "unpack",
     *_extension,
+    *_logs,
     *_records,
     *_to_client,
     *_to_scheduler,
