@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rdist.client import Client, Future, as_completed, fire_and_forget, wait
     from rdist.client.default import default_client
     from rdist.client.future import futures_of
+    from rdist.client.logs import print, warn  # noqa: A004  (dask's names)
     from rdist.cluster import LocalCluster
     from rdist.exceptions import CancelledError, KilledWorker
     from rdist.plugins import (
@@ -61,9 +62,11 @@ __all__ = [
     "futures_of",
     "get_client",
     "get_worker",
+    "print",
     "rejoin",
     "secede",
     "wait",
+    "warn",
     "worker_client",
 ]
 
@@ -95,9 +98,11 @@ _HOMES = {
     "futures_of": "rdist.client.future",
     "get_client": "rdist.worker.execution",
     "get_worker": "rdist.worker",
+    "print": "rdist.client.logs",
     "rejoin": "rdist.worker.execution",
     "secede": "rdist.worker.execution",
     "wait": "rdist.client",
+    "warn": "rdist.client.logs",
     "worker_client": "rdist.worker.execution",
 }
 

@@ -392,6 +392,7 @@ def local(
         threads_per_worker=nthreads,
         redis_url=url,
         name=cluster if url else None,
+        silence_logs=log_level,  # (the roles show what --log-level says)
     ) as lc:
         click.echo(
             f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={mask_url(lc.redis_url)}"

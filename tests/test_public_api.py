@@ -31,9 +31,11 @@ EXPECTED = [
     "futures_of",
     "get_client",
     "get_worker",
+    "print",
     "rejoin",
     "secede",
     "wait",
+    "warn",
     "worker_client",
 ]
 

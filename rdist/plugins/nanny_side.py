@@ -92,6 +92,8 @@ class NannyPlugins:
             try:
                 entries = self._reader.plugins.read_nanny_stream(self.id, after, READ_BLOCK_MS)
             except ConnectionErrors as exc:
+                if self._stop.is_set():  # (stop() closed the connection under our read)
+                    break
                 log.warning("nanny %s: redis unavailable (%s); retrying", self.id, exc)
                 self._stop.wait(0.5)
                 continue

@@ -314,6 +314,7 @@ class Worker:
         except ConnectionErrors:
             log.warning("could not announce departure of %s: redis unavailable", self.address)
         self.executor.close()
+        self._close_task_client()
         self.plugins.teardown_all()
         self.running.set()  # wake threads waiting out a pause
         self.reporter.stop()
@@ -336,6 +337,17 @@ class Worker:
         for connection in (self.reader_store, self.reporter.store):
             connection.close()
         self.closed.set()
+
+    def _close_task_client(self) -> None:
+        """The client of our tasks (``get_client()``) leaves with us, as any client that
+        closes: left open, the scheduler would find it silent later and log it as lost."""
+        with self.lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # leaving goes on; its heartbeat lapses at the scheduler
+                log.exception("worker %s: closing the client of its tasks failed", self.address)
 
     def _wake_reader(self) -> None:
         """An entry on our own stream ends the stream thread's blocking read at once (it
