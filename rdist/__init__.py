@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from rdist.client import Client, Future, as_completed, fire_and_forget, wait
     from rdist.client.default import default_client
     from rdist.client.future import futures_of
-    from rdist.client.logs import print, warn  # noqa: A004  (dask's names)
     from rdist.cluster import LocalCluster
     from rdist.exceptions import CancelledError, KilledWorker
     from rdist.plugins import (
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from rdist.primitives import Event, Lock, MultiLock, Queue, Semaphore, Variable
     from rdist.worker import get_worker
     from rdist.worker.execution import get_client, rejoin, secede, worker_client
+    from rdist.worker.tasklog import print, warn  # noqa: A004  (dask's names)
 
 __version__ = "0.1.0"
 
@@ -98,11 +98,11 @@ _HOMES = {
     "futures_of": "rdist.client.future",
     "get_client": "rdist.worker.execution",
     "get_worker": "rdist.worker",
-    "print": "rdist.client.logs",
+    "print": "rdist.worker.tasklog",
     "rejoin": "rdist.worker.execution",
     "secede": "rdist.worker.execution",
     "wait": "rdist.client",
-    "warn": "rdist.client.logs",
+    "warn": "rdist.worker.tasklog",
     "worker_client": "rdist.worker.execution",
 }
 

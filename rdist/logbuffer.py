@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from rdist.protocol.wire import LogLine, TopicEvent
 if TYPE_CHECKING:
     from rdist.store import RedisStore
 
-__all__ = ["DEFAULT_LENGTH", "LogBuffer", "ProcessLog", "log_length"]
+__all__ = ["DEFAULT_LENGTH", "LogBuffer", "ProcessLog", "log_length", "rdist_version"]
 
 #: Records kept per process, in memory and in Redis (dask keeps 10,000 in memory only;
 #: in Redis, a hundred workers of 10,000 lines would hold ~150 MB). ``logging.length``.
@@ -40,6 +41,12 @@ FLUSH_SECONDS = 0.25
 RENEW_SECONDS = 600.0
 #: Topic events (prints, warnings, forwarded records) held while Redis does not answer.
 MAX_PENDING_EVENTS = 10_000
+
+
+def rdist_version() -> str:
+    """``rdist.__version__`` for a role's start-up line: the package is loaded whenever
+    one of its modules is, and importing it by name here would tie every layer to it."""
+    return str(getattr(sys.modules.get("rdist"), "__version__", "unknown"))
 
 
 def log_length() -> int:

@@ -67,11 +67,10 @@ def scheduler_state(store: RedisStore) -> dict[str, Any]:
     }
 
 
-def worker_state() -> dict[str, Any]:
-    """Run on a worker (``client.run``): its state machine and data, and its log."""
-    from rdist.worker.context import get_worker
-
-    worker = get_worker()
+def worker_state(dask_worker: Any) -> dict[str, Any]:
+    """Run on a worker (``client.run``, which passes the worker as ``dask_worker``): its
+    state machine and data, and its log."""
+    worker = dask_worker
     with worker.lock:
         state = worker.state
         tasks = {

@@ -1,8 +1,9 @@
 """Logs from the cluster on the client, as dask's: ``get_worker_logs`` /
 ``get_scheduler_logs`` (the processes' log buffers in Redis, :mod:`rdist.logbuffer`),
 ``forward_logging`` (records that tasks log on the workers re-emitted on the client's
-loggers) and ``rdist.print`` / ``rdist.warn`` (a task's print or warning shown on the
-worker *and* on every client, through the topics ``print`` and ``warn``).
+loggers) and the client's side of ``rdist.print`` / ``rdist.warn`` (a task's print or
+warning shown on the worker *and* on every client, through the topics ``print`` and
+``warn``; the task's side is :mod:`rdist.worker.tasklog`).
 
 Every event a task emits here goes out with its worker's next log batch (one pipeline for
 everything logged in a moment), not one Redis round trip per line.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import builtins
 import logging
 import sys
-import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +28,10 @@ __all__ = [
     "DEFAULT_TOPICS",
     "ForwardLogging",
     "forwarding_topic",
-    "print",
     "re_emit",
     "scheduler_logs",
     "show_print",
     "show_warning",
-    "warn",
     "worker_logs",
 ]
 
@@ -145,49 +143,7 @@ def re_emit(event: tuple[float, Any]) -> None:
     logging.getLogger(record.name).handle(record)
 
 
-# -- rdist.print / rdist.warn ----------------------------------------------------------------
-def _current_worker() -> Any:
-    from rdist.worker.context import get_worker
-
-    try:
-        return get_worker()
-    except ValueError:
-        return None
-
-
-def print(*args: Any, **kwargs: Any) -> None:  # noqa: A001  (dask's distributed.print)
-    """``print`` on the worker running the task, and on every client of the cluster."""
-    msg: dict[str, Any] = {"args": [a if isinstance(a, str) else str(a) for a in args]}
-    for name in ("sep", "end", "flush"):
-        if name in kwargs:
-            msg[name] = kwargs[name]
-    if kwargs.get("file") is not None:
-        stream = kwargs["file"]
-        if stream not in (sys.stdout, sys.stderr):
-            raise TypeError(
-                f"rdist.print(file={stream!r}): a remote print goes to sys.stdout or "
-                "sys.stderr only (or None)"
-            )
-        msg["file"] = 1 if stream is sys.stdout else 2
-    worker = _current_worker()
-    if worker is not None:
-        worker.logs.topic("print", msg, time.time())
-    builtins.print(*args, **kwargs)
-
-
-def warn(
-    message: Any, category: type[Warning] | None = None, stacklevel: int = 1, source: Any = None
-) -> None:
-    """``warnings.warn`` on the worker running the task, and on every client."""
-    if category is None:
-        category = message.__class__ if isinstance(message, Warning) else UserWarning
-    worker = _current_worker()
-    if worker is not None:
-        kind = f"{category.__module__}:{category.__qualname__}"
-        worker.logs.topic("warn", {"message": str(message), "category": kind}, time.time())
-    warnings.warn(message, category, stacklevel + 1, source)
-
-
+# -- rdist.print / rdist.warn (their worker side: rdist.worker.tasklog) -----------------------
 def show_print(event: tuple[float, Any]) -> None:
     """The client's side of ``rdist.print``."""
     _, msg = event

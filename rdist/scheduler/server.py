@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from rdist import __version__, versions
+from rdist import versions
 from rdist.config import mask_url
-from rdist.logbuffer import ProcessLog
+from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
@@ -164,7 +164,7 @@ class SchedulerServer:
         self.logs.start()
         log.info(
             "rdist %s scheduler %s (pid %d) starting for cluster %r on %s",
-            __version__,
+            rdist_version(),
             self.lease.token,
             os.getpid(),
             self.store.keys.cluster,

@@ -36,9 +36,8 @@ import threading
 import time
 from typing import Any
 
-from rdist import __version__
 from rdist.config import mask_url
-from rdist.logbuffer import ProcessLog
+from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.nanny_side import NannyPlugins
 from rdist.procs import die_with_parent
 from rdist.protocol.wire import WorkerLost
@@ -95,7 +94,7 @@ class Nanny:
         self.logs.start()
         log.info(
             "rdist %s nanny (pid %d) starting a worker of cluster %r on %s",
-            __version__,
+            rdist_version(),
             os.getpid(),
             self.cluster,
             mask_url(self.url),

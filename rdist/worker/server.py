@@ -24,13 +24,12 @@ import time
 import traceback
 from typing import Any
 
-from rdist import __version__
 from rdist.actors.host import ActorHost
 from rdist.client.client import Client
 from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
 from rdist.config import mask_url
-from rdist.logbuffer import ProcessLog
+from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.worker_side import TaskViews, WorkerPlugins
 from rdist.protocol import serialize
 from rdist.protocol.wire import (
@@ -250,7 +249,7 @@ class Worker:
         log.info(
             "rdist %s worker %s (name %r, pid %d) started with %d threads, %s data transfer, "
             "in cluster %r on %s",
-            __version__,
+            rdist_version(),
             self.address,
             self.name,
             os.getpid(),
@@ -406,6 +405,8 @@ class Worker:
         bind_worker(self)
         try:
             func, args, kwargs = serialize.from_blob(msg.func)
+            if _takes_dask_worker(func):  # as dask's run: the worker itself, when asked for
+                kwargs = {**kwargs, "dask_worker": self}
             ok, value = True, serialize.to_blob(func(*args, **kwargs))
         except BaseException as exc:
             ok, value = False, serialize.to_blob((exc, traceback.format_exc()))
@@ -428,6 +429,15 @@ class Worker:
                     name=f"worker-{self.name}",
                 )
             return self._client
+
+
+def _takes_dask_worker(func: Any) -> bool:
+    import inspect
+
+    try:
+        return "dask_worker" in inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 def run_worker(
