@@ -62,10 +62,11 @@ def worker_logs(
 
 def scheduler_logs(store: RedisStore, n: int | None = None) -> Lines:
     """The last ``n`` lines of the scheduler's log (the one leading, or the last that led)."""
+    count = _count(n)
     token = store.leader() or store.logs.current_scheduler()
     if token is None:
         return []
-    lines = store.logs.tails("scheduler", [token], _count(n))[token]
+    lines = store.logs.tails("scheduler", [token], count)[token]
     return [(line.level, line.message) for line in lines]
 
 
