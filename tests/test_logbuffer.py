@@ -218,24 +218,23 @@ def test_scheduler_logs_follow_the_current_scheduler(store):
 
 
 # -- the scheduler's membership lines ---------------------------------------------------------
-class _State:
-    def __init__(self, *known: str) -> None:
-        self.workers = {address: object() for address in known}
-
-
-def test_membership_names_only_new_workers_and_known_ones_leaving():
+def test_membership_names_new_workers_once_and_known_ones_leaving():
     joined = ev.WorkerJoined("s", 0.0, "tcp://new:1", "new", 2, 1 << 30)
-    again = ev.WorkerJoined("s", 0.0, "tcp://old:1", "old", 1)
+    restored = ev.WorkerJoined("s", 0.0, "tcp://old:1", "old", 1)
     left = ev.WorkerLeft("s", 0.0, "tcp://old:1")
     unknown = ev.WorkerLeft("s", 0.0, "tcp://gone:1", lost=True)
     other = ev.ClientJoined("s", 0.0, "c1")
+    announced: set[str] = set()
 
-    found = membership.changes(_State("tcp://old:1"), [joined, again, left, unknown, other])
+    found = membership.changes({"tcp://old:1"}, announced, [joined, restored, left, unknown, other])
+    again = membership.changes({"tcp://old:1", "tcp://new:1"}, announced, [joined])
 
     assert found == [
         membership.Change("tcp://new:1", True, name="new", nthreads=2, memory_limit=1 << 30),
+        membership.Change("tcp://old:1", True, name="old", nthreads=1),
         membership.Change("tcp://old:1", False),
     ]
+    assert again == [] and announced == {"tcp://new:1"}
 
 
 def test_membership_lines_say_who_and_how_many(caplog):

@@ -1,16 +1,15 @@
 """Workers joining and leaving, as the scheduler's log tells an operator.
 
 The state machine decides; this looks at a batch's events beside it: which of them are a
-worker joining or leaving that the state did not know (or still knew) before the batch,
-so a worker that announces itself again, or leaves twice, is logged once.
+worker joining that was not announced yet, or leaving while it was known, so a worker
+that announces itself again, or leaves twice, is logged once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rdist.scheduler import events as ev
 
@@ -29,16 +28,18 @@ class Change:
     memory_limit: int = 0
 
 
-def changes(state: Any, events: Sequence[ev.Event]) -> list[Change]:
-    """The membership changes ``events`` bring to ``state`` (call before it handles them);
-    ``state.workers`` is the table of known workers by address."""
+def changes(known: Container[str], announced: set[str], events: Sequence[ev.Event]) -> list[Change]:
+    """The membership changes ``events`` bring (call before the state handles them):
+    ``known``, the state's workers; ``announced``, the workers whose joining was logged,
+    kept up to date here. A worker restored from Redis is known but not announced: its
+    joining message, when it comes, is still news."""
     out: list[Change] = []
-    known = state.workers
     for event in events:
         kind = type(event)
         if kind is ev.WorkerJoined:
             assert isinstance(event, ev.WorkerJoined)
-            if event.address not in known:
+            if event.address not in announced:
+                announced.add(event.address)
                 out.append(
                     Change(
                         event.address,
@@ -50,7 +51,8 @@ def changes(state: Any, events: Sequence[ev.Event]) -> list[Change]:
                 )
         elif kind is ev.WorkerLeft:
             assert isinstance(event, ev.WorkerLeft)
-            if event.address in known:
+            if event.address in known or event.address in announced:
+                announced.discard(event.address)
                 out.append(Change(event.address, False, lost=event.lost))
     return out
 

@@ -110,6 +110,8 @@ class SchedulerServer:
         self.on_thread_death: OnDeath = exit_process
         #: this process's last log lines, at ``logs:scheduler:<lease token>``
         self.logs = ProcessLog(store, "scheduler", self.lease.token)
+        self._announced: set[str] = set()  #: workers whose joining the log told
+        self._took_over = False  #: this leadership followed another scheduler's
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default", **kwargs: Any) -> SchedulerServer:
@@ -134,7 +136,7 @@ class SchedulerServer:
 
     def _decide_noted(self, events: Sequence[ev.Event]) -> list[ev.Instruction]:
         """:meth:`_decide`, with workers joining and leaving logged for the operator."""
-        changes = membership.changes(self.state, events)
+        changes = membership.changes(self.state.workers, self._announced, events)
         out = self._decide(events)
         if changes:
             membership.log_changes(log, changes, len(self.state.workers))
@@ -222,6 +224,7 @@ class SchedulerServer:
             try:
                 if self.lease.try_acquire():
                     self._lease_retry.succeeded()
+                    self._took_over = waited
                     if waited:
                         log.warning("scheduler %s took over as leader", self.lease.token)
                     else:
@@ -264,7 +267,7 @@ class SchedulerServer:
         # news to an operator only when there was a graph to resume (a new cluster's first
         # scheduler finds the workers that were quicker than it, nothing more)
         log.log(
-            logging.INFO if event.tasks else logging.DEBUG,
+            logging.INFO if event.tasks or self._took_over else logging.DEBUG,
             "restored %d tasks and %d workers from redis",
             len(event.tasks),
             len(event.workers),
