@@ -104,7 +104,7 @@ def worker_state(dask_worker: Any) -> dict[str, Any]:
 
 
 def cluster_state(
-    store: RedisStore, run_on_workers: Callable[[Callable[[], Any]], dict[str, Any]]
+    store: RedisStore, run_on_workers: Callable[[Callable[..., Any]], dict[str, Any]]
 ) -> dict[str, Any]:
     """``{"scheduler": ..., "workers": {address: ...}, "versions": ..., "time": ...}``; a
     worker whose answer is an exception is shown as that exception's repr."""

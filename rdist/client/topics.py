@@ -108,9 +108,13 @@ class Topics:
                 try:
                     got = reader.streams.follow(streams, 1000, BLOCK_MS)
                 except ConnectionErrors as exc:
+                    if self._stop.is_set():  # (the client closed; Redis may be gone too)
+                        break
                     log.warning("topic subscription: redis unavailable (%s)", exc)
                     self._stop.wait(1.0)
                     continue
+                if self._stop.is_set():  # closed while blocked: the events are not ours now
+                    break
                 for stream, entries in got:
                     name = _topic_of(stream, self._store.keys.topic(""))
                     for entry_id, payload in entries:
