@@ -244,3 +244,21 @@ def test_dump_cluster_state_yaml_without_pyyaml_says_what_to_install(pair, tmp_p
         client.dump_cluster_state(str(tmp_path / "x"), format="yaml")
     with pytest.raises(ValueError, match="format"):
         client.dump_cluster_state(str(tmp_path / "x"), format="xml")
+
+
+def test_an_asynchronous_client_awaits_the_logs(pair, tmp_path):
+    import asyncio
+
+    _, cluster = pair
+
+    async def main() -> tuple[Any, Any, str]:
+        async with rdist.Client(cluster, asynchronous=True, set_as_default=False) as client:
+            workers = await client.get_worker_logs(n=1)
+            scheduler = await client.get_scheduler_logs(n=1)
+            path = await client.dump_cluster_state(str(tmp_path / "async"))
+            return workers, scheduler, path
+
+    workers, scheduler, path = asyncio.run(main())
+
+    assert sorted(workers) == sorted(w.address for w in cluster.workers)
+    assert isinstance(scheduler, list) and path.endswith(".msgpack.gz")
