@@ -706,10 +706,16 @@ class Client:
         self._plugins.unregister(topic)
 
     def dump_cluster_state(
-        self, filename: str = "dump", exclude: Iterable[str] = (), format: str = "msgpack"
+        self,
+        filename: str = "dump",
+        write_from_scheduler: bool | None = None,
+        exclude: Iterable[str] = (),
+        format: str = "msgpack",
     ) -> str:
         """Write the scheduler's state (from Redis) and every worker's (asked of it) to
-        ``filename`` + ``.msgpack.gz`` or ``.yaml``, for a bug report; returns the path."""
+        ``filename`` + ``.msgpack.gz`` or ``.yaml``, for a bug report; returns the path.
+        dask's signature: ``write_from_scheduler`` changes nothing here (the scheduler
+        runs no such code: the client always writes the file)."""
         self._check_open("dump_cluster_state")
         state = dump.cluster_state(self.store, lambda f: Client.run(self, f, on_error="return"))
         return dump.write(state, filename, format, exclude)
