@@ -73,6 +73,9 @@ from rdist.worker.stream import StreamReader
 
 log = logging.getLogger("rdist.worker")
 
+#: How long leaving waits for the client of our tasks to say goodbye.
+TASK_CLIENT_CLOSE_SECONDS = 2.0
+
 
 class Worker:
     def __init__(
@@ -342,11 +345,19 @@ class Worker:
         closes: left open, the scheduler would find it silent later and log it as lost."""
         with self.lock:
             client, self._client = self._client, None
-        if client is not None:
+        if client is None:
+            return
+
+        def close() -> None:
             try:
                 client.close()
             except Exception:  # leaving goes on; its heartbeat lapses at the scheduler
                 log.exception("worker %s: closing the client of its tasks failed", self.address)
+
+        # bounded: with Redis away, the client's last send would retry for a while
+        closing = threading.Thread(target=close, name="rdist-close-task-client", daemon=True)
+        closing.start()
+        closing.join(TASK_CLIENT_CLOSE_SECONDS)
 
     def _wake_reader(self) -> None:
         """An entry on our own stream ends the stream thread's blocking read at once (it
