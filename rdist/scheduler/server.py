@@ -355,6 +355,7 @@ class SchedulerServer:
                 lost.append(address)
         if not lost:
             return pending
+        self._announced.difference_update(lost)  # (should it come back, it joins anew)
         outbox = Outbox()
         for address in lost:
             log.warning(
