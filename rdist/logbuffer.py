@@ -134,7 +134,9 @@ class ProcessLog:
         self._store = store
         self.role = role
         self._ident = ident
-        self._resend = True  #: the next flush sends the whole buffer (a new ident)
+        #: the next flush sends the whole buffer, in place of the list (a new ident, or
+        #: lines that did not get through)
+        self._resend = True
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.buffer = LogBuffer(length or log_length(), on_new=self._poke)
@@ -142,7 +144,7 @@ class ProcessLog:
         self._logger = logging.getLogger(logger)
         self._thread: threading.Thread | None = None
         self._flush_lock = threading.Lock()
-        self._failed = False
+        self._failed = False  #: the last flush did not get through
 
     @property
     def ident(self) -> str | None:
@@ -171,13 +173,15 @@ class ProcessLog:
         self._poke()
 
     def close(self) -> None:
-        """Send what is left, stop the thread and let go of the loggers."""
+        """Send what is left (unless Redis just failed us: leaving must not wait on it),
+        stop the thread and let go of the loggers."""
         self._logger.removeHandler(self.buffer)
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        self.flush()
+        if not self._failed:
+            self.flush()
 
     def _poke(self) -> None:
         if not self._wake.is_set():
@@ -193,8 +197,9 @@ class ProcessLog:
             self.flush()
 
     def flush(self) -> None:
-        """Publish the pending lines and events in one pipeline. Redis failing loses the
-        lines' trip (they stay in memory) and never raises into the caller."""
+        """Publish the pending lines and events in one pipeline. Redis failing raises
+        nothing: the next flush that gets through sends the whole buffer again, and the
+        events (within MAX_PENDING_EVENTS) go with it."""
         from rdist.store.connection import ConnectionErrors
 
         with self._flush_lock:
@@ -203,19 +208,23 @@ class ProcessLog:
             if ident is None and not events:
                 return
             records: list[logging.LogRecord] = []
+            everything = self._resend
             if ident is not None:
-                records = self.buffer.take_unsent(everything=self._resend)
+                records = self.buffer.take_unsent(everything=everything)
                 self._resend = False
             try:
                 pipe = self._store.pipeline()
                 if ident is not None:
                     lines = self.buffer.encoded(records)
-                    self._store.logs.append(self.role, ident, lines, self.buffer.length, pipe)
+                    length = self.buffer.length
+                    self._store.logs.append(self.role, ident, lines, length, pipe, everything)
                 for topic, encoded in events:
                     self._store.streams.topic_event(topic, encoded, pipe)
                 pipe.execute()
                 self._failed = False
-            except ConnectionErrors:
-                self._failed = True  # (not logged: that line would wait for Redis too)
-            except Exception:  # a bug here must not end the thread, nor log in a loop
+            except Exception as exc:  # Redis away -- or a bug, which must not end the thread
+                # (not logged: the line would only wait in this buffer for Redis too)
                 self._failed = True
+                self._resend = ident is not None
+                if isinstance(exc, ConnectionErrors):
+                    self._events.extendleft(reversed(events))

@@ -381,3 +381,27 @@ def test_plain_makes_records_enums_tuples_and_sets_into_plain_data():
 def test_dump_refuses_an_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="msgpack"):
         dump.write({}, str(tmp_path / "d"), "json")
+
+
+def test_after_redis_failed_the_next_flush_sends_every_line_and_event(store, logger, monkeypatch):
+    import redis
+
+    plog = ProcessLog(store, "worker", "tcp://w:7", length=10, logger=logger.name)
+    logger.addHandler(plog.buffer)
+    logger.info("first")
+    plog.flush()
+    logger.info("second")
+    plog.topic("print", {"args": ["kept"]}, 1.0)
+    working = store.pipeline
+
+    def broken() -> Any:
+        raise redis.ConnectionError("away")
+
+    monkeypatch.setattr(store, "pipeline", broken)
+    plog.flush()  # must not raise
+    monkeypatch.setattr(store, "pipeline", working)
+    plog.flush()
+
+    lines = store.logs.tails("worker", ["tcp://w:7"], None)["tcp://w:7"]
+    assert [line.message[-6:] for line in lines] == [" first", "second"]  # (once each)
+    assert store.redis.xlen(store.keys.topic("print")) == 1

@@ -34,11 +34,20 @@ class Logs:
         self.keys = store.keys
 
     def append(
-        self, role: str, ident: str, lines: Sequence[bytes], length: int, pipe: Any = None
+        self,
+        role: str,
+        ident: str,
+        lines: Sequence[bytes],
+        length: int,
+        pipe: Any = None,
+        replace: bool = False,
     ) -> None:
-        """Encoded lines at the end of the list, which keeps its last ``length``."""
+        """Encoded lines at the end of the list, which keeps its last ``length``
+        (``replace``: the lines are the whole list now)."""
         target = pipe if pipe is not None else self._store.pipeline()
         key = self.keys.logs(role, ident)
+        if replace:
+            target.delete(key)
         if lines:
             target.rpush(key, *lines)
             target.ltrim(key, -length, -1)
