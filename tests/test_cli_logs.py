@@ -64,3 +64,19 @@ def test_warning_quiets_stderr_but_the_buffer_keeps_the_info_lines(redis_url):
 
     assert any(level == "INFO" and "starting for cluster" in line for level, line in lines)
     assert " INFO " not in err  # (stderr shows WARNING and above only)
+
+
+def test_the_dashboard_says_who_it_is_when_it_starts(redis_url):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rdist", "dashboard", "--redis-url", redis_url,
+         "--cluster", "dash-logs", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        link = proc.stdout.readline().strip().rpartition(" at ")[2] if proc.stdout else ""
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+
+    assert link.startswith("http://127.0.0.1:")
+    assert f"dashboard (pid {proc.pid}) for cluster 'dash-logs' on {redis_url} at {link}" in err
