@@ -112,7 +112,7 @@ def test_a_flood_of_lines_leaves_a_capped_list_with_an_expiry(store, logger):
     finally:
         plog.close()
 
-    key = store.keys.logs("worker", "tcp://w:1")
+    key = store.keys.worker_log("tcp://w:1")
     assert store.redis.llen(key) == 50
     assert 0 < store.redis.ttl(key) <= LOG_TTL_SECONDS
     tail = store.logs.tails("worker", ["tcp://w:1"], None)["tcp://w:1"]
@@ -146,7 +146,7 @@ def test_lines_of_a_moment_go_out_in_one_round_trip(store, logger, monkeypatch):
     plog.flush()
 
     assert len(executed) == 1  # 30 lines and one topic event: one pipeline
-    assert store.redis.llen(store.keys.logs("worker", "tcp://w:2")) == 30
+    assert store.redis.llen(store.keys.worker_log("tcp://w:2")) == 30
     assert store.redis.xlen(store.keys.topic("print")) == 1
 
 
@@ -155,7 +155,7 @@ def test_the_publisher_thread_sends_lines_without_being_asked(store, logger):
     try:
         logger.info("by itself")
         deadline = time.monotonic() + 10
-        while not store.redis.llen(store.keys.logs("scheduler", "s1")):
+        while not store.redis.llen(store.keys.scheduler_log("s1")):
             assert time.monotonic() < deadline, "the line never reached redis"
             time.sleep(0.02)
     finally:
@@ -193,7 +193,7 @@ def test_redis_down_loses_no_line_in_memory_and_raises_nothing(logger):
 
 
 def test_a_line_that_does_not_decode_is_skipped(store):
-    key = store.keys.logs("worker", "tcp://w:6")
+    key = store.keys.worker_log("tcp://w:6")
     good = wire.LogLine(1.0, "INFO", "rdist", "fine").encode()
     store.redis.rpush(key, b"\xc1", good)
 

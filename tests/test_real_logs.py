@@ -183,7 +183,7 @@ def test_a_flood_of_log_lines_stays_bounded_in_redis(roles):
                 and w
             )
         )
-        key = c.store.keys.logs("worker", address)
+        key = c.store.keys.worker_log(address)
         assert c.store.redis.llen(key) == DEFAULT_LENGTH
 
     assert len(lines) == DEFAULT_LENGTH

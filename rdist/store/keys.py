@@ -203,9 +203,14 @@ class Keys:
         return self._k("fencing")
 
     # -- log buffers -------------------------------------------------------------------------
-    def logs(self, role: str, ident: str) -> str:
-        """``logs:worker:<address>``, ``logs:nanny:<address>``, ``logs:scheduler:<token>``."""
-        return self._k(f"logs:{role}:{ident}")
+    def worker_log(self, address: str) -> str:
+        return self._k(f"logs:worker:{address}")
+
+    def nanny_log(self, worker_address: str) -> str:
+        return self._k(f"logs:nanny:{worker_address}")
+
+    def scheduler_log(self, token: str) -> str:
+        return self._k(f"logs:scheduler:{token}")
 
     @cached_property
     def current_scheduler_log(self) -> str:

@@ -45,7 +45,7 @@ class Logs:
         """Encoded lines at the end of the list, which keeps its last ``length``
         (``replace``: the lines are the whole list now)."""
         target = pipe if pipe is not None else self._store.pipeline()
-        key = self.keys.logs(role, ident)
+        key = self._key(role, ident)
         if replace:
             target.delete(key)
         if lines:
@@ -54,6 +54,15 @@ class Logs:
         target.expire(key, LOG_TTL_SECONDS)
         if pipe is None:
             target.execute()
+
+    def _key(self, role: str, ident: str) -> str:
+        """The list of one process: ``role`` is ``worker``, ``nanny`` or ``scheduler``."""
+        keys = self.keys
+        by_role = {"worker": keys.worker_log, "nanny": keys.nanny_log}
+        by_role["scheduler"] = keys.scheduler_log
+        if role not in by_role:
+            raise ValueError(f"no log list for role {role!r}: one of {sorted(by_role)}")
+        return by_role[role](ident)
 
     def set_current_scheduler(self, token: str, pipe: Any = None) -> None:
         """Whose list ``get_scheduler_logs`` reads: the scheduler that leads (or led) last."""
@@ -70,7 +79,7 @@ class Logs:
         idents = list(idents)
         pipe = self._store.pipeline()
         for ident in idents:
-            pipe.lrange(self.keys.logs(role, ident), -n if n else 0, -1)
+            pipe.lrange(self._key(role, ident), -n if n else 0, -1)
         out: dict[str, list[LogLine]] = {}
         for ident, raws in zip(idents, pipe.execute(), strict=True):
             out[ident] = [line for raw in raws if (line := _decoded(raw, role, ident)) is not None]
