@@ -175,6 +175,7 @@ def test_dump_cluster_state_of_real_processes(roles, tmp_path):
 def test_a_flood_of_log_lines_stays_bounded_in_redis(roles):
     address = roles.pc.live_workers()["w1"]
     with roles.client() as c:
+        before = c.store.redis.info("stats")["total_commands_processed"]
         seconds = c.submit(floods, 50_000, pure=False).result()
         lines = eventually(
             lambda: (
@@ -183,11 +184,15 @@ def test_a_flood_of_log_lines_stays_bounded_in_redis(roles):
                 and w
             )
         )
+        commands = c.store.redis.info("stats")["total_commands_processed"] - before
         key = c.store.keys.worker_log(address)
         assert c.store.redis.llen(key) == DEFAULT_LENGTH
 
     assert len(lines) == DEFAULT_LENGTH
-    assert seconds / 50_000 < 100e-6  # a log call costs microseconds on the task's thread
+    # batches, not a round trip per line: the whole cluster's commands meanwhile (heartbeats,
+    # the task, the polls above) are far fewer than the lines
+    assert commands < 5_000, commands
+    assert seconds / 50_000 < 1e-3  # (stderr takes each line too; a loaded box is slow)
 
 
 def test_a_worker_leaving_is_told_by_the_scheduler(roles):
