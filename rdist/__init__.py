@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rdist.primitives import Event, Lock, MultiLock, Queue, Semaphore, Variable
     from rdist.worker import get_worker
     from rdist.worker.execution import get_client, rejoin, secede, worker_client
+    from rdist.worker.tasklog import print, warn  # noqa: A004  (dask's names)
 
 __version__ = "0.1.0"
 
@@ -67,11 +68,13 @@ __all__ = [
     "get_task_stream",
     "get_worker",
     "performance_report",
+    "print",
     "progress",
     "rejoin",
     "secede",
     "span",
     "wait",
+    "warn",
     "worker_client",
 ]
 
@@ -107,10 +110,12 @@ _HOMES = {
     "get_worker": "rdist.worker",
     "performance_report": "rdist.diagnostics.report",
     "progress": "rdist.diagnostics.progressbar",
+    "print": "rdist.worker.tasklog",
     "rejoin": "rdist.worker.execution",
     "secede": "rdist.worker.execution",
     "span": "rdist.client.spans",
     "wait": "rdist.client",
+    "warn": "rdist.worker.tasklog",
     "worker_client": "rdist.worker.execution",
 }
 

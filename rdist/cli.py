@@ -15,12 +15,19 @@ from rdist.cli_worker import WorkerSettings, worker_flags
 from rdist.config import Config, ConfigError, config_path, load_config, mask_url
 from rdist.settings import BY_NAME
 
+#: the levels ``--log-level`` takes (any case)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    """Lines at ``level`` and above on stderr; the ``rdist`` loggers still pass INFO to
+    the process's log buffer (``client.get_worker_logs``; rdist.logbuffer), as dask's
+    ``silence_logs`` quiets the console only."""
+    number = logging.getLevelName(level.upper())
+    logging.basicConfig(level=number, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(number)
+    logging.getLogger("rdist").setLevel(min(number, logging.INFO))
 
 
 def _setting(name: str) -> str:
@@ -91,7 +98,13 @@ cluster_option = click.option(
     default=None,
     help="cluster name, several can share one Redis " + _setting("redis.cluster"),
 )
-log_option = click.option("--log-level", default="info", show_default=True)
+log_option = click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="lines shown on stderr (the log buffer keeps INFO and above regardless)",
+)
 timeout_option = click.option(
     "--timeout",
     "connect_timeout",
@@ -366,6 +379,7 @@ def local(
         threads_per_worker=nthreads,
         redis_url=url,
         name=cluster if url else None,
+        silence_logs=log_level,  # (the roles show what --log-level says)
     ) as lc:
         click.echo(
             f"rdist cluster {lc.cluster_name!r} running: RDIST_REDIS_URL={mask_url(lc.redis_url)}"

@@ -115,6 +115,25 @@ def child_env(redis_url: str) -> dict[str, str]:
     return {**os.environ, "RDIST_REDIS_URL": redis_url}
 
 
+def _level_name(silence_logs: Any) -> str:
+    """``silence_logs`` (a level, its name, or False for INFO) as ``--log-level`` takes it."""
+    if silence_logs is False or silence_logs is None:
+        return "info"
+    if silence_logs is True:
+        return "warning"
+    number = (
+        silence_logs
+        if isinstance(silence_logs, int)
+        else logging.getLevelName(str(silence_logs).upper())
+    )
+    if not isinstance(number, int):
+        raise ValueError(f"LocalCluster(silence_logs={silence_logs!r}): a logging level")
+    for name in ("debug", "info", "warning", "error", "critical"):
+        if number <= logging.getLevelName(name.upper()):
+            return name
+    return "critical"
+
+
 class _WorkerProcess:
     """One ``rdist worker`` subprocess."""
 
@@ -168,6 +187,10 @@ class LocalCluster:
         if threads_per_worker is None:
             threads_per_worker = max(1, cores // max(1, n_workers)) if processes else cores
         self.processes = processes
+        #: what the child processes show on stderr (dask's ``silence_logs``, WARNING by
+        #: default: a Client() prints nothing unless something is wrong); their log
+        #: buffers keep INFO lines all the same (``client.get_worker_logs``)
+        self._child_log_level = _level_name(kwargs.pop("silence_logs", logging.WARNING))
         #: worker processes run under a nanny, as dask's: a worker that dies is replaced,
         #: one over its memory limit restarted (``nanny=False`` opts out)
         self.nanny = nanny
@@ -215,7 +238,16 @@ class LocalCluster:
 
     def _cli(self, *args: str) -> list[str]:
         """The command line of a child role; its Redis URL goes by :func:`child_env`."""
-        return [sys.executable, "-m", "rdist", *args, "--cluster", self.cluster_name]
+        return [
+            sys.executable,
+            "-m",
+            "rdist",
+            *args,
+            "--cluster",
+            self.cluster_name,
+            "--log-level",
+            self._child_log_level,
+        ]
 
     def _start_scheduler(self) -> None:
         if self.processes:

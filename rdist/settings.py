@@ -233,6 +233,13 @@ SETTINGS: tuple[Setting, ...] = (
         (DASHBOARD,),
         duration=True,
     ),
+    # -- logging: the log buffer of each process (rdist.logbuffer) -------------------------
+    Setting(
+        "logging.length",
+        1000,
+        "lines of its log each process keeps, in memory and in Redis (get_worker_logs)",
+        (SCHEDULER, WORKER, NANNY),
+    ),
     # -- tls: the data plane -----------------------------------------------------------------
     Setting(
         "tls.cert",

@@ -470,6 +470,25 @@ def dashboard_refreshes_at_the_configured_pace(mp: pytest.MonkeyPatch, tmp: Path
     assert dashboard.interval == 3.0 and dashboard.feed.interval == 3.0
 
 
+# -- logging ----------------------------------------------------------------------------------
+@key_test("logging.length")
+def log_buffers_keep_the_configured_number_of_lines(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    from rdist.logbuffer import ProcessLog
+
+    yaml_file(mp, tmp, "logging:\n  length: 7\n")
+    store = connect(f"fakeredis://{uuid.uuid4().hex}", "logs")
+    try:
+        log = ProcessLog(store, "worker", "tcp://w:1")
+        assert log.buffer.length == 7
+        log.close()
+        mp.setenv("RDIST_LOGGING__LENGTH", "3")
+        log = ProcessLog(store, "worker", "tcp://w:1")
+        assert log.buffer.length == 3
+        log.close()
+    finally:
+        store.close()
+
+
 # -- tls --------------------------------------------------------------------------------------
 def tls_test(name: str) -> Check:
     def check(mp: pytest.MonkeyPatch, tmp: Path) -> None:

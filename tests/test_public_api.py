@@ -34,11 +34,13 @@ EXPECTED = [
     "get_task_stream",
     "get_worker",
     "performance_report",
+    "print",
     "progress",
     "rejoin",
     "secede",
     "span",
     "wait",
+    "warn",
     "worker_client",
 ]
 

@@ -175,6 +175,7 @@ RECORDS: list[wire.Record] = [
         1.7e9,
         [wire.TaskStack("k", "rdist-exec-0", ["f.py:3 in g", "    time.sleep(1)"])],
     ),
+    wire.LogLine(1700000000.25, "WARNING", "rdist.worker", "2026-12-01 rdist.worker WARNING x"),
 ]
 
 

@@ -29,11 +29,21 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from rdist import versions
+from rdist import task_context, versions
 from rdist.client import asynchronous as async_client
 from rdist.client import collections as dask_collections
-from rdist.client import default, inspect_more, keynames, local_cluster, metadata, retire, validate
+from rdist.client import (
+    default,
+    dump,
+    inspect_more,
+    keynames,
+    local_cluster,
+    metadata,
+    retire,
+    validate,
+)
 from rdist.client import diagnostics as diag
+from rdist.client import logs as client_logs
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
@@ -130,6 +140,9 @@ class Client:
             start_thread("rdist-client-send", self._sender.run, self._stop, self._thread_died),
             start_thread("rdist-client-listen", self._inbox.listen, self._stop, self._thread_died),
         ]
+        if task_context.current() is None:  # (a task's own client: its worker prints)
+            for topic, handler in client_logs.DEFAULT_TOPICS.items():
+                self._topics.subscribe(topic, handler)
         if asynchronous:
             self.asynchronous = True
             async_client.make_awaitable(self)
@@ -736,6 +749,51 @@ class Client:
 
     def unsubscribe_topic(self, topic: str) -> None:
         self._topics.unsubscribe(topic)
+
+    # -- logs (rdist.client.logs, rdist.client.dump) ---------------------------------------------
+    def get_worker_logs(
+        self, n: int | None = None, workers: Any = None, nanny: bool = False
+    ) -> dict[str, list[tuple[str, str]]]:
+        """``{address: [(level, line), ...]}``: the last ``n`` lines (None: all kept) of each
+        worker's log (``nanny``: its nanny's), oldest first, as dask's."""
+        self._check_open("get_worker_logs")
+        return client_logs.worker_logs(self.store, n, workers, nanny)
+
+    def get_scheduler_logs(self, n: int | None = None) -> list[tuple[str, str]]:
+        """The last ``n`` lines (None: all kept) of the scheduler's log, oldest first."""
+        self._check_open("get_scheduler_logs")
+        return client_logs.scheduler_logs(self.store, n)
+
+    def forward_logging(self, logger_name: str | None = None, level: int = logging.NOTSET) -> None:
+        """Records of ``logger_name`` (None: the root logger) at ``level`` and above,
+        logged on the workers (by tasks), are handled again by this client's logger of the
+        same name, as dask's."""
+        self._check_open("forward_logging")
+        topic = client_logs.forwarding_topic(logger_name)
+        self._topics.subscribe(topic, client_logs.re_emit)
+        plugin = client_logs.ForwardLogging(logger_name, level, topic)
+        self._plugins.register(plugin, topic, None)
+
+    def unforward_logging(self, logger_name: str | None = None) -> None:
+        """Stop what :meth:`forward_logging` of ``logger_name`` started."""
+        topic = client_logs.forwarding_topic(logger_name)
+        self._topics.unsubscribe(topic)
+        self._plugins.unregister(topic)
+
+    def dump_cluster_state(
+        self,
+        filename: str = "dump",
+        write_from_scheduler: bool | None = None,
+        exclude: Iterable[str] = (),
+        format: str = "msgpack",
+    ) -> str:
+        """Write the scheduler's state (from Redis) and every worker's (asked of it) to
+        ``filename`` + ``.msgpack.gz`` or ``.yaml``, for a bug report; returns the path.
+        dask's signature: ``write_from_scheduler`` changes nothing here (the scheduler
+        runs no such code: the client always writes the file)."""
+        self._check_open("dump_cluster_state")
+        state = dump.cluster_state(self.store, lambda f: Client.run(self, f, on_error="return"))
+        return dump.write(state, filename, format, exclude)
 
     def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
         """Block until ``n_workers`` workers are running (woken by join events, no polling)."""

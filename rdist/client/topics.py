@@ -55,6 +55,7 @@ class Topics:
         self._store = store
         self._stop = stop
         self._handlers: dict[str, Handler] = {}
+        self._starts: dict[str, Any] = {}  #: where each subscription's reading starts
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -73,8 +74,12 @@ class Topics:
         """``handler((time, msg))`` for every event logged on ``topic`` from now on."""
         if not callable(handler):
             raise TypeError(f"subscribe_topic(handler={handler!r}): must be callable")
+        # from the stream's newest entry now, not from wherever it is when the thread
+        # first reads: an event logged just after this call is not missed
+        newest = self._store.streams.newest(self._store.keys.topic(topic), 1)
         with self._lock:
             self._handlers[topic] = handler
+            self._starts[topic] = newest[0][0] if newest else b"0-0"
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._listen, name="rdist-client-topics", daemon=True
@@ -93,16 +98,23 @@ class Topics:
             while not self._stop.is_set():
                 with self._lock:
                     handlers = dict(self._handlers)
-                streams = {self._store.keys.topic(t): last.setdefault(t, "$") for t in handlers}
+                    for topic in handlers:
+                        if topic in self._starts:
+                            last[topic] = self._starts.pop(topic)
+                streams = {self._store.keys.topic(t): last[t] for t in handlers}
                 if not streams:
                     self._stop.wait(BLOCK_MS / 1000)
                     continue
                 try:
                     got = reader.streams.follow(streams, 1000, BLOCK_MS)
                 except ConnectionErrors as exc:
+                    if self._stop.is_set():  # (the client closed; Redis may be gone too)
+                        break
                     log.warning("topic subscription: redis unavailable (%s)", exc)
                     self._stop.wait(1.0)
                     continue
+                if self._stop.is_set():  # closed while blocked: the events are not ours now
+                    break
                 for stream, entries in got:
                     name = _topic_of(stream, self._store.keys.topic(""))
                     for entry_id, payload in entries:

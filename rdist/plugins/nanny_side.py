@@ -98,6 +98,8 @@ class NannyPlugins:
                     self.id, self._after, READ_BLOCK_MS
                 )
             except ConnectionErrors as exc:
+                if self._stop.is_set():  # (stop() closed the connection under our read)
+                    break
                 log.warning("nanny %s: redis unavailable (%s); retrying", self.id, exc)
                 self._stop.wait(0.5)
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -23,11 +24,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rdist import versions
-from rdist.config import Config, load_config
+from rdist.config import Config, load_config, mask_url
+from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
-from rdist.scheduler import hooks
+from rdist.scheduler import hooks, membership
 from rdist.scheduler.inbound import decode_entry
 from rdist.scheduler.outbox import Outbox
 from rdist.scheduler.restore import read_state
@@ -113,6 +115,10 @@ class SchedulerServer:
         self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
         #: what happens should the lease renewer die anyway (see rdist.supervise)
         self.on_thread_death: OnDeath = exit_process
+        #: this process's last log lines, at ``logs:scheduler:<lease token>``
+        self.logs = ProcessLog(store, "scheduler", self.lease.token)
+        self._announced: set[str] = set()  #: workers whose joining the log told
+        self._took_over = False  #: this leadership followed another scheduler's
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default", **kwargs: Any) -> SchedulerServer:
@@ -135,6 +141,14 @@ class SchedulerServer:
     def workers(self) -> dict[str, Any]:
         return self.state.workers
 
+    def _decide_noted(self, events: Sequence[ev.Event]) -> list[ev.Instruction]:
+        """:meth:`_decide`, with workers joining and leaving logged for the operator."""
+        changes = membership.changes(self.state.workers, self._announced, events)
+        out = self._decide(events)
+        if changes:
+            membership.log_changes(log, changes, len(self.state.workers))
+        return out
+
     def _decide(self, events: Sequence[ev.Event], flush: bool = False) -> list[ev.Instruction]:
         """The state machine's decisions on ``events``, with the plugins' hooks after."""
         return hooks.decide(self.state, self.plugins, self, events, flush)
@@ -145,6 +159,7 @@ class SchedulerServer:
         before = self.store.meta.announced_scheduler()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
         self.store.meta.announce_versions(versions.get_versions())
+        self.store.logs.set_current_scheduler(self.lease.token)
         # clients waiting for a scheduler (Client() at start) wake on this event; a
         # standby that took over says whose place it took (the dashboard's fail-overs)
         info: dict[str, Any] = {"scheduler": self.lease.token}
@@ -160,6 +175,22 @@ class SchedulerServer:
         Leading that fails for any other reason than Redis (a bug) is logged; after a pause
         (longer while it keeps failing) the scheduler leads again from what Redis holds."""
         sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
+        self.logs.start()
+        log.info(
+            "rdist %s scheduler %s (pid %d) starting for cluster %r on %s",
+            rdist_version(),
+            self.lease.token,
+            os.getpid(),
+            self.store.keys.cluster,
+            mask_url(self.store.url),
+        )
+        try:
+            self._run()
+        finally:
+            log.info("scheduler %s stopped", self.lease.token)
+            self.logs.close()
+
+    def _run(self) -> None:
         pause = RETRY_LEADING_SECONDS
         while not self.stop_event.is_set():
             if not self._wait_for_lease():
@@ -206,8 +237,11 @@ class SchedulerServer:
             try:
                 if self.lease.try_acquire():
                     self._lease_retry.succeeded()
+                    self._took_over = waited
                     if waited:
                         log.warning("scheduler %s took over as leader", self.lease.token)
+                    else:
+                        log.info("scheduler %s is the leader", self.lease.token)
                     self.started_serving = time.monotonic()
                     return True
                 if not waited:
@@ -249,8 +283,13 @@ class SchedulerServer:
             joined = {"worker": address, "name": record.name, "restored": True}
             self.store.streams.log_event(wire.ClusterEvent("worker-joined", joined), pipe)
         pipe.execute()
-        log.info(
-            "restored %d tasks and %d workers from redis", len(event.tasks), len(event.workers)
+        # news to an operator only when there was a graph to resume (a new cluster's first
+        # scheduler finds the workers that were quicker than it, nothing more)
+        log.log(
+            logging.INFO if event.tasks or self._took_over else logging.DEBUG,
+            "restored %d tasks and %d workers from redis",
+            len(event.tasks),
+            len(event.workers),
         )
 
     def _serve(self) -> None:
@@ -335,6 +374,7 @@ class SchedulerServer:
                 lost.append(address)
         if not lost:
             return pending
+        self._announced.difference_update(lost)  # (should it come back, it joins anew)
         outbox = Outbox()
         for address in lost:
             log.warning(
@@ -383,7 +423,7 @@ class SchedulerServer:
                 entry_id,
                 payload,
                 "handling",
-                lambda: outbox.add(self._decide(events)),  # noqa: B023
+                lambda: outbox.add(self._decide_noted(events)),  # noqa: B023
             )
         outbox.add(self.state.flush())  # each task changed in this batch is written once
         if size > LARGE_BATCH_BYTES and gc.get_threshold()[2] >= 1000:  # (tune_gc ran)
@@ -459,6 +499,4 @@ class SchedulerServer:
 
 
 def run_scheduler(url: str, cluster: str = "default", **kwargs: Any) -> None:
-    server = SchedulerServer.from_url(url, cluster, **kwargs)
-    log.info("scheduler serving cluster %r on %s", cluster, url)
-    server.run()
+    SchedulerServer.from_url(url, cluster, **kwargs).run()

@@ -17,6 +17,7 @@ from rdist.config import mask_url
 from rdist.store import health, tables
 from rdist.store.diagnostics import Profiles, Spans
 from rdist.store.keys import PAYLOAD_FIELD, Keys
+from rdist.store.logs import Logs
 from rdist.store.plugins import Plugins
 from rdist.store.primitives import Primitives
 from rdist.store.rawpipe import RawConnection, RawPipeline
@@ -148,6 +149,7 @@ class RedisStore:
         self.plugins = Plugins(self)
         self.profiles = Profiles(self)
         self.spans = Spans(self)
+        self.logs = Logs(self)
 
     def __repr__(self) -> str:
         return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"

@@ -77,6 +77,15 @@ Plugins (``rdist.plugins``)
     nanny:<id>
               inbound to one nanny (plugins added and removed), read with plain XREAD
 
+Log buffers (``rdist.logbuffer``; façade ``store.logs``)
+    logs:<role>:<id>
+              list of the last lines a process logged (msgpack ``wire.LogLine``), oldest
+              first: role ``scheduler`` (id: its lease token), ``worker`` or ``nanny``
+              (id: the worker's address); appended in batches, trimmed to the buffer's
+              length (``logging.length``) and expiring an hour after the last write
+    logs:scheduler
+              string: the token of the scheduler whose log is the cluster's current one
+
 Strings
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
               (``rdist.store.lease``; renewed by a Lua compare-and-expire)
@@ -222,6 +231,20 @@ class Keys:
     @cached_property
     def fencing(self) -> str:
         return self._k("fencing")
+
+    # -- log buffers -------------------------------------------------------------------------
+    def worker_log(self, address: str) -> str:
+        return self._k(f"logs:worker:{address}")
+
+    def nanny_log(self, worker_address: str) -> str:
+        return self._k(f"logs:nanny:{worker_address}")
+
+    def scheduler_log(self, token: str) -> str:
+        return self._k(f"logs:scheduler:{token}")
+
+    @cached_property
+    def current_scheduler_log(self) -> str:
+        return self._k("logs:scheduler")
 
     # -- plugins -------------------------------------------------------------------------------
     def plugins(self, kind: str) -> str:

@@ -115,10 +115,11 @@ class Streams:
         payload = event if isinstance(event, bytes) else event.encode()
         self._add(self.keys.events, payload, pipe, EVENTS_MAXLEN)
 
-    def topic_event(self, topic: str, event: TopicEvent, pipe: Any = None) -> None:
+    def topic_event(self, topic: str, event: TopicEvent | bytes, pipe: Any = None) -> None:
         """One user event on ``topic`` (its stream capped at TOPIC_MAXLEN)."""
         self._target(pipe).sadd(self.keys.topics, topic)
-        self._add(self.keys.topic(topic), event.encode(), pipe, TOPIC_MAXLEN)
+        payload = event if isinstance(event, bytes) else event.encode()
+        self._add(self.keys.topic(topic), payload, pipe, TOPIC_MAXLEN)
 
     def topic_names(self) -> list[str]:
         names = self._store.redis.smembers(self.keys.topics)

@@ -18,7 +18,8 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from rdist.config import Config
+from rdist.config import Config, mask_url
+from rdist.logbuffer import rdist_version
 from rdist.procs import die_with_parent
 from rdist.web.app import check_exposure, create_app
 
@@ -70,6 +71,14 @@ def run_dashboard(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    log.info(
+        "rdist %s dashboard (pid %d) for cluster %r on %s at %s",
+        rdist_version(),
+        os.getpid(),
+        config.get("redis.cluster"),
+        mask_url(config.get("redis.url")),
+        server.url,
+    )
     print(
         f"rdist dashboard for cluster {config.get('redis.cluster')!r} at {server.url}", flush=True
     )

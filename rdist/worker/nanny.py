@@ -38,6 +38,8 @@ import threading
 import time
 from typing import Any
 
+from rdist.config import mask_url
+from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.nanny_side import NannyPlugins
 from rdist.procs import EXIT_RETIRED, die_with_parent
 from rdist.protocol.wire import WorkerLost
@@ -82,12 +84,30 @@ class Nanny:
         self.env: dict[str, str] = {}
         #: nanny plugins (``client.register_plugin``), set up before the first worker
         self.plugins = NannyPlugins(self, url, cluster)
+        self._log_store = connect(url, cluster)  # (connects at its first command)
+        #: our last log lines, at ``logs:nanny:<worker address>`` once the worker told it
+        self.logs = ProcessLog(self._log_store, "nanny")
 
     # -- life cycle ----------------------------------------------------------------------------
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; returns the exit status for the nanny process."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.logs.start()
+        log.info(
+            "rdist %s nanny (pid %d) starting a worker of cluster %r on %s",
+            rdist_version(),
+            os.getpid(),
+            self.cluster,
+            mask_url(self.url),
+        )
+        try:
+            return self._supervise()
+        finally:
+            self.logs.close()
+            self._log_store.close()
+
+    def _supervise(self) -> int:
         self.plugins.start()
         failures = 0
         status = 0
@@ -179,6 +199,8 @@ class Nanny:
         if line:
             self.address = line
             self._address_known.set()
+            self.logs.set_ident(line)
+            log.info("nanny's worker process %d is %s", self.proc.pid if self.proc else 0, line)
 
     def _watch(self) -> str:
         """Wait for the child to end (or be killed for its memory); why it ended."""

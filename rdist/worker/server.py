@@ -30,7 +30,8 @@ from rdist.actors.host import ActorHost
 from rdist.client.client import Client
 from rdist.comm.security import Security
 from rdist.comm.transfer import decode_items, encode_items  # noqa: F401  (re-exported)
-from rdist.config import load_config
+from rdist.config import load_config, mask_url
+from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.worker_side import TaskViews, WorkerPlugins
 from rdist.procs import EXIT_RETIRED
 from rdist.protocol import serialize
@@ -79,6 +80,8 @@ log = logging.getLogger("rdist.worker")
 
 #: Peer fetches kept for the next report's task-stream entry (older ones are dropped).
 MAX_TRANSFERS_KEPT = 2_000
+#: How long leaving waits for the client of our tasks to say goodbye.
+TASK_CLIENT_CLOSE_SECONDS = 2.0
 
 
 class Worker:
@@ -173,6 +176,8 @@ class Worker:
         #: registered worker plugins (``client.register_plugin``), set up at start
         self.plugins = WorkerPlugins(self, store)
         self._local_directory: str | None = None
+        #: this process's last log lines, published to ``logs:worker:<address>``
+        self.logs = ProcessLog(store, "worker", self.address)
 
     # -- the state machine ---------------------------------------------------------------------
     def stimulus(self, cause: str) -> str:
@@ -256,6 +261,7 @@ class Worker:
         )
 
     def start(self) -> None:
+        self.logs.start()
         self.server.start()
         self._announce()
         beats = self.store.clone()
@@ -275,7 +281,18 @@ class Worker:
         self.stream_reader.start(self.reader_store)
         for i in range(self.nthreads):
             self.executor.start_thread(f"rdist-exec-{i}")
-        log.info("worker %s (%s) started with %d threads", self.address, self.name, self.nthreads)
+        log.info(
+            "rdist %s worker %s (name %r, pid %d) started with %d threads, %s data transfer, "
+            "in cluster %r on %s",
+            rdist_version(),
+            self.address,
+            self.name,
+            os.getpid(),
+            self.nthreads,
+            self.dataplane.mode,
+            self.store.keys.cluster,
+            mask_url(self.store.url),
+        )
 
     def _announce(self) -> None:
         self.store.ensure_group(self.stream, WORKER_GROUP, start="0")
@@ -339,6 +356,7 @@ class Worker:
         except ConnectionErrors:
             log.warning("could not announce departure of %s: redis unavailable", self.address)
         self.executor.close()
+        self._close_task_client()
         self.plugins.teardown_all()
         self.running.set()  # wake threads waiting out a pause
         self.reporter.stop()
@@ -360,9 +378,29 @@ class Worker:
         self.profiler.stop()
         if self.profiler.store is not store:
             self.profiler.store.close()
+        self.logs.close()  # (its last lines: the departure)
         for connection in (self.reader_store, self.reporter.store):
             connection.close()
         self.closed.set()
+
+    def _close_task_client(self) -> None:
+        """The client of our tasks (``get_client()``) leaves with us, as any client that
+        closes: left open, the scheduler would find it silent later and log it as lost."""
+        with self.lock:
+            client, self._client = self._client, None
+        if client is None:
+            return
+
+        def close() -> None:
+            try:
+                client.close()
+            except Exception:  # leaving goes on; its heartbeat lapses at the scheduler
+                log.exception("worker %s: closing the client of its tasks failed", self.address)
+
+        # bounded: with Redis away, the client's last send would retry for a while
+        closing = threading.Thread(target=close, name="rdist-close-task-client", daemon=True)
+        closing.start()
+        closing.join(TASK_CLIENT_CLOSE_SECONDS)
 
     def _wake_reader(self) -> None:
         """An entry on our own stream ends the stream thread's blocking read at once (it

@@ -14,6 +14,7 @@ the stream and the field -- this package is the one place where bad input is rec
   stream, :data:`NANNY`)
 - :mod:`~rdist.protocol.wire.stacks`: call stacks of running tasks, on request
 - :mod:`~rdist.protocol.wire.retire`: retiring workers and shutting the cluster down
+- :mod:`~rdist.protocol.wire.logs`: the lines of the log buffers
 - :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
 """
 
@@ -31,6 +32,8 @@ from rdist.protocol.wire.base import (
 from rdist.protocol.wire.diagnostics import ProfileBatch, SpanTotals
 from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
+from rdist.protocol.wire.logs import *  # noqa: F403
+from rdist.protocol.wire.logs import __all__ as _logs
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
 from rdist.protocol.wire.retire import *  # noqa: F403
@@ -57,6 +60,7 @@ __all__ = [  # noqa: PLE0604
     "pack",
     "unpack",
     *_extension,
+    *_logs,
     *_records,
     *_stacks,
     *_retire,
