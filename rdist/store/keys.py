@@ -1,7 +1,10 @@
 """Every Redis key rdist uses, built in one place.
 
 All keys of one cluster share the prefix ``rdist:{<cluster>}:`` -- the braces are a Redis
-Cluster hash tag, so multi-key pipelines and scripts stay on one slot.
+Cluster hash tag, so every key of one rdist cluster lives in one slot (on Redis Cluster the
+store talks to the primary serving it: see ``rdist.store.topology``), and multi-key
+pipelines, scripts and transactions stay on that slot; several rdist clusters sharing a
+Redis Cluster spread over its slots. No key may be built outside this module.
 
 Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``)
     sched               inbound to the scheduler; consumer group ``scheduler``
