@@ -45,6 +45,7 @@ from rdist.client.introspection import Introspection, StoryEvent
 from rdist.client.ledger import Ledger
 from rdist.client.listener import Listener
 from rdist.client.options import TaskOptions
+from rdist.client.recovery import Journal, Recovery
 from rdist.client.reprs import html_table
 from rdist.client.results import Results
 from rdist.client.sender import Sender
@@ -56,6 +57,7 @@ from rdist.plugins.registry import PluginRegistry
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
+from rdist.store.epoch import EpochWatch
 from rdist.supervise import start_thread
 
 log = logging.getLogger("rdist.client")
@@ -171,6 +173,10 @@ class Client:
         listener = Listener(
             store, self.id, self.ledger, self._answers, self._data.on_relay_reply, self._restarted
         )
+        #: what we submitted, to submit again should Redis lose it (``rdist.client.recovery``)
+        journal = Journal()
+        self._sender.journal, self._sender.held = journal, self.ledger.keys
+        self.recovery = Recovery(store, self.id, self._sender, self.ledger, journal, EpochWatch())
         self._inbox = Inbox(
             store,
             self.id,
@@ -178,6 +184,7 @@ class Client:
             self._heartbeat,
             self._stop,
             idle=self._sender.flush_if_free,
+            check_epoch=self.recovery.check,
         )
         self._sender.waiter_reads = self._inbox.waiter_reads
         #: futures held by queues, variables and datasets (``rdist.client.holders``)

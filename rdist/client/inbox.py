@@ -56,6 +56,7 @@ class Inbox:
         heartbeat: Callable[[], wire.ClientRecord],
         stop: threading.Event,
         idle: Callable[[], None],
+        check_epoch: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._client_id = client_id
@@ -64,6 +65,8 @@ class Inbox:
         self._heartbeat = heartbeat  #: our record in the clients hash, as of now
         self._stop = stop
         self._idle = idle  #: called by the listener before each read or pause
+        #: reads the cluster epoch when due (``rdist.client.recovery``): Redis lost data?
+        self._check_epoch = check_epoch
         self._listen_reader = store.clone()
         self._wait_reader: RedisStore | None = None
         self._handled: tuple[int, int] = (0, 0)  #: newest entry handled
@@ -109,6 +112,10 @@ class Inbox:
         while not self._stop.is_set():
             # what was posted without waking anybody (while a waiter read) goes now
             self._idle()
+            try:
+                self._check_epoch()
+            except ConnectionErrors:
+                pass  # the read below meets it too, and backs off
             if self.waiter_reads():
                 self._stop.wait(LISTENER_GRACE)
                 continue

@@ -103,6 +103,7 @@ class SchedulerServer:
         self._lease_retry = Backoff("scheduler: lease", store.url, log)
         self.is_leader = threading.Event()
         self.started_serving = 0.0  #: monotonic time the last leadership began
+        self._led_before = False  #: a later leadership of this process starts a new epoch
         self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
         #: what happens should the lease renewer die anyway (see rdist.supervise)
         self.on_thread_death: OnDeath = exit_process
@@ -177,6 +178,7 @@ class SchedulerServer:
         try:
             self.prepare()
             self._restore()
+            self._begin_epoch()
             self.plugins.start(self)
             self._serve()
         except ConnectionErrors as exc:
@@ -218,6 +220,17 @@ class SchedulerServer:
                 self._lease_retry.failed(exc)  # logged once a spell; permanent raises
             else:
                 self._lease_retry.succeeded()
+
+    def _begin_epoch(self) -> None:
+        """A new epoch when Redis came back empty, or after this scheduler lost Redis while
+        leading (a fail-over may have dropped the last writes): workers re-announce what
+        they hold and clients re-submit their graphs (``rdist.scheduler.reconcile``)."""
+        _, new = self.store.epoch.begin(new=self._led_before)
+        if new and (self._led_before or self.state.tasks or self.state.workers):
+            log.warning(
+                "redis may have lost data: new cluster epoch; workers and clients rebuild it"
+            )
+        self._led_before = True
 
     def _restore(self) -> None:
         """Rebuild the state from Redis: records, live workers, stored errors."""

@@ -15,6 +15,7 @@ import redis
 
 from rdist.config import mask_url
 from rdist.store import health, tables, topology
+from rdist.store.epoch import Epoch
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.plugins import Plugins
 from rdist.store.primitives import Primitives
@@ -153,6 +154,7 @@ class RedisStore:
         self.streams = Streams(self)
         self.primitives = Primitives(self)
         self.plugins = Plugins(self)
+        self.epoch = Epoch(self)
 
     def __repr__(self) -> str:
         return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"

@@ -68,6 +68,8 @@ Plugins (``rdist.plugins``)
               inbound to one nanny (plugins added and removed), read with plain XREAD
 
 Strings
+    epoch     random token of the cluster's epoch: missing or changed means Redis lost
+              data, and workers and clients rebuild it (``rdist.store.epoch``)
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
               (``rdist.store.lease``; renewed by a Lua compare-and-expire)
 """
@@ -152,6 +154,10 @@ class Keys:
     @cached_property
     def lease(self) -> str:
         return self._k("lease")
+
+    @cached_property
+    def epoch(self) -> str:
+        return self._k("epoch")
 
     def transfer(self, request_id: str, key: str = "") -> str:
         return self._k(f"transfer:{request_id}:{key}")

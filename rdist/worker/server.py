@@ -43,6 +43,7 @@ from rdist.protocol.wire import (
 )
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
+from rdist.store.epoch import EpochWatch
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import OnDeath, exit_process, start_thread
 from rdist.worker import handoff, heartbeats
@@ -113,6 +114,8 @@ class Worker:
         self._client: Client | None = None  #: get_client() inside tasks
         self._stimuli = itertools.count()
         self.secret = store.meta.cluster_secret()
+        #: the cluster epoch seen last (heartbeats): a new one means Redis lost data
+        self.epoch_watch = EpochWatch()
         self.dataplane = DataPlane(
             self,
             listen_address_of(host, port, listen_address),

@@ -39,6 +39,7 @@ from rdist.store.guard import EntryGuard
 from rdist.store.health import Backoff
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import start_thread
+from rdist.worker import reannounce
 from rdist.worker.context import bind_worker
 from rdist.worker.events import (
     ComputeTask,
@@ -179,6 +180,11 @@ class StreamReader:
                 return None
             if "NOGROUP" not in str(exc):
                 raise
+            if reannounce.redis_lost(worker, loop.reader):
+                # Redis lost data (our group with it): keep everything; the heartbeat
+                # re-announces it once the scheduler starts the new epoch
+                loop.reader.ensure_group(stream, WORKER_GROUP, start="0")
+                return None
             worker.rejoin_cluster()  # the scheduler declared us dead
             return None
         if self._backoff is not None:

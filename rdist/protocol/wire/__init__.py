@@ -30,6 +30,8 @@ from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
+from rdist.protocol.wire.recovery import *  # noqa: F403
+from rdist.protocol.wire.recovery import __all__ as _recovery
 from rdist.protocol.wire.to_client import *  # noqa: F403
 from rdist.protocol.wire.to_client import __all__ as _to_client
 from rdist.protocol.wire.to_scheduler import *  # noqa: F403
@@ -49,6 +51,7 @@ __all__ = [  # noqa: PLE0604
     "unpack",
     *_extension,
     *_records,
+    *_recovery,
     *_to_client,
     *_to_scheduler,
     *_to_worker,

@@ -30,6 +30,7 @@ from rdist.protocol.wire.base import (
     row_spec,
 )
 from rdist.protocol.wire.extension import PassKeys, RegisterSchedulerPlugin
+from rdist.protocol.wire.recovery import HeldKeys
 
 WORKER_STATUSES = ("running", "paused", "closing")
 
@@ -498,6 +499,7 @@ SCHEDULER = Channel(
     StoryRequest,
     PassKeys,
     RegisterSchedulerPlugin,
+    HeldKeys,
 )
 
 __all__ = [
