@@ -6,8 +6,10 @@ graphs of its futures, and every future completes with the right value (issue 15
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -31,10 +33,7 @@ def double(x: int) -> int:
 
 @pytest.fixture
 def procs(subprocess_pythonpath: None) -> Iterator[ProcCluster]:
-    import os
-    from pathlib import Path
-
-    logs = os.environ.get("RDIST_TEST_LOGS")
+    logs = os.environ.get("RDIST_TEST_LOGS")  # a directory for the processes' logs
     cluster = ProcCluster(n_workers=2, worker_ttl=10.0, log_dir=Path(logs) if logs else None)
     try:
         cluster.wait_for_workers()
