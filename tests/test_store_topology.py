@@ -98,3 +98,17 @@ def test_every_key_of_a_cluster_carries_its_hash_tag() -> None:
     ]
 
     assert all(name.startswith("rdist:{prod}:") for name in names)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+sentinel://:s3cret@127.0.0.1:1/svc/0", "redis+cluster://:s3cret@127.0.0.1:1"]
+)
+def test_nothing_answering_is_a_transient_failure_retried_until_the_deadline(url: str) -> None:
+    store = connect(url, "prod")
+    try:
+        with pytest.raises(health.RedisUnreachable) as info:
+            store.check(0.3)
+    finally:
+        store.close()
+
+    assert "s3cret" not in str(info.value) and "***@127.0.0.1:1" in str(info.value)

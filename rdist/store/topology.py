@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, unquote
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
@@ -169,6 +170,19 @@ class SlotOwner:
         self._stale = False
 
     def address(self) -> tuple[str, int]:
+        """The primary serving the slot now; a cluster that cannot tell (no seed node
+        answers, the slot unserved) is a connection failure, retried like one."""
+        try:
+            return self._address()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except (redis.RedisError, RedisClusterException) as exc:
+            self.moved()
+            raise redis.ConnectionError(
+                f"the Redis Cluster cannot say where the slot is: {exc}"
+            ) from exc
+
+    def _address(self) -> tuple[str, int]:
         with self._lock:
             if self._cluster is None:
                 self._cluster = RedisCluster(
