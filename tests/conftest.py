@@ -175,6 +175,7 @@ MODULE_TIERS = {
     "test_client_inbox": "fake",
     "test_actors": "fake",
     "test_client_lifetime": "fake",
+    "test_client_redis_loss": "fake",
     "test_client_restart": "fake",
     "test_client_rooms": "fake",
     "test_client_scheduling": "fake",

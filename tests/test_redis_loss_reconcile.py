@@ -128,13 +128,20 @@ def test_the_held_keys_message_round_trips_and_refuses_a_negative_size() -> None
 
 def test_the_epoch_watch_fires_once_on_a_new_epoch_even_after_it_vanished() -> None:
     watch = EpochWatch()
-    assert not watch.changed(None)  # no scheduler yet
-    assert not watch.changed(b"e1")  # the first one seen is no news
+    watch.start(b"e1")  # as of joining: no news
     assert not watch.changed("e1")
     assert not watch.changed(None) and watch.lost  # FLUSHALL: wait for the new one
     assert watch.changed(b"e2") and not watch.lost
     assert not watch.changed(b"e2")
     assert watch.changed(b"e3")  # a fail-over's new epoch, without a gap
+
+
+def test_a_process_that_joined_before_any_epoch_acts_on_the_first_it_sees() -> None:
+    watch = EpochWatch()
+    watch.start(None)  # started before any scheduler led
+    assert not watch.changed(None)
+    assert watch.changed(b"e1")  # it may have missed a loss: act once, it is idempotent
+    assert not watch.changed(b"e1")
 
 
 def _update(*rows: tuple[str, list[str]]) -> wire.UpdateGraph:

@@ -117,6 +117,10 @@ class Client:
             raise
         self.status = "running"
         self._compose()
+        try:
+            self.recovery.start()  # the cluster epoch we join in
+        except ConnectionErrors:
+            pass  # the first check reads it
         self._sender.post(wire.ClientJoin(self.id))
         self._threads = [  # supervised: a failing loop starts again (rdist.supervise)
             start_thread("rdist-client-send", self._sender.run, self._stop, self._thread_died),

@@ -122,6 +122,10 @@ class Recovery:
         self._next_check = 0.0
         self.rebuilds = 0  #: how often Redis lost data under this client
 
+    def start(self) -> None:
+        """The epoch as of joining (no news)."""
+        self._watch.start(self._store.epoch.current())
+
     def check(self) -> None:
         """Read the epoch (at most once every EPOCH_SECONDS); rebuild on a new one."""
         now = time.monotonic()
@@ -138,7 +142,7 @@ class Recovery:
         rows, specs, funcs = self._journal.graph_for(held)
         known = {row.key for row in rows}
         self._ledger.await_resubmission([k for k in held if k in known])
-        for start in range(0, max(len(rows), 1), RESUBMIT_ROWS):
+        for start in range(0, len(rows), RESUBMIT_ROWS):
             part = rows[start : start + RESUBMIT_ROWS]
             keys = {row.key for row in part}
             self._sender.post(

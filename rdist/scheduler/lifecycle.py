@@ -61,12 +61,10 @@ def on_graph(s: Scheduling, e: ev.GraphSubmitted) -> None:
     generation = next(s.generation)
     new: list[Task] = []
     names: dict[bytes, bytes] = {}  #: one bytes object per function for all its tasks
+    again: list[ev.TaskSpecMeta] = []  #: tasks we have, sent once more
     for index, meta in enumerate(e.tasks):
         if meta.key in s.tasks:
-            if meta.key in e.specs:
-                # sent again (a client rebuilding after Redis lost data): Redis may have
-                # lost the spec a recomputation would need
-                s.emit(ev.StoreSpec(meta.key, e.specs[meta.key]))
+            again.append(meta)
         else:
             priority = (-meta.priority, generation, index)
             ts = _new_task(s, meta, priority, e.specs.get(meta.key))
@@ -79,6 +77,8 @@ def on_graph(s: Scheduling, e: ev.GraphSubmitted) -> None:
     _cut_cycles(new)
     for ts in new:
         _link_dependencies(s, ts)
+    if again:  # e.g. a client rebuilding after Redis lost data
+        reconcile.sent_again(s, again, e.specs)
     for key in e.wanted:
         s.want(e.client, key)
     for key in e.fire_and_forget:

@@ -13,6 +13,11 @@ futures. The two arrive in any order, and this room reconciles them (pure):
 - a task in memory gains the holder as a replica; one running on that very worker
   finishes; one waiting, queued or released (the graph came first) is in memory at once;
 - anything else (erred, running elsewhere) keeps its course, and the copy is freed.
+
+A task sent again (:func:`sent_again`) has its spec stored again (Redis may have lost
+it), and one that could never run because a dependency was unknown -- submitted in the
+moment between the loss and the new epoch, before its inputs were re-submitted -- runs
+after all once the graph brings that dependency, and so do the dependents it failed.
 """
 
 from __future__ import annotations
@@ -83,6 +88,38 @@ def claim_held(s: Scheduling, new: list[Task]) -> None:
         if holders:
             _hold(s, ts, holders, entry[1])
             s.transition(ts, TS.MEMORY, restored=True)
+
+
+def sent_again(s: Scheduling, metas: list[ev.TaskSpecMeta], specs: dict[str, bytes]) -> None:
+    """Tasks we have, in a graph update once more (dependencies first)."""
+    revived: set[str] = set()
+    for meta in metas:
+        ts = s.tasks[meta.key]
+        if meta.key in specs:
+            s.emit(ev.StoreSpec(meta.key, specs[meta.key]))
+        if _may_run_now(s, ts, meta):
+            _revive(s, ts)
+            ts.broken = None
+            for dep in ts.dependencies:
+                s.tasks[dep].dependents.add(ts.key)
+            revived.add(ts.key)
+        elif ts.state is TS.ERRED and ts.blame in revived:
+            _revive(s, ts)
+            revived.add(ts.key)
+
+
+def _may_run_now(s: Scheduling, ts: Task, meta: ev.TaskSpecMeta) -> bool:
+    """Broken for want of a dependency that exists now (a cut cycle lost one: never)."""
+    return (
+        ts.broken is not None
+        and ts.dependencies == set(meta.deps)
+        and all(dep in s.tasks for dep in ts.dependencies)
+    )
+
+
+def _revive(s: Scheduling, ts: Task) -> None:
+    if ts.state is TS.ERRED:
+        s.transition(ts, TS.RELEASED)
 
 
 def _free_unclaimed(s: Scheduling, now: float) -> None:

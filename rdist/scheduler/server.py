@@ -135,6 +135,8 @@ class SchedulerServer:
 
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
+        # (what workers and clients send on seeing it is read after the restore below)
+        self._begin_epoch()
         self.store.meta.make_secret()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
         self.store.meta.announce_versions(versions.get_versions())
@@ -178,7 +180,6 @@ class SchedulerServer:
         try:
             self.prepare()
             self._restore()
-            self._begin_epoch()
             self.plugins.start(self)
             self._serve()
         except ConnectionErrors as exc:
@@ -226,7 +227,7 @@ class SchedulerServer:
         leading (a fail-over may have dropped the last writes): workers re-announce what
         they hold and clients re-submit their graphs (``rdist.scheduler.reconcile``)."""
         _, new = self.store.epoch.begin(new=self._led_before)
-        if new and (self._led_before or self.state.tasks or self.state.workers):
+        if new and self._led_before:
             log.warning(
                 "redis may have lost data: new cluster epoch; workers and clients rebuild it"
             )

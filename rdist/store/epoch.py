@@ -50,23 +50,32 @@ class Epoch:
 
 
 class EpochWatch:
-    """The epoch a process saw last; says once when a new one appears (pure)."""
+    """The epoch a process saw last; says once when a new one appears (pure).
+
+    The first epoch a process sees after joining without one (it started before any
+    scheduler led) counts as new too: it may have missed the change, and acting once
+    more costs little (a re-announcement is idempotent). Processes read the epoch when
+    they join, so this is rare."""
 
     def __init__(self) -> None:
         self.seen: str | None = None
         self.lost = False  #: the epoch vanished: a new one will follow
 
+    def start(self, current: bytes | str | None) -> None:
+        """The epoch as of joining: no news."""
+        self.seen = _text(current)
+
     def changed(self, current: bytes | str | None) -> bool:
-        """Whether ``current`` is a new epoch after one this process knew."""
-        if isinstance(current, bytes):
-            current = current.decode()
+        """Whether ``current`` is an epoch other than the one this process saw."""
+        current = _text(current)
         if current is None:
             self.lost = self.lost or self.seen is not None
-            return False
-        if self.seen is None:
-            self.seen = current
             return False
         if current == self.seen:
             return False
         self.seen, self.lost = current, False
         return True
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

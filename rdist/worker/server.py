@@ -251,7 +251,8 @@ class Worker:
         pipe = self.store.pipeline()
         self.store.streams.to_scheduler(self.info(), pipe)
         self.store.workers.put(heartbeats.record(self), pipe)
-        pipe.execute()
+        self.store.epoch.read(pipe)
+        self.epoch_watch.start(pipe.execute()[-1])  # the epoch we join in
 
     def restart(self) -> None:
         """``client.restart()``: under a nanny, leave and let it start a fresh process;

@@ -178,8 +178,8 @@ class StreamReader:
         except ResponseError as exc:
             if worker.stop_event.is_set():
                 return None
-            if "NOGROUP" not in str(exc):
-                raise
+            if "NOGROUP" not in str(exc) and "key to exist" not in str(exc):
+                raise  # (fakeredis says the second for a stream that vanished)
             if reannounce.redis_lost(worker, loop.reader):
                 # Redis lost data (our group with it): keep everything; the heartbeat
                 # re-announces it once the scheduler starts the new epoch
