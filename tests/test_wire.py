@@ -51,6 +51,7 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
     (wire.SCHEDULER, wire.WorkerLeave("tcp://w:1")),
     (wire.SCHEDULER, wire.WorkerLost("tcp://w:1")),
     (wire.SCHEDULER, wire.AddKeys("tcp://w:1", ["x"])),
+    (wire.SCHEDULER, wire.HeldKeys("tcp://w:1", {"x": 10, "y": 0})),
     (wire.SCHEDULER, wire.WorkerStatus("tcp://w:1", "paused")),
     (
         wire.SCHEDULER,

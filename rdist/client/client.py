@@ -56,6 +56,7 @@ from rdist.client.introspection import Introspection, StoryEvent
 from rdist.client.ledger import Ledger
 from rdist.client.listener import Listener, StreamWatch
 from rdist.client.options import TaskOptions
+from rdist.client.recovery import Journal, Recovery
 from rdist.client.reprs import html_table
 from rdist.client.results import Results
 from rdist.client.sender import Sender
@@ -67,6 +68,7 @@ from rdist.plugins.registry import PluginRegistry
 from rdist.protocol import wire
 from rdist.store import connect
 from rdist.store.connection import ConnectionErrors
+from rdist.store.epoch import EpochWatch
 from rdist.supervise import start_thread
 
 log = logging.getLogger("rdist.client")
@@ -135,6 +137,10 @@ class Client:
             raise
         self.status = "running"
         self._compose()
+        try:
+            self.recovery.start()  # the cluster epoch we join in
+        except ConnectionErrors:
+            pass  # the first check reads it
         self._sender.post(wire.ClientJoin(self.id))
         self._threads = [  # supervised: a failing loop starts again (rdist.supervise)
             start_thread("rdist-client-send", self._sender.run, self._stop, self._thread_died),
@@ -194,6 +200,10 @@ class Client:
         listener = Listener(
             store, self.id, self.ledger, self._answers, self._data.on_relay_reply, self._restarted
         )
+        #: what we submitted, to submit again should Redis lose it (``rdist.client.recovery``)
+        journal = Journal()
+        self._sender.journal, self._sender.held = journal, self.ledger.keys
+        self.recovery = Recovery(store, self.id, self._sender, self.ledger, journal, EpochWatch())
         self._inbox = Inbox(
             store,
             self.id,
@@ -203,6 +213,7 @@ class Client:
             idle=self._sender.flush_if_free,
             watch=lambda: self.stream_watch.check(),
             beat_every=self._heartbeat_interval,
+            check_epoch=self.recovery.check,
         )
         #: notices that Redis lost our stream, and makes it again (rdist.client.listener)
         self.stream_watch = StreamWatch(

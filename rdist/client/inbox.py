@@ -59,6 +59,7 @@ class Inbox:
         idle: Callable[[], None],
         beat_every: float,
         watch: Callable[[], object] | None = None,
+        check_epoch: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._beat_every = beat_every  #: seconds between heartbeats (client.heartbeat_interval)
@@ -73,6 +74,8 @@ class Inbox:
         self._next_watch = 0.0
         #: entries never deleted once handled (the stream's marker, see rdist.client.listener)
         self.kept: set[bytes] = set()
+        #: reads the cluster epoch when due (``rdist.client.recovery``): Redis lost data?
+        self._check_epoch = check_epoch
         self._listen_reader = store.clone()
         self._wait_reader: RedisStore | None = None
         self._handled: tuple[int, int] = (0, 0)  #: newest entry handled
@@ -119,6 +122,10 @@ class Inbox:
         while not self._stop.is_set():
             # what was posted without waking anybody (while a waiter read) goes now
             self._idle()
+            try:
+                self._check_epoch()
+            except ConnectionErrors:
+                pass  # the read below meets it too, and backs off
             if self.waiter_reads():
                 self._stop.wait(LISTENER_GRACE)
                 continue

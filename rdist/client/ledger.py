@@ -227,6 +227,15 @@ class Ledger:
                 if state.status == FINISHED and state.outcome is outcomes.get(f._name):
                     state.reset()
 
+    def await_resubmission(self, keys: list[str]) -> None:
+        """Redis lost data: these keys' futures are pending again until the scheduler,
+        given their graphs once more, notifies where (or whether) their results are."""
+        with self.lock:
+            for key in keys:
+                state = self._states.get(key)
+                if state is not None and state.status in (FINISHED, ERROR):
+                    state.reset()
+
     def fire_and_forget(self, keys: list[str]) -> None:
         self._sender.post(wire.UpdateGraph(self._client_id, fire_and_forget=keys))
 

@@ -18,11 +18,15 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from rdist.protocol import wire
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
 from rdist.store.health import Backoff, RedisConfigError
+
+if TYPE_CHECKING:
+    from rdist.client.recovery import Journal
 
 log = logging.getLogger("rdist.client")
 
@@ -127,6 +131,9 @@ class Sender:
         #: whether a thread waiting on a result reads the client's stream now: lazy posts
         #: then wait for whoever goes next (set by the client once its inbox exists)
         self.waiter_reads: Callable[[], bool] = lambda: False
+        #: what was submitted, and the keys held (``rdist.client.recovery``; set by the client)
+        self.journal: Journal | None = None
+        self.held: Callable[[], list[str]] = list
 
     def post(
         self,
@@ -137,6 +144,8 @@ class Sender:
     ) -> None:
         """Queue ``msg`` (with the functions it needs stored first); see the module doc for
         ``direct`` and ``lazy``."""
+        if self.journal is not None and type(msg) is wire.UpdateGraph:
+            self.journal.record(msg, funcs, self.held)  # to send again should Redis lose it
         with self._ready:
             self._outbox.append((msg, funcs))
             if not (direct and self._sending.acquire(blocking=False)):

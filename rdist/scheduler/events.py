@@ -196,6 +196,14 @@ class DataReplicated(Event):
 
 
 @dataclass(slots=True)
+class KeysHeld(Event):
+    """After Redis lost data, a worker re-announces what it holds: key -> nbytes."""
+
+    worker: str
+    keys: dict[str, int]
+
+
+@dataclass(slots=True)
 class WorkerStatusChanged(Event):
     """A worker paused (memory past its pause fraction) or runs again."""
 

@@ -71,6 +71,8 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
             return [ev.RestartRequested(s, t, msg.client)]
         case wire.AddKeys():
             return [ev.DataReplicated(s, t, msg.worker, msg.keys)]
+        case wire.HeldKeys():
+            return [ev.KeysHeld(s, t, msg.worker, msg.keys)]
         case wire.WorkerStatus():
             return [ev.WorkerStatusChanged(s, t, msg.address, msg.status)]
         case wire.DropReplicas():

@@ -52,6 +52,9 @@ class Scheduling(Protocol):
     func_refs: dict[bytes, int]
     #: clients that left, oldest first (bounded): what they send later is ignored
     departed: dict[str, None]
+    #: after Redis lost data: keys workers re-announced that no task has yet (the graph
+    #: is re-submitted by its client): key -> (holders, nbytes, event time) (``reconcile``)
+    held: dict[str, tuple[set[str], int, float]]
 
     # -- scratch of the rooms ---------------------------------------------------------------
     coassigning: Worklist[Task]  #: co-assignment walks chains in a loop (``coassign``)

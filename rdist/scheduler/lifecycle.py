@@ -18,7 +18,7 @@ from typing import Any
 
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
-from rdist.scheduler import functions, placement
+from rdist.scheduler import functions, placement, reconcile
 from rdist.scheduler.interface import Scheduling
 from rdist.scheduler.model import (
     FIRE_AND_FORGET,
@@ -61,8 +61,11 @@ def on_graph(s: Scheduling, e: ev.GraphSubmitted) -> None:
     generation = next(s.generation)
     new: list[Task] = []
     names: dict[bytes, bytes] = {}  #: one bytes object per function for all its tasks
+    again: list[ev.TaskSpecMeta] = []  #: tasks we have, sent once more
     for index, meta in enumerate(e.tasks):
-        if meta.key not in s.tasks:
+        if meta.key in s.tasks:
+            again.append(meta)
+        else:
             priority = (-meta.priority, generation, index)
             ts = _new_task(s, meta, priority, e.specs.get(meta.key))
             if ts.spec is not None:
@@ -74,10 +77,13 @@ def on_graph(s: Scheduling, e: ev.GraphSubmitted) -> None:
     _cut_cycles(new)
     for ts in new:
         _link_dependencies(s, ts)
+    if again:  # e.g. a client rebuilding after Redis lost data
+        reconcile.sent_again(s, again, e.specs)
     for key in e.wanted:
         s.want(e.client, key)
     for key in e.fire_and_forget:
         s.want(FIRE_AND_FORGET, key)
+    reconcile.claim_held(s, new)  # after Redis lost data: results workers re-announced
     # new tasks, and released ones kept only for lineage that are wanted again
     revived = [s.tasks[m.key] for m in e.tasks] + [
         s.tasks[k] for k in (*e.wanted, *e.fire_and_forget) if k in s.tasks

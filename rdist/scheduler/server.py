@@ -112,6 +112,7 @@ class SchedulerServer:
         self.started_serving = 0.0  #: monotonic time the last leadership began
         #: the scheduler whose lease this one waited for (a take-over), for the events log
         self._predecessor: str | None = None
+        self._led_before = False  #: a later leadership of this process starts a new epoch
         self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
         #: what happens should the lease renewer die anyway (see rdist.supervise)
         self.on_thread_death: OnDeath = exit_process
@@ -155,6 +156,8 @@ class SchedulerServer:
 
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
+        # (what workers and clients send on seeing it is read after the restore below)
+        self._begin_epoch()
         self.store.meta.make_secret()
         before = self.store.meta.announced_scheduler()
         self.store.meta.announce_scheduler(self.lease.token, VERSION)
@@ -266,6 +269,17 @@ class SchedulerServer:
                 self._lease_retry.failed(exc)  # logged once a spell; permanent raises
             else:
                 self._lease_retry.succeeded()
+
+    def _begin_epoch(self) -> None:
+        """A new epoch when Redis came back empty, or after this scheduler lost Redis while
+        leading (a fail-over may have dropped the last writes): workers re-announce what
+        they hold and clients re-submit their graphs (``rdist.scheduler.reconcile``)."""
+        _, new = self.store.epoch.begin(new=self._led_before)
+        if new and self._led_before:
+            log.warning(
+                "redis may have lost data: new cluster epoch; workers and clients rebuild it"
+            )
+        self._led_before = True
 
     def _restore(self) -> None:
         """Rebuild the state from Redis: records, live workers, stored errors."""

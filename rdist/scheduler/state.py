@@ -34,6 +34,7 @@ from rdist.scheduler import (
     failures,
     lifecycle,
     placement,
+    reconcile,
     recovery,
     stealing,
 )
@@ -91,6 +92,7 @@ class SchedulerState:
         self.generation: Iterator[int] = itertools.count()
         self.func_refs: dict[bytes, int] = {}
         self.departed: dict[str, None] = {}
+        self.held: dict[str, tuple[set[str], int, float]] = {}
         self.coassigning: Worklist[Task] = Worklist()
         self.waking = PriorityWorklist()
         self.last_balance = float("-inf")
@@ -295,6 +297,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {
     ev.RestartRequested: failures.on_restart,
     ev.DataScattered: dataops.on_scattered,
     ev.DataReplicated: dataops.on_replicated,
+    ev.KeysHeld: reconcile.on_keys_held,
     ev.WorkerStatusChanged: dataops.on_worker_status,
     ev.DropReplicas: dataops.on_drop_replicas,
     ev.Barrier: dataops.on_barrier,

@@ -14,8 +14,9 @@ from typing import Any
 import redis
 
 from rdist.config import mask_url
-from rdist.store import health, tables
+from rdist.store import health, tables, topology
 from rdist.store.diagnostics import Profiles, Spans
+from rdist.store.epoch import Epoch
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.logs import Logs
 from rdist.store.plugins import Plugins
@@ -46,7 +47,8 @@ def drop_fake_server(name: str) -> None:
 
 
 def connect(url: str, cluster: str = "default") -> RedisStore:
-    """Open a store on ``redis://``, ``rediss://``, ``unix://`` or ``fakeredis://`` URLs.
+    """Open a store on ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+    ``redis+cluster://`` (see :mod:`rdist.store.topology`) or ``fakeredis://`` URLs.
 
     Nothing is sent yet (see :meth:`RedisStore.check`); a URL that cannot work -- empty,
     of an unknown scheme, malformed -- raises :class:`~rdist.store.health.RedisConfigError`
@@ -54,21 +56,28 @@ def connect(url: str, cluster: str = "default") -> RedisStore:
     health.check_url(url)
     if url.startswith("fakeredis://"):
         return RedisStore(_fake_client(url[len("fakeredis://") :]), Keys(cluster), url)
+    keys = Keys(cluster)
+    # No socket timeout: blocking stream reads must not trip it (they carry their own BLOCK).
+    return RedisStore(_client(url, keys, socket_timeout=None, socket_connect_timeout=10), keys, url)
+
+
+def _client(url: str, keys: Keys, **options: Any) -> Any:
+    """The redis-py client for ``url`` (one server, Sentinel's primary, or the Redis
+    Cluster node serving ``keys``' slot), with the socket ``options``; a URL that cannot
+    work raises RedisConfigError (secrets masked)."""
     try:
-        # No socket timeout: blocking stream reads must not trip it (they carry their own
-        # BLOCK).
-        client = redis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=10, **_tls_options(url)
-        )
-    except (ValueError, TypeError) as exc:  # redis-py parsing the URL and its options
+        if topology.is_sentinel(url) or topology.is_cluster(url):
+            return topology.make_client(url, _tls_options(url), keys.prefix, **options)
+        return redis.Redis.from_url(url, **options, **_tls_options(url))
+    except (ValueError, TypeError) as exc:  # parsing the URL and its options
         raise health.config_error(url, exc) from None
-    return RedisStore(client, Keys(cluster), url)
 
 
 def _tls_options(url: str) -> dict[str, Any]:
-    """Certificate checks for ``rediss://``: verified unless RDIST_REDIS_SSL_CERT_REQS says
-    "none" or "optional" (Heroku Redis presents a self-signed certificate)."""
-    if not url.startswith("rediss://"):
+    """Certificate checks for ``rediss://`` (and ``rediss+sentinel://``,
+    ``rediss+cluster://``): verified unless RDIST_REDIS_SSL_CERT_REQS says "none" or
+    "optional" (Heroku Redis presents a self-signed certificate)."""
+    if not url.startswith("rediss"):
         return {}
     from rdist.config import redis_ssl_cert_reqs
 
@@ -150,6 +159,7 @@ class RedisStore:
         self.profiles = Profiles(self)
         self.spans = Spans(self)
         self.logs = Logs(self)
+        self.epoch = Epoch(self)
 
     def __repr__(self) -> str:
         return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"
@@ -172,17 +182,18 @@ class RedisStore:
 
         def probe() -> None:
             left = max(0.2, deadline - time.monotonic())
-            client = redis.Redis.from_url(
+            client = _client(
                 self.url,
+                self.keys,
                 socket_timeout=left,
                 socket_connect_timeout=left,
                 retry_on_timeout=False,
-                **_tls_options(self.url),
             )
             try:
                 client.ping()
             finally:
                 client.close()
+                topology.close(client)
 
         health.wait_until_reachable(probe, self.url, timeout, what)
 
@@ -244,6 +255,7 @@ class RedisStore:
                 if raw is not None:
                     raw.close()
             self.redis.close()
+            topology.close(self.redis)
         except Exception:  # closing is best effort
             pass
 

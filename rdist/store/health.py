@@ -47,7 +47,15 @@ PERMANENT, TRANSIENT = "permanent", "transient"
 FIRST_DELAY = 0.05
 MAX_DELAY = 5.0
 REPORT_SECONDS = 10.0
-SCHEMES = ("redis://", "rediss://", "unix://")
+SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
 
 _AUTH_ERRORS = (
     redis.AuthenticationError,
@@ -174,7 +182,8 @@ def config_error(url: str, exc: BaseException) -> RedisConfigError:
         url,
         f"the URL is not usable ({text})",
         "A Redis URL looks like redis://[:password@]host:port/0, rediss://... for TLS, "
-        "or unix:///path/to/redis.sock.",
+        "unix:///path/to/redis.sock, redis+sentinel://host:port,host:port/<service>/0 "
+        "or redis+cluster://host:port,host:port.",
     )
 
 

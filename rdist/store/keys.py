@@ -1,7 +1,10 @@
 """Every Redis key rdist uses, built in one place.
 
 All keys of one cluster share the prefix ``rdist:{<cluster>}:`` -- the braces are a Redis
-Cluster hash tag, so multi-key pipelines and scripts stay on one slot.
+Cluster hash tag, so every key of one rdist cluster lives in one slot (on Redis Cluster the
+store talks to the primary serving it: see ``rdist.store.topology``), and multi-key
+pipelines, scripts and transactions stay on that slot; several rdist clusters sharing a
+Redis Cluster spread over its slots. No key may be built outside this module.
 
 Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``)
     sched               inbound to the scheduler; consumer group ``scheduler``
@@ -87,6 +90,8 @@ Log buffers (``rdist.logbuffer``; façade ``store.logs``)
               string: the token of the scheduler whose log is the cluster's current one
 
 Strings
+    epoch     random token of the cluster's epoch: missing or changed means Redis lost
+              data, and workers and clients rebuild it (``rdist.store.epoch``)
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
               (``rdist.store.lease``; renewed by a Lua compare-and-expire)
     stacks:<request>
@@ -188,6 +193,10 @@ class Keys:
 
     def stacks(self, request_id: str) -> str:
         return self._k(f"stacks:{request_id}")
+
+    @cached_property
+    def epoch(self) -> str:
+        return self._k("epoch")
 
     def transfer(self, request_id: str, key: str = "") -> str:
         return self._k(f"transfer:{request_id}:{key}")

@@ -60,23 +60,36 @@ class RawConnection:
         _raise_first_error(earlier)
 
     def _attempt(self, fn: Any) -> Any:
-        if self._conn is None:
-            self._conn = self._client.connection_pool.get_connection()
         try:
+            self._hold()
             return fn()
         except _CONNECTION_ERRORS:
             # once more on a fresh connection: the held one may predate a Redis restart
-            # (redis-py's own pipelines retry the same way; writes are at-least-once)
-            self._conn.disconnect()
-            self._resend = bool(self._deferred)
+            # or a fail-over (redis-py's own pipelines retry the same way; writes are
+            # at-least-once)
+            self._drop()
             try:
+                self._hold()
                 return fn()
             except _CONNECTION_ERRORS as exc:
-                self._conn.disconnect()  # reconnects on the next call
-                self._resend = bool(self._deferred)
+                self._drop()  # a fresh one is taken on the next call
                 if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
                     raise
                 raise redis.ConnectionError(f"redis connection failed: {exc}") from exc
+
+    def _hold(self) -> None:
+        """Take a connection from the pool (connected there: a Sentinel pool asks where
+        the primary is now, a Redis Cluster one which node serves the slot)."""
+        if self._conn is None:
+            self._conn = self._client.connection_pool.get_connection()
+
+    def _drop(self) -> None:
+        """Give a broken connection back, disconnected; what it had sent is sent again."""
+        conn, self._conn = self._conn, None
+        self._resend = bool(self._deferred)
+        if conn is not None:
+            conn.disconnect()
+            self._client.connection_pool.release(conn)
 
     def _confirm(self) -> list[Any]:
         """The replies of what :meth:`send` sent (sent again if that connection broke)."""

@@ -306,6 +306,12 @@ class Meta(_Table):
         every leadership: Redis may have come back empty)."""
         self._target(pipe).hsetnx(self.name, "secret", secrets.token_hex(32))
 
+    def restore_secret(self, secret: bytes) -> None:
+        """Put back the secret this process authenticates with (after Redis lost it, a
+        scheduler may have made a new one that no running peer knows)."""
+        self._store.redis.hset(self.name, "secret", secret.hex())
+        self._secret = secret
+
     def existing_secret(self) -> bytes | None:
         """The secret if one was made (a client must not invent one before a scheduler)."""
         raw = self._store.redis.hget(self.name, "secret")

@@ -25,6 +25,7 @@ from rdist.protocol.wire import Heartbeat, WorkerRecord
 from rdist.store import RedisStore
 from rdist.store.connection import ConnectionErrors
 from rdist.store.health import Backoff
+from rdist.worker import reannounce
 from rdist.worker.state import WTaskState
 
 if TYPE_CHECKING:
@@ -204,7 +205,9 @@ def beat(worker: Worker, store: RedisStore) -> None:
     pipe = store.pipeline()
     store.workers.put(record(worker, sample), pipe)
     store.streams.heartbeat(sample, pipe)
-    pipe.execute()
+    store.epoch.read(pipe)
+    if worker.epoch_watch.changed(pipe.execute()[-1]):
+        reannounce.reannounce(worker, store)  # Redis lost data: rebuild it
 
 
 def run(worker: Worker, store: RedisStore) -> None:

@@ -49,6 +49,7 @@ from rdist.protocol.wire import (
 )
 from rdist.store import RedisStore, connect
 from rdist.store.connection import ConnectionErrors
+from rdist.store.epoch import EpochWatch
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import OnDeath, exit_process, start_thread
 from rdist.worker import handoff, heartbeats, tracing
@@ -135,6 +136,8 @@ class Worker:
         self._client: Client | None = None  #: get_client() inside tasks
         self._stimuli = itertools.count()
         self.secret = store.meta.cluster_secret()
+        #: the cluster epoch seen last (heartbeats): a new one means Redis lost data
+        self.epoch_watch = EpochWatch()
         self.dataplane = DataPlane(
             self,
             listen_address_of(host, port, listen_address),
@@ -299,7 +302,8 @@ class Worker:
         pipe = self.store.pipeline()
         self.store.streams.to_scheduler(self.info(), pipe)
         self.store.workers.put(heartbeats.record(self), pipe)
-        pipe.execute()
+        self.store.epoch.read(pipe)
+        self.epoch_watch.start(pipe.execute()[-1])  # the epoch we join in
 
     def restart(self) -> None:
         """``client.restart()``: under a nanny, leave and let it start a fresh process;

@@ -41,7 +41,7 @@ from rdist.store.guard import EntryGuard
 from rdist.store.health import Backoff
 from rdist.store.keys import WORKER_GROUP
 from rdist.supervise import start_thread
-from rdist.worker import stacks
+from rdist.worker import reannounce, stacks
 from rdist.worker.context import bind_worker
 from rdist.worker.events import (
     ComputeTask,
@@ -180,8 +180,13 @@ class StreamReader:
         except ResponseError as exc:
             if worker.stop_event.is_set():
                 return None
-            if "NOGROUP" not in str(exc):
-                raise
+            if "NOGROUP" not in str(exc) and "key to exist" not in str(exc):
+                raise  # (fakeredis says the second for a stream that vanished)
+            if reannounce.redis_lost(worker, loop.reader):
+                # Redis lost data (our group with it): keep everything; the heartbeat
+                # re-announces it once the scheduler starts the new epoch
+                loop.reader.ensure_group(stream, WORKER_GROUP, start="0")
+                return None
             worker.rejoin_cluster()  # the scheduler declared us dead
             return None
         if self._backoff is not None:

@@ -36,6 +36,8 @@ from rdist.protocol.wire.logs import *  # noqa: F403
 from rdist.protocol.wire.logs import __all__ as _logs
 from rdist.protocol.wire.records import *  # noqa: F403
 from rdist.protocol.wire.records import __all__ as _records
+from rdist.protocol.wire.recovery import *  # noqa: F403
+from rdist.protocol.wire.recovery import __all__ as _recovery
 from rdist.protocol.wire.retire import *  # noqa: F403
 from rdist.protocol.wire.retire import __all__ as _retire
 from rdist.protocol.wire.stacks import *  # noqa: F403
@@ -64,6 +66,7 @@ __all__ = [  # noqa: PLE0604
     *_records,
     *_stacks,
     *_retire,
+    *_recovery,
     *_to_client,
     *_to_scheduler,
     *_to_worker,

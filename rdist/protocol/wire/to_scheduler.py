@@ -30,6 +30,7 @@ from rdist.protocol.wire.base import (
     row_spec,
 )
 from rdist.protocol.wire.extension import PassKeys, RegisterSchedulerPlugin
+from rdist.protocol.wire.recovery import HeldKeys
 from rdist.protocol.wire.retire import RetireWorkers, Shutdown
 
 WORKER_STATUSES = ("running", "paused", "closing")
@@ -504,6 +505,7 @@ SCHEDULER = Channel(
     RegisterSchedulerPlugin,
     RetireWorkers,
     Shutdown,
+    HeldKeys,
 )
 
 __all__ = [

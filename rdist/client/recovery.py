@@ -1,0 +1,166 @@
+"""A client's part in rebuilding the truth after Redis lost data.
+
+The client keeps a :class:`Journal` of the graphs it sent: each task's row and spec, and
+the functions they name. Its listener reads the cluster epoch about once a second
+(``rdist.store.epoch``); when a new one appears -- Redis came back empty, or failed over
+and may miss the last writes -- :meth:`Recovery.rebuild` makes every future it holds
+pending again (a result kept in Redis may be gone) and re-submits the graphs behind
+them, dependencies first: the scheduler takes each result a worker re-announced instead
+of running its task again (``rdist.scheduler.reconcile``), recomputes the rest, and
+notifies as usual. Only keys the client submitted itself can be rebuilt so; scattered
+data comes back only from the workers that still hold it.
+
+The journal forgets what no held future depends on any more, once it has grown past
+twice what the held futures need (at least :data:`JOURNAL_MIN` tasks); the functions
+(one per distinct function) are all kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from rdist.protocol import wire
+
+if TYPE_CHECKING:
+    from rdist.client.ledger import Ledger
+    from rdist.client.sender import Sender
+    from rdist.store import RedisStore
+    from rdist.store.epoch import EpochWatch
+
+log = logging.getLogger("rdist.client")
+
+#: The journal is pruned only past this many tasks (and twice what the held keys need).
+JOURNAL_MIN = 20_000
+#: How often the listener reads the epoch.
+EPOCH_SECONDS = 1.0
+#: Tasks per re-submitted graph update (the messages stay well under the entry bound).
+RESUBMIT_ROWS = 2000
+
+
+class Journal:
+    """The rows, specs and functions of what this client submitted; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, wire.TaskRow] = {}  #: in the order sent: dependencies first
+        self._specs: dict[str, bytes] = {}
+        self._funcs: dict[bytes, bytes] = {}
+        self._limit = JOURNAL_MIN
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def record(
+        self,
+        msg: wire.UpdateGraph,
+        funcs: Mapping[bytes, bytes] | None,
+        held: Callable[[], Iterable[str]],
+    ) -> None:
+        if not msg.tasks:
+            return
+        with self._lock:
+            for row in msg.tasks:
+                self._rows[row.key] = row
+            self._specs.update(msg.specs)
+            self._funcs.update(msg.funcs)
+            if funcs:
+                self._funcs.update(funcs)
+            if len(self._rows) > self._limit:
+                self._prune(set(held()))
+
+    def _prune(self, held: set[str]) -> None:
+        needed = self._closure(held)
+        self._rows = {k: row for k, row in self._rows.items() if k in needed}
+        self._specs = {k: s for k, s in self._specs.items() if k in needed}
+        self._limit = max(JOURNAL_MIN, 2 * len(self._rows))
+
+    def _closure(self, keys: Iterable[str]) -> set[str]:
+        needed: set[str] = set()
+        todo = [k for k in keys if k in self._rows]
+        while todo:
+            key = todo.pop()
+            if key in needed:
+                continue
+            needed.add(key)
+            todo.extend(d for d in self._rows[key].deps if d in self._rows and d not in needed)
+        return needed
+
+    def graph_for(
+        self, keys: Iterable[str]
+    ) -> tuple[list[wire.TaskRow], dict[str, bytes], dict[bytes, bytes]]:
+        """The rows (dependencies first), specs and functions behind ``keys``."""
+        with self._lock:
+            needed = self._closure(keys)
+            rows = [row for key, row in self._rows.items() if key in needed]
+            specs = {row.key: self._specs[row.key] for row in rows if row.key in self._specs}
+            funcs = dict(self._funcs)  # one per distinct function: few, sent once
+        return rows, specs, funcs
+
+
+class Recovery:
+    """Watches the epoch and re-submits what the client holds when it changes."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        client_id: str,
+        sender: Sender,
+        ledger: Ledger,
+        journal: Journal,
+        watch: EpochWatch,
+    ) -> None:
+        self._store = store
+        self._client_id = client_id
+        self._sender = sender
+        self._ledger = ledger
+        self._journal = journal
+        self._watch = watch
+        self._next_check = 0.0
+        self.rebuilds = 0  #: how often Redis lost data under this client
+
+    def start(self) -> None:
+        """The epoch as of joining (no news)."""
+        self._watch.start(self._store.epoch.current())
+
+    def check(self) -> None:
+        """Read the epoch (at most once every EPOCH_SECONDS); rebuild on a new one."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + EPOCH_SECONDS
+        if self._watch.changed(self._store.epoch.current()):
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        # our stream went with the data: the scheduler writes to existing streams only
+        self._store.streams.to_client(self._client_id, wire.Notify([]), create=True)
+        held = self._ledger.keys()
+        rows, specs, funcs = self._journal.graph_for(held)
+        known = {row.key for row in rows}
+        self._ledger.await_resubmission([k for k in held if k in known])
+        for start in range(0, len(rows), RESUBMIT_ROWS):
+            part = rows[start : start + RESUBMIT_ROWS]
+            keys = {row.key for row in part}
+            self._sender.post(
+                wire.UpdateGraph(
+                    self._client_id,
+                    tasks=part,
+                    wanted=[k for k in held if k in keys],
+                    specs={k: specs[k] for k in keys if k in specs},
+                    funcs=funcs,  # few, and each part's tasks find theirs
+                ),
+                funcs,
+            )
+        self._sender.flush()
+        self.rebuilds += 1
+        log.warning(
+            "client %s: redis lost data (new cluster epoch): re-submitted %d tasks for %d "
+            "held futures",
+            self._client_id,
+            len(rows),
+            len(known),
+        )
