@@ -200,6 +200,7 @@ MODULE_TIERS = {
     "test_dask_examples": "fake",
     "test_dask_examples_real": "real",
     "test_dask_doc_examples": "real",
+    "test_dask_doc_examples_more": "real",
     "test_tracebacks": "pure",
     "test_metadata": "fake",
     "test_topics": "fake",
