@@ -114,3 +114,31 @@ def test_a_story_request_is_answered_with_the_schedulers_transitions():
             ("processing", "memory"),
         ]
         assert {r.key for r in reply.records} == {future.key}
+
+
+def test_a_worker_whose_record_is_gone_is_not_called_silent_before_its_ttl(monkeypatch, caplog):
+    """A leaving worker deletes its record before its leave message is handled: that is
+    no "sent no heartbeat for over 15 s" (it never was silent); a record that stays away
+    for the whole ttl still means the worker is lost."""
+    import types
+
+    from rdist.scheduler import server as server_module
+
+    with fake_cluster(n_workers=1) as (c, cluster):
+        (address,) = c.scheduler_info()["workers"]
+        scheduler = cluster.scheduler
+        scheduler.stop()
+        cluster._thread.join(timeout=5)  # the loop is ours to drive now
+        now = [scheduler._last_seen.get(address, 0.0) + 1.0]
+        clock = types.SimpleNamespace(time=lambda: now[0], monotonic=lambda: now[0])
+        monkeypatch.setattr(server_module, "time", clock)
+        c.store.redis.hdel(c.store.keys.workers, address)
+        caplog.set_level(logging.WARNING, "rdist.scheduler")
+        scheduler._last_worker_check = 0.0
+        scheduler._drop_lost_workers(None)
+        assert "sent no heartbeat" not in caplog.text
+        assert address in scheduler.state.workers
+        now[0] += scheduler.worker_ttl + 1
+        scheduler._last_worker_check = 0.0
+        scheduler._drop_lost_workers(None)
+        assert f"worker {address} sent no heartbeat" in caplog.text

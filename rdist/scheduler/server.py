@@ -104,6 +104,9 @@ class SchedulerServer:
         )
         self._last_client_check = 0.0
         self._last_worker_check = 0.0
+        #: the newest heartbeat time seen of each worker: a worker whose record is gone (it
+        #: is leaving, and its leave message is on its way) is not "silent" before its ttl
+        self._last_seen: dict[str, float] = {}
         self.lease = Lease(store.clone(), lease_ttl_ms)
         #: retries of Redis: capped backoff with jitter; a permanent error raises
         self.retry = Backoff("scheduler", store.url, log)
@@ -381,11 +384,15 @@ class SchedulerServer:
         except ConnectionErrors:
             return pending
         lost = []
+        seen = self._last_seen
         for address in list(self.state.workers):
             record = beats.get(address)
-            last_seen = record.last_seen if record is not None else 0.0
-            if now - last_seen > self.worker_ttl:
+            if record is not None:
+                seen[address] = max(record.last_seen, seen.get(address, 0.0))
+            if now - seen.setdefault(address, now) > self.worker_ttl:
                 lost.append(address)
+        for address in [a for a in seen if a not in self.state.workers]:
+            del seen[address]  # left: forgotten with it
         if not lost:
             return pending
         self._announced.difference_update(lost)  # (should it come back, it joins anew)
