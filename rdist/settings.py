@@ -55,7 +55,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "redis.url",
         None,
-        "Redis URL of the cluster (redis://, rediss://, unix://, redis+sentinel://); none: "
+        "Redis URL of the cluster (redis://, rediss://, unix://, redis+sentinel://, "
+        "redis+cluster://); none: "
         "Client() starts a LocalCluster with an embedded Redis",
         CONNECTING_ROLES,
         aliases=("REDIS_URL", "RDIST_REDIS_URL"),
