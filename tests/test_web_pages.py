@@ -4,7 +4,6 @@ a fail-over, a worker older than the scheduler and a plugin leave."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 import uuid
@@ -364,13 +363,10 @@ def test_new_pages_render_with_navigation(path: str) -> None:
 
 
 # -- what other parts of rdist record: logs, transfers, profiles ------------------------------
-# Each comes with another piece of work (the log buffers; the diagnostics); the dashboard
-# reads it where it exists and says so where it does not.
 def test_worker_logs_come_from_the_log_buffers() -> None:
-    pytest.importorskip("rdist.store.logs", reason="the log buffers are not in this build")
     with fake_store() as store:
-        line = wire.LogLine(time.time(), "WARNING", "rdist.worker", "memory is getting full")  # type: ignore[attr-defined]
-        store.logs.append("worker", "tcp://w:1", [line.encode()], 100)  # type: ignore[attr-defined]
+        line = wire.LogLine(time.time(), "WARNING", "rdist.worker", "memory is getting full")
+        store.logs.append("worker", "tcp://w:1", [line.encode()], 100)
         answer = app_for(store).test_client().get("/api/worker/logs?address=tcp://w:1").get_json()
         assert answer["available"] is True
         assert [(x["level"], x["message"]) for x in answer["lines"]] == [
@@ -378,24 +374,12 @@ def test_worker_logs_come_from_the_log_buffers() -> None:
         ]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("rdist.store.logs") is not None,
-    reason="this build keeps log buffers",
-)
-def test_worker_logs_say_when_the_cluster_keeps_none() -> None:
-    with fake_store() as store:
-        answer = app_for(store).test_client().get("/api/worker/logs?address=tcp://w:1").get_json()
-        assert answer == {"available": False, "lines": []}
-
-
 def test_transfers_of_the_task_stream_reach_the_runs_answer() -> None:
-    if not hasattr(wire, "TransferRun"):
-        pytest.skip("the task stream records no transfers in this build")
     with fake_store() as store:
         now = time.time()
         run = wire.TaskRun("b-1", "tcp://w:2", "rdist-exec-0", now - 1, now, "memory")
-        fetch = wire.TransferRun("a-1", "tcp://w:2", "tcp://w:1", now - 1.5, now - 1, 1000)  # type: ignore[attr-defined]
-        batch = wire.TaskStreamBatch("tcp://w:2", [run], [fetch])  # type: ignore[call-arg]
+        fetch = wire.TransferRun("a-1", "tcp://w:2", "tcp://w:1", now - 1.5, now - 1, 1000)
+        batch = wire.TaskStreamBatch("tcp://w:2", [run], [fetch])
         store.redis.xadd(store.keys.taskstream, {b"m": batch.encode()})
         answer = app_for(store).test_client().get("/api/runs").get_json()
         assert [r["key"] for r in answer["runs"]] == ["b-1"]
@@ -405,32 +389,19 @@ def test_transfers_of_the_task_stream_reach_the_runs_answer() -> None:
 
 
 def test_the_profile_page_merges_the_profilers_batches() -> None:
-    pytest.importorskip("rdist.protocol.profile", reason="no sampling profiler in this build")
     with fake_store() as store:
         now = time.time()
         leaf = ["sleep", "time.py", 1, 3, []]
         tree = ["", "", 0, 4, [["work", "/app/tasks.py", 10, 4, [leaf]]]]
         for worker in ("tcp://w:1", "tcp://w:2"):
-            batch = wire.ProfileBatch(worker, now - 2, now - 1, 4, {"work": tree})  # type: ignore[attr-defined]
-            store.profiles.add(batch)  # type: ignore[attr-defined]
+            batch = wire.ProfileBatch(worker, now - 2, now - 1, 4, {"work": tree})
+            store.profiles.add(batch)
         web = app_for(store).test_client()
         answer = web.get("/api/profile").get_json()
         assert answer["available"] and answer["samples"] == 8 and answer["groups"] == ["work"]
         assert answer["tree"][4][0][0] == "work" and answer["tree"][4][0][3] == 8
         one = web.get("/api/profile?worker=tcp://w:1").get_json()
         assert one["samples"] == 4 and one["workers"] == ["tcp://w:1", "tcp://w:2"]
-
-
-def test_the_profile_page_says_when_workers_run_no_profiler() -> None:
-    try:
-        import rdist.protocol.profile  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("this build has the sampling profiler")
-    with fake_store() as store:
-        answer = app_for(store).test_client().get("/api/profile").get_json()
-        assert answer["available"] is False and answer["tree"] is None
 
 
 def test_a_profile_tree_is_pruned_to_its_widest_branches() -> None:
