@@ -94,13 +94,14 @@ def one_client(url: str, name: str, wave: int, n: int, vanishes: bool) -> int:
 
 
 def redis_figures(store: Any) -> tuple[int, int, int]:
-    """``used_memory``, the same without the capped streams (the task stream, the worker
-    metrics and the cluster events grow to their MAXLEN, whatever the work: bounded, not
-    a leak), and the key count."""
+    """``used_memory``, the same without the capped keys (the task stream, the worker
+    metrics, the cluster events and the profile stream grow to their MAXLEN, each log list
+    to ``logging.length`` lines, whatever the work: bounded, not a leak), and the key count."""
     keys = store.keys
+    logs = [name for name in store.redis.scan_iter(match=keys._k("logs:*"))]
     capped = sum(
         store.redis.memory_usage(name) or 0
-        for name in (keys.taskstream, keys.heartbeats, keys.events)
+        for name in (keys.taskstream, keys.heartbeats, keys.events, keys.profile, *logs)
     )
     used = int(store.redis.info("memory")["used_memory"])
     return used, used - capped, int(store.redis.dbsize())
@@ -157,6 +158,12 @@ def test_waves_of_work_leave_redis_as_idle_as_it_was(redis_url: str) -> None:
         elapsed = time.monotonic() - started
 
     leftover = sorted(k.decode() for k in store.redis.keys("*"))
+    sizes = {k: store.redis.memory_usage(k) for k in leftover}
+    memory = store.redis.info("memory")
+    print(
+        f"\nsoak: bytes per key {sizes}; lua {memory.get('used_memory_scripts')}, "
+        f"clients {memory.get('mem_clients_normal')}, overhead {memory.get('used_memory_overhead')}"
+    )
     print(
         f"\nsoak: {done} tasks, {wave} waves of {CLIENTS_PER_WAVE} clients in {elapsed:.1f} s; "
         f"used_memory {memory_before} -> {memory_after} B ({uncapped_before} -> "
