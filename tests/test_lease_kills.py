@@ -1,7 +1,7 @@
-"""Semaphore and MultiLock leases against SIGKILL and SIGSTOP of their holder (real tier,
-issue 13), as ``tests/test_extension_kills.py`` does for Lock: a holder killed frees its
-leases after its lease timeout, and a frozen holder whose lease lapsed has its late
-release refused -- it never frees a lease someone else took meanwhile.
+"""Lock, Semaphore and MultiLock leases against SIGKILL and SIGSTOP of their holder (real
+tier, issue 13): a holder killed frees its leases after its lease timeout, and a frozen
+holder whose lease lapsed has its late release refused -- it never frees a lease someone
+else took meanwhile.
 """
 
 from __future__ import annotations
@@ -17,22 +17,26 @@ from typing import Any
 
 import pytest
 
-from rdist import Client, MultiLock, Semaphore
+from rdist import Client, Lock, MultiLock, Semaphore
 from tests.proc_cluster import ProcCluster
 
 pytestmark = pytest.mark.real
 
 LEASE = 1.0  #: seconds: the holder's lease timeout (renewed while it lives)
 
-#: argv: url, cluster, lease timeout, kind ("semaphore": both leases of a 2-lease
-#: semaphore; "multilock": the locks a and b together)
+#: argv: url, cluster, lease timeout, kind ("lock": the lock "shared"; "semaphore": both
+#: leases of a 2-lease semaphore; "multilock": the locks a and b together)
 HOLDER = textwrap.dedent(
     """
     import sys
-    from rdist import Client, MultiLock, Semaphore
+    from rdist import Client, Lock, MultiLock, Semaphore
     client = Client(sys.argv[1], cluster_name=sys.argv[2])
     lease = float(sys.argv[3])
-    if sys.argv[4] == "semaphore":
+    if sys.argv[4] == "lock":
+        held = Lock("shared", lease_timeout=lease)
+        assert held.acquire(timeout=10)
+        release = lambda: [held.release()]
+    elif sys.argv[4] == "semaphore":
         held = Semaphore(max_leases=2, name="sem", lease_timeout=lease)
         assert held.acquire(timeout=10) and held.acquire(timeout=10)
         release = lambda: [held.release(), held.release()]
@@ -57,7 +61,7 @@ def procs(redis_server: Any) -> Iterator[ProcCluster]:
         cluster.close()
 
 
-@pytest.fixture(params=["semaphore", "multilock"])
+@pytest.fixture(params=["lock", "semaphore", "multilock"])
 def holder(procs: ProcCluster, request: Any) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     kind = request.param
     proc = subprocess.Popen(
@@ -82,9 +86,11 @@ def holder(procs: ProcCluster, request: Any) -> Iterator[tuple[str, subprocess.P
                 pipe.close()
 
 
-def _contender(kind: str, client: Client, lease_timeout: float) -> Semaphore | MultiLock:
-    """What the holder holds, as another client asks for it: one of the semaphore's leases,
-    or the locks b and c (b is the holder's)."""
+def _contender(kind: str, client: Client, lease_timeout: float) -> Lock | Semaphore | MultiLock:
+    """What the holder holds, as another client asks for it: the lock, one of the
+    semaphore's leases, or the locks b and c (b is the holder's)."""
+    if kind == "lock":
+        return Lock("shared", client=client, lease_timeout=lease_timeout)
     if kind == "semaphore":
         return Semaphore(max_leases=2, name="sem", client=client, lease_timeout=lease_timeout)
     return MultiLock(["b", "c"], client=client, lease_timeout=lease_timeout)
@@ -110,7 +116,11 @@ def test_a_frozen_holders_late_release_is_refused_and_frees_nothing(procs, holde
     assert proc.stdin is not None and proc.stdout is not None
     with Client(procs.url, cluster_name=procs.cluster) as c:
         os.kill(proc.pid, signal.SIGSTOP)  # no renewals: its leases lapse
-        if kind == "semaphore":  # both leases, so that a wrong release would show
+        taken: Lock | Semaphore | MultiLock
+        if kind == "lock":
+            taken = Lock("shared", client=c, lease_timeout=30)
+            assert taken.acquire(timeout=LEASE * 10)
+        elif kind == "semaphore":  # both leases, so that a wrong release would show
             taken = Semaphore(max_leases=2, name="sem", client=c, lease_timeout=30)
             assert taken.acquire(timeout=LEASE * 10) and taken.acquire(timeout=LEASE * 10)
         else:
