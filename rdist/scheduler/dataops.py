@@ -23,7 +23,7 @@ from __future__ import annotations
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import TS, Task, key_prefix
+from rdist.scheduler.model import TS, Task, add_name, drop_name, key_prefix
 
 WORKER_STATUSES = ("running", "paused")
 #: a retiring worker's status: no new tasks, never back to running
@@ -44,7 +44,7 @@ def on_scattered(s: Scheduling, e: ev.DataScattered) -> None:
         for address in holders:
             ws = s.workers.get(address)
             if ws is not None:
-                ts.who_has.add(address)
+                ts.who_has = add_name(ts.who_has, address)
                 ws.has_what.add(key)
         s.want(e.client, key)
         if ts.state is TS.RELEASED:
@@ -60,7 +60,7 @@ def on_replicated(s: Scheduling, e: ev.DataReplicated) -> None:
     for key in e.keys:
         ts = s.tasks.get(key)
         if ts is not None and ts.state is TS.MEMORY:
-            ts.who_has.add(e.worker)
+            ts.who_has = add_name(ts.who_has, e.worker)
             ws.has_what.add(key)
             s.mark(ts)
         else:
@@ -85,7 +85,7 @@ def on_drop_replicas(s: Scheduling, e: ev.DropReplicas) -> None:
         for address in addresses:
             if address not in ts.who_has or (len(ts.who_has) == 1 and not ts.in_redis):
                 continue
-            ts.who_has.discard(address)
+            ts.who_has = drop_name(ts.who_has, address)
             ws = s.workers.get(address)
             if ws is not None:
                 ws.has_what.discard(key)

@@ -13,7 +13,15 @@ from rdist.protocol import wire
 from rdist.scheduler import events as ev
 from rdist.scheduler import placement, transitions
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import TS, Task, WorkerInfo, notifiable
+from rdist.scheduler.model import (
+    NOTHING,
+    TS,
+    Task,
+    WorkerInfo,
+    drop_name,
+    grown,
+    notifiable,
+)
 
 # -- workers ----------------------------------------------------------------------------------
 
@@ -36,7 +44,7 @@ def on_worker_left(s: Scheduling, e: ev.WorkerLeft) -> None:
         _rerun(s, ts)
     for key in list(ws.has_what):
         ts = s.tasks[key]
-        ts.who_has.discard(e.address)
+        ts.who_has = drop_name(ts.who_has, e.address)
         s.mark(ts)  # the stored record's who_has must not name the departed worker
         if ts.state is TS.MEMORY and not ts.who_has and not ts.in_redis:
             _data_lost(s, ts)
@@ -97,7 +105,7 @@ def _data_lost(s: Scheduling, ts: Task) -> None:
         if dts is not None and dts.state in (TS.WAITING, TS.QUEUED, TS.NO_WORKER):
             # straight back to waiting: releasing it would free its other inputs too
             s.transition(dts, TS.WAITING)
-            dts.waiting_on.add(ts.key)
+            dts.waiting_on = grown(dts.waiting_on, ts.key)
 
 
 def on_missing_data(s: Scheduling, e: ev.MissingData) -> None:
@@ -108,7 +116,7 @@ def on_missing_data(s: Scheduling, e: ev.MissingData) -> None:
         if dep is None or dep.state is not TS.MEMORY:
             continue
         for address in e.tried:
-            dep.who_has.discard(address)
+            dep.who_has = drop_name(dep.who_has, address)
             ws = s.workers.get(address)
             if ws is not None:
                 ws.has_what.discard(dep_key)
@@ -179,7 +187,7 @@ def on_restart(s: Scheduling, e: ev.RestartRequested) -> None:
         for client in sorted(ts.who_wants):
             if notifiable(client):
                 s.emit(ev.Notify(client, wire.KeyCancelled(ts.key)))
-        ts.who_wants.clear()
+        ts.who_wants = NOTHING
     for wanted in s.clients.values():
         wanted.clear()
     s.stealing.clear()

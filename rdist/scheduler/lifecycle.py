@@ -22,8 +22,12 @@ from rdist.scheduler import functions, placement, reconcile
 from rdist.scheduler.interface import Scheduling
 from rdist.scheduler.model import (
     FIRE_AND_FORGET,
+    NOTHING,
     TS,
     Task,
+    add_name,
+    discard,
+    grown,
     key_prefix,
     notifiable,
     spec_function,
@@ -116,7 +120,7 @@ def _new_task(
         retries=meta.retries,
         resources=meta.resources or None,
     )
-    ts.dependencies = set(meta.deps)
+    ts.dependencies = set(meta.deps) if meta.deps else NOTHING
     s.tasks[meta.key] = ts
     if spec is not None:
         s.emit(ev.StoreSpec(meta.key, spec))
@@ -162,7 +166,7 @@ def _cut_cycles(new: list[Task]) -> None:
                 path.pop()
                 todo.pop()
     for ts, dep, cycle in closing:
-        ts.dependencies.discard(dep)
+        discard(ts.dependencies, dep)
         shown = " -> ".join(repr(k) for k in cycle)
         ts.broken = f"{ts.key!r} is part of a dependency cycle ({shown}): it can never run"
 
@@ -174,7 +178,7 @@ def _link_dependencies(s: Scheduling, ts: Task) -> None:
             # a dependency nobody holds any more: fail loudly rather than wait forever
             ts.broken = f"dependency {dep_key!r} of {ts.key!r} is unknown (released?)"
             continue
-        dep.dependents.add(ts.key)
+        dep.dependents = grown(dep.dependents, ts.key)
 
 
 # -- releasing and cancelling -----------------------------------------------------------------
@@ -263,7 +267,7 @@ def on_finished(s: Scheduling, e: ev.TasksFinished) -> None:
                 s.emit(ev.DropResult(item.key))
             if ts is not None and ts.state is TS.MEMORY and ws is not None:
                 # a duplicate or late completion: the data is valid, keep it as a replica
-                ts.who_has.add(e.worker)
+                ts.who_has = add_name(ts.who_has, e.worker)
                 ws.has_what.add(ts.key)
                 s.mark(ts)
             elif ws is not None:

@@ -8,10 +8,11 @@ scheduler, so every room (transitions, placement, failures, ...) can import it a
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from rdist.protocol import wire
 
@@ -97,17 +98,73 @@ class PriorityWorklist:
             self.busy = False
 
 
+#: The value every set field of a :class:`Task` starts as, shared by all tasks: most tasks
+#: never fill most of them (a ``map`` task has no dependencies, dependents or waiters) and
+#: an empty set costs 216 bytes -- a million tasks would carry a gigabyte of them. A field
+#: is a set of its own whenever it is non-empty: add through :func:`grown`, and replace
+#: rather than clear. (Typed as a set so readers need no casts; it is a frozenset, so a
+#: stray ``.add`` on it raises instead of sharing the item between tasks.)
+NOTHING: set[str] = cast("set[str]", frozenset())
+
+
+def grown(held: set[str], item: str) -> set[str]:
+    """``held`` with ``item`` in it: ``held`` itself, or a new set if it was :data:`NOTHING`
+    (or any empty set): assign the result back, ``ts.who_has = grown(ts.who_has, worker)``."""
+    if held:
+        held.add(item)
+        return held
+    return {item}
+
+
+def discard(held: set[str], item: str) -> None:
+    """Remove ``item`` from a task's set field, which may be :data:`NOTHING`."""
+    if held:
+        held.discard(item)
+
+
+#: One shared frozenset per worker address or client id: ``who_has`` and ``who_wants`` hold
+#: one name in the common case (one worker holds a result, one client wants it), and a
+#: million tasks then share a few sets instead of carrying two each. Names come and go
+#: (clients), so the cache starts over past a bound; sets already given out stay valid.
+_ALONE: dict[str, frozenset[str]] = {}
+_ALONE_LIMIT = 4096
+
+
+def add_name(held: set[str], name: str) -> set[str]:
+    """``held`` (a ``who_has`` or ``who_wants``) with ``name`` in it; assign it back. One name
+    alone is a shared frozenset; a second one makes the field a set of its own."""
+    if type(held) is set:
+        held.add(name)
+        return held
+    if not held:
+        alone = _ALONE.get(name)
+        if alone is None:
+            if len(_ALONE) >= _ALONE_LIMIT:
+                _ALONE.clear()
+            alone = _ALONE[name] = frozenset((name,))
+        return cast("set[str]", alone)
+    return held if name in held else {*held, name}
+
+
+def drop_name(held: set[str], name: str) -> set[str]:
+    """``held`` without ``name`` (see :func:`add_name`); assign it back."""
+    if type(held) is set:
+        held.discard(name)
+        return held
+    return NOTHING if name in held else held
+
+
 @dataclass(slots=True, eq=False)
 class Task:
     key: str
     prefix: str
     state: TS = TS.RELEASED  #: changed only by the transition table (``transitions.py``)
-    dependencies: set[str] = field(default_factory=set)
-    dependents: set[str] = field(default_factory=set)
-    waiting_on: set[str] = field(default_factory=set)  #: dependencies not yet in memory
-    waiters: set[str] = field(default_factory=set)  #: dependents that still need our data
-    who_wants: set[str] = field(default_factory=set)  #: client ids
-    who_has: set[str] = field(default_factory=set)  #: worker addresses
+    dependencies: set[str] = NOTHING
+    dependents: set[str] = NOTHING
+    waiting_on: set[str] = NOTHING  #: dependencies not yet in memory
+    waiters: set[str] = NOTHING  #: dependents that still need our data
+    who_wants: set[str] = NOTHING  #: client ids (see :func:`add_name`)
+    who_has: set[str] = NOTHING  #: worker addresses (see :func:`add_name`)
     in_redis: bool = False  #: the (small) result is stored in Redis
     nbytes: int = 0
     type_name: str = ""
@@ -171,7 +228,8 @@ def spec_function(spec: bytes) -> bytes | None:
 def key_prefix(key: str) -> str:
     """``inc-3f2a...`` -> ``inc``: tasks of one prefix share a duration estimate."""
     head, sep, _ = key.rpartition("-")
-    return head if sep else key
+    # interned: a million tasks of one kind share one prefix string
+    return sys.intern(head) if sep else key
 
 
 def load(ws: WorkerInfo) -> float:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from rdist.scheduler import events as ev
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import TS, Task
+from rdist.scheduler.model import TS, Task, add_name, grown
 
 #: Re-announced keys that no re-submitted graph claimed within this long are freed.
 HELD_SECONDS = 120.0
@@ -45,7 +45,7 @@ def on_keys_held(s: Scheduling, e: ev.KeysHeld) -> None:
             holders.add(e.worker)
             s.held[key] = (holders, nbytes, e.time)
         elif ts.state is TS.MEMORY:
-            ts.who_has.add(e.worker)
+            ts.who_has = add_name(ts.who_has, e.worker)
             ws.has_what.add(key)
             s.mark(ts)
         elif ts.state is TS.PROCESSING and ts.processing_on == e.worker:
@@ -70,7 +70,7 @@ def _hold(s: Scheduling, ts: Task, holders: set[str], nbytes: int) -> None:
     for address in holders:
         ws = s.workers.get(address)
         if ws is not None:
-            ts.who_has.add(address)
+            ts.who_has = add_name(ts.who_has, address)
             ws.has_what.add(ts.key)
     ts.nbytes, ts.in_redis = nbytes, False
 
@@ -101,7 +101,7 @@ def sent_again(s: Scheduling, metas: list[ev.TaskSpecMeta], specs: dict[str, byt
             _revive(s, ts)
             ts.broken = None
             for dep in ts.dependencies:
-                s.tasks[dep].dependents.add(ts.key)
+                s.tasks[dep].dependents = grown(s.tasks[dep].dependents, ts.key)
             revived.add(ts.key)
         elif ts.state is TS.ERRED and ts.blame in revived:
             _revive(s, ts)

@@ -20,7 +20,16 @@ from rdist.protocol import wire
 from rdist.scheduler import events as ev
 from rdist.scheduler import functions
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo, key_prefix
+from rdist.scheduler.model import (
+    FIRE_AND_FORGET,
+    NOTHING,
+    TS,
+    Task,
+    WorkerInfo,
+    add_name,
+    grown,
+    key_prefix,
+)
 
 
 def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
@@ -34,8 +43,8 @@ def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
     _count_functions(s, e)
     for ts in tasks:
         for dep in ts.dependencies:
-            if dep in s.tasks:
-                s.tasks[dep].dependents.add(ts.key)
+            if (dts := s.tasks.get(dep)) is not None:
+                dts.dependents = grown(dts.dependents, ts.key)
             else:  # its record was lost or corrupt: err if it is ever needed, never wait
                 ts.broken = f"dependency {dep!r} of {ts.key!r} is unknown (its record was lost)"
     for ts in tasks:
@@ -48,8 +57,8 @@ def on_restored(s: Scheduling, e: ev.StateRestored) -> None:
     for ts in tasks:  # running tasks keep their inputs alive
         if ts.state is TS.PROCESSING:
             for dep in ts.dependencies:
-                if dep in s.tasks:
-                    s.tasks[dep].waiters.add(ts.key)
+                if (dts := s.tasks.get(dep)) is not None:
+                    dts.waiters = grown(dts.waiters, ts.key)
     for ts in tasks:
         if ts.state is TS.PROCESSING:
             _resume_coassigned(s, ts)
@@ -116,7 +125,7 @@ def _resume_coassigned(s: Scheduling, ts: Task) -> None:
     there (released: its worker died) can never reach it: the task goes back to the
     scheduler, which frees it on the worker and lets it wait for the input like any other.
     """
-    waiting_on = set()
+    waiting_on: set[str] = set()
     for key in ts.dependencies:
         dep = s.tasks.get(key)
         if dep is None or dep.state is TS.MEMORY:
@@ -125,13 +134,14 @@ def _resume_coassigned(s: Scheduling, ts: Task) -> None:
             s.transition(ts, TS.RELEASED)  # (the loop after this one re-waits it)
             return
         waiting_on.add(key)
-    ts.waiting_on = waiting_on
+    ts.waiting_on = waiting_on or NOTHING
 
 
 def _task(s: Scheduling, key: str, record: wire.TaskRecord) -> Task:
     ts = Task(key=key, prefix=key_prefix(key), priority=record.priority)
-    ts.dependencies = set(record.deps)
-    ts.who_wants = set(record.who_wants)
+    ts.dependencies = set(record.deps) if record.deps else NOTHING
+    for client in record.who_wants:
+        ts.who_wants = add_name(ts.who_wants, client)
     ts.nbytes = record.nbytes
     ts.in_redis = record.in_redis
     ts.type_name = record.type_name
@@ -151,7 +161,7 @@ def _place(s: Scheduling, ts: Task, record: wire.TaskRecord, error: bytes | None
         holders = [a for a in record.who_has if a in s.workers]
         if holders or ts.in_redis:
             for address in holders:
-                ts.who_has.add(address)
+                ts.who_has = add_name(ts.who_has, address)
                 s.workers[address].has_what.add(ts.key)
             s.transition(ts, TS.MEMORY, restored=True)
         return

@@ -50,6 +50,8 @@ from rdist.scheduler.model import (
     TaskState,
     WorkerInfo,
     Worklist,
+    add_name,
+    drop_name,
     task_record,
 )
 from rdist.scheduler.transitions import TRANSITIONS
@@ -164,7 +166,7 @@ class SchedulerState:
         ts = self.tasks.get(key)
         if ts is None:
             return
-        ts.who_wants.add(client)
+        ts.who_wants = add_name(ts.who_wants, client)
         self.clients.setdefault(client, set()).add(key)
         self._dirty.add(key)
 
@@ -176,7 +178,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None or client not in ts.who_wants:
                 continue
-            ts.who_wants.discard(client)
+            ts.who_wants = drop_name(ts.who_wants, client)
             self._dirty.add(key)
             self.release_if_unneeded(ts)
 

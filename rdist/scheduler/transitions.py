@@ -23,26 +23,36 @@ from rdist.protocol import wire
 from rdist.scheduler import coassign, functions, placement
 from rdist.scheduler import events as ev
 from rdist.scheduler.interface import Scheduling
-from rdist.scheduler.model import FIRE_AND_FORGET, TS, Task, WorkerInfo, notifiable
+from rdist.scheduler.model import (
+    FIRE_AND_FORGET,
+    NOTHING,
+    TS,
+    Task,
+    WorkerInfo,
+    add_name,
+    discard,
+    grown,
+    notifiable,
+)
 
 # -- released -> waiting: inputs are looked for ---------------------------------------------
 
 
 def released_waiting(s: Scheduling, ts: Task) -> None:
     ts.state = TS.WAITING
-    ts.waiting_on = set()
+    ts.waiting_on = NOTHING
     if ts.broken is not None:
         fail(s, ts, None, ts.key, ts.broken)
         return
     for dep_key in ts.dependencies:
         dep = s.tasks[dep_key]
-        dep.waiters.add(ts.key)
+        dep.waiters = grown(dep.waiters, ts.key)
         if dep.state is TS.ERRED:
             ts.error_kind = dep.error_kind
             fail(s, ts, dep.error, dep.blame, dep.error_text)
             return
         if dep.state is not TS.MEMORY:
-            ts.waiting_on.add(dep_key)
+            ts.waiting_on = grown(ts.waiting_on, dep_key)
             if dep.state is TS.RELEASED:
                 s.waking.push(dep.priority, dep_key)
     if not ts.waiting_on:
@@ -78,7 +88,7 @@ def ready_to_waiting(s: Scheduling, ts: Task) -> None:
     s.queued_restricted.discard(ts.key)  # heap entries are skipped lazily
     s.no_worker.discard(ts.key)
     ts.state = TS.WAITING
-    ts.waiting_on = {k for k in ts.dependencies if s.tasks[k].state is not TS.MEMORY}
+    ts.waiting_on = {k for k in ts.dependencies if s.tasks[k].state is not TS.MEMORY} or NOTHING
 
 
 def to_no_worker(s: Scheduling, ts: Task) -> None:
@@ -150,12 +160,12 @@ def stop_processing(s: Scheduling, ts: Task) -> WorkerInfo | None:
 
 def processing_memory(s: Scheduling, ts: Task, worker: str, inline: bytes | None = None) -> None:
     told = ts.notified  # the worker notified these clients itself
-    ts.waiting_on = set()  # co-assigned, finished before its input's report arrived
+    ts.waiting_on = NOTHING  # co-assigned, finished before its input's report arrived
     stop_processing(s, ts)
     ts.state = TS.MEMORY
     ws = s.workers.get(worker)
     if ws is not None:
-        ts.who_has.add(worker)
+        ts.who_has = add_name(ts.who_has, worker)
         ws.has_what.add(ts.key)
     _after_memory(s, ts, inline, told)
 
@@ -182,17 +192,17 @@ def _after_memory(
         if dts is None:
             continue
         if dts.state is TS.PROCESSING:  # co-assigned: it waited for us on our worker
-            dts.waiting_on.discard(ts.key)
+            discard(dts.waiting_on, ts.key)
             continue
         if dts.state is not TS.WAITING:
             continue
-        dts.waiting_on.discard(ts.key)
+        discard(dts.waiting_on, ts.key)
         if not dts.waiting_on:
             placement.ready(s, dts)
     for dep_key in ts.dependencies:
         dep = s.tasks.get(dep_key)
         if dep is not None:
-            dep.waiters.discard(ts.key)
+            discard(dep.waiters, ts.key)
             s.release_if_unneeded(dep)
     if ts.state is TS.MEMORY:
         s.release_if_unneeded(ts)
@@ -244,7 +254,7 @@ def _enter_erred(s: Scheduling, ts: Task) -> None:
     s.queued_restricted.discard(ts.key)
     s.no_worker.discard(ts.key)
     ts.state = TS.ERRED
-    ts.waiting_on = set()
+    ts.waiting_on = NOTHING
     s.mark(ts)
     for client in list(ts.who_wants):
         if client == FIRE_AND_FORGET:
@@ -254,7 +264,7 @@ def _enter_erred(s: Scheduling, ts: Task) -> None:
     for dep_key in ts.dependencies:
         dep = s.tasks.get(dep_key)
         if dep is not None:
-            dep.waiters.discard(ts.key)
+            discard(dep.waiters, ts.key)
             s.release_if_unneeded(dep)
 
 
@@ -279,12 +289,12 @@ def to_released(s: Scheduling, ts: Task) -> None:
     for dep_key in ts.dependencies:
         dep = s.tasks.get(dep_key)
         if dep is not None:
-            dep.waiters.discard(ts.key)
+            discard(dep.waiters, ts.key)
     for dep_key in ts.dependencies:
         dep = s.tasks.get(dep_key)
         if dep is not None and dep.state is not TS.RELEASED:
             s.release_if_unneeded(dep)
-    ts.waiting_on = set()
+    ts.waiting_on = NOTHING
     if start is TS.PROCESSING and ts.dependents:
         coassign.undo(s, ts)
 
@@ -296,7 +306,7 @@ def free_data(s: Scheduling, ts: Task) -> None:
         if ws is not None:
             ws.has_what.discard(ts.key)
             s.emit(ev.FreeKeys(address, [ts.key]))
-    ts.who_has = set()
+    ts.who_has = NOTHING
     if ts.in_redis:
         s.emit(ev.DropResult(ts.key))
         ts.in_redis = False
@@ -311,7 +321,7 @@ def released_forgotten(s: Scheduling, ts: Task) -> None:
     for dep_key in ts.dependencies:
         dep = s.tasks.get(dep_key)
         if dep is not None:
-            dep.dependents.discard(ts.key)
+            discard(dep.dependents, ts.key)
             s.forget_if_unreferenced(dep)  # queued: we are inside its loop
 
 
