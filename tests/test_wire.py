@@ -41,6 +41,7 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
     (wire.SCHEDULER, wire.Restart("c1")),
     (wire.SCHEDULER, wire.DropReplicas("c1", {"x": ["tcp://w:1"]})),
     (wire.SCHEDULER, wire.Barrier("c1", "b1")),
+    (wire.SCHEDULER, wire.Wake()),
     (wire.SCHEDULER, wire.StoryRequest("c1", "s1", ["a", "b"])),
     (
         wire.SCHEDULER,

@@ -79,6 +79,8 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
             return [ev.DropReplicas(s, t, msg.client, msg.keys)]
         case wire.Barrier():
             return [ev.Barrier(s, t, msg.client, msg.id)]
+        case wire.Wake():
+            return []
         case wire.StoryRequest():
             return [ev.StoryRequested(s, t, msg.client, msg.id, msg.keys)]
         case wire.PassKeys():

@@ -126,7 +126,7 @@ def discard(held: set[str], item: str) -> None:
 #: one name in the common case (one worker holds a result, one client wants it), and a
 #: million tasks then share a few sets instead of carrying two each. Names come and go
 #: (clients), so the cache starts over past a bound; sets already given out stay valid.
-_ALONE: dict[str, frozenset[str]] = {}
+_ALONE: dict[str, set[str]] = {}  #: (frozensets, typed as the fields they go into)
 _ALONE_LIMIT = 4096
 
 
@@ -141,8 +141,8 @@ def add_name(held: set[str], name: str) -> set[str]:
         if alone is None:
             if len(_ALONE) >= _ALONE_LIMIT:
                 _ALONE.clear()
-            alone = _ALONE[name] = frozenset((name,))
-        return cast("set[str]", alone)
+            alone = _ALONE[name] = cast("set[str]", frozenset((name,)))
+        return alone
     return held if name in held else {*held, name}
 
 

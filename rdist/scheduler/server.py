@@ -517,6 +517,10 @@ class SchedulerServer:
 
     def stop(self) -> None:
         self.stop_event.set()
+        try:  # end the serving thread's blocking read now, not after BLOCK_MS
+            self.store.streams.to_scheduler(wire.Wake())
+        except ConnectionErrors:
+            pass  # Redis is away: the read fails and the loop sees the flag
 
 
 def run_scheduler(url: str, cluster: str = "default", **kwargs: Any) -> None:

@@ -288,6 +288,17 @@ class StoryRequest(Message):
 fields(StoryRequest, client=NAME, id=NAME, keys=NAMES)
 
 
+@dataclass(slots=True)
+class Wake(Message):
+    """Nothing to do: a stopping scheduler writes it to end its own blocking read at once
+    (instead of after the read's block time); whoever reads it next skips it."""
+
+    OP = "wake"
+
+
+fields(Wake)
+
+
 # -- from workers ----------------------------------------------------------------------------
 
 
@@ -506,6 +517,7 @@ SCHEDULER = Channel(
     RetireWorkers,
     Shutdown,
     HeldKeys,
+    Wake,
 )
 
 __all__ = [
@@ -530,6 +542,7 @@ __all__ = [
     "TaskDone",
     "TaskRow",
     "UpdateGraph",
+    "Wake",
     "WorkerJoin",
     "WorkerLeave",
     "WorkerLost",
