@@ -142,3 +142,32 @@ def test_a_worker_whose_record_is_gone_is_not_called_silent_before_its_ttl(monke
         scheduler._last_worker_check = 0.0
         scheduler._drop_lost_workers(None)
         assert f"worker {address} sent no heartbeat" in caplog.text
+
+
+def test_leading_again_after_losing_only_the_lease_keeps_the_epoch(monkeypatch):
+    """A scheduler too slow to renew its lease leads again with Redis intact: no new epoch
+    (which would have every worker re-announce and every client re-submit its graph, and
+    on a loaded machine lose the lease again). Losing Redis while leading does start one."""
+    import redis
+
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    store = connect(url, "epoch")
+    try:
+        server = SchedulerServer(connect(url, "epoch"))
+        server.prepare()
+        first = store.epoch.current()
+        assert first
+
+        server.prepare()  # the lease lapsed, then this scheduler took it again
+        assert store.epoch.current() == first
+
+        def lose_redis() -> None:
+            raise redis.ConnectionError("connection reset")
+
+        monkeypatch.setattr(server, "_restore", lose_redis)
+        server._lead()  # stands by after the error
+        assert store.epoch.current() == first  # that leadership's prepare() kept it
+        server.prepare()
+        assert store.epoch.current() not in (None, first)
+    finally:
+        drop_fake_server(url[len("fakeredis://") :])

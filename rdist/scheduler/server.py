@@ -115,7 +115,12 @@ class SchedulerServer:
         self.started_serving = 0.0  #: monotonic time the last leadership began
         #: the scheduler whose lease this one waited for (a take-over), for the events log
         self._predecessor: str | None = None
-        self._led_before = False  #: a later leadership of this process starts a new epoch
+        self._led_before = False  #: this process led before (its later leaderships say so)
+        #: Redis failed while this process led: its next leadership starts a new epoch (a
+        #: fail-over may have dropped the last writes). Losing the lease alone -- a
+        #: scheduler too slow to renew it -- does not: Redis kept everything, and a new
+        #: epoch would have every worker re-announce and every client re-submit.
+        self._redis_failed = False
         self.guard = EntryGuard(store, store.keys.sched, "scheduler", log, deferred=True)
         #: what happens should the lease renewer die anyway (see rdist.supervise)
         self.on_thread_death: OnDeath = exit_process
@@ -229,6 +234,7 @@ class SchedulerServer:
             self.plugins.start(self)
             self._serve()
         except ConnectionErrors as exc:
+            self._redis_failed = True
             self.retry.failed(exc)  # a permanent error (a new password?) raises
             log.warning("lost redis while leading (%s); standing by", exc)
         finally:
@@ -269,6 +275,7 @@ class SchedulerServer:
                     log.error("scheduler %s lost its lease: standing down", self.lease.token)
                     self.is_leader.clear()
             except ConnectionErrors as exc:
+                self._redis_failed = True
                 self._lease_retry.failed(exc)  # logged once a spell; permanent raises
             else:
                 self._lease_retry.succeeded()
@@ -277,12 +284,13 @@ class SchedulerServer:
         """A new epoch when Redis came back empty, or after this scheduler lost Redis while
         leading (a fail-over may have dropped the last writes): workers re-announce what
         they hold and clients re-submit their graphs (``rdist.scheduler.reconcile``)."""
-        _, new = self.store.epoch.begin(new=self._led_before)
+        _, new = self.store.epoch.begin(new=self._redis_failed)
         if new and self._led_before:
             log.warning(
                 "redis may have lost data: new cluster epoch; workers and clients rebuild it"
             )
         self._led_before = True
+        self._redis_failed = False
 
     def _restore(self) -> None:
         """Rebuild the state from Redis: records, live workers, stored errors."""
@@ -328,6 +336,7 @@ class SchedulerServer:
             except ConnectionErrors as exc:
                 if self.stop_event.is_set():
                     break
+                self._redis_failed = True
                 self.retry.wait(exc, self.stop_event)
                 read_pending, after = True, b"0"  # the failed read may have been served
                 continue

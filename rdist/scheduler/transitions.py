@@ -111,7 +111,11 @@ def to_processing(s: Scheduling, ts: Task, worker: WorkerInfo) -> None:
         deps[dep_key] = wire.DepInfo(sorted(dep.who_has), dep.nbytes, dep.in_redis)
     wants = ts.who_wants
     if s.direct_notify and wants:
-        ts.notified = tuple(c for c in wants if notifiable(c))
+        if len(wants) == 1:  # the common case, without a generator
+            (client,) = wants
+            ts.notified = (client,) if notifiable(client) else ()
+        else:
+            ts.notified = tuple(c for c in wants if notifiable(c))
     s.emit(
         ev.Compute(
             worker.address, ts.key, ts.priority, deps, ts.resources, list(ts.notified), ts.spec
