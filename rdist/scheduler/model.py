@@ -240,22 +240,17 @@ def load(ws: WorkerInfo) -> float:
 _STATE_NAMES = {s: s.value for s in TaskState}
 
 
-def _listed(names: set[str]) -> list[str]:
-    """A set field as a record stores it: sorted (one name needs no sort)."""
-    return sorted(names) if len(names) > 1 else list(names)
-
-
 def task_record(ts: Task) -> wire.TaskRecord:
     """What is stored in the ``tasks`` hash: enough to answer who_has and to rebuild."""
     erred = ts.state is TS.ERRED
     return wire.TaskRecord(
         _STATE_NAMES[ts.state],
         ts.priority,
-        _listed(ts.dependencies),
-        _listed(ts.who_has),
+        sorted(ts.dependencies) if ts.dependencies else [],
+        sorted(ts.who_has) if ts.who_has else [],
         ts.nbytes,
         ts.in_redis,
-        _listed(ts.who_wants),
+        sorted(ts.who_wants) if ts.who_wants else [],
         ts.processing_on,
         ts.type_name,
         sorted(ts.restrictions) if ts.restrictions else None,

@@ -21,7 +21,6 @@ from rdist.scheduler.model import (
     TS,
     Task,
     WorkerInfo,
-    key_prefix,
     load,
 )
 
@@ -46,8 +45,8 @@ def estimate(s: Scheduling, ts: Task) -> float:
     return s.durations.get(ts.prefix, DEFAULT_DURATION)
 
 
-def learn_duration(s: Scheduling, key: str, duration: float) -> None:
-    prefix = key_prefix(key)
+def learn_duration(s: Scheduling, prefix: str, duration: float) -> None:
+    """Fold a measured ``duration`` into the average of tasks of ``prefix`` (``key_prefix``)."""
     old = s.durations.get(prefix)
     s.durations[prefix] = duration if old is None else 0.8 * old + 0.2 * duration
 
