@@ -32,6 +32,7 @@ from typing import Any
 from rdist.protocol.wire import DepInfo, StoryRow
 from rdist.worker.events import (
     ComputeTask,
+    ComputeTasks,
     DataArrived,
     Event,
     Execute,
@@ -248,23 +249,40 @@ class WorkerState:
 
     # -- event handlers ------------------------------------------------------------------------
     def _on_compute(self, ev: ComputeTask) -> None:
-        ts = self.tasks.get(ev.key)
+        self._compute(ev.key, ev.priority, ev.deps, ev.resources, ev.clients, ev.spec)
+
+    def _on_computes(self, ev: ComputeTasks) -> None:
+        specs, compute = ev.specs, self._compute
+        for a in ev.actions:
+            resources, clients = a.resources or None, a.clients or None
+            compute(a.key, a.priority, a.deps, resources, clients, specs.get(a.key))
+
+    def _compute(
+        self,
+        key: str,
+        priority: tuple[Any, ...],
+        deps: dict[str, DepInfo],
+        resources: dict[str, float] | None,
+        clients: list[str] | None,
+        spec: Any,
+    ) -> None:
+        ts = self.tasks.get(key)
         if ts is None:
-            ts = self.tasks[ev.key] = WTask(ev.key)
+            ts = self.tasks[key] = WTask(key)
         elif ts.state is TS.MEMORY:
             ts.wanted = True
-            self._out.append(ReportInMemory(self._stimulus, ev.key, ev.clients))
+            self._out.append(ReportInMemory(self._stimulus, key, clients))
             return
         elif ts.state is TS.ERROR:  # computed again (a retry)
             self._transition(ts, TS.RELEASED)
         elif ts.state is not TS.FLIGHT:  # already here: waiting, ready, running
             ts.assigned = ts.wanted = True
-            ts.clients = ev.clients
+            ts.clients = clients
             if ts.state is TS.CANCELLED:  # its running execution counts again
                 self._resume(ts)
             return
-        ts.priority, ts.deps, ts.spec = ev.priority, ev.deps, ev.spec
-        ts.clients, ts.resources = ev.clients, ev.resources
+        ts.priority, ts.deps, ts.spec = priority, deps, spec
+        ts.clients, ts.resources = clients, resources
         ts.assigned = ts.wanted = True
         if ts.state is TS.RELEASED:
             self._place(ts)
@@ -659,6 +677,7 @@ _TRANSITIONS: dict[tuple[WTaskState, WTaskState], _T] = {
 
 _HANDLERS: dict[type[Event], Callable[[WorkerState, Any], None]] = {
     ComputeTask: WorkerState._on_compute,
+    ComputeTasks: WorkerState._on_computes,
     FreeKeys: WorkerState._on_free,
     StealRequest: WorkerState._on_steal,
     DataArrived: WorkerState._on_data,
