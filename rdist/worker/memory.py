@@ -111,7 +111,8 @@ class SpillBuffer(MutableMapping[str, Any]):
             self.fast_bytes += nbytes
             if frames is not None:
                 self._cache(key, frames)
-        self.evict_to_target()
+        if self.target:  # (checked here: this runs once per task)
+            self.evict_to_target()
 
     def __setitem__(self, key: str, value: Any) -> None:
         from rdist.worker.sizeof import sizeof

@@ -523,7 +523,8 @@ class WorkerState:
             ts = self._pop_ready()
             if ts is None:
                 break
-            self._take_slot(ts)
+            ts.holds_slot = True  # (_take_slot, inline: once per task)
+            self.running += 1
             if ts.resources:
                 ts.holds_resources = True
                 for name, amount in ts.resources.items():
@@ -621,7 +622,11 @@ class WorkerState:
 
     def _t_ran(self, ts: WTask) -> None:
         # the hot path of every task: helpers only where there is something to do
-        self._ended(ts)
+        if ts.holds_slot:  # (_ended, inline)
+            ts.holds_slot = False
+            self.running -= 1
+        if ts.holds_resources:
+            self._give_back_resources(ts)
         if ts.dependencies:
             self._unlink_inputs(ts)
         if ts.dependents:
