@@ -176,6 +176,16 @@ class WorkerState:
         ts = self.tasks.get(key)
         return ts is None or ts.state is TS.FLIGHT or ts.state is TS.ERROR
 
+    def wanting_specs(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` whose compute action needs its spec (see :meth:`wants_spec`)."""
+        tasks = self.tasks
+        wanting = set()
+        for key in keys:
+            ts = tasks.get(key)
+            if ts is None or ts.state is TS.FLIGHT or ts.state is TS.ERROR:
+                wanting.add(key)
+        return wanting
+
     def has_data(self, key: str) -> bool:
         ts = self.tasks.get(key)
         return ts is not None and ts.state is TS.MEMORY
