@@ -155,6 +155,12 @@ class SpillBuffer(MutableMapping[str, Any]):
         with self._lock:
             self._drop(key)
 
+    def discard_many(self, keys: list[str]) -> None:
+        """:meth:`discard` of each of ``keys``, under one acquisition of the lock."""
+        with self._lock:
+            for key in keys:
+                self._drop(key)
+
     def pop(self, key: str, *default: Any) -> Any:
         try:
             value = self[key]
