@@ -210,3 +210,30 @@ def test_secede_outside_a_task_says_where_it_works():
 
     with pytest.raises(ValueError, match="inside a task"):
         secede()
+
+
+def test_a_batchs_actions_become_one_event_per_run_of_computes_or_frees_in_order():
+    from rdist.protocol.wire import Compute, Free, Steal
+    from rdist.worker.events import ComputeTasks, FreeKeys, StealRequest
+    from rdist.worker.stream import _events_of
+
+    a, b, c = (Compute(k, (0,), {}) for k in "abc")
+    actions = [a, b, Free(["x"]), Free(["y", "z"]), Steal("s"), c, Free(["a"])]
+
+    events = _events_of("1-0", 5.0, actions, {"a": "spec-a"})
+
+    assert [type(e) for e in events] == [
+        ComputeTasks,
+        FreeKeys,
+        StealRequest,
+        ComputeTasks,
+        FreeKeys,
+    ]
+    first, freed, stolen, last, freed_last = events
+    assert isinstance(first, ComputeTasks) and first.actions == [a, b]
+    assert first.specs == {"a": "spec-a"}
+    assert isinstance(freed, FreeKeys) and freed.keys == ["x", "y", "z"]
+    assert isinstance(stolen, StealRequest) and stolen.key == "s"
+    assert isinstance(last, ComputeTasks) and last.actions == [c]
+    assert isinstance(freed_last, FreeKeys) and freed_last.keys == ["a"]
+    assert {(e.stimulus_id, e.time) for e in events} == {("1-0", 5.0)}

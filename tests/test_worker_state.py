@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from rdist.protocol.wire import DepInfo, StoryRow
+from rdist.protocol.wire import Compute, DepInfo, StoryRow
 from rdist.worker.events import (
     ComputeTask,
+    ComputeTasks,
     DataArrived,
     Event,
     Execute,
@@ -258,6 +259,30 @@ def test_spec_is_loaded_for_new_erred_and_in_flight_keys_only(ws):
     run(ws, failure("a"))
 
     assert [k for k in ("a", "b", "x", "new") if ws.wants_spec(k)] == ["a", "x", "new"]
+    assert ws.wanting_specs(["a", "b", "x", "new"]) == {"a", "x", "new"}
+
+
+def test_one_batch_event_of_computes_places_them_as_single_events_would():
+    actions = [
+        Compute("a", (2,), {}, None, None, ["c1"]),
+        Compute("b", (1,), {"a": DepInfo([], 0, False)}),
+        Compute("c", (0,), {"x": held_by_peer()}, {"GPU": 1.0}),
+    ]
+    one, single = machine(nthreads=1), machine(nthreads=1)
+    specs = {"a": SPEC, "b": SPEC, "c": SPEC}
+
+    batched = run(one, ComputeTasks("s", 0.0, actions, specs))
+    singly = run(
+        single,
+        *(ComputeTask("s", 0.0, *a[:3], a.resources, a.clients, SPEC) for a in actions),
+    )
+
+    assert batched == singly
+    assert {k: (t.state, t.priority, t.clients, t.resources) for k, t in one.tasks.items()} == {
+        k: (t.state, t.priority, t.clients, t.resources) for k, t in single.tasks.items()
+    }
+    assert one.tasks["a"].clients == ["c1"] and one.tasks["c"].resources == {"GPU": 1.0}
+    one.validate_state()
 
 
 def test_erred_input_goes_once_the_scheduler_frees_its_dependents(ws):

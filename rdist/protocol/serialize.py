@@ -53,7 +53,7 @@ def dumps(obj: Any, hook: Callable[[Any], Any] | None = None) -> list[memoryview
                 head = _dumps_with(cloudpickle.Pickler, obj, hook, buffers)
         except Exception as exc:
             raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
-    return [head, *(b.raw() for b in buffers)]
+    return [head, *[b.raw() for b in buffers]] if buffers else [head]
 
 
 _MAIN = b"__main__"
@@ -131,6 +131,11 @@ def to_blob(obj: Any, hook: Callable[[Any], Any] | None = None) -> bytes:
 
 def frames_to_blob(frames: list[Any]) -> bytes:
     """``to_blob`` of what :func:`dumps` made (a caller that first looked at its size)."""
+    if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < _COMPRESS_MIN:
+        # the common small result (a worker's every task): what encode_frames gives, direct
+        head = frames[0]
+        header = msgpack.packb([[len(head)], [False]])
+        return b"".join((_MAGIC, len(header).to_bytes(4, "little"), header, head))
     header, out = encode_frames(frames)
     return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *out])
 
@@ -147,7 +152,7 @@ def blob_to_frames(blob: bytes) -> list[Any]:
     try:
         hlen = int.from_bytes(view[3:7], "little")
         header = bytes(view[7 : 7 + hlen])
-        lengths, _ = msgpack.unpackb(header)
+        lengths, flags = msgpack.unpackb(header)
         frames, pos = [], 7 + hlen
         for i, n in enumerate(lengths):
             # out-of-band buffers become writable copies: users expect to mutate arrays
@@ -156,6 +161,8 @@ def blob_to_frames(blob: bytes) -> list[Any]:
             pos += n
         if pos != len(view):
             raise ValueError(f"frames need {pos} bytes, the blob has {len(view)}")
+        if True not in flags:  # nothing compressed (every small blob): no second unpacking
+            return frames
         return decode_frames(header, frames)
     except Exception as exc:  # truncated or corrupted: one error type for callers
         raise SerializationError(f"corrupt rdist data blob: {exc}") from exc

@@ -51,6 +51,16 @@ class ComputeTask(Event):
 
 
 @dataclass(slots=True)
+class ComputeTasks(Event):
+    """The compute actions of one stream entry, in order (one event for a whole batch of
+    assignments: the common case, a map's hundred tasks per entry, makes no per-task event).
+    ``specs`` holds the loaded spec of each key that needed one (see ``ComputeTask.spec``)."""
+
+    actions: list[Compute]
+    specs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class FreeKeys(Event):
     """The scheduler released these keys here: drop their data, cancel them if running."""
 

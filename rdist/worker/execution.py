@@ -12,15 +12,15 @@ task waiting on subtasks never holds the thread those need, even on a one-thread
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 import time
 import traceback
 from collections import deque
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from rdist import task_context
 from rdist.exceptions import Reschedule
 from rdist.protocol import serialize, spec, tracebacks
 from rdist.supervise import start_thread
@@ -109,7 +109,8 @@ class Executor:
             while ex is not None and not worker.stop_event.is_set():
                 executes, reports, context = self.run(ex)
                 ex = executes.pop(0) if executes else None  # the next runs here: no hand-off
-                self.submit(executes)
+                if executes:
+                    self.submit(executes)
                 if ex is None and self._queue.empty() and worker.reporter.idle():
                     worker.reporter.report(reports)  # nothing to batch with: skip a hop
                 else:
@@ -144,22 +145,24 @@ class Executor:
 
     def run(self, ex: Execute) -> Ran:
         """Run one task and tell the state machine how it went."""
-        context = TaskContext(self, ex.key)
-        set_current(context)
-        profiler = self.worker.profiler
-        profiler.begin(ex.key)
+        worker = self.worker
+        key = ex.key
+        context = TaskContext(self, key)
+        task_context.set_current(context)
+        profiler = worker.profiler
         ident = threading.get_ident()
-        self.running[ident] = ex.key
+        profiler.begin(key, ident)
+        self.running[ident] = key
         try:
-            if self.worker.tracer is None:
+            if worker.tracer is None:
                 event = self._execute(ex)
             else:
-                event = self._traced(ex, self.worker.tracer)
+                event = self._traced(ex, worker.tracer)
         finally:
-            profiler.end()
+            profiler.end(ident)
             self.running.pop(ident, None)
-            set_current(None)
-        executes, reports = self.worker.handle(event)
+            task_context.set_current(None)
+        executes, reports = worker.handle(event)
         return executes, reports, context
 
     def _traced(self, ex: Execute, tracer: TaskTracer) -> ExecuteSuccess | ExecuteFailure:
@@ -184,7 +187,7 @@ class Executor:
                     worker.task_spans.clear()
                 worker.task_spans[ex.key] = span
             value = spec.run_spec(func, args_blob, mode, worker.data)
-            if inspect.iscoroutine(value):  # an ``async def`` task: on the worker's loop
+            if isinstance(value, CoroutineType):  # an ``async def`` task: on the worker's loop
                 value = worker.actors.run_coroutine(value)
         except Reschedule:  # not a failure: the scheduler places the task again
             now = time.time()

@@ -111,7 +111,8 @@ class SpillBuffer(MutableMapping[str, Any]):
             self.fast_bytes += nbytes
             if frames is not None:
                 self._cache(key, frames)
-        self.evict_to_target()
+        if self.target:  # (checked here: this runs once per task)
+            self.evict_to_target()
 
     def __setitem__(self, key: str, value: Any) -> None:
         from rdist.worker.sizeof import sizeof
@@ -153,6 +154,12 @@ class SpillBuffer(MutableMapping[str, Any]):
         """Forget ``key`` if present, without reading it back from disk."""
         with self._lock:
             self._drop(key)
+
+    def discard_many(self, keys: list[str]) -> None:
+        """:meth:`discard` of each of ``keys``, under one acquisition of the lock."""
+        with self._lock:
+            for key in keys:
+                self._drop(key)
 
     def pop(self, key: str, *default: Any) -> Any:
         try:

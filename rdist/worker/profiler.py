@@ -91,15 +91,16 @@ class Profiler:
         self._last: dict[int, tuple[FrameType, str, list[Any]]] = {}
 
     # -- the executor's side (hot: keep it a dict write) ------------------------------------
-    def begin(self, key: str) -> None:
+    def begin(self, key: str, ident: int | None = None) -> None:
+        """The thread ``ident`` (this one by default) starts running ``key``."""
         if self.enabled:
-            self._running[threading.get_ident()] = key
+            self._running[threading.get_ident() if ident is None else ident] = key
             if self._sleeping:
                 self._work.set()
 
-    def end(self) -> None:
+    def end(self, ident: int | None = None) -> None:
         if self.enabled:
-            self._running.pop(threading.get_ident(), None)
+            self._running.pop(threading.get_ident() if ident is None else ident, None)
 
     # -- the sampler thread --------------------------------------------------------------------
     def run(self) -> None:

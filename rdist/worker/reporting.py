@@ -98,13 +98,17 @@ class Report:
         self.done.append(
             DoneRow(key, outcome.nbytes, in_redis, inline, outcome.duration, outcome.type_name)
         )
-        if item.clients:
-            self._tell(
-                item.clients,
-                KeyInMemory(
-                    key, outcome.nbytes, in_redis, [self.address], outcome.type_name, inline
-                ),
+        if item.clients:  # (what _tell does, inline: once per task)
+            told = KeyInMemory(
+                key, outcome.nbytes, in_redis, [self.address], outcome.type_name, inline
             )
+            notify = self.notify
+            for client in item.clients:
+                items = notify.get(client)
+                if items is None:
+                    notify[client] = [told]
+                else:
+                    items.append(told)
 
     def _in_memory(self, item: ReportInMemory) -> None:
         data = self._worker.data
@@ -205,7 +209,9 @@ class Reporter:
     def __init__(self, worker: Worker, store: RedisStore) -> None:
         self.worker = worker
         self.store = store  #: its own connection: the stream thread's blocks on reads
-        self._queue: queue.Queue[list[SendReport] | None] = queue.Queue()
+        #: (a SimpleQueue: its put and get are single C calls, and every task's report
+        #: items pass here when the executor runs tasks back to back)
+        self._queue: queue.SimpleQueue[list[SendReport] | None] = queue.SimpleQueue()
 
     def put(self, items: list[SendReport]) -> None:
         if items:

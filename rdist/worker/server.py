@@ -217,8 +217,7 @@ class Worker:
 
     def _carry_out(self, ins: Instruction) -> None:
         if isinstance(ins, ReleaseData):
-            for key in ins.keys:
-                self.data.discard(key)
+            self.data.discard_many(ins.keys)
             self.actors.discard(ins.keys)
         elif isinstance(ins, GatherDep):
             self.dataplane.fetch(ins.wanted)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+#: Types whose size is just ``sys.getsizeof`` (checked first: most task results are these).
+_PLAIN = frozenset({int, float, bool, str, bytes, bytearray, type(None), complex})
+
 
 def sizeof(obj: Any, _depth: int = 0) -> int:
+    if type(obj) in _PLAIN:
+        return sys.getsizeof(obj)
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, int):  # numpy arrays, memoryviews and friends
         return nbytes + 100

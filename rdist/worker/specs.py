@@ -35,7 +35,8 @@ class SpecLoader:
         worker = self.worker
         state = worker.state
         with worker.lock:
-            needed = [c for c in computes if c.key in freed or state.wants_spec(c.key)]
+            wanting = state.wanting_specs(c.key for c in computes)
+            needed = [c for c in computes if c.key in freed or c.key in wanting]
             small = list(
                 {
                     dep

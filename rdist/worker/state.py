@@ -32,6 +32,7 @@ from typing import Any
 from rdist.protocol.wire import DepInfo, StoryRow
 from rdist.worker.events import (
     ComputeTask,
+    ComputeTasks,
     DataArrived,
     Event,
     Execute,
@@ -175,6 +176,16 @@ class WorkerState:
         ts = self.tasks.get(key)
         return ts is None or ts.state is TS.FLIGHT or ts.state is TS.ERROR
 
+    def wanting_specs(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` whose compute action needs its spec (see :meth:`wants_spec`)."""
+        tasks = self.tasks
+        wanting = set()
+        for key in keys:
+            ts = tasks.get(key)
+            if ts is None or ts.state is TS.FLIGHT or ts.state is TS.ERROR:
+                wanting.add(key)
+        return wanting
+
     def has_data(self, key: str) -> bool:
         ts = self.tasks.get(key)
         return ts is not None and ts.state is TS.MEMORY
@@ -248,23 +259,40 @@ class WorkerState:
 
     # -- event handlers ------------------------------------------------------------------------
     def _on_compute(self, ev: ComputeTask) -> None:
-        ts = self.tasks.get(ev.key)
+        self._compute(ev.key, ev.priority, ev.deps, ev.resources, ev.clients, ev.spec)
+
+    def _on_computes(self, ev: ComputeTasks) -> None:
+        specs, compute = ev.specs, self._compute
+        for a in ev.actions:
+            resources, clients = a.resources or None, a.clients or None
+            compute(a.key, a.priority, a.deps, resources, clients, specs.get(a.key))
+
+    def _compute(
+        self,
+        key: str,
+        priority: tuple[Any, ...],
+        deps: dict[str, DepInfo],
+        resources: dict[str, float] | None,
+        clients: list[str] | None,
+        spec: Any,
+    ) -> None:
+        ts = self.tasks.get(key)
         if ts is None:
-            ts = self.tasks[ev.key] = WTask(ev.key)
+            ts = self.tasks[key] = WTask(key)
         elif ts.state is TS.MEMORY:
             ts.wanted = True
-            self._out.append(ReportInMemory(self._stimulus, ev.key, ev.clients))
+            self._out.append(ReportInMemory(self._stimulus, key, clients))
             return
         elif ts.state is TS.ERROR:  # computed again (a retry)
             self._transition(ts, TS.RELEASED)
         elif ts.state is not TS.FLIGHT:  # already here: waiting, ready, running
             ts.assigned = ts.wanted = True
-            ts.clients = ev.clients
+            ts.clients = clients
             if ts.state is TS.CANCELLED:  # its running execution counts again
                 self._resume(ts)
             return
-        ts.priority, ts.deps, ts.spec = ev.priority, ev.deps, ev.spec
-        ts.clients, ts.resources = ev.clients, ev.resources
+        ts.priority, ts.deps, ts.spec = priority, deps, spec
+        ts.clients, ts.resources = clients, resources
         ts.assigned = ts.wanted = True
         if ts.state is TS.RELEASED:
             self._place(ts)
@@ -505,7 +533,8 @@ class WorkerState:
             ts = self._pop_ready()
             if ts is None:
                 break
-            self._take_slot(ts)
+            ts.holds_slot = True  # (_take_slot, inline: once per task)
+            self.running += 1
             if ts.resources:
                 ts.holds_resources = True
                 for name, amount in ts.resources.items():
@@ -603,7 +632,11 @@ class WorkerState:
 
     def _t_ran(self, ts: WTask) -> None:
         # the hot path of every task: helpers only where there is something to do
-        self._ended(ts)
+        if ts.holds_slot:  # (_ended, inline)
+            ts.holds_slot = False
+            self.running -= 1
+        if ts.holds_resources:
+            self._give_back_resources(ts)
         if ts.dependencies:
             self._unlink_inputs(ts)
         if ts.dependents:
@@ -659,6 +692,7 @@ _TRANSITIONS: dict[tuple[WTaskState, WTaskState], _T] = {
 
 _HANDLERS: dict[type[Event], Callable[[WorkerState, Any], None]] = {
     ComputeTask: WorkerState._on_compute,
+    ComputeTasks: WorkerState._on_computes,
     FreeKeys: WorkerState._on_free,
     StealRequest: WorkerState._on_steal,
     DataArrived: WorkerState._on_data,

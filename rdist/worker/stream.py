@@ -44,7 +44,7 @@ from rdist.supervise import start_thread
 from rdist.worker import reannounce, stacks
 from rdist.worker.context import bind_worker
 from rdist.worker.events import (
-    ComputeTask,
+    ComputeTasks,
     DataArrived,
     Event,
     Execute,
@@ -254,20 +254,19 @@ class StreamReader:
         """Decode and dispatch one read; the actions of all its batches are applied together
         (one spec load); returns the tasks to run and the report items."""
         guard = self.guard
-        actions: list[tuple[str, Action]] = []
+        batches: list[tuple[str, list[Action]]] = []  #: (stimulus id, actions) per entry
         sources: list[Entry] = []  #: entries whose actions are applied below
         for entry_id, payload in entries:
-            sid = _stimulus_of(entry_id)
             for msg in guard.decode(WORKER, entry_id, payload):
-                if isinstance(msg, Batch):
-                    actions += [(sid, action) for action in msg.actions]
+                if type(msg) is Batch:
+                    batches.append((_stimulus_of(entry_id), msg.actions))
                     sources.append((entry_id, payload))
                 else:
                     guard.call(entry_id, payload, f"handling {msg.OP}", partial(self._handle, msg))
-        if not actions:
+        if not batches:
             return [], []
         try:
-            return self._apply(actions)
+            return self._apply(batches)
         except ConnectionErrors:
             raise
         except Exception as exc:  # a bug: the loop lives on, the entries are set aside
@@ -300,21 +299,47 @@ class StreamReader:
         else:
             worker.dataplane.handle_message(msg)
 
-    def _apply(self, actions: list[tuple[str, Action]]) -> Handled:
+    def _apply(self, batches: list[tuple[str, list[Action]]]) -> Handled:
         """Load what new tasks need in one round trip, then hand the actions to the state
-        machine as events, in order."""
-        computes = [a for _, a in actions if type(a) is Compute]
-        freed = {key for _, a in actions if type(a) is Free for key in a.keys}
+        machine as events, in order: one event per run of compute (or free) actions of an
+        entry, not one per task."""
+        computes = [a for _, actions in batches for a in actions if type(a) is Compute]
+        freed = {k for _, actions in batches for a in actions if type(a) is Free for k in a.keys}
         specs, stored = self.loader.load(computes, freed)
         now = time.time()
         events: list[Event] = []
         if stored:
-            events.append(DataArrived(actions[0][0], now, stored, replica=True))
-        for sid, action in actions:
-            if isinstance(action, Compute):
-                events.append(ComputeTask.from_wire(action, specs.get(action.key), sid, now))
-            elif isinstance(action, Free):
-                events.append(FreeKeys(sid, now, action.keys))
-            else:
-                events.append(StealRequest(sid, now, action.key))
+            events.append(DataArrived(batches[0][0], now, stored, replica=True))
+        for sid, actions in batches:
+            events += _events_of(sid, now, actions, specs)
         return self.worker.handle(*events)
+
+
+def _events_of(sid: str, now: float, actions: list[Action], specs: dict[str, Any]) -> list[Event]:
+    """The events of one entry's actions, in order; consecutive computes (and frees) make
+    one event."""
+    events: list[Event] = []
+    run: list[Compute] = []
+    freed: list[str] = []
+    for action in actions:
+        if isinstance(action, Compute):
+            if freed:
+                events.append(FreeKeys(sid, now, freed))
+                freed = []
+            run.append(action)
+            continue
+        if run:
+            events.append(ComputeTasks(sid, now, run, specs))
+            run = []
+        if isinstance(action, Free):
+            freed += action.keys
+            continue
+        if freed:
+            events.append(FreeKeys(sid, now, freed))
+            freed = []
+        events.append(StealRequest(sid, now, action.key))
+    if run:
+        events.append(ComputeTasks(sid, now, run, specs))
+    if freed:
+        events.append(FreeKeys(sid, now, freed))
+    return events

@@ -14,6 +14,10 @@ from rdist.protocol.wire.base import (
     BLOB,
     BOOL,
     COUNT,
+    INT64,
+    MAX_COUNT,
+    MAX_NAME_CHARS,
+    MAX_PRIORITY_PARTS,
     NAME,
     NAMES,
     PRIORITY,
@@ -87,44 +91,64 @@ _FREE = row_spec(Free, NAMES)
 _STEAL = row_spec(Steal, NAME)
 _TAGS: dict[str, Any] = {"c": _COMPUTE, "f": _FREE, "s": _STEAL}
 _TAG_OF = {Compute: "c", Free: "f", Steal: "s"}
+_MAX_NAME, _MAX_PRIORITY, _MAX_COUNT, _INT64 = MAX_NAME_CHARS, MAX_PRIORITY_PARTS, MAX_COUNT, INT64
+
+
+def _names(values: Any) -> bool:
+    """Whether ``values`` is a list of non-empty strings (checked without a generator)."""
+    if type(values) is not list:
+        return False
+    for v in values:
+        if type(v) is not str or not v or len(v) > _MAX_NAME:
+            return False
+    return True
 
 
 def _fast_compute(row: list[Any]) -> Compute | None:
-    """The common compute action checked without error bookkeeping (None: ask the slow path)."""
+    """The common compute action checked without error bookkeeping (None: ask the slow path).
+
+    Per task on the worker's hot path: plain loops, no generators, one tuple per input."""
     if len(row) != 7:
         return None
     _, key, priority, deps, resources, spec, clients = row
-    if not (
-        type(key) is str
-        and key
-        and len(key) <= 65536
-        and type(priority) is list
-        and len(priority) <= 8
-        and all(type(p) is int and -(1 << 63) <= p < 1 << 63 for p in priority)
-        and type(deps) is dict
-        and (spec is None or type(spec) is bytes)
-        and (
-            clients is None
-            or (type(clients) is list and all(type(c) is str and c for c in clients))
-        )
-        and resources is None
+    if (
+        type(key) is not str
+        or not key
+        or len(key) > _MAX_NAME
+        or type(priority) is not list
+        or len(priority) > _MAX_PRIORITY
+        or type(deps) is not dict
+        or resources is not None
+        or (spec is not None and type(spec) is not bytes)
+        or (clients is not None and not _names(clients))
     ):
         return None
+    for p in priority:
+        if type(p) is not int or not -_INT64 <= p < _INT64:
+            return None
+    if not deps:
+        return Compute(key, tuple(priority), {}, None, spec, clients)
     checked = {}
     for dep, info in deps.items():
-        if not (type(dep) is str and dep and type(info) is list and len(info) == 3):
+        if type(dep) is not str or not dep or type(info) is not list or len(info) != 3:
             return None
         holders, nbytes, in_redis = info
-        if not (
-            type(holders) is list
-            and all(type(h) is str and h for h in holders)
-            and type(nbytes) is int
-            and 0 <= nbytes <= 1 << 53
-            and type(in_redis) is bool
+        if (
+            not _names(holders)
+            or type(nbytes) is not int
+            or not 0 <= nbytes <= _MAX_COUNT
+            or type(in_redis) is not bool
         ):
             return None
         checked[dep] = DepInfo(holders, nbytes, in_redis)
     return Compute(key, tuple(priority), checked, None, spec, clients)
+
+
+def _fast_free(row: list[Any]) -> Free | None:
+    """The free action checked without error bookkeeping (None: ask the slow path)."""
+    if len(row) != 2 or not _names(row[1]):
+        return None
+    return Free(row[1])
 
 
 class Actions(Codec):
@@ -145,8 +169,9 @@ class Actions(Codec):
                 raise MalformedMessage(
                     f"an action is a list tagged c, f or s; got {tag!r:.40}", f"{field}[{i}]"
                 )
-            fast = _fast_compute(row) if row[0] == "c" else None
-            out.append(fast if fast is not None else _TAGS[row[0]].decode(row[1:], f"{field}[{i}]"))
+            tag = row[0]
+            fast = _fast_compute(row) if tag == "c" else _fast_free(row) if tag == "f" else None
+            out.append(fast if fast is not None else _TAGS[tag].decode(row[1:], f"{field}[{i}]"))
         return out
 
     def encode(self, value: Any) -> Any:
