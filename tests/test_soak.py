@@ -88,7 +88,7 @@ def one_client(url: str, name: str, wave: int, n: int, vanishes: bool) -> int:
     doomed = client.map(slow, range(50), pure=False)
     client.cancel(doomed[:25])  # cancelled, some while running
     del doomed  # the rest released mid-run
-    total = sum(client.gather(futures[: TASKS_PER_CLIENT // 2]))
+    total = int(sum(client.gather(futures[: TASKS_PER_CLIENT // 2])))
     if vanishes:
         vanish(client)
     else:
