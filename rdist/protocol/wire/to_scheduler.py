@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from rdist.protocol.wire.amm import AmmRequest
 from rdist.protocol.wire.base import (
     BLOB,
     BOOL,
@@ -506,6 +507,7 @@ SCHEDULER = Channel(
     RetireWorkers,
     Shutdown,
     HeldKeys,
+    AmmRequest,
 )
 
 __all__ = [
