@@ -99,6 +99,16 @@ def test_reduce_replicas_never_drops_where_a_dependent_is_processing():
     assert out.drop == {"x": [B]}  # A is fuller, but its dependent needs the copy there
 
 
+def test_reduce_replicas_drops_a_closing_workers_copy_first_and_keeps_one_that_stays():
+    tasks, workers = cluster({"x": [A, B], "y": [A, B, C]}, status={A: amm.CLOSING})
+
+    out = amm.suggest(view(tasks, workers, {A: 0, B: 999, C: 500}), [amm.ReduceReplicas()])
+
+    # A is emptiest but leaving: its copies go first; B (fullest) keeps x, its last copy
+    # on a worker that stays
+    assert out.drop == {"x": [A], "y": [A, B]}
+
+
 def test_a_key_not_in_memory_is_never_dropped():
     tasks, workers = cluster({"x": [A, B]})
     tasks["x"].state = TS.RELEASED

@@ -12,8 +12,9 @@ Policies yield ``(command, key, candidates)``; the manager picks the worker for 
 suggestion by dask's rules and sends it back into the policy (None: refused):
 
 - *drop* (:meth:`Manager.find_dropper`): never the last copy (copies on their way do not
-  count); never from a worker where a dependent of the key is processing; among the
-  candidates, the worker with the most memory in use (the one under most pressure);
+  count), nor the last copy on a worker that is not closing; never from a worker where a
+  dependent of the key is processing; among the candidates, a closing worker first, then
+  the worker with the most memory in use (the one under most pressure);
 - *replicate* (:meth:`Manager.find_recipient`): only a key in memory; only to a
   ``running`` worker (not paused, not closing) that holds no copy and gets none yet; among
   those, the worker with the least memory in use.
@@ -194,9 +195,14 @@ class Manager:
         pool = set(ts.who_has) if candidates is None else candidates & ts.who_has
         pool -= drop
         pool -= self.waiters_on(ts)
+        workers = self.view.workers
+        staying = [a for a in ts.who_has - drop if _stays(workers, a)]
+        if len(staying) == 1:  # the last copy on a worker that stays: not that one
+            pool.discard(staying[0])
         if not pool:
             return None
-        return max(pool, key=lambda a: (self.memory.get(a, 0), a))
+        # a closing worker's copy first (it is leaving anyway), then the fullest worker's
+        return max(pool, key=lambda a: (not _stays(workers, a), self.memory.get(a, 0), a))
 
     def waiters_on(self, ts: Task) -> set[str]:
         """Workers where a dependent needing ``ts`` is processing."""
@@ -207,6 +213,11 @@ class Manager:
             if waiter is not None and waiter.processing_on is not None:
                 out.add(waiter.processing_on)
         return out
+
+
+def _stays(workers: Mapping[str, WorkerInfo], address: str) -> bool:
+    ws = workers.get(address)
+    return ws is not None and ws.status != CLOSING
 
 
 class Policy:
