@@ -98,8 +98,7 @@ def retire_workers(
     leaving = set(targets)
     client._sender.post(wire.RetireWorkers(client.id, targets))
     client._data.barrier()  # closing from here on: no new task lands on them
-    records = task_records(client.store, None)
-    if not staying and _unique_keys(records, leaving):
+    if not staying and _unique_keys(task_records(client.store, None), leaving):
         log.warning(
             "retire_workers: no worker would stay to take the data of %s; not retiring them",
             targets,
