@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rdist.scheduler import amm
+from rdist.protocol import wire
+from rdist.scheduler import amm, amm_runner
+from rdist.scheduler import events as ev
 from rdist.scheduler.model import TS, Task, WorkerInfo
 
 A, B, C, D = "tcp://a:1", "tcp://b:1", "tcp://c:1", "tcp://d:1"
@@ -225,3 +227,76 @@ def test_policies_are_named_as_rdist_or_dask_names_them():
     assert isinstance(named, amm.ReduceReplicas)
     with pytest.raises(ValueError, match="RetireWorker is started by retire_workers"):
         amm.policy_named("RetireWorker")
+
+
+# -- the shell's runner (no Redis: a state-like object is enough) ------------------------------
+
+
+class _State:
+    def __init__(self, tasks: dict[str, Task], workers: dict[str, WorkerInfo]) -> None:
+        self.tasks, self.workers = tasks, workers
+
+
+def _request(action: str, workers: list[str] | None = None) -> amm_runner.AmmRequested:
+    return amm_runner.AmmRequested("s-1", 0.0, "client-1", f"id-{action}", action, workers or [])
+
+
+def test_runner_answers_requests_and_switches_on_and_off():
+    runner = amm_runner.AmmRunner(False, 2.0, "optimistic", ["ReduceReplicas"])
+    state = _State(*cluster({"x": [A, B]}))
+    assert not runner.due(100.0)
+
+    runner.request(_request("start"))
+    out = runner.run(state, {}, 100.0)
+
+    assert out.replies == [("client-1", wire.AmmReply("id-start", True))]
+    assert not out.events  # start() runs nothing now: the first run is an interval later
+    assert not runner.due(101.0) and runner.due(102.0)
+    timed = runner.run(state, {}, 102.0, timed=True)
+    assert [type(e) for e in timed.events] == [ev.DropReplicas]
+    runner.request(_request("stop"))
+    assert runner.run(state, {}, 103.0).replies[0][1].running is False
+    assert not runner.due(1e9)
+
+
+def test_runner_run_once_drops_through_the_state_machines_event():
+    runner = amm_runner.AmmRunner(False, 2.0, "optimistic", ["ReduceReplicas"])
+    state = _State(*cluster({"x": [A, B, C]}))
+
+    runner.request(_request("run_once"))
+    out = runner.run(state, {}, 5.0)
+
+    (drop,) = out.events
+    assert isinstance(drop, ev.DropReplicas) and sorted(drop.keys["x"]) == [B, C]
+    assert out.replies[0][1] == wire.AmmReply("id-run_once", False)
+
+
+def test_runner_asks_each_copy_once_until_it_arrives_or_takes_too_long():
+    runner = amm_runner.AmmRunner(False, 2.0, "optimistic", [])
+    tasks, workers = cluster({"x": [A]}, status={A: amm.CLOSING})
+    state = _State(tasks, workers)
+
+    runner.request(_request("retire", [A]))
+    first = runner.run(state, {}, 10.0)
+    (target,) = first.copies
+    message = first.copies[target]
+    assert message.keys == {"x": [A]} and message.to == wire.ReplyTo("n", "")
+    assert first.replies[0][1].done is False
+
+    runner.request(_request("retire", [A]))
+    assert not runner.run(state, {}, 11.0).copies  # on its way: not asked again
+
+    late = 10.0 + amm_runner.INCOMING_SECONDS + 1
+    runner.request(_request("retire", [A]))
+    assert runner.run(state, {}, late).copies  # never came: asked again
+
+    tasks["x"].who_has.add(target)
+    workers[target].has_what.add("x")
+    runner.request(_request("retire", [A]))
+    arrived = runner.run(state, {}, late + 1)
+    assert arrived.replies[0][1].done is True and not runner.incoming
+
+
+def test_runner_refuses_an_unknown_policy_at_its_start():
+    with pytest.raises(ValueError, match="Spill"):
+        amm_runner.AmmRunner(True, 2.0, "optimistic", ["Spill"])
