@@ -180,6 +180,20 @@ def _rows(args):
             LOWER,
             lambda r: _wl(r, "wide_array", "worker_peak_mb"),
         ),
+        (
+            "wide_pair",
+            "(random(...) - random(...)).sum()",
+            "s",
+            LOWER,
+            lambda r: _wl(r, "wide_pair", "seconds"),
+        ),
+        (
+            "wide_pair",
+            "(random - random).sum(): worker peak RSS (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "wide_pair", "worker_peak_mb"),
+        ),
         ("rss", "worker RSS idle (largest)", "MB", LOWER, lambda r: _wl(r, "rss", "idle_mb")),
         (
             "rss",
@@ -288,6 +302,7 @@ def run_side(system, args):
             "rechunk": 2,
             "wide": 1,
             "wide_array": 1,
+            "wide_pair": 1,
         }
     )
     cmd = [
@@ -648,7 +663,7 @@ def main(argv=None):
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
     if args.timeout is None:
-        heavy = {"many", "rss", "shuffle", "groupby", "rechunk", "wide", "wide_array"}
+        heavy = {"many", "rss", "shuffle", "groupby", "rechunk", "wide", "wide_array", "wide_pair"}
         args.timeout = 900 if heavy & set(args.workloads) else 150
     if args.only:
         explicit = [args.only]

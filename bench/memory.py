@@ -10,7 +10,10 @@ during each run (``_PeakRSS``, as ``many`` and the data workloads):
   most of the n x MB would sit in memory before the first sum; with it a worker holds a
   few roots and the partial sums they feed.
 - ``wide_array``: ``da.random.random((--wide-array-size,)*2, chunks=1000).sum()`` (20,000²
-  by default: 400 chunks of 8 MB, 3.2 GB in all), through ``client.compute``.
+  by default: 400 chunks of 8 MB, 3.2 GB in all), through ``client.compute``;
+- ``wide_pair``: ``(x - y).sum()`` of two such arrays (6.4 GB): each difference needs a
+  chunk of both, so roots that run far ahead of the differences pile up in memory -- the
+  graph shape dask's queuing was made for.
 
 Each result is checked (the tree's sum is known in closed form; the array's sum against
 the same array summed by dask's threaded scheduler, once).
@@ -98,12 +101,16 @@ def run_wide(env, n, mb, repeats):
     return out
 
 
-def run_wide_array(env, size, repeats):
-    """``da.random.random((size, size), chunks=1000).sum()`` (see the module doc)."""
+def run_wide_array(env, size, repeats, pair=False):
+    """``da.random.random((size, size), chunks=1000).sum()``, or with ``pair`` the sum of
+    the difference of two such arrays (see the module doc)."""
     import dask.array as da
 
     def build():
-        return da.random.RandomState(11).random_sample((size, size), chunks=1000).sum()
+        x = da.random.RandomState(11).random_sample((size, size), chunks=1000)
+        if pair:
+            x = x - da.random.RandomState(12).random_sample((size, size), chunks=1000)
+        return x.sum()
 
     expected = {}
 
@@ -114,9 +121,10 @@ def run_wide_array(env, size, repeats):
     def check(value):
         if "sum" not in expected:
             expected["sum"] = float(build().compute(scheduler="threads"))
-        if abs(float(value) - expected["sum"]) > 1e-9 * expected["sum"]:
-            raise AssertionError("wide_array: %r, expected %r" % (value, expected["sum"]))
+        if abs(float(value) - expected["sum"]) > 1e-9 * abs(expected["sum"]) + 1e-6:
+            raise AssertionError("%s: %r, expected %r" % (name, value, expected["sum"]))
 
-    out = _measure(env, "wide_array", repeats, run, check)
-    out.update(size=size, total_mb=size * size * 8 / 1e6)
+    name = "wide_pair" if pair else "wide_array"
+    out = _measure(env, name, repeats, run, check)
+    out.update(size=size, total_mb=size * size * 8 * (2 if pair else 1) / 1e6)
     return out

@@ -33,6 +33,7 @@ WORKLOADS = (
     "rechunk",
     "wide",
     "wide_array",
+    "wide_pair",
 )
 #: run unless --workloads says otherwise ("many" and "rss" take minutes on dask: opt in)
 DEFAULT_WORKLOADS = ("map", "latency", "chain", "transfer", "array", "transfers")
@@ -175,6 +176,7 @@ def main(argv=None):
     p.add_argument("--wide-array-size", type=int, default=20_000)
     p.add_argument("--repeat-wide", type=int, default=1)
     p.add_argument("--repeat-wide_array", type=int, default=1)
+    p.add_argument("--repeat-wide_pair", type=int, default=1)
     args = p.parse_args(argv)
 
     # Worker processes must be able to ``import bench.tasks``.
@@ -266,6 +268,9 @@ def main(argv=None):
                     ),
                     "wide_array": lambda: memory.run_wide_array(
                         env, args.wide_array_size, args.repeat_wide_array
+                    ),
+                    "wide_pair": lambda: memory.run_wide_array(
+                        env, args.wide_array_size, args.repeat_wide_pair, pair=True
                     ),
                 }
                 ok = run_jobs(jobs, selected, rec, stage, log) and ok

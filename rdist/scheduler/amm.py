@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from rdist.scheduler.model import TS, Task, WorkerInfo
 
@@ -220,15 +220,13 @@ def _stays(workers: Mapping[str, WorkerInfo], address: str) -> bool:
     return ws is not None and ws.status != CLOSING
 
 
-class Policy:
+class Policy(Protocol):
     """A policy: :meth:`run` yields suggestions for one run of the manager."""
 
-    def run(self, manager: Manager) -> PolicyRun:  # pragma: no cover - overridden
-        return
-        yield  # (a generator)
+    def run(self, manager: Manager) -> PolicyRun: ...
 
 
-class ReduceReplicas(Policy):
+class ReduceReplicas:
     """Drop the copies of a key beyond what its waiting dependents need (dask's policy):
     one copy, or one per worker its dependents are processing on (a dependent not placed
     yet counts as a worker of its own: the copy is kept for it, erring on the safe side)."""
@@ -242,7 +240,7 @@ class ReduceReplicas(Policy):
                 if waiter is not None:  # (a worker, or the unplaced dependent itself)
                     place = waiter.processing_on
                     places.add(("worker", place) if place else ("task", waiter_key))
-            repl, drop = manager.pending_of(key)
+            _, drop = manager.pending_of(key)
             extra = len(ts.who_has) - max(1, len(places)) - len(drop)
             for _ in range(extra):
                 if (yield "drop", key, None) is None:
@@ -274,7 +272,7 @@ def _replicated(
             yield key, ts
 
 
-class RetireWorker(Policy):
+class RetireWorker:
     """Move the data off a closing worker (dask's policy): a key also held elsewhere is
     dropped here; a key held only here, or only on closing workers, is copied to a running
     worker. ``no_recipients`` is set when a key has nowhere to go (every other worker
