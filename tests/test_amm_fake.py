@@ -62,7 +62,7 @@ def test_start_runs_the_manager_on_its_own_until_stop():
         assert c.amm.stop() is None
         assert c.amm.running() is False
         c.replicate([a])
-        time.sleep(0.3)  # six intervals: a started manager would have dropped it
+        time.sleep(1.2)  # many intervals (and two blocking reads): a started manager drops it
         assert copies(c, [a]) == 2
         assert a.result(timeout=10) == large(1)
 
