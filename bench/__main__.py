@@ -152,6 +152,48 @@ def _rows(args):
             LOWER,
             lambda r: _wl(r, "rechunk", "worker_peak_mb"),
         ),
+        (
+            "wide",
+            "wide: %d roots x %g MB, pairwise sums" % (args.wide_n, args.wide_mb),
+            "s",
+            LOWER,
+            lambda r: _wl(r, "wide", "seconds"),
+        ),
+        (
+            "wide",
+            "wide: worker peak RSS (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "wide", "worker_peak_mb"),
+        ),
+        (
+            "wide_array",
+            "random((%d,)*2, chunks=1000).sum()" % args.wide_array_size,
+            "s",
+            LOWER,
+            lambda r: _wl(r, "wide_array", "seconds"),
+        ),
+        (
+            "wide_array",
+            "random(...).sum(): worker peak RSS (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "wide_array", "worker_peak_mb"),
+        ),
+        (
+            "wide_pair",
+            "(random(...) - random(...)).sum()",
+            "s",
+            LOWER,
+            lambda r: _wl(r, "wide_pair", "seconds"),
+        ),
+        (
+            "wide_pair",
+            "(random - random).sum(): worker peak RSS (largest)",
+            "MB",
+            LOWER,
+            lambda r: _wl(r, "wide_pair", "worker_peak_mb"),
+        ),
         ("rss", "worker RSS idle (largest)", "MB", LOWER, lambda r: _wl(r, "rss", "idle_mb")),
         (
             "rss",
@@ -258,6 +300,9 @@ def run_side(system, args):
             "shuffle": 2,
             "groupby": 2,
             "rechunk": 2,
+            "wide": 1,
+            "wide_array": 1,
+            "wide_pair": 1,
         }
     )
     cmd = [
@@ -292,6 +337,12 @@ def run_side(system, args):
         str(args.df_rows),
         "--rechunk-size",
         str(args.rechunk_size),
+        "--wide-n",
+        str(args.wide_n),
+        "--wide-mb",
+        str(args.wide_mb),
+        "--wide-array-size",
+        str(args.wide_array_size),
     ]
     for w in WORKLOADS:
         cmd += ["--repeat-" + w, str(repeat[w])]
@@ -589,6 +640,11 @@ def main(argv=None):
     p.add_argument(
         "--rechunk-size", type=int, default=10_000, help="side of the rechunked float64 array"
     )
+    p.add_argument("--wide-n", type=int, default=2000, help="root tasks of the wide workload")
+    p.add_argument("--wide-mb", type=float, default=10.0, help="MB each wide root returns")
+    p.add_argument(
+        "--wide-array-size", type=int, default=20_000, help="side of the wide_array workload"
+    )
     p.add_argument(
         "--timeout",
         type=int,
@@ -607,7 +663,7 @@ def main(argv=None):
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
     if args.timeout is None:
-        heavy = {"many", "rss", "shuffle", "groupby", "rechunk"}
+        heavy = {"many", "rss", "shuffle", "groupby", "rechunk", "wide", "wide_array", "wide_pair"}
         args.timeout = 900 if heavy & set(args.workloads) else 150
     if args.only:
         explicit = [args.only]

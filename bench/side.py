@@ -31,6 +31,9 @@ WORKLOADS = (
     "shuffle",
     "groupby",
     "rechunk",
+    "wide",
+    "wide_array",
+    "wide_pair",
 )
 #: run unless --workloads says otherwise ("many" and "rss" take minutes on dask: opt in)
 DEFAULT_WORKLOADS = ("map", "latency", "chain", "transfer", "array", "transfers")
@@ -168,6 +171,12 @@ def main(argv=None):
     p.add_argument("--repeat-shuffle", type=int, default=1)
     p.add_argument("--repeat-groupby", type=int, default=1)
     p.add_argument("--repeat-rechunk", type=int, default=1)
+    p.add_argument("--wide-n", type=int, default=2000)
+    p.add_argument("--wide-mb", type=float, default=10.0)
+    p.add_argument("--wide-array-size", type=int, default=20_000)
+    p.add_argument("--repeat-wide", type=int, default=1)
+    p.add_argument("--repeat-wide_array", type=int, default=1)
+    p.add_argument("--repeat-wide_pair", type=int, default=1)
     args = p.parse_args(argv)
 
     # Worker processes must be able to ``import bench.tasks``.
@@ -178,7 +187,7 @@ def main(argv=None):
     if root not in sys.path:
         sys.path.insert(0, root)
 
-    from . import data
+    from . import data, memory
     from . import dataplane as dp
     from . import workloads as wl
 
@@ -253,6 +262,15 @@ def main(argv=None):
                     ),
                     "rechunk": lambda: data.run_rechunk(
                         env, system, args.rechunk_size, args.repeat_rechunk
+                    ),
+                    "wide": lambda: memory.run_wide(
+                        env, args.wide_n, args.wide_mb, args.repeat_wide
+                    ),
+                    "wide_array": lambda: memory.run_wide_array(
+                        env, args.wide_array_size, args.repeat_wide_array
+                    ),
+                    "wide_pair": lambda: memory.run_wide_array(
+                        env, args.wide_array_size, args.repeat_wide_pair, pair=True
                     ),
                 }
                 ok = run_jobs(jobs, selected, rec, stage, log) and ok

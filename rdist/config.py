@@ -151,6 +151,8 @@ def _from_dask(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         if value is False and isinstance(setting.default, float):
             value = 0.0  # dask's False turns a memory threshold off, as our 0 does
+        if isinstance(value, list):  # dask's AMM policies: [{"class": "...", ...}]
+            value = [v.get("class", "") if isinstance(v, dict) else v for v in value]
         found[setting.name] = value
     return found
 
@@ -229,6 +231,12 @@ _DISTRIBUTED_DEFAULTS: dict[str, Any] = {
     "distributed.worker.memory.terminate": 0.95,
     "distributed.client.heartbeat": "5s",
     "distributed.comm.timeouts.connect": "30s",
+    "distributed.scheduler.active-memory-manager.start": True,
+    "distributed.scheduler.active-memory-manager.interval": "2s",
+    "distributed.scheduler.active-memory-manager.measure": "optimistic",
+    "distributed.scheduler.active-memory-manager.policies": [
+        {"class": "distributed.active_memory_manager.ReduceReplicas"}
+    ],
 }
 
 

@@ -138,6 +138,39 @@ SETTINGS: tuple[Setting, ...] = (
         "that clients send)",
         (SCHEDULER,),
     ),
+    # -- amm: the scheduler's Active Memory Manager ------------------------------------------
+    Setting(
+        "amm.start",
+        False,
+        "run the Active Memory Manager on its own every amm.interval (client.amm.start() "
+        "and stop() switch it at run time; retire_workers uses it either way)",
+        (SCHEDULER,),
+        dask="distributed.scheduler.active-memory-manager.start",
+    ),
+    Setting(
+        "amm.interval",
+        2.0,
+        "seconds between two runs of the Active Memory Manager while it is started",
+        (SCHEDULER,),
+        dask="distributed.scheduler.active-memory-manager.interval",
+        duration=True,
+    ),
+    Setting(
+        "amm.measure",
+        "optimistic",
+        "which memory of a worker the manager compares: drops from the highest, copies to "
+        "the lowest",
+        (SCHEDULER,),
+        dask="distributed.scheduler.active-memory-manager.measure",
+        choices=("optimistic", "process", "managed", "managed_total", "unmanaged"),
+    ),
+    Setting(
+        "amm.policies",
+        ["ReduceReplicas"],
+        "the manager's policies (comma separated in env; dask's class paths are read too)",
+        (SCHEDULER,),
+        dask="distributed.scheduler.active-memory-manager.policies",
+    ),
     # -- worker ------------------------------------------------------------------------------
     Setting("worker.nthreads", 1, "threads running tasks", (WORKER,)),
     Setting("worker.host", "127.0.0.1", "interface the data server binds", (WORKER,)),

@@ -257,6 +257,66 @@ def scheduler_accepts_client_plugins_when_configured(mp: pytest.MonkeyPatch, tmp
     assert seen["config"].get("scheduler.accept_client_plugins") is True
 
 
+# -- amm --------------------------------------------------------------------------------------
+@key_test("amm.start")
+def the_memory_manager_runs_on_its_own_when_started(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    assert scheduler_of(mp).amm.due(time.time()) is False  # off by default
+    server = scheduler_of(mp, RDIST_AMM__START="true")
+    assert server.amm.started and server.amm.due(time.time())
+
+
+@key_test("amm.interval")
+def the_memory_manager_runs_every_interval(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    server = scheduler_of(mp, RDIST_AMM__START="1", RDIST_AMM__INTERVAL="30s")
+    now = time.time()
+    server.amm.last_run = now
+    assert server.amm.interval == 30.0
+    assert not server.amm.due(now + 29) and server.amm.due(now + 30)
+    mp.delenv("RDIST_AMM__INTERVAL")
+    import dask.config
+
+    with dask.config.set({"distributed.scheduler.active-memory-manager.interval": "5s"}):
+        assert scheduler_of(mp).amm.interval == 5.0  # dask's key, below ours
+
+
+@key_test("amm.measure")
+def the_memory_manager_judges_workers_by_the_measure(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    from rdist.scheduler import amm
+    from rdist.scheduler.model import TS, Task, WorkerInfo
+
+    a, b = "tcp://a:1", "tcp://b:1"
+    workers = {w: WorkerInfo(w, w, 1, has_what={"x"}) for w in (a, b)}
+    tasks = {"x": Task("x", "x", state=TS.MEMORY, who_has={a, b}, nbytes=10)}
+    # by RSS, a is fuller; by managed bytes, b is
+    beats = {a: amm.WorkerMemory(1000, 10, 0), b: amm.WorkerMemory(500, 400, 0)}
+    for measure, dropped in (("process", a), ("managed", b)):
+        runner = scheduler_of(mp, RDIST_AMM__MEASURE=measure).amm
+        assert runner.measure == measure
+        view = runner._view(_Scheduling(tasks, workers), beats)
+        assert amm.suggest(view, [amm.ReduceReplicas()]).drop == {"x": [dropped]}
+
+
+class _Scheduling:
+    def __init__(self, tasks: Any, workers: Any) -> None:
+        self.tasks, self.workers = tasks, workers
+
+
+@key_test("amm.policies")
+def the_memory_manager_runs_the_configured_policies(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    import dask.config
+
+    from rdist.config import ConfigError
+
+    assert scheduler_of(mp).amm.policy_names == ["ReduceReplicas"]
+    assert scheduler_of(mp, RDIST_AMM__POLICIES="").amm._configured() == []
+    mp.delenv("RDIST_AMM__POLICIES")
+    dask_form = [{"class": "distributed.active_memory_manager.ReduceReplicas"}, {"class": "x.Y"}]
+    with dask.config.set({"distributed.scheduler.active-memory-manager.policies": dask_form}):
+        mp.setenv("DASK_CONFIG", str(tmp))
+        with pytest.raises((ValueError, ConfigError), match="x.Y"):
+            scheduler_of(mp)  # an unknown policy stops the scheduler at its start
+
+
 # -- worker -----------------------------------------------------------------------------------
 @key_test("worker.nthreads")
 def worker_runs_the_configured_threads(mp: pytest.MonkeyPatch, tmp: Path) -> None:

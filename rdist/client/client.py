@@ -45,6 +45,7 @@ from rdist.client import (
 from rdist.client import diagnostics as diag
 from rdist.client import logs as client_logs
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
+from rdist.client.amm import AMMClientProxy
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
 from rdist.client.datasets import NO_DEFAULT, DatasetOps, Datasets
@@ -679,6 +680,12 @@ class Client:
         their nannies; returns address -> worker info of the workers retired."""
         self._check_open("retire workers")
         return retire.retire_workers(self, workers, close_workers, remove, kwargs.get("timeout"))
+
+    @property
+    def amm(self) -> AMMClientProxy:
+        """The scheduler's Active Memory Manager: ``start()``, ``stop()``, ``running()``,
+        ``run_once()`` (dask's ``client.amm``; see :mod:`rdist.client.amm`)."""
+        return AMMClientProxy(self)
 
     def shutdown(self) -> None:
         """Stop the cluster -- its workers (no nanny restarts them) and the scheduler --

@@ -67,7 +67,14 @@ class Listener:
             self._notify(msg)
         elif isinstance(
             msg,
-            (wire.RunResult, wire.StoryReply, wire.Gathered, wire.PluginReply, wire.ActorAnswer),
+            (
+                wire.RunResult,
+                wire.StoryReply,
+                wire.Gathered,
+                wire.PluginReply,
+                wire.ActorAnswer,
+                wire.AmmReply,
+            ),
         ):
             self._answers.resolve(msg.id, msg)
         elif isinstance(msg, wire.Restarted):

@@ -4,10 +4,14 @@ Retiring, in the order that loses nothing:
 
 1. the scheduler is told (``retire-workers``): those workers are ``closing`` and get no
    new task, so no new result appears there unseen;
-2. every result whose only copies are on retiring workers (and not in Redis) is copied
-   to a worker that stays -- the least loaded by bytes -- through the data plane's
-   ``gather-keys`` (what ``replicate`` uses), and a barrier makes the scheduler's records
-   show the new copies;
+2. the scheduler's Active Memory Manager runs the RetireWorker policy of each of them
+   (dask's, :mod:`rdist.scheduler.amm`): a result also held by a worker that stays is
+   dropped from the retiring one, a result held only by retiring workers (and not in
+   Redis) is copied to the running worker with the least memory in use, through the
+   data plane's ``gather-keys`` (what ``replicate`` uses); the client asks again
+   (``amm`` ``retire`` requests, each answered with the scheduler's records up to date)
+   until every retiring worker holds nothing that would be lost -- or some result has no
+   running worker to go to (all paused), when nothing is retired, as in dask;
 3. each retiring worker is told to ``retire``: what it still holds alone (a task that
    finished meanwhile) goes to the staying peers, it leaves cleanly (the scheduler runs
    its queued tasks elsewhere), and it exits with ``EXIT_RETIRED``, so its nanny does not
@@ -23,11 +27,13 @@ closing (no new task), with their data copied -- dask's "drain" form.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from rdist import adaptive
+from rdist.client.amm import request as amm_request
 from rdist.client.introspection import running_workers, task_records
 from rdist.client.options import worker_list
 from rdist.protocol import wire
@@ -39,6 +45,11 @@ log = logging.getLogger("rdist.client")
 
 #: How long retire_workers waits for the retired workers to leave, by default.
 LEAVE_TIMEOUT = 60.0
+#: How long it waits for their data to move (then each hands off what it still holds
+#: alone itself, as it leaves).
+MOVE_TIMEOUT = 300.0
+#: Pauses between two asks whether the data moved: short first (little data moves fast).
+POLL_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def resolve(client: Client, workers: Any) -> list[str]:
@@ -67,31 +78,6 @@ def load_of(client: Client) -> adaptive.Load:
     return adaptive.Load(workers=workers)
 
 
-def plan_moves(
-    records: dict[str, wire.TaskRecord], leaving: set[str], staying: list[str]
-) -> dict[str, dict[str, list[str]]]:
-    """target -> {key: holders} copies so that no result lives only on ``leaving``
-    workers (results in Redis survive anyway); targets by fewest bytes held (pure)."""
-    load = {w: 0 for w in staying}
-    for record in records.values():
-        if record.state == "memory":
-            for address in record.who_has:
-                if address in load:
-                    load[address] += record.nbytes
-    copies: dict[str, dict[str, list[str]]] = {}
-    if not staying:
-        return copies
-    for key, record in sorted(records.items(), key=lambda kv: -kv[1].nbytes):
-        if record.state != "memory" or record.in_redis or not record.who_has:
-            continue
-        if not set(record.who_has) <= leaving:
-            continue
-        target = min(staying, key=lambda w: (load[w], w))
-        copies.setdefault(target, {})[key] = list(record.who_has)
-        load[target] += record.nbytes
-    return copies
-
-
 def retire_workers(
     client: Client,
     workers: Any = None,
@@ -112,15 +98,19 @@ def retire_workers(
     leaving = set(targets)
     client._sender.post(wire.RetireWorkers(client.id, targets))
     client._data.barrier()  # closing from here on: no new task lands on them
-    records = task_records(client.store, None)
-    if not staying and _unique_keys(records, leaving):
+    if not staying and _unique_keys(task_records(client.store, None), leaving):
         log.warning(
             "retire_workers: no worker would stay to take the data of %s; not retiring them",
             targets,
         )
         return {}
-    client._data._copy(plan_moves(records, leaving, staying))
-    client._data.barrier()  # the scheduler recorded the copies
+    if not _move_data(client, targets, MOVE_TIMEOUT if timeout is None else timeout):
+        log.warning(
+            "retire_workers: no running worker can take the data of %s (all paused or "
+            "closing); not retiring them",
+            targets,
+        )
+        return {}
     info = {a: present[a].to_wire() for a in targets}
     if not close_workers and not remove:
         return info
@@ -146,6 +136,24 @@ def _unique_keys(records: dict[str, wire.TaskRecord], leaving: set[str]) -> list
         for k, r in records.items()
         if r.state == "memory" and not r.in_redis and r.who_has and set(r.who_has) <= leaving
     ]
+
+
+def _move_data(client: Client, targets: list[str], timeout: float) -> bool:
+    """Until the RetireWorker policies of ``targets`` are done (True), or find a result
+    with nowhere to go (False); after ``timeout`` the workers' own hand-off takes over."""
+    deadline = time.monotonic() + timeout
+    for n in itertools.count():
+        reply = amm_request(client, "retire", targets)
+        if reply.done:
+            return True
+        if reply.no_recipients:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.warning("retire_workers: the data of %s did not move within %g s", targets, timeout)
+            return True
+        client._stop.wait(min(remaining, POLL_SECONDS[min(n, len(POLL_SECONDS) - 1)]))
+    return True  # pragma: no cover - the loop only returns
 
 
 def _tell(client: Client, addresses: list[str], msg: wire.Message) -> None:

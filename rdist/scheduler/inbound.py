@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
+from rdist.scheduler.amm_runner import AmmRequested
 
 
 def decode_entry(entry_id: bytes, payload: bytes | None, now: float, stream: str) -> list[ev.Event]:
@@ -91,6 +92,8 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
             return [ev.ShutdownRequested(s, t, msg.client)]
         case wire.RegisterSchedulerPlugin():
             return [ev.PluginOffered(s, t, msg)]
+        case wire.AmmRequest():  # (the shell's: see rdist.scheduler.amm_runner)
+            return [AmmRequested(s, t, msg.client, msg.id, msg.action, msg.workers)]
     raise wire.MalformedMessage(f"no scheduler event for {type(msg).__name__}", where="sched")
 
 

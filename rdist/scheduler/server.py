@@ -30,6 +30,7 @@ from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
 from rdist.scheduler import events as ev
 from rdist.scheduler import hooks, membership
+from rdist.scheduler.amm_runner import AmmRequested, AmmRunner, worker_memory
 from rdist.scheduler.inbound import decode_entry
 from rdist.scheduler.outbox import Outbox
 from rdist.scheduler.restore import read_state
@@ -128,6 +129,8 @@ class SchedulerServer:
         self.logs = ProcessLog(store, "scheduler", self.lease.token)
         self._announced: set[str] = set()  #: workers whose joining the log told
         self._took_over = False  #: this leadership followed another scheduler's
+        #: the Active Memory Manager: started or not, its clock, copies on their way
+        self.amm = AmmRunner.from_config(config)
 
     @classmethod
     def from_url(cls, url: str, cluster: str = "default", **kwargs: Any) -> SchedulerServer:
@@ -360,6 +363,8 @@ class SchedulerServer:
                 self.batches += 1
             pending_write = self._drop_lost_clients(pending_write)
             pending_write = self._drop_lost_workers(pending_write)
+            if self.amm.due(time.time()):
+                pending_write = self._amm_tick(pending_write)
         if pending_write is not None and self.is_leader.is_set():
             try:
                 pipe = self.store.pipeline()
@@ -449,16 +454,73 @@ class SchedulerServer:
             except wire.MalformedMessage as exc:
                 guard.refuse(entry_id, payload, str(exc), exc)
                 continue
+            if events and type(events[0]) is AmmRequested:  # the shell's (answered below)
+                self.amm.request(events[0])
+                continue
             guard.call(
                 entry_id,
                 payload,
                 "handling",
                 lambda: outbox.add(self._decide_noted(events)),  # noqa: B023
             )
+        copies = self._amm_answer(outbox, now) if self.amm.requests else {}
         outbox.add(self.state.flush())  # each task changed in this batch is written once
         if size > LARGE_BATCH_BYTES and gc.get_threshold()[2] >= 1000:  # (tune_gc ran)
             gc.freeze()  # the new graph's objects: never walked by a collection again
-        return self._batch_writes(outbox, guard.take(), [i for i, _ in entries[first:]])
+        write = self._batch_writes(outbox, guard.take(), [i for i, _ in entries[first:]])
+        return self._with_copies(write, copies) if copies else write
+
+    # -- the active memory manager (rdist.scheduler.amm_runner) ----------------------------
+    def _amm_run(
+        self, outbox: Outbox, now: float, timed: bool = False
+    ) -> dict[str, wire.GatherKeys]:
+        """One run of the manager (the requests waiting, and when ``timed`` its own):
+        its drops decided into ``outbox``, its answers queued there; returns its copies."""
+        try:
+            beats = worker_memory(self.store.workers.all())
+        except ConnectionErrors:  # judged without the heartbeats' figures this once
+            beats = {}
+        out = self.amm.run(self.state, beats, now, timed)
+        if out.events:
+            outbox.add(self._decide(out.events))
+        outbox.client_messages.extend(out.replies)
+        return out.copies
+
+    def _amm_answer(self, outbox: Outbox, now: float) -> dict[str, wire.GatherKeys]:
+        """The clients' requests of this batch, answered with its writes."""
+        try:
+            return self._amm_run(outbox, now)
+        except Exception:  # a bug must not stop the cluster (the clients time out)
+            log.exception("the active memory manager failed")
+            return {}
+
+    def _amm_tick(self, pending: _Write | None) -> _Write | None:
+        """The manager's run on its own (every ``amm.interval`` while it is started)."""
+        outbox = Outbox()
+        try:
+            copies = self._amm_run(outbox, time.time(), timed=True)
+            outbox.add(self.state.flush())
+        except Exception:  # a bug must not stop the cluster
+            log.exception("the active memory manager failed")
+            return pending
+
+        def write(pipe: Any) -> None:
+            if pending is not None:
+                pending(pipe)
+            outbox.write(pipe, self.store)
+
+        return self._with_copies(write, copies)
+
+    def _with_copies(self, write: _Write, copies: dict[str, wire.GatherKeys]) -> _Write:
+        """``write``, then the manager's ``gather-keys`` requests to their targets."""
+        store = self.store
+
+        def both(pipe: Any) -> None:
+            write(pipe)
+            for target, message in copies.items():
+                store.streams.to_worker(target, message, pipe)
+
+        return both
 
     def _batch_writes(self, outbox: Outbox, letters: list[DeadLetter], ids: list[bytes]) -> _Write:
         store = self.store

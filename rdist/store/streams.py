@@ -86,7 +86,9 @@ class Streams:
         return bool(self._store.redis.xrange(stream, entry_id, entry_id, count=1))
 
     def reply(self, kind: str, ident: str, msg: Message | bytes, pipe: Any = None) -> None:
-        """An answer to whoever asked: a worker (``w``) or a client (``c``)."""
+        """An answer to whoever asked: a worker (``w``) or a client (``c``); nobody (``n``)."""
+        if kind == "n":
+            return
         if kind == "c":
             self.to_client(ident, msg, pipe)
         else:

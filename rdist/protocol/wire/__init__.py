@@ -14,10 +14,13 @@ the stream and the field -- this package is the one place where bad input is rec
   stream, :data:`NANNY`)
 - :mod:`~rdist.protocol.wire.stacks`: call stacks of running tasks, on request
 - :mod:`~rdist.protocol.wire.retire`: retiring workers and shutting the cluster down
+- :mod:`~rdist.protocol.wire.amm`: the Active Memory Manager's requests and answers
 - :mod:`~rdist.protocol.wire.logs`: the lines of the log buffers
 - :mod:`~rdist.protocol.wire.base`: the codecs and record bases they are made of
 """
 
+from rdist.protocol.wire.amm import *  # noqa: F403
+from rdist.protocol.wire.amm import __all__ as _amm
 from rdist.protocol.wire.base import (
     BUNDLE_OP,
     MAX_MESSAGE_BYTES,
@@ -61,6 +64,7 @@ __all__ = [  # noqa: PLE0604
     "bundle",
     "pack",
     "unpack",
+    *_amm,
     *_extension,
     *_logs,
     *_records,

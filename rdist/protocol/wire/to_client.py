@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from rdist.protocol.wire.amm import AmmReply
 from rdist.protocol.wire.base import (
     BLOB,
     BOOL,
@@ -252,7 +253,15 @@ fields(StoryReply, id=NAME, source=NAME, records=Rows(STORY_ROW))
 
 #: Everything a client's stream may carry.
 CLIENT = Channel(
-    "client", Notify, RunResult, Restarted, StoryReply, *DATA_REPLIES, PluginReply, ActorAnswer
+    "client",
+    Notify,
+    RunResult,
+    Restarted,
+    StoryReply,
+    *DATA_REPLIES,
+    PluginReply,
+    ActorAnswer,
+    AmmReply,
 )
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from rdist.protocol.wire.amm import AmmRequest
 from rdist.protocol.wire.base import (
     BLOB,
     BOOL,
@@ -518,6 +519,7 @@ SCHEDULER = Channel(
     Shutdown,
     HeldKeys,
     Wake,
+    AmmRequest,
 )
 
 __all__ = [

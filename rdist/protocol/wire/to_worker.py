@@ -236,13 +236,15 @@ fields(RestartWorker)
 
 
 class ReplyTo(NamedTuple):
-    """Who asked: a worker (``w``) or a client (``c``), by address or id."""
+    """Who asked: a worker (``w``) or a client (``c``), by address or id; ``n``: nobody
+    waits for an answer (the scheduler's memory manager, which hears of new copies from
+    the worker's ``replicated`` report)."""
 
     kind: str
     ident: str
 
 
-REPLY_TO = row_spec(ReplyTo, OneOf("w", "c"), NAME)
+REPLY_TO = row_spec(ReplyTo, OneOf("w", "c", "n"), TEXT)
 
 
 @dataclass(slots=True)
