@@ -7,7 +7,7 @@ import pytest
 from rdist.protocol import wire
 from rdist.scheduler import amm, amm_runner
 from rdist.scheduler import events as ev
-from rdist.scheduler.model import TS, Task, WorkerInfo
+from rdist.scheduler.model import TS, Task, WorkerInfo, add_name, grown
 
 A, B, C, D = "tcp://a:1", "tcp://b:1", "tcp://c:1", "tcp://d:1"
 
@@ -40,8 +40,8 @@ def view(
 def waiting_dependent(tasks: dict[str, Task], dep: str, key: str, on: str | None) -> None:
     state = TS.PROCESSING if on else TS.WAITING
     tasks[key] = Task(key, key, state=state, dependencies={dep}, processing_on=on)
-    tasks[dep].waiters.add(key)
-    tasks[dep].dependents.add(key)
+    tasks[dep].waiters = grown(tasks[dep].waiters, key)
+    tasks[dep].dependents = grown(tasks[dep].dependents, key)
 
 
 # -- ReduceReplicas ------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_runner_asks_each_copy_once_until_it_arrives_or_takes_too_long():
     runner.request(_request("retire", [A]))
     assert runner.run(state, {}, late).copies  # never came: asked again
 
-    tasks["x"].who_has.add(target)
+    tasks["x"].who_has = add_name(tasks["x"].who_has, target)
     workers[target].has_what.add("x")
     runner.request(_request("retire", [A]))
     arrived = runner.run(state, {}, late + 1)

@@ -431,8 +431,8 @@ class Rows(Codec):
 
     def encode(self, value: Any) -> Any:
         spec = self.spec
-        if spec.plain:
-            return [list(r) for r in value]
+        if spec.plain:  # msgpack packs the rows (tuples) as arrays as they are
+            return value
         return [spec.encode(r) for r in value]
 
 
