@@ -84,9 +84,15 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
             keys = store.keys
             before = client.map(slow_inc, range(200))  # running while the fuzz arrives
             threads = rdist_threads(earlier)
+            lapses: list[float] = []
 
             def alive() -> None:
-                assert cluster._thread.is_alive() and cluster.scheduler.is_leader.is_set()
+                assert cluster._thread.is_alive()
+                if not cluster.scheduler.is_leader.is_set():
+                    # a lease that lapsed while this one process, on a loaded machine,
+                    # starved its renewing thread: the scheduler stands by and leads again
+                    lapses.append(time.monotonic())
+                    wait_until(cluster.scheduler.is_leader.is_set, timeout=30, what="leading")
                 for worker in cluster.workers:
                     assert not worker.stop_event.is_set(), worker.name
                     assert all(t.is_alive() for t in worker.threads), worker.name
@@ -123,6 +129,7 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
                 process_exits=0,
                 threads_lost=lost,
                 results_lost=after,
+                lease_lapses=len(lapses),
                 loop_failures_logged=len(messages),
                 handled_errors_logged=dict(failures.handled),
             )
