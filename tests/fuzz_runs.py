@@ -39,7 +39,9 @@ ORDERS = frozenset(
         "run",
     }
 )
-#: Where each kind of record is stored: a hash (fields under fuzz names) or a stream.
+#: Where each kind of record is stored: a hash (fields under fuzz names), a stream or a
+#: list. (Not fuzzed: ``RelayMeta`` and ``CallStacks``, which live only between a request
+#: and its answer under the request's random id.)
 RECORD_HOMES = {
     "TaskRecord": ("hash", "tasks"),
     "WorkerRecord": ("hash", "workers"),
@@ -49,6 +51,7 @@ RECORD_HOMES = {
     "TaskStreamBatch": ("stream", "taskstream"),
     "ProfileBatch": ("stream", "profile"),
     "ClusterEvent": ("stream", "events"),
+    "LogLine": ("list", "worker_log"),  # one worker's log buffer (``logs:worker:<address>``)
 }
 #: Valid records that would be *claims* about the cluster (a phantom live worker), not
 #: garbage: not written.
@@ -139,12 +142,15 @@ def fuzz_streams(
         )
 
 
-def fuzz_records(redis: Any, keys: Any, share: int, tally: Tally, check: Any) -> None:
+def fuzz_records(redis: Any, keys: Any, share: int, tally: Tally, check: Any, worker: str) -> None:
     """Write ``share`` generated records of every kind where that kind is stored (hash
-    fields under fuzz names beside the real ones, or entries of its stream)."""
+    fields under fuzz names beside the real ones, entries of its stream, lines of the log
+    buffer of ``worker``)."""
     counter = iter(range(10**9))
     for kind, (shape, attr) in RECORD_HOMES.items():
         home, target = getattr(keys, attr), record_target(kind)
+        if shape == "list":
+            home = home(worker)
         _until(
             lambda n, k=kind, s=shape, t=target, h=home: _record_run(
                 redis, k, s, t, h, n, counter, tally, check
@@ -218,9 +224,13 @@ def _record_run(
                 continue
             if shape == "hash":
                 pipe.hset(home, f"fuzz-{kind}-{next(counter)}", blob)
+            elif shape == "list":
+                pipe.rpush(home, blob)
             else:
                 pipe.xadd(home, {b"m": blob}, maxlen=10_000, approximate=True)
             tally.tried[target] += 1
+        if shape == "list":
+            pipe.ltrim(home, -10_000, -1)
         pipe.execute()
         check()
 

@@ -108,7 +108,7 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
             started = time.monotonic()
             with letters:
                 fr.fuzz_streams(redis, targets, streams, tally, alive)
-                fr.fuzz_records(redis, keys, per_record, tally, alive)
+                fr.fuzz_records(redis, keys, per_record, tally, alive, cluster.workers[0].address)
                 fuzz_seconds = time.monotonic() - started
                 after = _after_the_fuzz(client, cluster, store, before)
             total_seconds = time.monotonic() - started
@@ -152,6 +152,7 @@ def _after_the_fuzz(client: Any, cluster: Any, store: Any, before: list[Any]) ->
     queries.tasks_page(store)
     queries.recent_runs(store)
     queries.events_page(store)
+    assert cluster.workers[0].address in client.get_worker_logs()
     cluster.scheduler.stop()
     cluster._thread.join(timeout=10)
     cluster.scheduler = SchedulerServer.from_url(cluster.url, cluster.cluster_name)

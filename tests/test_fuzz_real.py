@@ -69,10 +69,11 @@ def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     started = time.monotonic()
     with letters:
         fr.fuzz_streams(redis, targets, streams, tally, alive)
-        fr.fuzz_records(redis, keys, per_record, tally, alive)
+        fr.fuzz_records(redis, keys, per_record, tally, alive, workers[0])
         fuzz_seconds = time.monotonic() - started
 
         assert sorted(client.scheduler_info()["workers"]) == workers
+        assert set(client.get_worker_logs()) == set(workers)
         wait(before, timeout=120)
         lost = sum(1 for i, r in enumerate(client.gather(before)) if r != i + 1)
         fresh = client.map(inc, range(100))
