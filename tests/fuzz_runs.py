@@ -53,9 +53,10 @@ RECORD_HOMES = {
     "ClusterEvent": ("stream", "events"),
     "LogLine": ("list", "worker_log"),  # one worker's log buffer (``logs:worker:<address>``)
 }
-#: Valid records that would be *claims* about the cluster (a phantom live worker), not
-#: garbage: not written.
-CLAIMS = frozenset({"WorkerRecord"})
+#: Valid records that would be *claims* about the cluster, not garbage: not written. A
+#: phantom live worker gets tasks; a phantom client is told of every task a restoring
+#: scheduler errs (thousands of them, each told of thousands of keys).
+CLAIMS = frozenset({"WorkerRecord", "ClientRecord"})
 #: Each fuzzed target gets at least this many entries in a full-size run (the issue's
 #: figure); ``split`` says whether a size reaches it.
 FULL_SHARE = 10_000
