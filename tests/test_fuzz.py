@@ -26,6 +26,12 @@ from tests import fuzz_runs as fr
 from tests.client_helpers import wait_until
 from tests.conftest import fake_cluster
 
+#: The in-process scheduler's lease: it shares one interpreter with the fuzz writer, the
+#: workers, the client and fakeredis, and on a loaded machine its renewing thread can
+#: starve for the default 2 s (a scheduler process of its own is fuzzed with the default
+#: in ``tests/test_fuzz_real.py``).
+LEASE_TTL_MS = 15_000
+
 
 def inc(x: int) -> int:
     return x + 1
@@ -82,6 +88,7 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
         with fake_cluster(n_workers=2) as (client, cluster):
             store, redis = client.store, client.store.redis
             keys = store.keys
+            cluster.scheduler.lease.ttl_ms = LEASE_TTL_MS
             before = client.map(slow_inc, range(200))  # running while the fuzz arrives
             threads = rdist_threads(earlier)
             lapses: list[float] = []
@@ -155,7 +162,9 @@ def _after_the_fuzz(client: Any, cluster: Any, store: Any, before: list[Any]) ->
     assert cluster.workers[0].address in client.get_worker_logs()
     cluster.scheduler.stop()
     cluster._thread.join(timeout=10)
-    cluster.scheduler = SchedulerServer.from_url(cluster.url, cluster.cluster_name)
+    cluster.scheduler = SchedulerServer.from_url(
+        cluster.url, cluster.cluster_name, lease_ttl_ms=LEASE_TTL_MS
+    )
     cluster._thread = threading.Thread(target=cluster.scheduler.run, daemon=True)
     cluster._thread.start()
     wait_until(cluster.scheduler.is_leader.is_set, timeout=20, what="new leader")
