@@ -1,21 +1,27 @@
 """Generated and mutated stream entries and stored records for the fuzz suites
-(``tests/test_fuzz.py`` on fakeredis, ``tests/test_fuzz_real.py`` on a real Redis).
+(``tests/test_fuzz.py`` on fakeredis, ``tests/test_fuzz_real.py`` on a real Redis; the
+writing and counting is in ``tests/fuzz_runs.py``).
 
 Every entry starts from a valid example of the wire classes (``tests/test_wire.py``),
 encoded as it travels -- a stream entry is ``{b"m": <msgpack>}``, a hash field's value the
 msgpack record -- and is then mutated: wrong types, missing and extra fields, huge
-numbers, deep nesting, odd keys, random bytes, truncated msgpack, bundles with one bad
-member, entries without or with extra payload fields. Entries that still decode into a
-message that would be a legitimate *order* (a worker joining, a restart, a stop) are not
-written: they are commands, not garbage, and would change the cluster under the test.
+numbers, deep nesting, odd keys, random bytes, truncated or bit-flipped msgpack, bundles
+with one bad member, entries without or with extra payload fields.
+
+Hypothesis draws a *plan* per batch of :data:`BATCH` entries: a seed and a pool of odd
+values (its ``values`` strategy: nested lists, tuples, dicts of unicode, bytes, huge and
+odd numbers). A deterministic :class:`Mutator`, seeded per entry from the plan's seed and
+the entry's index, builds the entries from the examples, the pool and its own draws. So
+a failing batch is reproduced by its plan (hypothesis prints it), and a 300,000-entry run
+costs tens of microseconds an entry instead of hypothesis's ten milliseconds.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -24,34 +30,16 @@ from hypothesis import strategies as st
 from rdist.protocol import wire
 from tests.test_wire import MESSAGES, RECORDS
 
-#: Entries tried in all, by default (``RDIST_FUZZ_ENTRIES`` for a longer run).
+#: Entries tried in all, by default (``RDIST_FUZZ_ENTRIES`` for a longer run); they are
+#: split evenly over the streams and the record kinds (``fuzz_runs.split``).
 DEFAULT_ENTRIES = 10_000
 ENTRIES = int(os.environ.get("RDIST_FUZZ_ENTRIES", str(DEFAULT_ENTRIES)))
-#: The fuzz tests' pytest timeout: CI's default size fits in pytest's 120 s only on a quiet
-#: machine; a longer run (``RDIST_FUZZ_ENTRIES``) gets 20 ms an entry on top.
+#: The fuzz tests' pytest timeout: 180 s, and 20 ms an entry on top for a longer run.
 TIMEOUT = 180 + ENTRIES // 50
-#: Entries written per hypothesis example (one pipeline each).
-BATCH = 100
-
-#: Decoded messages that are orders, not garbage: never written.
-ORDERS = frozenset(
-    {
-        "worker-join",
-        "worker-leave",
-        "worker-lost",
-        "worker-status",
-        "restart",
-        "stop",
-        "retire",
-        "retire-workers",
-        "shutdown",
-        "restart-worker",
-        "restarted",
-        "register-scheduler-plugin",
-        "plugin-added",
-        "run",
-    }
-)
+#: Entries made from one hypothesis example (and written in one pipeline).
+BATCH = 500
+#: Odd values hypothesis draws per batch for the mutator to use.
+POOL = 16
 
 HUGE = [2**62, -1, 2**64 - 1, -(2**63), 2**63, 10**18, float("inf"), float("nan"), -0.0, 1e308]
 ODD_KEYS: list[Any] = [
@@ -69,6 +57,11 @@ ODD_KEYS: list[Any] = [
     (1, 2),
     ("nested", ("tuple",)),
 ]
+#: Characters for the mutator's own text: control, combining, right-to-left, zero-width,
+#: astral, the last of the BMP (lone surrogates cannot be encoded, so none).
+ODD_CHARS = "a\x00\x7f\u0301\u202e\u200b\ufeff\uffff🔥ü\n:{}*"
+FLOATS = [0.5, -1e-308, 5e-324, 1e308, float("inf"), float("-inf"), float("nan"), -0.0]
+
 EXAMPLES: dict[str, list[dict[str, Any]]] = {}
 for _channel, _message in MESSAGES:
     EXAMPLES.setdefault(_channel.name, []).append(
@@ -79,6 +72,12 @@ for _record in RECORDS:
     RECORD_EXAMPLES.setdefault(type(_record).__name__, []).append(
         msgpack.unpackb(_record.encode(), raw=False, strict_map_key=False)
     )
+RECORD_EXAMPLES["ClusterEvent"] = [
+    msgpack.unpackb(
+        wire.ClusterEvent("worker-joined", {"worker": "tcp://w:1", "name": "w1"}).encode(),
+        raw=False,
+    )
+]
 
 atoms = st.one_of(
     st.none(),
@@ -99,6 +98,8 @@ values = st.recursive(
     ),
     max_leaves=10,
 )
+#: What hypothesis draws per batch: the mutator's seed and its pool of odd values.
+PLAN = st.tuples(st.integers(0, 2**63 - 1), st.lists(values, min_size=POOL, max_size=POOL))
 
 
 def _deep(depth: int, kind: str) -> bytes:
@@ -137,287 +138,185 @@ def _array_header(n: int) -> bytes:
     return bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
 
 
-#: Strategies made once (a strategy made per draw costs hypothesis more than the draw).
-INDEX = st.integers(0, 2**16)
-COIN = st.booleans()
-MUTATIONS = st.sampled_from(["wrong", "inner", "drop", "extra", "odd-key", "huge"])
-N_MUTATIONS = st.integers(1, 3)
-HOW = st.sampled_from(["mutated", "mutated", "mutated", "bytes", "msgpack", "bundle", "trunc"])
-TAILS = st.sampled_from(["", "", "", "flip", "garbage"])
-HUGE_VALUES = st.sampled_from(HUGE)
-ODD_KEY_VALUES = st.sampled_from(ODD_KEYS)
-SHORT_TEXT = st.text(max_size=6)
-BYTES = st.binary(max_size=64)
-BYTE = st.integers(1, 255)
-GARBAGE = st.binary(min_size=1, max_size=8)
-SHAPES = st.sampled_from(["m"] * 8 + ["missing", "extra", "empty"])
+#: Nesting 64 ... 100,000 deep, as arrays and as maps (made once: up to 300 kB each).
+DEEP = [Raw(_deep(d, kind)) for d in (64, 600, 5_000, 100_000) for kind in ("array", "map")]
+#: Huge values: a 100,000-character string, a 5,000-element list.
+BIG = [Raw(msgpack.packb("x" * 100_000)), Raw(msgpack.packb(list(range(5_000))))]
+#: How a payload is made, weighted (a mutated example most often).
+HOWS = ["mutated"] * 3 + ["bytes", "msgpack", "bundle", "trunc"]
+TAILS = ["", "", "", "flip", "garbage"]
+MUTATIONS = ["wrong", "inner", "drop", "extra", "odd-key", "huge"]
+#: The shape of a stream entry's fields, weighted (the payload field alone most often).
+SHAPES = ["m"] * 8 + ["missing", "extra", "empty"]
 
 
-def _pick(draw: Any, items: list[Any]) -> Any:
-    return items[draw(INDEX) % len(items)]
+class Mutator:
+    """Makes one entry, deterministically from ``(seed, index)``; ``made`` counts what it
+    did (how the payload was made, each mutation, the entry's shape)."""
 
+    __slots__ = ("made", "pool", "rng")
 
-@st.composite
-def _replaced(draw: Any, value: Any, depth: int = 0) -> Any:
-    """``value`` with one piece somewhere inside it replaced by something odd."""
-    if isinstance(value, dict) and value and depth < 4 and draw(COIN):
-        key = _pick(draw, sorted(value, key=repr))
-        return {**value, key: draw(_replaced(value[key], depth + 1))}
-    if isinstance(value, list) and value and depth < 4 and draw(COIN):
-        i = draw(INDEX) % len(value)
-        return [*value[:i], draw(_replaced(value[i], depth + 1)), *value[i + 1 :]]
-    return draw(ODD_VALUES)
+    def __init__(
+        self, seed: int, index: int, pool: Sequence[Any], made: Counter[str] | None = None
+    ) -> None:
+        self.rng = random.Random(seed * 1_000_003 + index)
+        self.pool = pool
+        self.made = made if made is not None else Counter()
 
+    # -- values --------------------------------------------------------------------------
+    def atom(self) -> Any:
+        rng = self.rng
+        kind = rng.randrange(9)
+        if kind == 0:
+            return None
+        if kind == 1:
+            return rng.random() < 0.5
+        if kind == 2:
+            return rng.choice(HUGE)
+        if kind == 3:
+            return rng.randrange(-(2**63), 2**64)
+        if kind == 4:
+            return rng.choice(FLOATS) if rng.random() < 0.5 else rng.uniform(-1e9, 1e9)
+        if kind == 5:
+            return "".join(rng.choice(ODD_CHARS) for _ in range(rng.randrange(9)))
+        if kind == 6:
+            return rng.randbytes(rng.randrange(9))
+        if kind == 7:
+            return rng.choice(ODD_KEYS)
+        return rng.choice(self.pool) if self.pool else None
 
-_DEPTHS = st.sampled_from([64, 600, 5_000, 100_000])
-#: A value of any type, deeply nested msgpack or a huge one (the big ones pre-encoded).
-ODD_VALUES = st.one_of(
-    values,
-    st.builds(lambda d: Raw(_deep(d, "array")), _DEPTHS),
-    st.builds(lambda d: Raw(_deep(d, "map")), _DEPTHS),
-    st.just(Raw(msgpack.packb("x" * 100_000))),
-    st.just(Raw(msgpack.packb(list(range(5_000))))),
-)
+    def value(self, depth: int = 0) -> Any:
+        """A value of any type: an atom, or lists, tuples and dicts (odd keys) of them."""
+        rng = self.rng
+        if depth >= 3 or rng.random() >= 0.3:
+            return self.atom()
+        shape, n = rng.randrange(3), rng.randrange(4)
+        if shape == 0:
+            return [self.value(depth + 1) for _ in range(n)]
+        if shape == 1:
+            return (self.value(depth + 1), self.value(depth + 1))
+        return {self.key(): self.value(depth + 1) for _ in range(n)}
 
+    def key(self) -> Any:
+        rng = self.rng
+        if rng.random() < 0.5:
+            return rng.choice(ODD_KEYS)
+        return "".join(rng.choice(ODD_CHARS) for _ in range(rng.randrange(4)))
 
-@st.composite
-def mutated_map(draw: Any, body: dict[str, Any]) -> dict[Any, Any]:
-    """An example's map after one to three mutations."""
-    body = dict(body)
-    for _ in range(draw(N_MUTATIONS)):
-        how = draw(MUTATIONS)
-        keys = sorted(body, key=repr)
-        if how == "wrong" and keys:
-            body[_pick(draw, keys)] = draw(ODD_VALUES)
-        elif how == "inner" and keys:
-            name = _pick(draw, keys)
-            body[name] = draw(_replaced(body[name]))
-        elif how == "drop" and keys:
-            del body[_pick(draw, keys)]
-        elif how == "extra":
-            body[draw(SHORT_TEXT)] = draw(values)
-        elif how == "odd-key":
-            body[draw(ODD_KEY_VALUES)] = draw(values)
-        elif keys:
-            body[_pick(draw, keys)] = draw(HUGE_VALUES)
-    return body
+    def odd(self) -> Any:
+        """What replaces a field's value: hypothesis's pool, the mutator's own values,
+        nesting up to 100,000 deep, or a huge value."""
+        r = self.rng.random()
+        if r < 0.4 and self.pool:
+            self.made["value:pool"] += 1
+            return self.rng.choice(self.pool)
+        if r < 0.8:
+            self.made["value:random"] += 1
+            return self.value()
+        if r < 0.93:
+            self.made["value:deep"] += 1
+            return self.rng.choice(DEEP)
+        self.made["value:huge"] += 1
+        return self.rng.choice(BIG)
 
+    def replaced(self, value: Any, depth: int = 0) -> Any:
+        """``value`` with one piece somewhere inside it replaced by something odd."""
+        rng = self.rng
+        if isinstance(value, dict) and value and depth < 4 and rng.random() < 0.5:
+            key = rng.choice(sorted(value, key=repr))
+            return {**value, key: self.replaced(value[key], depth + 1)}
+        if isinstance(value, list) and value and depth < 4 and rng.random() < 0.5:
+            i = rng.randrange(len(value))
+            return [*value[:i], self.replaced(value[i], depth + 1), *value[i + 1 :]]
+        return self.odd()
 
-@st.composite
-def payload(draw: Any, examples: list[dict[str, Any]]) -> bytes:
-    """One encoded payload: a mutated example, random bytes, any msgpack, or a bundle."""
-    how = draw(HOW)
-    if how == "bytes":
-        return bytes(draw(BYTES))
-    if how == "msgpack":
-        return _pack(draw(values))
-    example = _pick(draw, examples)
-    if how == "bundle":
-        parts = [_pack(_pick(draw, examples)) for _ in range(draw(INDEX) % 4)]
-        bad = _pack(draw(mutated_map(_pick(draw, examples))))
-        parts.insert(draw(INDEX) % (len(parts) + 1), bad)
-        return _pack({"op": wire.BUNDLE_OP, "msgs": parts})
-    encoded = _pack(draw(mutated_map(example)) if how == "mutated" else example)
-    if how == "trunc":
-        return encoded[: draw(INDEX) % max(1, len(encoded))]
-    tail = draw(TAILS)
-    if tail == "flip" and encoded:
-        i = draw(INDEX) % len(encoded)
-        return encoded[:i] + bytes([encoded[i] ^ draw(BYTE)]) + encoded[i + 1 :]
-    if tail == "garbage":
-        return encoded + bytes(draw(GARBAGE))
-    return encoded
-
-
-@st.composite
-def stream_entry(draw: Any, channel: str) -> dict[bytes, bytes]:
-    """The fields of one stream entry: usually ``{m: payload}``, sometimes without the
-    payload field, with extra fields, or an empty payload."""
-    body = draw(payload(EXAMPLES[channel]))
-    shape = draw(SHAPES)
-    if shape == "missing":
-        return {b"x": body}
-    if shape == "extra":
-        return {b"m": body, draw(GARBAGE): draw(GARBAGE)}
-    if shape == "empty":
-        return {b"m": b""}
-    return {b"m": body}
-
-
-def entries_batch(channel: str, size: int = BATCH) -> Any:
-    return st.lists(stream_entry(channel), min_size=size, max_size=size)
-
-
-def records_batch(kind: str, size: int = BATCH) -> Any:
-    return st.lists(payload(RECORD_EXAMPLES[kind]), min_size=size, max_size=size)
-
-
-def is_order(channel: wire.Channel, fields: dict[bytes, bytes]) -> bool:
-    """Whether the entry decodes into messages one of which is an order (see ORDERS)."""
-    try:
-        messages = channel.decode(fields.get(b"m"))
-    except wire.MalformedMessage:
-        return False
-    return any(m.OP in ORDERS for m in messages)
-
-
-def is_valid_record(kind: str, blob: bytes) -> bool:
-    cls = getattr(wire, kind)
-    try:
-        cls.decode(blob)
-    except wire.MalformedMessage:
-        return False
-    return True
-
-
-@dataclass
-class Tally:
-    """What the fuzz tried, by target."""
-
-    tried: Counter[str] = field(default_factory=Counter)
-    skipped_orders: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def total(self) -> int:
-        return sum(self.tried.values())
-
-    def report(self, title: str, **figures: Any) -> str:
-        lines = [f"fuzz figures ({title}): {self.total} entries tried"]
-        lines += [f"  {target}: {n}" for target, n in sorted(self.tried.items())]
-        if self.skipped_orders:
-            lines.append(f"  (valid orders not written: {dict(self.skipped_orders)})")
-        lines += [f"  {name}: {value}" for name, value in figures.items()]
-        return "\n".join(lines)
-
-
-RECORD_EXAMPLES["ClusterEvent"] = [
-    msgpack.unpackb(
-        wire.ClusterEvent("worker-joined", {"worker": "tcp://w:1", "name": "w1"}).encode(),
-        raw=False,
-    )
-]
-#: Where each kind of record is stored: a hash (fields under fuzz names) or a stream.
-RECORD_HOMES = {
-    "TaskRecord": ("hash", "tasks"),
-    "WorkerRecord": ("hash", "workers"),
-    "ClientRecord": ("hash", "clients"),
-    "NannyRecord": ("hash", "nannies"),
-    "Heartbeat": ("stream", "heartbeats"),
-    "TaskStreamBatch": ("stream", "taskstream"),
-    "ProfileBatch": ("stream", "profile"),
-    "ClusterEvent": ("stream", "events"),
-}
-#: Valid records that would be *claims* about the cluster (a phantom live worker), not
-#: garbage: not written.
-CLAIMS = frozenset({"WorkerRecord"})
-
-
-def hypothesis_settings(examples: int) -> Callable[[Any], Any]:
-    from hypothesis import HealthCheck, Phase, settings
-
-    return settings(
-        max_examples=max(1, examples),
-        deadline=None,
-        database=None,
-        phases=(Phase.generate, Phase.shrink),
-        suppress_health_check=list(HealthCheck),
-    )
-
-
-def fuzz_streams(
-    redis: Any,
-    targets: dict[str, tuple[str, wire.Channel]],
-    share: dict[str, int],
-    tally: Tally,
-    check: Any,
-) -> None:
-    """Write ``share[target]`` generated entries into each target stream, a batch per
-    hypothesis example (one pipeline), calling ``check()`` after every batch."""
-    for target, (stream, channel) in targets.items():
-        _until(
-            lambda n, t=target, s=stream, c=channel: _stream_run(redis, t, s, c, n, tally, check),
-            lambda t=target: share[t] - tally.tried[t],
-        )
-
-
-def fuzz_records(redis: Any, keys: Any, share: int, tally: Tally, check: Any) -> None:
-    """Write ``share`` generated records of every kind where that kind is stored (hash
-    fields under fuzz names beside the real ones, or entries of its stream)."""
-    counter = iter(range(10**9))
-    for kind, (shape, attr) in RECORD_HOMES.items():
-        home, target = getattr(keys, attr), f"{attr} ({shape})"
-        _until(
-            lambda n, k=kind, s=shape, t=target, h=home: _record_run(
-                redis, k, s, t, h, n, counter, tally, check
-            ),
-            lambda t=target: share - tally.tried[t],
-        )
-
-
-def _until(make_run: Any, remaining: Any, rounds: int = 10) -> None:
-    """Run hypothesis tests until the share is written: examples hypothesis discards (too
-    large for its buffer) and orders left out count towards ``max_examples`` but write
-    nothing, so a further round tries what is missing."""
-    for _ in range(rounds):
-        left = remaining()
-        if left <= 0:
-            return
-        make_run(left)()
-
-
-def _stream_run(
-    redis: Any, target: str, stream: str, channel: wire.Channel, n: int, tally: Tally, check: Any
-) -> Any:
-    from hypothesis import given
-
-    @hypothesis_settings(-(-n // BATCH))
-    @given(entries_batch(channel.name, min(n, BATCH)))
-    def run(batch: list[dict[bytes, bytes]]) -> None:
-        pipe = redis.pipeline(transaction=False)
-        for fields in batch:
-            if is_order(channel, fields):
-                tally.skipped_orders[target] += 1
-                continue
-            pipe.xadd(stream, fields)
-            tally.tried[target] += 1
-        pipe.execute()
-        check()
-
-    return run
-
-
-def _record_run(
-    redis: Any,
-    kind: str,
-    shape: str,
-    target: str,
-    home: str,
-    n: int,
-    counter: Any,
-    tally: Tally,
-    check: Any,
-) -> Any:
-    from hypothesis import given
-
-    @hypothesis_settings(-(-n // BATCH))
-    @given(records_batch(kind, min(n, BATCH)))
-    def run(batch: list[bytes]) -> None:
-        pipe = redis.pipeline(transaction=False)
-        for blob in batch:
-            if kind in CLAIMS and is_valid_record(kind, blob):
-                tally.skipped_orders[kind] += 1
-                continue
-            if shape == "hash":
-                pipe.hset(home, f"fuzz-{kind}-{next(counter)}", blob)
+    # -- payloads ------------------------------------------------------------------------
+    def mutated_map(self, body: dict[str, Any]) -> dict[Any, Any]:
+        """An example's map after one to three mutations."""
+        rng = self.rng
+        body = dict(body)
+        for _ in range(rng.randint(1, 3)):
+            how = rng.choice(MUTATIONS)
+            keys = sorted(body, key=repr)
+            if how in ("wrong", "inner", "drop", "huge") and not keys:
+                how = "extra"
+            self.made[f"mutation:{how}"] += 1
+            if how == "wrong":
+                body[rng.choice(keys)] = self.odd()
+            elif how == "inner":
+                name = rng.choice(keys)
+                body[name] = self.replaced(body[name])
+            elif how == "drop":
+                del body[rng.choice(keys)]
+            elif how == "extra":
+                body["".join(rng.choice(ODD_CHARS) for _ in range(rng.randrange(7)))] = self.value()
+            elif how == "odd-key":
+                body[rng.choice(ODD_KEYS)] = self.value()
             else:
-                pipe.xadd(home, {b"m": blob}, maxlen=10_000, approximate=True)
-            tally.tried[target] += 1
-        pipe.execute()
-        check()
+                body[rng.choice(keys)] = rng.choice(HUGE)
+        return body
 
-    return run
+    def payload(self, examples: list[dict[str, Any]]) -> bytes:
+        """One encoded payload: a mutated example, random bytes, any msgpack, a bundle with
+        one bad member, a truncated example; sometimes bit-flipped or with garbage after."""
+        rng = self.rng
+        how = rng.choice(HOWS)
+        self.made[f"payload:{how}"] += 1
+        if how == "bytes":
+            return rng.randbytes(rng.randrange(65))
+        if how == "msgpack":
+            return _pack(self.value())
+        example = rng.choice(examples)
+        if how == "bundle":
+            parts = [_pack(rng.choice(examples)) for _ in range(rng.randrange(4))]
+            parts.insert(rng.randrange(len(parts) + 1), _pack(self.mutated_map(example)))
+            return _pack({"op": wire.BUNDLE_OP, "msgs": parts})
+        encoded = _pack(self.mutated_map(example) if how == "mutated" else example)
+        if how == "trunc":
+            return encoded[: rng.randrange(max(1, len(encoded)))]
+        tail = rng.choice(TAILS)
+        if tail == "flip" and encoded:
+            self.made["tail:flip"] += 1
+            i = rng.randrange(len(encoded))
+            return encoded[:i] + bytes([encoded[i] ^ rng.randint(1, 255)]) + encoded[i + 1 :]
+        if tail == "garbage":
+            self.made["tail:garbage"] += 1
+            return encoded + rng.randbytes(rng.randint(1, 8))
+        return encoded
+
+    def stream_entry(self, examples: list[dict[str, Any]]) -> dict[bytes, bytes]:
+        """The fields of one stream entry: usually ``{m: payload}``, sometimes without the
+        payload field, with extra fields, or an empty payload."""
+        body = self.payload(examples)
+        shape = self.rng.choice(SHAPES)
+        self.made[f"entry:{shape}"] += 1
+        if shape == "missing":
+            return {b"x": body}
+        if shape == "extra":
+            return {b"m": body, self.rng.randbytes(self.rng.randint(1, 8)): b"\x00"}
+        if shape == "empty":
+            return {b"m": b""}
+        return {b"m": body}
+
+
+def stream_entries(
+    channel: str, plan: tuple[int, list[Any]], size: int, made: Counter[str] | None = None
+) -> list[dict[bytes, bytes]]:
+    """The ``size`` entries of one batch's plan, for a stream read by ``channel``."""
+    seed, pool = plan
+    examples = EXAMPLES[channel]
+    return [Mutator(seed, i, pool, made).stream_entry(examples) for i in range(size)]
+
+
+def records(
+    kind: str, plan: tuple[int, list[Any]], size: int, made: Counter[str] | None = None
+) -> list[bytes]:
+    """The ``size`` encoded records of one batch's plan, of the record class ``kind``."""
+    seed, pool = plan
+    examples = RECORD_EXAMPLES[kind]
+    return [Mutator(seed, i, pool, made).payload(examples) for i in range(size)]
 
 
 #: Entries written into one nanny's stream (``RDIST_FUZZ_NANNY_ENTRIES``; by default a
-#: tenth of ENTRIES, at least 1,000: ten hypothesis examples, the first ones simple).
+#: tenth of ENTRIES, at least 1,000).
 NANNY_ENTRIES = int(os.environ.get("RDIST_FUZZ_NANNY_ENTRIES", str(max(1000, ENTRIES // 10))))

@@ -267,6 +267,22 @@ def test_gatherer_tries_the_next_holder_for_what_one_lacks() -> None:
     assert missing == ["c"]
 
 
+def test_a_holder_address_that_does_not_parse_is_a_holder_that_cannot_be_reached() -> None:
+    # found by the full-size fuzz: a gather naming the holder "tcp://w:wK2" raised
+    # ValueError out of the whole fetch, so even the keys of good holders never came
+    h1 = Holder({"a": 1})
+    pool = ConnectionPool(SECRET)
+    try:
+        found, missing = Gatherer(pool, "p2p").fetch(
+            ["a", "c"], {"a": [h1.address], "c": ["tcp://w:wK2", "tcp://:"]}
+        )
+    finally:
+        pool.close()
+        h1.close()
+    assert values_of(found) == {"a": 1}
+    assert missing == ["c"]
+
+
 class FakeRelay:
     def __init__(self, values: dict[str, Any]) -> None:
         self.values = values

@@ -2,14 +2,14 @@
 written into the streams and stored records of a ``LocalCluster`` -- a scheduler process
 and two worker processes -- and of this process's client. Afterwards no process has
 exited, the client's threads live, every result submitted before is right and a fresh
-computation is correct. ``RDIST_FUZZ_ENTRIES`` sets the number tried (``-s`` prints the
-figures)."""
+computation is correct. ``RDIST_FUZZ_ENTRIES`` sets the number tried, split evenly over
+the streams and the record kinds (``RDIST_FUZZ_ENTRIES=300000``: at least 10,000 each;
+``-s`` prints the figures)."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from rdist.client.future import wait
 from rdist.protocol import wire
 from tests import fuzz_entries as fz
+from tests import fuzz_runs as fr
 
 ENTRIES = fz.ENTRIES
 
@@ -50,7 +51,7 @@ def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     procs = processes(cluster)
     assert len(procs) == 3 and all(p.poll() is None for p in procs.values())
     before = client.map(slow_inc, range(200))
-    tally = fz.Tally()
+    tally = fr.Tally()
 
     def alive() -> None:
         exited = {name: p.returncode for name, p in procs.items() if p.poll() is not None}
@@ -63,40 +64,44 @@ def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
     for i, address in enumerate(workers):
         targets[f"worker {i}"] = (keys.worker_stream(address), wire.WORKER)
     targets["client"] = (keys.client_stream(client.id), wire.CLIENT)
-    per_stream = int(ENTRIES * 0.7) // len(targets)
-    per_record = (ENTRIES - per_stream * len(targets)) // len(fz.RECORD_HOMES)
+    streams, per_record = fr.split(ENTRIES, targets)
+    letters = fr.DeadLetterCount(redis, keys.deadletter)
     started = time.monotonic()
-    fz.fuzz_streams(redis, targets, dict.fromkeys(targets, per_stream), tally, alive)
-    fz.fuzz_records(redis, keys, per_record, tally, alive)
-    fuzz_seconds = time.monotonic() - started
+    with letters:
+        fr.fuzz_streams(redis, targets, streams, tally, alive)
+        fr.fuzz_records(redis, keys, per_record, tally, alive, workers[0])
+        fuzz_seconds = time.monotonic() - started
 
-    assert sorted(client.scheduler_info()["workers"]) == workers
-    wait(before, timeout=60)
-    lost = sum(1 for i, r in enumerate(client.gather(before)) if r != i + 1)
-    fresh = client.map(inc, range(100))
-    wait(fresh, timeout=60)
-    assert client.gather(fresh) == list(range(1, 101))
-    [x] = client.scatter([41])
-    assert client.submit(add, x, 1).result(timeout=30) == 42
+        assert sorted(client.scheduler_info()["workers"]) == workers
+        assert set(client.get_worker_logs()) == set(workers)
+        wait(before, timeout=120)
+        lost = sum(1 for i, r in enumerate(client.gather(before)) if r != i + 1)
+        fresh = client.map(inc, range(100))
+        wait(fresh, timeout=120)
+        assert client.gather(fresh) == list(range(1, 101))
+        [x] = client.scatter([41])
+        assert client.submit(add, x, 1).result(timeout=60) == 42
+    total_seconds = time.monotonic() - started
     alive()
     exits = sum(1 for p in procs.values() if p.poll() is not None)
-    letters = store.streams.length(keys.deadletter)
-    where = Counter(d["stream"].split("}:")[-1][:6] for d in store.streams.dead_letters(10_000))
     with capsys.disabled():
         print()
         print(
             tally.report(
-                f"real Redis, LocalCluster processes, {fuzz_seconds:.1f} s of fuzz",
-                dead_letters=letters,
-                dead_letters_by_stream=dict(where),
+                f"real Redis, LocalCluster processes, {fuzz_seconds:.1f} s of fuzz, "
+                f"{total_seconds:.1f} s in all",
+                dead_letters=letters.total,
+                dead_letters_by_stream=dict(letters.by_stream),
+                dead_letters_missed=letters.missed,
                 process_exits=exits,
                 threads_lost=0,
                 results_lost=lost,
             )
         )
-    assert tally.total >= ENTRIES * 0.9
+    fuzzed = [*targets, *map(fr.record_target, fr.RECORD_HOMES)]
+    assert min(tally.tried[t] for t in fuzzed) >= per_record, tally.tried
     assert exits == 0 and lost == 0
-    assert where["sched"] > 0 and where["worker"] > 0 and where["client"] > 0
+    assert {"sched", "worker", "client"} <= set(letters.by_stream)
 
 
 @pytest.mark.timeout(fz.TIMEOUT)
@@ -121,31 +126,34 @@ def test_fuzzed_nanny_stream_exits_no_nanny_and_it_still_sets_up_plugins(
         [nanny_id] = store.plugins.nannies()
         [process] = [w.process for w in cluster._workers]
         [worker_pid] = client.run(os.getpid).values()
-        tally = fz.Tally()
+        tally = fr.Tally()
 
         def alive() -> None:
             assert process.poll() is None, process.returncode
             os.kill(worker_pid, 0)  # the nanny's worker lives on (ProcessLookupError if not)
 
         targets = {"nanny": (store.keys.nanny_stream(nanny_id), wire.NANNY)}
+        letters = fr.DeadLetterCount(store.redis, store.keys.deadletter)
         started = time.monotonic()
-        fz.fuzz_streams(store.redis, targets, {"nanny": fz.NANNY_ENTRIES}, tally, alive)
-        fuzz_seconds = time.monotonic() - started
-        # the nanny still reads its stream: a plugin registered now is set up by it
-        answer = client.register_plugin(EnvNannyPlugin("after-the-fuzz"), name="mark")
+        with letters:
+            fr.fuzz_streams(store.redis, targets, {"nanny": fz.NANNY_ENTRIES}, tally, alive)
+            fuzz_seconds = time.monotonic() - started
+            # the nanny still reads its stream: a plugin registered now is set up by it
+            answer = client.register_plugin(EnvNannyPlugin("after-the-fuzz"), name="mark")
         alive()
         assert client.submit(inc, 1, pure=False).result(timeout=30) == 2
-        where = Counter(d["stream"].split("}:")[-1][:5] for d in store.streams.dead_letters(10_000))
     with capsys.disabled():
         print()
         print(
             tally.report(
                 f"real Redis, one nanny process, {fuzz_seconds:.1f} s of fuzz",
-                dead_letters_by_stream=dict(where),
+                dead_letters=letters.total,
+                dead_letters_by_stream=dict(letters.by_stream),
+                dead_letters_missed=letters.missed,
                 process_exits=0,
                 plugin_after=answer,
             )
         )
-    assert tally.total >= fz.NANNY_ENTRIES * 0.9
+    assert tally.total >= fz.NANNY_ENTRIES
     assert answer == {nanny_id: {"status": "OK"}}
-    assert where["nanny"] > 0
+    assert letters.by_stream["nanny"] > 0

@@ -171,3 +171,57 @@ def test_leading_again_after_losing_only_the_lease_keeps_the_epoch(monkeypatch):
         assert store.epoch.current() not in (None, first)
     finally:
         drop_fake_server(url[len("fakeredis://") :])
+
+
+def inc_one(x: int) -> int:
+    return x + 1
+
+
+def test_liveness_checks_read_only_the_known_workers_and_clients_records(monkeypatch):
+    # found by the full-size fuzz: 25,000 junk fields in ``workers`` made the scheduler
+    # decode (and log) every one of them each second, until its lease lapsed
+    import threading
+
+    from rdist.store import tables
+
+    with fake_cluster(n_workers=1) as (c, cluster):
+        junk = {f"junk-{i}": b"\xc1" for i in range(2_000)}
+        c.store.redis.hset(c.store.keys.workers, mapping=junk)
+        c.store.redis.hset(c.store.keys.clients, mapping=junk)
+        bulk_reads: list[str] = []
+        for table in (tables.Workers, tables.Clients):
+            real = table.all
+
+            def counted(self: Any, real: Any = real) -> Any:
+                if threading.current_thread() is cluster._thread:
+                    bulk_reads.append(type(self).__name__)
+                return real(self)
+
+            monkeypatch.setattr(table, "all", counted)
+        scheduler = cluster.scheduler
+        scheduler._last_worker_check = scheduler._last_client_check = 0.0
+        wait_until(lambda: scheduler._last_worker_check > 0, what="a liveness check")
+        wait_until(lambda: scheduler._last_client_check > 0, what="a client check")
+
+        assert bulk_reads == []
+        assert c.submit(inc_one, 1, pure=False).result(timeout=10) == 2
+        assert set(c.scheduler_info()["workers"]) == {cluster.workers[0].address}
+
+
+def test_a_corrupt_record_is_logged_once_however_often_it_is_read(caplog):
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    store = connect(url, "reported")
+    try:
+        store.redis.hset(store.keys.workers, mapping={"bad-1": b"\xc1", "bad-2": b"{"})
+        store.redis.hset(store.keys.clients, "bad-c", b"\xc1")
+        with caplog.at_level(logging.WARNING, logger="rdist.store"):
+            for _ in range(5):
+                assert store.workers.all() == {}
+                assert store.clients.all() == {}
+                assert store.clients.get_many(["bad-c", "absent"]) == {}
+        skipped = [r.getMessage() for r in caplog.records if "corrupt record" in r.getMessage()]
+        assert len(skipped) == 3, skipped
+        assert {"'bad-1'", "'bad-2'", "'bad-c'"} == {m.split()[6].rstrip(":") for m in skipped}
+    finally:
+        store.close()
+        drop_fake_server(url[len("fakeredis://") :])

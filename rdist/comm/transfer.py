@@ -302,6 +302,9 @@ class Gatherer:
         except PeerBusy:  # at its connection cap: like a "busy" answer, not unreachable
             self.busy_answers += 1
             return BUSY, {}
+        except ValueError as exc:  # a holder address that does not parse (bad input)
+            log.warning("cannot fetch %d keys from %r: %s", len(keys), peer, exc)
+            return FAILED, {}
         except (ConnectionError, OSError) as exc:
             if self.mode == "auto" and self.relay is not None:
                 log.warning(

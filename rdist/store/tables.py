@@ -33,6 +33,9 @@ log = logging.getLogger("rdist.store")
 _LUA = Path(__file__).parent / "lua"
 #: HSCAN slice: big enough to be cheap per record, small enough not to hold Redis long.
 SCAN_COUNT = 10_000
+#: Corrupt fields a table remembers having logged (then it forgets them all and starts
+#: again: the memory stays bounded however much garbage a hash holds).
+REPORTED_MAX = 100_000
 
 
 def _text(raw: Any) -> str:
@@ -42,11 +45,26 @@ def _text(raw: Any) -> str:
 class _Table:
     """A hash of one cluster, reached through ``store``."""
 
-    __slots__ = ("_store", "name")
+    __slots__ = ("_reported", "_store", "name")
 
     def __init__(self, store: RedisStore, name: str) -> None:
         self._store = store
         self.name = name
+        #: corrupt fields already logged: readers that run every second (the dashboard,
+        #: the scheduler's liveness checks) log each one once, not once a second
+        self._reported: set[str] = set()
+
+    def _skipped(self, what: str, field: str, exc: Any = None) -> None:
+        """Log a stored record that does not decode (once per field of this table)."""
+        if field in self._reported:
+            return
+        if len(self._reported) >= REPORTED_MAX:
+            self._reported.clear()
+        self._reported.add(field)
+        if exc is None:
+            log.warning("skipping the corrupt record of %s %r", what, field)
+        else:
+            log.warning("skipping the corrupt record of %s %r: %s", what, field, exc)
 
     def _target(self, pipe: Any) -> Any:
         return pipe if pipe is not None else self._store.redis
@@ -99,7 +117,7 @@ class Tasks(_Table):
         for raw_key, blob in chunk.items():
             summary = summarize_task(blob)
             if summary is None:
-                log.warning("skipping the corrupt record of task %r", _text(raw_key))
+                self._skipped("task", _text(raw_key))
                 continue
             rows.append((_text(raw_key), summary))
         return int(cursor), rows
@@ -121,7 +139,7 @@ class Tasks(_Table):
             try:
                 yield key, TaskRecord.decode(blob, self.name)
             except MalformedMessage as exc:
-                log.warning("skipping the corrupt record of task %r: %s", key, exc)
+                self._skipped("task", key, exc)
 
 
 class Workers(_Table):
@@ -148,7 +166,7 @@ class Workers(_Table):
             try:
                 out[address] = WorkerRecord.decode(blob, self.name)
             except MalformedMessage as exc:
-                log.warning("skipping the corrupt record of worker %s: %s", address, exc)
+                self._skipped("worker", address, exc)
         return out
 
     def get_many(self, addresses: list[str]) -> dict[str, WorkerRecord]:
@@ -161,7 +179,7 @@ class Workers(_Table):
             try:
                 out[address] = WorkerRecord.decode(blob, self.name)
             except MalformedMessage as exc:
-                log.warning("skipping the corrupt record of worker %s: %s", address, exc)
+                self._skipped("worker", address, exc)
         return out
 
 
@@ -185,7 +203,22 @@ class Clients(_Table):
             try:
                 out[client] = ClientRecord.decode(blob, self.name)
             except MalformedMessage as exc:
-                log.warning("skipping the corrupt record of client %s: %s", client, exc)
+                self._skipped("client", client, exc)
+        return out
+
+    def get_many(self, clients: list[str]) -> dict[str, ClientRecord]:
+        """The records of ``clients`` that exist and decode (one HMGET: a reader that
+        needs a few clients' heartbeats pays nothing for the rest of the hash)."""
+        if not clients:
+            return {}
+        out = {}
+        for client, blob in zip(clients, self._store.redis.hmget(self.name, clients)):
+            if blob is None:
+                continue
+            try:
+                out[client] = ClientRecord.decode(blob, self.name)
+            except MalformedMessage as exc:
+                self._skipped("client", client, exc)
         return out
 
 
