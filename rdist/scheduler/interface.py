@@ -40,7 +40,6 @@ class Scheduling(Protocol):
     workers: dict[str, WorkerInfo]
     clients: dict[str, set[str]]  #: client -> wanted keys
     durations: dict[str, float]  #: task prefix -> average duration (seconds)
-    result_bytes: dict[str, float]  #: task prefix -> average result size (bytes)
     #: heap of (priority, key) of ready tasks without restrictions; stale entries (tasks
     #: that left ``queued`` or changed priority) are skipped when they come up
     queued: list[tuple[tuple[Any, ...], str]]

@@ -260,7 +260,7 @@ def on_finished(s: Scheduling, e: ev.TasksFinished) -> None:
     for item in e.tasks:
         ts = s.tasks.get(item.key)
         prefix = ts.prefix if ts is not None else key_prefix(item.key)
-        placement.learn(s, prefix, item.duration, item.nbytes)
+        placement.learn_duration(s, prefix, item.duration)
         if ts is None or ts.state is not TS.PROCESSING or ts.processing_on != e.worker:
             if ts is None and item.in_redis:
                 # forgotten while it ran (released mid-run): the result it stored after

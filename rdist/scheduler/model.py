@@ -36,11 +36,6 @@ DEFAULT_DURATION = 0.5
 #: A worker may hold this much estimated work per thread beyond one task per thread.
 TARGET_SECONDS_PER_THREAD = 0.05
 MAX_IN_FLIGHT_PER_THREAD = 1000
-#: Tasks whose results average this much get no work in flight beyond a task per thread:
-#: an extra one would hold its result in memory before anything could consume it (dask's
-#: queuing holds root tasks at about one per thread for the same reason); quick tasks with
-#: small results keep the extra work, which hides the scheduler's round trip.
-LARGE_RESULT_BYTES = 1 << 20
 #: Dependencies this large pin a task to the worker holding them, even when busy.
 LOCALITY_BYTES = 1 << 20
 #: Transitions the scheduler remembers for ``story`` (always on: one small tuple each, the

@@ -1,9 +1,8 @@
 """Where a ready task runs, and when: data locality, room on workers, the scheduler's queue.
 
 A worker takes a bounded amount of work -- a task per thread, plus a little estimated work
-beyond unless tasks of that kind make large results -- and the rest waits in ``queued`` at
-the scheduler, highest priority first, so that a worker joining (or freeing up) gets the
-most urgent work and stealing stays cheap.
+beyond -- and the rest waits in ``queued`` at the scheduler, highest priority first, so
+that a worker joining (or freeing up) gets the most urgent work and stealing stays cheap.
 A task runs where most of its input bytes are, when that worker has room (or the inputs
 are too big to move); restrictions and resources narrow the candidates.
 """
@@ -16,7 +15,6 @@ from rdist.scheduler import events as ev
 from rdist.scheduler.interface import Scheduling
 from rdist.scheduler.model import (
     DEFAULT_DURATION,
-    LARGE_RESULT_BYTES,
     LOCALITY_BYTES,
     MAX_IN_FLIGHT_PER_THREAD,
     TARGET_SECONDS_PER_THREAD,
@@ -47,13 +45,10 @@ def estimate(s: Scheduling, ts: Task) -> float:
     return s.durations.get(ts.prefix, DEFAULT_DURATION)
 
 
-def learn(s: Scheduling, prefix: str, duration: float, nbytes: int) -> None:
-    """Fold a finished task's duration and result size into the averages of its prefix
-    (``key_prefix``)."""
+def learn_duration(s: Scheduling, prefix: str, duration: float) -> None:
+    """Fold a measured ``duration`` into the average of tasks of ``prefix`` (``key_prefix``)."""
     old = s.durations.get(prefix)
     s.durations[prefix] = duration if old is None else 0.8 * old + 0.2 * duration
-    size = s.result_bytes.get(prefix)
-    s.result_bytes[prefix] = nbytes if size is None else 0.8 * size + 0.2 * nbytes
 
 
 def resources_free(ws: WorkerInfo, ts: Task) -> bool:
@@ -74,8 +69,6 @@ def has_room(s: Scheduling, ws: WorkerInfo, ts: Task) -> bool:
         return True
     if n >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
         return False
-    if s.result_bytes.get(ts.prefix, 0) >= LARGE_RESULT_BYTES:
-        return False  # each one in flight beyond the threads would hold its result idle
     return ws.occupancy + estimate(s, ts) <= ws.nthreads * TARGET_SECONDS_PER_THREAD
 
 

@@ -87,7 +87,6 @@ class SchedulerState:
         self.workers: dict[str, WorkerInfo] = {}
         self.clients: dict[str, set[str]] = {FIRE_AND_FORGET: set()}
         self.durations: dict[str, float] = {}
-        self.result_bytes: dict[str, float] = {}
         self.queued: list[tuple[tuple[Any, ...], str]] = []
         self.queued_restricted: set[str] = set()
         self.no_worker: set[str] = set()
