@@ -27,11 +27,7 @@ def tag_of(key: bytes, prefix: bytes, frames: list[bytes], skip: int = 0) -> byt
     tag = auth.next()
     tag.prefix(prefix)
     for frame in frames:
-        for part, is_piece in pieces(memoryview(frame)):
-            if is_piece:
-                tag.piece(part)
-            else:
-                tag.small(part)
+        tag.feed(list(pieces(memoryview(frame))))
     return tag.digest()
 
 
@@ -108,9 +104,15 @@ def receive(data: bytes) -> tuple[dict[str, Any], list[Any]]:
         receiver.close()
 
 
+def test_a_small_message_with_a_bulk_frame_arrives_intact() -> None:
+    frames = [b"x" * 10, os.urandom(BULK_FRAME + 1)]  # joined into one write, one piece
+    header, got = receive(wire_bytes({"op": "y"}, frames))
+    assert header["op"] == "y" and [bytes(g) for g in got] == frames
+
+
 def test_a_tagged_large_message_arrives_intact_over_a_socket() -> None:
     array = np.random.default_rng(1).random(CHUNK // 2 + 3)  # 4 MiB + 24 bytes: 5 pieces
-    frames = [b"small", array, b"", bytes(BULK_FRAME)]
+    frames = [b"small", array, b"", bytes(BULK_FRAME), os.urandom(BULK_FRAME - 1)]
     header, got = receive(wire_bytes({"op": "x"}, frames))
     assert header["op"] == "x"
     assert [bytes(g) for g in got] == [bytes(memoryview(f).cast("B")) for f in frames]

@@ -172,19 +172,14 @@ class TCPComm(Comm):
             return
         tag = self._out.next()
         head_tag = tag.prefix(prefix)
-        if small:  # every frame is below BULK_FRAME: hashed as it is
-            for view in views:
-                tag.small(view)
+        if small:
+            tag.feed([part for view in views for part in pieces(view)])
             self.sock.sendall(b"".join([prefix, head_tag, *views, tag.digest()]))
             return
         self._write([memoryview(prefix), memoryview(head_tag)])
         for group in _groups(views):  # the peer hashes one while we hash the next
             self._write([part for part, _ in group])
-            for part, is_piece in group:
-                if is_piece:
-                    tag.piece(part)
-                else:
-                    tag.small(part)
+            tag.feed(group)
         self.sock.sendall(tag.digest())
 
     # -- reading ---------------------------------------------------------------------------
@@ -255,10 +250,7 @@ class TCPComm(Comm):
             else:
                 for part, is_piece in pieces(view):
                     self._read_into(part)
-                    if is_piece:
-                        tag.piece(part)
-                    else:
-                        tag.small(part)
+                    tag.feed([(part, is_piece)])
             frames.append(buf)
         if tag is not None:
             self._check(tag.digest(), "frames")
