@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:  # imported with the first tagged connection: not at every start-up
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 #: Bytes of each tag on the wire (HMAC-SHA256).
 TAG = 32
@@ -52,6 +53,8 @@ class MessageAuth:
     """The tags of one direction's messages, keyed per connection, counted."""
 
     def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._keyed = hmac.new(_derive(key, b"rdist-tag-hmac"), digestmod="sha256")
         self._gmac = AESGCM(_derive(key, b"rdist-tag-gmac"))
         self._counter = 0
