@@ -212,8 +212,12 @@ def _one_transfer(env, nbytes, fill, w0, w1):
     return dt, info
 
 
-def run_transfer(env, mb, repeats):
-    """Array made on worker 0, consumed on worker 1 -> MB/s (1 MB = 1e6 bytes)."""
+def run_transfer(env, mb, repeats, raw_kind="none"):
+    """Array made on worker 0, consumed on worker 1 -> MB/s (1 MB = 1e6 bytes).
+
+    With ``raw_kind`` (``tcp``/``unix``), a raw socket moves the same bytes between two
+    processes (``bench.raw``, best of 2 rounds after a warm-up) right before each timed
+    transfer: on a machine whose load swings, each pair's ratio compares like with like."""
     client = env.client
     workers = list(client.scheduler_info()["workers"])
     if len(workers) < 2:
@@ -231,6 +235,12 @@ def run_transfer(env, mb, repeats):
     nbytes = int(mb * 1_000_000)
     runs = []
     for r in range(repeats):
+        raw = None
+        if raw_kind != "none":
+            from . import raw as rawsock
+
+            raw = rawsock.measure(mb, rounds=3, kind=raw_kind)["mb_per_s"]
+            _settle()
         dt, info = _one_transfer(env, nbytes, float(r + 1), w0, w1)
         if info["pid"] != pid1:
             raise AssertionError(
@@ -243,8 +253,11 @@ def run_transfer(env, mb, repeats):
                 "mb_per_s": nbytes / 1e6 / dt,
                 "sender_cpu_s": cpu[w0],
                 "receiver_cpu_s": cpu[w1],
+                "raw_mb_per_s": raw,
             }
         )
+        if raw:
+            env.log("  raw %s socket just before: %.0f MB/s" % (raw_kind, raw))
         env.log(
             "transfer run %d: %.0f MB in %.3f s = %.0f MB/s (worker CPU: sender %.0f ms, "
             "receiver %.0f ms)"
@@ -259,6 +272,11 @@ def run_transfer(env, mb, repeats):
         "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
         "median_sender_cpu_s": statistics.median(x["sender_cpu_s"] for x in runs),
         "median_receiver_cpu_s": statistics.median(x["receiver_cpu_s"] for x in runs),
+        "paired_ratio": (
+            statistics.median(x["mb_per_s"] / x["raw_mb_per_s"] for x in runs)
+            if raw_kind != "none"
+            else None
+        ),
         "workers": [w0, w1],
         "worker_pids": [pid0, pid1],
         "runs": runs,
