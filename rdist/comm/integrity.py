@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # imported with the first tagged connection: not at every start-up
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+# Imported with the module, not with the first tagged connection (~7 ms): a data server out
+# of file descriptors could not import it then, and would refuse every peer.
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 #: Bytes of each tag on the wire (HMAC-SHA256).
 TAG = 32
@@ -53,8 +54,6 @@ class MessageAuth:
     """The tags of one direction's messages, keyed per connection, counted."""
 
     def __init__(self, key: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         self._keyed = hmac.new(_derive(key, b"rdist-tag-hmac"), digestmod="sha256")
         self._gmac = AESGCM(_derive(key, b"rdist-tag-gmac"))
         self._counter = 0
