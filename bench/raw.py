@@ -5,6 +5,8 @@ numpy array of ``mb`` MB over a loopback socket with one ``sendall`` per round; 
 process receives it with ``recv_into`` straight into one preallocated, already touched
 numpy buffer (no allocation, no page faults: the best case for the receiver). The first
 round warms up; the best of the rest is reported, as for the transfer workloads.
+Each end's CPU time per round (user + system) is reported too: the sender writes its own
+to its stdout at the end.
 
 ``kind`` is ``tcp`` (127.0.0.1) or ``unix`` (a unix stream socket).
 """
@@ -22,6 +24,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _cpu() -> float:
+    return time.process_time()
+
+
 def _send(kind: str, where: str, nbytes: int, rounds: int) -> None:
     import numpy as np
 
@@ -33,11 +39,15 @@ def _send(kind: str, where: str, nbytes: int, rounds: int) -> None:
     else:
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(where)
+    spent = []
     for _ in range(rounds):
         if sock.recv(1) != b"g":
             break
+        start = _cpu()
         sock.sendall(view)
+        spent.append(_cpu() - start)
     sock.close()
+    print(" ".join(repr(s) for s in spent), flush=True)
 
 
 def measure(mb: float = 200.0, rounds: int = 6, kind: str = "tcp") -> dict:
@@ -59,14 +69,17 @@ def measure(mb: float = 200.0, rounds: int = 6, kind: str = "tcp") -> dict:
         [sys.executable, "-m", "bench.raw", "--send", kind, where, str(nbytes), str(rounds)],
         cwd=ROOT,
         env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         conn, _ = listener.accept()
         buf = np.empty(nbytes, dtype="u1")
         buf.fill(0)
         view = memoryview(buf)
-        speeds = []
+        speeds, cpu = [], []
         for _ in range(rounds):
+            c0 = _cpu()
             t0 = time.perf_counter()
             conn.sendall(b"g")
             got = 0
@@ -76,20 +89,24 @@ def measure(mb: float = 200.0, rounds: int = 6, kind: str = "tcp") -> dict:
                     raise ConnectionError("sender went away")
                 got += k
             speeds.append(nbytes / 1e6 / (time.perf_counter() - t0))
+            cpu.append(_cpu() - c0)
         conn.close()
     finally:
         listener.close()
-        sender.wait(30)
+        out, _ = sender.communicate(timeout=30)
         if tmp is not None:
             os.unlink(where)
             os.rmdir(tmp)
     runs = speeds[1:] or speeds
+    sent = [float(x) for x in out.split()]
     return {
         "kind": kind,
         "mb": nbytes / 1e6,
         "mb_per_s": max(runs),
         "median_mb_per_s": statistics.median(runs),
         "runs": speeds,
+        "median_sender_cpu_s": statistics.median(sent[1:] or sent) if sent else None,
+        "median_receiver_cpu_s": statistics.median(cpu[1:] or cpu),
     }
 
 
@@ -100,5 +117,13 @@ if __name__ == "__main__":
         for kind in ("tcp", "unix"):
             r = measure(kind=kind)
             print(
-                "%s: best %.0f MB/s, median %.0f MB/s" % (kind, r["mb_per_s"], r["median_mb_per_s"])
+                "%s: best %.0f MB/s, median %.0f MB/s, CPU per round: sender %.0f ms, "
+                "receiver %.0f ms"
+                % (
+                    kind,
+                    r["mb_per_s"],
+                    r["median_mb_per_s"],
+                    r["median_sender_cpu_s"] * 1e3,
+                    r["median_receiver_cpu_s"] * 1e3,
+                )
             )

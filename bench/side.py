@@ -151,6 +151,12 @@ def main(argv=None):
     p.add_argument("--latency-warmup", type=int, default=20)
     p.add_argument("--chain-length", type=int, default=1000)
     p.add_argument("--transfer-mb", type=float, default=200.0)
+    p.add_argument(
+        "--transfer-raw",
+        choices=("none", "tcp", "unix"),
+        default="none",
+        help="before each timed transfer, time a raw socket of this kind (bench.raw)",
+    )
     p.add_argument("--array-size", type=int, default=4000)
     p.add_argument("--array-chunk", type=int, default=250)
     p.add_argument("--n-many", type=int, default=100_000)
@@ -244,7 +250,7 @@ def main(argv=None):
                     ),
                     "chain": lambda: wl.run_chain(env, args.chain_length, args.repeat_chain),
                     "transfer": lambda: wl.run_transfer(
-                        env, args.transfer_mb, args.repeat_transfer
+                        env, args.transfer_mb, args.repeat_transfer, args.transfer_raw
                     ),
                     "array": lambda: wl.run_array(
                         env, args.array_size, args.array_chunk, args.repeat_array

@@ -6,6 +6,7 @@ workers' ``sys.path`` (the harness puts it on ``PYTHONPATH``).
 """
 
 import os
+import time
 
 
 def noop(x):
@@ -40,6 +41,11 @@ def consume(a):
         "last": float(a[-1]),
         "pid": os.getpid(),
     }
+
+
+def cpu_seconds():
+    """CPU seconds (user + system, every thread) this process has used so far."""
+    return time.process_time()
 
 
 def sleep(seconds, tag):

@@ -192,22 +192,32 @@ def run_chain(env, length, repeats):
 
 
 def _one_transfer(env, nbytes, fill, w0, w1):
+    """Seconds of one transfer, the consumer's report, and the CPU seconds each worker
+    spent from just before the consumer was submitted to its result (``client.run``
+    around the timed window: steadier than wall time on a loaded machine)."""
     client = env.client
     a = client.submit(tasks.make_array, nbytes, fill, workers=[w0], pure=False)
     _wait_done(env, a)
+    cpu0 = client.run(tasks.cpu_seconds, workers=[w0, w1])
     t0 = perf_counter()
     b = client.submit(tasks.consume, a, workers=[w1], pure=False)
     info = b.result()
     dt = perf_counter() - t0
+    cpu1 = client.run(tasks.cpu_seconds, workers=[w0, w1])
     del a, b
     expected = (nbytes // 8) * 8
     if info["nbytes"] != expected or info["first"] != fill or info["last"] != fill:
         raise AssertionError("consumer saw wrong data: %r" % (info,))
+    info["cpu"] = {w: cpu1[w] - cpu0[w] for w in (w0, w1)}
     return dt, info
 
 
-def run_transfer(env, mb, repeats):
-    """Array made on worker 0, consumed on worker 1 -> MB/s (1 MB = 1e6 bytes)."""
+def run_transfer(env, mb, repeats, raw_kind="none"):
+    """Array made on worker 0, consumed on worker 1 -> MB/s (1 MB = 1e6 bytes).
+
+    With ``raw_kind`` (``tcp``/``unix``), a raw socket moves the same bytes between two
+    processes (``bench.raw``, best of 2 rounds after a warm-up) right before each timed
+    transfer: on a machine whose load swings, each pair's ratio compares like with like."""
     client = env.client
     workers = list(client.scheduler_info()["workers"])
     if len(workers) < 2:
@@ -225,15 +235,33 @@ def run_transfer(env, mb, repeats):
     nbytes = int(mb * 1_000_000)
     runs = []
     for r in range(repeats):
+        raw = None
+        if raw_kind != "none":
+            from . import raw as rawsock
+
+            raw = rawsock.measure(mb, rounds=3, kind=raw_kind)["mb_per_s"]
+            _settle()
         dt, info = _one_transfer(env, nbytes, float(r + 1), w0, w1)
         if info["pid"] != pid1:
             raise AssertionError(
                 "consumer ran in pid %d, expected worker 1 (pid %d)" % (info["pid"], pid1)
             )
-        runs.append({"seconds": dt, "mb_per_s": nbytes / 1e6 / dt})
+        cpu = info["cpu"]
+        runs.append(
+            {
+                "seconds": dt,
+                "mb_per_s": nbytes / 1e6 / dt,
+                "sender_cpu_s": cpu[w0],
+                "receiver_cpu_s": cpu[w1],
+                "raw_mb_per_s": raw,
+            }
+        )
+        if raw:
+            env.log("  raw %s socket just before: %.0f MB/s" % (raw_kind, raw))
         env.log(
-            "transfer run %d: %.0f MB in %.3f s = %.0f MB/s"
-            % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt)
+            "transfer run %d: %.0f MB in %.3f s = %.0f MB/s (worker CPU: sender %.0f ms, "
+            "receiver %.0f ms)"
+            % (r + 1, nbytes / 1e6, dt, nbytes / 1e6 / dt, cpu[w0] * 1e3, cpu[w1] * 1e3)
         )
         _settle()
     best = max(runs, key=lambda x: x["mb_per_s"])
@@ -242,6 +270,13 @@ def run_transfer(env, mb, repeats):
         "mb_per_s": best["mb_per_s"],
         "seconds": best["seconds"],
         "median_mb_per_s": statistics.median(x["mb_per_s"] for x in runs),
+        "median_sender_cpu_s": statistics.median(x["sender_cpu_s"] for x in runs),
+        "median_receiver_cpu_s": statistics.median(x["receiver_cpu_s"] for x in runs),
+        "paired_ratio": (
+            statistics.median(x["mb_per_s"] / x["raw_mb_per_s"] for x in runs)
+            if raw_kind != "none"
+            else None
+        ),
         "workers": [w0, w1],
         "worker_pids": [pid0, pid1],
         "runs": runs,

@@ -195,6 +195,7 @@ MODULE_TIERS = {
     "test_client_submit": "fake",
     "test_client_waiting": "fake",
     "test_comm": "pure",
+    "test_comm_integrity": "pure",
     "test_comm_security": "pure",
     "test_config": "pure",
     "test_config_docs": "pure",

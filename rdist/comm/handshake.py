@@ -2,7 +2,7 @@
 
 Fixed sizes, so nothing is parsed before the peer has proven it knows the secret::
 
-    server -> client   greeting: b"RDIST2+" (admitted) or b"RDIST2-" (busy: try later, then close)
+    server -> client   greeting: b"RDIST3+" (admitted) or b"RDIST3-" (busy: try later, then close)
     [TLS handshake, on tls:// addresses]
     server -> client   server_nonce(32)
     client -> server   client_nonce(32) + HMAC(secret, b"c" + server_nonce + client_nonce)
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from rdist.comm.core import AuthenticationError
 
 #: Protocol version: peers of another version are refused with a message saying so.
-VERSION = b"RDIST2"
+#: (3: large frames enter the message tags through GMAC, :mod:`rdist.comm.integrity`.)
+VERSION = b"RDIST3"
 WELCOME = VERSION + b"+"
 BUSY = VERSION + b"-"
 GREETING = len(WELCOME)
