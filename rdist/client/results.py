@@ -19,6 +19,9 @@ from rdist.protocol import serialize, wire
 from rdist.store import RedisStore
 
 
+_FAILED = frozenset((ERROR, CANCELLED, LOST))
+
+
 class Results:
     """Fetches values for one client."""
 
@@ -36,14 +39,17 @@ class Results:
         ):
             futures = list(futures)
         found = futures_of(futures)
+        host = None
         for f in found:
-            f._host.check_open(f._name)  # a future of a closed client has no value to give
+            if f._host is not host:  # a future of a closed client has no value to give
+                host = f._host
+                host.check_open(f._name)
         self._ledger.wait_all([f._state for f in found], None)
         if errors == "raise":
             for f in found:
-                if f.status in (ERROR, CANCELLED, LOST):
+                if f._state.status in _FAILED:
                     f.result()  # raises the task's own exception
-        finished = [f for f in found if f.status == FINISHED]
+        finished = [f for f in found if f._state.status == FINISHED]
         try:
             values = self.values(finished)
         except DataUnavailable as exc:  # a holder died: those wait for their recomputation
@@ -101,7 +107,14 @@ def rebuild(obj: Any, values: dict[str, Any]) -> Any:
         return values.get(obj._name)
     if isinstance(obj, (list, tuple, set, frozenset)):
         kind = type(obj)
-        items = [rebuild(x, values) for x in obj if not isinstance(x, Future) or x._name in values]
+        items: list[Any] = []
+        append = items.append
+        for x in obj:
+            if isinstance(x, Future):  # the common element: taken here, without a call
+                if x._name in values:
+                    append(values[x._name])
+            else:
+                append(rebuild(x, values))
         return kind(items) if kind is not list else items
     if isinstance(obj, dict):
         return {
