@@ -18,7 +18,6 @@ from rdist.exceptions import DataUnavailable
 from rdist.protocol import serialize, wire
 from rdist.store import RedisStore
 
-
 _FAILED = frozenset((ERROR, CANCELLED, LOST))
 
 
