@@ -154,8 +154,13 @@ class Submitter:
             raise TypeError("First input to map must be a callable function")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        arg_tuples = list(zip(*iterables))
-        names = _map_keys(key, len(arg_tuples))
+        arg_tuples: Iterable[tuple[Any, ...]] = zip(*iterables)
+        names = None
+        if key is not None and not isinstance(key, str):  # keys given: one per task
+            listed = list(arg_tuples)
+            names, arg_tuples = _map_keys(key, len(listed)), listed
+        # else the argument tuples are made as they are packed: a million of them at
+        # once would be most of what a big map holds at its peak
         func_hash, func_bytes = self.function(func)
         prefix = key if isinstance(key, str) else graph.funcname(func)
         funcs = {func_hash: func_bytes}
