@@ -4,6 +4,7 @@ gives, and keeps less (a million pending futures must fit in about half a kiloby
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any
 
 import pytest
@@ -127,6 +128,20 @@ def test_a_pending_future_holds_no_callback_list_until_one_is_added() -> None:
 
     assert calls == ["done"] and state.callbacks is None
     assert state.settle(FINISHED, None) == []
+
+
+def test_callbacks_added_to_one_state_all_fire_once_in_order() -> None:
+    state = FutureState("k")
+    calls: list[int] = []
+    for i in range(3):
+        state.add_callback(partial(calls.append, i))
+
+    for fn in state.settle(FINISHED, None):
+        fn()
+    for fn in state.settle(FINISHED, None):
+        fn()
+
+    assert calls == [0, 1, 2]
 
 
 # -- packing ---------------------------------------------------------------------------------

@@ -62,9 +62,9 @@ class FutureState:
         #: one by one, and an Event costs more than the rest of a future together
         self._event: threading.Event | None = None
         self._done = False
-        #: done-callbacks, a list only once one is added (a million pending futures
-        #: would otherwise hold a million empty lists)
-        self.callbacks: list[Callable[[], None]] | None = None
+        #: done-callbacks: None, the one added, or a list of several (a gather of a
+        #: million futures adds one each: a list each would be 64 MB more)
+        self.callbacks: Callable[[], None] | list[Callable[[], None]] | None = None
         self._exception: tuple[BaseException, str, list[tracebacks.Frame]] | None = None
         #: made by ``Future(key, client)`` for a key this client never submitted: whether
         #: any task has it is asked once, before the first wait (see Ledger.confirm)
@@ -95,7 +95,19 @@ class FutureState:
         if self._event is not None:
             self._event.set()
         callbacks, self.callbacks = self.callbacks, None
-        return callbacks or _NO_CALLBACKS
+        if callbacks is None:
+            return _NO_CALLBACKS
+        return callbacks if type(callbacks) is list else [callbacks]  # type: ignore[list-item]
+
+    def add_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when settled (the caller holds the ledger's lock)."""
+        callbacks = self.callbacks
+        if callbacks is None:
+            self.callbacks = fn
+        elif type(callbacks) is list:
+            callbacks.append(fn)
+        else:
+            self.callbacks = [callbacks, fn]  # type: ignore[list-item]
 
     def reset(self) -> None:
         self.status = PENDING

@@ -228,10 +228,7 @@ class Ledger:
     def when_done(self, state: FutureState, fn: Callable[[], None]) -> None:
         with self.lock:
             if not state.done():
-                if state.callbacks is None:
-                    state.callbacks = [fn]
-                else:
-                    state.callbacks.append(fn)
+                state.add_callback(fn)
                 return
         fn()
 

@@ -59,19 +59,24 @@ class Results:
 
     def values(self, futures: list[Future]) -> dict[str, Any]:
         """Inline results first, then one HMGET for small ones, then one request per worker."""
-        values: dict[str, Any] = {}
-        wheres: dict[str, wire.KeyInMemory] = {}
         for f in futures:
-            where = f._state.where()
-            if where is None:  # reset meanwhile (its only holder died): wait for it again
+            if f._state.where() is None:  # reset meanwhile (its only holder died): wait again
                 raise DataUnavailable([f._name])
-            wheres[f._name] = where
+        values: dict[str, Any] = {}
+        wheres: dict[str, wire.KeyInMemory] = {}  #: of the values not inline (few, mostly)
         from_redis: list[str] = []
         by_worker: dict[str, list[str]] = {}
-        for key, where in wheres.items():
+        for f in futures:
+            key, where = f._name, f._state.where()
+            if where is None:  # reset since the check above
+                raise DataUnavailable([key])
+            if key in wheres:
+                continue
             if where.inline is not None:
                 values[key] = serialize.from_blob(where.inline)
-            elif where.in_redis:
+                continue
+            wheres[key] = where
+            if where.in_redis:
                 from_redis.append(key)
             else:
                 by_worker.setdefault(_first(where), []).append(key)
