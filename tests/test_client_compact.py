@@ -210,3 +210,20 @@ def test_the_journal_does_not_prune_while_most_of_it_is_held(
 
     assert len(journal) == 4
     assert [r.key for r in journal.graph_for(["a", "b", "c", "d"])[0]] == ["a", "b", "c", "d"]
+
+
+def test_the_journal_keeps_its_order_across_encoded_parts_and_fresh_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rdist.client import recovery
+
+    monkeypatch.setattr(recovery, "PART_ROWS", 2)
+    journal = Journal()
+    journal.record(update(("a", [])), None, list)
+    journal.record(update(("b", ["a"]), ("c", [])), None, list)  # a, b, c: one part
+    journal.record(update(("d", ["b"])), None, list)  # still as it is
+
+    assert len(journal._parts) == 1 and [r.key for r in journal._fresh] == ["d"]
+    rows, specs, _ = journal.graph_for(["d"])
+    assert [r.key for r in rows] == ["a", "b", "d"]
+    assert specs == {"a": b"a", "b": b"b", "d": b"d"}

@@ -41,20 +41,25 @@ JOURNAL_MIN = 20_000
 EPOCH_SECONDS = 1.0
 #: Tasks per re-submitted graph update (the messages stay well under the entry bound).
 RESUBMIT_ROWS = 2000
+#: The newest rows are kept as they are until this many have come, then encoded in one
+#: part: a loop of single submissions encodes once per this many, not once per task.
+PART_ROWS = 1000
 
 
 class Journal:
     """The rows, specs and functions of what this client submitted; thread-safe.
 
-    Kept encoded and compressed (one ``wire.UpdateGraph`` of rows and specs per recorded
-    message, lz4): about 75 bytes a task of a ``map`` instead of some 330 as Python
-    objects, for a journal that is read only when Redis lost data, or when it has grown
-    enough to be pruned."""
+    Kept encoded and compressed (``wire.UpdateGraph`` parts of rows and specs of at least
+    :data:`PART_ROWS` tasks, lz4; the newest as they are until a part is full): about 75
+    bytes a task of a ``map`` instead of some 330 as Python objects, for a journal that is
+    read only when Redis lost data, or when it has grown enough to be pruned."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: the recorded messages in the order sent (dependencies first), encoded, lz4
         self._parts: list[bytes] = []
+        self._fresh: list[wire.TaskRow] = []  #: recorded since the last part, in order
+        self._fresh_specs: dict[str, bytes] = {}
         self._count = 0  #: rows in ``_parts`` (a key submitted twice counts twice)
         self._funcs: dict[bytes, bytes] = {}
         self._limit = JOURNAL_MIN
@@ -70,9 +75,12 @@ class Journal:
     ) -> None:
         if not msg.tasks:
             return
-        part = _packed(msg.tasks, msg.specs)
         with self._lock:
-            self._parts.append(part)
+            self._fresh.extend(msg.tasks)
+            self._fresh_specs.update(msg.specs)
+            if len(self._fresh) >= PART_ROWS:
+                self._parts.append(_packed(self._fresh, self._fresh_specs))
+                self._fresh, self._fresh_specs = [], {}
             self._count += len(msg.tasks)
             self._funcs.update(msg.funcs)
             if funcs:
@@ -89,7 +97,7 @@ class Journal:
         rows, specs = self._decoded()
         needed = _closure(rows, keys)
         kept = [row for key, row in rows.items() if key in needed]
-        self._parts = []
+        self._parts, self._fresh, self._fresh_specs = [], [], {}
         for start in range(0, len(kept), RESUBMIT_ROWS):
             part = kept[start : start + RESUBMIT_ROWS]
             self._parts.append(_packed(part, {r.key: specs[r.key] for r in part if r.key in specs}))
@@ -105,6 +113,9 @@ class Journal:
             for row in msg.tasks:
                 rows[row.key] = row
             specs.update(msg.specs)
+        for row in self._fresh:
+            rows[row.key] = row
+        specs.update(self._fresh_specs)
         return rows, specs
 
     def graph_for(
