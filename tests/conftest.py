@@ -170,6 +170,7 @@ MODULE_TIERS = {
     "test_cli_config": "cli",
     "test_cli_logs": "cli",
     "test_client_boundary": "fake",
+    "test_client_compact": "pure",
     "test_client_data": "fake",
     "test_client_dataplane": "fake",
     "test_client_executor": "fake",

@@ -35,6 +35,8 @@ FETCH_ATTEMPTS = 5
 Outcome = wire.KeyInMemory | wire.KeyErred | None
 
 _EVENT_LOCK = threading.Lock()
+#: what settling a state without callbacks returns (never changed)
+_NO_CALLBACKS: list[Callable[[], None]] = []
 
 
 class FutureState:
@@ -49,6 +51,7 @@ class FutureState:
         "callbacks",
         "_exception",
         "unconfirmed",
+        "refs",
     )
 
     def __init__(self, key: str) -> None:
@@ -59,11 +62,14 @@ class FutureState:
         #: one by one, and an Event costs more than the rest of a future together
         self._event: threading.Event | None = None
         self._done = False
-        self.callbacks: list[Callable[[], None]] = []
+        #: done-callbacks: None, the one added, or a list of several (a gather of a
+        #: million futures adds one each: a list each would be 64 MB more)
+        self.callbacks: Callable[[], None] | list[Callable[[], None]] | None = None
         self._exception: tuple[BaseException, str, list[tracebacks.Frame]] | None = None
         #: made by ``Future(key, client)`` for a key this client never submitted: whether
         #: any task has it is asked once, before the first wait (see Ledger.confirm)
         self.unconfirmed = False
+        self.refs = 0  #: the Futures of this key the client holds (counted by its Ledger)
 
     @property
     def event(self) -> threading.Event:
@@ -88,8 +94,20 @@ class FutureState:
         self._done = True
         if self._event is not None:
             self._event.set()
-        callbacks, self.callbacks = self.callbacks, []
-        return callbacks
+        callbacks, self.callbacks = self.callbacks, None
+        if callbacks is None:
+            return _NO_CALLBACKS
+        return callbacks if type(callbacks) is list else [callbacks]  # type: ignore[list-item]
+
+    def add_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when settled (the caller holds the ledger's lock)."""
+        callbacks = self.callbacks
+        if callbacks is None:
+            self.callbacks = fn
+        elif type(callbacks) is list:
+            callbacks.append(fn)
+        else:
+            self.callbacks = [callbacks, fn]  # type: ignore[list-item]
 
     def reset(self) -> None:
         self.status = PENDING
@@ -146,6 +164,9 @@ class FutureHost(Protocol):
 
     def register(self, key: str) -> FutureState:
         """The shared state of ``key``, one more reference to it counted."""
+
+    def submitted(self, keys: list[str]) -> list[FutureState]:
+        """``register`` for each key of one submission (a cancelled one starts over)."""
 
     def adopt(self, key: str) -> FutureState:
         """``register`` for a future a user made: a key the client does not hold yet is
@@ -212,6 +233,25 @@ class Future:
     def _named(cls, name: str, client: Client, state: FutureState | None = None) -> Future:
         """A future of the wire name ``name`` (the client's own: submitted or scattered)."""
         return cls(user_key(name), client, state, name)
+
+    @classmethod
+    def _submitted(cls, names: list[str], client: Client) -> list[Future]:
+        """Futures of the wire names of one submission, counted in one go (a map of
+        thousands: no call of ``__init__`` and no lock taken per future)."""
+        host: FutureHost = client.ledger
+        states = host.submitted(names)
+        new = object.__new__
+        out: list[Future] = []
+        append = out.append
+        for name, state in zip(names, states):
+            future = new(cls)
+            future.key = user_key(name)
+            future._name = name
+            future.client = client
+            future._host = host
+            future._state = state
+            append(future)
+        return out
 
     # -- status ----------------------------------------------------------------------------
     @property

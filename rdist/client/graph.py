@@ -23,6 +23,24 @@ def funcname(func: Any) -> str:
     return "lambda" if name == "<lambda>" else name
 
 
+#: Argument types that hold no futures and nothing to scatter while they pickle small.
+PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+
+
+def pack_plain(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[bytes, list[str], int, list[large.Large]] | None:
+    """:func:`pack_arguments` of plain values (``PLAIN`` types: the common ``map``) in
+    one pickle, giving the very same blob; None when the full path is needed."""
+    try:
+        head = pickle.dumps((args, kwargs), protocol=5)
+    except Exception:
+        return None
+    if len(head) > large.INLINE_BYTES or b"__main__" in head:
+        return None  # to be scattered, or pickled by value: see serialize.dumps
+    return serialize.frames_to_blob([head]), [], spec.CALL, []
+
+
 def pack_arguments(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],

@@ -67,8 +67,7 @@ class Ledger:
         self._running = running
         self._unknown = unknown
         self.closed = False  #: set once by close(): every wait raises ClosedClientError
-        self._states: dict[str, FutureState] = {}
-        self._refs: dict[str, int] = {}
+        self._states: dict[str, FutureState] = {}  #: each counts its futures (``refs``)
         #: futures kept alive with a key: the large arguments scattered for its task
         self._pins: dict[str, list[Future]] = {}
         self.lock = threading.RLock()  #: guards every state; callbacks run outside it
@@ -80,8 +79,25 @@ class Ledger:
             state = self._states.get(key)
             if state is None:
                 state = self._states[key] = FutureState(key)
-            self._refs[key] = self._refs.get(key, 0) + 1
+            state.refs += 1
             return state
+
+    def submitted(self, keys: list[str]) -> list[FutureState]:
+        """``register`` for the keys of one submission, under one lock; a cancelled key
+        submitted again starts over."""
+        states = self._states
+        out: list[FutureState] = []
+        append = out.append
+        with self.lock:
+            for key in keys:
+                state = states.get(key)
+                if state is None:
+                    state = states[key] = FutureState(key)
+                elif state.status == CANCELLED:
+                    state.reset()
+                state.refs += 1
+                append(state)
+        return out
 
     def adopt(self, key: str) -> FutureState:
         """A user's ``Future(key, client)``: the state of a key we hold, or a new one that
@@ -122,16 +138,17 @@ class Ledger:
 
     def release(self, key: str) -> None:
         with self.lock:
-            count = self._refs.get(key, 0) - 1
-            if count > 0:
-                self._refs[key] = count
+            state = self._states.get(key)
+            if state is None:
                 return
-            self._refs.pop(key, None)
-            self._states.pop(key, None)
+            state.refs -= 1
+            if state.refs > 0:
+                return
+            del self._states[key]
             pinned = self._pins.pop(key, None) if self._pins else None
         del pinned  # released outside the lock: each is a release of its own
         if self._running():
-            self._sender.post(wire.ReleaseKeys(self._client_id, [key]), lazy=True)
+            self._sender.release(key)
 
     def pin(self, key: str, futures: list[Future]) -> None:
         """Keep ``futures`` (the scattered inputs of ``key``'s task) while ``key`` is held:
@@ -174,6 +191,9 @@ class Ledger:
             budget = min(timeout, budget)
         # a quick result reaches this thread without a hand-off from the listener
         self._read_while_waiting(state.done, budget)
+        if state.done():  # read here: no Event made just to find it set
+            self.check_open(state.key)
+            return True
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - started))
         done = state.event.wait(timeout)
@@ -208,7 +228,7 @@ class Ledger:
     def when_done(self, state: FutureState, fn: Callable[[], None]) -> None:
         with self.lock:
             if not state.done():
-                state.callbacks.append(fn)
+                state.add_callback(fn)
                 return
         fn()
 
@@ -257,7 +277,9 @@ class Ledger:
                     continue
                 if kind is wire.KeyInMemory:
                     if state.status != CANCELLED:
-                        callbacks.extend(state.settle(FINISHED, item))  # type: ignore[arg-type]
+                        # kept with our own key string: a million results keep no copies
+                        item = wire.KeyInMemory(state.key, *item[1:])
+                        callbacks.extend(state.settle(FINISHED, item))
                 elif kind is wire.KeyErred:
                     callbacks.extend(state.settle(ERROR, item))  # type: ignore[arg-type]
                 elif kind is wire.KeyCancelled:

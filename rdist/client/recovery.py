@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+import lz4.frame
+
 from rdist.protocol import wire
 
 if TYPE_CHECKING:
@@ -39,20 +41,31 @@ JOURNAL_MIN = 20_000
 EPOCH_SECONDS = 1.0
 #: Tasks per re-submitted graph update (the messages stay well under the entry bound).
 RESUBMIT_ROWS = 2000
+#: The newest rows are kept as they are until this many have come, then encoded in one
+#: part: a loop of single submissions encodes once per this many, not once per task.
+PART_ROWS = 1000
 
 
 class Journal:
-    """The rows, specs and functions of what this client submitted; thread-safe."""
+    """The rows, specs and functions of what this client submitted; thread-safe.
+
+    Kept encoded and compressed (``wire.UpdateGraph`` parts of rows and specs of at least
+    :data:`PART_ROWS` tasks, lz4; the newest as they are until a part is full): about 75
+    bytes a task of a ``map`` instead of some 330 as Python objects, for a journal that is
+    read only when Redis lost data, or when it has grown enough to be pruned."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[str, wire.TaskRow] = {}  #: in the order sent: dependencies first
-        self._specs: dict[str, bytes] = {}
+        #: the recorded messages in the order sent (dependencies first), encoded, lz4
+        self._parts: list[bytes] = []
+        self._fresh: list[wire.TaskRow] = []  #: recorded since the last part, in order
+        self._fresh_specs: dict[str, bytes] = {}
+        self._count = 0  #: rows in ``_parts`` (a key submitted twice counts twice)
         self._funcs: dict[bytes, bytes] = {}
         self._limit = JOURNAL_MIN
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._count
 
     def record(
         self,
@@ -63,42 +76,79 @@ class Journal:
         if not msg.tasks:
             return
         with self._lock:
-            for row in msg.tasks:
-                self._rows[row.key] = row
-            self._specs.update(msg.specs)
+            self._fresh.extend(msg.tasks)
+            self._fresh_specs.update(msg.specs)
+            if len(self._fresh) >= PART_ROWS:
+                self._parts.append(_packed(self._fresh, self._fresh_specs))
+                self._fresh, self._fresh_specs = [], {}
+            self._count += len(msg.tasks)
             self._funcs.update(msg.funcs)
             if funcs:
                 self._funcs.update(funcs)
-            if len(self._rows) > self._limit:
-                self._prune(set(held()))
+            if self._count > self._limit:
+                self._prune(held)
 
-    def _prune(self, held: set[str]) -> None:
-        needed = self._closure(held)
-        self._rows = {k: row for k, row in self._rows.items() if k in needed}
-        self._specs = {k: s for k, s in self._specs.items() if k in needed}
-        self._limit = max(JOURNAL_MIN, 2 * len(self._rows))
+    def _prune(self, held: Callable[[], Iterable[str]]) -> None:
+        keys = set(held())
+        if 2 * len(keys) >= self._count:
+            # most of it is still held: pruning would free little (and decode it all)
+            self._limit = max(JOURNAL_MIN, 2 * self._count)
+            return
+        rows, specs = self._decoded()
+        needed = _closure(rows, keys)
+        kept = [row for key, row in rows.items() if key in needed]
+        self._parts, self._fresh, self._fresh_specs = [], [], {}
+        for start in range(0, len(kept), RESUBMIT_ROWS):
+            part = kept[start : start + RESUBMIT_ROWS]
+            self._parts.append(_packed(part, {r.key: specs[r.key] for r in part if r.key in specs}))
+        self._count = len(kept)
+        self._limit = max(JOURNAL_MIN, 2 * self._count)
 
-    def _closure(self, keys: Iterable[str]) -> set[str]:
-        needed: set[str] = set()
-        todo = [k for k in keys if k in self._rows]
-        while todo:
-            key = todo.pop()
-            if key in needed:
-                continue
-            needed.add(key)
-            todo.extend(d for d in self._rows[key].deps if d in self._rows and d not in needed)
-        return needed
+    def _decoded(self) -> tuple[dict[str, wire.TaskRow], dict[str, bytes]]:
+        """Every row by key (in the order first sent, as last sent) and every spec."""
+        rows: dict[str, wire.TaskRow] = {}
+        specs: dict[str, bytes] = {}
+        for part in self._parts:
+            msg = wire.UpdateGraph.decode(lz4.frame.decompress(part), "journal")
+            for row in msg.tasks:
+                rows[row.key] = row
+            specs.update(msg.specs)
+        for row in self._fresh:
+            rows[row.key] = row
+        specs.update(self._fresh_specs)
+        return rows, specs
 
     def graph_for(
         self, keys: Iterable[str]
     ) -> tuple[list[wire.TaskRow], dict[str, bytes], dict[bytes, bytes]]:
         """The rows (dependencies first), specs and functions behind ``keys``."""
         with self._lock:
-            needed = self._closure(keys)
-            rows = [row for key, row in self._rows.items() if key in needed]
-            specs = {row.key: self._specs[row.key] for row in rows if row.key in self._specs}
+            all_rows, all_specs = self._decoded()
             funcs = dict(self._funcs)  # one per distinct function: few, sent once
+        needed = _closure(all_rows, keys)
+        rows = [row for key, row in all_rows.items() if key in needed]
+        specs = {row.key: all_specs[row.key] for row in rows if row.key in all_specs}
         return rows, specs, funcs
+
+
+def _packed(rows: list[wire.TaskRow], specs: dict[str, bytes]) -> bytes:
+    packed: bytes = lz4.frame.compress(
+        wire.UpdateGraph("journal", tasks=rows, specs=specs).encode()
+    )
+    return packed
+
+
+def _closure(rows: Mapping[str, wire.TaskRow], keys: Iterable[str]) -> set[str]:
+    """``keys`` (those with a row) and everything they depend on, transitively."""
+    needed: set[str] = set()
+    todo = [k for k in keys if k in rows]
+    while todo:
+        key = todo.pop()
+        if key in needed:
+            continue
+        needed.add(key)
+        todo.extend(d for d in rows[key].deps if d in rows and d not in needed)
+    return needed
 
 
 class Recovery:

@@ -18,6 +18,8 @@ from rdist.exceptions import DataUnavailable
 from rdist.protocol import serialize, wire
 from rdist.store import RedisStore
 
+_FAILED = frozenset((ERROR, CANCELLED, LOST))
+
 
 class Results:
     """Fetches values for one client."""
@@ -36,14 +38,17 @@ class Results:
         ):
             futures = list(futures)
         found = futures_of(futures)
+        host = None
         for f in found:
-            f._host.check_open(f._name)  # a future of a closed client has no value to give
+            if f._host is not host:  # a future of a closed client has no value to give
+                host = f._host
+                host.check_open(f._name)
         self._ledger.wait_all([f._state for f in found], None)
         if errors == "raise":
             for f in found:
-                if f.status in (ERROR, CANCELLED, LOST):
+                if f._state.status in _FAILED:
                     f.result()  # raises the task's own exception
-        finished = [f for f in found if f.status == FINISHED]
+        finished = [f for f in found if f._state.status == FINISHED]
         try:
             values = self.values(finished)
         except DataUnavailable as exc:  # a holder died: those wait for their recomputation
@@ -54,19 +59,24 @@ class Results:
 
     def values(self, futures: list[Future]) -> dict[str, Any]:
         """Inline results first, then one HMGET for small ones, then one request per worker."""
-        values: dict[str, Any] = {}
-        wheres: dict[str, wire.KeyInMemory] = {}
         for f in futures:
-            where = f._state.where()
-            if where is None:  # reset meanwhile (its only holder died): wait for it again
+            if f._state.where() is None:  # reset meanwhile (its only holder died): wait again
                 raise DataUnavailable([f._name])
-            wheres[f._name] = where
+        values: dict[str, Any] = {}
+        wheres: dict[str, wire.KeyInMemory] = {}  #: of the values not inline (few, mostly)
         from_redis: list[str] = []
         by_worker: dict[str, list[str]] = {}
-        for key, where in wheres.items():
+        for f in futures:
+            key, where = f._name, f._state.where()
+            if where is None:  # reset since the check above
+                raise DataUnavailable([key])
+            if key in wheres:
+                continue
             if where.inline is not None:
                 values[key] = serialize.from_blob(where.inline)
-            elif where.in_redis:
+                continue
+            wheres[key] = where
+            if where.in_redis:
                 from_redis.append(key)
             else:
                 by_worker.setdefault(_first(where), []).append(key)
@@ -101,7 +111,14 @@ def rebuild(obj: Any, values: dict[str, Any]) -> Any:
         return values.get(obj._name)
     if isinstance(obj, (list, tuple, set, frozenset)):
         kind = type(obj)
-        items = [rebuild(x, values) for x in obj if not isinstance(x, Future) or x._name in values]
+        items: list[Any] = []
+        append = items.append
+        for x in obj:
+            if isinstance(x, Future):  # the common element: taken here, without a call
+                if x._name in values:
+                    append(values[x._name])
+            else:
+                append(rebuild(x, values))
         return kind(items) if kind is not list else items
     if isinstance(obj, dict):
         return {

@@ -128,6 +128,9 @@ class Sender:
         self._outbox: deque[Outgoing] = deque()
         self._ready = threading.Condition(threading.RLock())
         self._sending = threading.Lock()  #: held while a batch is drained and sent (keeps order)
+        self._backoff: Backoff | None = None  #: retries of sends (made by the first)
+        #: the release last in the outbox that the sender thread was woken for
+        self._woken_for: wire.Message | None = None
         #: whether a thread waiting on a result reads the client's stream now: lazy posts
         #: then wait for whoever goes next (set by the client once its inbox exists)
         self.waiter_reads: Callable[[], bool] = lambda: False
@@ -158,6 +161,24 @@ class Sender:
             self._send(items)
         finally:
             self._sending.release()
+
+    def release(self, key: str) -> None:
+        """Queue the release of ``key`` (as a ``lazy`` post): it joins a release waiting
+        last in the outbox, so a dropped list of a million futures makes a few messages,
+        not a million."""
+        with self._ready:
+            outbox = self._outbox
+            tail = outbox[-1][0] if outbox else None
+            if type(tail) is wire.ReleaseKeys:
+                tail.keys.append(key)
+                if tail is self._woken_for:
+                    return  # the sender thread knows of this release already
+            else:
+                tail = wire.ReleaseKeys(self._client_id, [key])
+                outbox.append((tail, None))
+            if not self.waiter_reads():
+                self._woken_for = tail
+                self._ready.notify()
 
     def flush(self) -> None:
         """Send everything queued, waiting for a send in progress to finish first."""
@@ -210,7 +231,9 @@ class Sender:
         entries = within_bound(entries, self._client_id)
         joining = any(isinstance(msg, wire.ClientJoin) for msg, _ in items)
         store = self._store
-        backoff = Backoff(f"client {self._client_id}", store.url, log)
+        backoff = self._backoff
+        if backoff is None:  # one for the client's life: sends run one at a time
+            backoff = self._backoff = Backoff(f"client {self._client_id}", store.url, log)
         for _ in range(SEND_ATTEMPTS):
             try:
                 pipe = store.raw_pipeline()

@@ -60,7 +60,7 @@ def gc_paused() -> Iterator[None]:
 
 def task_bytes(key: str, packed_spec: bytes, deps: list[str]) -> int:
     """About what one task adds to a graph update."""
-    return ROW_BYTES + len(key) + len(packed_spec) + sum(len(d) for d in deps)
+    return ROW_BYTES + len(key) + len(packed_spec) + (sum(map(len, deps)) if deps else 0)
 
 
 def check_futures(found: Iterable[Future], what: str) -> None:
@@ -101,11 +101,17 @@ class Submitter:
     def _pack(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], pure: bool
     ) -> tuple[bytes, list[str], int, list[large.Large]]:
-        if args or kwargs:
-            found = futures_of((args, kwargs))
-            if found:
-                check_futures(found, "an argument")
-        return graph.pack_arguments(args, kwargs, futures_of, Future, pure)
+        plain = graph.PLAIN
+        if all(type(a) in plain for a in args) and (
+            not kwargs or all(type(v) in plain for v in kwargs.values())
+        ):
+            packed = graph.pack_plain(args, kwargs)
+            if packed is not None:
+                return packed
+        found = futures_of((args, kwargs)) if args or kwargs else []
+        if found:
+            check_futures(found, "an argument")
+        return graph.pack_arguments(args, kwargs, lambda _: found, Future, pure)
 
     def submit(
         self,
@@ -148,8 +154,13 @@ class Submitter:
             raise TypeError("First input to map must be a callable function")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        arg_tuples = list(zip(*iterables))
-        names = _map_keys(key, len(arg_tuples))
+        arg_tuples: Iterable[tuple[Any, ...]] = zip(*iterables)
+        names = None
+        if key is not None and not isinstance(key, str):  # keys given: one per task
+            listed = list(arg_tuples)
+            names, arg_tuples = _map_keys(key, len(listed)), listed
+        # else the argument tuples are made as they are packed: a million of them at
+        # once would be most of what a big map holds at its peak
         func_hash, func_bytes = self.function(func)
         prefix = key if isinstance(key, str) else graph.funcname(func)
         funcs = {func_hash: func_bytes}
@@ -198,14 +209,12 @@ class Submitter:
         self, tasks: list[PackedTask], funcs: dict[bytes, bytes], options: TaskOptions
     ) -> list[Future]:
         """Send tasks in one message; a future for each (the client wants them all)."""
-        client = self._client
-        named = Future._named
-        futures = [named(k, client) for k, _, _ in tasks]
-        self._ledger.restart_cancelled(futures)
+        names = [k for k, _, _ in tasks]
+        futures = Future._submitted(names, self._client)
         msg = wire.UpdateGraph(
             self._client_id,
             tasks=options.rows(tasks),
-            wanted=[f._name for f in futures],
+            wanted=names,
             specs={k: s for k, s, _ in tasks},
             # every time: the scheduler stores a function while a task names it, and may
             # have dropped it since we last sent it (rdist.scheduler.functions)
@@ -230,8 +239,7 @@ class Submitter:
         its row (a key with no row -- data already there -- in the last)."""
         client = self._client
         held = self._place(scattered, workers) if scattered else []
-        futures = {k: Future._named(k, client) for k in wanted}
-        self._ledger.restart_cancelled(futures.values())
+        futures = dict(zip(wanted, Future._submitted(wanted, client)))
         slices = _slices(rows, specs)
         wanted_in = _wanted_per_slice(slices, list(futures))
         for index, part in enumerate(slices):

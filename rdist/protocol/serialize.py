@@ -132,10 +132,10 @@ def to_blob(obj: Any, hook: Callable[[Any], Any] | None = None) -> bytes:
 def frames_to_blob(frames: list[Any]) -> bytes:
     """``to_blob`` of what :func:`dumps` made (a caller that first looked at its size)."""
     if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < _COMPRESS_MIN:
-        # the common small result (a worker's every task): what encode_frames gives, direct
+        # one small frame, never compressed: what encode_frames gives, without its loop
         head = frames[0]
         header = msgpack.packb([[len(head)], [False]])
-        return b"".join((_MAGIC, len(header).to_bytes(4, "little"), header, head))
+        return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, head])
     header, out = encode_frames(frames)
     return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *out])
 
@@ -153,7 +153,10 @@ def blob_to_frames(blob: bytes) -> list[Any]:
         hlen = int.from_bytes(view[3:7], "little")
         header = bytes(view[7 : 7 + hlen])
         lengths, flags = msgpack.unpackb(header)
-        frames, pos = [], 7 + hlen
+        pos = 7 + hlen
+        if len(lengths) == 1 and flags == [False] and pos + lengths[0] == len(view):
+            return [view[pos:]]  # one frame, not compressed: the common small value
+        frames = []
         for i, n in enumerate(lengths):
             # out-of-band buffers become writable copies: users expect to mutate arrays
             # they get back (blobs are small, so the copy is cheap)

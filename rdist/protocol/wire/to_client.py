@@ -6,6 +6,7 @@ key; on the wire an item is ``[key, status, info]``, decoded here into one class
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -104,6 +105,33 @@ def _erred(key: str, info: dict[Any, Any], field: str) -> KeyErred:
     )
 
 
+#: ``KeyInMemory.who_has`` lists, shared by every item naming the same holders (a client
+#: holding a million results keeps a handful of lists, not a million): never changed in
+#: place by any reader. Forgotten past SHARED_HOLDERS distinct ones.
+_HOLDERS: dict[Any, list[str]] = {}
+SHARED_HOLDERS = 4096
+
+
+def _checked_holders(who_has: list[Any]) -> list[str] | None:
+    """The shared list equal to ``who_has``, or None unless it holds only non-empty str."""
+    if len(who_has) == 1:
+        token: Any = who_has[0]
+        if type(token) is not str:
+            return None
+    elif all(type(w) is str for w in who_has):
+        token = tuple(who_has)
+    else:
+        return None
+    shared = _HOLDERS.get(token)
+    if shared is None:
+        if not all(who_has):
+            return None
+        if len(_HOLDERS) >= SHARED_HOLDERS:
+            _HOLDERS.clear()
+        shared = _HOLDERS[token] = [sys.intern(w) for w in who_has]
+    return shared
+
+
 def _fast_memory(row: Any) -> KeyInMemory | None:
     if type(row) is list and len(row) == 3 and row[1] == "memory":
         key, _, info = row
@@ -119,11 +147,12 @@ def _fast_memory(row: Any) -> KeyInMemory | None:
                 and 0 <= nbytes <= 1 << 53
                 and type(redis) is bool
                 and type(who_has) is list
-                and all(type(w) is str and w for w in who_has)
                 and (inline is None or type(inline) is bytes)
                 and type(type_name) is str
             ):
-                return KeyInMemory(key, nbytes, redis, who_has, type_name, inline)
+                holders = _checked_holders(who_has)
+                if holders is not None:
+                    return KeyInMemory(key, nbytes, redis, holders, sys.intern(type_name), inline)
     return None
 
 
