@@ -25,6 +25,11 @@ _COUNT = struct.Struct("<II")  # input partition, number of frames
 _LENGTH = struct.Struct("<Q")
 
 
+class PiecesGone(LookupError):
+    """The pieces of an output partition were taken already (its unpack runs again: the
+    result it made was lost), so the exchange must run again to make them anew."""
+
+
 class Inbox:
     """The received pieces of every exchange on one worker (thread-safe)."""
 
@@ -38,6 +43,7 @@ class Inbox:
         self._sizes: dict[tuple[str, int], int] = {}
         #: (exchange, output) -> inputs whose piece is in that partition's file
         self._on_disk: dict[tuple[str, int], set[int]] = {}
+        self._taken: set[tuple[str, int]] = set()
         self.memory_bytes = 0
         self.spilled_bytes = 0  #: total written to disk (tests, metrics)
 
@@ -46,6 +52,8 @@ class Inbox:
         with self._lock:
             for part, frames in pieces.items():
                 where = (exchange, part)
+                if where in self._taken:
+                    continue  # a late piece for a partition already assembled
                 if source in self._on_disk.get(where, ()):
                     continue  # a re-run transfer sends the same rows again
                 held = self._memory.setdefault(where, {})
@@ -88,6 +96,9 @@ class Inbox:
         """Every piece of output ``part`` (by input, in input order), removed from here."""
         where = (exchange, part)
         with self._lock:
+            if where in self._taken:
+                raise PiecesGone(f"output {part} of {exchange} was assembled here already")
+            self._taken.add(where)
             held = self._memory.pop(where, {})
             self.memory_bytes -= self._sizes.pop(where, 0)
             on_disk = self._on_disk.pop(where, None)
@@ -103,6 +114,7 @@ class Inbox:
     def forget(self, exchange: str) -> None:
         """Drop whatever is left of ``exchange`` (it restarted, or was abandoned)."""
         with self._lock:
+            self._taken = {w for w in self._taken if w[0] != exchange}
             gone = [w for w in (*self._memory, *self._on_disk) if w[0] == exchange]
             for where in set(gone):
                 self._memory.pop(where, None)
@@ -122,6 +134,7 @@ class Inbox:
             self._memory.clear()
             self._sizes.clear()
             self._on_disk.clear()
+            self._taken.clear()
             self.memory_bytes = 0
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from rdist.client.keynames import check_key
 from rdist.shuffle import tasks
 from rdist.shuffle.plan import ExchangePlan, assign_owners
 
@@ -25,6 +26,10 @@ BARRIER_TYPE = "P2PBarrierTask"
 FRAME_SPEC = "DataFrameShuffleSpec"
 TRANSFER_FUNC = "_shuffle_transfer"
 UNPACK_FUNC = "shuffle_unpack"
+
+
+def key_name(key: Hashable) -> str:
+    return check_key(key, "graph key")
 
 
 def has_p2p(dsk: dict[Hashable, Any]) -> bool:
@@ -55,9 +60,17 @@ def rewrite_p2p(
                 "(use method='tasks' for this operation)"
             )
         token = str(spec.id)
-        plan = ExchangePlan(token, spec.column, assign_owners(spec.npartitions, workers),
-                            bool(spec.drop_column))
         transfers = sorted(node.dependencies, key=_index_of)
+        name = _transfer_name(key, transfers)
+        plan = ExchangePlan(
+            token,
+            spec.column,
+            assign_owners(spec.npartitions, workers),
+            name,
+            len(transfers),
+            key_name(key),
+            bool(spec.drop_column),
+        )
         for t in transfers:
             old = dsk[t]
             if _func_name(old) != TRANSFER_FUNC:
@@ -67,11 +80,11 @@ def rewrite_p2p(
                 )
             source_ref, _token, source = old.args
             out[t] = Task(t, tasks.transfer, TaskRef(source_ref.key), plan, int(source))
-        out[key] = Task(key, tasks.barrier, token, *(TaskRef(t) for t in transfers))
+        out[key] = Task(key, tasks.barrier, plan, *(TaskRef(t) for t in transfers))
         meta = spec.meta.drop(columns=spec.column) if spec.drop_column else spec.meta
         for ukey, part in unpacks.get(token, []):
             out[ukey] = Task(ukey, tasks.unpack, plan, part, meta, TaskRef(key))
-            annotations.setdefault("workers", {})[ukey] = [plan.owner_of(part)]
+            annotations.setdefault("workers", {})[ukey] = [plan.owners[part]]
             annotations.setdefault("allow_other_workers", {})[ukey] = True
     return out
 
@@ -83,6 +96,17 @@ def _unpacks_by_token(dsk: dict[Hashable, Any]) -> dict[str, list[tuple[Hashable
             token, part = node.args[0], node.args[1]
             out.setdefault(str(token), []).append((key, int(part)))
     return out
+
+
+def _transfer_name(barrier: Hashable, transfers: list[Any]) -> str:
+    """The common name of the transfers ``(name, 0) .. (name, n-1)`` (as dask makes them)."""
+    names = {t[0] for t in transfers if isinstance(t, tuple) and len(t) == 2}
+    if len(names) != 1 or [t[1] for t in transfers] != list(range(len(transfers))):
+        raise NotImplementedError(
+            f"{barrier!r}: its transfers are not (name, 0..n-1) tasks; "
+            "use shuffle_method='tasks' for this operation"
+        )
+    return str(names.pop())
 
 
 def _func_name(node: Any) -> str:

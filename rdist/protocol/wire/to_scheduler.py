@@ -29,6 +29,7 @@ from rdist.protocol.wire.base import (
     fields,
     row_spec,
 )
+from rdist.protocol.wire.exchange import RestartTasks
 from rdist.protocol.wire.extension import PassKeys, RegisterSchedulerPlugin
 from rdist.protocol.wire.recovery import HeldKeys
 from rdist.protocol.wire.retire import RetireWorkers, Shutdown
@@ -506,6 +507,7 @@ SCHEDULER = Channel(
     RetireWorkers,
     Shutdown,
     HeldKeys,
+    RestartTasks,
 )
 
 __all__ = [
