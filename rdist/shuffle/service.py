@@ -76,6 +76,7 @@ class ShuffleService:
         self.senders = ThreadPoolExecutor(SENDERS, thread_name_prefix="rdist-shuffle")
         self._lock = threading.Lock()
         self._latest: dict[str, int] = {}  #: exchange -> the newest run seen here
+        self.received = 0  #: pieces stored here (tests, metrics)
 
     def _seen(self, exchange: str, run: int) -> bool:
         """Note ``run`` of ``exchange``; False when a newer run was seen already."""
@@ -130,6 +131,7 @@ class ShuffleService:
     def add(self, exchange: str, run: int, source: int, pieces: dict[int, list[Any]]) -> None:
         if self._seen(exchange, run):  # pieces of a replaced run are dropped
             self.inbox.add(f"{exchange}:{run}", source, pieces)
+            self.received += len(pieces)
 
     def take(self, exchange: str, run: int, part: int) -> list[tuple[int, list[Any]]]:
         """The pieces of output ``part`` of ``run`` held here (Reschedule: a newer run of the
