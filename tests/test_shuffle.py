@@ -181,3 +181,34 @@ def test_split_cuts_by_the_partition_column_and_drops_it():
     assert pieces[1]["x"].tolist() == [8]
     assert pieces[2]["x"].tolist() == [5, 7]
     assert list(pieces[0].columns) == ["x"]
+
+
+def test_losing_an_owner_after_the_shuffle_restarts_it_and_the_result_stays_exact():
+    """Outputs held by a worker that vanishes (no hand-off) are recomputed: their pieces went
+    with it, so the exchange runs again (run 1, the lost worker excluded) and every
+    partition is exact."""
+    from rdist.store import connect
+
+    pdf = frame(n=40_000, seed=6)  # outputs too large to be kept in Redis
+    ddf = dd.from_pandas(pdf, npartitions=6)
+    shuffled = ddf.shuffle("k", npartitions=4)
+    token = next(
+        str(n.spec.id)
+        for n in dict(shuffled.__dask_graph__()).values()
+        if type(n).__name__ == "P2PBarrierTask"
+    )
+    with fake_cluster() as (client, cluster):
+        persisted = client.persist(shuffled)
+        first = by_w(on_rdist(client, persisted))
+        lost = cluster.workers[1]
+        assert client.has_what()[lost.address]  # it holds some of the outputs
+        lost.handoff_on_close = False
+        lost.close()
+        again = by_w(on_rdist(client, persisted))
+        store = connect(cluster.url, cluster.cluster_name)
+        run, owners = store.exchanges.current(token)
+        store.close()
+    assert first.equals(by_w(pdf))
+    assert again.equals(by_w(pdf))
+    assert run == 1
+    assert owners == [cluster.workers[0].address] * 4

@@ -72,7 +72,8 @@ class ShuffleService:
         limit = getattr(worker, "memory_limit", 0) or 0
         if limit:  # a quarter of the worker's limit at most: the rest is for the tasks
             budget = min(budget, max(limit // 4, 8 * 2**20))
-        self.inbox = Inbox(getattr(worker.data, "_base", None), budget)
+        # under the worker's own directory: it goes when the worker closes
+        self.inbox = Inbox(worker.local_directory, budget)
         self.senders = ThreadPoolExecutor(SENDERS, thread_name_prefix="rdist-shuffle")
         self._lock = threading.Lock()
         self._latest: dict[str, int] = {}  #: exchange -> the newest run seen here
