@@ -32,7 +32,9 @@ def slow_part(i: int) -> Any:
 
 
 def key_count(part: Any) -> Any:
-    return pd.DataFrame({"keys": [part["k"].nunique()], "rows": [len(part)], "w": [part["w"].sum()]})
+    return pd.DataFrame(
+        {"keys": [part["k"].nunique()], "rows": [len(part)], "w": [part["w"].sum()]}
+    )
 
 
 def token_of(collection: Any) -> str:

@@ -67,6 +67,7 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
         ),
     ),
     (wire.SCHEDULER, wire.RetireWorkers("c1", ["tcp://w:1", "tcp://w:2"])),
+    (wire.SCHEDULER, wire.RestartTasks("tcp://w:1", ["a", "b"], "cannot reach tcp://w:2")),
     (wire.SCHEDULER, wire.Shutdown("c1")),
     (wire.WORKER, wire.Retire(["tcp://w:2"])),
     (wire.SCHEDULER, wire.PassKeys(["a", "b"], "client-1", "holder:queue:q:1")),

@@ -154,7 +154,7 @@ def _write_piece(f: Any, source: int, frames: list[Any]) -> None:
 
 
 def _read_pieces(f: Any) -> list[tuple[int, list[Any]]]:
-    out = []
+    out: list[tuple[int, list[Any]]] = []
     while True:
         head = f.read(_COUNT.size)
         if not head:

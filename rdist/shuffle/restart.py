@@ -45,7 +45,9 @@ def restart(worker: Worker, plan: ExchangePlan, run: int, lost: set[str], reason
     did), then reschedule the calling task. Never returns."""
     live = [a for a in worker.store.workers.all() if a not in lost]
     if worker.store.exchanges.advance(plan.id, run, list(assign_owners(plan.npartitions, live))):
-        log.warning("shuffle %s: run %d broken (%s): starting run %d", plan.id, run, reason, run + 1)
+        log.warning(
+            "shuffle %s: run %d broken (%s): starting run %d", plan.id, run, reason, run + 1
+        )
         keys = [*plan.transfer_keys(), plan.barrier_key]
         message = wire.RestartTasks(worker.address, keys, reason)
         worker.store.streams.to_scheduler(message)

@@ -43,7 +43,7 @@ def rewrite_p2p(
 ) -> dict[Hashable, Any]:
     """``dsk`` with every dataframe P2P shuffle replaced (annotations gain the unpacks'
     restrictions); a graph without one is returned as it is, and no worker is asked for."""
-    barriers = [k for k, node in dsk.items() if type(node).__name__ == BARRIER_TYPE]
+    barriers: list[Any] = [k for k, node in dsk.items() if type(node).__name__ == BARRIER_TYPE]
     if not barriers:
         return dsk
     from dask._task_spec import Task, TaskRef
@@ -79,7 +79,7 @@ def rewrite_p2p(
                     "use shuffle_method='tasks' for this operation"
                 )
             source_ref, _token, source = old.args
-            out[t] = Task(t, tasks.transfer, TaskRef(source_ref.key), plan, int(source))
+            out[t] = Task(t, tasks.transfer, source_ref, plan, int(source))
         out[key] = Task(key, tasks.barrier, plan, *(TaskRef(t) for t in transfers))
         meta = spec.meta.drop(columns=spec.column) if spec.drop_column else spec.meta
         for ukey, part in unpacks.get(token, []):

@@ -8,12 +8,13 @@ unpack assembles the pieces of that run.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from rdist.protocol import serialize
 from rdist.shuffle import restart
-from rdist.shuffle.plan import ExchangePlan
 from rdist.shuffle.inbox import PiecesGone
+from rdist.shuffle.plan import ExchangePlan
 from rdist.shuffle.service import PeerLost, service_of
 
 
@@ -31,9 +32,7 @@ def split(df: Any, plan: ExchangePlan) -> dict[int, Any]:
     starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
     bounds = [0, *starts.tolist(), len(ordered)]
     taken = df.iloc[order]
-    return {
-        int(ordered[a]): taken.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    }
+    return {int(ordered[a]): taken.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)}
 
 
 def transfer(df: Any, plan: ExchangePlan, source: int) -> tuple[int, int]:
@@ -88,6 +87,5 @@ def assemble(frames: list[Any], meta: Any) -> Any:
         return meta.iloc[:0].copy()
     if len(frames) == 1:
         return frames[0]
-    import pandas as pd
-
-    return pd.concat(frames)
+    concat: Any = importlib.import_module("pandas").concat  # pandas ships no type hints here
+    return concat(frames)
