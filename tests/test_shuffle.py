@@ -212,3 +212,50 @@ def test_losing_an_owner_after_the_shuffle_restarts_it_and_the_result_stays_exac
     assert again.equals(by_w(pdf))
     assert run == 1
     assert owners == [cluster.workers[0].address] * 4
+
+
+def test_merge_gives_pandas_result_through_two_exchanges():
+    rng = np.random.default_rng(7)
+    left = pd.DataFrame({"k": rng.integers(0, 300, 5000), "v": rng.random(5000)})
+    right = pd.DataFrame({"k": np.arange(0, 400, 2), "t": np.arange(200.0)})
+    merged = dd.from_pandas(left, npartitions=6).merge(
+        dd.from_pandas(right, npartitions=3), on="k", how="inner"
+    )
+    assert "merge_unpack" in exchange_funcs(merged)
+    with fake_cluster() as (client, cluster):
+        result = on_rdist(client, merged)
+        assert received(cluster) > 0
+    expected = left.merge(right, on="k", how="inner")
+    pd.testing.assert_frame_equal(
+        result.sort_values(["k", "v"]).reset_index(drop=True),
+        expected.sort_values(["k", "v"]).reset_index(drop=True),
+    )
+
+
+def test_left_merge_of_int_and_float_keys_meets_on_equal_values():
+    """Both sides hash numbers as float64: an int key finds the equal float key."""
+    left = pd.DataFrame({"k": np.arange(40), "v": np.arange(40) * 10})
+    right = pd.DataFrame({"k": np.arange(0, 40, 3).astype("float64"), "t": 1.0})
+    with pytest.warns(UserWarning, match="data type mismatches"):
+        merged = dd.from_pandas(left, npartitions=4).merge(
+            dd.from_pandas(right, npartitions=2), on="k", how="left"
+        )
+    with fake_cluster() as (client, _):
+        result = on_rdist(client, merged)
+    expected = left.merge(right, on="k", how="left")
+    pd.testing.assert_frame_equal(
+        result.sort_values("v").reset_index(drop=True),
+        expected.sort_values("v").reset_index(drop=True),
+    )
+
+
+def test_groupby_aggregation_merged_back_gives_the_exact_sum():
+    """The bench's groupby-agg + merge, small."""
+    pdf = frame(n=20_000, nkeys=700, seed=8)
+    ddf = dd.from_pandas(pdf, npartitions=8)
+    totals = ddf.groupby("k").v.sum().rename("total").reset_index()
+    joined = ddf.merge(totals, on="k").total.sum()
+    with fake_cluster() as (client, _):
+        value = on_rdist(client, joined)
+    g = pdf.groupby("k").v.agg(["sum", "count"])
+    assert value == pytest.approx(float((g["sum"] * g["count"]).sum()), rel=1e-9)

@@ -14,14 +14,42 @@ def piece(n: int, fill: int = 1) -> list[bytes]:
     return [bytes([fill]) * n, b"x" * 3]
 
 
-def test_pieces_come_out_by_input_and_only_once(tmp_path):
+def test_pieces_come_out_by_input_and_again_from_disk(tmp_path):
     inbox = Inbox(str(tmp_path))
     inbox.add("s:0", 2, {0: piece(10, 2), 1: piece(5)})
     inbox.add("s:0", 0, {0: piece(10, 0)})
-    assert [src for src, _ in inbox.take("s:0", 0)] == [0, 2]
+    first = inbox.take("s:0", 0)
+    assert [src for src, _ in first] == [0, 2]
     assert inbox.take("s:0", 1)[0][1] == piece(5)
+    assert inbox.memory_bytes == 0
+    # an unpack that runs again (its result was lost) finds the same pieces on disk
+    again = inbox.take("s:0", 0)
+    assert [(s, [bytes(f) for f in fr]) for s, fr in again] == [
+        (s, [bytes(f) for f in fr]) for s, fr in first
+    ]
+    inbox.add("s:0", 3, {0: piece(10, 3)})  # a late piece of a taken partition: ignored
+    assert len(inbox.take("s:0", 0)) == 2
+
+
+def test_a_forgotten_exchange_gives_no_pieces_but_says_so(tmp_path):
+    inbox = Inbox(str(tmp_path))
+    inbox.add("s:0", 0, {0: piece(10)})
+    inbox.take("s:0", 0)
+    inbox.forget("s:0")
     with pytest.raises(PiecesGone):
         inbox.take("s:0", 0)
+
+
+def test_an_idle_exchange_is_forgotten_after_its_retention(tmp_path, monkeypatch):
+    import rdist.shuffle.inbox as inbox_module
+
+    now = [1000.0]
+    monkeypatch.setattr(inbox_module.time, "monotonic", lambda: now[0])
+    inbox = Inbox(str(tmp_path), retain_seconds=60)
+    inbox.add("old:0", 0, {0: piece(10)})
+    now[0] += 61
+    inbox.add("new:0", 0, {0: piece(10)})  # activity elsewhere sweeps the idle one
+    assert not inbox.holds("old:0") and inbox.holds("new:0")
 
 
 def test_a_transfer_sent_again_replaces_its_pieces(tmp_path):
@@ -45,6 +73,7 @@ def test_beyond_its_budget_the_largest_partitions_go_to_disk_and_come_back(tmp_p
         (1, piece(40, 8)),
     ]
     assert [bytes(f) for f in inbox.take("s:0", 1)[0][1]] == piece(10)
+    inbox.forget("s:0")
     assert not list(tmp_path.glob("rdist-shuffle-*/*"))  # its files went with it
 
 
@@ -54,7 +83,8 @@ def test_forgetting_a_run_drops_memory_and_disk(tmp_path):
     inbox.add("t:0", 0, {0: piece(1)})
     inbox.forget("s:0")
     assert not inbox.holds("s:0") and inbox.holds("t:0")
-    assert inbox.take("s:0", 0) == []  # the run starts afresh, nothing taken yet
+    with pytest.raises(PiecesGone):
+        inbox.take("s:0", 0)
     inbox.close()
     assert not list(tmp_path.iterdir())
 

@@ -1,7 +1,11 @@
 """The pieces that arrived at a worker for its output partitions, kept serialized.
 
 A piece is the part of one input partition bound for one output partition: ``(input,
-frames)``. Pieces of one output partition are kept by input, so a transfer that runs
+frames)``. Once an output partition is taken (assembled by its unpack) its pieces leave
+memory but stay on disk until the exchange is forgotten (a newer run of it, the
+exchange's end, the worker closing): a second run of the unpack finds them again.
+
+Pieces of one output partition are kept by input, so a transfer that runs
 again (its worker was lost, the scheduler recomputed it) replaces what it sent before
 instead of doubling it. Beyond ``memory_budget`` bytes in memory, the largest partitions
 go to one append-only file each under ``directory``; :meth:`Inbox.take` reads them back.
@@ -14,12 +18,16 @@ import shutil
 import struct
 import tempfile
 import threading
+import time
 from typing import Any
 
 from rdist.protocol.serialize import frame_nbytes
 
 #: bytes of received pieces held in memory per worker before the largest partitions spill
 DEFAULT_MEMORY_BUDGET = 64 * 2**20
+#: seconds an exchange untouched (nothing received, nothing taken) keeps its files here: an
+#: unpack run again after that finds its pieces gone and restarts the exchange
+RETAIN_SECONDS = 600.0
 
 _COUNT = struct.Struct("<II")  # input partition, number of frames
 _LENGTH = struct.Struct("<Q")
@@ -33,8 +41,16 @@ class PiecesGone(LookupError):
 class Inbox:
     """The received pieces of every exchange on one worker (thread-safe)."""
 
-    def __init__(self, directory: str | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+    def __init__(
+        self,
+        directory: str | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        retain_seconds: float = RETAIN_SECONDS,
+    ) -> None:
         self.memory_budget = memory_budget
+        self.retain_seconds = retain_seconds
+        self._touched: dict[str, float] = {}  #: exchange -> when it last received or gave
+        self._next_sweep = 0.0
         self._base = directory
         self._dir: str | None = None
         self._lock = threading.Lock()
@@ -44,11 +60,14 @@ class Inbox:
         #: (exchange, output) -> inputs whose piece is in that partition's file
         self._on_disk: dict[tuple[str, int], set[int]] = {}
         self._taken: set[tuple[str, int]] = set()
+        self._gone: set[str] = set()  #: exchanges forgotten here: their pieces cannot come back
+        self._files = threading.Lock()  #: one reader or writer of the partition files at once
         self.memory_bytes = 0
         self.spilled_bytes = 0  #: total written to disk (tests, metrics)
 
     # -- arriving --------------------------------------------------------------------------
     def add(self, exchange: str, source: int, pieces: dict[int, list[Any]]) -> None:
+        self._touch(exchange)
         with self._lock:
             for part, frames in pieces.items():
                 where = (exchange, part)
@@ -93,27 +112,50 @@ class Inbox:
 
     # -- leaving ---------------------------------------------------------------------------
     def take(self, exchange: str, part: int) -> list[tuple[int, list[Any]]]:
-        """Every piece of output ``part`` (by input, in input order), removed from here."""
+        """Every piece of output ``part`` (by input, in input order). They leave memory but
+        stay on disk, so that the unpack can run again (its result lost, or dropped by a
+        peer that could not fetch it) without the whole exchange running again; PiecesGone
+        once the exchange was forgotten here."""
         where = (exchange, part)
-        with self._lock:
-            if where in self._taken:
-                raise PiecesGone(f"output {part} of {exchange} was assembled here already")
-            self._taken.add(where)
-            held = self._memory.pop(where, {})
-            self.memory_bytes -= self._sizes.pop(where, 0)
-            on_disk = self._on_disk.pop(where, None)
-        pieces = dict(held)
-        if on_disk:
-            path = self._path(where)
-            with open(path, "rb") as f:
-                for source, frames in _read_pieces(f):
-                    pieces.setdefault(source, frames)
-            os.unlink(path)
+        self._touch(exchange)
+        with self._files:
+            with self._lock:
+                if exchange in self._gone:
+                    raise PiecesGone(f"output {part} of {exchange} is gone from here")
+                self._taken.add(where)
+                held = self._memory.pop(where, {})
+                self.memory_bytes -= self._sizes.pop(where, 0)
+                on_disk = self._on_disk.setdefault(where, set())
+                self._on_disk[where] = on_disk | set(held)
+            pieces = dict(held)
+            if on_disk:
+                with open(self._path(where), "rb") as f:
+                    for source, frames in _read_pieces(f):
+                        pieces.setdefault(source, frames)
+            if held:  # kept for a second run of the unpack
+                with open(self._path(where), "ab") as f:
+                    for source, frames in held.items():
+                        _write_piece(f, source, frames)
         return sorted(pieces.items())
 
-    def forget(self, exchange: str) -> None:
-        """Drop whatever is left of ``exchange`` (it restarted, or was abandoned)."""
+    def _touch(self, exchange: str) -> None:
+        """Note activity; now and then, forget the exchanges idle for ``retain_seconds``."""
+        now = time.monotonic()
         with self._lock:
+            self._touched[exchange] = now
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + min(30.0, self.retain_seconds)
+            idle = [e for e, t in self._touched.items() if now - t > self.retain_seconds]
+            for e in idle:
+                del self._touched[e]
+        for e in idle:
+            self.forget(e)
+
+    def forget(self, exchange: str) -> None:
+        """Drop whatever is left of ``exchange`` (it restarted, or is over)."""
+        with self._files, self._lock:
+            self._gone.add(exchange)
             self._taken = {w for w in self._taken if w[0] != exchange}
             gone = [w for w in (*self._memory, *self._on_disk) if w[0] == exchange]
             for where in set(gone):
@@ -135,6 +177,7 @@ class Inbox:
             self._sizes.clear()
             self._on_disk.clear()
             self._taken.clear()
+            self._gone.clear()
             self.memory_bytes = 0
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
