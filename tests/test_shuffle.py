@@ -177,10 +177,38 @@ def test_split_cuts_by_the_partition_column_and_drops_it():
     plan = ExchangePlan("t", "_p", ("a",) * 3, "shuffle-transfer-t", 1, "b")
     pieces = shuffle_tasks.split(df, plan)
     assert sorted(pieces) == [0, 1, 2]
-    assert pieces[0]["x"].tolist() == [6, 9]
-    assert pieces[1]["x"].tolist() == [8]
-    assert pieces[2]["x"].tolist() == [5, 7]
-    assert list(pieces[0].columns) == ["x"]
+    as_frames = {p: shuffle_tasks.assemble([piece], df) for p, piece in pieces.items()}
+    assert as_frames[0]["x"].tolist() == [6, 9]
+    assert as_frames[1]["x"].tolist() == [8]
+    assert as_frames[2]["x"].tolist() == [5, 7]
+    assert list(as_frames[0].columns) == ["x"]
+    assert as_frames[0].index.tolist() == [1, 4]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"s": ["a", "b", "c", "d", "e", "f"]},  # strings: DataFrame pieces
+        {"c": pd.Categorical(["x", "y", "x", "y", "x", "y"])},
+        {"t": pd.date_range("2026-01-01", periods=6)},
+    ],
+)
+def test_pieces_assemble_to_the_rows_of_their_partition_with_dtypes_kept(extra):
+    from rdist.protocol import serialize
+    from rdist.shuffle.plan import ExchangePlan
+
+    df = pd.DataFrame(
+        {"x": [1.5, 2.5, 3.5, 4.5, 5.5, 6.5], "_p": [1, 0, 1, 0, 1, 1], **extra},
+        index=pd.Index([10, 11, 12, 13, 14, 15], name="i"),
+    )
+    plan = ExchangePlan("t", "_p", ("a",) * 2, "shuffle-transfer-t", 1, "b")
+    halves = [shuffle_tasks.split(df.iloc[:3], plan), shuffle_tasks.split(df.iloc[3:], plan)]
+    for part in (0, 1):
+        pieces = [serialize.loads(serialize.dumps(h[part])) for h in halves if part in h]
+        got = shuffle_tasks.assemble(pieces, df.drop(columns="_p"))
+        expected = df[df["_p"] == part].drop(columns="_p")
+        pd.testing.assert_frame_equal(got, expected)
 
 
 def test_losing_an_owner_after_the_shuffle_restarts_it_and_the_result_stays_exact():

@@ -8,11 +8,10 @@ unpack assembles the pieces of that run.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from rdist.protocol import serialize
-from rdist.shuffle import restart
+from rdist.shuffle import frames, restart
 from rdist.shuffle.inbox import PiecesGone
 from rdist.shuffle.plan import ExchangePlan
 from rdist.shuffle.service import PeerLost, service_of
@@ -20,19 +19,7 @@ from rdist.shuffle.service import PeerLost, service_of
 
 def split(df: Any, plan: ExchangePlan) -> dict[int, Any]:
     """``df`` cut by output partition (rows keep their order within a piece)."""
-    import numpy as np
-
-    parts = df[plan.column].to_numpy()
-    if plan.drop_column:
-        df = df.drop(columns=plan.column)
-    if not len(parts):
-        return {}
-    order = np.argsort(parts, kind="stable")
-    ordered = parts[order]
-    starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    bounds = [0, *starts.tolist(), len(ordered)]
-    taken = df.iloc[order]
-    return {int(ordered[a]): taken.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)}
+    return frames.cut(df, plan.column, plan.drop_column)
 
 
 def transfer(df: Any, plan: ExchangePlan, source: int) -> tuple[int, int]:
@@ -82,10 +69,5 @@ def unpack(plan: ExchangePlan, part: int, meta: Any, run: int) -> Any:
     return assemble([serialize.loads(frames) for _, frames in pieces], meta)
 
 
-def assemble(frames: list[Any], meta: Any) -> Any:
-    if not frames:
-        return meta.iloc[:0].copy()
-    if len(frames) == 1:
-        return frames[0]
-    concat: Any = importlib.import_module("pandas").concat  # pandas ships no type hints here
-    return concat(frames)
+def assemble(pieces: list[Any], meta: Any) -> Any:
+    return frames.assemble(pieces, meta)
