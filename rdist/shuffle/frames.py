@@ -28,8 +28,6 @@ def cut(df: Any, column: str, drop: bool) -> dict[int, Any]:
     piece); ``drop`` leaves that column out of the pieces."""
     np: Any = importlib.import_module("numpy")
     parts = df[column].to_numpy()
-    if drop:
-        df = df.drop(columns=column)
     if not len(parts):
         return {}
     order = np.argsort(parts, kind="stable")
@@ -37,15 +35,15 @@ def cut(df: Any, column: str, drop: bool) -> dict[int, Any]:
     starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
     bounds = [0, *starts.tolist(), len(ordered)]
     spans = [(int(ordered[a]), a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    if _plain(df, np):
-        names = list(df.columns)
-        arrays = [df[name].to_numpy()[order] for name in names]
-        index = df.index.to_numpy()[order]
+    if _plain(df, np):  # the columns gathered one by one: no copy of the whole frame first
+        names = [c for c in df.columns if not (drop and c == column)]
+        arrays = [df[name].to_numpy().take(order) for name in names]
+        index = df.index.to_numpy().take(order)
         return {
             p: Columns(names, [x[a:b] for x in arrays], index[a:b], df.index.name)
             for p, a, b in spans
         }
-    taken = df.iloc[order]
+    taken = (df.drop(columns=column) if drop else df).iloc[order]
     return {p: taken.iloc[a:b] for p, a, b in spans}
 
 
