@@ -100,8 +100,9 @@ def _exchange(
     spec = node.spec
     if type(spec).__name__ != FRAME_SPEC:
         raise NotImplementedError(
-            f"{key!r}: rdist runs dataframe P2P shuffles only, not {type(spec).__name__} "
-            "(use method='tasks' for this operation)"
+            f"{key!r}: rdist runs dataframe P2P shuffles only, not {type(spec).__name__}; "
+            "build this collection with the task-based method instead (e.g. "
+            "dask.config.set({'array.rechunk.method': 'tasks'}) for a rechunk)"
         )
     transfers = sorted(node.dependencies, key=_index_of)
     plan = ExchangePlan(
