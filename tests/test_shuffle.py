@@ -153,12 +153,12 @@ def test_exchange_spills_received_pieces_to_disk_beyond_its_budget(monkeypatch):
 
 
 def test_exchange_has_one_task_per_input_and_output_partition():
-    from rdist.client import collections
+    from rdist.client import collections, graph
     from rdist.shuffle.rewrite import rewrite_p2p
 
     ddf = dd.from_pandas(frame(), npartitions=9)
     dsk, annotations = collections.materialize(ddf.shuffle("k", npartitions=4).__dask_graph__())
-    dsk = rewrite_p2p(dsk, annotations, lambda: ["tcp://b:1", "tcp://a:1"])
+    dsk = rewrite_p2p(dsk, annotations, lambda: ["tcp://b:1", "tcp://a:1"], graph.key_name)
     funcs = [getattr(getattr(n, "func", None), "__name__", "") for n in dsk.values()]
     assert funcs.count("transfer") == 9
     assert funcs.count("barrier") == 1
@@ -290,7 +290,7 @@ def test_groupby_aggregation_merged_back_gives_the_exact_sum():
 
 
 def test_a_p2p_rechunk_is_refused_with_the_setting_to_use():
-    from rdist.client import collections
+    from rdist.client import collections, graph
     from rdist.shuffle.rewrite import rewrite_p2p
 
     da = pytest.importorskip("dask.array")
@@ -298,4 +298,4 @@ def test_a_p2p_rechunk_is_refused_with_the_setting_to_use():
         x = da.ones((100, 100), chunks=(10, 10)).rechunk((100, 1))
     dsk, annotations = collections.materialize(x.__dask_graph__())
     with pytest.raises(NotImplementedError, match="array.rechunk.method"):
-        rewrite_p2p(dsk, annotations, lambda: ["tcp://a:1"])
+        rewrite_p2p(dsk, annotations, lambda: ["tcp://a:1"], graph.key_name)

@@ -131,7 +131,8 @@ def _exchanges_rewritten(
     if not rewrite.has_p2p(dsk):
         return dsk
     client = submitter._client
-    return rewrite.rewrite_p2p(dsk, annotations, lambda: list(client.scheduler_info()["workers"]))
+    workers = lambda: list(client.scheduler_info()["workers"])  # noqa: E731
+    return rewrite.rewrite_p2p(dsk, annotations, workers, graph.key_name)
 
 
 def _call_options(

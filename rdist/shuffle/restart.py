@@ -13,14 +13,14 @@ the new run's barrier. No timeout is involved: a slow worker is only slow.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any, NoReturn
 
 from rdist.exceptions import Reschedule
 from rdist.protocol import wire
 from rdist.shuffle.plan import ExchangePlan, assign_owners
 
-if TYPE_CHECKING:
-    from rdist.worker.server import Worker
+#: the worker (``rdist.worker.server.Worker``): not imported, the client imports this package
+Worker = Any
 
 log = logging.getLogger("rdist.shuffle")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from rdist.client.keynames import check_key
 from rdist.shuffle import merge, tasks
 from rdist.shuffle.plan import ExchangePlan, assign_owners
 
@@ -32,10 +31,6 @@ MERGE_TRANSFER_FUNC = "assign_index_merge_transfer"
 MERGE_UNPACK_FUNC = "merge_unpack"
 
 
-def key_name(key: Hashable) -> str:
-    return check_key(key, "graph key")
-
-
 def has_p2p(dsk: dict[Hashable, Any]) -> bool:
     return any(type(node).__name__ == BARRIER_TYPE for node in dsk.values())
 
@@ -44,10 +39,12 @@ def rewrite_p2p(
     dsk: dict[Hashable, Any],
     annotations: dict[str, dict[Hashable, Any]],
     live_workers: Callable[[], list[str]],
+    key_name: Callable[[Hashable], str],
 ) -> dict[Hashable, Any]:
     """``dsk`` with every dataframe P2P shuffle and hash join replaced (annotations gain
     the unpacks' restrictions); a graph without one is returned as it is, and no worker is
-    asked for."""
+    asked for. ``key_name`` gives a key's wire name (the client's; a restart names the
+    barrier to the scheduler by it)."""
     barriers: list[Any] = [k for k, node in dsk.items() if type(node).__name__ == BARRIER_TYPE]
     if not barriers:
         return dsk
@@ -57,7 +54,7 @@ def rewrite_p2p(
     out = dict(dsk)
     exchanges: dict[str, tuple[ExchangePlan, Any, Any]] = {}  #: token -> plan, meta, barrier
     for key in barriers:
-        plan, meta = _exchange(key, dsk, workers, out)
+        plan, meta = _exchange(key, dsk, workers, out, key_name(key))
         exchanges[plan.id] = (plan, meta, key)
     for ukey, node in dsk.items():
         kind = _func_name(node)
@@ -90,7 +87,11 @@ def rewrite_p2p(
 
 
 def _exchange(
-    key: Any, dsk: dict[Hashable, Any], workers: list[str], out: dict[Hashable, Any]
+    key: Any,
+    dsk: dict[Hashable, Any],
+    workers: list[str],
+    out: dict[Hashable, Any],
+    barrier_name: str,
 ) -> tuple[ExchangePlan, Any]:
     """Rewrite one exchange's transfers and barrier (into ``out``): its plan and the meta of
     its output partitions."""
@@ -111,7 +112,7 @@ def _exchange(
         assign_owners(spec.npartitions, workers),
         _transfer_name(key, transfers),
         len(transfers),
-        key_name(key),
+        barrier_name,
         bool(spec.drop_column),
     )
     for t in transfers:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rdist.comm.transfer import encode_frame_items, is_local, split_items
 from rdist.exceptions import Reschedule
 from rdist.shuffle.inbox import DEFAULT_MEMORY_BUDGET, Inbox, PiecesGone
 
-if TYPE_CHECKING:
-    from rdist.worker.server import Worker
+#: the worker (``rdist.worker.server.Worker``): not imported, the client imports this package
+Worker = Any
 
 PUSH_OP = "shuffle-push"
 PULL_OP = "shuffle-pull"

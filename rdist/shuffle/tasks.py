@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rdist import task_context
 from rdist.protocol import serialize
 from rdist.shuffle import frames, restart
 from rdist.shuffle.inbox import PiecesGone
@@ -24,9 +25,7 @@ def split(df: Any, plan: ExchangePlan) -> dict[int, Any]:
 
 def transfer(df: Any, plan: ExchangePlan, source: int) -> tuple[int, int]:
     """Split input partition ``source`` and send every piece to its output's owner."""
-    from rdist.worker.context import get_worker
-
-    worker = get_worker()
+    worker = task_context.current_worker()
     run, owners = restart.current_run(worker, plan)
     by_owner: dict[str, dict[int, list[Any]]] = {}
     for part, piece in split(df, plan).items():
@@ -41,9 +40,7 @@ def transfer(df: Any, plan: ExchangePlan, source: int) -> tuple[int, int]:
 def barrier(plan: ExchangePlan, *done: tuple[int, int]) -> int:
     """Every transfer has delivered (this task depends on them all): unpacks may start.
     Transfers of an older run (finished before a restart reached them) start it again."""
-    from rdist.worker.context import get_worker
-
-    worker = get_worker()
+    worker = task_context.current_worker()
     run, _ = restart.current_run(worker, plan)
     if any(r != run for r, _ in done):
         restart.restart(worker, plan, run, set(), "transfers of an older run")
@@ -52,9 +49,7 @@ def barrier(plan: ExchangePlan, *done: tuple[int, int]) -> int:
 
 def unpack(plan: ExchangePlan, part: int, meta: Any, run: int) -> Any:
     """Output partition ``part`` from the pieces sent to its owner (this worker, normally)."""
-    from rdist.worker.context import get_worker
-
-    worker = get_worker()
+    worker = task_context.current_worker()
     svc = service_of(worker)
     owner = restart.owners_of(worker, plan, run)[part]
     try:
