@@ -24,7 +24,7 @@ from typing import Any
 from rdist.protocol.serialize import frame_nbytes
 
 #: bytes of received pieces held in memory per worker before the largest partitions spill
-DEFAULT_MEMORY_BUDGET = 64 * 2**20
+DEFAULT_MEMORY_BUDGET = 32 * 2**20
 #: seconds an exchange untouched (nothing received, nothing taken) keeps its files here: an
 #: unpack run again after that finds its pieces gone and restarts the exchange
 RETAIN_SECONDS = 600.0

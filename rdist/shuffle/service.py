@@ -35,7 +35,7 @@ PUSH_OP = "shuffle-push"
 PULL_OP = "shuffle-pull"
 #: serialized bytes per push message: large enough to amortize a round trip, small enough
 #: that the receiver's memory is not flooded by one message
-PUSH_BYTES = 32 * 2**20
+PUSH_BYTES = 8 * 2**20
 #: pushes in flight from one worker (to all peers together)
 SENDERS = 4
 
