@@ -29,7 +29,8 @@ def test_futures_reset_right_after_gathers_wait_are_waited_for_again(
     with fake_cluster(n_workers=2) as (client, _):
         futures = client.map(inc, range(100), pure=False)
         wait(futures)
-        real_wait, rebuilt = client.ledger.wait_all, []
+        real_wait = client.ledger.wait_all
+        rebuilt: list[bool] = []
 
         def wait_then_new_epoch(states: Any, timeout: float | None) -> bool:
             done = real_wait(states, timeout)
@@ -50,7 +51,8 @@ def test_futures_reset_while_gather_reads_their_values_are_waited_for_again(
     with fake_cluster(n_workers=2) as (client, _):
         futures = client.map(inc, range(100), pure=False)
         wait(futures)
-        real_where, rebuilt = FutureState.where, []
+        real_where = FutureState.where
+        rebuilt: list[threading.Timer] = []
 
         def reset_on_first_look(state: FutureState) -> wire.KeyInMemory | None:
             if not rebuilt:  # the listener resets them all as gather reads the first

@@ -46,7 +46,8 @@ def test_gather_across_a_new_epoch_returns_every_value_in_its_place(
         client.wait_for_workers(2, timeout=30)
         futures = client.map(shift, range(N), pure=False)
         wait(futures, timeout=60)
-        real_wait, changed = client.ledger.wait_all, []
+        real_wait = client.ledger.wait_all
+        changed: list[bool] = []
 
         def wait_then_new_epoch(states: Any, timeout: float | None) -> bool:
             done = real_wait(states, timeout)
