@@ -36,5 +36,12 @@ class Reschedule(Exception):
     which places it again (possibly on another worker), as ``distributed.Reschedule``."""
 
 
+class SpecLost(Reschedule):
+    """A task's spec was not in Redis when its worker loaded it: Redis lost its data (the
+    client re-submits the graph on the new epoch) or the task was released meanwhile. Not
+    the task's error: it goes back to the scheduler, which places it again -- by then with
+    the re-submitted spec -- or has forgotten it."""
+
+
 class ClosedClientError(RuntimeError):
     """A call on a client that is closed, or on a future of one (as ``distributed``'s)."""

@@ -182,6 +182,21 @@ def test_a_spec_that_could_not_be_loaded_errs_the_task_with_that_reason():
     assert isinstance(exc, RuntimeError) and "no spec" in str(exc)
 
 
+def test_a_spec_redis_lost_sends_the_task_back_to_the_scheduler_not_to_error():
+    """After Redis lost its data a worker may get a task before the client re-submitted
+    its spec: that is no error of the task (it erred before, and its future raised)."""
+    from rdist.exceptions import SpecLost
+    from rdist.worker.events import ReportError, ReportRescheduled
+
+    worker, executor, _ = make()
+
+    (ex,) = assign(worker, "x", SpecLost("task 'x' has no spec in Redis"))
+    _, reports, _ = executor.run(ex)
+
+    assert [type(r) for r in reports] == [ReportRescheduled]
+    assert not [r for r in reports if isinstance(r, ReportError)]
+
+
 def test_small_results_travel_as_blobs_and_large_ones_stay_here():
     worker, executor, _ = make(nthreads=2)
     small = assign(worker, "small", spec_of(lambda: 7))[0]

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rdist.exceptions import SpecLost
 from rdist.protocol import serialize, spec
 from rdist.protocol.wire import Compute
 
@@ -81,7 +82,7 @@ class SpecLoader:
         unpacked = []
         for key, raw in raws.items():
             if raw is None:
-                specs[key] = RuntimeError(f"task {key!r} has no spec in Redis (was it released?)")
+                specs[key] = SpecLost(f"task {key!r} has no spec in Redis")
                 continue
             try:
                 unpacked.append((key, spec.unpack_spec_tagged(raw)))
