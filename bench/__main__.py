@@ -122,7 +122,7 @@ def _rows(args):
         (
             "shuffle",
             "dataframe shuffle, %d x %d rows (%s)"
-            % (args.df_partitions, args.df_rows, "p2p on dask, tasks on rdist"),
+            % (args.df_partitions, args.df_rows, "p2p on both: rdist's own exchange"),
             "s",
             LOWER,
             lambda r: _wl(r, "shuffle", "seconds"),

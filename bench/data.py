@@ -1,10 +1,11 @@
 """The data-heavy workloads: a dataframe shuffle, a groupby-aggregation with a merge, and an
 array rechunk, each on about a gigabyte of generated data.
 
-The same dask collection is computed on both systems through ``client.compute``. Only the
-shuffle and rechunk *method* differs, because it is each system's own: dask.distributed
-uses its P2P extension (``"p2p"``, its default on a distributed cluster), rdist the task
-based algorithm (``"tasks"``) run as an ordinary graph. Every result is checked: a shuffle
+The same dask collection is computed on both systems through ``client.compute``, with each
+system's own P2P method (``"p2p"``): dask.distributed runs its P2P extension, rdist its
+native exchange (``rdist.shuffle``: the client rewrites dask's P2P tasks at submission).
+The array rechunk on rdist still uses the task-based algorithm (``"tasks"``): rdist's
+exchange handles dataframes only so far. Every result is checked: a shuffle
 by counting distinct keys per output partition (each key must land in exactly one), the
 aggregations and the rechunk against sums computed from the same seeds.
 
@@ -18,8 +19,12 @@ from .workloads import _PeakRSS, _settle
 
 perf_counter = time.perf_counter
 
-#: the shuffle/rechunk method each system is measured with (see the docstring)
-METHODS = {"dask": "p2p", "rdist": "tasks"}
+#: the dataframe shuffle and array rechunk methods each system is measured with (see the
+#: docstring)
+METHODS = {
+    "dask": {"shuffle": "p2p", "rechunk": "p2p"},
+    "rdist": {"shuffle": "p2p", "rechunk": "tasks"},
+}
 
 
 def make_partition(i, rows, nkeys):
@@ -54,9 +59,13 @@ def _run(env, system, name, repeats, build, check):
     workers' peak RSS; ``check(value)`` raises when the answer is wrong."""
     import dask
 
-    method = METHODS[system]
+    methods = METHODS[system]
+    method = methods["rechunk" if name == "rechunk" else "shuffle"]
     runs = []
-    config = {"dataframe.shuffle.method": method, "array.rechunk.method": method}
+    config = {
+        "dataframe.shuffle.method": methods["shuffle"],
+        "array.rechunk.method": methods["rechunk"],
+    }
     for r in range(repeats + 1):
         with dask.config.set(config):
             collection = build()

@@ -31,8 +31,20 @@ class RunningTask(Protocol):
     def actor_host(self) -> Any:
         """The worker's actors (``rdist.actors.host.ActorHost``): where a task makes one."""
 
+    def worker(self) -> Any:
+        """The worker running the task (for extensions that must not import the worker
+        package, e.g. ``rdist.shuffle``, which the client imports)."""
+
 
 _local = threading.local()
+
+
+def current_worker() -> Any:
+    """The worker running the task on this thread (ValueError outside a task)."""
+    task = current()
+    if task is None:
+        raise ValueError("no worker found: this works only inside a running task")
+    return task.worker()
 
 
 def current() -> RunningTask | None:

@@ -68,6 +68,7 @@ MESSAGES: list[tuple[wire.Channel, wire.Message]] = [
         ),
     ),
     (wire.SCHEDULER, wire.RetireWorkers("c1", ["tcp://w:1", "tcp://w:2"])),
+    (wire.SCHEDULER, wire.RestartTasks("tcp://w:1", ["a", "b"], "cannot reach tcp://w:2")),
     (wire.SCHEDULER, wire.Shutdown("c1")),
     (wire.SCHEDULER, wire.AmmRequest("c1", "amm-1", "retire", ["tcp://w:1"])),
     (wire.SCHEDULER, wire.AmmRequest("c1", "amm-2", "run_once")),

@@ -5,7 +5,8 @@ dask stays optional: it is imported only when a collection (or an expression) ar
 Priorities come from ``dask.order`` (tasks are sent in that order; the scheduler breaks
 ties by position), and dask annotations (``retries``, ``resources``, ``priority``,
 ``workers``, ``allow_other_workers``) become per-task scheduling metadata. DataFrame
-shuffles use the task-based method: a cluster has no shared disk and no p2p extension.
+shuffles use the task-based method unless ``shuffle_method="p2p"`` is asked for: then they
+run through rdist's own exchange (:mod:`rdist.shuffle`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def submit_graph(
     """Send graph ``dsk``; returns futures for the ``wanted`` keys. Every key, keyword and
     annotation is checked first (TypeError/ValueError naming it), and a cycle refused."""
     dsk, annotations = materialize(dsk)
+    dsk = _exchanges_rewritten(submitter, dsk, annotations)
     known = {graph.key_name(k) for k in dsk}
     unknown = [k for k in wanted if graph.key_name(k) not in known]
     if unknown:
@@ -117,6 +119,20 @@ def submit_graph(
         specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE, tag)
     names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
     return submitter.send_graph(rows, specs, names, scattered, call["workers"])
+
+
+def _exchanges_rewritten(
+    submitter: Submitter, dsk: dict[Hashable, Any], annotations: dict[str, dict[Hashable, Any]]
+) -> dict[Hashable, Any]:
+    """dask's P2P shuffle tasks become rdist's exchange (:mod:`rdist.shuffle`), owners chosen
+    among the workers alive now."""
+    from rdist.shuffle import rewrite
+
+    if not rewrite.has_p2p(dsk):
+        return dsk
+    client = submitter._client
+    workers = lambda: list(client.scheduler_info()["workers"])  # noqa: E731
+    return rewrite.rewrite_p2p(dsk, annotations, workers, graph.key_name)
 
 
 def _call_options(

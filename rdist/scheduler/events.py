@@ -69,6 +69,14 @@ class RetryRequested(Event):
 
 
 @dataclass(slots=True)
+class TasksRestarted(Event):
+    """A worker asks for ``keys`` to run again (a P2P exchange lost a worker)."""
+
+    worker: str
+    keys: list[str]
+
+
+@dataclass(slots=True)
 class ClientJoined(Event):
     client: str
 

@@ -52,6 +52,8 @@ def events_of(msg: wire.Message, s: str, t: float) -> list[ev.Event]:
             return [ev.KeysCancelled(s, t, msg.client, msg.keys, msg.force)]
         case wire.Retry():
             return [ev.RetryRequested(s, t, msg.client, msg.keys)]
+        case wire.RestartTasks():
+            return [ev.TasksRestarted(s, t, msg.worker, msg.keys)]
         case wire.ClientJoin():
             return [ev.ClientJoined(s, t, msg.client)]
         case wire.ClientLeave():

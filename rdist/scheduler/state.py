@@ -31,6 +31,7 @@ from typing import Any
 from rdist.protocol import wire
 from rdist.scheduler import (
     dataops,
+    exchange,
     failures,
     lifecycle,
     placement,
@@ -296,6 +297,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[SchedulerState, Any], None]] = {
     ev.TaskErred: failures.on_erred,
     ev.TaskRescheduled: failures.on_rescheduled,
     ev.RetryRequested: failures.on_retry,
+    ev.TasksRestarted: exchange.on_tasks_restarted,
     ev.RestartRequested: failures.on_restart,
     ev.DataScattered: dataops.on_scattered,
     ev.DataReplicated: dataops.on_replicated,

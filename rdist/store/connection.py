@@ -17,6 +17,7 @@ from rdist.config import mask_url
 from rdist.store import health, tables, topology
 from rdist.store.diagnostics import Profiles, Spans
 from rdist.store.epoch import Epoch
+from rdist.store.exchanges import Exchanges
 from rdist.store.keys import PAYLOAD_FIELD, Keys
 from rdist.store.logs import Logs
 from rdist.store.plugins import Plugins
@@ -160,6 +161,7 @@ class RedisStore:
         self.spans = Spans(self)
         self.logs = Logs(self)
         self.epoch = Epoch(self)
+        self.exchanges = Exchanges(self)
 
     def __repr__(self) -> str:
         return f"<RedisStore {mask_url(self.url)} cluster={self.keys.cluster!r}>"

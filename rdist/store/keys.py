@@ -90,6 +90,13 @@ Log buffers (``rdist.logbuffer``; façade ``store.logs``)
               string: the token of the scheduler whose log is the cluster's current one
 
 Strings
+    exchange:<id>
+              the current run number of the P2P exchange (shuffle) ``<id>`` when it has been
+              restarted (missing: run 0, owners as submitted); expires after a day
+    exchange:<id>:<run>
+              msgpack list of the owners (worker addresses) of that run's output
+              partitions; made once (SET NX) by the worker that restarts the exchange
+              (``rdist.store.exchanges``, ``rdist.shuffle.restart``); expires after a day
     epoch     random token of the cluster's epoch: missing or changed means Redis lost
               data, and workers and clients rebuild it (``rdist.store.epoch``)
     lease     token ``host:pid:nonce`` of the active scheduler, with a time to live
@@ -254,6 +261,12 @@ class Keys:
     @cached_property
     def current_scheduler_log(self) -> str:
         return self._k("logs:scheduler")
+
+    # -- exchanges (rdist.shuffle) -----------------------------------------------------------
+    def exchange(self, exchange_id: str, run: int | None = None) -> str:
+        """``exchange:<id>`` (its current run), or ``exchange:<id>:<run>`` (that run's owners)."""
+        name = f"exchange:{exchange_id}"
+        return self._k(name if run is None else f"{name}:{run}")
 
     # -- plugins -------------------------------------------------------------------------------
     def plugins(self, kind: str) -> str:

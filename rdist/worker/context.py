@@ -65,6 +65,9 @@ class TaskContext:
     def actor_host(self) -> Any:
         return self.executor.worker.actors
 
+    def worker(self) -> Any:
+        return self.executor.worker
+
 
 def current() -> TaskContext | None:
     """This thread's task, when the worker runs one here."""

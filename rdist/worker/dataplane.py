@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import time
@@ -55,6 +56,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rdist.worker")
 
+#: Data-server ops served by extensions: op prefix -> ``module:function`` called as
+#: ``function(worker, header, frames) -> reply`` (imported on the first such request, so a
+#: worker that never sees one never imports it).
+EXTENSION_OPS = {"shuffle-": "rdist.shuffle.service:handle"}
+
 
 def listen_address_of(
     host: str = "127.0.0.1", port: int = 0, listen_address: str | None = None
@@ -90,6 +96,11 @@ def advertised_address(bound: str, contact: str | None = None) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     return format_address(host, port, scheme)
+
+
+def _extension(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class DataPlane:
@@ -128,8 +139,13 @@ class DataPlane:
 
     def _handle(self, header: dict[str, Any], frames: list[Any]) -> tuple[Any, ...]:
         """A request on our data server: a call of one of our actors, or data."""
-        if header.get("op") == ACTOR_OP:
+        op = header.get("op")
+        if op == ACTOR_OP:
             return self.worker.actors.handle_request(header, frames)
+        if isinstance(op, str):
+            for prefix, target in EXTENSION_OPS.items():
+                if op.startswith(prefix):
+                    return _extension(target)(self.worker, header, frames)
         return self.server.handle(header, frames)
 
     def close(self) -> None:

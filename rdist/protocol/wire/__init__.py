@@ -33,6 +33,7 @@ from rdist.protocol.wire.base import (
     unpack,
 )
 from rdist.protocol.wire.diagnostics import ProfileBatch, SpanTotals
+from rdist.protocol.wire.exchange import RestartTasks
 from rdist.protocol.wire.extension import *  # noqa: F403
 from rdist.protocol.wire.extension import __all__ as _extension
 from rdist.protocol.wire.logs import *  # noqa: F403
@@ -60,6 +61,7 @@ __all__ = [  # noqa: PLE0604
     "Message",
     "ProfileBatch",
     "Record",
+    "RestartTasks",
     "SpanTotals",
     "bundle",
     "pack",

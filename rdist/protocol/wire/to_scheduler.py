@@ -30,6 +30,7 @@ from rdist.protocol.wire.base import (
     fields,
     row_spec,
 )
+from rdist.protocol.wire.exchange import RestartTasks
 from rdist.protocol.wire.extension import PassKeys, RegisterSchedulerPlugin
 from rdist.protocol.wire.recovery import HeldKeys
 from rdist.protocol.wire.retire import RetireWorkers, Shutdown
@@ -520,6 +521,7 @@ SCHEDULER = Channel(
     HeldKeys,
     Wake,
     AmmRequest,
+    RestartTasks,
 )
 
 __all__ = [
