@@ -225,3 +225,37 @@ def test_a_corrupt_record_is_logged_once_however_often_it_is_read(caplog):
     finally:
         store.close()
         drop_fake_server(url[len("fakeredis://") :])
+
+
+def test_an_entry_whose_batch_outlasted_the_lease_is_handled_again_not_set_aside(monkeypatch):
+    """A batch handled while the lease lapsed (a big graph on a starved machine) is not
+    written, and its entries come again: those deliveries are no sign of a bad entry, so
+    even a third one is handled, never dead-lettered (its client's futures would hang)."""
+    url = f"fakeredis://{uuid.uuid4().hex}"
+    store = connect(url, "outlasted")
+    try:
+        server = SchedulerServer(connect(url, "outlasted"))
+        server.prepare()
+        server._restore()
+        store.streams.to_scheduler(wire.Barrier("c1", "b-1"))
+        process, seen = server.process, []
+
+        def lease_lapses_while_handling(entries: Any) -> Any:
+            seen.append([entry_id for entry_id, _ in entries])
+            write = process(entries)
+            if len(seen) < 3:
+                server.is_leader.clear()  # the renewer found the lease gone meanwhile
+            else:
+                server.stop_event.set()
+            return write
+
+        monkeypatch.setattr(server, "process", lease_lapses_while_handling)
+        for _ in range(3):
+            server.is_leader.set()
+            server._serve()
+
+        assert len(seen) == 3 and seen[0] == seen[1] == seen[2]  # the same entry, again
+        assert dead_letters(store) == []
+    finally:
+        store.close()
+        drop_fake_server(url[len("fakeredis://") :])

@@ -323,6 +323,7 @@ class SchedulerServer:
     def _serve(self) -> None:
         guard = EmptyReadGuard(self.stop_event)
         pending_write: _Write | None = None
+        handled: list[bytes] = []  #: the entries ``pending_write`` acknowledges
         # first what an earlier scheduler left unacknowledged, one entry at a time (see
         # rdist.store.guard); ``after`` is the last pending entry read in this pass
         read_pending, after = True, b"0"
@@ -344,7 +345,7 @@ class SchedulerServer:
                 read_pending, after = True, b"0"  # the failed read may have been served
                 continue
             self.retry.succeeded()
-            pending_write = None
+            pending_write, handled = None, []
             if read_pending:
                 if not entries:
                     read_pending = False
@@ -360,12 +361,19 @@ class SchedulerServer:
                 guard.after_read(bool(entries), started, BLOCK_MS)
             if entries:
                 pending_write = self.process(entries)
+                handled = [entry_id for entry_id, _ in entries]
                 self.batches += 1
             pending_write = self._drop_lost_clients(pending_write)
             pending_write = self._drop_lost_workers(pending_write)
             if self.amm.due(time.time()):
                 pending_write = self._amm_tick(pending_write)
-        if pending_write is not None and self.is_leader.is_set():
+        if pending_write is not None and not self.is_leader.is_set():
+            # the lease lapsed (a starved renewal): the batch's writes may not go out, its
+            # entries come again -- a delivery that says nothing against them (see
+            # rdist.store.guard), or a big graph that twice outlasted the lease would be
+            # set aside and its futures would never finish
+            self.guard.excuse(handled)
+        elif pending_write is not None:
             try:
                 pipe = self.store.pipeline()
                 pending_write(pipe)
