@@ -221,6 +221,8 @@ MODULE_TIERS = {
     "test_extension_kills": "real",
     "test_fuzz": "fake",
     "test_fuzz_real": "real",
+    "test_gather_recovery": "fake",
+    "test_gather_recovery_real": "real",
     "test_graph_and_keys": "fake",
     "test_import_layers": "pure",
     "test_memory": "pure",

@@ -259,3 +259,16 @@ def test_an_entry_whose_batch_outlasted_the_lease_is_handled_again_not_set_aside
     finally:
         store.close()
         drop_fake_server(url[len("fakeredis://") :])
+
+
+def test_handled_entries_leave_the_scheduler_stream_once_it_is_quiet():
+    """Deletes of handled entries are batched (200, or a second's worth); the last ones of
+    a burst go once the stream is quiet, not only when more work arrives (the soak found
+    a graph's entries, specs included, left behind)."""
+    with fake_cluster(n_workers=1) as (c, _):
+        assert c.gather(c.map(inc, range(50))) == list(range(1, 51))
+        wait_until(
+            lambda: c.store.redis.xlen(c.store.keys.sched) == 0,
+            timeout=5,
+            what="the handled entries deleted",
+        )

@@ -4,6 +4,12 @@ A finished key's notification says where its value is (``wire.KeyInMemory``): in
 the notification itself, in the ``results`` hash (small values), or on the workers that
 hold it. Values are taken in that order of cheapness, with one Redis read for all the
 small ones and one request per holding worker for the rest.
+
+A future may be made pending again at any moment, on another thread: a new cluster epoch
+(Redis may have lost data, ``rdist.client.recovery``) resets every future the client
+holds, and a holder that died takes its values along. ``gather`` then waits for those
+again -- it never leaves one out, which would shift every later value of a list one
+place -- and takes only the values of futures it saw finished in one look at them all.
 """
 
 from __future__ import annotations
@@ -12,12 +18,22 @@ from collections.abc import Iterable
 from typing import Any
 
 from rdist.client.data import ClientData
-from rdist.client.future import CANCELLED, ERROR, FINISHED, LOST, Future, futures_of
+from rdist.client.future import (
+    CANCELLED,
+    ERROR,
+    FETCH_ATTEMPTS,
+    FINISHED,
+    LOST,
+    PENDING,
+    Future,
+    futures_of,
+)
 from rdist.client.ledger import Ledger
 from rdist.exceptions import DataUnavailable
 from rdist.protocol import serialize, wire
 from rdist.store import RedisStore
 
+#: Statuses of futures that have no value to give.
 _FAILED = frozenset((ERROR, CANCELLED, LOST))
 
 
@@ -43,35 +59,64 @@ class Results:
             if f._host is not host:  # a future of a closed client has no value to give
                 host = f._host
                 host.check_open(f._name)
-        self._ledger.wait_all([f._state for f in found], None)
-        if errors == "raise":
-            for f in found:
-                if f._state.status in _FAILED:
-                    f.result()  # raises the task's own exception
-        finished = [f for f in found if f._state.status == FINISHED]
-        try:
-            values = self.values(finished)
-        except DataUnavailable as exc:  # a holder died: those wait for their recomputation
-            missing = set(exc.keys)
-            values = self.values([f for f in finished if f._name not in missing])
-            values.update({f._name: f.result() for f in finished if f._name in missing})
+        values: dict[str, Any] = {}
+        todo, holder_losses = found, 0
+        while todo:
+            statuses = self._settled(todo)
+            if errors == "raise":
+                for f, status in zip(todo, statuses):
+                    if status in _FAILED:  # raises the task's own exception (unless a
+                        values[f._name] = f.result()  # new epoch made it run once more)
+            finished = [f for f, status in zip(todo, statuses) if status == FINISHED]
+            outcomes = {f._name: f._state.outcome for f in finished}
+            got, reset, unavailable = self._values(finished)
+            values.update(got)
+            if unavailable:  # a holder died: wait for the recomputed values
+                holder_losses += 1
+                if holder_losses >= FETCH_ATTEMPTS:
+                    raise DataUnavailable(unavailable)
+                lost = set(unavailable)
+                self._ledger.await_recovery([f for f in finished if f._name in lost], outcomes)
+            again = set(reset) | set(unavailable)
+            todo = [f for f in finished if f._name in again]
         return rebuild(futures, values)
 
+    def _settled(self, futures: list[Future]) -> list[str]:
+        """Wait until every one of ``futures`` is settled at once; their statuses then.
+
+        A future settled when the wait saw it may be pending again when the wait ends (a
+        new cluster epoch): then all are waited for again."""
+        states = [f._state for f in futures]
+        while True:
+            self._ledger.wait_all(states, None)
+            statuses = [state.status for state in states]
+            if PENDING not in statuses:
+                return statuses
+
     def values(self, futures: list[Future]) -> dict[str, Any]:
-        """Inline results first, then one HMGET for small ones, then one request per worker."""
-        for f in futures:
-            if f._state.where() is None:  # reset meanwhile (its only holder died): wait again
-                raise DataUnavailable([f._name])
+        """The values of finished futures; raises :class:`DataUnavailable` naming every
+        future whose value is not to be had now (pending again, or its holders gone)."""
+        values, reset, unavailable = self._values(futures)
+        if reset or unavailable:
+            raise DataUnavailable(reset + unavailable)
+        return values
+
+    def _values(self, futures: list[Future]) -> tuple[dict[str, Any], list[str], list[str]]:
+        """Inline results first, then one HMGET for small ones, then one request per
+        worker: the values got, the keys pending again (no place known any more) and the
+        keys whose holders do not have them (died)."""
         values: dict[str, Any] = {}
         wheres: dict[str, wire.KeyInMemory] = {}  #: of the values not inline (few, mostly)
+        reset: list[str] = []
         from_redis: list[str] = []
         by_worker: dict[str, list[str]] = {}
         for f in futures:
             key, where = f._name, f._state.where()
-            if where is None:  # reset since the check above
-                raise DataUnavailable([key])
-            if key in wheres:
+            if where is None:  # reset meanwhile (a new epoch, or its only holder died)
+                reset.append(key)
                 continue
+            if key in values or key in wheres:
+                continue  # (a future listed twice)
             if where.inline is not None:
                 values[key] = serialize.from_blob(where.inline)
                 continue
@@ -86,19 +131,21 @@ class Results:
                     by_worker.setdefault(_first(wheres[key]), []).append(key)
                 else:
                     values[key] = serialize.from_blob(blob)
+        unavailable: list[str] = []
         for address, keys in by_worker.items():
-            values.update(self._from_workers(address, keys, wheres))
-        return values
+            got, missing = self._from_workers(address, keys, wheres)
+            values.update(got)
+            unavailable += missing
+        return values, reset, unavailable
 
     def _from_workers(
         self, address: str, keys: list[str], wheres: dict[str, wire.KeyInMemory]
-    ) -> dict[str, Any]:
-        """Straight from the holders, or through Redis (transfer mode, ``rdist.client.data``)."""
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Straight from the holders, or through Redis (transfer mode, ``rdist.client.data``):
+        the values got and the keys none of their holders had."""
         holders = {k: list(dict.fromkeys([address, *wheres[k].who_has])) for k in keys}
         got, missing = self._data.fetch(keys, holders)
-        if missing:
-            raise DataUnavailable(missing)
-        return got
+        return got, list(missing)
 
 
 def _first(where: wire.KeyInMemory) -> str:

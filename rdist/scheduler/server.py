@@ -359,6 +359,8 @@ class SchedulerServer:
             else:
                 self.guard.received(entries)
                 guard.after_read(bool(entries), started, BLOCK_MS)
+                if not entries:
+                    pending_write = self._idle_deletes()
             if entries:
                 pending_write = self.process(entries)
                 handled = [entry_id for entry_id, _ in entries]
@@ -530,6 +532,15 @@ class SchedulerServer:
                 store.streams.to_worker(target, message, pipe)
 
         return both
+
+    def _idle_deletes(self) -> _Write | None:
+        """Handled entries still waiting for their batched delete, once the stream is quiet:
+        else the last few hundred (graphs, with their specs) would stay until more work."""
+        due = self._deletes.take_due()
+        if not due:
+            return None
+        stream, streams = self.store.keys.sched, self.store.streams
+        return lambda pipe: streams.delete_entries(stream, due, pipe)
 
     def _batch_writes(self, outbox: Outbox, letters: list[DeadLetter], ids: list[bytes]) -> _Write:
         store = self.store
