@@ -105,7 +105,14 @@ class Tally:
     def total(self) -> int:
         return sum(self.tried.values())
 
-    def report(self, title: str, **figures: Any) -> str:
+    def report(self, title: str, letters: DeadLetterCount, **figures: Any) -> str:
+        """The figures of one run: entries tried per target, dead letters, ``figures``."""
+        figures = {
+            "dead_letters": letters.total,
+            "dead_letters_by_stream": dict(letters.by_stream),
+            "dead_letters_missed": letters.missed,
+            **figures,
+        }
         lines = [f"fuzz figures ({title}): {self.total} entries tried"]
         lines += [f"  {target}: {n}" for target, n in sorted(self.tried.items())]
         if self.skipped_orders:

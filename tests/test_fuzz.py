@@ -130,9 +130,7 @@ def test_fuzzed_streams_and_records_kill_no_loop_and_lose_no_result(capsys: Any)
         print(
             tally.report(
                 f"fakeredis, {fuzz_seconds:.1f} s of fuzz, {total_seconds:.1f} s in all",
-                dead_letters=letters.total,
-                dead_letters_by_stream=dict(letters.by_stream),
-                dead_letters_missed=letters.missed,
+                letters,
                 process_exits=0,
                 threads_lost=lost,
                 results_lost=after,
@@ -233,9 +231,7 @@ def test_fuzzed_nanny_stream_kills_no_nanny_thread(capsys: Any) -> None:
         print(
             tally.report(
                 f"fakeredis, one nanny's stream, {fuzz_seconds:.1f} s of fuzz",
-                dead_letters=letters.total,
-                dead_letters_by_stream=dict(letters.by_stream),
-                dead_letters_missed=letters.missed,
+                letters,
                 threads_lost=0,
                 plugin_after=answer,
             )

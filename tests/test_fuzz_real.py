@@ -90,9 +90,7 @@ def test_fuzzed_streams_and_records_exit_no_process_and_lose_no_result(
             tally.report(
                 f"real Redis, LocalCluster processes, {fuzz_seconds:.1f} s of fuzz, "
                 f"{total_seconds:.1f} s in all",
-                dead_letters=letters.total,
-                dead_letters_by_stream=dict(letters.by_stream),
-                dead_letters_missed=letters.missed,
+                letters,
                 process_exits=exits,
                 threads_lost=0,
                 results_lost=lost,
@@ -147,9 +145,7 @@ def test_fuzzed_nanny_stream_exits_no_nanny_and_it_still_sets_up_plugins(
         print(
             tally.report(
                 f"real Redis, one nanny process, {fuzz_seconds:.1f} s of fuzz",
-                dead_letters=letters.total,
-                dead_letters_by_stream=dict(letters.by_stream),
-                dead_letters_missed=letters.missed,
+                letters,
                 process_exits=0,
                 plugin_after=answer,
             )
