@@ -24,9 +24,11 @@ from tests.conftest import fake_cluster
 from tests.test_web import app_for, fake_store, put_tasks
 
 RELEASE = threading.Event()
+STARTED = threading.Event()
 
 
 def held(x: int) -> int:
+    STARTED.set()
     RELEASE.wait(10)
     return x
 
@@ -278,6 +280,7 @@ def test_a_requeue_needs_json_from_this_site_and_the_token() -> None:
 # -- worker page and call stacks -------------------------------------------------------------
 def test_worker_page_shows_its_tasks_and_the_stacks_of_running_ones() -> None:
     RELEASE.clear()
+    STARTED.clear()
     with fake_cluster(n_workers=1, nthreads=2) as (client, cluster):
         address = next(iter(client.scheduler_info()["workers"]))
         future = client.submit(held, 7)
@@ -288,6 +291,9 @@ def test_worker_page_shows_its_tasks_and_the_stacks_of_running_ones() -> None:
                 for t in web.get(f"/api/worker?address={address}").get_json()["processing"]
             )
         )
+        # "processing" is the scheduler's word: the worker may not have started the task yet,
+        # and a task not yet started has no call stack to show
+        assert STARTED.wait(10)
         asked = web.post("/api/worker/stacks", json={"address": address})
         assert asked.status_code == 202
         request_id = asked.get_json()["id"]
