@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from rdist.embedded import EmbeddedRedis
-from rdist.store import RedisStore, connect
+from rdist.store import RedisStore, connect, rawpipe
 from rdist.store.connection import _entries
 from rdist.store.keys import PAYLOAD_FIELD
 
@@ -96,6 +96,33 @@ def test_an_error_reply_is_raised_after_every_reply_is_read(store: RedisStore) -
     pipe = store.raw_pipeline()
     pipe.hmget(store.keys.tasks, ["ok"])
     assert pipe.execute() == [[b"1"]]
+
+
+def test_replies_larger_than_one_socket_read_come_back_whole(store: RedisStore) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB: many reads of the parser's 64 KiB buffer
+    pipe = store.raw_pipeline()
+    pipe.hset(store.keys.results, "big", big)
+    pipe.hset(store.keys.results, "small", b"s")
+    pipe.hmget(store.keys.results, ["big", "small", "none"])
+    assert pipe.execute()[2] == [big, b"s", None]
+
+
+@pytest.mark.real
+def test_a_real_connection_reads_its_replies_straight_from_hiredis(
+    redis_server: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (the fast path must be the one taken where it matters, not a silent fallback)
+    calls: list[int] = []
+    fast = rawpipe._Replies.read
+    monkeypatch.setattr(rawpipe._Replies, "read", lambda r, n: calls.append(n) or fast(r, n))
+    store = connect(redis_server.url, "hiredis-path")  # type: ignore[attr-defined]
+    pipe = store.raw_pipeline()
+    pipe.hset(store.keys.tasks, "k", b"v")
+    pipe.hmget(store.keys.tasks, ["k"])
+    assert pipe.execute() == [1, [b"v"]]
+    assert calls == [2]
+    store.redis.delete(store.keys.tasks)
+    store.close()
 
 
 def test_entries_parse_both_reply_shapes() -> None:
