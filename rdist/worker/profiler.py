@@ -41,6 +41,11 @@ INTERVAL = 0.01
 CYCLE = 1.0
 #: When the worker goes idle, samples are sent at once unless the last send is this recent.
 IDLE_FLUSH_SPACING = 0.25
+#: Seconds the sampler keeps looking every period after the last task began, before it
+#: sleeps until the next one: a worker running short tasks one after another (a client
+#: waiting on each result) would otherwise wake it for every task -- a thread switch and a
+#: GIL hand-off on each task's path.
+LINGER = 0.5
 #: Frames of this file run every task: a stack is cut where they begin.
 _SPEC_FILE = spec.__file__
 _UNSEEN: Any = object()
@@ -80,6 +85,7 @@ class Profiler:
         self._running: dict[int, str] = {}
         self._work = threading.Event()  #: set when a task starts while we sleep
         self._sleeping = False
+        self._begun = 0  #: tasks begun (only its changes matter: a lost += is harmless)
         self._trees: dict[str, TreeBuilder] = {}
         self._samples = 0
         self._since = time.time()
@@ -95,6 +101,7 @@ class Profiler:
         """The thread ``ident`` (this one by default) starts running ``key``."""
         if self.enabled:
             self._running[threading.get_ident() if ident is None else ident] = key
+            self._begun += 1
             if self._sleeping:
                 self._work.set()
 
@@ -107,12 +114,17 @@ class Profiler:
         if not self.enabled:
             return
         stop, next_flush = self._stop, time.monotonic() + self.cycle
+        seen, linger_until = self._begun, 0.0
         while not stop.is_set():
             try:
-                if not self._running:
-                    self._sleep_until_work(next_flush)
-                else:
+                if self._running:
                     self.sample()
+                elif self._begun != seen or time.monotonic() < linger_until:
+                    if self._begun != seen:  # tasks ran since the last look
+                        seen, linger_until = self._begun, time.monotonic() + LINGER
+                    self._flush_if_idle_long_enough()
+                else:
+                    self._sleep_until_work(next_flush)
                 if time.monotonic() >= next_flush:
                     self.flush()
                     next_flush = time.monotonic() + self.cycle
@@ -128,12 +140,15 @@ class Profiler:
         """Wake the sampler so that it sees the worker's stop flag (it may be idle)."""
         self._work.set()
 
+    def _flush_if_idle_long_enough(self) -> None:
+        if self._samples and time.monotonic() - self._flushed >= IDLE_FLUSH_SPACING:
+            self.flush()
+
     def _sleep_until_work(self, next_flush: float) -> None:
         """Idle: send what was gathered when the last send is a while ago (a computation
         that just ended is then in Redis at once, for its performance report), and wait
         for a task to start (or the next flush, when samples wait to go)."""
-        if self._samples and time.monotonic() - self._flushed >= IDLE_FLUSH_SPACING:
-            self.flush()
+        self._flush_if_idle_long_enough()
         self._last.clear()  # no frame kept alive while idle
         self._sleeping = True
         self._work.clear()
