@@ -373,7 +373,7 @@ class RowSpec(Codec):
     """How one kind of row is checked: a codec per position; trailing ones may be left out
     (their defaults apply). Decodes one row into its ``NamedTuple`` class."""
 
-    __slots__ = ("cls", "codecs", "required", "names")
+    __slots__ = ("cls", "codecs", "required", "names", "_encoders")
 
     def __init__(self, cls: type[Any], codecs: tuple[Codec, ...]) -> None:
         fields: tuple[str, ...] = cls._fields
@@ -384,6 +384,7 @@ class RowSpec(Codec):
         self.codecs = codecs
         self.names = fields
         self.required = len(fields) - len(cls._field_defaults)
+        self._encoders = [None if c.plain else c.encode for c in codecs]  #: (see Fields)
 
     def decode(self, value: Any, field: str) -> Any:
         if type(value) is not list and type(value) is not tuple:
@@ -405,7 +406,7 @@ class RowSpec(Codec):
     def encode(self, value: Any) -> list[Any]:
         if self.plain:
             return list(value)
-        return [c.encode(v) for c, v in zip(self.codecs, value)]
+        return [v if e is None else e(v) for e, v in zip(self._encoders, value)]
 
 
 class Rows(Codec):
@@ -449,6 +450,7 @@ class Fields:
         "sparse",
         "fast",
         "_plan",
+        "_encoders",
     )
 
     def __init__(
@@ -471,6 +473,12 @@ class Fields:
             elif f.default_factory is not dataclasses.MISSING:
                 self.defaults[name] = f.default_factory
         self.plain = all(c.plain for c in codecs.values())
+        #: per field: (name, wire name, its codec's encode, or None where the value goes
+        #: as it is -- no call for the plain fields of a record that has others)
+        self._encoders = [
+            (name, self.wire_names[name], None if codec.plain else codec.encode)
+            for name, codec in self.codecs.items()
+        ]
         #: leave out fields holding their (empty) default: records of a million tasks add up
         self.sparse = sparse
         if sparse and any(make() for make in self.defaults.values()):
@@ -520,7 +528,11 @@ class Fields:
             return out
         if self.plain:
             return {names[n]: getattr(record, n) for n in self.codecs}
-        return {names[n]: c.encode(getattr(record, n)) for n, c in self.codecs.items()}
+        out = {}
+        for name, wire, encode in self._encoders:
+            value = getattr(record, name)
+            out[wire] = value if encode is None else encode(value)
+        return out
 
 
 _ABSENT = object()  #: a field the message does not have
