@@ -17,6 +17,7 @@ import pytest
 
 from rdist import Client
 from tests import resilience_tasks as rt
+from tests.client_helpers import wait_until
 
 pytestmark = pytest.mark.real
 
@@ -111,7 +112,13 @@ def test_redis_restarted_empty_loses_no_future_of_a_running_graph() -> None:
             procs.redis.restart()
             # then the client makes its stream again and the result arrives
             assert future.result(timeout=60) == 2
-            assert client.stream_watch.recoveries >= 1
+            # (the result may come before the watch's next look: it notices the lost
+            # marker on its own schedule, so wait for it rather than race it)
+            wait_until(
+                lambda: client.stream_watch.recoveries >= 1,
+                timeout=30,
+                what="the client's watch to notice its stream was lost",
+            )
             assert client.submit(rt.slow_inc, 5, pure=False).result(timeout=60) == 6
     finally:
         procs.close()
