@@ -24,17 +24,29 @@ def decide(
     scheduler: Any,
     events: Sequence[ev.Event],
     flush: bool,
+    place: bool = True,
 ) -> list[ev.Instruction]:
     """``state.handle(*events)``, with the plugins' hooks called after it."""
     if not plugins.active:
-        return state.handle(*events, flush=flush)
+        return state.handle(*events, flush=flush, place=place)
     log = state.transition_log
     last = log[-1] if log else None
-    out = state.handle(*events, flush=flush)
+    out = state.handle(*events, flush=flush, place=place)
     for event in events:
         hook = _HOOKS.get(type(event))
         if hook is not None:
             hook(plugins, scheduler, event)
+    plugins.transitions(log, last)
+    return out
+
+
+def place(state: SchedulerState, plugins: SchedulerPlugins) -> list[ev.Instruction]:
+    """``state.place()``, the plugins told of the transitions it made."""
+    if not plugins.active:
+        return state.place()
+    log = state.transition_log
+    last = log[-1] if log else None
+    out = state.place()
     plugins.transitions(log, last)
     return out
 

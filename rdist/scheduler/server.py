@@ -156,14 +156,24 @@ class SchedulerServer:
     def _decide_noted(self, events: Sequence[ev.Event]) -> list[ev.Instruction]:
         """:meth:`_decide`, with workers joining and leaving logged for the operator."""
         changes = membership.changes(self.state.workers, self._announced, events)
-        out = self._decide(events)
+        out = self._decide(events, place=False)  # (placed once, for the batch: _place)
         if changes:
             membership.log_changes(log, changes, len(self.state.workers))
         return out
 
-    def _decide(self, events: Sequence[ev.Event], flush: bool = False) -> list[ev.Instruction]:
+    def _decide(
+        self, events: Sequence[ev.Event], flush: bool = False, place: bool = True
+    ) -> list[ev.Instruction]:
         """The state machine's decisions on ``events``, with the plugins' hooks after."""
-        return hooks.decide(self.state, self.plugins, self, events, flush)
+        return hooks.decide(self.state, self.plugins, self, events, flush, place)
+
+    def _place(self) -> list[ev.Instruction]:
+        """Placement for the entries of a batch, and the records they changed."""
+        try:
+            return hooks.place(self.state, self.plugins)
+        except Exception:  # a bug must not stop the cluster: the next batch places again
+            log.exception("placement failed")
+            return self.state.flush()
 
     def prepare(self) -> None:
         self.store.ensure_group(self.store.keys.sched, SCHEDULER_GROUP, start="0")
@@ -455,7 +465,7 @@ class SchedulerServer:
             done_bytes += len(payload or b"")
             if done_bytes > LARGE_BATCH_BYTES and n > first:
                 # a big batch goes out in slices: no pipeline of hundreds of MB
-                outbox.add(self.state.flush())
+                outbox.add(self._place())
                 pipe = self.store.pipeline()
                 self._batch_writes(outbox, guard.take(), [i for i, _ in entries[first:n]])(pipe)
                 pipe.execute()
@@ -475,7 +485,7 @@ class SchedulerServer:
                 lambda: outbox.add(self._decide_noted(events)),  # noqa: B023
             )
         copies = self._amm_answer(outbox, now) if self.amm.requests else {}
-        outbox.add(self.state.flush())  # each task changed in this batch is written once
+        outbox.add(self._place())  # each task changed in this batch is written once
         if size > LARGE_BATCH_BYTES and gc.get_threshold()[2] >= 1000:  # (tune_gc ran)
             gc.freeze()  # the new graph's objects: never walked by a collection again
         write = self._batch_writes(outbox, guard.take(), [i for i, _ in entries[first:]])

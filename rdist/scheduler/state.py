@@ -110,27 +110,42 @@ class SchedulerState:
         self._releasing: Worklist[Task] = Worklist()
 
     # -- entry point ---------------------------------------------------------------------
-    def handle(self, *events: ev.Event, flush: bool = True) -> list[ev.Instruction]:
+    def handle(
+        self, *events: ev.Event, flush: bool = True, place: bool = True
+    ) -> list[ev.Instruction]:
         """Apply ``events``; returns the instructions. With ``flush=False`` the task records
         changed are written by a later :meth:`flush` (the server flushes once per batch, so
-        a task that changes in many entries of a batch is written once)."""
+        a task that changes in many entries of a batch is written once); with
+        ``place=False`` the ready tasks wait for :meth:`place` (the server places once per
+        batch: its instructions go out together anyway, and the workers that finished
+        tasks in any of its entries are filled in one pass)."""
         for event in events:
             self.stimulus_id = event.stimulus_id
             self.now = event.time
             _HANDLERS[type(event)](self, event)
-        placement.fill_all_workers(self)
-        if self.work_stealing:
-            stealing.balance(self, self.now)
+        if place:
+            self._place()
         if flush:
             self._flush_dirty()
         out, self._out = self._out, []
         return out
+
+    def place(self) -> list[ev.Instruction]:
+        """Placement (and stealing) of what entries handled with ``place=False`` made
+        ready, then the records of every task changed since the last flush."""
+        self._place()
+        return self.flush()
 
     def flush(self) -> list[ev.Instruction]:
         """Records of the tasks changed since the last flush."""
         self._flush_dirty()
         out, self._out = self._out, []
         return out
+
+    def _place(self) -> None:
+        placement.fill_all_workers(self)
+        if self.work_stealing:
+            stealing.balance(self, self.now)
 
     # -- the rooms' interface (see rdist.scheduler.interface) ----------------------------
     def transition(self, ts: Task, finish: TS, **kwargs: Any) -> None:
