@@ -1,0 +1,153 @@
+"""dask.array rechunks with ``array.rechunk.method="p2p"`` run on rdist through its own
+exchange (rdist.shuffle.arrays) and give exactly dask's own answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+da = pytest.importorskip("dask.array")
+pytest.importorskip("distributed")  # dask lowers a P2P rechunk with its task classes
+
+import dask  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rdist.shuffle import service as shuffle_service  # noqa: E402
+from tests.conftest import fake_cluster  # noqa: E402
+
+P2P = {"array.rechunk.method": "p2p"}
+DASK_FUNCS = {"rechunk_transfer", "p2p_barrier", "rechunk_unpack"}
+
+
+def p2p_rechunk(x: Any, chunks: Any) -> Any:
+    """dask picks the method when the collection is built."""
+    with dask.config.set(P2P):
+        return x.rechunk(chunks)
+
+
+def received(cluster: Any) -> int:
+    """Pieces the workers' exchange services stored: > 0 proves the exchange ran."""
+    return sum(shuffle_service.service_of(w).received for w in cluster.workers)
+
+
+def funcs_of(dsk: dict[Any, Any]) -> list[str]:
+    return [getattr(getattr(n, "func", None), "__name__", "") for n in dsk.values()]
+
+
+def rewritten(collection: Any, workers: list[str]) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """The graph rdist submits for ``collection`` (optimized as ``client.compute`` does)."""
+    from rdist.client import collections, graph
+    from rdist.shuffle.rewrite import rewrite_p2p
+
+    dsk, annotations = collections.materialize(collections._finalized([collection], True))
+    return rewrite_p2p(dsk, annotations, lambda: workers, graph.key_name), annotations
+
+
+@pytest.mark.parametrize(
+    ("shape", "old", "new", "dtype"),
+    [
+        pytest.param((400, 300), (40, 300), (400, 30), "float64", id="rows-to-columns"),
+        pytest.param((300, 210), (70, 90), (300, 7), "int64", id="2-d-uneven"),
+        pytest.param((30, 40, 50), (10, 40, 10), (30, 4, 50), "float32", id="3-d"),
+        pytest.param((600,), (300,), (7,), "int16", id="1-d"),
+        pytest.param((120, 80), (12, 80), (120, 8), "bool", id="bools"),
+    ],
+)
+def test_p2p_rechunk_gives_dasks_own_result(shape, old, new, dtype):
+    rng = np.random.default_rng(11)
+    values = (rng.random(shape) * 1000).astype(dtype)
+    x = da.from_array(values, chunks=old)
+    y = p2p_rechunk(x, new)
+    expected = x.rechunk(new, method="tasks").compute(scheduler="sync")
+    with fake_cluster() as (client, cluster):
+        got = client.compute(y).result(timeout=60)
+        blocks = chunk_shapes(client, y)
+        assert received(cluster) > 0
+    assert got.dtype == values.dtype
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, values)
+    # every output chunk has the shape dask promised for it
+    for index, chunk_shape in blocks.items():
+        assert chunk_shape == tuple(c[i] for c, i in zip(y.chunks, index, strict=True))
+    assert len(blocks) == np.prod([len(c) for c in y.chunks])
+
+
+def chunk_shapes(client: Any, y: Any) -> dict[tuple[int, ...], tuple[int, ...]]:
+    """The shape of every output chunk of ``y`` as it is held on the workers."""
+    from rdist import futures_of
+
+    persisted = client.persist(y)
+    futures = futures_of(persisted)
+    values = client.gather(futures)
+    return {tuple(f.key[1:]): v.shape for f, v in zip(futures, values, strict=True)}
+
+
+def test_rechunk_followed_by_a_reduction_is_exact():
+    """The bench's shape, small: dask fuses the unpacks with the sum that follows."""
+    x = da.random.RandomState(7).random_sample((1000, 1000), chunks=(100, 100))
+    y = p2p_rechunk(x, (10, 1000)).sum()
+    expected = x.sum().compute(scheduler="sync")
+    with fake_cluster() as (client, cluster):
+        value = client.compute(y).result(timeout=60)
+        assert received(cluster) > 0
+    assert value == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_a_rechunk_is_one_transfer_per_input_and_one_unpack_per_output_chunk():
+    x = da.ones((100, 100), chunks=(10, 10))
+    dsk, annotations = rewritten(p2p_rechunk(x, (100, 1)), ["tcp://b:1", "tcp://a:1"])
+    funcs = funcs_of(dsk)
+    assert not DASK_FUNCS & set(funcs)
+    assert "_execute_subgraph" not in funcs  # the fused chains were taken apart
+    assert funcs.count("unpack") == 100
+    # dask first merges each row of inputs into one chunk (prechunking): ten groups, each
+    # one transfer, one barrier and ten unpacks
+    assert funcs.count("barrier") == funcs.count("transfer") == 10
+    restricted = [w for k, w in annotations["workers"].items() if "rechunk-p2p" in str(k)]
+    assert sorted(map(tuple, restricted)) == [("tcp://a:1",)] * 50 + [("tcp://b:1",)] * 50
+
+
+def test_output_chunks_nobody_unpacks_are_not_sent():
+    values = np.arange(200 * 60).reshape(200, 60)
+    x = da.from_array(values, chunks=(20, 60))
+    y = p2p_rechunk(x, (200, 6))[:, :12]  # two of ten output chunks
+    with fake_cluster() as (client, cluster):
+        got = client.compute(y).result(timeout=60)
+        count = received(cluster)
+    np.testing.assert_array_equal(got, values[:, :12])
+    assert 0 < count <= 10 * 2  # ten inputs, each with pieces for two outputs only
+
+
+def test_rechunk_spills_received_pieces_to_disk_beyond_the_budget(monkeypatch):
+    monkeypatch.setattr(shuffle_service, "DEFAULT_MEMORY_BUDGET", 64 * 1024)
+    x = da.random.RandomState(3).random_sample((800, 400), chunks=(80, 400))
+    y = p2p_rechunk(x, (800, 40))
+    with fake_cluster() as (client, cluster):
+        got = client.compute(y).result(timeout=60)
+        spilled = [shuffle_service.service_of(w).inbox.spilled_bytes for w in cluster.workers]
+    np.testing.assert_array_equal(got, x.compute(scheduler="sync"))
+    assert all(s > 0 for s in spilled), spilled
+
+
+def test_an_unpacked_chunk_can_be_written_to():
+    """The result is the user's: never a read-only view of a received buffer."""
+    x = da.from_array(np.arange(400.0).reshape(20, 20), chunks=(2, 20))
+    y = p2p_rechunk(x, (20, 2))
+
+    def bump(block: Any) -> Any:
+        block += 1
+        return block
+
+    with fake_cluster() as (client, _):
+        got = client.compute(y.map_blocks(bump, dtype=float)).result(timeout=60)
+    np.testing.assert_array_equal(got, np.arange(400.0).reshape(20, 20) + 1)
+
+
+def test_a_chunk_that_is_not_numpy_is_refused_with_the_setting_to_use():
+    masked = np.ma.masked_array(np.arange(100.0).reshape(10, 10), mask=np.eye(10, dtype=bool))
+    x = da.from_array(masked, chunks=(1, 10), asarray=False)
+    y = p2p_rechunk(x, (10, 1))
+    with fake_cluster() as (client, _):
+        with pytest.raises(TypeError, match="array.rechunk.method"):
+            client.compute(y).result(timeout=60)
