@@ -20,10 +20,18 @@ P2P = {"array.rechunk.method": "p2p"}
 DASK_FUNCS = {"rechunk_transfer", "p2p_barrier", "rechunk_unpack"}
 
 
-def p2p_rechunk(x: Any, chunks: Any) -> Any:
-    """dask picks the method when the collection is built."""
-    with dask.config.set(P2P):
+def p2p_rechunk(x: Any, chunks: Any, limit: str = "8KiB") -> Any:
+    """dask picks the method when the collection is built; it first merges input chunks up
+    to ``array.chunk-size`` (the default, 128 MiB, would make these small arrays one chunk:
+    groups of one input, which need no exchange)."""
+    with dask.config.set({**P2P, "array.chunk-size": limit}):
         return x.rechunk(chunks)
+
+
+def group_sizes(y: Any) -> list[int]:
+    """Input chunks per exchange group of dask's P2P rechunk graph."""
+    nodes = dict(y.__dask_graph__()).values()
+    return [len(n.dependencies) for n in nodes if type(n).__name__ == "P2PBarrierTask"]
 
 
 def received(cluster: Any) -> int:
@@ -45,16 +53,17 @@ def rewritten(collection: Any, workers: list[str]) -> tuple[dict[Any, Any], dict
 
 
 @pytest.mark.parametrize(
-    ("shape", "old", "new", "dtype"),
+    ("shape", "old", "new", "dtype", "exchanged"),
     [
-        pytest.param((400, 300), (40, 300), (400, 30), "float64", id="rows-to-columns"),
-        pytest.param((300, 210), (70, 90), (300, 7), "int64", id="2-d-uneven"),
-        pytest.param((30, 40, 50), (10, 40, 10), (30, 4, 50), "float32", id="3-d"),
-        pytest.param((600,), (300,), (7,), "int16", id="1-d"),
-        pytest.param((120, 80), (12, 80), (120, 8), "bool", id="bools"),
+        pytest.param((400, 300), (40, 300), (400, 30), "float64", True, id="rows-to-columns"),
+        pytest.param((300, 210), (70, 90), (300, 7), "int64", True, id="2-d-uneven"),
+        pytest.param((30, 40, 50), (10, 40, 10), (30, 4, 50), "float32", True, id="3-d"),
+        # 1-d: dask's groups have one input chunk each (cut, no exchange)
+        pytest.param((600,), (300,), (7,), "int16", False, id="1-d"),
+        pytest.param((120, 80), (12, 80), (120, 8), "bool", True, id="bools"),
     ],
 )
-def test_p2p_rechunk_gives_dasks_own_result(shape, old, new, dtype):
+def test_p2p_rechunk_gives_dasks_own_result(shape, old, new, dtype, exchanged):
     rng = np.random.default_rng(11)
     values = (rng.random(shape) * 1000).astype(dtype)
     x = da.from_array(values, chunks=old)
@@ -63,7 +72,7 @@ def test_p2p_rechunk_gives_dasks_own_result(shape, old, new, dtype):
     with fake_cluster() as (client, cluster):
         got = client.compute(y).result(timeout=60)
         blocks = chunk_shapes(client, y)
-        assert received(cluster) > 0
+        assert (received(cluster) > 0) == exchanged
     assert got.dtype == values.dtype
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got, values)
@@ -84,9 +93,10 @@ def chunk_shapes(client: Any, y: Any) -> dict[tuple[int, ...], tuple[int, ...]]:
 
 
 def test_rechunk_followed_by_a_reduction_is_exact():
-    """The bench's shape, small: dask fuses the unpacks with the sum that follows."""
-    x = da.random.RandomState(7).random_sample((1000, 1000), chunks=(100, 100))
-    y = p2p_rechunk(x, (10, 1000)).sum()
+    """dask fuses each unpack with the sum that follows it (and each transfer with the
+    task making its input): the chains are taken apart and the answer is exact."""
+    x = da.random.RandomState(7).random_sample((600, 600), chunks=(60, 600))
+    y = p2p_rechunk(x, (600, 60)).sum()
     expected = x.sum().compute(scheduler="sync")
     with fake_cluster() as (client, cluster):
         value = client.compute(y).result(timeout=60)
@@ -95,17 +105,38 @@ def test_rechunk_followed_by_a_reduction_is_exact():
 
 
 def test_a_rechunk_is_one_transfer_per_input_and_one_unpack_per_output_chunk():
-    x = da.ones((100, 100), chunks=(10, 10))
-    dsk, annotations = rewritten(p2p_rechunk(x, (100, 1)), ["tcp://b:1", "tcp://a:1"])
+    x = da.ones((100, 100), chunks=(10, 100))
+    dsk, annotations = rewritten(p2p_rechunk(x, (100, 10)), ["tcp://b:1", "tcp://a:1"])
     funcs = funcs_of(dsk)
     assert not DASK_FUNCS & set(funcs)
     assert "_execute_subgraph" not in funcs  # the fused chains were taken apart
-    assert funcs.count("unpack") == 100
-    # dask first merges each row of inputs into one chunk (prechunking): ten groups, each
-    # one transfer, one barrier and ten unpacks
-    assert funcs.count("barrier") == funcs.count("transfer") == 10
+    assert funcs.count("transfer") == 10
+    assert funcs.count("barrier") == 1
+    assert funcs.count("unpack") == 10
+    # the owners: contiguous ranges over the sorted workers, as loose restrictions
     restricted = [w for k, w in annotations["workers"].items() if "rechunk-p2p" in str(k)]
-    assert sorted(map(tuple, restricted)) == [("tcp://a:1",)] * 50 + [("tcp://b:1",)] * 50
+    assert sorted(map(tuple, restricted)) == [("tcp://a:1",)] * 5 + [("tcp://b:1",)] * 5
+    assert set(annotations["allow_other_workers"].values()) == {True}
+
+
+def test_groups_of_one_input_chunk_are_cut_where_the_chunk_is_without_an_exchange():
+    """The bench's shape, small: dask merges 10 x 10 chunks into rows first, so every group
+    has one input chunk; its outputs are slices of it, no piece travels."""
+    x = da.random.RandomState(7).random_sample((1000, 1000), chunks=(100, 100))
+    y = p2p_rechunk(x, (10, 1000), limit="128MiB")
+    dsk, annotations = rewritten(y.sum(), ["tcp://a:1", "tcp://b:1"])
+    funcs = funcs_of(dsk)
+    assert funcs.count("cut") == 100
+    assert not {"transfer", "barrier", "unpack"} & set(funcs)
+    assert not any(type(n).__name__ == "Alias" and n.target not in dsk for n in dsk.values())
+    assert "workers" not in annotations  # they run where their input chunk is
+    with fake_cluster() as (client, cluster):
+        got = client.compute(y).result(timeout=60)
+        total = client.compute(y.sum()).result(timeout=60)
+        assert received(cluster) == 0
+    expected = x.compute(scheduler="sync")
+    np.testing.assert_array_equal(got, expected)
+    assert total == pytest.approx(float(expected.sum()), rel=1e-12)
 
 
 def test_output_chunks_nobody_unpacks_are_not_sent():
@@ -145,9 +176,10 @@ def test_an_unpacked_chunk_can_be_written_to():
 
 
 def test_a_chunk_that_is_not_numpy_is_refused_with_the_setting_to_use():
-    masked = np.ma.masked_array(np.arange(100.0).reshape(10, 10), mask=np.eye(10, dtype=bool))
-    x = da.from_array(masked, chunks=(1, 10), asarray=False)
-    y = p2p_rechunk(x, (10, 1))
+    masked = np.ma.masked_array(np.arange(1600.0).reshape(40, 40), mask=np.eye(40, dtype=bool))
+    x = da.from_array(masked, chunks=(4, 40), asarray=False)
+    y = p2p_rechunk(x, (40, 4))
+    assert max(group_sizes(y)) > 1  # a real exchange, not a cut of one chunk
     with fake_cluster() as (client, _):
         with pytest.raises(TypeError, match="array.rechunk.method"):
             client.compute(y).result(timeout=60)

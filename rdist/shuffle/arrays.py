@@ -7,7 +7,8 @@ chunk, a barrier, and an unpack per output chunk. A transfer cuts its input chun
 chunk, batched per owner, exactly as a dataframe transfer does
 (:func:`rdist.shuffle.tasks.deliver`: same data plane, inbox, spill and restart); the
 barrier is the dataframe exchange's; an unpack places its pieces into the output chunk
-(:func:`rdist.shuffle.rechunk.assemble`).
+(:func:`rdist.shuffle.rechunk.assemble`). A group of one input chunk has no exchange: each
+of its output chunks is a slice of that chunk (:func:`cut`), taken where the chunk is.
 
 Chunks must be numpy arrays (any dtype, any number of dimensions); anything else -- a
 masked, sparse or GPU array -- is refused with the setting to use instead.
@@ -53,6 +54,11 @@ def unpack(plan: RechunkPlan, target: rechunk.Index, run: int) -> Any:
     if not out.flags.writeable:  # a buffer received read-only: the result is the user's
         out = out.copy()
     return out
+
+
+def cut(chunk: Any, old: rechunk.Chunks, new: rechunk.Chunks, target: rechunk.Index) -> Any:
+    """Output chunk ``target`` of a group with one input chunk: a slice of it (no exchange)."""
+    return rechunk.piece(chunk, tuple(0 for _ in old), target, old, new)
 
 
 def _check_numpy(chunk: Any, source: rechunk.Index) -> None:

@@ -125,6 +125,25 @@ def split(data: Any, source: Index, old: Chunks, new: Chunks) -> dict[Index, Any
     return out
 
 
+def piece(data: Any, source: Index, target: Index, old: Chunks, new: Chunks) -> Any:
+    """The one piece of input chunk ``source`` bound for output chunk ``target`` (a view)."""
+    _check_ndim(old, new)
+    region = []
+    for o, n, i, j in zip(old, new, source, target, strict=True):
+        span = _span_index(o, n).get((i, j))
+        if span is None:
+            raise ValueError(f"input chunk {source} sends nothing to output chunk {target}")
+        region.append(slice(span.start, span.stop))
+    return data[tuple(region)]
+
+
+@lru_cache(maxsize=256)
+def _span_index(old: tuple[int, ...], new: tuple[int, ...]) -> dict[tuple[int, int], Span]:
+    """(input chunk, output chunk) -> span, along one axis."""
+    spans = axis_spans(old, new)
+    return {(i, s.target): s for i, per_input in enumerate(spans) for s in per_input}
+
+
 def sources_of(target: Index, old: Chunks, new: Chunks) -> dict[Index, tuple[slice, ...]]:
     """The input chunks sending to output chunk ``target``, each with the region of the
     output chunk its piece fills."""

@@ -82,9 +82,14 @@ def rewrite_p2p(
     out = dict(dsk)
     exchanges: dict[str, tuple[ExchangePlan, Any, Any]] = {}  #: token -> plan, meta, barrier
     rechunks: dict[str, tuple[RechunkPlan, Any]] = {}  #: token -> plan, barrier
+    cuts: dict[str, tuple[Any, rechunk.Chunks, rechunk.Chunks]] = {}  #: token -> input, chunks
     targets = _rechunk_targets(dsk)
     for key in barriers:
         if type(dsk[key].spec).__name__ == ARRAY_SPEC:
+            cut = _single_input(key, dsk, out)
+            if cut is not None:
+                cuts[str(dsk[key].spec.id)] = cut
+                continue
             rplan = _rechunk_exchange(key, dsk, workers, out, key_name, targets)
             rechunks[rplan.id] = (rplan, key)
             continue
@@ -116,6 +121,9 @@ def rewrite_p2p(
             owner = left.owners[part]
         elif kind == RECHUNK_UNPACK_FUNC:
             token, target = str(node.args[0]), _index(node.args[1])
+            if token in cuts:  # a slice of the one input chunk, where that chunk is
+                out[ukey] = Task(ukey, arrays.cut, *cuts[token], target)
+                continue
             rplan, barrier = _known(rechunks, token, ukey)
             out[ukey] = Task(ukey, arrays.unpack, rplan, target, TaskRef(barrier))
             owner = rplan.owners[rechunk.linear(target, rplan.new)]
@@ -123,7 +131,7 @@ def rewrite_p2p(
             continue
         annotations.setdefault("workers", {})[ukey] = [owner]
         annotations.setdefault("allow_other_workers", {})[ukey] = True
-    return out
+    return _without_dangling_aliases(out) if cuts else out
 
 
 def _unfused(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
@@ -158,6 +166,36 @@ def _rechunk_targets(dsk: dict[Hashable, Any]) -> dict[str, set[rechunk.Index]]:
     return out
 
 
+def _single_input(
+    key: Any, dsk: dict[Hashable, Any], out: dict[Hashable, Any]
+) -> tuple[Any, rechunk.Chunks, rechunk.Chunks] | None:
+    """A group of one input chunk needs no exchange: each output chunk is a slice of it
+    (dask makes such groups when it merges the inputs first, e.g. 1,000² chunks to rows
+    of 100). Its transfer and barrier leave ``out``; the input's reference and the chunks
+    are returned (None for a group of several inputs)."""
+    deps = list(dsk[key].dependencies)
+    if len(deps) != 1 or _func_name(dsk[deps[0]]) != RECHUNK_TRANSFER_FUNC:
+        return None
+    transfer, spec = deps[0], dsk[key].spec
+    del out[key], out[transfer]
+    return dsk[transfer].args[0], _chunks(spec.old), _chunks(spec.new)
+
+
+def _without_dangling_aliases(out: dict[Hashable, Any]) -> dict[Hashable, Any]:
+    """Aliases of removed tasks go too (the unfusing leaves one for each fused chain, and
+    a group without exchange loses its transfer, the end of such a chain)."""
+    while dangling := [
+        k for k, node in out.items() if type(node).__name__ == "Alias" and node.target not in out
+    ]:
+        for k in dangling:
+            del out[k]
+    return out
+
+
+def _chunks(value: Any) -> rechunk.Chunks:
+    return tuple(tuple(int(c) for c in axis) for axis in value)
+
+
 def _rechunk_exchange(
     key: Any,
     dsk: dict[Hashable, Any],
@@ -170,8 +208,7 @@ def _rechunk_exchange(
     from dask._task_spec import Task, TaskRef
 
     spec = dsk[key].spec
-    old = tuple(tuple(int(c) for c in axis) for axis in spec.old)
-    new = tuple(tuple(int(c) for c in axis) for axis in spec.new)
+    old, new = _chunks(spec.old), _chunks(spec.new)
     transfers = sorted(dsk[key].dependencies, key=repr)
     sources = {}
     for t in transfers:
