@@ -117,3 +117,21 @@ def test_chunk_numbers_in_c_order_round_trip():
     assert [rechunk.unlinear(n, chunks) for n in numbers] == indices(chunks)
     with pytest.raises(IndexError):
         rechunk.linear((2, 0, 0), chunks)
+
+
+@pytest.mark.parametrize(("shape", "old", "new"), CASES)
+def test_one_piece_alone_is_the_piece_split_makes(shape: Any, old: Chunks, new: Chunks):
+    """``piece`` (a group of one input chunk: each output cut on its own) agrees with
+    ``split`` for every input and output chunk."""
+    array = np.arange(int(np.prod(shape))).reshape(shape)
+    for source in indices(old):
+        chunk = block(array, old, source)
+        pieces = rechunk.split(chunk, source, old, new)
+        for target in indices(new):
+            if target in pieces:
+                np.testing.assert_array_equal(
+                    rechunk.piece(chunk, source, target, old, new), pieces[target]
+                )
+            else:
+                with pytest.raises(ValueError, match="sends nothing"):
+                    rechunk.piece(chunk, source, target, old, new)

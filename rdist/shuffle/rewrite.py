@@ -21,6 +21,9 @@ indices within the group); they become :mod:`rdist.shuffle.arrays`' tasks with a
 (a transfer with the task making its input, an unpack with the task using it) into
 ``_execute_subgraph`` tasks; those holding exchange tasks are unfused first, so that every
 exchange task is a task of its own (a restart runs the transfers again by their keys).
+A group of one input chunk (dask merges small inputs first, so this is common) becomes no
+exchange at all: each unpack is replaced by a ``cut`` of that chunk, its transfer and
+barrier leave the graph.
 
 Only the node types are looked at (by name: nothing of dask.distributed is imported here).
 """
