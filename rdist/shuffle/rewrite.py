@@ -134,23 +134,22 @@ def rewrite_p2p(
             continue
         annotations.setdefault("workers", {})[ukey] = [owner]
         annotations.setdefault("allow_other_workers", {})[ukey] = True
-    return _without_dangling_aliases(out) if cuts else out
+    return out
 
 
 def _unfused(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
     """``dsk`` with every fused chain that holds an exchange task taken apart again: its
-    inner tasks become tasks of the graph, and the fused key an alias of the chain's end."""
-    from dask._task_spec import Alias
-
+    inner tasks become tasks of the graph (the chain's end under its own key, which the
+    alias dask left for it held). A fused key of its own (dask renames chains) goes: only
+    that alias referred to it."""
     out = dsk
     while fused := [k for k, node in out.items() if _holds_p2p(node)]:
         out = dict(out)
         for key in fused:
-            node = out[key]
-            inner, outkey = node.args[0], node.args[1]
+            inner = out[key].args[0]
+            if key not in inner:
+                del out[key]
             out.update(inner)
-            if key != outkey:
-                out[key] = Alias(key, outkey)  # type: ignore[arg-type]  # dask types keys narrowly
     return out
 
 
@@ -182,17 +181,6 @@ def _single_input(
     transfer, spec = deps[0], dsk[key].spec
     del out[key], out[transfer]
     return dsk[transfer].args[0], _chunks(spec.old), _chunks(spec.new)
-
-
-def _without_dangling_aliases(out: dict[Hashable, Any]) -> dict[Hashable, Any]:
-    """Aliases of removed tasks go too (the unfusing leaves one for each fused chain, and
-    a group without exchange loses its transfer, the end of such a chain)."""
-    while dangling := [
-        k for k, node in out.items() if type(node).__name__ == "Alias" and node.target not in out
-    ]:
-        for k in dangling:
-            del out[k]
-    return out
 
 
 def _chunks(value: Any) -> rechunk.Chunks:
