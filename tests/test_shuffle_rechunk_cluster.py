@@ -189,3 +189,33 @@ def test_a_chunk_that_is_not_numpy_is_refused_with_the_setting_to_use():
     with fake_cluster() as (client, _):
         with pytest.raises(TypeError, match="array.rechunk.method"):
             client.compute(y).result(timeout=60)
+
+
+def test_losing_an_owner_after_the_rechunk_restarts_it_and_the_result_stays_exact():
+    """Output chunks held by a worker that vanishes (no hand-off) are recomputed: their
+    pieces went with it, so the group's exchange runs again (run 1, without that worker)."""
+    from rdist import futures_of, wait
+    from rdist.store import connect
+
+    values = np.arange(400 * 300, dtype="float64").reshape(400, 300)
+    y = p2p_rechunk(da.from_array(values, chunks=(40, 300)), (400, 30))
+    (token,) = [
+        str(n.spec.id) for n in dict(y.dask).values() if type(n).__name__ == "P2PBarrierTask"
+    ]
+    with fake_cluster() as (client, cluster):
+        persisted = client.persist(y)
+        wait(futures_of(persisted))
+        lost = cluster.workers[1]
+        assert client.has_what()[lost.address]  # it holds some of the output chunks
+        lost.handoff_on_close = False
+        lost.close()
+        # in this one process its exchange service outlives it: its pieces go as they
+        # would with the process
+        shuffle_service.service_of(lost).inbox.forget(f"{token}:0")
+        again = client.compute(persisted).result(timeout=60)
+        store = connect(cluster.url, cluster.cluster_name)
+        run, owners = store.exchanges.current(token)
+        store.close()
+    np.testing.assert_array_equal(again, values)
+    assert run == 1
+    assert owners == [cluster.workers[0].address] * 10
