@@ -71,17 +71,18 @@ def rewrite_p2p(
     live_workers: Callable[[], list[str]],
     key_name: Callable[[Hashable], str],
 ) -> dict[Hashable, Any]:
-    """``dsk`` with every dataframe P2P shuffle and hash join replaced (annotations gain
-    the unpacks' restrictions); a graph without one is returned as it is, and no worker is
-    asked for. ``key_name`` gives a key's wire name (the client's; a restart names the
-    barrier to the scheduler by it)."""
+    """``dsk`` with every dataframe P2P shuffle, hash join and array P2P rechunk replaced
+    (annotations gain the unpacks' restrictions); a graph without one is returned as it
+    is. The live workers are asked for only when an exchange needs owners (a rechunk of
+    cuts alone needs none). ``key_name`` gives a key's wire name (the client's; a restart
+    names the barrier to the scheduler by it)."""
     barriers: list[Any] = [k for k, node in dsk.items() if type(node).__name__ == BARRIER_TYPE]
     if not barriers:
         return dsk
     from dask._task_spec import Task, TaskRef
 
     dsk = _unfused(dsk)
-    workers = live_workers()
+    workers = _Once(live_workers)  # asked for when an exchange needs owners (cuts do not)
     out = dict(dsk)
     exchanges: dict[str, tuple[ExchangePlan, Any, Any]] = {}  #: token -> plan, meta, barrier
     rechunks: dict[str, tuple[RechunkPlan, Any]] = {}  #: token -> plan, barrier
@@ -93,10 +94,10 @@ def rewrite_p2p(
             if cut is not None:
                 cuts[str(dsk[key].spec.id)] = cut
                 continue
-            rplan = _rechunk_exchange(key, dsk, workers, out, key_name, targets)
+            rplan = _rechunk_exchange(key, dsk, workers(), out, key_name, targets)
             rechunks[rplan.id] = (rplan, key)
             continue
-        plan, meta = _exchange(key, dsk, workers, out, key_name(key))
+        plan, meta = _exchange(key, dsk, workers(), out, key_name(key))
         exchanges[plan.id] = (plan, meta, key)
     for ukey, node in dsk.items():
         kind = _func_name(node)
@@ -135,6 +136,19 @@ def rewrite_p2p(
         annotations.setdefault("workers", {})[ukey] = [owner]
         annotations.setdefault("allow_other_workers", {})[ukey] = True
     return out
+
+
+class _Once:
+    """``live_workers()`` asked once, when first needed."""
+
+    def __init__(self, ask: Callable[[], list[str]]) -> None:
+        self._ask = ask
+        self._answer: list[str] | None = None
+
+    def __call__(self) -> list[str]:
+        if self._answer is None:
+            self._answer = self._ask()
+        return self._answer
 
 
 def _unfused(dsk: dict[Hashable, Any]) -> dict[Hashable, Any]:
