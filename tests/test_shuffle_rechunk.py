@@ -50,7 +50,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", ["float64", "int32", "bool", "complex64", "U3"])
+@pytest.mark.parametrize("dtype", ["float64", "int32", "bool", "complex64", "U3", "object"])
 @pytest.mark.parametrize(("shape", "old", "new"), CASES)
 def test_every_output_chunk_is_numpys_slice(shape: Any, old: Chunks, new: Chunks, dtype: str):
     rng = np.random.default_rng(3)
