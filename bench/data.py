@@ -3,15 +3,16 @@ array rechunk, each on about a gigabyte of generated data.
 
 The same dask collection is computed on both systems through ``client.compute``, with each
 system's own P2P method (``"p2p"``): dask.distributed runs its P2P extension, rdist its
-native exchange (``rdist.shuffle``: the client rewrites dask's P2P tasks at submission).
-The array rechunk on rdist still uses the task-based algorithm (``"tasks"``): rdist's
-exchange handles dataframes only so far. Every result is checked: a shuffle
-by counting distinct keys per output partition (each key must land in exactly one), the
-aggregations and the rechunk against sums computed from the same seeds.
+native exchange (``rdist.shuffle``: the client rewrites dask's P2P tasks at submission),
+for the dataframes and for the array rechunk. ``BENCH_RDIST_RECHUNK_METHOD=tasks`` measures
+rdist's rechunk with dask's task-based algorithm instead (for comparison). Every result is
+checked: a shuffle by counting distinct keys per output partition (each key must land in
+exactly one), the aggregations and the rechunk against sums computed from the same seeds.
 
 Peak RSS of the worker processes is sampled during each run (``_PeakRSS``, as ``many``).
 """
 
+import os
 import statistics
 import time
 
@@ -23,7 +24,7 @@ perf_counter = time.perf_counter
 #: docstring)
 METHODS = {
     "dask": {"shuffle": "p2p", "rechunk": "p2p"},
-    "rdist": {"shuffle": "p2p", "rechunk": "tasks"},
+    "rdist": {"shuffle": "p2p", "rechunk": os.environ.get("BENCH_RDIST_RECHUNK_METHOD", "p2p")},
 }
 
 

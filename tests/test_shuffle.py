@@ -290,15 +290,3 @@ def test_groupby_aggregation_merged_back_gives_the_exact_sum():
         value = on_rdist(client, joined)
     g = pdf.groupby("k").v.agg(["sum", "count"])
     assert value == pytest.approx(float((g["sum"] * g["count"]).sum()), rel=1e-9)
-
-
-def test_a_p2p_rechunk_is_refused_with_the_setting_to_use():
-    from rdist.client import collections, graph
-    from rdist.shuffle.rewrite import rewrite_p2p
-
-    da = pytest.importorskip("dask.array")
-    with dask.config.set({"array.rechunk.method": "p2p"}):
-        x = da.ones((100, 100), chunks=(10, 10)).rechunk((100, 1))
-    dsk, annotations = collections.materialize(x.__dask_graph__())
-    with pytest.raises(NotImplementedError, match="array.rechunk.method"):
-        rewrite_p2p(dsk, annotations, lambda: ["tcp://a:1"], graph.key_name)

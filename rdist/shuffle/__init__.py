@@ -1,4 +1,5 @@
-"""rdist's own all-to-all exchange for dask.dataframe shuffles (``shuffle_method="p2p"``).
+"""rdist's own all-to-all exchange for dask.dataframe shuffles (``shuffle_method="p2p"``)
+and dask.array rechunks (``array.rechunk.method="p2p"``).
 
 dask lowers a P2P shuffle (``shuffle``, ``set_index``, ``sort_values``) to three kinds of
 tasks: one *transfer* per input partition, one *barrier*, one *unpack* per output
@@ -14,6 +15,12 @@ client rewrites those tasks at submission (:mod:`rdist.shuffle.rewrite`) into rd
 
 Received pieces stay serialized, in memory up to a budget, on disk beyond it
 (:mod:`rdist.shuffle.inbox`). The graph has O(inputs + outputs) tasks.
+
+A rechunk is the same exchange with array pieces: dask lowers it into groups of chunks,
+each an exchange of its own; :mod:`rdist.shuffle.rechunk` (pure) says which slice of an
+input chunk goes to which output chunk and where it lands, :mod:`rdist.shuffle.arrays` has
+its transfer and unpack. A group of one input chunk needs no exchange: its outputs are
+slices of that chunk, cut where it is.
 """
 
 from rdist.shuffle.rewrite import rewrite_p2p

@@ -204,4 +204,17 @@ def _read_pieces(f: Any) -> list[tuple[int, list[Any]]]:
             return out
         source, count = _COUNT.unpack(head)
         lengths = [_LENGTH.unpack(f.read(_LENGTH.size))[0] for _ in range(count)]
-        out.append((source, [bytearray(f.read(n)) for n in lengths]))
+        out.append((source, [_read_exactly(f, n) for n in lengths]))
+
+
+def _read_exactly(f: Any, n: int) -> bytearray:
+    """``n`` bytes read straight into a buffer of their own (one copy, not two)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        step = f.readinto(view[got:])
+        if not step:
+            raise EOFError(f"a spilled piece ends {n - got} bytes early")
+        got += step
+    return buf

@@ -3,6 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Exchange(Protocol):
+    """What a restart needs of an exchange's plan (a dataframe's or an array's)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def owners(self) -> tuple[str, ...]: ...
+
+    @property
+    def npartitions(self) -> int: ...
+
+    @property
+    def barrier_key(self) -> str: ...
+
+    def transfer_keys(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +45,28 @@ class ExchangePlan:
     def transfer_keys(self) -> list[str]:
         """Wire names of the transfer tasks (a tuple key travels as its ``repr``)."""
         return [repr((self.transfer_name, i)) for i in range(self.ntransfers)]
+
+
+@dataclass(frozen=True, slots=True)
+class RechunkPlan:
+    """One exchange of an array rechunk (dask makes one per independent group of chunks):
+    the input and output chunk sizes of the group, the owner of every output chunk (by its
+    number in C order) in run 0, and the wire names of its transfers and barrier."""
+
+    id: str  #: dask's token of this group
+    old: tuple[tuple[int, ...], ...]  #: the group's input chunks, per axis
+    new: tuple[tuple[int, ...], ...]  #: the group's output chunks, per axis
+    owners: tuple[str, ...]  #: ``owners[j]``: the worker that assembles output chunk j
+    transfers: tuple[str, ...]  #: wire names of the transfer tasks
+    barrier_key: str  #: wire name of the barrier task
+    wanted: frozenset[int]  #: output chunks that have an unpack (the others are not sent)
+
+    @property
+    def npartitions(self) -> int:
+        return len(self.owners)
+
+    def transfer_keys(self) -> list[str]:
+        return list(self.transfers)
 
 
 def assign_owners(npartitions: int, workers: list[str]) -> tuple[str, ...]:

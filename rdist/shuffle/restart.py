@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from rdist.exceptions import Reschedule
 from rdist.protocol import wire
-from rdist.shuffle.plan import ExchangePlan, assign_owners
+from rdist.shuffle.plan import Exchange, assign_owners
 
 #: the worker (``rdist.worker.server.Worker``): not imported, the client imports this package
 Worker = Any
@@ -25,7 +25,7 @@ Worker = Any
 log = logging.getLogger("rdist.shuffle")
 
 
-def owners_of(worker: Worker, plan: ExchangePlan, run: int) -> tuple[str, ...]:
+def owners_of(worker: Worker, plan: Exchange, run: int) -> tuple[str, ...]:
     """The owners of ``run`` (run 0: as submitted)."""
     if run == 0:
         return plan.owners
@@ -35,12 +35,12 @@ def owners_of(worker: Worker, plan: ExchangePlan, run: int) -> tuple[str, ...]:
     return tuple(owners)
 
 
-def current_run(worker: Worker, plan: ExchangePlan) -> tuple[int, tuple[str, ...]]:
+def current_run(worker: Worker, plan: Exchange) -> tuple[int, tuple[str, ...]]:
     run, owners = worker.store.exchanges.current(plan.id)
     return (run, plan.owners) if owners is None else (run, tuple(owners))
 
 
-def restart(worker: Worker, plan: ExchangePlan, run: int, lost: set[str], reason: str) -> NoReturn:
+def restart(worker: Worker, plan: Exchange, run: int, lost: set[str], reason: str) -> NoReturn:
     """Start run ``run + 1`` without the workers ``lost`` (unless another worker already
     did), then reschedule the calling task. Never returns."""
     live = [a for a in worker.store.workers.all() if a not in lost]

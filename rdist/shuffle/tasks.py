@@ -14,7 +14,7 @@ from rdist import task_context
 from rdist.protocol import serialize
 from rdist.shuffle import frames, restart
 from rdist.shuffle.inbox import PiecesGone
-from rdist.shuffle.plan import ExchangePlan
+from rdist.shuffle.plan import Exchange, ExchangePlan
 from rdist.shuffle.service import PeerLost, service_of
 
 
@@ -30,14 +30,22 @@ def transfer(df: Any, plan: ExchangePlan, source: int) -> tuple[int, int]:
     by_owner: dict[str, dict[int, list[Any]]] = {}
     for part, piece in split(df, plan).items():
         by_owner.setdefault(owners[part], {})[part] = serialize.dumps(piece)
+    deliver(worker, plan, run, source, by_owner)
+    return run, len(df)
+
+
+def deliver(
+    worker: Any, plan: Exchange, run: int, source: int, by_owner: dict[str, dict[int, list[Any]]]
+) -> None:
+    """Send serialized pieces (owner -> output -> frames) of input ``source``; an owner that
+    cannot be reached restarts the exchange (and reschedules the calling transfer)."""
     try:
         service_of(worker).push(plan.id, run, source, by_owner)
     except PeerLost as exc:
         restart.restart(worker, plan, run, {exc.address}, f"cannot send to {exc.address}: {exc}")
-    return run, len(df)
 
 
-def barrier(plan: ExchangePlan, *done: tuple[int, int]) -> int:
+def barrier(plan: Exchange, *done: tuple[int, int]) -> int:
     """Every transfer has delivered (this task depends on them all): unpacks may start.
     Transfers of an older run (finished before a restart reached them) start it again."""
     worker = task_context.current_worker()
@@ -49,19 +57,25 @@ def barrier(plan: ExchangePlan, *done: tuple[int, int]) -> int:
 
 def unpack(plan: ExchangePlan, part: int, meta: Any, run: int) -> Any:
     """Output partition ``part`` from the pieces sent to its owner (this worker, normally)."""
+    pieces = receive(plan, part, run)
+    return assemble([serialize.loads(frames) for _, frames in pieces], meta)
+
+
+def receive(plan: Exchange, part: int, run: int) -> list[tuple[int, list[Any]]]:
+    """The serialized pieces of output ``part`` (by input, in input order), from this worker
+    or from the owner; a lost owner or pieces gone restart the exchange."""
     worker = task_context.current_worker()
     svc = service_of(worker)
     owner = restart.owners_of(worker, plan, run)[part]
     try:
         if owner == svc.address:
-            pieces = svc.take(plan.id, run, part)
-        else:  # the scheduler placed us elsewhere (the owner is busy or gone)
-            pieces = svc.pull(owner, plan.id, run, part)
+            return svc.take(plan.id, run, part)
+        # the scheduler placed us elsewhere (the owner is busy or gone)
+        return svc.pull(owner, plan.id, run, part)
     except PeerLost as exc:
         restart.restart(worker, plan, run, {exc.address}, f"cannot fetch from {exc.address}")
     except PiecesGone as exc:  # this unpack ran before and its result was lost since
         restart.restart(worker, plan, run, set(), str(exc))
-    return assemble([serialize.loads(frames) for _, frames in pieces], meta)
 
 
 def assemble(pieces: list[Any], meta: Any) -> Any:
