@@ -14,7 +14,7 @@ import pytest
 from rdist.comm.core import AuthenticationError
 from rdist.comm.handshake import SessionKeys
 from rdist.comm.integrity import BULK_FRAME, CHUNK, TAG, MessageAuth, pieces
-from rdist.comm.tcp import _LOWAT, _LOWAT_FRAME, TCPComm
+from rdist.comm.tcp import TCPComm
 
 KEY_A, KEY_B = b"a" * 32, b"b" * 32
 
@@ -149,12 +149,11 @@ def test_no_gmac_nonce_repeats_across_pieces_and_messages(monkeypatch: pytest.Mo
     assert len(seen) == 6 and len(set(seen)) == 6
 
 
-# -- large frames over real TCP (SO_RCVLOWAT is raised while they arrive) ------------------
+# -- large frames over real TCP -----------------------------------------------------------
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    """Two ends of a loopback TCP connection (a socketpair would be a unix socket, whose
-    wake-ups ignore SO_RCVLOWAT)."""
+    """Two ends of a loopback TCP connection (a socketpair would be a unix socket)."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         a = socket.create_connection(server.getsockname())
         b, _ = server.accept()
@@ -168,18 +167,15 @@ def tagged_tcp() -> tuple[TCPComm, TCPComm]:
     return sender, TCPComm(b, "receiver", SessionKeys(send=KEY_B, recv=KEY_A))
 
 
-@pytest.mark.parametrize(
-    "size",
-    [
-        _LOWAT_FRAME,
-        _LOWAT_FRAME + 1,
-        _LOWAT_FRAME + _LOWAT - 1,  # the last piece is shorter than the wake-up mark
-        5 * CHUNK + _LOWAT + 3,  # the last two pieces leave less than it
-    ],
-)
+#: A frame's size at and around piece boundaries (a tail piece of one byte, of almost a
+#: piece, of none).
+BIG = 4 * CHUNK
+
+
+@pytest.mark.parametrize("size", [BIG, BIG + 1, BIG + CHUNK - 1, BIG + BULK_FRAME + 3])
 def test_a_large_frame_arrives_while_the_sender_waits_for_the_answer(size: int) -> None:
-    """The peer sends one message and waits: the frame's last bytes must wake us although
-    fewer than SO_RCVLOWAT of them are left, and the next message reads with the default."""
+    """The peer sends one message and waits for the answer (no end of stream wakes the
+    reader): the frame is whole, and the next message on the connection reads too."""
     sender, receiver = tagged_tcp()
     frame = np.random.default_rng(size).integers(0, 255, size, dtype="u1")
     answered = threading.Event()
@@ -195,7 +191,6 @@ def test_a_large_frame_arrives_while_the_sender_waits_for_the_answer(size: int) 
         header, got = receiver.recv()
         assert header["op"] == "big" and bytes(got[0]) == b"pickle"
         assert np.array_equal(np.frombuffer(got[1], dtype="u1"), frame)
-        assert receiver.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
         answered.set()
         assert receiver.recv()[0]["op"] == "small"
     finally:
@@ -209,7 +204,7 @@ def test_a_large_frame_trickling_in_many_small_writes_assembles_exactly() -> Non
     """Bytes sent and read a few kilobytes at a time (every read returns at most what a
     random cap allows), across piece boundaries, in hundreds of reads: the frame is whole,
     and the tags still match."""
-    wire = wire_bytes({"op": "x"}, [b"head", os.urandom(_LOWAT_FRAME + 12_345)])
+    wire = wire_bytes({"op": "x"}, [b"head", os.urandom(BIG + 12_345)])
     a, b = tcp_pair()
     receiver = TCPComm(b, "receiver", SessionKeys(send=KEY_B, recv=KEY_A))
     rng, steps = np.random.default_rng(7), np.random.default_rng(8)
@@ -238,7 +233,7 @@ def test_a_large_frame_trickling_in_many_small_writes_assembles_exactly() -> Non
         a.close()
         receiver.close()
     assert header["op"] == "x" and bytes(got[0]) == b"head"
-    assert bytes(got[1]) == wire[-TAG - _LOWAT_FRAME - 12_345 : -TAG]
+    assert bytes(got[1]) == wire[-TAG - BIG - 12_345 : -TAG]
     assert reads > 100
 
 
@@ -254,7 +249,7 @@ class Spy:
 
 
 def test_a_byte_flipped_in_a_middle_piece_of_a_large_frame_is_refused_over_tcp() -> None:
-    frames = [os.urandom(_LOWAT_FRAME + 3 * CHUNK + 17)]
+    frames = [os.urandom(BIG + 3 * CHUNK + 17)]
     data = bytearray(wire_bytes({"op": "x"}, frames))
     data[len(data) // 2] ^= 1
     a, b = tcp_pair()

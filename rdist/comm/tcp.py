@@ -60,7 +60,7 @@ from rdist.comm.handshake import (
     client_handshake,
     read_greeting,
 )
-from rdist.comm.integrity import CHUNK, TAG, MessageAuth, MessageTag, pieces
+from rdist.comm.integrity import CHUNK, TAG, MessageAuth, pieces
 from rdist.comm.local import connect_local, local_name, local_sockets_enabled
 from rdist.comm.security import Security
 
@@ -74,10 +74,6 @@ _SMALL = 64 * 1024
 _READ_BUFFER = 64 * 1024
 #: Buffers per ``sendmsg`` call (the kernel's IOV_MAX is 1024).
 _IOV_MAX = 512
-#: Tagged frames at least this large are read with ``SO_RCVLOWAT`` raised to :data:`_LOWAT`
-#: (see :meth:`TCPComm._read_tagged`).
-_LOWAT_FRAME = 4 << 20
-_LOWAT = 256 << 10
 TLS_SCHEMES = ("tls",)
 
 __all__ = [
@@ -218,35 +214,6 @@ class TCPComm(Comm):
         self._read_into(memoryview(out))
         return out
 
-    def _read_tagged(self, view: memoryview, tag: MessageTag) -> None:
-        """One frame of a tagged message, each piece hashed as soon as it has landed.
-
-        A large frame is read with ``SO_RCVLOWAT`` raised: the kernel then wakes us once
-        per ~256 KiB that arrived rather than per segment (~2-3 ms less CPU per 200 MB on
-        the receiving end). It is lowered again before the frame's last
-        :data:`_LOWAT` bytes: a wake-up waiting for data the peer will never send (it
-        waits for our answer) would hang the connection."""
-        left = view.nbytes
-        raised = left >= _LOWAT_FRAME and self._wake_after(_LOWAT)
-        try:
-            for part, is_piece in pieces(view):
-                if raised and left - part.nbytes < _LOWAT:
-                    raised = not self._wake_after(1)
-                self._read_into(part)
-                left -= part.nbytes
-                tag.feed([(part, is_piece)])
-        finally:
-            if raised:
-                self._wake_after(1)
-
-    def _wake_after(self, nbytes: int) -> bool:
-        """Let a read wait until ``nbytes`` have arrived (1: the default); whether it took."""
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
-        except OSError:
-            return False
-        return True
-
     def _check(self, expected: bytes, what: str) -> None:
         if not hmac.compare_digest(bytes(self._read(TAG)), expected):
             log.warning("refused a forged or altered message (%s) from %s", what, self.peer)
@@ -281,7 +248,9 @@ class TCPComm(Comm):
             if tag is None:
                 self._read_into(view)
             else:
-                self._read_tagged(view, tag)
+                for part, is_piece in pieces(view):
+                    self._read_into(part)
+                    tag.feed([(part, is_piece)])
             frames.append(buf)
         if tag is not None:
             self._check(tag.digest(), "frames")
