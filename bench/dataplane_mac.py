@@ -11,25 +11,59 @@ an empty message; the round trip is timed. Modes:
 
 Prints the median of REPS (after one warm-up) as MB/s, and each end's CPU time (user +
 system, from ``os.times``) per message: on a loaded machine the CPU time is the steadier
-figure.
+figure. ``--split`` adds where each end's thread spent it (``thread_time`` around
+``TCPComm``'s socket writes, its reads and the integrity tags' hashing): the rest is
+Python around them.
 
-    python -m bench.dataplane_mac --size 200 --reps 5 [--mac | --raw]
+    python -m bench.dataplane_mac --size 200 --reps 5 [--mac | --raw] [--split]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
 import time
+from typing import Any
 
 from rdist.comm.handshake import SessionKeys
+from rdist.comm.integrity import MessageTag
 from rdist.comm.tcp import TCPComm
+
+#: Seconds of this process's thread in each part of ``TCPComm`` (``--split``).
+SPLIT: dict[str, float] = {}
 
 
 def _cpu() -> float:
     return time.process_time()
+
+
+def _time_parts() -> None:
+    """Wrap the parts of ``TCPComm`` whose CPU time ``--split`` reports."""
+    for owner, name, part in (
+        (TCPComm, "_write", "write"),
+        (TCPComm, "_read_into", "read"),
+        (MessageTag, "feed", "hash"),
+    ):
+        SPLIT[part] = 0.0
+        setattr(owner, name, _timed(getattr(owner, name), part))
+
+
+def _timed(fn: Any, part: str) -> Any:
+    def timed(*args: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            SPLIT[part] += time.thread_time() - start
+
+    return timed
+
+
+def _split(reps: int) -> str:
+    return ", ".join(f"{k} {v / reps * 1000:.0f}" for k, v in SPLIT.items()) if SPLIT else ""
 
 
 def _recv_exact(sock: socket.socket, view: memoryview) -> None:
@@ -58,7 +92,9 @@ def _receiver(
             comm.send({"op": "ok"})
         if i:  # not the warm-up
             cpu += _cpu() - start
-    os.write(report, f"{cpu / reps}".encode())
+        else:
+            SPLIT.update(dict.fromkeys(SPLIT, 0.0))
+    os.write(report, json.dumps({"cpu": cpu / reps, "split": _split(reps)}).encode())
 
 
 def main() -> None:
@@ -68,8 +104,13 @@ def main() -> None:
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--mac", action="store_true", help="tagged messages (plain TCP)")
     kind.add_argument("--raw", action="store_true", help="a bare socket, no framing")
+    ap.add_argument(
+        "--split", action="store_true", help="each end's CPU in writes, reads and hashing"
+    )
     args = ap.parse_args()
     mode = "mac" if args.mac else "raw" if args.raw else "plain"
+    if args.split and mode != "raw":
+        _time_parts()
     size = int(args.size * 1_000_000)
     a, b = os.urandom(32), os.urandom(32)
     mac = mode == "mac"
@@ -102,14 +143,19 @@ def main() -> None:
         times.append(time.perf_counter() - t)
         if i:
             cpu += _cpu() - c
+        else:
+            SPLIT.update(dict.fromkeys(SPLIT, 0.0))
     os.waitpid(pid, 0)
-    receiver_cpu = float(os.read(report_r, 64))
+    receiver = json.loads(os.read(report_r, 4096))
     median = statistics.median(times[1:])
     print(
         f"{mode} {args.size:g}MB median {median * 1000:.1f} ms {size / median / 1e6:.0f} MB/s"
         f"  cpu/message: sender {cpu / args.reps * 1000:.0f} ms,"
-        f" receiver {receiver_cpu * 1000:.0f} ms"
+        f" receiver {receiver['cpu'] * 1000:.0f} ms"
     )
+    if SPLIT:
+        split = f"sender {_split(args.reps)}; receiver {receiver['split']}"
+        print(f"  thread CPU per message, ms: {split}")
 
 
 if __name__ == "__main__":

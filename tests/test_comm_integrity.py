@@ -147,3 +147,119 @@ def test_no_gmac_nonce_repeats_across_pieces_and_messages(monkeypatch: pytest.Mo
             tag.piece(part)
         tag.digest()
     assert len(seen) == 6 and len(set(seen)) == 6
+
+
+# -- large frames over real TCP -----------------------------------------------------------
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of a loopback TCP connection (a socketpair would be a unix socket)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    b.settimeout(20)  # a read waiting for bytes that never come fails the test, not hangs it
+    return a, b
+
+
+def tagged_tcp() -> tuple[TCPComm, TCPComm]:
+    a, b = tcp_pair()
+    sender = TCPComm(a, "sender", SessionKeys(send=KEY_A, recv=KEY_B))
+    return sender, TCPComm(b, "receiver", SessionKeys(send=KEY_B, recv=KEY_A))
+
+
+#: A frame's size at and around piece boundaries (a tail piece of one byte, of almost a
+#: piece, of none).
+BIG = 4 * CHUNK
+
+
+@pytest.mark.parametrize("size", [BIG, BIG + 1, BIG + CHUNK - 1, BIG + BULK_FRAME + 3])
+def test_a_large_frame_arrives_while_the_sender_waits_for_the_answer(size: int) -> None:
+    """The peer sends one message and waits for the answer (no end of stream wakes the
+    reader): the frame is whole, and the next message on the connection reads too."""
+    sender, receiver = tagged_tcp()
+    frame = np.random.default_rng(size).integers(0, 255, size, dtype="u1")
+    answered = threading.Event()
+
+    def send() -> None:
+        sender.send({"op": "big"}, [b"pickle", frame])
+        answered.wait(30)  # the connection stays open: no end-of-stream wakes the reader
+        sender.send({"op": "small"}, [b"x"])
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        header, got = receiver.recv()
+        assert header["op"] == "big" and bytes(got[0]) == b"pickle"
+        assert np.array_equal(np.frombuffer(got[1], dtype="u1"), frame)
+        answered.set()
+        assert receiver.recv()[0]["op"] == "small"
+    finally:
+        answered.set()
+        thread.join(30)
+        sender.close()
+        receiver.close()
+
+
+def test_a_large_frame_trickling_in_many_small_writes_assembles_exactly() -> None:
+    """Bytes sent and read a few kilobytes at a time (every read returns at most what a
+    random cap allows), across piece boundaries, in hundreds of reads: the frame is whole,
+    and the tags still match."""
+    wire = wire_bytes({"op": "x"}, [b"head", os.urandom(BIG + 12_345)])
+    a, b = tcp_pair()
+    receiver = TCPComm(b, "receiver", SessionKeys(send=KEY_B, recv=KEY_A))
+    rng, steps = np.random.default_rng(7), np.random.default_rng(8)
+    reads = 0
+    real = receiver.sock.recv_into
+
+    def counting(buf: memoryview, nbytes: int = 0) -> int:
+        nonlocal reads
+        reads += 1
+        return real(buf, min(nbytes or buf.nbytes, int(rng.integers(1, 70_000))))
+
+    def trickle() -> None:
+        view, at = memoryview(wire), 0
+        while at < len(wire):
+            step = int(steps.integers(1, 70_000))
+            a.sendall(view[at : at + step])
+            at += step
+
+    receiver.sock = Spy(b, counting)  # type: ignore[assignment]
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    try:
+        header, got = receiver.recv()
+    finally:
+        thread.join(30)
+        a.close()
+        receiver.close()
+    assert header["op"] == "x" and bytes(got[0]) == b"head"
+    assert bytes(got[1]) == wire[-TAG - BIG - 12_345 : -TAG]
+    assert reads > 100
+
+
+class Spy:
+    """A socket whose ``recv_into`` is replaced (socket objects' own methods are read-only)."""
+
+    def __init__(self, sock: socket.socket, recv_into: Any) -> None:
+        self._sock = sock
+        self.recv_into = recv_into
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_byte_flipped_in_a_middle_piece_of_a_large_frame_is_refused_over_tcp() -> None:
+    frames = [os.urandom(BIG + 3 * CHUNK + 17)]
+    data = bytearray(wire_bytes({"op": "x"}, frames))
+    data[len(data) // 2] ^= 1
+    a, b = tcp_pair()
+    receiver = TCPComm(b, "receiver", SessionKeys(send=KEY_B, recv=KEY_A))
+    thread = threading.Thread(target=lambda: a.sendall(data))
+    thread.start()
+    try:
+        with pytest.raises(AuthenticationError, match=r"integrity check \(frames\)"):
+            receiver.recv()
+    finally:
+        thread.join(30)
+        a.close()
+        receiver.close()
