@@ -296,9 +296,7 @@ def test_a_task_with_inputs_on_two_workers_is_not_co_assigned(state):
 
     # (restricted: unrestricted sibling roots would meet on one worker, see
     # test_scheduler_siblings)
-    out = state.handle(
-        graph(task("a", workers=[W1]), task("b", workers=[W2]), task("c", "a", "b"))
-    )
+    out = state.handle(graph(task("a", workers=[W1]), task("b", workers=[W2]), task("c", "a", "b")))
 
     assert sorted(k for _, k in computes(out)) == ["a", "b"]
     assert state.tasks["c"].state.value == "waiting"
