@@ -127,17 +127,20 @@ def sibling_worker(s: Scheduling, ts: Task) -> str | None:
     return max(votes, key=lambda address: (votes[address], address))
 
 
-def beside_siblings(s: Scheduling, ts: Task, workers: list[WorkerInfo]) -> WorkerInfo | None:
-    """For a root task with placed siblings: their worker, if allowed and near room."""
+def beside_siblings(
+    s: Scheduling, ts: Task, workers: list[WorkerInfo] | None = None
+) -> WorkerInfo | None:
+    """For a root task with placed siblings: their worker, if among ``workers`` (any
+    when None) and near room."""
     if ts.dependencies or not ts.dependents:
         return None
     address = sibling_worker(s, ts)
     if address is None:
         return None
-    for ws in workers:
-        if ws.address == address:
-            return ws if near_room(s, ws, ts) else None
-    return None
+    ws = s.workers.get(address)
+    if ws is None or (workers is not None and ws not in workers):
+        return None
+    return ws if near_room(s, ws, ts) else None
 
 
 def decide_worker(s: Scheduling, ts: Task, workers: list[WorkerInfo]) -> WorkerInfo | None:
@@ -202,13 +205,12 @@ def fill_all_workers(s: Scheduling) -> None:
         if head is None or head.state is not TS.QUEUED or head.priority != priority:
             heapq.heappop(s.queued)  # a stale entry
             continue
-        workers = list(s.workers.values())
-        near = beside_siblings(s, head, workers) if head.dependents else None
+        near = beside_siblings(s, head) if head.dependents else None
         if near is not None:
             heapq.heappop(s.queued)
             s.transition(head, TS.PROCESSING, worker=near)
             continue
-        roomy = [w for w in workers if has_room(s, w, head)]
+        roomy = [w for w in s.workers.values() if has_room(s, w, head)]
         if not roomy:
             return
         heapq.heappop(s.queued)
