@@ -256,6 +256,7 @@ MODULE_TIERS = {
     "test_scheduler_leaks": "fake",
     "test_soak": "real",
     "test_scheduler_server_pending": "fake",
+    "test_scheduler_siblings": "pure",
     "test_scheduler_state": "pure",
     "test_scheduler_state_recovery": "pure",
     "test_scheduler_transitions": "pure",

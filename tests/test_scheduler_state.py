@@ -1047,9 +1047,11 @@ def test_losing_one_input_of_a_queued_task_keeps_its_other_inputs(state):
     out = state.handle(left(W1))
 
     assert freed(out) == []  # "c" on W2 is still good
+    # "a" runs again at once beside its sibling "c" (W2 is busy, but near room)
+    assert computes(out) == [(W2, "a")]
     assert st(state, "c") == "memory"
     assert st(state, "b") == "waiting" and state.tasks["b"].waiting_on == {"a"}
-    assert computes(state.handle(finished(W2, "blocker"))) == [(W2, "a")]
+    assert computes(state.handle(finished(W2, "blocker"))) == []
     out = state.handle(finished(W2, "a"))
     assert computes(out) == [(W2, "b")]
     assert of_type(out, Compute)[0].deps["c"] == ([W2], 8, False)

@@ -97,28 +97,33 @@ def submit_graph(
     annotation is checked first (TypeError/ValueError naming it), and a cycle refused."""
     dsk, annotations = materialize(dsk)
     dsk = _exchanges_rewritten(submitter, dsk, annotations)
-    known = {graph.key_name(k) for k in dsk}
-    unknown = [k for k in wanted if graph.key_name(k) not in known]
+    names = graph.key_names(dsk)
+    by_name = {name: key for key, name in names.items()}
+    unknown = [k for k in wanted if graph.key_name(k) not in by_name]
     if unknown:
         raise KeyError(f"keys {unknown} are not in the graph")
     call = _call_options(workers, resources, retries, priority, allow_other_workers)
     defaults = _global_annotations()
-    nodes, scattered = graph.graph_tasks(dsk, keep={graph.key_name(k) for k in wanted})
-    by_name = {graph.key_name(k): k for k in dsk}
+    keep = {graph.key_name(k) for k in wanted}
+    nodes, scattered = graph.graph_tasks(dsk, keep=keep, names=names)
     order = graph_order(dsk) if len(nodes) > 1 else {}
     nodes.sort(key=lambda n: order.get(by_name.get(n.key), 0))
     rows: list[wire.TaskRow] = []
     specs: dict[str, bytes] = {}
     tag = spans.current()
+    plain = _plain_row(call) if not (annotations or defaults) else None
     for key, blob, deps in nodes:
-        original = by_name.get(key, key)
-        note = {
-            kind: values[original] for kind, values in annotations.items() if original in values
-        }
-        rows.append(_row(key, deps, note, defaults, call))
+        if plain is not None:  # no annotations anywhere: every row takes the call's options
+            rows.append(plain(key, deps))
+        else:
+            original = by_name.get(key, key)
+            note = {
+                kind: values[original] for kind, values in annotations.items() if original in values
+            }
+            rows.append(_row(key, deps, note, defaults, call))
         specs[key] = spec.pack_spec(b"", blob, spec.GRAPH_NODE, tag)
-    names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
-    return submitter.send_graph(rows, specs, names, scattered, call["workers"])
+    wanted_names = list(dict.fromkeys(graph.key_name(k) for k in wanted))
+    return submitter.send_graph(rows, specs, wanted_names, scattered, call["workers"])
 
 
 def _exchanges_rewritten(
@@ -173,6 +178,22 @@ def _row(
         option("retries", validate.retries),
         option("resources", validate.resources),
     )
+
+
+def _plain_row(call: dict[str, Any]) -> Callable[[str, list[str]], wire.TaskRow]:
+    """The row of a task without annotations: the call's options (checked once)."""
+    options = (
+        call["priority"],
+        call["workers"],
+        call["allow_other_workers"],
+        call["retries"],
+        call["resources"],
+    )
+
+    def row(key: str, deps: list[str]) -> wire.TaskRow:
+        return wire.TaskRow(key, deps, *options)
+
+    return row
 
 
 def _global_annotations() -> dict[str, Any]:

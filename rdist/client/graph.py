@@ -124,6 +124,13 @@ def key_name(key: Hashable) -> str:
     return keynames.check_key(key, "graph key")
 
 
+def key_names(dsk: Mapping[Hashable, Any]) -> dict[Hashable, str]:
+    """The wire name of every key of ``dsk``, each checked once: a dask array's keys are
+    tuples, whose check is the costly part, and a graph names each key several times (as
+    a node and as every dependent's input)."""
+    return {key: key_name(key) for key in dsk}
+
+
 class GraphTask(NamedTuple):
     """One node of a graph as sent: its wire name, expression blob and dependencies."""
 
@@ -133,7 +140,10 @@ class GraphTask(NamedTuple):
 
 
 def graph_tasks(
-    dsk: Mapping[Hashable, Any], keep: set[str] | None = None, pure: bool = True
+    dsk: Mapping[Hashable, Any],
+    keep: set[str] | None = None,
+    pure: bool = True,
+    names: Mapping[Hashable, str] | None = None,
 ) -> tuple[list[GraphTask], list[large.Large]]:
     """A task for every node, dependencies first, and the large values to scatter first.
 
@@ -141,8 +151,12 @@ def graph_tasks(
     no task; dask ``Alias`` nodes not in ``keep`` make none either (who needs them reads
     their target directly); a large dask ``DataNode`` is scattered under its own key. A
     literal larger than :data:`~rdist.client.large.INLINE_BYTES` inside a node is
-    scattered and referred to. A cycle raises ValueError naming it."""
-    aliases = _aliases(dsk, keep)
+    scattered and referred to. A cycle raises ValueError naming it. ``names`` are the
+    keys' wire names when the caller has them (:func:`key_names`)."""
+    if names is None:
+        names = key_names(dsk)
+    aliases = _aliases(dsk, keep, names)
+    converter = _Converter(dsk, aliases, names)
     converted: dict[Hashable, tuple[Any, list[str]]] = {}
     scattered: list[large.Large] = []
     for key, node in dsk.items():
@@ -153,12 +167,12 @@ def graph_tasks(
             scattered.append(data)
             continue
         deps: list[str] = []
-        converted[key] = (_convert(node, dsk, deps, top=True, aliases=aliases), deps)
-    order = _toposort(converted, {k: v[1] for k, v in converted.items()})
+        converted[key] = (converter.convert(node, deps), deps)
+    order = _toposort(converted, {k: v[1] for k, v in converted.items()}, names)
     out = []
     for key in order:
         expr, deps = converted[key]
-        name = key_name(key)
+        name = names[key]
         try:
             expr, frames, found = large.pack(expr, pure, in_graph=True)
         except serialize.SerializationError as exc:
@@ -201,37 +215,60 @@ def _is_key(x: Any, dsk: Mapping[Hashable, Any]) -> bool:
         return False
 
 
-def _convert(
-    node: Any,
-    dsk: Mapping[Hashable, Any],
-    deps: list[str],
-    top: bool = False,
-    aliases: Mapping[Hashable, Hashable] | None = None,
-) -> Any:
-    kind = type(node)
-    aliases = aliases or {}
-    if _is_dask_node(node):
-        future = _future_value(node)
-        if future is not None:  # DataNode(future): the value already on the cluster
-            deps.append(future._name)
-            return DepRef(future._name)
-        refs = {dep: DepRef(key_name(aliases.get(dep, dep))) for dep in node.dependencies}
-        deps.extend(ref.key for ref in refs.values())
-        return (run_dask_node, node, refs)
-    if kind in (str, tuple, int, bytes) and _is_key(node, dsk):
-        name = key_name(aliases.get(node, node))
-        deps.append(name)
-        return DepRef(name)
-    if _is_future(node):
-        deps.append(node._name)
-        return DepRef(node._name)
-    if kind is tuple and node and callable(node[0]):
-        return (node[0], *(_convert(a, dsk, deps, aliases=aliases) for a in node[1:]))
-    if kind is list:
-        return [_convert(x, dsk, deps, aliases=aliases) for x in node]
-    if kind is dict:
-        return {k: _convert(v, dsk, deps, aliases=aliases) for k, v in node.items()}
-    return node
+class _Converter:
+    """Graph nodes to the expressions a worker evaluates (dependencies as DepRefs), with
+    what every node needs looked up once per graph: the keys' wire names, the aliases
+    skipped, dask's task-spec module."""
+
+    def __init__(
+        self,
+        dsk: Mapping[Hashable, Any],
+        aliases: Mapping[Hashable, Hashable],
+        names: Mapping[Hashable, str],
+    ) -> None:
+        self.dsk = dsk
+        self.aliases = aliases
+        self.names = names
+        task_spec = sys.modules.get("dask._task_spec")
+        #: dask's GraphNode (Task, Alias, DataNode...), None when dask is not loaded
+        self.graph_node: Any = task_spec.GraphNode if task_spec is not None else None
+
+    def name(self, key: Hashable) -> str:
+        """The wire name of the key an input ``key`` stands for (past skipped aliases)."""
+        target = self.aliases.get(key, key)
+        name = self.names.get(target)
+        return name if name is not None else key_name(target)
+
+    def convert(self, node: Any, deps: list[str]) -> Any:
+        graph_node = self.graph_node
+        if graph_node is not None and isinstance(node, graph_node):
+            future = _future_value(node)
+            if future is not None:  # DataNode(future): the value already on the cluster
+                deps.append(future._name)
+                return DepRef(future._name)
+            refs = {dep: DepRef(self.name(dep)) for dep in node.dependencies}
+            deps.extend(ref.key for ref in refs.values())
+            return (run_dask_node, node, refs)
+        return self._inner(node, deps)
+
+    def _inner(self, node: Any, deps: list[str]) -> Any:
+        kind = type(node)
+        if kind in (str, tuple, int, bytes) and _is_key(node, self.dsk):
+            name = self.name(node)
+            deps.append(name)
+            return DepRef(name)
+        if _is_future(node):
+            deps.append(node._name)
+            return DepRef(node._name)
+        if kind is tuple and node and callable(node[0]):
+            return (node[0], *(self._inner(a, deps) for a in node[1:]))
+        if kind is list:
+            return [self._inner(x, deps) for x in node]
+        if kind is dict:
+            return {k: self._inner(v, deps) for k, v in node.items()}
+        if self.graph_node is not None and isinstance(node, self.graph_node):
+            return self.convert(node, deps)  # a dask node nested in a tuple task
+        return node
 
 
 def _embedded_futures(deps: list[str]) -> Callable[[Any], Any]:
@@ -246,10 +283,15 @@ def _embedded_futures(deps: list[str]) -> Callable[[Any], Any]:
     return hook
 
 
-def _is_future(x: Any) -> bool:
-    from rdist.client.future import Future
+_FUTURE: list[type] = []  #: rdist.client.future.Future, imported at the first look
 
-    return isinstance(x, Future)
+
+def _is_future(x: Any) -> bool:
+    if not _FUTURE:
+        from rdist.client.future import Future
+
+        _FUTURE.append(Future)
+    return isinstance(x, _FUTURE[0])
 
 
 def _future_value(node: Any) -> Any:
@@ -263,14 +305,21 @@ def _is_existing(key: Hashable, node: Any) -> bool:
     return future is not None and future._name == key_name(key)
 
 
-def _aliases(dsk: Mapping[Hashable, Any], keep: set[str] | None) -> dict[Hashable, Hashable]:
+def _aliases(
+    dsk: Mapping[Hashable, Any],
+    keep: set[str] | None,
+    names: Mapping[Hashable, str] | None = None,
+) -> dict[Hashable, Hashable]:
     """Alias key -> the key it finally points to, for dask Alias nodes we can skip."""
     task_spec = sys.modules.get("dask._task_spec")
     if task_spec is None or keep is None:
         return {}
     direct = {}
     for key, node in dsk.items():
-        if isinstance(node, task_spec.Alias) and key_name(key) not in keep:
+        if (
+            isinstance(node, task_spec.Alias)
+            and (names[key] if names is not None else key_name(key)) not in keep
+        ):
             (target,) = node.dependencies
             if target in dsk and target != key:
                 direct[key] = target
@@ -297,10 +346,14 @@ def run_dask_node(node: Any, values: dict[Hashable, Any]) -> Any:
     return node(values)
 
 
-def _toposort(dsk: Mapping[Hashable, Any], deps: dict[Hashable, list[str]]) -> list[Hashable]:
+def _toposort(
+    dsk: Mapping[Hashable, Any],
+    deps: dict[Hashable, list[str]],
+    names: Mapping[Hashable, str] | None = None,
+) -> list[Hashable]:
     """The keys of ``dsk``, each after its dependencies (iterative: long chains are fine);
     ValueError naming the keys of a cycle, which could never run."""
-    by_name = {key_name(k): k for k in dsk}
+    by_name = {names[k] if names is not None else key_name(k): k for k in dsk}
     done: set[Hashable] = set()
     on_path: set[Hashable] = set()  #: keys being expanded, from a root down to here
     order: list[Hashable] = []

@@ -5,6 +5,14 @@ beyond -- and the rest waits in ``queued`` at the scheduler, highest priority fi
 that a worker joining (or freeing up) gets the most urgent work and stealing stays cheap.
 A task runs where most of its input bytes are, when that worker has room (or the inputs
 are too big to move); restrictions and resources narrow the candidates.
+
+A root task (no inputs) has no bytes to be near, but its *siblings* -- the other inputs of
+its dependents -- may already run somewhere: it goes there too when that worker has room or
+is at most one soft target beyond it (``near_room``), so that the dependent finds all its
+inputs on one worker. In ``(x + x.T)`` the chunks ``x[i, j]`` and ``x[j, i]`` (dask's order
+puts them side by side) then meet on one worker and no chunk crosses to another; the bound
+keeps a graph whose roots are all linked in a row (a sliding window) from piling onto one
+worker: blocks of adjacent roots fill one worker, then the next.
 """
 
 from __future__ import annotations
@@ -72,8 +80,76 @@ def has_room(s: Scheduling, ws: WorkerInfo, ts: Task) -> bool:
     return ws.occupancy + estimate(s, ts) <= ws.nthreads * TARGET_SECONDS_PER_THREAD
 
 
+#: Sibling placement looks only at dependents with at most this many inputs (a reduction
+#: over a thousand roots ties none of them to the others) ...
+SIBLING_FANIN = 8
+#: ... and at no more than this many dependents of the root (a bounded cost per placement).
+SIBLING_DEPENDENTS = 8
+
+
+def near_room(s: Scheduling, ws: WorkerInfo, ts: Task) -> bool:
+    """``ws`` may take ``ts`` to keep it beside its siblings: running, resources free, and
+    at most twice what :func:`has_room` allows (a thread's worth of tasks more, or one
+    more soft target of estimated work), never past the hard cap."""
+    if ws.status != "running":
+        return False
+    if ts.resources and not resources_free(ws, ts):
+        return False
+    n = len(ws.processing) - len(ws.long_running)
+    if n < 2 * ws.nthreads:
+        return True
+    if n >= ws.nthreads * MAX_IN_FLIGHT_PER_THREAD:
+        return False
+    return ws.occupancy + estimate(s, ts) <= 2 * ws.nthreads * TARGET_SECONDS_PER_THREAD
+
+
+def sibling_worker(s: Scheduling, ts: Task) -> str | None:
+    """The address computing or holding most siblings of ``ts`` (other inputs of its
+    dependents with at most :data:`SIBLING_FANIN` inputs); None when none is placed."""
+    votes: dict[str, int] = {}
+    for seen, key in enumerate(ts.dependents):
+        if seen >= SIBLING_DEPENDENTS:
+            break
+        dependent = s.tasks.get(key)
+        if dependent is None or len(dependent.dependencies) > SIBLING_FANIN:
+            continue
+        for sibling_key in dependent.dependencies:
+            sibling = s.tasks.get(sibling_key)
+            if sibling is None or sibling is ts:
+                continue
+            if sibling.state is TS.PROCESSING and sibling.processing_on is not None:
+                votes[sibling.processing_on] = votes.get(sibling.processing_on, 0) + 1
+            elif sibling.state is TS.MEMORY:
+                for address in sibling.who_has:
+                    votes[address] = votes.get(address, 0) + 1
+    if not votes:
+        return None
+    return max(votes, key=lambda address: (votes[address], address))
+
+
+def beside_siblings(
+    s: Scheduling, ts: Task, workers: list[WorkerInfo] | None = None
+) -> WorkerInfo | None:
+    """For a root task with placed siblings: their worker, if among ``workers`` (any
+    when None) and near room."""
+    if ts.dependencies or not ts.dependents:
+        return None
+    address = sibling_worker(s, ts)
+    if address is None:
+        return None
+    ws = s.workers.get(address)
+    if ws is None or (workers is not None and ws not in workers):
+        return None
+    return ws if near_room(s, ws, ts) else None
+
+
 def decide_worker(s: Scheduling, ts: Task, workers: list[WorkerInfo]) -> WorkerInfo | None:
-    """The candidate holding most input bytes, then the least loaded; None to queue."""
+    """The candidate holding most input bytes (for a root: its siblings' worker), then the
+    least loaded; None to queue."""
+    if ts.dependents and not ts.dependencies:
+        near = beside_siblings(s, ts, workers)
+        if near is not None:
+            return near
     if ts.dependencies:
         local: dict[str, int] = {}
         for dep_key in ts.dependencies:
@@ -128,6 +204,11 @@ def fill_all_workers(s: Scheduling) -> None:
         head = s.tasks.get(key)
         if head is None or head.state is not TS.QUEUED or head.priority != priority:
             heapq.heappop(s.queued)  # a stale entry
+            continue
+        near = beside_siblings(s, head) if head.dependents else None
+        if near is not None:
+            heapq.heappop(s.queued)
+            s.transition(head, TS.PROCESSING, worker=near)
             continue
         roomy = [w for w in s.workers.values() if has_room(s, w, head)]
         if not roomy:
