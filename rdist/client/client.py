@@ -81,10 +81,6 @@ from rdist.supervise import start_thread
 log = logging.getLogger("rdist.client")
 
 
-def _futures(obj: Any) -> list[Future]:
-    return [obj] if isinstance(obj, Future) else futures_of(obj)
-
-
 class Client:
     """Connect to an rdist cluster (``distributed.Client``'s interface)."""
 
@@ -430,7 +426,7 @@ class Client:
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> None:
         """Cancel these futures (and their dependents); waits for the scheduler to confirm."""
         self._check_open("cancel")
-        found = _futures(futures)
+        found = futures_of(futures)
         keys = list(dict.fromkeys(f._name for f in found))
         if keys:
             self.ledger.cancel(found, keys, force, self.timeout)
@@ -438,7 +434,7 @@ class Client:
     def retry(self, futures: Any) -> None:
         """Run erred futures again."""
         self._check_open("retry")
-        self.ledger.retry([f for f in _futures(futures) if f.status == ERROR])
+        self.ledger.retry([f for f in futures_of(futures) if f.status == ERROR])
 
     # -- the rest of dask's Client: functions of the client in rooms of their own ----------
     # (each is the method itself: ``Client.run is cluster_calls.run``, dask's signature
