@@ -315,7 +315,7 @@ class Ledger:
         if shared is None or shared.who_has != who_has:  # (an id reused by another list)
             if len(self._shared) >= SHARED_OUTCOMES:
                 self._shared.clear()
-            shared = item._replace(key="")
+            shared = wire.KeyInMemory("", *item[1:])
             self._shared[ident] = shared
         return shared
 
