@@ -7,6 +7,7 @@ import threading
 from functools import partial
 from typing import Any
 
+import msgpack
 import pytest
 
 from rdist.client import graph
@@ -227,3 +228,138 @@ def test_the_journal_keeps_its_order_across_encoded_parts_and_fresh_rows(
     rows, specs, _ = journal.graph_for(["d"])
     assert [r.key for r in rows] == ["a", "b", "d"]
     assert specs == {"a": b"a", "b": b"b", "d": b"d"}
+
+
+def test_the_journal_keeps_the_futures_own_key_strings_and_no_copies() -> None:
+    keys = ["".join(["k", str(i)]) for i in range(3)]  # made at run time: not interned
+    journal = Journal()
+    journal.record(update(*((k, []) for k in keys)), None, list)
+    journal._parts.append(recovery_packed(journal))
+
+    (part_keys, blob) = journal._parts[0]
+    assert all(a is b for a, b in zip(part_keys, keys))
+    # named by position inside (the specs, here the keys' bytes, travel as they are)
+    assert all(msgpack.packb(k) not in lz4_decompressed(blob) for k in keys)
+    rows, specs, _ = journal.graph_for(keys)
+    assert [r.key for r in rows] == keys and specs == {k: k.encode() for k in keys}
+
+
+def recovery_packed(journal: Journal) -> Any:
+    """Packs the journal's fresh rows into a part now (as a full part would be)."""
+    from rdist.client import recovery
+
+    part = recovery._packed(journal._fresh, journal._fresh_specs)
+    journal._fresh, journal._fresh_specs = [], {}
+    return part
+
+
+def lz4_decompressed(blob: bytes) -> bytes:
+    import lz4.frame
+
+    return bytes(lz4.frame.decompress(blob))
+
+
+# -- shared outcomes -------------------------------------------------------------------------
+
+
+def notified(ledger: Ledger, items: list[wire.KeyInMemory]) -> None:
+    """Settle ``items`` as they arrive: encoded, then unpacked afresh."""
+    (msg,) = wire.CLIENT.decode(wire.Notify(list(items)).encode())
+    assert isinstance(msg, wire.Notify)
+    ledger.settle(msg.items)
+
+
+def test_keys_with_the_same_small_inline_value_share_one_outcome_without_a_key() -> None:
+    ledger = ledger_with(Posts())
+    states = ledger.submitted(["a", "b", "c", "d"])
+    none, one = serialize.to_blob(None), serialize.to_blob(1)
+    holders = ["tcp://w:1"]
+
+    notified(
+        ledger,
+        [
+            wire.KeyInMemory("a", 8, False, holders, "NoneType", none),
+            wire.KeyInMemory("b", 8, False, holders, "NoneType", none),
+            wire.KeyInMemory("c", 8, False, holders, "int", one),
+            wire.KeyInMemory("d", 8, False, ["tcp://w:2"], "NoneType", none),
+        ],
+    )
+
+    a, b, c, d = (s.outcome for s in states)
+    assert a is b and a.key == "" and a.inline == none  # one for both, holding no key
+    assert c is not a and c.inline == one
+    assert d is not a and d.who_has == ["tcp://w:2"]
+    assert [s.status for s in states] == [FINISHED] * 4
+
+
+def test_a_large_inline_value_keeps_an_outcome_of_its_own_key() -> None:
+    from rdist.client import ledger as ledger_module
+
+    ledger = ledger_with(Posts())
+    states = ledger.submitted(["a", "b"])
+    big = b"x" * (ledger_module.SHARED_INLINE_BYTES + 1)
+
+    notified(ledger, [wire.KeyInMemory(k, 8, False, ["tcp://w:1"], "bytes", big) for k in "ab"])
+
+    one, two = (s.outcome for s in states)
+    assert one is not two and one.key is states[0].key and two.key is states[1].key
+
+
+def test_the_shared_outcomes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rdist.client import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "SHARED_OUTCOMES", 4)
+    ledger = ledger_with(Posts())
+    keys = [f"k{i}" for i in range(10)]
+    states = ledger.submitted(keys)
+
+    notified(
+        ledger,
+        [
+            wire.KeyInMemory(k, 8, False, ["w"], "int", serialize.to_blob(i))
+            for i, k in enumerate(keys)
+        ],
+    )
+
+    assert len(ledger._shared) <= 4
+    assert [serialize.from_blob(s.outcome.inline) for s in states] == list(range(10))
+
+
+# -- gather of a list --------------------------------------------------------------------------
+
+
+class Host:
+    """A client as far as its futures and a gather need one."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.status = "running"
+
+
+def gathered(items: list[wire.Item], listed: list[str], errors: str = "raise") -> list[Any]:
+    from rdist.client.results import Results
+
+    ledger = ledger_with(Posts())
+    futures = Future._submitted(listed, Host(ledger))  # type: ignore[arg-type]
+    ledger.settle(items)
+    return Results(None, ledger, None).gather(futures, errors)  # type: ignore[arg-type]
+
+
+def inline(key: str, value: Any) -> wire.KeyInMemory:
+    return wire.KeyInMemory(key, 8, False, ["w"], type(value).__name__, serialize.to_blob(value))
+
+
+def test_a_gathered_list_gives_the_same_object_for_a_key_listed_twice() -> None:
+    values = gathered([inline("a", [1]), inline("b", [1])], ["a", "b", "a"])
+
+    assert values == [[1], [1], [1]]
+    assert values[0] is values[2] and values[0] is not values[1]
+
+
+def test_a_gathered_list_skips_failed_futures_in_place_or_raises_the_first() -> None:
+    erred = wire.KeyErred("b", "b", None, "it broke")
+    items: list[wire.Item] = [inline("a", 1), erred, inline("c", 3)]
+
+    assert gathered(items, ["a", "b", "c"], errors="skip") == [1, 3]
+    with pytest.raises(RuntimeError, match="it broke"):
+        gathered(items, ["a", "b", "c"])

@@ -14,6 +14,14 @@ methods (most of them one call into a room):
   they are, scatter, replicate, rebalance;
 - :mod:`~rdist.client.introspection` -- workers, who has what, ``run``, ``story``.
 
+The rest of dask's methods are functions of the client, grouped by concern and set on
+the class under their names (signatures and docstrings with them):
+:mod:`~rdist.client.graph_calls` (``get``, ``compute``, ``persist``),
+:mod:`~rdist.client.data_calls` (``scatter``, ``replicate``, ``rebalance``),
+:mod:`~rdist.client.cluster_calls` (who has what, ``run``, ``restart``, retiring),
+:mod:`~rdist.client.observing` (logs, topics, task stream, profile, ``story``) and
+:mod:`~rdist.client.sharing` (datasets, plugins).
+
 Two threads per client: the sender thread (for what the calling threads do not send
 themselves) and the listener blocked on the client's stream.
 """
@@ -21,42 +29,40 @@ themselves) and the listener blocked on the client's stream.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
-from rdist import task_context, versions
+from rdist import task_context
 from rdist.client import asynchronous as async_client
-from rdist.client import collections as dask_collections
 from rdist.client import (
+    cluster_calls,
+    data_calls,
     default,
-    dump,
-    inspect_more,
-    keynames,
+    graph_calls,
     local_cluster,
-    metadata,
-    retire,
+    observing,
+    sharing,
     validate,
 )
-from rdist.client import diagnostics as diag
+from rdist.client import collections as dask_collections
 from rdist.client import logs as client_logs
 from rdist.client.actor_calls import ActorRelay, actor_call, actor_map
-from rdist.client.amm import AMMClientProxy
 from rdist.client.answers import Answers
 from rdist.client.data import ClientData
-from rdist.client.datasets import NO_DEFAULT, DatasetOps, Datasets
+from rdist.client.datasets import DatasetOps
 from rdist.client.executor import ClientExecutor
-from rdist.client.future import ERROR, FINISHED, Future, futures_of, wait
+from rdist.client.future import ERROR, Future, futures_of
 from rdist.client.holders import Holdings
 from rdist.client.inbox import Inbox
-from rdist.client.introspection import Introspection, StoryEvent
+from rdist.client.introspection import Introspection
 from rdist.client.ledger import Ledger
 from rdist.client.listener import Listener, StreamWatch
-from rdist.client.options import TaskOptions
+from rdist.client.options import call_options
 from rdist.client.recovery import Journal, Recovery
 from rdist.client.reprs import html_table
 from rdist.client.results import Results
@@ -73,24 +79,6 @@ from rdist.store.epoch import EpochWatch
 from rdist.supervise import start_thread
 
 log = logging.getLogger("rdist.client")
-
-
-def _futures(obj: Any) -> list[Future]:
-    return [obj] if isinstance(obj, Future) else futures_of(obj)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple, set)) else [value]
-
-
-def _task_options(
-    workers: Any, resources: Any, retries: Any, priority: Any, allow_other_workers: Any
-) -> TaskOptions:
-    """The scheduling keywords of ``submit``/``map``, checked as dask checks them."""
-    options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
-    if options.loose and options.workers is None:
-        raise ValueError("Only use allow_other_workers= if using workers=")
-    return options
 
 
 class Client:
@@ -190,7 +178,9 @@ class Client:
             lambda: self.status == "running",
             self._unknown_keys,
         )
-        self._submitter = Submitter(self, self._sender, self.ledger, self._place)
+        self._submitter = Submitter(
+            self, self._sender, self.ledger, partial(data_calls.place, self)
+        )
         self._introspection = Introspection(
             store, self.id, timeout, self.ledger, self._sender, self._answers
         )
@@ -242,28 +232,6 @@ class Client:
         self._data.barrier()
         records = self.store.tasks.get_many(keys)
         return [k for k in keys if k not in records]
-
-    def _place(self, values: list[Any], workers: list[str] | None) -> list[Future]:
-        """Scatter large arguments (``rdist.client.large``) before the tasks needing them;
-        data this client holds already (the same array passed again) is not sent twice."""
-        held = [Future._named(v.name, self) for v in values if self.ledger.holds(v.name)]
-        new = [v for v in values if not self.ledger.holds(v.name)]
-        if not new:
-            return held
-        targets = self._introspection.targets(workers, None)
-        placed = self._data.scatter_serialized(new, targets)
-        return held + self._settle_scattered(placed)
-
-    def _settle_scattered(self, placed: list[wire.KeyInMemory]) -> list[Future]:
-        """Futures of data we placed, finished at once; the scheduler is told where it is."""
-        futures = []
-        for where in placed:
-            future = Future._named(where.key, self)
-            self.ledger.finish(future._state, where)
-            futures.append(future)
-        rows = [wire.ScatterItem(w.key, w.who_has, w.nbytes, w.in_redis) for w in placed]
-        self._sender.post(wire.Scatter(self.id, rows))
-        return futures
 
     def _check_open(self, call: str) -> None:
         if self.status != "running":
@@ -399,7 +367,7 @@ class Client:
         if actor or actors:
             func, args, key = actor_call(func, args, key)
             pure = False
-        options = _task_options(workers, resources, retries, priority, allow_other_workers)
+        options = call_options(workers, resources, retries, priority, allow_other_workers)
         return self._submitter.submit(func, args, kwargs, key, validate.pure(pure), options)
 
     def map(
@@ -425,87 +393,8 @@ class Client:
         if actor or actors:
             func, iterables, key = actor_map(func, iterables, key)
             pure = False
-        options = _task_options(workers, resources, retries, priority, allow_other_workers)
+        options = call_options(workers, resources, retries, priority, allow_other_workers)
         return self._submitter.map(func, iterables, kwargs, key, validate.pure(pure), options)
-
-    def get(
-        self,
-        dsk: Any,
-        keys: Any,
-        workers: Any = None,
-        allow_other_workers: bool = False,
-        resources: dict[str, float] | None = None,
-        retries: int | None = None,
-        priority: int = 0,
-        sync: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        """Compute a task graph -- a dict of tuple tasks or dask task-spec nodes, or what
-        ``dask.compute(x, scheduler=client.get)`` hands over -- and return the values of
-        ``keys`` in their shape."""
-        self._check_open("get")
-        futures = dask_collections.submit_graph(
-            self._submitter,
-            dsk,
-            list(dict.fromkeys(dask_collections.flatten_keys(keys))),
-            workers=workers,
-            resources=resources,
-            retries=retries,
-            priority=priority,
-            allow_other_workers=allow_other_workers,
-        )
-        values = Client.gather(self, list(futures.values()))
-        return dask_collections.shape_like(keys, dict(zip(futures, values)))
-
-    def compute(
-        self,
-        collections: Any,
-        sync: bool = False,
-        optimize_graph: bool = True,
-        workers: Any = None,
-        allow_other_workers: bool = False,
-        resources: dict[str, float] | None = None,
-        retries: int | None = None,
-        priority: int = 0,
-        **kwargs: Any,
-    ) -> Any:
-        """A future for each dask collection's value (``sync=True``: the values)."""
-        self._check_open("compute")
-        futures = dask_collections.compute(
-            self._submitter,
-            collections,
-            optimize_graph,
-            workers=workers,
-            allow_other_workers=allow_other_workers,
-            resources=resources,
-            retries=retries,
-            priority=priority,
-        )
-        return Client.gather(self, futures) if sync else futures
-
-    def persist(
-        self,
-        collections: Any,
-        optimize_graph: bool = True,
-        workers: Any = None,
-        allow_other_workers: bool = False,
-        resources: dict[str, float] | None = None,
-        retries: int | None = None,
-        priority: int = 0,
-        **kwargs: Any,
-    ) -> Any:
-        """The dask collection(s) computed on the cluster and backed by futures."""
-        self._check_open("persist")
-        return dask_collections.persist(
-            self._submitter,
-            collections,
-            optimize_graph,
-            workers=workers,
-            allow_other_workers=allow_other_workers,
-            resources=resources,
-            retries=retries,
-            priority=priority,
-        )
 
     def get_executor(self, **kwargs: Any) -> ClientExecutor:
         """A ``concurrent.futures.Executor`` on this client; ``kwargs`` (``workers=``,
@@ -521,17 +410,6 @@ class Client:
         """Key -> a Future of it, for every key this client holds a future of."""
         return Client.get_futures(self)
 
-    def normalize_collection(self, collection: Any) -> Any:
-        """``collection`` with its graph's tasks replaced by this client's futures where
-        it holds them (nothing is computed twice), as dask's."""
-        return inspect_more.normalize_collection(self, collection)
-
-    def recreate_error_locally(self, future: Future) -> None:
-        """Run the task blamed for ``future``'s failure here, on its inputs: the error is
-        raised in this process (for pdb), as dask's."""
-        self._check_open("recreate_error_locally")
-        inspect_more.recreate_error_locally(self, future)
-
     # -- results and data --------------------------------------------------------------------
     def gather(
         self,
@@ -544,67 +422,11 @@ class Client:
         self._check_open("gather")
         return self._results.gather(futures, errors)
 
-    def scatter(
-        self,
-        data: Any,
-        workers: Any = None,
-        broadcast: bool = False,
-        direct: bool | None = None,
-        hash: bool = True,
-        timeout: float | None = None,
-    ) -> Any:
-        """Put local data on workers; returns finished futures in the shape of ``data``."""
-        self._check_open("scatter")
-        broadcast = validate.flag(broadcast, "broadcast")
-        hash = validate.flag(hash, "hash")
-        items: list[tuple[str | None, Any]]
-        if isinstance(data, dict):
-            items = [(keynames.check_key(k, "a key of scatter's data"), x) for k, x in data.items()]
-        elif isinstance(data, (list, tuple, set, frozenset)):
-            items = [(None, x) for x in data]
-        else:
-            items = [(None, data)]
-        targets = self._introspection.targets(validate.workers(workers), timeout)
-        placed = self._data.scatter(items, targets, broadcast, hash)
-        futures = self._settle_scattered(placed)
-        if isinstance(data, dict):
-            return {k: f for k, f in zip(data, futures)}
-        if isinstance(data, (list, tuple)):
-            return type(data)(futures)
-        return futures if isinstance(data, (set, frozenset)) else futures[0]
-
-    def replicate(
-        self,
-        futures: Any,
-        n: int | None = None,
-        workers: Any = None,
-        branching_factor: int = 2,
-        **kwargs: Any,
-    ) -> None:
-        """Copy the futures' data until each is on ``n`` workers (default: all of
-        ``workers``, default all); extra copies beyond ``n`` are dropped. Blocks until done."""
-        self._check_open("replicate")
-        found = _futures(futures)
-        wait(found)
-        keys = list(dict.fromkeys(f._name for f in found if f.status == FINISHED))
-        self._data.replicate(keys, n, workers)
-
-    def rebalance(self, futures: Any = None, workers: Any = None, **kwargs: Any) -> None:
-        """Move data (of ``futures``, default all) between ``workers`` (default all) so each
-        holds about the same number of bytes. Blocks until done."""
-        self._check_open("rebalance")
-        keys = None
-        if futures is not None:
-            found = _futures(futures)
-            wait(found)
-            keys = list(dict.fromkeys(f._name for f in found if f.status == FINISHED))
-        self._data.rebalance(keys, workers)
-
     # -- control -----------------------------------------------------------------------------
     def cancel(self, futures: Any, force: bool = False, reason: str | None = None) -> None:
         """Cancel these futures (and their dependents); waits for the scheduler to confirm."""
         self._check_open("cancel")
-        found = _futures(futures)
+        found = futures_of(futures)
         keys = list(dict.fromkeys(f._name for f in found))
         if keys:
             self.ledger.cancel(found, keys, force, self.timeout)
@@ -612,325 +434,65 @@ class Client:
     def retry(self, futures: Any) -> None:
         """Run erred futures again."""
         self._check_open("retry")
-        self.ledger.retry([f for f in _futures(futures) if f.status == ERROR])
+        self.ledger.retry([f for f in futures_of(futures) if f.status == ERROR])
 
-    def restart(self, timeout: float | None = None, wait_for_workers: bool = True) -> None:
-        """Cancel every future of every client and restart all workers; returns once the
-        workers are back (promptly: a task that is still running is not waited for)."""
-        self._check_open("restart")
-        timeout = timeout or self.timeout * 2
-        deadline = time.monotonic() + timeout
-        n_workers = len(self._introspection.workers())
-        started = time.time()
-        self._restarted.clear()
-        self._sender.post(wire.Restart(self.id))
-        if not self._restarted.wait(timeout):
-            raise TimeoutError(f"the scheduler did not restart the cluster within {timeout} s")
-        self.ledger.cancel_everything()
-        if not wait_for_workers:
-            return
-        while sum(w.started >= started for w in self._introspection.workers().values()) < n_workers:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"workers did not come back within {timeout} s")
-            self._stop.wait(0.05)  # a restart is rare: a short timed wait is fine
+    # -- the rest of dask's Client: functions of the client in rooms of their own ----------
+    # (each is the method itself: ``Client.run is cluster_calls.run``, dask's signature
+    # and docstring included; see the module named for where each one's work is done)
 
-    # -- introspection -----------------------------------------------------------------------
-    def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> dict[str, Any]:
-        self._check_open("ask for scheduler_info")
-        return self._introspection.scheduler_info(self.cluster_name, mask_url(self.redis_url))
+    #: task graphs and dask collections
+    get = graph_calls.get
+    compute = graph_calls.compute
+    persist = graph_calls.persist
+    normalize_collection = graph_calls.normalize_collection
+    recreate_error_locally = graph_calls.recreate_error_locally
 
-    def nthreads(self, workers: Any = None) -> dict[str, int]:
-        self._check_open("ask for nthreads")
-        return self._introspection.nthreads(workers)
+    #: data put on workers and moved between them
+    scatter = data_calls.scatter
+    replicate = data_calls.replicate
+    rebalance = data_calls.rebalance
 
-    ncores = nthreads
+    #: workers and their data, ``run``, versions, metadata, the workers' lifetime
+    scheduler_info = cluster_calls.scheduler_info
+    nthreads = cluster_calls.nthreads
+    ncores = cluster_calls.nthreads
+    who_has = cluster_calls.who_has
+    has_what = cluster_calls.has_what
+    processing = cluster_calls.processing
+    nbytes = cluster_calls.nbytes
+    wait_for_workers = cluster_calls.wait_for_workers
+    run = cluster_calls.run
+    run_on_scheduler = cluster_calls.run_on_scheduler
+    get_versions = cluster_calls.get_versions
+    set_metadata = cluster_calls.set_metadata
+    get_metadata = cluster_calls.get_metadata
+    restart = cluster_calls.restart
+    retire_workers = cluster_calls.retire_workers
+    shutdown = cluster_calls.shutdown
+    amm = property(cluster_calls.amm)
 
-    def who_has(self, futures: Any = None) -> dict[Any, list[str]]:
-        """Key -> addresses of the workers holding its data (keys as the futures have them)."""
-        self._check_open("ask who_has")
-        keys = self.ledger.keys() if futures is None else [f._name for f in _futures(futures)]
-        found = self._introspection.who_has(keys)
-        return {keynames.user_key(k): holders for k, holders in found.items()}
+    #: events on topics, logs, the task stream, the profiler, stories, cluster dumps
+    log_event = observing.log_event
+    get_events = observing.get_events
+    subscribe_topic = observing.subscribe_topic
+    unsubscribe_topic = observing.unsubscribe_topic
+    get_worker_logs = observing.get_worker_logs
+    get_scheduler_logs = observing.get_scheduler_logs
+    forward_logging = observing.forward_logging
+    unforward_logging = observing.unforward_logging
+    dump_cluster_state = observing.dump_cluster_state
+    get_task_stream = observing.get_task_stream
+    profile = observing.profile
+    story = observing.story
 
-    def has_what(self, workers: Any = None) -> dict[str, list[Any]]:
-        """Worker address -> the keys it holds."""
-        self._check_open("ask has_what")
-        found = self._introspection.has_what(workers)
-        return {w: [keynames.user_key(k) for k in keys] for w, keys in found.items()}
-
-    def processing(self, workers: Any = None) -> dict[str, list[Any]]:
-        """Worker address -> the keys processing (assigned, not finished) there."""
-        self._check_open("ask what is processing")
-        return inspect_more.processing(self, workers)
-
-    def nbytes(self, keys: Any = None, summary: bool = False, **kwargs: Any) -> dict[Any, int]:
-        """Bytes of each result in memory (``summary=True``: per task group)."""
-        self._check_open("ask for nbytes")
-        return inspect_more.nbytes(self, keys, summary)
-
-    def retire_workers(
-        self,
-        workers: Any = None,
-        close_workers: bool = True,
-        remove: bool = True,
-        **kwargs: Any,
-    ) -> dict[str, dict[str, Any]]:
-        """Retire workers gracefully (default: the idle, cheap ones): the results only they
-        hold move to the workers that stay first, then they leave and are not replaced by
-        their nannies; returns address -> worker info of the workers retired."""
-        self._check_open("retire workers")
-        return retire.retire_workers(self, workers, close_workers, remove, kwargs.get("timeout"))
-
-    @property
-    def amm(self) -> AMMClientProxy:
-        """The scheduler's Active Memory Manager: ``start()``, ``stop()``, ``running()``,
-        ``run_once()`` (dask's ``client.amm``; see :mod:`rdist.client.amm`)."""
-        return AMMClientProxy(self)
-
-    def shutdown(self) -> None:
-        """Stop the cluster -- its workers (no nanny restarts them) and the scheduler --
-        and close this client, as dask's. Other clients of the cluster lose it too."""
-        self._check_open("shut the cluster down")
-        cluster = self.cluster or self._owned_cluster
-        if cluster is None:
-            retire.shutdown(self)
-        self.close()
-        if cluster is not None:
-            cluster.close()
-
-    def run_on_scheduler(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Not in rdist, on purpose: the scheduler never runs (or unpickles) user code."""
-        raise NotImplementedError(
-            "rdist's scheduler never runs user code, so there is no run_on_scheduler: use "
-            "client.run(function) to run it on the workers, client.scheduler_info() / "
-            "client.story(key) to look at the scheduler, or a SchedulerPlugin (loaded by "
-            "`rdist scheduler --plugin`, or from clients with --accept-client-plugins)"
-        )
-
-    def run(
-        self,
-        function: Callable[..., Any],
-        *args: Any,
-        workers: Any = None,
-        wait: bool = True,
-        nanny: bool = False,
-        on_error: str = "raise",
-        **kwargs: Any,
-    ) -> Any:
-        """``function(*args, **kwargs)`` on every worker (or ``workers``): ``{address: result}``."""
-        self._check_open("run")
-        return self._introspection.run(function, args, kwargs, workers, wait, on_error)
-
-    def get_versions(
-        self, check: bool = False, packages: list[str] | None = None
-    ) -> dict[str, Any]:
-        """The Python and package versions of ``client``, ``scheduler`` and each of the
-        ``workers`` (by address), as dask's; ``check=True`` raises ValueError naming every
-        required package (and Python's minor version) that differs between them."""
-        self._check_open("get_versions")
-        answer = {
-            "scheduler": self.store.meta.scheduler_versions(),
-            "workers": Client.run(self, versions.get_versions, packages),
-            "client": versions.get_versions(packages),
-        }
-        if check:
-            found = versions.mismatches(answer, packages)
-            if found:
-                raise ValueError(versions.mismatch_message(found))
-        return answer
-
-    def set_metadata(self, key: Any, value: Any) -> None:
-        """Keep ``value`` (msgpack data) at ``key`` -- a str, or a list of str as a path
-        into nested dicts -- for every client of the cluster, as dask's."""
-        self._check_open("set_metadata")
-        metadata.set_metadata(self.store, key, value)
-
-    def get_metadata(self, keys: Any, default: Any = metadata.MISSING) -> Any:
-        """The value at ``keys`` (a str or a path); ``default`` if absent, else KeyError."""
-        return metadata.get_metadata(self.store, keys, default)
-
-    # -- events on topics (rdist.client.topics) ------------------------------------------------
-    def log_event(self, topic: str | list[str], msg: Any) -> None:
-        """Log ``msg`` (msgpack data) on ``topic`` (or each topic of a list), as dask's."""
-        self._check_open("log_event")
-        self._topics.log_event(topic, msg)
-
-    def get_events(self, topic: str | None = None) -> Any:
-        """The ``(time, msg)`` events of ``topic``, oldest first (``None``: a dict of every
-        topic's)."""
-        return self._topics.get_events(topic)
-
-    def subscribe_topic(self, topic: str, handler: Callable[[tuple[float, Any]], Any]) -> None:
-        """Call ``handler((time, msg))`` for each event logged on ``topic`` from now on."""
-        self._check_open("subscribe_topic")
-        self._topics.subscribe(topic, handler)
-
-    def unsubscribe_topic(self, topic: str) -> None:
-        self._topics.unsubscribe(topic)
-
-    # -- logs (rdist.client.logs, rdist.client.dump) ---------------------------------------------
-    def get_worker_logs(
-        self, n: int | None = None, workers: Any = None, nanny: bool = False
-    ) -> dict[str, list[tuple[str, str]]]:
-        """``{address: [(level, line), ...]}``: the last ``n`` lines (None: all kept) of each
-        worker's log (``nanny``: its nanny's), oldest first, as dask's."""
-        self._check_open("get_worker_logs")
-        return client_logs.worker_logs(self.store, n, workers, nanny)
-
-    def get_scheduler_logs(self, n: int | None = None) -> list[tuple[str, str]]:
-        """The last ``n`` lines (None: all kept) of the scheduler's log, oldest first."""
-        self._check_open("get_scheduler_logs")
-        return client_logs.scheduler_logs(self.store, n)
-
-    def forward_logging(self, logger_name: str | None = None, level: int = logging.NOTSET) -> None:
-        """Records of ``logger_name`` (None: the root logger) at ``level`` and above,
-        logged on the workers (by tasks), are handled again by this client's logger of the
-        same name, as dask's."""
-        self._check_open("forward_logging")
-        topic = client_logs.forwarding_topic(logger_name)
-        self._topics.subscribe(topic, client_logs.re_emit)
-        plugin = client_logs.ForwardLogging(logger_name, level, topic)
-        self._plugins.register(plugin, topic, None)
-
-    def unforward_logging(self, logger_name: str | None = None) -> None:
-        """Stop what :meth:`forward_logging` of ``logger_name`` started."""
-        topic = client_logs.forwarding_topic(logger_name)
-        self._topics.unsubscribe(topic)
-        self._plugins.unregister(topic)
-
-    def dump_cluster_state(
-        self,
-        filename: str = "dump",
-        write_from_scheduler: bool | None = None,
-        exclude: Iterable[str] = (),
-        format: str = "msgpack",
-    ) -> str:
-        """Write the scheduler's state (from Redis) and every worker's (asked of it) to
-        ``filename`` + ``.msgpack.gz`` or ``.yaml``, for a bug report; returns the path.
-        dask's signature: ``write_from_scheduler`` changes nothing here (the scheduler
-        runs no such code: the client always writes the file)."""
-        self._check_open("dump_cluster_state")
-        state = dump.cluster_state(self.store, lambda f: Client.run(self, f, on_error="return"))
-        return dump.write(state, filename, format, exclude)
-
-    def wait_for_workers(self, n_workers: int = 1, timeout: float | None = None) -> None:
-        """Block until ``n_workers`` workers are running (woken by join events, no polling)."""
-        self._check_open("wait_for_workers")
-        self._introspection.wait_for_workers(n_workers, timeout)
-
-    # -- diagnostics (rdist.client.diagnostics) ------------------------------------------------
-    def get_task_stream(
-        self,
-        start: Any = None,
-        stop: Any = None,
-        count: int | None = None,
-        plot: bool | str = False,
-        filename: str = "task-stream.html",
-    ) -> Any:
-        """The task-stream records of ``[start, stop]`` (epoch seconds, datetimes, or
-        durations ago like ``"10s"``), the last ``count`` only when given, as dask's; with
-        ``plot``, ``(records, filename)`` after writing them as an HTML page there."""
-        begin, end = diag.time_bound(start), diag.time_bound(stop)
-        records = diag.task_records(*diag.task_stream(self.store, begin, end), count)
-        if not plot:
-            return records
-        diag.write_task_stream(filename, records)
-        return records, filename
-
-    def profile(
-        self,
-        key: str | None = None,
-        start: Any = None,
-        stop: Any = None,
-        workers: Any = None,
-        filename: str | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """The sampling profiler's call tree of ``[start, stop]`` as dask's profile dict
-        (of the task group ``key`` only, e.g. ``"inc"``, when given); with ``filename``,
-        an HTML flame graph is written there too."""
-        begin, end = diag.time_bound(start), diag.time_bound(stop)
-        chosen = None if workers is None else [str(w) for w in _as_list(workers)]
-        state = diag.profile(self.store, key, begin, end, chosen)
-        if filename is not None:
-            diag.write_profile(filename, state, f"rdist profile{f' of {key}' if key else ''}")
-        return state
-
-    def story(
-        self, *keys_or_stimuli: Any, on_error: str = "raise", timeout: float | None = None
-    ) -> list[StoryEvent]:
-        """What happened to these keys (or stimulus ids), as dask's ``Client.story``: the
-        transition records of the scheduler and of every worker, merged in time order,
-        each a :class:`~rdist.client.introspection.StoryEvent` naming its ``source``.
-
-        Every process is asked on its stream and answers on this client's; one that does
-        not answer within ``timeout`` (default: the client's) raises TimeoutError naming
-        it, or with ``on_error="ignore"`` is logged and left out."""
-        self._check_open("ask for a story")
-        return self._introspection.story(keys_or_stimuli, on_error, timeout)
-
-    # -- published datasets (rdist.client.datasets) ------------------------------------------
-    def publish_dataset(
-        self, *args: Any, name: Any = None, override: bool = False, **kwargs: Any
-    ) -> None:
-        """Publish named datasets (futures, persisted collections, any object) for every
-        client: ``publish_dataset(x=df)``, ``publish_dataset(df, name="x")`` or
-        ``publish_dataset({"x": df})``; KeyError if a name exists unless ``override``.
-        Their futures stay computed until unpublished, whoever leaves."""
-        self._datasets.publish(args, name, override, kwargs)
-
-    def get_dataset(self, name: Any, default: Any = NO_DEFAULT, **kwargs: Any) -> Any:
-        """A published dataset (a list of them for a list of names); KeyError if it does
-        not exist, unless a ``default`` is given."""
-        return self._datasets.get(name, default)
-
-    def unpublish_dataset(self, name: Any, **kwargs: Any) -> None:
-        """Remove published datasets (a name or a list of names); unknown names are fine."""
-        self._datasets.unpublish(name)
-
-    def list_datasets(self, **kwargs: Any) -> list[str]:
-        """The names of the published datasets, sorted."""
-        return self._datasets.names()
-
-    @property
-    def datasets(self) -> Datasets:
-        """The published datasets as a mapping: ``client.datasets["x"] = df``, ``del``,
-        ``in``, iteration, ``len``."""
-        return Datasets(self)
-
-    # -- plugins (rdist.plugins) ---------------------------------------------------------------
-    def register_plugin(
-        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
-    ) -> dict[str, Any]:
-        """Register a WorkerPlugin (set up on every worker, present and future), a
-        NannyPlugin (every nanny) or a SchedulerPlugin (accepted only by a scheduler
-        started with ``--accept-client-plugins``). A failing ``setup`` raises here."""
-        return self._plugins.register(plugin, name, idempotent)
-
-    def upload_file(self, filename: str, load: bool = True) -> dict[str, Any]:
-        """Send a ``.py``, ``.zip`` or ``.egg`` file to every worker, now and every worker
-        that joins later, and put it on their import path (``load``: import it at once) --
-        dask's ``upload_file``, as an ``UploadFile`` worker plugin; uploading a file of the
-        same name again replaces it."""
-        from rdist.plugins import UploadFile
-
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"upload_file(filename={filename!r}): no such file")
-        name = f"upload-file-{os.path.basename(filename)}"
-        return Client.register_plugin(self, UploadFile(filename, load=load), name=name)
-
-    def register_worker_plugin(
-        self, plugin: Any = None, name: str | None = None, nanny: bool | None = None
-    ) -> dict[str, Any]:
-        """dask's older spelling of :meth:`register_plugin` for worker/nanny plugins."""
-        return self._plugins.register(plugin, name)
-
-    def register_scheduler_plugin(
-        self, plugin: Any, name: str | None = None, idempotent: bool | None = None
-    ) -> dict[str, Any]:
-        """dask's older spelling of :meth:`register_plugin` for scheduler plugins."""
-        return self._plugins.register(plugin, name, idempotent)
-
-    def unregister_worker_plugin(self, name: str, nanny: bool | None = None) -> dict[str, Any]:
-        """Tear a worker (``nanny=True``: nanny) plugin down everywhere and forget it."""
-        return self._plugins.unregister(name, nanny)
+    #: published datasets and plugins
+    publish_dataset = sharing.publish_dataset
+    get_dataset = sharing.get_dataset
+    unpublish_dataset = sharing.unpublish_dataset
+    list_datasets = sharing.list_datasets
+    datasets = property(sharing.datasets)
+    register_plugin = sharing.register_plugin
+    upload_file = sharing.upload_file
+    register_worker_plugin = sharing.register_worker_plugin
+    register_scheduler_plugin = sharing.register_scheduler_plugin
+    unregister_worker_plugin = sharing.unregister_worker_plugin

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from rdist.client.future import Future
     from rdist.client.sender import Sender
 
+#: Inline values up to this many bytes are kept in outcomes shared between keys (below).
+SHARED_INLINE_BYTES = 64
+#: Shared outcomes remembered at most (the memo starts over past it: distinct values).
+SHARED_OUTCOMES = 4096
+
 #: ``read_while_waiting(done, budget)``: read the client's stream on this thread a while
 ReadWhileWaiting = Callable[[Callable[[], bool], float], None]
 #: ``unknown(keys)``: which of these keys no task has, once the scheduler has handled all
@@ -72,6 +77,8 @@ class Ledger:
         self._pins: dict[str, list[Future]] = {}
         self.lock = threading.RLock()  #: guards every state; callbacks run outside it
         self._cancel_waiters: list[tuple[set[str], threading.Event]] = []
+        #: finished outcomes with the same small inline value, holders and type, shared
+        self._shared: dict[tuple[bytes, str, int, bool, int], wire.KeyInMemory] = {}
 
     # -- references ------------------------------------------------------------------------
     def register(self, key: str) -> FutureState:
@@ -277,9 +284,8 @@ class Ledger:
                     continue
                 if kind is wire.KeyInMemory:
                     if state.status != CANCELLED:
-                        # kept with our own key string: a million results keep no copies
-                        item = wire.KeyInMemory(state.key, *item[1:])
-                        callbacks.extend(state.settle(FINISHED, item))
+                        kept = self._kept(state.key, item)  # type: ignore[arg-type]
+                        callbacks.extend(state.settle(FINISHED, kept))
                 elif kind is wire.KeyErred:
                     callbacks.extend(state.settle(ERROR, item))  # type: ignore[arg-type]
                 elif kind is wire.KeyCancelled:
@@ -290,6 +296,28 @@ class Ledger:
                 self._confirm_cancelled(cancelled)
         for fn in callbacks:
             fn()
+
+    def _kept(self, key: str, item: wire.KeyInMemory) -> wire.KeyInMemory:
+        """What a finished key keeps of its notification (the caller holds the lock).
+
+        A small inline value is kept in an outcome shared by every key with the same
+        value, holders and type, and no key of its own (a million ``None`` results keep
+        one): nothing reads an outcome's key, and such a value is never fetched from a
+        holder, so no recovery compares it by identity (``await_recovery``). Any other
+        outcome is kept with the future's own key string: a million results keep no
+        copies of the keys the notifications brought."""
+        inline = item.inline
+        if inline is None or len(inline) > SHARED_INLINE_BYTES:
+            return wire.KeyInMemory(key, *item[1:])
+        who_has = item.who_has
+        ident = (inline, item.type_name, item.nbytes, item.in_redis, id(who_has))
+        shared = self._shared.get(ident)
+        if shared is None or shared.who_has != who_has:  # (an id reused by another list)
+            if len(self._shared) >= SHARED_OUTCOMES:
+                self._shared.clear()
+            shared = wire.KeyInMemory("", *item[1:])
+            self._shared[ident] = shared
+        return shared
 
     def finish(self, state: FutureState, where: wire.KeyInMemory) -> None:
         """Settle a key the client placed itself (scatter)."""

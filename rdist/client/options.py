@@ -64,3 +64,13 @@ class TaskOptions:
 
 
 _DEFAULT = TaskOptions()
+
+
+def call_options(
+    workers: Any, resources: Any, retries: Any, priority: Any, allow_other_workers: Any
+) -> TaskOptions:
+    """The scheduling keywords of ``submit``/``map``, checked as dask checks them."""
+    options = TaskOptions.of(workers, resources, retries, priority, allow_other_workers)
+    if options.loose and options.workers is None:
+        raise ValueError("Only use allow_other_workers= if using workers=")
+    return options

@@ -45,19 +45,25 @@ RESUBMIT_ROWS = 2000
 #: part: a loop of single submissions encodes once per this many, not once per task.
 PART_ROWS = 1000
 
+#: A part of the journal: the keys of its rows (the strings the futures hold), and the
+#: rows and specs, each named by its key's position in that list, encoded and lz4'd.
+Part = tuple[list[str], bytes]
+
 
 class Journal:
     """The rows, specs and functions of what this client submitted; thread-safe.
 
     Kept encoded and compressed (``wire.UpdateGraph`` parts of rows and specs of at least
-    :data:`PART_ROWS` tasks, lz4; the newest as they are until a part is full): about 75
-    bytes a task of a ``map`` instead of some 330 as Python objects, for a journal that is
-    read only when Redis lost data, or when it has grown enough to be pruned."""
+    :data:`PART_ROWS` tasks, lz4; the newest as they are until a part is full), each row
+    named in its part by its position in the part's list of keys -- the very key strings
+    the futures hold, not copies: about 20 bytes a task of a ``map`` instead of some 330
+    as Python objects (75 with the keys encoded too), for a journal that is read only
+    when Redis lost data, or when it has grown enough to be pruned."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         #: the recorded messages in the order sent (dependencies first), encoded, lz4
-        self._parts: list[bytes] = []
+        self._parts: list[Part] = []
         self._fresh: list[wire.TaskRow] = []  #: recorded since the last part, in order
         self._fresh_specs: dict[str, bytes] = {}
         self._count = 0  #: rows in ``_parts`` (a key submitted twice counts twice)
@@ -109,10 +115,10 @@ class Journal:
         rows: dict[str, wire.TaskRow] = {}
         specs: dict[str, bytes] = {}
         for part in self._parts:
-            msg = wire.UpdateGraph.decode(lz4.frame.decompress(part), "journal")
-            for row in msg.tasks:
+            part_rows, part_specs = _unpacked(part)
+            for row in part_rows:
                 rows[row.key] = row
-            specs.update(msg.specs)
+            specs.update(part_specs)
         for row in self._fresh:
             rows[row.key] = row
         specs.update(self._fresh_specs)
@@ -131,11 +137,35 @@ class Journal:
         return rows, specs, funcs
 
 
-def _packed(rows: list[wire.TaskRow], specs: dict[str, bytes]) -> bytes:
-    packed: bytes = lz4.frame.compress(
-        wire.UpdateGraph("journal", tasks=rows, specs=specs).encode()
-    )
-    return packed
+def _packed(rows: list[wire.TaskRow], specs: dict[str, bytes]) -> Part:
+    """The part of these rows: their keys, and rows and specs named by position."""
+    keys = [row.key for row in rows]
+    names = _position_names(len(rows))
+    make, row_type = tuple.__new__, wire.TaskRow  # (rows by the thousand: no __new__ call)
+    named = [make(row_type, (name,) + row[1:]) for name, row in zip(names, rows)]
+    by_position = {name: specs[key] for name, key in zip(names, keys) if key in specs}
+    encoded = wire.UpdateGraph("journal", tasks=named, specs=by_position).encode()
+    return keys, lz4.frame.compress(encoded)
+
+
+def _unpacked(part: Part) -> tuple[list[wire.TaskRow], dict[str, bytes]]:
+    """The rows and specs of a part, under their keys again."""
+    keys, blob = part
+    msg = wire.UpdateGraph.decode(lz4.frame.decompress(blob), "journal")
+    rows = [row._replace(key=keys[int(row.key)]) for row in msg.tasks]
+    return rows, {keys[int(name)]: spec for name, spec in msg.specs.items()}
+
+
+_NAMES: list[str] = []
+_NAMES_LOCK = threading.Lock()  #: (the journals of several clients share the names)
+
+
+def _position_names(n: int) -> list[str]:
+    """``["0", "1", ...]`` of ``n`` positions (made once, shared by every part)."""
+    if len(_NAMES) < n:
+        with _NAMES_LOCK:
+            _NAMES.extend(str(i) for i in range(len(_NAMES), n))
+    return _NAMES[:n]
 
 
 def _closure(rows: Mapping[str, wire.TaskRow], keys: Iterable[str]) -> set[str]:

@@ -14,7 +14,7 @@ place -- and takes only the values of futures it saw finished in one look at the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rdist.client.data import ClientData
@@ -35,6 +35,8 @@ from rdist.store import RedisStore
 
 #: Statuses of futures that have no value to give.
 _FAILED = frozenset((ERROR, CANCELLED, LOST))
+#: Values of these types may be decoded once per future of a key: copies are alike.
+_ATOMS = frozenset((type(None), bool, int, float, complex, str, bytes))
 
 
 class Results:
@@ -53,12 +55,15 @@ class Results:
             futures, (list, tuple, set, dict, str, bytes, Future)
         ):
             futures = list(futures)
-        found = futures_of(futures)
+        flat = type(futures) is list and all(type(f) is Future for f in futures)
+        found = futures if flat else futures_of(futures)
         host = None
         for f in found:
             if f._host is not host:  # a future of a closed client has no value to give
                 host = f._host
                 host.check_open(f._name)
+        if flat:
+            return self._gather_list(found, errors)
         values: dict[str, Any] = {}
         todo, holder_losses = found, 0
         while todo:
@@ -81,7 +86,69 @@ class Results:
             todo = [f for f in finished if f._name in again]
         return rebuild(futures, values)
 
-    def _settled(self, futures: list[Future]) -> list[str]:
+    def _gather_list(self, futures: list[Future], errors: str) -> list[Any]:
+        """``gather`` of a flat list of futures (what ``map`` returns), as :meth:`gather`
+        does it, with the values put straight into the output list by position: a
+        million futures make no dict of values or outcomes by key, and no lists of
+        futures besides. Only the values that are not inline go through :meth:`_values`.
+
+        A key listed twice gives the same object twice, as by key (an immutable atom,
+        e.g. ``None``, may be decoded twice: the copies cannot be told apart)."""
+        out: list[Any] = [None] * len(futures)
+        skipped: set[int] = set()  #: positions of failed futures (errors="skip")
+        decoded: dict[int, Any] = {}  #: id(state) -> its value, when not an atom
+        everything = range(len(futures))
+        todo: Sequence[int] = everything
+        holder_losses = 0
+        while todo:
+            again: list[int] = []  #: positions to take again (pending again meanwhile)
+            elsewhere: list[int] = []  #: positions whose values are not inline
+            taken = futures if todo is everything else [futures[i] for i in todo]
+            statuses = self._settled(taken)
+            if errors == "raise":  # the first failure raises before any value is decoded
+                for i, status in zip(todo, statuses):
+                    if status != FINISHED:  # raises the task's own exception (unless a
+                        out[i] = futures[i].result()  # new epoch made it run once more)
+            for i, status in zip(todo, statuses):
+                if status != FINISHED:
+                    if errors != "raise":
+                        skipped.add(i)
+                    continue
+                state = futures[i]._state
+                where = state.where()
+                if where is None:  # reset meanwhile (a new epoch, or its holder died)
+                    again.append(i)
+                elif where.inline is None:
+                    elsewhere.append(i)
+                elif decoded and id(state) in decoded:
+                    out[i] = decoded[id(state)]
+                else:
+                    value = out[i] = serialize.from_blob(where.inline)
+                    if type(value) not in _ATOMS:
+                        decoded[id(state)] = value
+            if elsewhere:
+                fetched = [futures[i] for i in elsewhere]
+                outcomes = {f._name: f._state.outcome for f in fetched}
+                got, _, unavailable = self._values(fetched)
+                for i in elsewhere:
+                    name = futures[i]._name
+                    if name in got:
+                        out[i] = got[name]
+                    else:
+                        again.append(i)
+                if unavailable:  # a holder died: wait for the recomputed values
+                    holder_losses += 1
+                    if holder_losses >= FETCH_ATTEMPTS:
+                        raise DataUnavailable(unavailable)
+                    lost = set(unavailable)
+                    recompute = [f for f in fetched if f._name in lost]
+                    self._ledger.await_recovery(recompute, outcomes)
+            todo = again
+        if skipped:
+            return [value for i, value in enumerate(out) if i not in skipped]
+        return out
+
+    def _settled(self, futures: Sequence[Future]) -> list[str]:
         """Wait until every one of ``futures`` is settled at once; their statuses then.
 
         A future settled when the wait saw it may be pending again when the wait ends (a
