@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+#: The processes of a run, as bench.workloads._PeakRSS tells them apart.
+ROLES = ("client", "scheduler", "worker", "redis")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -38,6 +40,19 @@ def _redis_peak(url: str, stop: threading.Event, out: dict) -> None:
             return
 
 
+def _cpu_by_role(rss) -> dict[str, float]:
+    """utime + stime (seconds) of every process of each role, summed, now."""
+    out: dict[str, float] = {}
+    for role, procs in rss.roles().items():
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except rss.psutil.Error:
+                continue
+            out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
 def run_size(n: int, workers: int = 2) -> dict:
     from bench import tasks
     from bench.workloads import _PeakRSS
@@ -54,11 +69,13 @@ def run_size(n: int, workers: int = 2) -> dict:
         )
         watcher.start()
         with _PeakRSS(interval=0.5) as rss:
+            cpu0 = _cpu_by_role(rss)
             t0 = time.perf_counter()
             futures = client.map(tasks.noop, range(n))
             submitted = time.perf_counter() - t0
             client.gather(futures)
             total = time.perf_counter() - t0
+            cpu1 = _cpu_by_role(rss)
         stop.set()
         watcher.join()
         del futures
@@ -73,6 +90,7 @@ def run_size(n: int, workers: int = 2) -> dict:
         "worker_rss_mb": rss.mb("worker"),
         "redis_rss_mb": rss.mb("redis"),
         **redis_mem,
+        **{f"{role}_cpu_s": cpu1[role] - cpu0.get(role, 0.0) for role in cpu1},
     }
 
 
@@ -154,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 r["redis_rss_mb"],
                 r.get("redis_used_mb", 0.0),
             ),
+            flush=True,
+        )
+        print(
+            "%9s CPU s (utime+stime): %s"
+            % ("", ", ".join(f"{role} {r.get(role + '_cpu_s', 0.0):.1f}" for role in ROLES)),
             flush=True,
         )
     print("\nworker count (1 thread each; %d cores here)" % (os.cpu_count() or 0))

@@ -249,6 +249,7 @@ MODULE_TIERS = {
     "test_redis_loss_reconcile": "pure",
     "test_redis_restart_pending": "real",
     "test_resilience": "real",
+    "test_scale_bounds": "fake",
     "test_scheduler_dataops": "pure",
     "test_scheduler_outbox": "pure",
     "test_scheduler_retire": "pure",

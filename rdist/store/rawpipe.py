@@ -189,6 +189,9 @@ class RawPipeline:
             args += [field, item]
         return self._add(*args)
 
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> RawPipeline:
+        return self._add("EVAL", script, numkeys, *keys_and_args)
+
     def hdel(self, name: str, *keys: Any) -> RawPipeline:
         return self._add("HDEL", name, *keys)
 

@@ -9,9 +9,9 @@ which own the connections a blocking read needs.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rdist.protocol.taskstream import TASKSTREAM_MAXLEN
 from rdist.protocol.wire import ClusterEvent, Heartbeat, Message, TopicEvent
 from rdist.store.keys import PAYLOAD_FIELD
 
@@ -24,6 +24,15 @@ HEARTBEATS_MAXLEN = 1_000
 DEADLETTER_MAXLEN = 10_000
 #: events kept per topic (dask keeps 100,000 per topic in the scheduler's memory)
 TOPIC_MAXLEN = 100_000
+#: The task stream keeps about this many task runs (dask's scheduler keeps 100,000): not
+#: entries, which are report batches of one run or of thousands (capped in entries, the
+#: stream held 52 MB after a million no-op tasks).
+TASKSTREAM_RUNS = 100_000
+#: Runs written past the cap before the oldest entries are trimmed (in one pass).
+TASKSTREAM_SLACK = 10_000
+#: The script that appends and trims (sent whole with EVAL: it rides the report's
+#: pipeline, where a script unknown to a restarted Redis would fail the whole report)
+_TASKSTREAM_ADD = (Path(__file__).parent / "lua" / "taskstream_add.lua").read_text()
 #: A dead letter keeps this much of the entry it sets aside (enough to see what it was).
 DEADLETTER_RAW_BYTES = 4_096
 
@@ -130,9 +139,19 @@ class Streams:
     def heartbeat(self, beat: Heartbeat, pipe: Any = None) -> None:
         self._add(self.keys.heartbeats, beat.encode(), pipe, HEARTBEATS_MAXLEN)
 
-    def task_runs(self, payload: bytes, pipe: Any = None) -> None:
-        """One task-stream entry (a report's runs, see ``rdist.protocol.taskstream``)."""
-        self._add(self.keys.taskstream, payload, pipe, TASKSTREAM_MAXLEN)
+    def task_runs(self, payload: bytes, pipe: Any = None, runs: int = 1) -> None:
+        """One task-stream entry (a report's ``runs`` task runs and transfers, see
+        ``rdist.protocol.taskstream``); the oldest go past :data:`TASKSTREAM_RUNS`."""
+        self._target(pipe).eval(
+            _TASKSTREAM_ADD,
+            2,
+            self.keys.taskstream,
+            self.keys.taskstream_runs,
+            payload,
+            max(1, runs),
+            TASKSTREAM_RUNS,
+            TASKSTREAM_SLACK,
+        )
 
     def dead_letter(
         self,
