@@ -435,7 +435,9 @@ class WorkerState:
         if not ts.deps:
             self._transition(ts, TS.READY)
             return
-        dependencies, waiting = ts.dependencies, ts.waiting_for_data = set(), set()
+        dependencies: set[str] = set()
+        waiting: set[str] = set()
+        ts.dependencies, ts.waiting_for_data = dependencies, waiting
         for dep, info in ts.deps.items():
             dts = self.tasks.get(dep)
             if dts is None:
