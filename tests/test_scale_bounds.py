@@ -99,11 +99,16 @@ def _runs_held(store: RedisStore) -> tuple[int, int]:
     return counted, int(store.redis.get(store.keys.taskstream_runs) or 0)
 
 
+def _cap(monkeypatch: pytest.MonkeyPatch, trim_every: int) -> None:
+    monkeypatch.setattr(streams_module, "TASKSTREAM_RUNS", 1_000)
+    monkeypatch.setattr(streams_module, "TASKSTREAM_SLACK", 100)
+    monkeypatch.setattr(streams_module, "TASKSTREAM_TRIM_EVERY", trim_every)
+
+
 def test_the_task_stream_is_capped_in_runs_not_entries(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(streams_module, "TASKSTREAM_RUNS", 1_000)
-    monkeypatch.setattr(streams_module, "TASKSTREAM_SLACK", 100)
+    _cap(monkeypatch, trim_every=1)
     # given reports of 250 runs each: 40 of them, 10,000 runs
     for i in range(40):
         store.streams.task_runs(b"batch-%d" % i, runs=250)
@@ -121,11 +126,32 @@ def test_the_task_stream_is_capped_in_runs_not_entries(
     assert store.redis.xlen(store.keys.taskstream) == counted
 
 
+def test_a_writer_trims_every_so_many_runs_it_wrote(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cap(monkeypatch, trim_every=500)
+    # given two writers (two stores' facades, as two workers) of 100-run reports
+    other = connect(store.url, store.keys.cluster)
+    try:
+        most = 0
+        for _ in range(30):
+            for writer in (store, other):
+                writer.streams.task_runs(b"batch", runs=100)
+                counted, counter = _runs_held(store)
+                assert counted == counter
+                most = max(most, counted)
+    finally:
+        other.close()
+    # then the stream overshoots the cap by at most its slack and a trim period a writer
+    assert most <= 1_000 + 100 + 2 * 500, most
+    # and it was trimmed: 6,000 runs were written
+    assert counted <= 1_100 + 2 * 500
+
+
 def test_the_task_stream_cap_recovers_from_a_lost_stream(
     store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(streams_module, "TASKSTREAM_RUNS", 1_000)
-    monkeypatch.setattr(streams_module, "TASKSTREAM_SLACK", 100)
+    _cap(monkeypatch, trim_every=1)
     for _ in range(4):
         store.streams.task_runs(b"batch", runs=250)
     # given the stream deleted without its counter (e.g. by hand)
@@ -134,8 +160,7 @@ def test_the_task_stream_cap_recovers_from_a_lost_stream(
     for _ in range(4):
         store.streams.task_runs(b"batch", runs=250)
     counted, counter = _runs_held(store)
-    # (the first of them found the counter past the cap and only itself in the stream)
-    assert counted == counter == 1_000
+    assert counted == counter == 1_000  # (the first trim found 1,250 said, 250 there)
     for _ in range(20):
         store.streams.task_runs(b"batch", runs=250)
         counted, counter = _runs_held(store)

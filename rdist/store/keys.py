@@ -13,7 +13,7 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``
     heartbeats          worker metrics, capped with MAXLEN ~
     events              cluster event log (worker joins/leaves, ...), capped
     taskstream          task executions, one entry per worker report batch, capped in runs
-                        (about ``TASKSTREAM_RUNS``, dask's 100,000; ``lua/taskstream_add.lua``
+                        (about ``TASKSTREAM_RUNS``, dask's 100,000; ``lua/taskstream_trim.lua``
                         trims the oldest entries), field ``n`` the entry's number of runs:
                         msgpack ``{"w": worker, "r": [[key, worker, thread, start, stop,
                         status, error, traceback], ...]}`` -- times in epoch seconds, status
