@@ -2,7 +2,10 @@
 
 Graph size: ``--sizes`` no-op tasks via ``map`` + ``gather`` on 2 worker processes x 1
 thread: time to submit, total time, tasks/s, peak RSS of the client, the scheduler, the
-largest worker and Redis, and Redis' own ``used_memory`` at its peak.
+largest worker and Redis, and Redis' own ``used_memory`` at its peak; then the CPU time
+(utime + stime) each kind of process spent meanwhile, summed over its processes -- the
+dashboard (it follows the task stream; ``--no-dashboard`` leaves it out) and the nannies
+counted apart from the workers.
 
 Worker count: ``--workers`` worker processes x 1 thread, each running ``--n-scale``
 no-op tasks and ``--n-sleep`` tasks that sleep ``--sleep-ms`` (the second shows how the
@@ -20,6 +23,9 @@ import sys
 import threading
 import time
 
+#: The processes of a run (see _roles): the dashboard and the nannies apart from the
+#: workers (bench.workloads._PeakRSS counts both as workers).
+ROLES = ("client", "scheduler", "worker", "redis", "dashboard", "nanny")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -38,13 +44,64 @@ def _redis_peak(url: str, stop: threading.Event, out: dict) -> None:
             return
 
 
-def run_size(n: int, workers: int = 2) -> dict:
-    from bench import tasks
+def _role_of(cmd: str) -> str | None:
+    """Which of ROLES a child process of ours is, from its command line."""
+    if "redis-server" in cmd:
+        return "redis"
+    if " rdist dashboard" in cmd:
+        return "dashboard"
+    if " rdist nanny" in cmd or (" rdist worker" in cmd and "--nanny" in cmd.split()):
+        return "nanny"
+    if " scheduler" in cmd:
+        return "scheduler"
+    if "resource_tracker" in cmd:
+        return None
+    return "worker"
+
+
+def _peak_rss(interval: float):
+    """bench.workloads._PeakRSS, with the dashboard and the nannies told apart."""
     from bench.workloads import _PeakRSS
+
+    class PeakRSS(_PeakRSS):
+        def roles(self):
+            me = self.psutil.Process()
+            out = {"client": [me]}
+            for child in me.children(recursive=True):
+                try:
+                    role = _role_of(" ".join(child.cmdline()))
+                except self.psutil.Error:
+                    continue
+                if role is not None:
+                    out.setdefault(role, []).append(child)
+            return out
+
+    return PeakRSS(interval=interval)
+
+
+def _cpu_by_role(rss) -> dict[str, float]:
+    """utime + stime (seconds) of every process of each role, summed, now."""
+    out: dict[str, float] = {}
+    for role, procs in rss.roles().items():
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except rss.psutil.Error:
+                continue
+            out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
+def run_size(n: int, workers: int = 2, dashboard: bool = True) -> dict:
+    from bench import tasks
     from rdist import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1) as cluster,
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            **({} if dashboard else {"dashboard_address": None}),
+        ) as cluster,
         Client(cluster) as client,
     ):
         client.gather(client.map(tasks.noop, range(-100, 0)))  # warm up
@@ -53,12 +110,14 @@ def run_size(n: int, workers: int = 2) -> dict:
             target=_redis_peak, args=(cluster.redis_url, stop, redis_mem), daemon=True
         )
         watcher.start()
-        with _PeakRSS(interval=0.5) as rss:
+        with _peak_rss(interval=0.5) as rss:
+            cpu0 = _cpu_by_role(rss)
             t0 = time.perf_counter()
             futures = client.map(tasks.noop, range(n))
             submitted = time.perf_counter() - t0
             client.gather(futures)
             total = time.perf_counter() - t0
+            cpu1 = _cpu_by_role(rss)
         stop.set()
         watcher.join()
         del futures
@@ -72,7 +131,9 @@ def run_size(n: int, workers: int = 2) -> dict:
         "scheduler_rss_mb": rss.mb("scheduler"),
         "worker_rss_mb": rss.mb("worker"),
         "redis_rss_mb": rss.mb("redis"),
+        "dashboard_rss_mb": rss.mb("dashboard"),
         **redis_mem,
+        **{f"{role}_cpu_s": cpu1[role] - cpu0.get(role, 0.0) for role in cpu1},
     }
 
 
@@ -114,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-sleep", type=int, default=400, help="sleeping tasks per worker count")
     p.add_argument("--sleep-ms", type=float, default=20.0)
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="graph size runs without the dashboard process (it follows the task stream)",
+    )
     args = p.parse_args(argv)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [ROOT] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
@@ -139,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     for n in sizes:
-        r = run_size(n)
+        r = run_size(n, dashboard=not args.no_dashboard)
         out["sizes"].append(r)
         print(
             "%9d %9.2f %9.2f %9.0f %11.0f %11.0f %11.0f %11.0f %11.0f"
@@ -153,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
                 r["worker_rss_mb"],
                 r["redis_rss_mb"],
                 r.get("redis_used_mb", 0.0),
+            ),
+            flush=True,
+        )
+        print(
+            "%9s CPU s (utime+stime): %s; dashboard RSS %.0f MB"
+            % (
+                "",
+                ", ".join(f"{role} {r.get(role + '_cpu_s', 0.0):.1f}" for role in ROLES),
+                r["dashboard_rss_mb"],
             ),
             flush=True,
         )

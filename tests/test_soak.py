@@ -25,12 +25,17 @@ import pytest
 from rdist import Client
 from rdist.embedded import EmbeddedRedis
 from rdist.logbuffer import log_length
-from rdist.protocol.taskstream import TASKSTREAM_MAXLEN
 from rdist.scheduler.model import FIRE_AND_FORGET
 from rdist.scheduler.server import SchedulerServer
 from rdist.store import connect
 from rdist.store.diagnostics import PROFILE_MAXLEN
-from rdist.store.streams import EVENTS_MAXLEN, HEARTBEATS_MAXLEN
+from rdist.store.streams import (
+    EVENTS_MAXLEN,
+    HEARTBEATS_MAXLEN,
+    TASKSTREAM_RUNS,
+    TASKSTREAM_SLACK,
+    TASKSTREAM_TRIM_EVERY,
+)
 from rdist.worker.server import Worker
 from tests.client_helpers import wait_until
 from tests.conftest import free_port
@@ -109,7 +114,9 @@ def capped_keys(store: Any) -> dict[str, int]:
     leak: name -> the most entries (streams, MAXLEN ~) or lines (log lists) it may hold."""
     keys = store.keys
     caps = {
-        keys.taskstream: TASKSTREAM_MAXLEN,
+        # capped in runs (each entry holds one or more, so its entries are fewer still),
+        # trimmed by each writer every TASKSTREAM_TRIM_EVERY runs (a few writers here)
+        keys.taskstream: TASKSTREAM_RUNS + TASKSTREAM_SLACK + 4 * TASKSTREAM_TRIM_EVERY,
         keys.heartbeats: HEARTBEATS_MAXLEN,
         keys.events: EVENTS_MAXLEN,
         keys.profile: PROFILE_MAXLEN,

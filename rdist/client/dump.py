@@ -77,9 +77,10 @@ def worker_state(dask_worker: Any) -> dict[str, Any]:
             key: {
                 "state": ts.state.value,
                 "priority": plain(ts.priority),
-                "dependencies": sorted(ts.dependencies),
-                "waiting_for_data": sorted(ts.waiting_for_data),
-                "dependents": sorted(ts.dependents),
+                # (None while empty: see rdist.worker.state.WTask)
+                "dependencies": sorted(ts.dependencies or ()),
+                "waiting_for_data": sorted(ts.waiting_for_data or ()),
+                "dependents": sorted(ts.dependents or ()),
                 "resources": plain(ts.resources),
             }
             for key, ts in state.tasks.items()

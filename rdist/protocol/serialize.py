@@ -19,6 +19,8 @@ import cloudpickle
 import lz4.frame
 import msgpack
 
+from rdist.protocol.packing import packb
+
 _MAGIC = b"RD1"
 BLOB_MAGIC = _MAGIC  #: how every blob of :func:`to_blob` starts
 #: Frames smaller than this are never compressed: lz4's overhead outweighs the gain.
@@ -112,7 +114,7 @@ def encode_frames(frames: list[Any], compress: bool = True) -> tuple[bytes, list
         data, packed = _maybe_compress(frame) if compress else (frame, False)
         out.append(data)
         flags.append(packed)
-    header = msgpack.packb([[frame_nbytes(f) for f in out], flags])
+    header = packb([[frame_nbytes(f) for f in out], flags])
     return header, out
 
 
@@ -134,7 +136,7 @@ def frames_to_blob(frames: list[Any]) -> bytes:
     if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) < _COMPRESS_MIN:
         # one small frame, never compressed: what encode_frames gives, without its loop
         head = frames[0]
-        header = msgpack.packb([[len(head)], [False]])
+        header = packb([[len(head)], [False]])
         return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, head])
     header, out = encode_frames(frames)
     return b"".join([_MAGIC, len(header).to_bytes(4, "little"), header, *out])

@@ -26,8 +26,6 @@ from rdist.protocol.wire.records import TASK_RUN
 
 log = logging.getLogger("rdist.taskstream")
 
-#: The stream is capped (MAXLEN ~): it is a recent history, not an archive.
-TASKSTREAM_MAXLEN = 5_000
 #: Tracebacks are cut to their last characters: the end names the failing line.
 TRACEBACK_CHARS = 4_000
 MESSAGE_CHARS = 500

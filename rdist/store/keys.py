@@ -12,13 +12,16 @@ Streams (payload: one msgpack field ``m`` per entry, see ``rdist.protocol.wire``
     client:<id>         inbound to one client (read with plain XREAD by its one reader)
     heartbeats          worker metrics, capped with MAXLEN ~
     events              cluster event log (worker joins/leaves, ...), capped
-    taskstream          task executions, one entry per worker report batch (capped MAXLEN ~):
+    taskstream          task executions, one entry per worker report batch, capped in runs
+                        (about ``TASKSTREAM_RUNS``, dask's 100,000; ``lua/taskstream_trim.lua``
+                        trims the oldest entries), field ``n`` the entry's number of runs:
                         msgpack ``{"w": worker, "r": [[key, worker, thread, start, stop,
                         status, error, traceback], ...]}`` -- times in epoch seconds, status
                         ``memory`` or ``erred``, error a plain-text ``TypeName: message`` so
                         the dashboard never unpickles (see ``rdist.protocol.taskstream``)
                         ``"x"``: the report's fetches from peers, ``[[key, worker, source,
                         start, stop, nbytes], ...]``; runs also carry ``nbytes, type``
+    taskstream:runs     string: how many runs (``n``) the task stream holds now
     profile             the sampling profiler's batches, one entry per worker and ~second
                         while tasks run (capped MAXLEN ~, ``rdist.store.diagnostics``):
                         msgpack ``{"w": worker, "s": start, "e": stop, "n": samples,
@@ -150,6 +153,10 @@ class Keys:
     @cached_property
     def taskstream(self) -> str:
         return self._k("taskstream")
+
+    @cached_property
+    def taskstream_runs(self) -> str:
+        return self._k("taskstream:runs")
 
     @cached_property
     def profile(self) -> str:

@@ -282,6 +282,12 @@ class RawPipeline:
             args += [field, item]
         return self._add(*args)
 
+    def incrby(self, name: str, amount: int = 1) -> RawPipeline:
+        return self._add("INCRBY", name, amount)
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> RawPipeline:
+        return self._add("EVAL", script, numkeys, *keys_and_args)
+
     def hdel(self, name: str, *keys: Any) -> RawPipeline:
         return self._add("HDEL", name, *keys)
 

@@ -9,9 +9,9 @@ which own the connections a blocking read needs.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rdist.protocol.taskstream import TASKSTREAM_MAXLEN
 from rdist.protocol.wire import ClusterEvent, Heartbeat, Message, TopicEvent
 from rdist.store.keys import PAYLOAD_FIELD
 
@@ -24,6 +24,20 @@ HEARTBEATS_MAXLEN = 1_000
 DEADLETTER_MAXLEN = 10_000
 #: events kept per topic (dask keeps 100,000 per topic in the scheduler's memory)
 TOPIC_MAXLEN = 100_000
+#: The task stream keeps about this many task runs (dask's scheduler keeps 100,000): not
+#: entries, which are report batches of one run or of thousands (capped in entries, the
+#: stream held 52 MB after a million no-op tasks).
+TASKSTREAM_RUNS = 100_000
+#: Runs written past the cap before the oldest entries are trimmed (in one pass).
+TASKSTREAM_SLACK = 10_000
+#: Each writer (a store's façade) asks for a trim once per this many runs it wrote: the
+#: stream holds at most cap + slack + this many runs per writer.
+TASKSTREAM_TRIM_EVERY = 2_000
+#: The field of a task-stream entry that says how many runs it carries.
+RUNS_FIELD = "n"
+#: The trimming script (sent whole with EVAL: it rides a report's pipeline, where a
+#: script unknown to a restarted Redis would fail the whole report; it runs rarely)
+_TASKSTREAM_TRIM = (Path(__file__).parent / "lua" / "taskstream_trim.lua").read_text()
 #: A dead letter keeps this much of the entry it sets aside (enough to see what it was).
 DEADLETTER_RAW_BYTES = 4_096
 
@@ -35,11 +49,14 @@ def _payload(msg: Message | bytes) -> bytes:
 class Streams:
     """Named sends to every stream of one cluster."""
 
-    __slots__ = ("_store", "keys")
+    __slots__ = ("_runs_written", "_store", "keys")
 
     def __init__(self, store: RedisStore) -> None:
         self._store = store
         self.keys = store.keys
+        #: task runs written since this façade last asked for a trim (several threads
+        #: add to it unlocked: a lost addition only delays a trim a little)
+        self._runs_written = 0
 
     def _target(self, pipe: Any) -> Any:
         return pipe if pipe is not None else self._store.redis
@@ -130,9 +147,32 @@ class Streams:
     def heartbeat(self, beat: Heartbeat, pipe: Any = None) -> None:
         self._add(self.keys.heartbeats, beat.encode(), pipe, HEARTBEATS_MAXLEN)
 
-    def task_runs(self, payload: bytes, pipe: Any = None) -> None:
-        """One task-stream entry (a report's runs, see ``rdist.protocol.taskstream``)."""
-        self._add(self.keys.taskstream, payload, pipe, TASKSTREAM_MAXLEN)
+    def task_runs(self, payload: bytes, pipe: Any = None, runs: int = 1) -> None:
+        """One task-stream entry (a report's ``runs`` task runs and transfers, see
+        ``rdist.protocol.taskstream``): an XADD and an INCRBY of the run counter, and
+        every :data:`TASKSTREAM_TRIM_EVERY` runs the script that drops the oldest entries
+        past :data:`TASKSTREAM_RUNS` (a script per report cost Redis ~20 us more each)."""
+        runs = max(1, runs)
+        target, keys = self._target(pipe), self.keys
+        target.xadd(keys.taskstream, {PAYLOAD_FIELD: payload, RUNS_FIELD: runs})
+        target.incrby(keys.taskstream_runs, runs)
+        self._runs_written += runs
+        if self._runs_written >= TASKSTREAM_TRIM_EVERY:
+            self._runs_written = 0
+            self.trim_task_runs(target)
+
+    def trim_task_runs(self, pipe: Any = None) -> None:
+        """Drop the oldest task-stream entries once it holds more than
+        :data:`TASKSTREAM_RUNS` + :data:`TASKSTREAM_SLACK` runs (down to the cap)."""
+        keys = self.keys
+        self._target(pipe).eval(
+            _TASKSTREAM_TRIM,
+            2,
+            keys.taskstream,
+            keys.taskstream_runs,
+            TASKSTREAM_RUNS,
+            TASKSTREAM_SLACK,
+        )
 
     def dead_letter(
         self,

@@ -173,7 +173,8 @@ class Report:
                 self.address, thread, now, self.done, self.erred, transfers, span_of, self.stops
             )
             if runs is not None:
-                store.streams.task_runs(runs, pipe)
+                count = len(self.done) + len(self.erred) + len(transfers)
+                store.streams.task_runs(runs, pipe, count)
         # clients before the scheduler: they wait on this; the scheduler copes with a
         # client's message about a key (release, dependents) arriving before its completion
         for client, items in self.notify.items():

@@ -24,9 +24,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 from rdist.protocol.wire import DepInfo, StoryRow
@@ -68,6 +69,11 @@ INLINE_SECONDS = 0.002
 LOG_LENGTH = 100_000
 
 
+#: The inputs of a task that has none, or that ran (one shared, read-only mapping).
+NO_DEPS: Mapping[str, DepInfo] = MappingProxyType({})
+_NONE: frozenset[str] = frozenset()
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -95,8 +101,8 @@ class WTask:
     key: str
     state: WTaskState = TS.RELEASED
     priority: tuple[Any, ...] = ()
-    #: input key -> where it is (from the compute action)
-    deps: dict[str, DepInfo] = field(default_factory=dict)
+    #: input key -> where it is (from the compute action; :data:`NO_DEPS` once it ran)
+    deps: Mapping[str, DepInfo] = field(default_factory=lambda: NO_DEPS)
     #: the loaded spec, opaque here (handed back in :class:`Execute`)
     spec: Any = None
     #: clients the shell tells directly when the result is stored
@@ -106,9 +112,12 @@ class WTask:
     where: DepInfo | None = None
     assigned: bool = False  #: the scheduler asked us to compute it (and hear of it)
     wanted: bool = False  #: the scheduler wants it here (assigned, or a known replica)
-    dependencies: set[str] = field(default_factory=set)  #: inputs, linked until it ran
-    waiting_for_data: set[str] = field(default_factory=set)  #: inputs not local yet
-    dependents: set[str] = field(default_factory=set)  #: local tasks needing it
+    # The three links are None while empty, and made on first use: most tasks have no
+    # inputs or no local dependents, and an empty set costs 216 bytes (a worker holding a
+    # million results would spend 650 MB on empty sets).
+    dependencies: set[str] | None = None  #: inputs, linked until it ran
+    waiting_for_data: set[str] | None = None  #: inputs not local yet
+    dependents: set[str] | None = None  #: local tasks needing it
     holds_slot: bool = False  #: counts against ``nthreads``
     holds_resources: bool = False  #: counts against the declared resources
 
@@ -235,8 +244,13 @@ class WorkerState:
         if ts.holds_slot:
             assert state is TS.EXECUTING or state is TS.CANCELLED, (key, state)
         assert not ts.holds_resources or state in RUNNING, (key, state)
-        assert ts.waiting_for_data <= ts.dependencies, key
-        assert (state is TS.WAITING) == bool(ts.waiting_for_data), (key, state)
+        dependencies, waiting, dependents = (
+            ts.dependencies or _NONE,
+            ts.waiting_for_data or _NONE,
+            ts.dependents or _NONE,
+        )
+        assert waiting <= dependencies, key
+        assert (state is TS.WAITING) == bool(waiting), (key, state)
         if state is TS.READY:
             assert id(ts) in queued, key
         if state is TS.FLIGHT:
@@ -249,13 +263,13 @@ class WorkerState:
             assert not ts.dependents and not ts.wanted, key
         elif not ts.wanted:
             assert ts.dependents, f"{key!r} ({state.value}) is neither wanted nor needed"
-        for dep in ts.dependencies:
+        for dep in dependencies:
             dts = self.tasks.get(dep)
-            assert dts is not None and key in dts.dependents, (key, dep)
-            assert (dts.state is not TS.MEMORY) == (dep in ts.waiting_for_data), (key, dep)
-        for dependent in ts.dependents:
+            assert dts is not None and key in (dts.dependents or _NONE), (key, dep)
+            assert (dts.state is not TS.MEMORY) == (dep in waiting), (key, dep)
+        for dependent in dependents:
             dts = self.tasks.get(dependent)
-            assert dts is not None and key in dts.dependencies, (key, dependent)
+            assert dts is not None and key in (dts.dependencies or _NONE), (key, dependent)
 
     # -- event handlers ------------------------------------------------------------------------
     def _on_compute(self, ev: ComputeTask) -> None:
@@ -334,7 +348,7 @@ class WorkerState:
         for key in ev.keys:
             ts = self.tasks.get(key)
             if ts is not None and ts.state is TS.FLIGHT and not ts.assigned:
-                for dependent in ts.dependents:
+                for dependent in ts.dependents or ():
                     missing.setdefault(dependent, []).append(key)
         for key in ev.keys:
             ts = self.tasks.get(key)
@@ -404,9 +418,7 @@ class WorkerState:
 
     def _on_reset(self, ev: ResetState) -> None:
         for ts in self.tasks.values():  # unlinked first: nothing cascades
-            ts.dependencies.clear()
-            ts.waiting_for_data.clear()
-            ts.dependents.clear()
+            ts.dependencies = ts.waiting_for_data = ts.dependents = None
             ts.wanted = ts.assigned = False
             ts.clients = None
         for ts in list(self.tasks.values()):
@@ -423,6 +435,9 @@ class WorkerState:
         if not ts.deps:
             self._transition(ts, TS.READY)
             return
+        dependencies: set[str] = set()
+        waiting: set[str] = set()
+        ts.dependencies, ts.waiting_for_data = dependencies, waiting
         for dep, info in ts.deps.items():
             dts = self.tasks.get(dep)
             if dts is None:
@@ -430,11 +445,16 @@ class WorkerState:
                 self._transition(dts, TS.FLIGHT)
             elif dts.state is TS.CANCELLED:  # needed after all: its execution counts again
                 self._resume(dts)
-            ts.dependencies.add(dep)
-            dts.dependents.add(ts.key)
+            dependencies.add(dep)
+            if dts.dependents is None:
+                dts.dependents = {ts.key}
+            else:
+                dts.dependents.add(ts.key)
             if dts.state is not TS.MEMORY:
-                ts.waiting_for_data.add(dep)
-        self._transition(ts, TS.WAITING if ts.waiting_for_data else TS.READY)
+                waiting.add(dep)
+        if not waiting:
+            ts.waiting_for_data = None
+        self._transition(ts, TS.WAITING if waiting else TS.READY)
 
     def _resume(self, ts: WTask) -> None:
         self._transition(ts, TS.EXECUTING if ts.holds_slot else TS.LONG_RUNNING)
@@ -477,7 +497,7 @@ class WorkerState:
         stack, doomed = [ts], []
         while stack:
             failed = stack.pop()
-            dependents, failed.dependents = failed.dependents, set()
+            dependents, failed.dependents = failed.dependents or (), None
             for key in dependents:
                 dts = self.tasks.get(key)
                 if dts is None or dts.state is not TS.WAITING or dts in doomed:
@@ -493,7 +513,10 @@ class WorkerState:
                 self._transition(dts, TS.FORGOTTEN)
 
     def _unlink_dependent(self, dts: WTask, key: str) -> None:
-        dts.dependents.discard(key)
+        if dts.dependents is not None:
+            dts.dependents.discard(key)
+            if not dts.dependents:
+                dts.dependents = None
         if dts.state is not TS.FORGOTTEN and self.tasks.get(dts.key) is dts:
             self._release_if_unneeded(dts)
 
@@ -501,18 +524,22 @@ class WorkerState:
         """``ts`` ran (or is gone): its inputs no longer need to stay for it."""
         if not ts.dependencies:
             return
-        deps, ts.dependencies = ts.dependencies, set()
-        ts.waiting_for_data.clear()
+        deps, ts.dependencies, ts.waiting_for_data = ts.dependencies, None, None
         for dep in deps:
             dts = self.tasks.get(dep)
             if dts is not None:
                 self._unlink_dependent(dts, ts.key)
 
     def _wake_dependents(self, ts: WTask) -> None:
-        for key in ts.dependents:
+        for key in ts.dependents or ():
             dts = self.tasks[key]
-            dts.waiting_for_data.discard(ts.key)
-            if not dts.waiting_for_data and dts.state is TS.WAITING:
+            waiting = dts.waiting_for_data
+            if waiting is not None:
+                waiting.discard(ts.key)
+                if waiting:
+                    continue
+                dts.waiting_for_data = None
+            if dts.state is TS.WAITING:
                 self._woken.add(key)
                 self._transition(dts, TS.READY)
 
@@ -639,6 +666,7 @@ class WorkerState:
             self._give_back_resources(ts)
         if ts.dependencies:
             self._unlink_inputs(ts)
+        _let_go_of_inputs(ts)  # (after the resources went back: it drops their list)
         if ts.dependents:
             self._wake_dependents(ts)
         elif not ts.wanted:
@@ -649,6 +677,7 @@ class WorkerState:
         frees those, or computes it again)."""
         self._ended(ts)
         self._unlink_inputs(ts)
+        _let_go_of_inputs(ts)
         ts.wanted = ts.assigned = False
         ts.clients = None
         if not ts.dependents:
@@ -659,6 +688,17 @@ class WorkerState:
 
     def _t_flight_released(self, ts: WTask) -> None:
         ts.where = None
+
+
+def _let_go_of_inputs(ts: WTask) -> None:
+    """What only running a task needed: a worker keeps a result per task the scheduler
+    wants, for as long as it wants it (a million at once, when a client holds a million
+    futures), so each keeps no more than its state and links. Computed again (a retry,
+    a lost result), a task gets all of it from its new compute action."""
+    ts.spec = None
+    ts.deps = NO_DEPS
+    ts.priority = ()
+    ts.resources = None
 
 
 _T = Callable[[WorkerState, WTask], None]

@@ -23,6 +23,8 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
+from rdist.protocol.packing import packb
+
 #: Largest stream entry accepted: graphs travel in slices well below this.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 #: Longest task key, worker address or client id (dask keys of big graphs are long names).
@@ -543,8 +545,7 @@ def _no_default(f: dataclasses.Field[Any]) -> bool:
 
 
 def pack(obj: Any) -> bytes:
-    packed: bytes = msgpack.packb(obj, use_bin_type=True)
-    return packed
+    return packb(obj)  # (not msgpack.packb: see rdist.protocol.packing)
 
 
 def unpack(payload: Any, where: str) -> Any:
