@@ -185,6 +185,8 @@ def test_liveness_checks_read_only_the_known_workers_and_clients_records(monkeyp
     from rdist.store import tables
 
     with fake_cluster(n_workers=1) as (c, cluster):
+        # the scheduler serves (its start-up restore, a bulk read by design, is over)
+        assert c.submit(inc_one, 0, pure=False).result(timeout=10) == 1
         junk = {f"junk-{i}": b"\xc1" for i in range(2_000)}
         c.store.redis.hset(c.store.keys.workers, mapping=junk)
         c.store.redis.hset(c.store.keys.clients, mapping=junk)
