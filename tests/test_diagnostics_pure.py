@@ -352,3 +352,36 @@ def test_repeated_samples_of_an_unchanged_stack_count_every_frame_each_time():
             assert node[3] == n, (names, node)
             names.append(node[0])
         assert names[:4] == ["_nested"] * 4 and names[-1] == "wait"
+
+
+def test_the_sampler_lingers_after_a_task_so_short_tasks_do_not_wake_it_each(monkeypatch):
+    from rdist.worker import profiler as profiler_module
+
+    monkeypatch.setattr(profiler_module, "LINGER", 1.5)
+    stop = threading.Event()
+    profiler = Profiler("tcp://w:1", _NoStore(), stop, interval=0.005)  # type: ignore[arg-type]
+    thread = threading.Thread(target=profiler.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not profiler._sleeping and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert profiler._sleeping  # idle from the start: it waits for work
+        # given one short task
+        profiler.begin("short-1")
+        profiler.end()
+        deadline = time.monotonic() + 5
+        while profiler._sleeping and time.monotonic() < deadline:  # (woken by the begin)
+            time.sleep(0.005)
+        time.sleep(0.2)  # (without the linger it sleeps again after one period)
+        # then the sampler keeps looking by the clock: the next task's begin wakes nobody
+        assert not profiler._sleeping
+        # and once the linger is over it sleeps until work comes again
+        deadline = time.monotonic() + 5
+        while not profiler._sleeping and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert profiler._sleeping
+    finally:
+        stop.set()
+        profiler.stop()
+        thread.join(5)

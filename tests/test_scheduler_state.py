@@ -1208,3 +1208,25 @@ def test_random_event_sequences_keep_the_state_consistent_and_finish_wanted_task
         else:
             assert ts.state is TaskState.RELEASED, (key, ts.state)  # no leaked data
     assert not s.no_worker and not any(ws.processing for ws in s.workers.values())
+
+
+# -- placement once per batch ------------------------------------------------------------
+
+
+def test_entries_handled_without_placement_are_placed_once_at_the_end_of_the_batch(state):
+    state.handle(joined(W1, nthreads=2))
+    out = state.handle(submit(A, task("a"), task("b"), task("c"), task("d")))
+    assert computed_keys(out) == ["a", "b"]
+
+    # given a batch: a finishes, and the client releases c, in two entries
+    first = state.handle(finished(W1, "a"), flush=False, place=False)
+    second = state.handle(released(A, "c"), flush=False, place=False)
+    # then nothing is placed entry by entry: placed after the first, c would be sent to W1
+    # only to be freed by the second
+    assert computed_keys(first + second) == []
+    assert freed(first + second) == []
+    # and the batch's one placement sends the next queued task to the freed thread
+    last = state.place()
+    assert computed_keys(last) == ["d"]
+    assert freed(last) == []
+    assert st(state, "c") == "forgotten"

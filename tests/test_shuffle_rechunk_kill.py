@@ -15,7 +15,7 @@ import dask  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rdist import Client  # noqa: E402
-from rdist.store import connect  # noqa: E402
+from tests.exchange_kill import compute_killing_one_worker  # noqa: E402
 
 #: dask merges input chunks up to ``array.chunk-size`` first; at its default these small
 #: arrays would become one chunk (a group of one input: a cut, no exchange)
@@ -74,30 +74,10 @@ def test_p2p_rechunk_on_real_processes_gives_numpys_result() -> None:
 
 @pytest.mark.timeout(240)
 def test_sigkill_of_a_worker_mid_rechunk_restarts_the_exchange_and_the_result_is_exact() -> None:
-    from tests.proc_cluster import ProcCluster
-
     rechunked = rows_to_columns()
     (token,) = tokens_of(rechunked)  # one group: every input chunk sends to every output
-    procs = ProcCluster(n_workers=3, worker_ttl=2.0)
-    try:
-        procs.wait_for_workers()
-        with Client(procs.url, cluster_name=procs.cluster, timeout=60) as client:
-            client.wait_for_workers(3, timeout=30)
-            # given a rechunk under way on three workers
-            future = client.compute(rechunked)
-            time.sleep(1.5)
-            assert not future.done()
-            # when one of them is killed
-            procs.kill_worker("w2")
-            # then the exchange restarts without it, and every element is in its place
-            result = future.result(timeout=180)
-            store = connect(procs.url, procs.cluster)
-            try:
-                run, owners = store.exchanges.current(token)
-            finally:
-                store.close()
-    finally:
-        procs.close()
+    # every element is in its place, though a worker died mid-exchange
+    result, run, owners = compute_killing_one_worker(rechunked, token)
     assert run >= 1
     assert owners is not None and len(set(owners)) == 2
     np.testing.assert_array_equal(result, whole())

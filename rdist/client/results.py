@@ -76,15 +76,27 @@ class Results:
             outcomes = {f._name: f._state.outcome for f in finished}
             got, reset, unavailable = self._values(finished)
             values.update(got)
-            if unavailable:  # a holder died: wait for the recomputed values
-                holder_losses += 1
-                if holder_losses >= FETCH_ATTEMPTS:
-                    raise DataUnavailable(unavailable)
-                lost = set(unavailable)
-                self._ledger.await_recovery([f for f in finished if f._name in lost], outcomes)
+            if unavailable:
+                holder_losses = self._await_recovery(finished, unavailable, outcomes, holder_losses)
             again = set(reset) | set(unavailable)
             todo = [f for f in finished if f._name in again]
         return rebuild(futures, values)
+
+    def _await_recovery(
+        self,
+        fetched: list[Future],
+        unavailable: list[str],
+        outcomes: dict[str, Any],
+        holder_losses: int,
+    ) -> int:
+        """A holder of ``unavailable`` died: wait for their recomputed values (up to
+        FETCH_ATTEMPTS losses in one gather); returns the losses counted so far."""
+        holder_losses += 1
+        if holder_losses >= FETCH_ATTEMPTS:
+            raise DataUnavailable(unavailable)
+        lost = set(unavailable)
+        self._ledger.await_recovery([f for f in fetched if f._name in lost], outcomes)
+        return holder_losses
 
     def _gather_list(self, futures: list[Future], errors: str) -> list[Any]:
         """``gather`` of a flat list of futures (what ``map`` returns), as :meth:`gather`
@@ -136,13 +148,10 @@ class Results:
                         out[i] = got[name]
                     else:
                         again.append(i)
-                if unavailable:  # a holder died: wait for the recomputed values
-                    holder_losses += 1
-                    if holder_losses >= FETCH_ATTEMPTS:
-                        raise DataUnavailable(unavailable)
-                    lost = set(unavailable)
-                    recompute = [f for f in fetched if f._name in lost]
-                    self._ledger.await_recovery(recompute, outcomes)
+                if unavailable:
+                    holder_losses = self._await_recovery(
+                        fetched, unavailable, outcomes, holder_losses
+                    )
             todo = again
         if skipped:
             return [value for i, value in enumerate(out) if i not in skipped]
