@@ -100,7 +100,9 @@ def test_every_role_says_who_it_is_when_it_starts(roles):
     where = f"in cluster {pc.cluster!r} on {pc.url}"
 
     scheduler = eventually(lambda: (t := roles.stderr("scheduler")) and "joined" in t and t)
-    worker = roles.stderr("w1")
+    # the worker registers before it logs its start-up line: wait for the line itself
+    started = f"rdist {rdist.__version__} worker {address} (name 'w1'"
+    worker = eventually(lambda: (t := roles.stderr("w1")) and started in t and t)
 
     assert f"rdist {rdist.__version__} scheduler " in scheduler
     assert f"starting for cluster {pc.cluster!r} on {pc.url}" in scheduler
@@ -108,7 +110,7 @@ def test_every_role_says_who_it_is_when_it_starts(roles):
     assert (
         f"worker {address} (name 'w1', 2 threads," in scheduler and "joined: 1 workers" in scheduler
     )
-    assert f"rdist {rdist.__version__} worker {address} (name 'w1'" in worker and where in worker
+    assert where in worker
     assert f"rdist {rdist.__version__} nanny (pid" in worker
     assert "restored 0 tasks" not in scheduler  # a new cluster has nothing to resume
 
@@ -117,13 +119,19 @@ def test_every_role_says_who_it_is_when_it_starts(roles):
 def test_worker_and_nanny_and_scheduler_logs_through_redis(roles):
     address = roles.pc.live_workers()["w1"]
     with roles.client() as c:
-        workers = eventually(lambda: (w := c.get_worker_logs()) and w[address] and w)
+        started = f"worker {address} (name 'w1'"
+        workers = eventually(
+            lambda: (
+                (w := c.get_worker_logs())
+                and any(started in line for _, line in w.get(address, ()))
+                and w
+            )
+        )
         nannies = c.get_worker_logs(nanny=True)
         scheduler = c.get_scheduler_logs()
         last_two = c.get_scheduler_logs(n=2)
 
     assert list(workers) == [address]
-    assert any(f"worker {address} (name 'w1'" in line for _, line in workers[address])
     assert any("nanny's worker process" in line for _, line in nannies[address])
     assert any(level == "INFO" and "is the leader" in line for level, line in scheduler)
     assert last_two == scheduler[-2:]
