@@ -190,6 +190,7 @@ MODULE_TIERS = {
     "test_client_restart": "fake",
     "test_client_rooms": "fake",
     "test_client_scheduling": "fake",
+    "test_client_sender": "real",
     "test_client_story": "fake",
     "test_client_stream_loss": "real",
     "test_client_stream_watch": "fake",

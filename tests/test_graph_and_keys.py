@@ -292,3 +292,40 @@ def test_unpicklable_keyword_argument_raises_submit_error_naming_it():
 
 def test_submit_error_is_a_type_error():
     assert issubclass(SubmitError, TypeError)
+
+
+# -- impure keys ------------------------------------------------------------------------------
+
+
+def test_impure_keys_are_unique_32_hex_digits_also_across_threads():
+    keys: list[str] = []
+
+    def make() -> None:
+        keys.extend(graph.task_key("inc", b"", b"", pure=False) for _ in range(2000))
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(keys)) == 8000
+    for key in keys[:10]:
+        prefix, digits = key.split("-")
+        assert prefix == "inc" and len(digits) == 32 and int(digits, 16) >= 0
+
+
+def test_a_forked_child_draws_impure_keys_of_its_own():
+    import os
+
+    parent = graph.unique_hex()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next key, to the parent
+        os.write(write, graph.unique_hex().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert len(child) == 32 and child[:16] != parent[:16]
+    assert graph.unique_hex() not in (parent, child)

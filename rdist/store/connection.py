@@ -239,6 +239,13 @@ class RedisStore:
             self._raw = RawConnection(self.redis)
         return RawPipeline(self._raw)
 
+    def confirm_sent(self) -> None:
+        """Wait for Redis's replies to what :meth:`raw_pipeline` sent with ``send()`` and
+        not read yet (sent again should the connection have broken); raises the first
+        error reply."""
+        if self._raw is not None:
+            self._raw.confirm()
+
     def _blocking_read(self) -> RawPipeline:
         if self._raw_reads is None:
             self._raw_reads = RawConnection(self.redis)

@@ -63,6 +63,15 @@ class RawConnection:
             earlier = self._attempt(lambda: self._confirm_and_send(commands))
         _raise_first_error(earlier)
 
+    def confirm(self) -> None:
+        """Read the replies of what :meth:`send` sent (sending it again first should its
+        connection have broken); raises the first error reply."""
+        with self.lock:
+            if not self._deferred:
+                return
+            earlier = self._attempt(self._confirm)
+        _raise_first_error(earlier)
+
     def _attempt(self, fn: Any) -> Any:
         try:
             self._hold()
