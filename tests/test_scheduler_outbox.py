@@ -156,6 +156,24 @@ def test_a_restarted_worker_gets_only_the_restart_and_a_forgotten_result_one_del
     ]
 
 
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        # a loop of one function: its last task forgotten, its next one submitted
+        (["drop", "store"], []),
+        (["store", "drop"], []),  # never reached Redis
+        (["drop", "store", "drop"], [("hdel", KEYS.funcs, [b"h"])]),
+        (["store", "drop", "store"], [("hset", KEYS.funcs, {b"h": b"pickled"})]),
+        (["store"], [("hset", KEYS.funcs, {b"h": b"pickled"})]),
+        (["drop"], [("hdel", KEYS.funcs, [b"h"])]),
+    ],
+)
+def test_a_batch_writes_only_the_net_change_of_a_function(steps, expected):
+    made = {"store": ev.StoreFunction(b"h", b"pickled"), "drop": ev.DropFunction(b"h")}
+
+    assert written([made[step] for step in steps]) == expected
+
+
 def test_a_task_record_keeps_the_bytes_the_scheduler_always_wrote():
     ts = Task("k", "k", TS.ERRED, dependencies={"b", "a"}, priority=(-1, 0, 3), retries=2)
     ts.blame, ts.error_text, ts.error_kind, ts.suspicious = None, "boom", "killed-worker", 3

@@ -86,11 +86,23 @@ class Outbox:
     def _drop_result(self, ins: ev.DropResult) -> None:
         self.drop_results.append(ins.key)
 
+    # ``funcs`` holds the batch's net change of the hash: a function dropped and named
+    # again in one batch (a loop submitting one function: each round trip's release and
+    # submission travel together) stays in Redis untouched, and one stored and dropped
+    # again never reaches it
     def _store_function(self, ins: ev.StoreFunction) -> None:
-        self.funcs[ins.hash] = ins.func
+        funcs = self.funcs
+        if ins.hash in funcs and funcs[ins.hash] is None:
+            del funcs[ins.hash]  # dropped earlier in the batch: Redis still has it
+        else:
+            funcs[ins.hash] = ins.func
 
     def _drop_function(self, ins: ev.DropFunction) -> None:
-        self.funcs[ins.hash] = None
+        funcs = self.funcs
+        if funcs.get(ins.hash) is not None:
+            del funcs[ins.hash]  # stored earlier in the batch: Redis never had it
+        else:
+            funcs[ins.hash] = None
 
     def _forget_client(self, ins: ev.ForgetClient) -> None:
         self.gone_clients.append(ins.client)
