@@ -119,9 +119,30 @@ def test_the_feed_counts_tasks_per_second_from_the_runs_it_reads() -> None:
         old = [wire.TaskRun("k-old", "tcp://w:1", "", now - 60, now - 59, "memory")]
         feed._counting_since = now - 60  # it has watched longer than the window
         feed._collect(
-            store.keys.taskstream, "1-0", wire.TaskStreamBatch("tcp://w:1", runs + old).encode()
+            store.keys.taskstream,
+            "1-0",
+            wire.TaskStreamBatch("tcp://w:1", runs + old).encode(),
+            shown=False,
         )
         assert feed._rate(now) == 3.0  # 30 runs in the last 10 s; the old one is not counted
+        assert feed._runs == []  # no page shows the runs: none made for one
+
+
+def test_the_feed_makes_the_runs_of_a_page_only_while_one_shows_them() -> None:
+    with fake_store() as store:
+        feed = app_for(store).extensions["rdist"].feed
+        now = time.time()
+        batch = wire.TaskStreamBatch(
+            "tcp://w:1", [wire.TaskRun("k", "tcp://w:1", "", now - 1, now, "memory")]
+        ).encode()
+        store.streams.task_runs(batch)
+        last = {store.keys.taskstream: "0-0", store.keys.events: "0-0"}
+
+        feed._read(store, dict(last), 0.01)
+        assert feed._runs == []
+        feed._subscriptions["page"] = {"runs"}
+        feed._read(store, dict(last), 0.01)
+        assert [run["key"] for run in feed._runs] == ["k"]
 
 
 def test_heartbeat_io_counters_read_the_proc_files_once_opened() -> None:

@@ -208,20 +208,23 @@ class LiveFeed:
         block_ms = max(1, int(wait * 1000))
         started = time.monotonic()
         reply = reader.streams.follow(last, READ_COUNT, block_ms)
+        shown = self.wanted("runs")  # (once a read: runs are pushed only to their room)
         for stream, entries in _streams(reply):
             for entry_id, fields in entries:
                 last[stream] = queries.as_text(entry_id)
-                self._collect(stream, last[stream], fields.get(PAYLOAD_FIELD))
+                self._collect(stream, last[stream], fields.get(PAYLOAD_FIELD), shown)
         if not reply and time.monotonic() - started < block_ms / 2000:
             self.stop_event.wait(min(wait, 0.05))  # fakeredis answers at once: do not spin
 
-    def _collect(self, stream: str, entry_id: str, payload: bytes | None) -> None:
+    def _collect(self, stream: str, entry_id: str, payload: bytes | None, shown: bool) -> None:
         if stream == self.store.keys.taskstream:
             runs = decode_batch(payload)
+            finished = self._finished
             for run in runs:
-                self._finished[int(run.stop)] += 1
-            self._runs.extend(r.to_json() for r in runs)
-            self._transfers.extend(queries.transfers_of(payload))
+                finished[int(run.stop)] += 1  # (the rate: sampled for the history always)
+            if shown:  # the runs themselves only for a page that shows them
+                self._runs.extend(r.to_json() for r in runs)
+                self._transfers.extend(queries.transfers_of(payload))
         else:
             self._events.append(queries.decode_event(entry_id, payload))
 
