@@ -105,6 +105,26 @@ def test_a_direct_post_is_sent_by_the_calling_thread_functions_first(store: Redi
     assert wire.SCHEDULER.decode(payload) == [graph("a")]
 
 
+def test_a_burst_of_submissions_goes_to_the_sender_thread_unless_a_result_was_awaited(
+    store: RedisStore,
+) -> None:
+    # given a sender whose thread never runs, and whose client never waits for a result
+    outbox = Sender(store, "c1", threading.Event())
+    waits: list[float] = []
+    outbox.waited_since = lambda since: any(t >= since for t in waits)
+
+    outbox.post(graph("a"), direct=True)  # nothing sent lately: at once
+    outbox.post(graph("b"), direct=True)  # right after it: left for the sender thread
+    assert [
+        wire.SCHEDULER.decode_one(p).tasks[0].key for p in entries(store, store.keys.sched)
+    ] == ["a"]
+
+    waits.append(time.monotonic())  # the client waited for a result since: no burst
+    outbox.post(graph("c"), direct=True)  # (and takes what was left along, in order)
+    [_, both] = entries(store, store.keys.sched)
+    assert [row.key for row in wire.SCHEDULER.decode_one(both).tasks] == ["b", "c"]
+
+
 def test_a_queued_post_waits_for_the_sender_thread(store: RedisStore) -> None:
     stop = threading.Event()
     outbox = Sender(store, "c1", stop)

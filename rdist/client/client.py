@@ -211,6 +211,7 @@ class Client:
             store, self.id, self.ledger, self._sender.post, self._inbox.kept, self._stop.is_set
         )
         self._sender.waiter_reads = self._inbox.waiter_reads
+        self._sender.waited_since = self._inbox.waited_since
         #: futures held by queues, variables and datasets (``rdist.client.holders``)
         self.holdings = Holdings(self, self._sender, self.ledger)
         self._datasets = DatasetOps(store, self.holdings)

@@ -116,6 +116,11 @@ class Inbox:
         """Whether a waiting thread reads the stream now, or did a moment ago."""
         return self._waiting.locked() or time.monotonic() < self._last_wait + LISTENER_GRACE
 
+    def waited_since(self, since: float) -> bool:
+        """Whether a thread waits on a result now, or stopped waiting after ``since``
+        (monotonic): the sender's test of a burst of submissions."""
+        return self._waiting.locked() or self._last_wait >= since
+
     def listen(self) -> None:
         guard = EmptyReadGuard(self._stop)
         backoff = Backoff(self._stream, self._store.url, log)

@@ -7,8 +7,12 @@ consecutive releases merged into one message each, and several messages bundled 
 stream entry so the scheduler reads them in one batch.
 
 Who sends: a submission (``direct``) sends on the calling thread when nobody else is
-sending -- one thread hop less on the submit path; otherwise the sender thread
-(:meth:`Sender.run`) takes it. A release (``lazy``) wakes nobody while a thread waits on a
+sending and it is no burst -- one thread hop less on the submit path of ``submit(...)
+.result()``; otherwise the sender thread (:meth:`Sender.run`) takes it. A burst is a
+submission that follows the last send within :data:`BURST_GAP` with no wait for a result
+between (``[client.submit(f, x) for x in ...]``, a chain built link by link): sent one by
+one, each would be a stream entry of its own for the scheduler; the sender thread sends
+what piled up meanwhile in one. A release (``lazy``) wakes nobody while a thread waits on a
 result: the next submission or the idle listener takes it along within milliseconds.
 
 A send does not wait for Redis's replies: they are read with the next send, so a submission
@@ -42,6 +46,9 @@ log = logging.getLogger("rdist.client")
 RELEASE_DELAY = 0.005  #: seconds a lone release waits for a submission to travel with
 #: The idle listener reads the replies of a send this old that no later send has read.
 CONFIRM_AFTER = 0.05
+#: A submission this soon after the last send, with no wait for a result between, is part
+#: of a burst: it goes to the sender thread (see the module doc).
+BURST_GAP = 0.002
 #: Messages sent together go in one stream entry up to this size; a big graph is better
 #: read (and written out by the scheduler) in slices of its own.
 BUNDLE_BYTES = 1 << 20
@@ -147,6 +154,10 @@ class Sender:
         #: whether a thread waiting on a result reads the client's stream now: lazy posts
         #: then wait for whoever goes next (set by the client once its inbox exists)
         self.waiter_reads: Callable[[], bool] = lambda: False
+        #: whether a thread waits on a result now or stopped waiting after the (monotonic)
+        #: time given (set by the client once its inbox exists)
+        self.waited_since: Callable[[float], bool] = lambda since: True
+        self._last_sent = 0.0  #: monotonic time the last send went out
         #: what was submitted, and the keys held (``rdist.client.recovery``; set by the client)
         self.journal: Journal | None = None
         self.held: Callable[[], list[str]] = list
@@ -164,7 +175,7 @@ class Sender:
             self.journal.record(msg, funcs, self.held)  # to send again should Redis lose it
         with self._ready:
             self._outbox.append((msg, funcs))
-            if not (direct and self._sending.acquire(blocking=False)):
+            if not (direct and not self._in_burst() and self._sending.acquire(blocking=False)):
                 if not (lazy and self.waiter_reads()):
                     self._ready.notify()
                 return
@@ -174,6 +185,10 @@ class Sender:
             self._send(items)
         finally:
             self._sending.release()
+
+    def _in_burst(self) -> bool:
+        last = self._last_sent
+        return time.monotonic() < last + BURST_GAP and not self.waited_since(last)
 
     def release(self, key: str) -> None:
         """Queue the release of ``key`` (as a ``lazy`` post): it joins a release waiting
@@ -262,7 +277,7 @@ class Sender:
                 try:
                     pipe.send()  # (its replies are read by the next send or confirmation)
                 finally:
-                    self._unconfirmed_since = time.monotonic()
+                    self._unconfirmed_since = self._last_sent = time.monotonic()
                 self._retries().succeeded()
                 return
             except ResponseError as exc:  # about the send before: this one went out
