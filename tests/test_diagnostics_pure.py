@@ -385,3 +385,40 @@ def test_the_sampler_lingers_after_a_task_so_short_tasks_do_not_wake_it_each(mon
         stop.set()
         profiler.stop()
         thread.join(5)
+
+
+def test_looks_that_find_no_task_running_stretch_the_period_until_one_does(monkeypatch):
+    from rdist.worker import profiler as profiler_module
+
+    monkeypatch.setattr(profiler_module, "LINGER", 5.0)
+    stop = threading.Event()
+    sent: list[object] = []
+    store = type(
+        "Store", (), {"profiles": type("Profiles", (), {"add": staticmethod(sent.append)})}
+    )
+    profiler = Profiler("tcp://w:1", store(), stop, interval=0.005)  # type: ignore[arg-type]
+    looks: list[float] = []
+    monkeypatch.setattr(profiler, "_flush_if_idle_long_enough", lambda: looks.append(1))
+    samples: list[float] = []
+    real_sample = profiler.sample
+    monkeypatch.setattr(profiler, "sample", lambda: (samples.append(1), real_sample()))
+    thread = threading.Thread(target=profiler.run, daemon=True)
+    thread.start()
+    try:
+        # given tiny tasks all the time (a client waiting on each): no look finds one running
+        finish = time.monotonic() + 0.6
+        while time.monotonic() < finish:
+            profiler.begin("tiny-1")
+            profiler.end()
+            time.sleep(0.001)
+        # then it looked far less often than every 5 ms (120 looks): about every 25 ms
+        assert 3 <= len(looks) <= 60, len(looks)
+        # and a task that keeps running is found and sampled every period again
+        profiler.begin("long-1")
+        time.sleep(0.3)
+        profiler.end()
+        assert len(samples) >= 3
+    finally:
+        stop.set()
+        profiler.stop()
+        thread.join(5)

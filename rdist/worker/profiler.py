@@ -46,6 +46,12 @@ IDLE_FLUSH_SPACING = 0.25
 #: waiting on each result) would otherwise wake it for every task -- a thread switch and a
 #: GIL hand-off on each task's path.
 LINGER = 0.5
+#: While lingering, looks that find no task running (tasks of microseconds between a
+#: client's waits) stretch the period: after this many in a row it is
+#: :data:`SLOW_FACTOR` times longer, until a look finds a task running again. A long task
+#: is then found within that longer period and sampled every :data:`INTERVAL` from there.
+EMPTY_LOOKS = 3
+SLOW_FACTOR = 5
 #: Frames of this file run every task: a stack is cut where they begin.
 _SPEC_FILE = spec.__file__
 _UNSEEN: Any = object()
@@ -115,16 +121,20 @@ class Profiler:
             return
         stop, next_flush = self._stop, time.monotonic() + self.cycle
         seen, linger_until = self._begun, 0.0
+        empty = 0  #: looks in a row that found no task running
         while not stop.is_set():
             try:
                 if self._running:
                     self.sample()
+                    empty = 0
                 elif self._begun != seen or time.monotonic() < linger_until:
                     if self._begun != seen:  # tasks ran since the last look
                         seen, linger_until = self._begun, time.monotonic() + LINGER
+                    empty += 1
                     self._flush_if_idle_long_enough()
                 else:
                     self._sleep_until_work(next_flush)
+                    empty = 0
                 if time.monotonic() >= next_flush:
                     self.flush()
                     next_flush = time.monotonic() + self.cycle
@@ -133,7 +143,7 @@ class Profiler:
             # one period between two looks, also right after a task woke us: a task
             # shorter than that ends unsampled, and tasks that start meanwhile wake nobody
             # (so a stream of tiny tasks costs at most one wake-up per period)
-            stop.wait(self.interval)
+            stop.wait(self.interval * (SLOW_FACTOR if empty >= EMPTY_LOOKS else 1))
         self.flush()
 
     def stop(self) -> None:
