@@ -140,3 +140,31 @@ def test_a_small_release_stays_one_message_bundled_with_its_neighbours() -> None
     ]
     _, [entry] = sender.encode_outbox(items)
     assert wire.SCHEDULER.decode(entry) == [wire.ReleaseKeys("c1", ["a", "b"]), wire.Restart("c1")]
+
+
+def test_a_big_read_is_sent_as_bounded_hmgets_in_one_round_trip(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given N task records and results (and one key that has neither)
+    keys = _keys(N)
+    store.tasks.put_many({key: wire.TaskRecord("memory", (0,)).encode() for key in keys})
+    store.results.put_many({key: key.encode() for key in keys})
+    sizes: list[int] = []
+    pipeline = store.pipeline
+
+    def counting() -> Any:
+        pipe = pipeline()
+        hmget = pipe.hmget
+        pipe.hmget = lambda name, fields: sizes.append(len(fields)) or hmget(name, fields)
+        return pipe
+
+    monkeypatch.setattr(store, "pipeline", counting)
+
+    # when a client reads them all
+    records = store.tasks.get_many([*keys, "absent"])
+    blobs = store.results.get_many([*keys, "absent"])
+
+    # then each read is ceil((N + 1) / chunk) HMGETs of at most CHUNK fields, answered in order
+    assert sizes == [CHUNK, CHUNK, 2] * 2
+    assert list(records) == keys and all(r.state == "memory" for r in records.values())
+    assert blobs == [key.encode() for key in keys] + [None]

@@ -5,7 +5,9 @@ Each class wraps one record kind (``tasks``, ``workers``, ``clients``, ``results
 ``save(pipeline=None)`` habit): given one, the command is queued on it and sent with the
 rest of the caller's batch; without, it runs at once. Reads decode through the wire
 records; a stored record that does not decode is *skipped* by bulk reads (and logged),
-never handed on half-checked.
+never handed on half-checked. No command grows with a graph: many fields go as several
+commands of ``FIELDS_PER_COMMAND`` (in one round trip), so that Redis serves the other
+clients -- the scheduler's lease renewal first -- in between.
 """
 
 from __future__ import annotations
@@ -95,6 +97,16 @@ class _Table:
     def _target(self, pipe: Any) -> Any:
         return pipe if pipe is not None else self._store.redis
 
+    def _hmget(self, name: str, fields: list[Any]) -> list[Any]:
+        """HMGET of ``fields`` in order; very many go as HMGETs of at most
+        :data:`FIELDS_PER_COMMAND` fields, in one round trip (as writes, see there)."""
+        if len(fields) <= FIELDS_PER_COMMAND:
+            return list(self._store.redis.hmget(name, fields))
+        pipe = self._store.pipeline()
+        for start in range(0, len(fields), FIELDS_PER_COMMAND):
+            pipe.hmget(name, fields[start : start + FIELDS_PER_COMMAND])
+        return [blob for reply in pipe.execute() for blob in reply]
+
     def count(self) -> int:
         return int(self._store.redis.hlen(self.name))
 
@@ -118,8 +130,7 @@ class Tasks(_Table):
         """The records of ``keys`` that exist (and decode)."""
         if not keys:
             return {}
-        blobs = self._store.redis.hmget(self.name, keys)
-        return dict(self._decoded(zip(keys, blobs)))
+        return dict(self._decoded(zip(keys, self._hmget(self.name, keys))))
 
     def scan(
         self, cursor: int = 0, count: int = 1_000, match: str | None = None
@@ -194,7 +205,7 @@ class Workers(_Table):
         if not addresses:
             return {}
         out = {}
-        for address, blob in zip(addresses, self._store.redis.hmget(self.name, addresses)):
+        for address, blob in zip(addresses, self._hmget(self.name, addresses)):
             if blob is None:
                 continue
             try:
@@ -231,7 +242,7 @@ class Clients(_Table):
         if not clients:
             return {}
         out = {}
-        for client, blob in zip(clients, self._store.redis.hmget(self.name, clients)):
+        for client, blob in zip(clients, self._hmget(self.name, clients)):
             if blob is None:
                 continue
             try:
@@ -255,7 +266,7 @@ class Results(_Table):
         if pipe is not None:
             pipe.hmget(self.name, keys)
             return []
-        return list(self._store.redis.hmget(self.name, keys)) if keys else []
+        return self._hmget(self.name, keys) if keys else []
 
     def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
         hdel_bounded(self._target(pipe), self.name, keys)
@@ -279,7 +290,7 @@ class Specs(_Table):
         if pipe is not None:
             pipe.hmget(self.name, keys)
             return []
-        return list(self._store.redis.hmget(self.name, keys)) if keys else []
+        return self._hmget(self.name, keys) if keys else []
 
     def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
         hdel_bounded(self._target(pipe), self.name, keys)
@@ -288,7 +299,7 @@ class Specs(_Table):
         hset_bounded(self._target(pipe), self.funcs, funcs)
 
     def get_functions(self, hashes: list[bytes]) -> list[bytes | None]:
-        return list(self._store.redis.hmget(self.funcs, hashes)) if hashes else []
+        return self._hmget(self.funcs, hashes) if hashes else []
 
     def delete_functions(self, hashes: list[bytes], pipe: Any = None) -> None:
         hdel_bounded(self._target(pipe), self.funcs, hashes)
