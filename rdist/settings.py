@@ -112,6 +112,15 @@ SETTINGS: tuple[Setting, ...] = (
         duration=True,
     ),
     Setting(
+        "scheduler.lease_ttl",
+        2.0,
+        "seconds the leader's lease lives unless renewed (every third of it); a standby "
+        "takes over this long after the leader stopped renewing. Raise it only on a host so "
+        "overloaded that the scheduler is not run for over a second at a time",
+        (SCHEDULER,),
+        duration=True,
+    ),
+    Setting(
         "scheduler.allowed_failures",
         3,
         "workers a task may kill before it errs with KilledWorker",

@@ -251,6 +251,7 @@ MODULE_TIERS = {
     "test_redis_restart_pending": "real",
     "test_resilience": "real",
     "test_scale_bounds": "fake",
+    "test_scale_commands": "fake",
     "test_scale_packing": "pure",
     "test_scheduler_dataops": "pure",
     "test_scheduler_outbox": "pure",

@@ -185,6 +185,17 @@ def scheduler_drops_clients_after_the_configured_ttl(mp: pytest.MonkeyPatch, tmp
     assert scheduler_of(mp, RDIST_SCHEDULER__CLIENT_TTL="2s").client_ttl == 2.0
 
 
+@key_test("scheduler.lease_ttl")
+def scheduler_holds_its_lease_for_the_configured_ttl(mp: pytest.MonkeyPatch, tmp: Path) -> None:
+    assert scheduler_of(mp).lease.ttl_ms == 2000  # the default: fail-over within ~2 s
+    yaml_file(mp, tmp, "scheduler:\n  lease_ttl: 5\n")
+    assert scheduler_of(mp).lease.ttl_ms == 5000
+    assert scheduler_of(mp, RDIST_SCHEDULER__LEASE_TTL="1.5s").lease.ttl_ms == 1500
+    server = SchedulerServer(connect(fake_url(), "keys"), lease_ttl_ms=700)  # the argument wins
+    server.lease.store.close()
+    assert server.lease.ttl_ms == 700
+
+
 @key_test("scheduler.allowed_failures")
 def killed_worker_counts_the_configured_failures(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     server = scheduler_of(mp, RDIST_SCHEDULER__ALLOWED_FAILURES="1")

@@ -3,8 +3,9 @@
 A message is posted as a wire record (``wire.UpdateGraph``, ``wire.ReleaseKeys``, ...).
 Whoever sends drains the whole outbox into one pipeline: the pickled functions first (one
 HSET of the ``funcs`` hash), then the messages in order, consecutive graph updates and
-consecutive releases merged into one message each, and several messages bundled into one
-stream entry so the scheduler reads them in one batch.
+consecutive releases merged into one message each (a release of very many keys split again
+into messages of RELEASE_KEYS_PER_MESSAGE), and several messages bundled into one stream
+entry so the scheduler reads them in one batch.
 
 Who sends: a submission (``direct``) sends on the calling thread when nobody else is
 sending and it is no burst -- one thread hop less on the submit path of ``submit(...)
@@ -61,6 +62,11 @@ SEND_ATTEMPTS = 60
 MAX_ENTRY_BYTES = 32 << 20
 #: Consecutive graph updates are merged into one message while it stays under this.
 MERGE_BYTES = 4 << 20
+#: Keys per ``release-keys`` message: a dropped list of a million futures goes out as
+#: messages of this many keys (~1 MB each), as a big graph goes in slices -- the scheduler
+#: then reads and writes out its consequences a slice at a time, and no entry nears
+#: MAX_ENTRY_BYTES (one of 700k keys would pass it and be refused).
+RELEASE_KEYS_PER_MESSAGE = 20_000
 
 #: A posted message and the functions (hash -> pickled) it needs stored before it.
 Outgoing = tuple[wire.Message, Mapping[bytes, bytes] | None]
@@ -111,13 +117,24 @@ def encode_outbox(items: list[Outgoing]) -> tuple[dict[bytes, bytes], list[bytes
         if merged is not None and _absorb(merged, msg, sizes):
             continue
         if merged is not None:
-            encoded.append(merged.encode())
+            encoded += _encoded(merged)
         merged = msg
     if merged is not None:
-        encoded.append(merged.encode())
+        encoded += _encoded(merged)
     if len(encoded) > 1 and sum(map(len, encoded)) <= BUNDLE_BYTES:
         encoded = [wire.bundle(encoded)]  # one entry: the scheduler sees them in one batch
     return funcs, encoded
+
+
+def _encoded(msg: wire.Message) -> list[bytes]:
+    """``msg`` encoded: one entry, or a big release in entries of bounded size."""
+    if type(msg) is not wire.ReleaseKeys or len(msg.keys) <= RELEASE_KEYS_PER_MESSAGE:
+        return [msg.encode()]
+    keys, step = msg.keys, RELEASE_KEYS_PER_MESSAGE
+    return [
+        wire.ReleaseKeys(msg.client, keys[start : start + step]).encode()
+        for start in range(0, len(keys), step)
+    ]
 
 
 def within_bound(entries: list[bytes], client_id: str) -> list[bytes]:

@@ -52,6 +52,8 @@ BATCH_ENTRIES = 500
 LARGE_BATCH_BYTES = 4 << 20
 FEW_ENTRIES = 4
 BLOCK_MS = 500
+#: The leader's lease (``scheduler.lease_ttl``, whose default this is): a standby takes
+#: over this long after the leader last renewed it.
 LEASE_TTL_MS = 2000
 #: How often the scheduler also reads its own pending (delivered, unacknowledged) entries.
 #: Each batch is acknowledged in the round trip of the next read, so at a read the pending
@@ -71,14 +73,14 @@ class SchedulerServer:
         store: RedisStore,
         name: str | None = None,
         worker_ttl: float | None = None,
-        lease_ttl_ms: int = LEASE_TTL_MS,
+        lease_ttl_ms: int | None = None,
         plugins: Iterable[tuple[str, Any]] = (),
         accept_client_plugins: bool = False,
         config: Config | None = None,
     ) -> None:
         """``config`` (else :func:`~rdist.config.load_config`) gives the settings that no
-        argument does: ``scheduler.worker_ttl``, ``client_ttl``, ``allowed_failures``,
-        ``work_stealing``."""
+        argument does: ``scheduler.worker_ttl``, ``client_ttl``, ``lease_ttl``,
+        ``allowed_failures``, ``work_stealing``."""
         config = config if config is not None else load_config()
         self.store = store
         #: scheduler plugins: from this process's configuration (and, with
@@ -108,6 +110,8 @@ class SchedulerServer:
         #: the newest heartbeat time seen of each worker: a worker whose record is gone (it
         #: is leaving, and its leave message is on its way) is not "silent" before its ttl
         self._last_seen: dict[str, float] = {}
+        if lease_ttl_ms is None:
+            lease_ttl_ms = round(float(config.get("scheduler.lease_ttl")) * 1000)
         self.lease = Lease(store.clone(), lease_ttl_ms)
         #: retries of Redis: capped backoff with jitter; a permanent error raises
         self.retry = Backoff("scheduler", store.url, log)

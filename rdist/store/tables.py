@@ -5,7 +5,9 @@ Each class wraps one record kind (``tasks``, ``workers``, ``clients``, ``results
 ``save(pipeline=None)`` habit): given one, the command is queued on it and sent with the
 rest of the caller's batch; without, it runs at once. Reads decode through the wire
 records; a stored record that does not decode is *skipped* by bulk reads (and logged),
-never handed on half-checked.
+never handed on half-checked. No command grows with a graph: many fields go as several
+commands of ``FIELDS_PER_COMMAND`` (in one round trip), so that Redis serves the other
+clients -- the scheduler's lease renewal first -- in between.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ log = logging.getLogger("rdist.store")
 _LUA = Path(__file__).parent / "lua"
 #: HSCAN slice: big enough to be cheap per record, small enough not to hold Redis long.
 SCAN_COUNT = 10_000
+#: Fields per HSET / HDEL command. Redis runs one command start to end: an HDEL of a
+#: million fields holds it ~2 s, and every other client -- the scheduler's lease renewal
+#: first -- waits behind it (the lease lapsed at the end of 1M-task runs). Commands of
+#: this size take Redis a few milliseconds each, and it serves the others in between;
+#: they still go out in the caller's one pipeline (one round trip).
+FIELDS_PER_COMMAND = 10_000
 #: Corrupt fields a table remembers having logged (then it forgets them all and starts
 #: again: the memory stays bounded however much garbage a hash holds).
 REPORTED_MAX = 100_000
@@ -40,6 +48,26 @@ REPORTED_MAX = 100_000
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def hset_bounded(target: Any, name: str, mapping: Mapping[Any, Any]) -> None:
+    """HSET ``mapping`` into ``name`` on ``target`` (a pipeline or a client), in commands
+    of at most :data:`FIELDS_PER_COMMAND` fields."""
+    if len(mapping) <= FIELDS_PER_COMMAND:
+        if mapping:
+            target.hset(name, mapping=mapping)
+        return
+    items = list(mapping.items())
+    for start in range(0, len(items), FIELDS_PER_COMMAND):
+        target.hset(name, mapping=dict(items[start : start + FIELDS_PER_COMMAND]))
+
+
+def hdel_bounded(target: Any, name: str, fields: Iterable[Any]) -> None:
+    """HDEL ``fields`` of ``name`` on ``target``, in commands of at most
+    :data:`FIELDS_PER_COMMAND` fields."""
+    fields = fields if isinstance(fields, list) else list(fields)
+    for start in range(0, len(fields), FIELDS_PER_COMMAND):
+        target.hdel(name, *fields[start : start + FIELDS_PER_COMMAND])
 
 
 class _Table:
@@ -69,6 +97,16 @@ class _Table:
     def _target(self, pipe: Any) -> Any:
         return pipe if pipe is not None else self._store.redis
 
+    def _hmget(self, name: str, fields: list[Any]) -> list[Any]:
+        """HMGET of ``fields`` in order; very many go as HMGETs of at most
+        :data:`FIELDS_PER_COMMAND` fields, in one round trip (as writes, see there)."""
+        if len(fields) <= FIELDS_PER_COMMAND:
+            return list(self._store.redis.hmget(name, fields))
+        pipe = self._store.pipeline()
+        for start in range(0, len(fields), FIELDS_PER_COMMAND):
+            pipe.hmget(name, fields[start : start + FIELDS_PER_COMMAND])
+        return [blob for reply in pipe.execute() for blob in reply]
+
     def count(self) -> int:
         return int(self._store.redis.hlen(self.name))
 
@@ -80,13 +118,10 @@ class Tasks(_Table):
 
     def put_many(self, records: Mapping[str, bytes], pipe: Any = None) -> None:
         """Encoded records (the scheduler encodes each changed task once per batch)."""
-        if records:
-            self._target(pipe).hset(self.name, mapping=records)
+        hset_bounded(self._target(pipe), self.name, records)
 
     def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
-        keys = list(keys)
-        if keys:
-            self._target(pipe).hdel(self.name, *keys)
+        hdel_bounded(self._target(pipe), self.name, keys)
 
     def get(self, key: str) -> TaskRecord | None:
         return self.get_many([key]).get(key)
@@ -95,8 +130,7 @@ class Tasks(_Table):
         """The records of ``keys`` that exist (and decode)."""
         if not keys:
             return {}
-        blobs = self._store.redis.hmget(self.name, keys)
-        return dict(self._decoded(zip(keys, blobs)))
+        return dict(self._decoded(zip(keys, self._hmget(self.name, keys))))
 
     def scan(
         self, cursor: int = 0, count: int = 1_000, match: str | None = None
@@ -151,9 +185,7 @@ class Workers(_Table):
         self._target(pipe).hset(self.name, record.address, record.encode())
 
     def remove(self, addresses: Iterable[str], pipe: Any = None) -> None:
-        addresses = list(addresses)
-        if addresses:
-            self._target(pipe).hdel(self.name, *addresses)
+        hdel_bounded(self._target(pipe), self.name, addresses)
 
     def exists(self, address: str) -> bool:
         return bool(self._store.redis.hexists(self.name, address))
@@ -173,7 +205,7 @@ class Workers(_Table):
         if not addresses:
             return {}
         out = {}
-        for address, blob in zip(addresses, self._store.redis.hmget(self.name, addresses)):
+        for address, blob in zip(addresses, self._hmget(self.name, addresses)):
             if blob is None:
                 continue
             try:
@@ -192,9 +224,7 @@ class Clients(_Table):
         self._target(pipe).hset(self.name, client, record.encode())
 
     def remove(self, clients: Iterable[str], pipe: Any = None) -> None:
-        clients = list(clients)
-        if clients:
-            self._target(pipe).hdel(self.name, *clients)
+        hdel_bounded(self._target(pipe), self.name, clients)
 
     def all(self) -> dict[str, ClientRecord]:
         out = {}
@@ -212,7 +242,7 @@ class Clients(_Table):
         if not clients:
             return {}
         out = {}
-        for client, blob in zip(clients, self._store.redis.hmget(self.name, clients)):
+        for client, blob in zip(clients, self._hmget(self.name, clients)):
             if blob is None:
                 continue
             try:
@@ -228,8 +258,7 @@ class Results(_Table):
     __slots__ = ()
 
     def put_many(self, blobs: Mapping[str, bytes], pipe: Any = None) -> None:
-        if blobs:
-            self._target(pipe).hset(self.name, mapping=blobs)
+        hset_bounded(self._target(pipe), self.name, blobs)
 
     def get_many(self, keys: list[str], pipe: Any = None) -> list[bytes | None]:
         """The blobs of ``keys`` in order (None where absent). With ``pipe`` the read is
@@ -237,12 +266,10 @@ class Results(_Table):
         if pipe is not None:
             pipe.hmget(self.name, keys)
             return []
-        return list(self._store.redis.hmget(self.name, keys)) if keys else []
+        return self._hmget(self.name, keys) if keys else []
 
     def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
-        keys = list(keys)
-        if keys:
-            self._target(pipe).hdel(self.name, *keys)
+        hdel_bounded(self._target(pipe), self.name, keys)
 
 
 class Specs(_Table):
@@ -256,31 +283,26 @@ class Specs(_Table):
         self._heads: Any = None  #: the spec_heads script, registered on first use
 
     def put_many(self, specs: Mapping[str, bytes], pipe: Any = None) -> None:
-        if specs:
-            self._target(pipe).hset(self.name, mapping=specs)
+        hset_bounded(self._target(pipe), self.name, specs)
 
     def get_many(self, keys: list[str], pipe: Any = None) -> list[bytes | None]:
         """Specs in order, None where absent; queued on ``pipe`` when given (see Results)."""
         if pipe is not None:
             pipe.hmget(self.name, keys)
             return []
-        return list(self._store.redis.hmget(self.name, keys)) if keys else []
+        return self._hmget(self.name, keys) if keys else []
 
     def delete(self, keys: Iterable[str], pipe: Any = None) -> None:
-        keys = list(keys)
-        if keys:
-            self._target(pipe).hdel(self.name, *keys)
+        hdel_bounded(self._target(pipe), self.name, keys)
 
     def put_functions(self, funcs: Mapping[bytes, bytes], pipe: Any = None) -> None:
-        if funcs:
-            self._target(pipe).hset(self.funcs, mapping=funcs)
+        hset_bounded(self._target(pipe), self.funcs, funcs)
 
     def get_functions(self, hashes: list[bytes]) -> list[bytes | None]:
-        return list(self._store.redis.hmget(self.funcs, hashes)) if hashes else []
+        return self._hmget(self.funcs, hashes) if hashes else []
 
     def delete_functions(self, hashes: list[bytes], pipe: Any = None) -> None:
-        if hashes:
-            self._target(pipe).hdel(self.funcs, *hashes)
+        hdel_bounded(self._target(pipe), self.funcs, hashes)
 
     def function_hashes(self) -> list[bytes]:
         """Every function stored (hashes only: one per distinct function)."""
