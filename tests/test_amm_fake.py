@@ -117,3 +117,19 @@ def test_retire_drain_copies_unique_data_before_the_worker_is_told_to_leave():
 def test_amm_request_for_an_unknown_action_is_refused_by_the_wire():
     with pytest.raises(wire.MalformedMessage, match="action"):
         wire.SCHEDULER.decode(wire.pack({"op": "amm", "client": "c", "id": "1", "action": "x"}))
+
+
+def test_a_request_bundled_with_other_messages_of_its_client_is_answered():
+    with fake_cluster(n_workers=1) as (c, cluster):
+        future = c.submit(large, 1)
+        future.result(timeout=10)
+        sender = c._sender
+        with sender._sending:  # nothing goes out meanwhile: the two leave as one entry
+            sender.post(wire.ReleaseKeys(c.id, [future.key]))
+            request_id = c._answers.expect()
+            sender.post(wire.AmmRequest(c.id, request_id, "running", []))
+        sender.flush()
+
+        reply = c._answers.one(request_id, 10)
+        assert reply.running is False
+        assert cluster.scheduler.guard.refused == 0  # nothing set aside

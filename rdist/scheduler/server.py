@@ -479,9 +479,13 @@ class SchedulerServer:
             except wire.MalformedMessage as exc:
                 guard.refuse(entry_id, payload, str(exc), exc)
                 continue
-            if events and type(events[0]) is AmmRequested:  # the shell's (answered below)
-                self.amm.request(events[0])
-                continue
+            requests = [e for e in events if type(e) is AmmRequested]
+            if requests:  # the shell's, answered below (one may share a bundle with others)
+                for request in requests:
+                    self.amm.request(request)
+                events = [e for e in events if type(e) is not AmmRequested]
+                if not events:
+                    continue
             guard.call(
                 entry_id,
                 payload,
