@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,9 +19,24 @@ from rdist.primitives import Event, Lock, MultiLock, Queue, Semaphore, Variable
 WOKEN_WITHIN = 2.0
 
 
+#: the timers of the running test, ended before its cluster closes
+_TIMERS: list[threading.Timer] = []
+
+
+@pytest.fixture
+def c(c: Client) -> Iterator[Client]:
+    """The cluster's client; a test's timers end before the cluster closes (a timer still
+    reading its reply when the test saw the effect raised in its thread once the cluster
+    closed, and pytest blamed the next test)."""
+    yield c
+    while _TIMERS:
+        _TIMERS.pop().join(10)
+
+
 def later(seconds: float, fn, *args) -> threading.Timer:
     timer = threading.Timer(seconds, fn, args)
     timer.start()
+    _TIMERS.append(timer)
     return timer
 
 
