@@ -217,10 +217,16 @@ def test_worker_page_shows_call_stacks_of_running_tasks(
     page.wait_for(f"{text_of('w-address')} === {json.dumps(address)}")
     page.wait_for(f"{count('#w-facts dt')} >= 10")
     page.wait_for(f"{count('#w-tasks tbody tr')} >= 1", timeout=15)  # the nap, assigned here
-    page.evaluate("document.getElementById('w-stacks-button').click()")
+    # assigned is the scheduler's word: the worker may not have begun the nap when first
+    # asked (an answer without it), so ask again each time the button is free until it shows
     page.wait_for(
-        "Array.from(document.querySelectorAll('#w-stacks pre'))"
-        ".some(p => p.textContent.includes('in nap'))",
+        """(() => {
+            const shown = Array.from(document.querySelectorAll('#w-stacks pre'))
+                .some(p => p.textContent.includes('in nap'));
+            const button = document.getElementById('w-stacks-button');
+            if (!shown && !button.disabled) button.click();
+            return shown;
+        })()""",
         timeout=20,
     )
     page.wait_for(f"{chart_points('w-cpu')} >= 2")

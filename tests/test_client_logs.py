@@ -64,11 +64,15 @@ def test_worker_logs_n_workers_and_nanny(pair):
     w0 = next(w for w in cluster.workers if w.name == "w0")
     eventually(lambda: len(client.get_worker_logs(workers=[w0.address])[w0.address]) >= 2)
 
-    by_name = client.get_worker_logs(n=1, workers="w0")
-    every = client.get_worker_logs(workers=[w0.address])[w0.address]
+    def newest_and_every() -> tuple[dict[str, Any], list[Any]] | None:
+        by_name = client.get_worker_logs(n=1, workers="w0")
+        every = client.get_worker_logs(workers=[w0.address])[w0.address]
+        # (a line the worker published between the two reads: read both again)
+        return (by_name, every) if by_name.get(w0.address) == every[-1:] else None
 
+    by_name, every = eventually(newest_and_every)
     assert list(by_name) == [w0.address]
-    assert by_name[w0.address] == every[-1:]  # the newest line
+    assert len(by_name[w0.address]) == 1 and by_name[w0.address] == every[-1:]  # the newest
     assert client.get_worker_logs(nanny=True) == {w.address: [] for w in cluster.workers}
 
 

@@ -60,21 +60,25 @@ def test_notification_trimmed_unread_is_asked_for_again(
     client: Client, subprocess_pythonpath: None
 ) -> None:
     # given the listener busy in a done-callback, so the next notification stays unread
-    busy = threading.Event()
+    # (held until the stream is trimmed: a hold of 2 s raced a loaded machine's task)
+    busy, release = threading.Event(), threading.Event()
 
     def hold_the_listener(_future: Any) -> None:
         busy.set()
-        time.sleep(2.0)
+        release.wait(60)
 
     first = client.submit(rt.slow_inc, 1, 0.0, pure=False)
     first.add_done_callback(hold_the_listener)
     second = client.submit(rt.slow_inc, 2, 0.3, pure=False)
-    assert busy.wait(20)
-    stream = client.store.keys.client_stream(client.id)
-    assert _unread_notification_of(client, second.key, timeout=1.5)
-    assert second.status == "pending"
-    # when the stream is trimmed to nothing before the listener reads it
-    _raw(client).xtrim(stream, maxlen=0, approximate=False)
+    try:
+        assert busy.wait(20)
+        stream = client.store.keys.client_stream(client.id)
+        assert _unread_notification_of(client, second.key, timeout=20)
+        assert second.status == "pending"
+        # when the stream is trimmed to nothing before the listener reads it
+        _raw(client).xtrim(stream, maxlen=0, approximate=False)
+    finally:
+        release.set()
     # then the second future still finishes
     assert second.result(timeout=20) == 3
     assert client.stream_watch.recoveries >= 1

@@ -115,7 +115,13 @@ def test_result_timeout_raises_without_cancelling(cluster_and_client, gates):
         future.result(timeout=0.1)
 
     assert future.status == "pending" and not future.cancelled()
-    assert cluster.scheduler.state.tasks[future.key].state.value in ("processing", "queued")
+
+    # the submission reaches the scheduler on its own thread: 0.1 s may be too soon for it
+    def live_at_the_scheduler() -> bool:
+        task = cluster.scheduler.state.tasks.get(future.key)
+        return task is not None and task.state.value in ("processing", "queued")
+
+    wait_until(live_at_the_scheduler, what="the task processing or queued")
     gates.open(gate)
     assert future.result(timeout=10) == 2
 

@@ -15,6 +15,7 @@ import pytest
 
 import rdist
 from rdist.diagnostics import progressbar as progress_module
+from tests.client_helpers import wait_gate
 from tests.conftest import fake_cluster
 
 
@@ -195,7 +196,12 @@ class _Widget:
         self.layout = types.SimpleNamespace(visibility="visible")
 
 
-def test_progress_in_a_notebook_shows_widgets_and_returns_at_once(monkeypatch):
+def gated(x: int, gate: str) -> int:
+    wait_gate(gate)
+    return x
+
+
+def test_progress_in_a_notebook_shows_widgets_and_returns_at_once(monkeypatch, gates):
     fake = types.ModuleType("ipywidgets")
     for name in ("IntProgress", "HTML", "HBox", "VBox"):
         setattr(fake, name, type(name, (_Widget,), {}))
@@ -203,12 +209,17 @@ def test_progress_in_a_notebook_shows_widgets_and_returns_at_once(monkeypatch):
     shown: list[Any] = []
     monkeypatch.setattr(progress_module, "display", shown.append)
     with fake_cluster(1) as (c, _):
-        gates = [c.submit(busy, i, 0.3) for i in range(2)]
-        started = time.monotonic()
-        bar = rdist.progress(gates, notebook=True)
-        assert time.monotonic() - started < 0.25  # did not wait for the tasks
-        assert shown == [bar.widget]
-        rdist.wait(gates, timeout=10)
+        gate = gates.new()
+        futures = [c.submit(gated, i, gate) for i in range(2)]
+        try:
+            bar = rdist.progress(futures, notebook=True)
+            # did not wait for the tasks: they cannot end before the gate opens (a clock
+            # bound against tasks of 0.3 s failed on a loaded machine)
+            assert not any(f.done() for f in futures)
+            assert shown == [bar.widget]
+        finally:
+            gates.open(gate)
+        rdist.wait(futures, timeout=10)
         bar.thread.join(timeout=5)
 
     (group,) = bar.bars.values()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import sys
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from rdist.protocol import profile, serialize, spec, wire
 from rdist.protocol.groups import key_split
 from rdist.protocol.wire.diagnostics import MAX_DEPTH, PROFILE_TREE
 from rdist.worker.profiler import Profiler, interval_from_env
+from tests.client_helpers import wait_until
 
 F = ("f", "/m.py", 1)
 G = ("g", "/m.py", 5)
@@ -314,6 +316,15 @@ def _nested(depth: int) -> None:
         _HOLD.wait(10)
 
 
+def _innermost(thread: threading.Thread) -> list[str]:
+    """The names of the thread's three innermost Python frames, outermost first."""
+    frame, names = sys._current_frames().get(thread.ident or 0), []
+    while frame is not None and len(names) < 3:
+        names.insert(0, frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
 def test_repeated_samples_of_an_unchanged_stack_count_every_frame_each_time():
     profiler = Profiler("tcp://w:1", _NoStore(), threading.Event(), interval=0)  # type: ignore[arg-type]
     profiler.enabled = True  # sampled by hand below, no thread
@@ -332,7 +343,9 @@ def test_repeated_samples_of_an_unchanged_stack_count_every_frame_each_time():
     try:
         while not profiler._running:
             time.sleep(0.001)
-        time.sleep(0.05)  # inside _HOLD.wait by now
+        # until the thread blocks inside _HOLD.wait (a fixed 0.05 s raced a starved thread:
+        # samples taken on its way there differ from one another)
+        wait_until(lambda: _innermost(thread) == ["_nested", "wait", "wait"], what="the wait")
         for _ in range(5):
             profiler.sample()
         first = profiler.take()

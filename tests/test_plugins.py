@@ -56,7 +56,7 @@ def pair() -> Iterator[tuple[Client, FakeCluster]]:
         yield pair
 
 
-def eventually(check: Any, timeout: float = 5.0) -> Any:
+def eventually(check: Any, timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := check()) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -244,8 +244,10 @@ def test_nanny_reports_a_dead_worker_at_once_and_restarts_it(
         os.kill(record["pid"], signal.SIGKILL)
         killed = time.monotonic()
 
-        wait_until(lambda: first not in c.scheduler_info()["workers"], 5, "dead worker removed")
-        assert time.monotonic() - killed < 5  # far sooner than the 60 s heartbeat timeout
+        # the nanny tells at once; 20 s leaves a loaded machine room and is still far
+        # sooner than the 60 s heartbeat timeout (5 s was the bound before)
+        wait_until(lambda: first not in c.scheduler_info()["workers"], 20, "dead worker removed")
+        assert time.monotonic() - killed < 20
         assert any(e.get("worker") == first for e in events(c, "worker-lost"))
         wait_until(lambda: len(c.scheduler_info()["workers"]) == 1, 20, "replacement joined")
         [second] = c.scheduler_info()["workers"]
@@ -254,7 +256,7 @@ def test_nanny_reports_a_dead_worker_at_once_and_restarts_it(
 
         nanny.proc.send_signal(signal.SIGTERM)  # stops the worker cleanly, then itself
         assert nanny.proc.wait(20) == 0
-        wait_until(lambda: not c.scheduler_info()["workers"], 5, "worker left")
+        wait_until(lambda: not c.scheduler_info()["workers"], 20, "worker left")
         assert not any(e.get("worker") == second for e in events(c, "worker-lost"))
     finally:
         nanny.close()

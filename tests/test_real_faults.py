@@ -293,7 +293,7 @@ def test_sigterm_worker_leaves_cleanly_and_its_tasks_finish_elsewhere(
     process.send_signal(signal.SIGTERM)
 
     assert process.wait(timeout=10) == 0
-    wait_until(lambda: victim not in client.scheduler_info()["workers"], 5, "victim removed")
+    wait_until(lambda: victim not in client.scheduler_info()["workers"], 20, "victim removed")
     results = client.gather(tagged)
     assert [i for i, _ in results] == list(range(8))
     assert {w for _, w in results} <= {victim, survivor}

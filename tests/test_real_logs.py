@@ -127,14 +127,30 @@ def test_worker_and_nanny_and_scheduler_logs_through_redis(roles):
                 and w
             )
         )
-        nannies = c.get_worker_logs(nanny=True)
-        scheduler = c.get_scheduler_logs()
-        last_two = c.get_scheduler_logs(n=2)
+        # each process publishes its lines on its own (a quarter second after they come):
+        # the worker's line in Redis says nothing of the nanny's or the scheduler's yet
+        eventually(
+            lambda: any(
+                "nanny's worker process" in line
+                for _, line in c.get_worker_logs(nanny=True).get(address, ())
+            )
+        )
+        eventually(
+            lambda: any(
+                level == "INFO" and "is the leader" in line
+                for level, line in c.get_scheduler_logs()
+            )
+        )
+
+        def the_last_two() -> tuple[list[Any], list[Any]] | None:
+            scheduler, last_two = c.get_scheduler_logs(), c.get_scheduler_logs(n=2)
+            # (a line the scheduler published between the two reads: read both again)
+            return (scheduler, last_two) if last_two == scheduler[-2:] else None
+
+        scheduler, last_two = eventually(the_last_two)
 
     assert list(workers) == [address]
-    assert any("nanny's worker process" in line for _, line in nannies[address])
-    assert any(level == "INFO" and "is the leader" in line for level, line in scheduler)
-    assert last_two == scheduler[-2:]
+    assert len(last_two) == 2 and last_two == scheduler[-2:]
 
 
 def test_print_and_forwarded_logging_from_a_task_reach_the_client(roles, capsys):

@@ -54,7 +54,8 @@ def test_retired_worker_under_a_nanny_hands_its_data_over_and_stays_gone(redis_u
             assert victim not in client.who_has()[key]
         time.sleep(3)  # a nanny restarting it would have re-registered by now
         assert len(client.scheduler_info()["workers"]) == 2
-        assert len(cluster.workers) == 2  # the cluster forgot the retired process
+        # the cluster forgets the retired process once it (and its nanny) exited
+        wait_until(lambda: len(cluster.workers) == 2, 30, "the retired process forgotten")
         cluster.scale(3)  # and scaling counts only the workers that are there
         client.wait_for_workers(3, timeout=60)
 

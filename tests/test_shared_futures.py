@@ -30,7 +30,7 @@ def wanters(cluster: FakeCluster, key: str) -> set[str]:
     return set(ts.who_wants) if ts is not None else set()
 
 
-def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = check()

@@ -7,13 +7,29 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from rdist.store import RedisStore, connect
 from rdist.store.connection import drop_fake_server
 from rdist.store.primitives import InconsistentLimit, Lease, Wait
+
+#: the timers of the running test, ended before its store closes
+_TIMERS: list[threading.Timer] = []
+
+
+def later(seconds: float, fn: Callable[[], object]) -> None:
+    timer = threading.Timer(seconds, fn)
+    timer.start()
+    _TIMERS.append(timer)
+
+
+def _timers_done() -> None:
+    """A timer still reading its reply when the test saw its effect raised in its thread
+    once the store closed (pytest blamed the next test): it ends first."""
+    while _TIMERS:
+        _TIMERS.pop().join(10)
 
 
 @pytest.fixture(params=["fake", "real"])
@@ -22,12 +38,14 @@ def store(request: pytest.FixtureRequest) -> Iterator[RedisStore]:
         name = uuid.uuid4().hex
         s = connect(f"fakeredis://{name}", "prims")
         yield s
+        _timers_done()
         s.close()
         drop_fake_server(name)
     else:
         url = request.getfixturevalue("redis_url")
         s = connect(url, f"prims-{uuid.uuid4().hex}")
         yield s
+        _timers_done()
         s.close()
 
 
@@ -78,13 +96,15 @@ def test_a_lease_not_renewed_lapses_and_its_late_release_is_refused(store):
 
 def test_renewal_keeps_a_lease_past_its_timeout(store):
     p = store.primitives
-    lease = p.acquire("s", lease_id(), 1, 300)
+    # renewed every 0.25 s, 1.5 s in all: past its 1 s timeout, and a renewal that comes
+    # 0.75 s late on a loaded machine still finds it (a 0.3 s lease did not outlive 0.2 s)
+    lease = p.acquire("s", lease_id(), 1, 1000)
     assert isinstance(lease, Lease)
-    for _ in range(4):
-        time.sleep(0.1)
-        assert p.renew("s", [lease], 300) == [True]
+    for _ in range(6):
+        time.sleep(0.25)
+        assert p.renew("s", [lease], 1000) == [True]
 
-    assert isinstance(p.acquire("s", lease_id(), 1, 300), Wait)
+    assert isinstance(p.acquire("s", lease_id(), 1, 1000), Wait)
     assert p.release("s", lease)
 
 
@@ -199,7 +219,7 @@ def test_items_put_back_return_to_the_head_in_their_order(store):
 
 def test_a_blocking_take_waits_for_an_item(store):
     p = store.primitives
-    threading.Timer(0.1, lambda: p.put("q", b"late", 0)).start()
+    later(0.1, lambda: p.put("q", b"late", 0))
     started = time.monotonic()
 
     assert p.take_blocking("q", 5.0) == b"late"
@@ -214,7 +234,7 @@ def test_a_watched_value_is_set_read_and_deleted_and_wakes_its_waiter(store):
     p = store.primitives
     unset = p.get_value("var", "x")
     assert isinstance(unset, Wait)
-    threading.Timer(0.1, lambda: p.set_value("var", "x", b"1")).start()
+    later(0.1, lambda: p.set_value("var", "x", b"1"))
 
     assert p.wait_after(p.value_changes("var", "x"), unset.after, 5.0)
     assert p.get_value("var", "x") == b"1"

@@ -96,10 +96,14 @@ def test_status_workers_and_tasks_show_what_the_cluster_did() -> None:
         def fetch_status() -> Any:
             return web.get("/api/status").get_json()
 
-        # workers tell clients first; the scheduler records the outcome a moment later
-        wait_until(lambda: fetch_status()["tasks"]["by_state"]["memory"] == 30)
+        # workers tell clients first; the scheduler records the outcome a moment later (the
+        # error's record too: it may come in a later batch than the last result's)
+        def recorded() -> bool:
+            by_state = fetch_status()["tasks"]["by_state"]
+            return bool(by_state["memory"] == 30 and by_state["erred"] == 1)
+
+        wait_until(recorded, what="30 results and 1 error recorded")
         status = fetch_status()
-        assert status["tasks"]["by_state"]["erred"] == 1
         groups = {g["name"]: g for g in status["tasks"]["groups"]}
         assert groups["inc"]["memory"] == 30 and groups["fail"]["erred"] == 1
         assert status["workers"]["count"] == 2 and status["workers"]["threads"] == 2
@@ -462,15 +466,21 @@ def test_live_feed_pushes_runs_status_and_events_to_subscribers() -> None:
             assert browser.emit(
                 "subscribe", ["status", "runs", "events", "nonsense"], callback=True
             ) == ["status", "runs", "events"]
-            time.sleep(0.3)  # the feed starts after what exists now
+            received: dict[str, list[Any]] = {"runs": [], "status": [], "events": []}
+
+            def take() -> None:
+                for message in browser.get_received():
+                    received[message["name"]].extend(message["args"])
+
+            # the feed starts after what exists when its thread first reads, and sends its
+            # first status just after: what comes from here on is news to it
+            wait_until(lambda: take() or bool(received["status"]), what="the first status")
             futures = client.map(slow_inc, range(10))
             client.gather(futures)
             cluster.add_worker(nthreads=1, name="late")
-            received: dict[str, list[Any]] = {"runs": [], "status": [], "events": []}
 
             def got_everything() -> bool:
-                for message in browser.get_received():
-                    received[message["name"]].extend(message["args"])
+                take()
                 keys = {r["key"] for m in received["runs"] for r in m["runs"]}
                 joined = [
                     e for m in received["events"] for e in m["events"] if e["op"] == "worker-joined"
@@ -492,8 +502,12 @@ def test_live_feed_skips_malformed_entries_and_goes_on() -> None:
         socketio = app.extensions["rdist"].socketio
         browser = socketio.test_client(app)
         try:
-            browser.emit("subscribe", ["events", "runs"], callback=True)
-            time.sleep(0.3)
+            # (status too: its first push says the feed has read where the streams end)
+            browser.emit("subscribe", ["events", "runs", "status"], callback=True)
+            wait_until(
+                lambda: any(m["name"] == "status" for m in browser.get_received()),
+                what="the feed's first status",
+            )
             store.redis.xadd(store.keys.taskstream, {PAYLOAD_FIELD: b"\xc1garbage"})
             store.redis.xadd(store.keys.events, {b"other": b"no payload"})
             store.streams.log_event(wire.ClusterEvent("worker-left", {"worker": "w9"}))

@@ -10,6 +10,7 @@ import pytest
 
 from rdist.protocol import wire
 from rdist.store import connect
+from rdist.worker import stream
 from tests.client_helpers import wait_until
 from tests.conftest import FakeCluster, fake_cluster
 
@@ -93,7 +94,10 @@ def test_entry_whose_handler_raises_is_dead_lettered_and_the_worker_carries_on(m
         store.close()
 
 
-def test_close_wakes_the_blocked_stream_read_at_once():
+def test_close_wakes_the_blocked_stream_read_at_once(monkeypatch: pytest.MonkeyPatch):
+    # a read that blocks for 10 s: a close that waited it out would show (close takes a few
+    # ms; the bound leaves a loaded machine room and stays under close's 2 s thread joins)
+    monkeypatch.setattr(stream, "BLOCK_MS", 10_000)
     cluster = FakeCluster(n_workers=1)
     try:
         worker = cluster.workers[0]
@@ -102,7 +106,7 @@ def test_close_wakes_the_blocked_stream_read_at_once():
         started = time.monotonic()
         worker.close()
 
-        assert time.monotonic() - started < 0.3  # not the read's 0.5 s block time
+        assert time.monotonic() - started < 1.5  # not the read's 10 s block time
         assert not any(t.is_alive() for t in worker.threads)
     finally:
         cluster.close()
