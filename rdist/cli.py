@@ -192,13 +192,16 @@ def scheduler(
         raise click.UsageError(str(exc)) from None
     name = str(config.get("redis.cluster"))
     _check_redis(url, name, "scheduler", float(config.get("comm.connect_timeout")))
-    server = SchedulerServer.from_url(
-        url,
-        name,
-        plugins=loaded,
-        accept_client_plugins=bool(config.get("scheduler.accept_client_plugins")),
-        config=config,
-    )
+    try:
+        server = SchedulerServer.from_url(
+            url,
+            name,
+            plugins=loaded,
+            accept_client_plugins=bool(config.get("scheduler.accept_client_plugins")),
+            config=config,
+        )
+    except ConfigError as exc:  # a setting only the scheduler checks (its lease's length)
+        raise click.UsageError(str(exc)) from None
     tune_gc()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())

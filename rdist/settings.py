@@ -116,7 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
         2.0,
         "seconds the leader's lease lives unless renewed (every third of it); a standby "
         "takes over this long after the leader stopped renewing. Raise it only on a host so "
-        "overloaded that the scheduler is not run for over a second at a time",
+        "overloaded that the scheduler is not run for over a second at a time (at least 0.1 s)",
         (SCHEDULER,),
         duration=True,
     ),

@@ -80,3 +80,23 @@ def test_nested_env_sets_worker_threads_and_url_is_positional(
         client.wait_for_workers(1, timeout=30)
         # then it runs four threads
         assert [w["nthreads"] for w in workers_of(client).values()] == [4], procs.logs()
+
+
+def test_a_lease_too_short_to_hold_stops_the_scheduler_at_start_naming_the_setting(
+    redis_server: EmbeddedRedis,
+) -> None:
+    import subprocess
+    import sys
+
+    env = no_settings(RDIST_SCHEDULER__LEASE_TTL="0.01")
+    done = subprocess.run(
+        [sys.executable, "-m", "rdist", "scheduler", "--redis-url", redis_server.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "at least 0.1 s, not 0.01 s: set scheduler.lease_ttl" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -194,6 +194,11 @@ def scheduler_holds_its_lease_for_the_configured_ttl(mp: pytest.MonkeyPatch, tmp
     server = SchedulerServer(connect(fake_url(), "keys"), lease_ttl_ms=700)  # the argument wins
     server.lease.store.close()
     assert server.lease.ttl_ms == 700
+    for too_short in ("0", "0.01"):  # a lease that lapses at any pause is refused, named
+        with pytest.raises(
+            ValueError, match=r"at least 0.1 s, not 0(.01)? s: set scheduler.lease_ttl"
+        ):
+            scheduler_of(mp, RDIST_SCHEDULER__LEASE_TTL=too_short)
 
 
 @key_test("scheduler.allowed_failures")

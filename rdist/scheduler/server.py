@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rdist import versions
-from rdist.config import Config, load_config, mask_url
+from rdist.config import Config, ConfigError, load_config, mask_url
 from rdist.logbuffer import ProcessLog, rdist_version
 from rdist.plugins.scheduler_side import SchedulerPlugins
 from rdist.protocol import wire
@@ -55,6 +55,8 @@ BLOCK_MS = 500
 #: The leader's lease (``scheduler.lease_ttl``, whose default this is): a standby takes
 #: over this long after the leader last renewed it.
 LEASE_TTL_MS = 2000
+#: A shorter lease is refused: renewed every third of its life, it would lapse at any pause.
+MIN_LEASE_TTL_MS = 100
 #: How often the scheduler also reads its own pending (delivered, unacknowledged) entries.
 #: Each batch is acknowledged in the round trip of the next read, so at a read the pending
 #: list holds only entries whose delivery was lost with a reply: cheap to look, rare to find.
@@ -112,6 +114,12 @@ class SchedulerServer:
         self._last_seen: dict[str, float] = {}
         if lease_ttl_ms is None:
             lease_ttl_ms = round(float(config.get("scheduler.lease_ttl")) * 1000)
+        if lease_ttl_ms < MIN_LEASE_TTL_MS:
+            raise ConfigError(
+                f"the scheduler's lease must live at least {MIN_LEASE_TTL_MS / 1000:g} s, not "
+                f"{lease_ttl_ms / 1000:g} s: set scheduler.lease_ttl (RDIST_SCHEDULER__LEASE_TTL) "
+                "or lease_ttl_ms to a longer one (default 2 s)"
+            )
         self.lease = Lease(store.clone(), lease_ttl_ms)
         #: retries of Redis: capped backoff with jitter; a permanent error raises
         self.retry = Backoff("scheduler", store.url, log)
